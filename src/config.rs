@@ -1,0 +1,342 @@
+//! Everything the daemon reads from its environment, validated once at start-up.
+//!
+//! The variable names and defaults are the original bot's (`WICKRIO_*`), so an admin can reuse the
+//! same `docker run -e ...` line. Every problem is reported as a [`ConfigError`] naming the variable,
+//! what is wrong with its value and what is accepted; the binary exits with status 2 on one.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+/// A setting's name, default and meaning: the one table that `--help` and the README follow.
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+pub const SETTINGS: &[Setting] = &[
+    Setting { name: "WICKRIO_BOT_NAME", default: "(required)", meaning: "the bot's name; default paths live under /tmp/<botname>" },
+    Setting { name: "WICKRIO_COMP_MESGDEST", default: "/tmp/<botname>/compliance/messages", meaning: "directory of the message files" },
+    Setting { name: "WICKRIO_COMP_FILEDEST", default: "/tmp/<botname>/compliance/attachments", meaning: "directory of the attachments" },
+    Setting { name: "WICKRIO_COMP_BASENAME", default: "receivedMessages", meaning: "first part of every message file's name" },
+    Setting { name: "WICKRIO_COMP_FILESIZE", default: "1000000000", meaning: "rotate a message file at this size, KiB" },
+    Setting { name: "WICKRIO_COMP_TIMEROTATE", default: "0 (off)", meaning: "rotate a message file this many minutes after it was opened" },
+    Setting { name: "WICKRIO_COMP_MIN_FREE_MB", default: "512", meaning: "refuse new data (507) while either destination's disk has less free space, MiB" },
+    Setting { name: "WICKRIO_INGEST_ADDR", default: "127.0.0.1:8080", meaning: "address of the HTTP source" },
+    Setting { name: "WICKRIO_INGEST_TOKEN", default: "(none)", meaning: "bearer token required on /v1/*; mandatory on a non-loopback address" },
+    Setting { name: "WICKRIO_INGEST_MAX_BODY", default: "16MiB", meaning: "largest JSON/NDJSON body or multipart `message` part (bytes, or with KiB/MiB/GiB)" },
+    Setting { name: "WICKRIO_INGEST_MAX_FILE", default: "60GiB", meaning: "largest attachment (bytes, or with KiB/MiB/GiB)" },
+    Setting { name: "WICKRIO_SHUTDOWN_GRACE_SECS", default: "8", meaning: "on SIGTERM, how long in-flight requests may take before they are cut off" },
+    Setting { name: "WICKRIO_LOG_FORMAT", default: "text", meaning: "log format: text or json (levels from RUST_LOG, default info)" },
+];
+
+/// A bad setting: which variable, what is wrong, what would be accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}; {accepted}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+    pub accepted: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, problem: impl Into<String>, accepted: impl Into<String>) -> Self {
+        Self { var, problem: problem.into(), accepted: accepted.into() }
+    }
+}
+
+/// A string that must never be printed: `Debug` shows `[redacted]` and the bytes are wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(Zeroizing::new(value))
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How the spool lays out and rotates files.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub mesg_dest: PathBuf,
+    pub file_dest: PathBuf,
+    pub basename: String,
+    /// Rotate once a file would grow past this many bytes.
+    pub max_file_bytes: u64,
+    /// Rotate this long after a file was opened; `None` is off.
+    pub rotate_after: Option<std::time::Duration>,
+    /// Refuse new data while free space is under this many bytes.
+    pub min_free_bytes: u64,
+}
+
+/// How the HTTP source listens and what it accepts.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub addr: SocketAddr,
+    pub token: Option<Secret>,
+    pub max_body: usize,
+    pub max_file: u64,
+    pub shutdown_grace: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bot_name: String,
+    pub spool: SpoolConfig,
+    pub ingest: IngestConfig,
+}
+
+/// The log format is read on its own, before anything else, so that even configuration errors are
+/// logged in the format the operator asked for.
+pub fn log_format(env: impl Fn(&str) -> Option<String>) -> Result<LogFormat, ConfigError> {
+    match env("WICKRIO_LOG_FORMAT").as_deref().map(str::trim) {
+        None | Some("") | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(ConfigError::new(
+            "WICKRIO_LOG_FORMAT",
+            format!("unknown format {other:?}"),
+            "accepted: text, json",
+        )),
+    }
+}
+
+/// `WICKRIO_INGEST_ADDR` alone: `healthcheck` needs it without the rest (which creates directories).
+pub fn ingest_addr(env: impl Fn(&str) -> Option<String>) -> Result<SocketAddr, ConfigError> {
+    let text = env("WICKRIO_INGEST_ADDR").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let text = text.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    text.parse().map_err(|_| {
+        ConfigError::new("WICKRIO_INGEST_ADDR", format!("{text:?} is not an IP address with a port"), "e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
+    })
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `env` (so tests need not touch the process environment) and checks
+    /// that the destination directories exist or can be made, and are writable.
+    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+
+        let bot_name = get("WICKRIO_BOT_NAME").ok_or_else(|| {
+            ConfigError::new("WICKRIO_BOT_NAME", "not set", "set it to the bot's name, e.g. -e WICKRIO_BOT_NAME=compliancebot")
+        })?;
+        check_path_component("WICKRIO_BOT_NAME", &bot_name)?;
+
+        let default_root = PathBuf::from("/tmp").join(&bot_name).join("compliance");
+        let mesg_dest = get("WICKRIO_COMP_MESGDEST").map_or_else(|| default_root.join("messages"), PathBuf::from);
+        let file_dest = get("WICKRIO_COMP_FILEDEST").map_or_else(|| default_root.join("attachments"), PathBuf::from);
+        let basename = get("WICKRIO_COMP_BASENAME").unwrap_or_else(|| "receivedMessages".to_owned());
+        check_path_component("WICKRIO_COMP_BASENAME", &basename)?;
+
+        let size_kib = parse_u64(&get, "WICKRIO_COMP_FILESIZE", 1_000_000_000)?;
+        if size_kib == 0 {
+            return Err(ConfigError::new("WICKRIO_COMP_FILESIZE", "0 KiB would rotate on every line", "a whole number of KiB, at least 1"));
+        }
+        let max_file_bytes = size_kib.checked_mul(1024).ok_or_else(|| {
+            ConfigError::new("WICKRIO_COMP_FILESIZE", format!("{size_kib} KiB is too large"), "at most 18014398509481983 KiB")
+        })?;
+        let rotate_min = parse_u64(&get, "WICKRIO_COMP_TIMEROTATE", 0)?;
+        let rotate_after = (rotate_min > 0).then(|| std::time::Duration::from_secs(rotate_min.saturating_mul(60)));
+        let min_free_mb = parse_u64(&get, "WICKRIO_COMP_MIN_FREE_MB", 512)?;
+
+        let addr = ingest_addr(&env)?;
+        let token = env("WICKRIO_INGEST_TOKEN").filter(|t| !t.is_empty()).map(Secret::new);
+        if let Some(t) = &token
+            && (t.expose().len() < 16 || t.expose().chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(ConfigError::new("WICKRIO_INGEST_TOKEN", "too short or contains whitespace", "at least 16 visible characters"));
+        }
+        if token.is_none() && !addr.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "WICKRIO_INGEST_TOKEN",
+                format!("not set, but WICKRIO_INGEST_ADDR={addr} accepts connections from other hosts"),
+                "set a bearer token of at least 16 characters, or listen on a loopback address such as 127.0.0.1:8080",
+            ));
+        }
+        let max_body = parse_size(&get, "WICKRIO_INGEST_MAX_BODY", 16 << 20)?;
+        let max_body = usize::try_from(max_body).map_err(|_| ConfigError::new("WICKRIO_INGEST_MAX_BODY", "too large", "a size that fits in memory"))?;
+        if max_body == 0 {
+            return Err(ConfigError::new("WICKRIO_INGEST_MAX_BODY", "0 would refuse every request", "a size of at least 1 byte, e.g. 16MiB"));
+        }
+        let max_file = parse_size(&get, "WICKRIO_INGEST_MAX_FILE", 60 << 30)?;
+        let grace = parse_u64(&get, "WICKRIO_SHUTDOWN_GRACE_SECS", 8)?;
+
+        check_writable_dir("WICKRIO_COMP_MESGDEST", &mesg_dest)?;
+        check_writable_dir("WICKRIO_COMP_FILEDEST", &file_dest)?;
+
+        Ok(Config {
+            bot_name,
+            spool: SpoolConfig {
+                mesg_dest,
+                file_dest,
+                basename,
+                max_file_bytes,
+                rotate_after,
+                min_free_bytes: min_free_mb.saturating_mul(1 << 20),
+            },
+            ingest: IngestConfig {
+                addr,
+                token,
+                max_body,
+                max_file,
+                shutdown_grace: std::time::Duration::from_secs(grace),
+            },
+        })
+    }
+}
+
+fn parse_u64(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .map_err(|_| ConfigError::new(var, format!("{text:?} is not a whole number"), format!("a whole number such as {default}"))),
+    }
+}
+
+/// Sizes: a whole number of bytes, or with a `KiB`/`MiB`/`GiB` (or `K`/`M`/`G`) suffix.
+fn parse_size(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+    let Some(text) = get(var) else { return Ok(default) };
+    let bad = || ConfigError::new(var, format!("{text:?} is not a size"), "a whole number of bytes, or with KiB, MiB or GiB, e.g. 16MiB");
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "KB" => 10,
+        "M" | "MiB" | "MB" => 20,
+        "G" | "GiB" | "GB" => 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+fn check_path_component(var: &'static str, value: &str) -> Result<(), ConfigError> {
+    let bad = value == "." || value == ".." || value.len() > 100 || value.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+    if bad {
+        return Err(ConfigError::new(
+            var,
+            format!("{value:?} cannot be used in a file name"),
+            "1 to 100 characters without '/', '\\' or control characters, and not '.' or '..'",
+        ));
+    }
+    Ok(())
+}
+
+/// Makes the directory if needed and proves it writable by creating and removing a probe file, so
+/// that a read-only mount fails at start-up rather than at the first message.
+fn check_writable_dir(var: &'static str, dir: &Path) -> Result<(), ConfigError> {
+    let accepted = "a directory this user can create files in (check the volume mount and its owner)";
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ConfigError::new(var, format!("cannot create directory {}: {e}", dir.display()), accepted))?;
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| ConfigError::new(var, format!("directory {} is not writable: {e}", dir.display()), accepted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn with_dirs<'a>(dir: &'a Path, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, String)> {
+        let mut v = vec![
+            ("WICKRIO_BOT_NAME", "bot".to_owned()),
+            ("WICKRIO_COMP_MESGDEST", dir.join("m").display().to_string()),
+            ("WICKRIO_COMP_FILEDEST", dir.join("f").display().to_string()),
+        ];
+        v.extend(extra.iter().map(|(k, val)| (*k, val.to_string())));
+        v
+    }
+
+    fn parse(pairs: Vec<(&str, String)>) -> Result<Config, ConfigError> {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Config::from_lookup(lookup(&pairs))
+    }
+
+    #[test]
+    fn defaults_follow_the_original() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse(with_dirs(dir.path(), &[])).unwrap();
+        assert_eq!(c.spool.basename, "receivedMessages");
+        assert_eq!(c.spool.max_file_bytes, 1_000_000_000 * 1024);
+        assert_eq!(c.spool.rotate_after, None);
+        assert_eq!(c.ingest.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.ingest.max_body, 16 << 20);
+    }
+
+    #[test]
+    fn missing_bot_name_is_named() {
+        let err = Config::from_lookup(lookup(&[])).unwrap_err();
+        assert_eq!(err.var, "WICKRIO_BOT_NAME");
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        for (var, value) in [
+            ("WICKRIO_COMP_FILESIZE", "ten"),
+            ("WICKRIO_COMP_FILESIZE", "0"),
+            ("WICKRIO_COMP_TIMEROTATE", "-5"),
+            ("WICKRIO_INGEST_MAX_BODY", "12 parsecs"),
+            ("WICKRIO_INGEST_ADDR", "localhost"),
+            ("WICKRIO_COMP_BASENAME", "../x"),
+        ] {
+            let err = parse(with_dirs(dir.path(), &[(var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = parse(with_dirs(dir.path(), &[("WICKRIO_INGEST_ADDR", "0.0.0.0:8080")])).unwrap_err();
+        assert_eq!(err.var, "WICKRIO_INGEST_TOKEN");
+        let ok = parse(with_dirs(dir.path(), &[("WICKRIO_INGEST_ADDR", "0.0.0.0:8080"), ("WICKRIO_INGEST_TOKEN", "0123456789abcdef")]));
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn sizes_accept_suffixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse(with_dirs(dir.path(), &[("WICKRIO_INGEST_MAX_BODY", "2MiB"), ("WICKRIO_INGEST_MAX_FILE", "3G")])).unwrap();
+        assert_eq!(c.ingest.max_body, 2 << 20);
+        assert_eq!(c.ingest.max_file, 3 << 30);
+    }
+
+    #[test]
+    fn token_never_shows_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse(with_dirs(dir.path(), &[("WICKRIO_INGEST_TOKEN", "sup3r-s3cret-t0ken-value")])).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("sup3r"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+    }
+}

@@ -1,0 +1,11 @@
+//! retention-bot: a data retention daemon. Sources capture messages and files, the spool writes them
+//! durably to rotating files, and the sink keeps or ships the closed files. See ARCHITECTURE in the
+//! README for the data path.
+
+pub mod config;
+pub mod daemon;
+pub mod message;
+pub mod metrics;
+pub mod sink;
+pub mod source;
+pub mod spool;

@@ -1,0 +1,150 @@
+//! The `retention-bot` command: the daemon and its tools.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use retention_bot::config::{self, Config, LogFormat, SETTINGS};
+use retention_bot::daemon::{self, Pipeline};
+use retention_bot::source::import;
+
+/// Exit status for a bad setting: the daemon did not start and changed nothing.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "retention-bot",
+    version,
+    about = "Data retention daemon: captures every message and file into crash-safe rotating files",
+    long_about = "Data retention daemon: captures every message and file into crash-safe rotating files.\n\n\
+        Configured entirely by environment variables (the AWS Wickr data retention bot's names), so the same \
+        `docker run -e ...` line works. Producers POST WickrIO-format messages to the HTTP source; each is \
+        acknowledged (202) only once it is fsync'd. Exit status 2 means a setting was refused.",
+    after_long_help = settings_help()
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default when no command is given).
+    Run,
+    /// Feed existing receivedMessages JSONL files through the spool. Each bad line is reported as
+    /// FILE:LINE on stderr and skipped; exit status 1 if any line was rejected.
+    Import {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Exit 0 if the daemon at WICKRIO_INGEST_ADDR answers GET /healthz (for container HEALTHCHECK).
+    Healthcheck,
+}
+
+fn settings_help() -> String {
+    let mut out = String::from("Environment:\n");
+    for s in SETTINGS {
+        out.push_str(&format!("  {:<28} {}\n  {:<28} default: {}\n", s.name, s.meaning, "", s.default));
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match config::log_format(|k| std::env::var(k).ok()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("retention-bot: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(format);
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Healthcheck = command {
+        return healthcheck();
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Import { files } => run_import(&config, files).await,
+            _ => daemon::run(config).await.map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run_import(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    let pipeline = Pipeline::start(config).await?;
+    let (spool, metrics) = (pipeline.spool.clone(), pipeline.metrics.clone());
+    let outcome = tokio::task::spawn_blocking(move || import::import(&files, &spool, &metrics, &mut std::io::stderr().lock())).await;
+    pipeline.shutdown().await;
+    let report = outcome??;
+    tracing::info!(imported = report.imported, rejected = report.rejected, "import finished");
+    println!("imported {} message(s), rejected {}", report.imported, report.rejected);
+    Ok(if report.rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// One GET over plain TCP. A full HTTP client for a single loopback request would add a dependency
+/// tree to the binary for nothing; HTTP/1.0 without keep-alive keeps this to a few lines.
+fn healthcheck() -> ExitCode {
+    let mut addr = match config::ingest_addr(|k| std::env::var(k).ok()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("retention-bot: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let answer = (|| {
+        let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+        conn.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = String::new();
+        conn.take(64).read_to_string(&mut head)?;
+        Ok::<_, std::io::Error>(head)
+    })();
+    match answer {
+        Ok(head) if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(head) => {
+            eprintln!("unhealthy: {addr} answered {:?}", head.lines().next().unwrap_or(""));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: cannot reach {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The bot's counters, kept in one place so that Prometheus (`GET /metrics`) and CloudWatch publish
+//! the same numbers under the original bot's metric names.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($variant:ident => $name:literal, $help:literal;)*) => {
+        /// One of the bot's counters. The names are the original's CloudWatch metric names.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Counter { $($variant),* }
+
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Counter::$variant => $name),* }
+            }
+
+            pub fn help(self) -> &'static str {
+                match self { $(Counter::$variant => $help),* }
+            }
+        }
+    };
+}
+
+counters! {
+    MessagesRx => "Messages_Rx", "Messages received (every non-blank line of every request or imported file).";
+    MessagesRxFailed => "Messages_Rx_Failed", "Messages refused at validation, with every other message of their request.";
+    MessagesSaved => "Messages_Saved", "Messages written and fsync'd to a message file.";
+    MessagesSavedFailed => "Messages_Saved_Failed", "Valid messages that could not be written (disk low or full, I/O error, shutting down).";
+    FilesSaved => "Files_Saved", "Attachments written and fsync'd.";
+    FilesSavedBytes => "Files_Saved_Bytes", "Bytes of attachments written and fsync'd.";
+    FilesSavedFailed => "Files_Saved_Failed", "Attachments that could not be saved.";
+    Logins => "Logins", "Successful logins (start-ups with the right password).";
+    LoginFailures => "Login_Failures", "Refused logins.";
+    S3PostErrors => "S3_Post_Errors", "Failed uploads to S3.";
+    WatchdogFailures => "Watchdog_Failures", "Times the watchdog found the pipeline stalled.";
+    WatchdogWarnings => "Watchdog_Warnings", "Times the watchdog found the pipeline slow.";
+    MessageFilesClosed => "Message_Files_Closed", "Message files closed (rotated, recovered or closed at shutdown).";
+    RequestsRefused => "Requests_Refused", "HTTP requests refused (bad input, bad token, disk low, shutting down).";
+}
+
+/// Counters since start-up. Cheap to bump from any thread.
+#[derive(Debug)]
+pub struct Metrics {
+    values: Vec<AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self { values: Counter::ALL.iter().map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl Metrics {
+    pub fn add(&self, counter: Counter, n: u64) {
+        self.values[counter as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn incr(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize].load(Ordering::Relaxed)
+    }
+
+    /// Prometheus text exposition format, version 0.0.4.
+    pub fn render_prometheus(&self, bot_name: &str) -> String {
+        let bot = bot_name.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = String::with_capacity(2048);
+        for &c in Counter::ALL {
+            let _ = writeln!(out, "# HELP {} {}", c.name(), c.help());
+            let _ = writeln!(out, "# TYPE {} counter", c.name());
+            let _ = writeln!(out, "{}{{bot_name=\"{bot}\"}} {}", c.name(), self.get(c));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter_with_its_value() {
+        let m = Metrics::default();
+        m.add(Counter::FilesSavedBytes, 42);
+        m.incr(Counter::MessagesRx);
+        let text = m.render_prometheus("bot\"1");
+        assert!(text.contains("Files_Saved_Bytes{bot_name=\"bot\\\"1\"} 42\n"), "{text}");
+        assert!(text.contains("Messages_Rx{bot_name=\"bot\\\"1\"} 1\n"));
+        for c in Counter::ALL {
+            assert!(text.contains(&format!("# TYPE {} counter", c.name())));
+        }
+    }
+}

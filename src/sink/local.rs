@@ -1,0 +1,18 @@
+//! The local sink: closed files stay where the spool closed them.
+
+use super::Sink;
+use crate::spool::{ClosedFile, FileKind};
+
+/// Keeps files on local disk (the original's behaviour when no bucket is configured).
+#[derive(Debug, Default)]
+pub struct LocalSink;
+
+impl Sink for LocalSink {
+    async fn deliver(&mut self, file: ClosedFile) {
+        let kind = match file.kind {
+            FileKind::Messages => "messages",
+            FileKind::Attachment => "attachment",
+        };
+        tracing::debug!(file = %file.path.display(), bytes = file.bytes, kind, "kept locally");
+    }
+}

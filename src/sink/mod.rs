@@ -1,0 +1,39 @@
+//! The sink: what happens to a closed file. The spool hands every closed file (message files and
+//! attachments) over a channel; a sink task consumes it. A new destination (S3) is a new [`Sink`]
+//! implementation and touches nothing upstream.
+
+pub mod local;
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::spool::ClosedFile;
+
+/// A destination for closed files.
+pub trait Sink: Send + 'static {
+    /// Takes ownership of a closed file. Runs one file at a time, in closing order.
+    fn deliver(&mut self, file: ClosedFile) -> impl Future<Output = ()> + Send;
+}
+
+/// Feeds closed files to `sink` until `stop` turns true, then delivers whatever is already queued
+/// (the spool closes its open file before the stop is given) and returns.
+pub async fn run<S: Sink>(mut sink: S, mut files: mpsc::UnboundedReceiver<ClosedFile>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            file = files.recv() => match file {
+                Some(file) => sink.deliver(file).await,
+                None => return,
+            },
+            () = stopped(&mut stop) => break,
+        }
+    }
+    while let Ok(file) = files.try_recv() {
+        sink.deliver(file).await;
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, not held across the select.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}

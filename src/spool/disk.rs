@@ -1,0 +1,26 @@
+//! Disk facts the spool acts on: free space, and making a directory entry durable.
+
+use std::path::Path;
+
+use super::SpoolError;
+
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// Refuses new data while `dir`'s file system has less than `min` bytes free.
+pub fn check_free(dir: &Path, min: u64) -> Result<(), SpoolError> {
+    let free = free_bytes(dir).map_err(|e| SpoolError::io(dir, &e))?;
+    if free < min {
+        return Err(SpoolError::DiskLow { path: dir.to_owned(), free_mib: free >> 20, min_mib: min >> 20 });
+    }
+    Ok(())
+}
+
+/// fsyncs a directory so that a file created, renamed or removed in it survives a power loss.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

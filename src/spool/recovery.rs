@@ -1,0 +1,126 @@
+//! Crash recovery, run once before the writer starts.
+//!
+//! A message file left `.open` by a crash (kill -9, power loss) holds every acknowledged line, since
+//! each was fsync'd before its acknowledgement, plus perhaps a torn tail that was never acknowledged.
+//! Recovery cuts the file after its last complete, valid JSON line (never dropping a complete one),
+//! closes it and hands it to the sink. Partial attachments were never acknowledged and are removed.
+//! Files another live instance holds locked are left alone.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use tokio::sync::mpsc;
+
+use super::naming::{PARTIAL_PREFIX, closed_name_of_open};
+use super::{ClosedFile, FileKind, disk};
+use crate::config::SpoolConfig;
+use crate::metrics::{Counter, Metrics};
+
+pub(super) fn recover(
+    config: &SpoolConfig,
+    metrics: &Metrics,
+    closed: &mpsc::UnboundedSender<ClosedFile>,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(&config.mesg_dest)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(closed_name) = name.to_str().and_then(|n| closed_name_of_open(n, &config.basename)) else {
+            continue;
+        };
+        let open_path = entry.path();
+        let file = OpenOptions::new().read(true).write(true).open(&open_path)?;
+        if file.try_lock().is_err() {
+            tracing::info!(file = %open_path.display(), "open message file belongs to a running instance; left alone");
+            continue;
+        }
+        let (kept, dropped) = cut_torn_tail(&file)?;
+        if kept == 0 {
+            drop(file);
+            std::fs::remove_file(&open_path)?;
+            disk::sync_dir(&config.mesg_dest)?;
+            tracing::warn!(file = %open_path.display(), dropped_bytes = dropped, "removed an open message file that held no complete line");
+            continue;
+        }
+        let closed_path = config.mesg_dest.join(closed_name);
+        std::fs::rename(&open_path, &closed_path)?;
+        disk::sync_dir(&config.mesg_dest)?;
+        drop(file);
+        tracing::warn!(file = %closed_path.display(), kept_bytes = kept, dropped_bytes = dropped, "recovered a message file left open by a crash");
+        metrics.incr(Counter::MessageFilesClosed);
+        let _ = closed.send(ClosedFile { path: closed_path, kind: FileKind::Messages, bytes: kept });
+    }
+    remove_partial_attachments(&config.file_dest)
+}
+
+/// Truncates `file` after its last complete line that is valid JSON; returns (kept, dropped) bytes.
+fn cut_torn_tail(file: &File) -> std::io::Result<(u64, u64)> {
+    let total = file.metadata()?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let (mut offset, mut good) = (0u64, 0u64);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        offset += n as u64;
+        let complete = line.last() == Some(&b'\n');
+        if complete && serde_json::from_slice::<serde::de::IgnoredAny>(&line).is_ok() {
+            good = offset;
+        }
+    }
+    if good < total {
+        file.set_len(good)?;
+    }
+    file.sync_all()?;
+    Ok((good, total - good))
+}
+
+fn remove_partial_attachments(dir: &Path) -> std::io::Result<()> {
+    let mut removed = false;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_name().to_str().is_some_and(|n| n.starts_with(PARTIAL_PREFIX)) {
+            continue;
+        }
+        let file = File::open(entry.path())?;
+        if file.try_lock().is_err() {
+            continue; // another instance is still receiving it
+        }
+        std::fs::remove_file(entry.path())?;
+        tracing::warn!(file = %entry.path().display(), "removed a partial attachment that was never acknowledged");
+        removed = true;
+    }
+    if removed {
+        disk::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn cuts_only_the_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = File::create(&path).unwrap();
+        f.write_all(b"{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        let f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        assert_eq!(cut_torn_tail(&f).unwrap(), (16, 5));
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
+    }
+
+    #[test]
+    fn zeros_after_the_last_line_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"{\"a\":1}\n\0\0\0\0").unwrap();
+        let f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        assert_eq!(cut_torn_tail(&f).unwrap(), (8, 4));
+    }
+}
