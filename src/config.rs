@@ -18,19 +18,71 @@ pub struct Setting {
 }
 
 pub const SETTINGS: &[Setting] = &[
-    Setting { name: "WICKRIO_BOT_NAME", default: "(required)", meaning: "the bot's name; default paths live under /tmp/<botname>" },
-    Setting { name: "WICKRIO_COMP_MESGDEST", default: "/tmp/<botname>/compliance/messages", meaning: "directory of the message files" },
-    Setting { name: "WICKRIO_COMP_FILEDEST", default: "/tmp/<botname>/compliance/attachments", meaning: "directory of the attachments" },
-    Setting { name: "WICKRIO_COMP_BASENAME", default: "receivedMessages", meaning: "first part of every message file's name" },
-    Setting { name: "WICKRIO_COMP_FILESIZE", default: "1000000000", meaning: "rotate a message file at this size, KiB" },
-    Setting { name: "WICKRIO_COMP_TIMEROTATE", default: "0 (off)", meaning: "rotate a message file this many minutes after it was opened" },
-    Setting { name: "WICKRIO_COMP_MIN_FREE_MB", default: "512", meaning: "refuse new data (507) while either destination's disk has less free space, MiB" },
-    Setting { name: "WICKRIO_INGEST_ADDR", default: "127.0.0.1:8080", meaning: "address of the HTTP source" },
-    Setting { name: "WICKRIO_INGEST_TOKEN", default: "(none)", meaning: "bearer token required on /v1/*; mandatory on a non-loopback address" },
-    Setting { name: "WICKRIO_INGEST_MAX_BODY", default: "16MiB", meaning: "largest JSON/NDJSON body or multipart `message` part (bytes, or with KiB/MiB/GiB)" },
-    Setting { name: "WICKRIO_INGEST_MAX_FILE", default: "60GiB", meaning: "largest attachment (bytes, or with KiB/MiB/GiB)" },
-    Setting { name: "WICKRIO_SHUTDOWN_GRACE_SECS", default: "8", meaning: "on SIGTERM, how long in-flight requests may take before they are cut off" },
-    Setting { name: "WICKRIO_LOG_FORMAT", default: "text", meaning: "log format: text or json (levels from RUST_LOG, default info)" },
+    Setting {
+        name: "WICKRIO_BOT_NAME",
+        default: "(required)",
+        meaning: "the bot's name; default paths live under /tmp/<botname>",
+    },
+    Setting {
+        name: "WICKRIO_COMP_MESGDEST",
+        default: "/tmp/<botname>/compliance/messages",
+        meaning: "directory of the message files",
+    },
+    Setting {
+        name: "WICKRIO_COMP_FILEDEST",
+        default: "/tmp/<botname>/compliance/attachments",
+        meaning: "directory of the attachments",
+    },
+    Setting {
+        name: "WICKRIO_COMP_BASENAME",
+        default: "receivedMessages",
+        meaning: "first part of every message file's name",
+    },
+    Setting {
+        name: "WICKRIO_COMP_FILESIZE",
+        default: "1000000000",
+        meaning: "rotate a message file at this size, KiB",
+    },
+    Setting {
+        name: "WICKRIO_COMP_TIMEROTATE",
+        default: "0 (off)",
+        meaning: "rotate a message file this many minutes after it was opened (decimals allowed: 0.5 = 30 s)",
+    },
+    Setting {
+        name: "WICKRIO_COMP_MIN_FREE_MB",
+        default: "512",
+        meaning: "refuse new data (507) while either destination's disk has less free space, MiB",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_ADDR",
+        default: "127.0.0.1:8080",
+        meaning: "address of the HTTP source",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_TOKEN",
+        default: "(none)",
+        meaning: "bearer token required on /v1/*; mandatory on a non-loopback address",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_MAX_BODY",
+        default: "16MiB",
+        meaning: "largest JSON/NDJSON body or multipart `message` part (bytes, or with KiB/MiB/GiB)",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_MAX_FILE",
+        default: "60GiB",
+        meaning: "largest attachment (bytes, or with KiB/MiB/GiB)",
+    },
+    Setting {
+        name: "WICKRIO_SHUTDOWN_GRACE_SECS",
+        default: "8",
+        meaning: "on SIGTERM, how long in-flight requests may take before they are cut off",
+    },
+    Setting {
+        name: "WICKRIO_LOG_FORMAT",
+        default: "text",
+        meaning: "log format: text or json (levels from RUST_LOG, default info)",
+    },
 ];
 
 /// A bad setting: which variable, what is wrong, what would be accepted.
@@ -44,7 +96,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(var: &'static str, problem: impl Into<String>, accepted: impl Into<String>) -> Self {
-        Self { var, problem: problem.into(), accepted: accepted.into() }
+        Self {
+            var,
+            problem: problem.into(),
+            accepted: accepted.into(),
+        }
     }
 }
 
@@ -120,10 +176,16 @@ pub fn log_format(env: impl Fn(&str) -> Option<String>) -> Result<LogFormat, Con
 
 /// `WICKRIO_INGEST_ADDR` alone: `healthcheck` needs it without the rest (which creates directories).
 pub fn ingest_addr(env: impl Fn(&str) -> Option<String>) -> Result<SocketAddr, ConfigError> {
-    let text = env("WICKRIO_INGEST_ADDR").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let text = env("WICKRIO_INGEST_ADDR")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
     let text = text.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     text.parse().map_err(|_| {
-        ConfigError::new("WICKRIO_INGEST_ADDR", format!("{text:?} is not an IP address with a port"), "e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
+        ConfigError::new(
+            "WICKRIO_INGEST_ADDR",
+            format!("{text:?} is not an IP address with a port"),
+            "e.g. 127.0.0.1:8080 or 0.0.0.0:8080",
+        )
     })
 }
 
@@ -139,7 +201,11 @@ impl Config {
         let get = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
 
         let bot_name = get("WICKRIO_BOT_NAME").ok_or_else(|| {
-            ConfigError::new("WICKRIO_BOT_NAME", "not set", "set it to the bot's name, e.g. -e WICKRIO_BOT_NAME=compliancebot")
+            ConfigError::new(
+                "WICKRIO_BOT_NAME",
+                "not set",
+                "set it to the bot's name, e.g. -e WICKRIO_BOT_NAME=compliancebot",
+            )
         })?;
         check_path_component("WICKRIO_BOT_NAME", &bot_name)?;
 
@@ -151,13 +217,20 @@ impl Config {
 
         let size_kib = parse_u64(&get, "WICKRIO_COMP_FILESIZE", 1_000_000_000)?;
         if size_kib == 0 {
-            return Err(ConfigError::new("WICKRIO_COMP_FILESIZE", "0 KiB would rotate on every line", "a whole number of KiB, at least 1"));
+            return Err(ConfigError::new(
+                "WICKRIO_COMP_FILESIZE",
+                "0 KiB would rotate on every line",
+                "a whole number of KiB, at least 1",
+            ));
         }
         let max_file_bytes = size_kib.checked_mul(1024).ok_or_else(|| {
-            ConfigError::new("WICKRIO_COMP_FILESIZE", format!("{size_kib} KiB is too large"), "at most 18014398509481983 KiB")
+            ConfigError::new(
+                "WICKRIO_COMP_FILESIZE",
+                format!("{size_kib} KiB is too large"),
+                "at most 18014398509481983 KiB",
+            )
         })?;
-        let rotate_min = parse_u64(&get, "WICKRIO_COMP_TIMEROTATE", 0)?;
-        let rotate_after = (rotate_min > 0).then(|| std::time::Duration::from_secs(rotate_min.saturating_mul(60)));
+        let rotate_after = parse_minutes(&get, "WICKRIO_COMP_TIMEROTATE")?;
         let min_free_mb = parse_u64(&get, "WICKRIO_COMP_MIN_FREE_MB", 512)?;
 
         let addr = ingest_addr(&env)?;
@@ -165,7 +238,11 @@ impl Config {
         if let Some(t) = &token
             && (t.expose().len() < 16 || t.expose().chars().any(|c| c.is_whitespace() || c.is_control()))
         {
-            return Err(ConfigError::new("WICKRIO_INGEST_TOKEN", "too short or contains whitespace", "at least 16 visible characters"));
+            return Err(ConfigError::new(
+                "WICKRIO_INGEST_TOKEN",
+                "too short or contains whitespace",
+                "at least 16 visible characters",
+            ));
         }
         if token.is_none() && !addr.ip().is_loopback() {
             return Err(ConfigError::new(
@@ -175,9 +252,14 @@ impl Config {
             ));
         }
         let max_body = parse_size(&get, "WICKRIO_INGEST_MAX_BODY", 16 << 20)?;
-        let max_body = usize::try_from(max_body).map_err(|_| ConfigError::new("WICKRIO_INGEST_MAX_BODY", "too large", "a size that fits in memory"))?;
+        let max_body = usize::try_from(max_body)
+            .map_err(|_| ConfigError::new("WICKRIO_INGEST_MAX_BODY", "too large", "a size that fits in memory"))?;
         if max_body == 0 {
-            return Err(ConfigError::new("WICKRIO_INGEST_MAX_BODY", "0 would refuse every request", "a size of at least 1 byte, e.g. 16MiB"));
+            return Err(ConfigError::new(
+                "WICKRIO_INGEST_MAX_BODY",
+                "0 would refuse every request",
+                "a size of at least 1 byte, e.g. 16MiB",
+            ));
         }
         let max_file = parse_size(&get, "WICKRIO_INGEST_MAX_FILE", 60 << 30)?;
         let grace = parse_u64(&get, "WICKRIO_SHUTDOWN_GRACE_SECS", 8)?;
@@ -209,16 +291,53 @@ impl Config {
 fn parse_u64(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
     match get(var) {
         None => Ok(default),
-        Some(text) => text
-            .parse()
-            .map_err(|_| ConfigError::new(var, format!("{text:?} is not a whole number"), format!("a whole number such as {default}"))),
+        Some(text) => text.parse().map_err(|_| {
+            ConfigError::new(
+                var,
+                format!("{text:?} is not a whole number"),
+                format!("a whole number such as {default}"),
+            )
+        }),
     }
+}
+
+/// Minutes, whole as in the original or decimal (`0.5` is 30 s); 0 means off.
+fn parse_minutes(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    let Some(text) = get(var) else {
+        return Ok(None);
+    };
+    let minutes: f64 = text.parse().map_err(|_| {
+        ConfigError::new(
+            var,
+            format!("{text:?} is not a number of minutes"),
+            "minutes, e.g. 60, or 0.5 for 30 seconds; 0 turns time rotation off",
+        )
+    })?;
+    if !minutes.is_finite() || !(0.0..=1e9).contains(&minutes) {
+        return Err(ConfigError::new(
+            var,
+            format!("{text:?} is out of range"),
+            "0 (off) up to 1000000000 minutes",
+        ));
+    }
+    Ok((minutes > 0.0).then(|| std::time::Duration::from_secs_f64(minutes * 60.0)))
 }
 
 /// Sizes: a whole number of bytes, or with a `KiB`/`MiB`/`GiB` (or `K`/`M`/`G`) suffix.
 fn parse_size(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
-    let Some(text) = get(var) else { return Ok(default) };
-    let bad = || ConfigError::new(var, format!("{text:?} is not a size"), "a whole number of bytes, or with KiB, MiB or GiB, e.g. 16MiB");
+    let Some(text) = get(var) else {
+        return Ok(default);
+    };
+    let bad = || {
+        ConfigError::new(
+            var,
+            format!("{text:?} is not a size"),
+            "a whole number of bytes, or with KiB, MiB or GiB, e.g. 16MiB",
+        )
+    };
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits.parse().map_err(|_| bad())?;
@@ -233,7 +352,10 @@ fn parse_size(get: &impl Fn(&str) -> Option<String>, var: &'static str, default:
 }
 
 fn check_path_component(var: &'static str, value: &str) -> Result<(), ConfigError> {
-    let bad = value == "." || value == ".." || value.len() > 100 || value.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+    let bad = value == "."
+        || value == ".."
+        || value.len() > 100
+        || value.chars().any(|c| c == '/' || c == '\\' || c.is_control());
     if bad {
         return Err(ConfigError::new(
             var,
@@ -253,7 +375,13 @@ fn check_writable_dir(var: &'static str, dir: &Path) -> Result<(), ConfigError> 
     let probe = dir.join(format!(".write-probe-{}", std::process::id()));
     std::fs::File::create(&probe)
         .and_then(|_| std::fs::remove_file(&probe))
-        .map_err(|e| ConfigError::new(var, format!("directory {} is not writable: {e}", dir.display()), accepted))
+        .map_err(|e| {
+            ConfigError::new(
+                var,
+                format!("directory {} is not writable: {e}", dir.display()),
+                accepted,
+            )
+        })
 }
 
 #[cfg(test)]
@@ -305,6 +433,7 @@ mod tests {
             ("WICKRIO_COMP_FILESIZE", "ten"),
             ("WICKRIO_COMP_FILESIZE", "0"),
             ("WICKRIO_COMP_TIMEROTATE", "-5"),
+            ("WICKRIO_COMP_TIMEROTATE", "soon"),
             ("WICKRIO_INGEST_MAX_BODY", "12 parsecs"),
             ("WICKRIO_INGEST_ADDR", "localhost"),
             ("WICKRIO_COMP_BASENAME", "../x"),
@@ -319,22 +448,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = parse(with_dirs(dir.path(), &[("WICKRIO_INGEST_ADDR", "0.0.0.0:8080")])).unwrap_err();
         assert_eq!(err.var, "WICKRIO_INGEST_TOKEN");
-        let ok = parse(with_dirs(dir.path(), &[("WICKRIO_INGEST_ADDR", "0.0.0.0:8080"), ("WICKRIO_INGEST_TOKEN", "0123456789abcdef")]));
+        let ok = parse(with_dirs(
+            dir.path(),
+            &[
+                ("WICKRIO_INGEST_ADDR", "0.0.0.0:8080"),
+                ("WICKRIO_INGEST_TOKEN", "0123456789abcdef"),
+            ],
+        ));
         assert!(ok.is_ok());
     }
 
     #[test]
     fn sizes_accept_suffixes() {
         let dir = tempfile::tempdir().unwrap();
-        let c = parse(with_dirs(dir.path(), &[("WICKRIO_INGEST_MAX_BODY", "2MiB"), ("WICKRIO_INGEST_MAX_FILE", "3G")])).unwrap();
+        let c = parse(with_dirs(
+            dir.path(),
+            &[("WICKRIO_INGEST_MAX_BODY", "2MiB"), ("WICKRIO_INGEST_MAX_FILE", "3G")],
+        ))
+        .unwrap();
         assert_eq!(c.ingest.max_body, 2 << 20);
         assert_eq!(c.ingest.max_file, 3 << 30);
     }
 
     #[test]
+    fn time_rotation_takes_whole_or_decimal_minutes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse(with_dirs(dir.path(), &[("WICKRIO_COMP_TIMEROTATE", "60")])).unwrap();
+        assert_eq!(c.spool.rotate_after, Some(std::time::Duration::from_secs(3600)));
+        let c = parse(with_dirs(dir.path(), &[("WICKRIO_COMP_TIMEROTATE", "0.05")])).unwrap();
+        assert_eq!(c.spool.rotate_after, Some(std::time::Duration::from_secs(3)));
+    }
+
+    #[test]
     fn token_never_shows_in_debug() {
         let dir = tempfile::tempdir().unwrap();
-        let c = parse(with_dirs(dir.path(), &[("WICKRIO_INGEST_TOKEN", "sup3r-s3cret-t0ken-value")])).unwrap();
+        let c = parse(with_dirs(
+            dir.path(),
+            &[("WICKRIO_INGEST_TOKEN", "sup3r-s3cret-t0ken-value")],
+        ))
+        .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("sup3r"), "{shown}");
         assert!(shown.contains("[redacted]"));

@@ -33,7 +33,12 @@ impl Pipeline {
         let spool = tokio::task::spawn_blocking(move || Spool::start(spool_config, m, closed_tx))
             .await?
             .with_context(|| format!("cannot start the spool in {}", config.spool.mesg_dest.display()))?;
-        Ok(Self { spool, metrics, stop_sink, sink_task })
+        Ok(Self {
+            spool,
+            metrics,
+            stop_sink,
+            sink_task,
+        })
     }
 
     /// Closes the open file and lets the sink take everything closed so far.
@@ -90,7 +95,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     state.drain.start();
     let grace = config.ingest.shutdown_grace;
     if tokio::time::timeout(grace, state.drain.idle()).await.is_err() {
-        tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period are cut off, unacknowledged");
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "requests still in flight after the grace period are cut off, unacknowledged"
+        );
     }
     let _ = stop_http.send(true);
     if tokio::time::timeout(Duration::from_secs(2), &mut server).await.is_err() {

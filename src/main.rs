@@ -46,7 +46,10 @@ enum Command {
 fn settings_help() -> String {
     let mut out = String::from("Environment:\n");
     for s in SETTINGS {
-        out.push_str(&format!("  {:<28} {}\n  {:<28} default: {}\n", s.name, s.meaning, "", s.default));
+        out.push_str(&format!(
+            "  {:<28} {}\n  {:<28} default: {}\n",
+            s.name, s.meaning, "", s.default
+        ));
     }
     out
 }
@@ -97,7 +100,10 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -107,12 +113,22 @@ fn init_logging(format: LogFormat) {
 async fn run_import(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::start(config).await?;
     let (spool, metrics) = (pipeline.spool.clone(), pipeline.metrics.clone());
-    let outcome = tokio::task::spawn_blocking(move || import::import(&files, &spool, &metrics, &mut std::io::stderr().lock())).await;
+    let outcome =
+        tokio::task::spawn_blocking(move || import::import(&files, &spool, &metrics, &mut std::io::stderr().lock()))
+            .await;
     pipeline.shutdown().await;
     let report = outcome??;
-    tracing::info!(imported = report.imported, rejected = report.rejected, "import finished");
+    tracing::info!(
+        imported = report.imported,
+        rejected = report.rejected,
+        "import finished"
+    );
     println!("imported {} message(s), rejected {}", report.imported, report.rejected);
-    Ok(if report.rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// One GET over plain TCP. A full HTTP client for a single loopback request would add a dependency

@@ -40,30 +40,52 @@ fn required_object(msgtype: i64) -> Option<&'static str> {
 impl Message {
     /// Parses and validates one JSON text; `line` is only used to label errors.
     pub fn parse(text: &[u8], line: usize) -> Result<Self, InvalidMessage> {
-        let invalid = |field: Option<&str>, problem: String| InvalidMessage { line, field: field.map(str::to_owned), problem };
+        let invalid = |field: Option<&str>, problem: String| InvalidMessage {
+            line,
+            field: field.map(str::to_owned),
+            problem,
+        };
         let value: Value = serde_json::from_slice(text).map_err(|e| {
-            let problem = if e.is_eof() { format!("incomplete JSON ({e})") } else { format!("not valid JSON ({e})") };
+            let problem = if e.is_eof() {
+                format!("incomplete JSON ({e})")
+            } else {
+                format!("not valid JSON ({e})")
+            };
             invalid(None, problem)
         })?;
         let Value::Object(fields) = value else {
-            return Err(invalid(None, format!("a message must be a JSON object, got {}", kind(&value))));
+            return Err(invalid(
+                None,
+                format!("a message must be a JSON object, got {}", kind(&value)),
+            ));
         };
         let msgtype = match fields.get("msgtype") {
             None => return Err(invalid(Some("msgtype"), "missing".into())),
-            Some(v) => v.as_i64().ok_or_else(|| invalid(Some("msgtype"), format!("must be an integer, got {}", kind(v))))?,
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| invalid(Some("msgtype"), format!("must be an integer, got {}", kind(v))))?,
         };
         for name in ["message_id", "msg_ts", "sender"] {
             match fields.get(name) {
                 None => return Err(invalid(Some(name), "missing".into())),
                 Some(Value::String(_)) => {}
-                Some(v) => return Err(invalid(Some(name), format!("must be a string, got {}", kind(v)))),
+                Some(v) => {
+                    return Err(invalid(Some(name), format!("must be a string, got {}", kind(v))));
+                }
             }
         }
         if let Some(name) = required_object(msgtype) {
             match fields.get(name) {
                 Some(Value::Object(_)) => {}
-                None => return Err(invalid(Some(name), format!("missing: msgtype {msgtype} needs a `{name}` object"))),
-                Some(v) => return Err(invalid(Some(name), format!("must be an object, got {}", kind(v)))),
+                None => {
+                    return Err(invalid(
+                        Some(name),
+                        format!("missing: msgtype {msgtype} needs a `{name}` object"),
+                    ));
+                }
+                Some(v) => {
+                    return Err(invalid(Some(name), format!("must be an object, got {}", kind(v))));
+                }
             }
         }
         Ok(Message { fields })
@@ -123,7 +145,10 @@ impl Lines {
 /// Parses a newline-delimited body. Blank lines are skipped; line numbers count every line, from 1.
 /// Returns the lines and the number of messages seen, or every invalid line.
 pub fn parse_ndjson(body: &[u8]) -> Result<Lines, (usize, Vec<InvalidMessage>)> {
-    let mut lines = Lines { bytes: Vec::with_capacity(body.len() + 64), count: 0 };
+    let mut lines = Lines {
+        bytes: Vec::with_capacity(body.len() + 64),
+        count: 0,
+    };
     let mut errors = Vec::new();
     let mut seen = 0;
     for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
@@ -138,7 +163,11 @@ pub fn parse_ndjson(body: &[u8]) -> Result<Lines, (usize, Vec<InvalidMessage>)> 
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(lines) } else { Err((seen, errors)) }
+    if errors.is_empty() {
+        Ok(lines)
+    } else {
+        Err((seen, errors))
+    }
 }
 
 #[cfg(test)]
@@ -157,7 +186,8 @@ mod tests {
 
     #[test]
     fn pretty_input_becomes_one_line() {
-        let pretty = "{\n  \"msgtype\": 1000,\n  \"message_id\": \"x\",\n  \"msg_ts\": \"1.0\",\n  \"sender\": \"a\"\n}";
+        let pretty =
+            "{\n  \"msgtype\": 1000,\n  \"message_id\": \"x\",\n  \"msg_ts\": \"1.0\",\n  \"sender\": \"a\"\n}";
         let mut out = Vec::new();
         Message::parse(pretty.as_bytes(), 1).unwrap().write_line(&mut out);
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
@@ -166,12 +196,27 @@ mod tests {
     #[test]
     fn names_the_bad_field() {
         let cases = [
-            (r#"{"msgtype":"1000","message_id":"x","msg_ts":"1","sender":"a"}"#, Some("msgtype")),
-            (r#"{"msgtype":1000.5,"message_id":"x","msg_ts":"1","sender":"a"}"#, Some("msgtype")),
-            (r#"{"msgtype":1000,"message_id":7,"msg_ts":"1","sender":"a"}"#, Some("message_id")),
+            (
+                r#"{"msgtype":"1000","message_id":"x","msg_ts":"1","sender":"a"}"#,
+                Some("msgtype"),
+            ),
+            (
+                r#"{"msgtype":1000.5,"message_id":"x","msg_ts":"1","sender":"a"}"#,
+                Some("msgtype"),
+            ),
+            (
+                r#"{"msgtype":1000,"message_id":7,"msg_ts":"1","sender":"a"}"#,
+                Some("message_id"),
+            ),
             (r#"{"msgtype":1000,"message_id":"x","sender":"a"}"#, Some("msg_ts")),
-            (r#"{"msgtype":6000,"message_id":"x","msg_ts":"1","sender":"a"}"#, Some("file")),
-            (r#"{"msgtype":9000,"message_id":"x","msg_ts":"1","sender":"a","edit":"no"}"#, Some("edit")),
+            (
+                r#"{"msgtype":6000,"message_id":"x","msg_ts":"1","sender":"a"}"#,
+                Some("file"),
+            ),
+            (
+                r#"{"msgtype":9000,"message_id":"x","msg_ts":"1","sender":"a","edit":"no"}"#,
+                Some("edit"),
+            ),
             (r#"[1,2]"#, None),
             (r#"{"msgtype":1000"#, None),
         ];

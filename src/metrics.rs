@@ -49,7 +49,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self { values: Counter::ALL.iter().map(|_| AtomicU64::new(0)).collect() }
+        Self {
+            values: Counter::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 }
 

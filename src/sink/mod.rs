@@ -18,7 +18,11 @@ pub trait Sink: Send + 'static {
 
 /// Feeds closed files to `sink` until `stop` turns true, then delivers whatever is already queued
 /// (the spool closes its open file before the stop is given) and returns.
-pub async fn run<S: Sink>(mut sink: S, mut files: mpsc::UnboundedReceiver<ClosedFile>, mut stop: watch::Receiver<bool>) {
+pub async fn run<S: Sink>(
+    mut sink: S,
+    mut files: mpsc::UnboundedReceiver<ClosedFile>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             file = files.recv() => match file {

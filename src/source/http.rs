@@ -96,7 +96,10 @@ struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, error: impl std::fmt::Display) -> Self {
-        Self { status, body: json!({ "error": error.to_string() }) }
+        Self {
+            status,
+            body: json!({ "error": error.to_string() }),
+        }
     }
 }
 
@@ -120,7 +123,10 @@ impl From<Vec<InvalidMessage>> for ApiError {
             "error": format!("{} invalid message(s), nothing of this request was written; first: {summary}", errors.len()),
             "invalid": listed,
         });
-        ApiError { status: StatusCode::BAD_REQUEST, body }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body,
+        }
     }
 }
 
@@ -129,10 +135,14 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(self.body)).into_response();
         match self.status {
             StatusCode::UNAUTHORIZED => {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }
@@ -146,8 +156,11 @@ async fn guard(State(state): State<Arc<HttpState>>, req: Request, next: Next) ->
         && !authorized(req.headers(), token)
     {
         state.metrics.incr(Counter::RequestsRefused);
-        return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (Authorization: Bearer <WICKRIO_INGEST_TOKEN>)")
-            .into_response();
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <WICKRIO_INGEST_TOKEN>)",
+        )
+        .into_response();
     }
     state.drain.in_flight.fetch_add(1, Ordering::SeqCst);
     let _in_flight = InFlight(&state.drain);
@@ -159,8 +172,12 @@ async fn guard(State(state): State<Arc<HttpState>>, req: Request, next: Next) ->
 }
 
 fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
-    let Some(given) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(given) = given.strip_prefix("Bearer ") else { return false };
+    let Some(given) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(given) = given.strip_prefix("Bearer ") else {
+        return false;
+    };
     bool::from(given.trim().as_bytes().ct_eq(token.expose().as_bytes()))
 }
 
@@ -194,12 +211,20 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn post_json(state: &HttpState, body: Body, ndjson: bool) -> Result<serde_json::Value, ApiError> {
-    let body = read_limited(body.into_data_stream(), state.config.max_body, "WICKRIO_INGEST_MAX_BODY").await?;
+    let body = read_limited(
+        body.into_data_stream(),
+        state.config.max_body,
+        "WICKRIO_INGEST_MAX_BODY",
+    )
+    .await?;
     let parsed = if ndjson {
         parse_ndjson(&body)
     } else {
         let mut lines = Lines::default();
-        Message::parse(&body, 1).map(|m| lines.push(&m)).map(|()| lines).map_err(|e| (1, vec![e]))
+        Message::parse(&body, 1)
+            .map(|m| lines.push(&m))
+            .map(|()| lines)
+            .map_err(|e| (1, vec![e]))
     };
     let lines = match parsed {
         Ok(lines) => lines,
@@ -225,9 +250,13 @@ where
 {
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")))?;
         if buf.len() + chunk.len() > max {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {setting} ({max} bytes)")));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {setting} ({max} bytes)"),
+            ));
         }
         buf.extend_from_slice(&chunk);
     }
@@ -238,11 +267,15 @@ where
 /// The bytes stream to disk; the message line is written only once the file is durable.
 async fn post_attachment(state: &HttpState, req: Request) -> Result<serde_json::Value, ApiError> {
     let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg);
-    let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| bad(format!("not a valid multipart body: {e}")))?;
+    let mut multipart = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| bad(format!("not a valid multipart body: {e}")))?;
 
     let field = next_part(&mut multipart).await?.filter(|f| f.name() == Some("message"));
     let Some(field) = field else {
-        return Err(bad("the first part must be named `message` (a msgtype 6000 message), followed by a part named `file`".into()));
+        return Err(bad(
+            "the first part must be named `message` (a msgtype 6000 message), followed by a part named `file`".into(),
+        ));
     };
     let text = read_limited(field, state.config.max_body, "WICKRIO_INGEST_MAX_BODY").await?;
     state.metrics.incr(Counter::MessagesRx);
@@ -250,7 +283,9 @@ async fn post_attachment(state: &HttpState, req: Request) -> Result<serde_json::
         state.metrics.incr(Counter::MessagesRxFailed);
         e
     };
-    let message = Message::parse(&text, 1).and_then(require_file_message).map_err(|e| refused(vec![e].into()))?;
+    let message = Message::parse(&text, 1)
+        .and_then(require_file_message)
+        .map_err(|e| refused(vec![e].into()))?;
     let requested = message.file().and_then(|f| f.get("filename")).and_then(|v| v.as_str());
     let safe = requested
         .map(safe_attachment_name)
@@ -258,7 +293,9 @@ async fn post_attachment(state: &HttpState, req: Request) -> Result<serde_json::
         .map_err(|e| refused(bad(format!("field `file.filename`: {e}; nothing was written"))))?;
 
     let Some(field) = next_part(&mut multipart).await?.filter(|f| f.name() == Some("file")) else {
-        return Err(refused(bad("the `message` part must be followed by a part named `file` with the attachment's bytes".into())));
+        return Err(refused(bad(
+            "the `message` part must be followed by a part named `file` with the attachment's bytes".into(),
+        )));
     };
     let safe = match safe {
         Some(name) => name,
@@ -272,7 +309,9 @@ async fn post_attachment(state: &HttpState, req: Request) -> Result<serde_json::
     };
     let partial = receive_file(state, field).await.map_err(failed)?;
     if next_part(&mut multipart).await.map_err(failed)?.is_some() {
-        return Err(failed(bad("unexpected part after `file`; send exactly `message` then `file`".into())));
+        return Err(failed(bad(
+            "unexpected part after `file`; send exactly `message` then `file`".into(),
+        )));
     }
     let saved = partial.finish(&safe).await.map_err(|e| failed(e.into()))?;
 
@@ -287,23 +326,36 @@ async fn post_attachment(state: &HttpState, req: Request) -> Result<serde_json::
 }
 
 /// Streams the `file` part to a partial file; dropping the result removes it again.
-async fn receive_file(state: &HttpState, mut field: axum::extract::multipart::Field<'_>) -> Result<PartialAttachment, ApiError> {
+async fn receive_file(
+    state: &HttpState,
+    mut field: axum::extract::multipart::Field<'_>,
+) -> Result<PartialAttachment, ApiError> {
     let mut partial = state.spool.begin_attachment(state.config.max_file).await?;
-    while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::new(e.status(), format!("attachment upload broke off: {e}")))? {
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::new(e.status(), format!("attachment upload broke off: {e}")))?
+    {
         partial.write(&chunk).await?;
     }
     Ok(partial)
 }
 
 async fn next_part(m: &mut Multipart) -> Result<Option<axum::extract::multipart::Field<'_>>, ApiError> {
-    m.next_field().await.map_err(|e| ApiError::new(e.status(), format!("malformed multipart body: {e}")))
+    m.next_field()
+        .await
+        .map_err(|e| ApiError::new(e.status(), format!("malformed multipart body: {e}")))
 }
 
 fn require_file_message(m: Message) -> Result<Message, InvalidMessage> {
     if m.msgtype() == MSGTYPE_FILE {
         return Ok(m);
     }
-    Err(InvalidMessage { line: 1, field: Some("msgtype".into()), problem: format!("must be {MSGTYPE_FILE} for a message with a file") })
+    Err(InvalidMessage {
+        line: 1,
+        field: Some("msgtype".into()),
+        problem: format!("must be {MSGTYPE_FILE} for a message with a file"),
+    })
 }
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {

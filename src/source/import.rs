@@ -24,12 +24,21 @@ pub enum ImportError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: stopped before line {line}, which and all later lines were not imported: {source}")]
-    Spool { path: PathBuf, line: usize, source: SpoolError },
+    Spool {
+        path: PathBuf,
+        line: usize,
+        source: SpoolError,
+    },
 }
 
 /// Imports `files` in order. Rejected lines are written to `rejects` as `file:line: problem`.
 /// Blocking: run it on a thread of its own.
-pub fn import(files: &[PathBuf], spool: &Spool, metrics: &Metrics, rejects: &mut dyn Write) -> Result<ImportReport, ImportError> {
+pub fn import(
+    files: &[PathBuf],
+    spool: &Spool,
+    metrics: &Metrics,
+    rejects: &mut dyn Write,
+) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
     for path in files {
         import_file(path, spool, metrics, rejects, &mut report)?;
@@ -37,8 +46,17 @@ pub fn import(files: &[PathBuf], spool: &Spool, metrics: &Metrics, rejects: &mut
     Ok(report)
 }
 
-fn import_file(path: &Path, spool: &Spool, metrics: &Metrics, rejects: &mut dyn Write, report: &mut ImportReport) -> Result<(), ImportError> {
-    let read_err = |source| ImportError::Read { path: path.to_owned(), source };
+fn import_file(
+    path: &Path,
+    spool: &Spool,
+    metrics: &Metrics,
+    rejects: &mut dyn Write,
+    report: &mut ImportReport,
+) -> Result<(), ImportError> {
+    let read_err = |source| ImportError::Read {
+        path: path.to_owned(),
+        source,
+    };
     let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(read_err)?);
     let mut batch = Lines::default();
     let mut batch_start = 1;
@@ -47,7 +65,11 @@ fn import_file(path: &Path, spool: &Spool, metrics: &Metrics, rejects: &mut dyn 
     let flush = |batch: &mut Lines, first_line: usize, report: &mut ImportReport| {
         let lines = std::mem::take(batch);
         let count = lines.count as u64;
-        spool.append_blocking(lines).map_err(|source| ImportError::Spool { path: path.to_owned(), line: first_line, source })?;
+        spool.append_blocking(lines).map_err(|source| ImportError::Spool {
+            path: path.to_owned(),
+            line: first_line,
+            source,
+        })?;
         report.imported += count;
         Ok(())
     };
@@ -72,7 +94,12 @@ fn import_file(path: &Path, spool: &Spool, metrics: &Metrics, rejects: &mut dyn 
             Err(e) => {
                 metrics.incr(Counter::MessagesRxFailed);
                 report.rejected += 1;
-                let _ = writeln!(rejects, "{}:{}", path.display(), e.to_string().trim_start_matches("line "));
+                let _ = writeln!(
+                    rejects,
+                    "{}:{}",
+                    path.display(),
+                    e.to_string().trim_start_matches("line ")
+                );
             }
         }
         if batch.bytes.len() >= BATCH_BYTES {

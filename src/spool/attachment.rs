@@ -34,20 +34,32 @@ pub fn safe_attachment_name(requested: &str) -> Result<String, BadName> {
     if requested.split(['/', '\\']).any(|part| part == "..") {
         return Err(BadName::ParentDirectory);
     }
-    let name: String = requested.trim().chars().map(|c| if c == '/' || c == '\\' { '_' } else { c }).collect();
+    let name: String = requested
+        .trim()
+        .chars()
+        .map(|c| if c == '/' || c == '\\' { '_' } else { c })
+        .collect();
     if name.is_empty() {
         return Ok("unnamed".into());
     }
     if name.len() <= MAX_NAME_BYTES {
         return Ok(name);
     }
-    let ext = name.rsplit_once('.').map(|(_, e)| e).filter(|e| e.len() <= 16).unwrap_or("");
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e)
+        .filter(|e| e.len() <= 16)
+        .unwrap_or("");
     let keep = MAX_NAME_BYTES - if ext.is_empty() { 0 } else { ext.len() + 1 };
     let mut cut = keep;
     while !name.is_char_boundary(cut) {
         cut -= 1;
     }
-    Ok(if ext.is_empty() { name[..cut].to_owned() } else { format!("{}.{ext}", &name[..cut]) })
+    Ok(if ext.is_empty() {
+        name[..cut].to_owned()
+    } else {
+        format!("{}.{ext}", &name[..cut])
+    })
 }
 
 /// An attachment being received.
@@ -79,7 +91,10 @@ impl PartialAttachment {
             Ok::<_, std::io::Error>(f)
         })
         .await
-        .map_err(|e| SpoolError::Io { path: path.clone(), error: e.to_string() })?
+        .map_err(|e| SpoolError::Io {
+            path: path.clone(),
+            error: e.to_string(),
+        })?
         .map_err(|e| SpoolError::io(&path, &e))?;
         Ok(Self {
             file: tokio::fs::File::from_std(file),
@@ -102,9 +117,15 @@ impl PartialAttachment {
             let (dir, min) = (self.dir.clone(), self.min_free);
             tokio::task::spawn_blocking(move || disk::check_free(&dir, min))
                 .await
-                .map_err(|e| SpoolError::Io { path: self.dir.clone(), error: e.to_string() })??;
+                .map_err(|e| SpoolError::Io {
+                    path: self.dir.clone(),
+                    error: e.to_string(),
+                })??;
         }
-        self.file.write_all(chunk).await.map_err(|e| SpoolError::io(self.guard.path(), &e))
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(|e| SpoolError::io(self.guard.path(), &e))
     }
 
     pub fn bytes(&self) -> u64 {
@@ -121,11 +142,17 @@ impl PartialAttachment {
         let (dir, name, from) = (self.dir.clone(), safe_name.to_owned(), partial.clone());
         let path = tokio::task::spawn_blocking(move || link_under_free_name(&dir, &name, &from))
             .await
-            .map_err(|e| SpoolError::Io { path: partial.clone(), error: e.to_string() })?
+            .map_err(|e| SpoolError::Io {
+                path: partial.clone(),
+                error: e.to_string(),
+            })?
             .map_err(io)?;
         // The partial name is gone and the final one is durable: nothing left to clean up.
         self.guard.0 = None;
-        Ok(SavedAttachment { path, bytes: self.written })
+        Ok(SavedAttachment {
+            path,
+            bytes: self.written,
+        })
     }
 }
 
@@ -198,7 +225,10 @@ mod tests {
 
     #[test]
     fn flattens_paths_and_keeps_ordinary_names() {
-        assert_eq!(safe_attachment_name("dir/sub/report.pdf").unwrap(), "dir_sub_report.pdf");
+        assert_eq!(
+            safe_attachment_name("dir/sub/report.pdf").unwrap(),
+            "dir_sub_report.pdf"
+        );
         assert_eq!(safe_attachment_name("my..file.txt").unwrap(), "my..file.txt");
         assert_eq!(safe_attachment_name("").unwrap(), "unnamed");
     }

@@ -15,7 +15,11 @@ pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
 pub fn check_free(dir: &Path, min: u64) -> Result<(), SpoolError> {
     let free = free_bytes(dir).map_err(|e| SpoolError::io(dir, &e))?;
     if free < min {
-        return Err(SpoolError::DiskLow { path: dir.to_owned(), free_mib: free >> 20, min_mib: min >> 20 });
+        return Err(SpoolError::DiskLow {
+            path: dir.to_owned(),
+            free_mib: free >> 20,
+            min_mib: min >> 20,
+        });
     }
     Ok(())
 }

@@ -61,14 +61,22 @@ impl SpoolError {
         if e.raw_os_error() == Some(nix::libc::ENOSPC) {
             return SpoolError::DiskFull { path: path.to_owned() };
         }
-        SpoolError::Io { path: path.to_owned(), error: e.to_string() }
+        SpoolError::Io {
+            path: path.to_owned(),
+            error: e.to_string(),
+        }
     }
 }
 
 /// A request to the writer thread.
 enum Request {
-    Append { lines: Lines, done: oneshot::Sender<Result<(), SpoolError>> },
-    Close { done: oneshot::Sender<()> },
+    Append {
+        lines: Lines,
+        done: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Cheap to clone; every clone feeds the same writer.
@@ -101,10 +109,27 @@ impl Spool {
         let names = Arc::new(Names::new());
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = flume::bounded(QUEUE_DEPTH);
-        let writer = writer::Writer::new(config.clone(), names.clone(), metrics.clone(), closed.clone(), healthy.clone());
-        std::thread::Builder::new().name("spool-writer".into()).spawn(move || writer.run(rx))?;
+        let writer = writer::Writer::new(
+            config.clone(),
+            names.clone(),
+            metrics.clone(),
+            closed.clone(),
+            healthy.clone(),
+        );
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer.run(rx))?;
         tracing::info!(instance = names.instance(), dir = %config.mesg_dest.display(), "spool started");
-        Ok(Spool { inner: Arc::new(Inner { tx, config, names, metrics, closed, healthy }) })
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                tx,
+                config,
+                names,
+                metrics,
+                closed,
+                healthy,
+            }),
+        })
     }
 
     /// Writes the lines durably; returns once they are fsync'd.
@@ -180,7 +205,11 @@ impl Spool {
             Ok(()) => {
                 self.inner.metrics.incr(Counter::FilesSaved);
                 self.inner.metrics.add(Counter::FilesSavedBytes, saved.bytes);
-                let _ = self.inner.closed.send(ClosedFile { path: saved.path, kind: FileKind::Attachment, bytes: saved.bytes });
+                let _ = self.inner.closed.send(ClosedFile {
+                    path: saved.path,
+                    kind: FileKind::Attachment,
+                    bytes: saved.bytes,
+                });
                 Ok(())
             }
             Err(e) => {

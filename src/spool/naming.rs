@@ -24,7 +24,10 @@ impl Names {
         let mut id = [0u8; 6];
         // The OS CSPRNG failing is a broken host, not an input error.
         getrandom::fill(&mut id).expect("the operating system's random number generator failed");
-        Self { instance: id.iter().map(|b| format!("{b:02x}")).collect(), seq: AtomicU64::new(0) }
+        Self {
+            instance: id.iter().map(|b| format!("{b:02x}")).collect(),
+            seq: AtomicU64::new(0),
+        }
     }
 
     pub fn instance(&self) -> &str {
@@ -37,7 +40,12 @@ impl Names {
 
     /// The closed name of the next message file; open it under [`open_name`].
     pub fn message_file(&self, basename: &str, now: DateTime<Utc>) -> String {
-        format!("{basename}_{}_{}_{:06}{CLOSED_SUFFIX}", now.format("%Y%m%dT%H%M%S%3fZ"), self.instance, self.next())
+        format!(
+            "{basename}_{}_{}_{:06}{CLOSED_SUFFIX}",
+            now.format("%Y%m%dT%H%M%S%3fZ"),
+            self.instance,
+            self.next()
+        )
     }
 
     pub fn partial_attachment(&self) -> String {
@@ -81,7 +89,9 @@ mod tests {
 
     #[test]
     fn names_sort_by_time_and_differ_between_instances() {
-        let t = DateTime::parse_from_rfc3339("2026-11-22T07:26:15.123Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-22T07:26:15.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let (a, b) = (Names::new(), Names::new());
         let first = a.message_file("receivedMessages", t);
         assert!(first.starts_with("receivedMessages_20261122T072615123Z_"), "{first}");
@@ -92,7 +102,10 @@ mod tests {
 
     #[test]
     fn recognises_only_our_open_files() {
-        assert_eq!(closed_name_of_open("rm_x_1.txt.open", "rm").as_deref(), Some("rm_x_1.txt"));
+        assert_eq!(
+            closed_name_of_open("rm_x_1.txt.open", "rm").as_deref(),
+            Some("rm_x_1.txt")
+        );
         assert_eq!(closed_name_of_open("rm_x_1.txt", "rm"), None);
         assert_eq!(closed_name_of_open("other_x.txt.open", "rm"), None);
         assert_eq!(closed_name_of_open("rmx.txt.open", "rm"), None);
@@ -100,7 +113,9 @@ mod tests {
 
     #[test]
     fn attachment_names_follow_the_original() {
-        let t = DateTime::parse_from_rfc3339("2023-08-04T19:10:58.901Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2023-08-04T19:10:58.901Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(attachment_name("a.pdf", t, 0), "attachment_20230804191058901_a.pdf");
         assert_eq!(attachment_name("a.pdf", t, 2), "attachment_20230804191058901_a_2.pdf");
         assert_eq!(attachment_name(".pdf", t, 1), "attachment_20230804191058901_.pdf_1");

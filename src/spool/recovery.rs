@@ -48,7 +48,11 @@ pub(super) fn recover(
         drop(file);
         tracing::warn!(file = %closed_path.display(), kept_bytes = kept, dropped_bytes = dropped, "recovered a message file left open by a crash");
         metrics.incr(Counter::MessageFilesClosed);
-        let _ = closed.send(ClosedFile { path: closed_path, kind: FileKind::Messages, bytes: kept });
+        let _ = closed.send(ClosedFile {
+            path: closed_path,
+            kind: FileKind::Messages,
+            bytes: kept,
+        });
     }
     remove_partial_attachments(&config.file_dest)
 }
@@ -82,7 +86,11 @@ fn remove_partial_attachments(dir: &Path) -> std::io::Result<()> {
     let mut removed = false;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if !entry.file_name().to_str().is_some_and(|n| n.starts_with(PARTIAL_PREFIX)) {
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(PARTIAL_PREFIX))
+        {
             continue;
         }
         let file = File::open(entry.path())?;

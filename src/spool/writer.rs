@@ -47,7 +47,14 @@ impl Writer {
         closed: mpsc::UnboundedSender<ClosedFile>,
         healthy: Arc<AtomicBool>,
     ) -> Self {
-        Self { config, names, metrics, closed, healthy, open: None }
+        Self {
+            config,
+            names,
+            metrics,
+            closed,
+            healthy,
+            open: None,
+        }
     }
 
     pub(super) fn run(mut self, rx: flume::Receiver<Request>) {
@@ -103,7 +110,12 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        if self.open.as_ref().and_then(|o| o.rotate_at).is_some_and(|at| Instant::now() >= at) {
+        if self
+            .open
+            .as_ref()
+            .and_then(|o| o.rotate_at)
+            .is_some_and(|at| Instant::now() >= at)
+        {
             self.close_open("time limit reached");
         }
         if let Err(e) = disk::check_free(&self.config.mesg_dest, self.config.min_free_bytes) {
@@ -207,12 +219,22 @@ impl Writer {
         let open_path = dir.join(open_name(&closed_name));
         let io = |e: std::io::Error| SpoolError::io(&open_path, &e);
         // create_new: a name is never reused, even if the clock went backwards.
-        let file = OpenOptions::new().append(true).create_new(true).open(&open_path).map_err(io)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&open_path)
+            .map_err(io)?;
         // The lock tells recovery in another instance sharing this directory that the file is live.
         file.try_lock().map_err(|e| io(std::io::Error::other(e.to_string())))?;
         disk::sync_dir(dir).map_err(io)?;
         tracing::debug!(file = %open_path.display(), "opened message file");
-        Ok(OpenFile { file, open_path, closed_path, len: 0, rotate_at: self.config.rotate_after.map(|d| Instant::now() + d) })
+        Ok(OpenFile {
+            file,
+            open_path,
+            closed_path,
+            len: 0,
+            rotate_at: self.config.rotate_after.map(|d| Instant::now() + d),
+        })
     }
 
     /// fsync, rename to the closed name, fsync the directory, hand to the sink.
@@ -227,7 +249,11 @@ impl Writer {
             Ok(()) => {
                 tracing::info!(file = %open.closed_path.display(), bytes = open.len, reason = why, "closed message file");
                 self.metrics.incr(Counter::MessageFilesClosed);
-                let _ = self.closed.send(ClosedFile { path: open.closed_path, kind: FileKind::Messages, bytes: open.len });
+                let _ = self.closed.send(ClosedFile {
+                    path: open.closed_path,
+                    kind: FileKind::Messages,
+                    bytes: open.len,
+                });
             }
             Err(e) => {
                 // Left as `.open`: the next start's recovery closes it.

@@ -1,0 +1,215 @@
+//! Test harness: runs the real `retention-bot` binary on a free loopback port with its own
+//! directories, and reads back what it wrote.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_retention-bot");
+
+/// A text message in the original's shape; `id` makes it unique.
+pub fn text_message(id: usize) -> String {
+    format!(
+        r#"{{"message":"test message {id}","message_id":"{id:032x}","msg_ts":"1691176258.{id:06}","msgtype":1000,"receiver":"dr001@example","sender":"dr002@example","sender_type":"normal","time":"8/4/23 7:10 PM","time_iso":"2023-08-04 19:10:58.901","vgroupid":"7ad65d"}}"#
+    )
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Environment for a bot whose directories live under `root`.
+pub fn base_env(root: &Path, port: u16) -> Vec<(String, String)> {
+    [
+        ("WICKRIO_BOT_NAME", "testbot".to_owned()),
+        ("WICKRIO_COMP_MESGDEST", root.join("messages").display().to_string()),
+        ("WICKRIO_COMP_FILEDEST", root.join("attachments").display().to_string()),
+        ("WICKRIO_INGEST_ADDR", format!("127.0.0.1:{port}")),
+        ("WICKRIO_COMP_MIN_FREE_MB", "1".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+pub struct Bot {
+    pub root: PathBuf,
+    pub port: u16,
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Bot {
+    /// Starts a bot in a new temporary directory with `extra` settings, and waits until it is ready.
+    pub async fn start(extra: &[(&str, &str)]) -> Bot {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut bot = Bot::prepare(tmp.path(), extra);
+        bot._tmp = Some(tmp);
+        bot.spawn().await;
+        bot
+    }
+
+    /// A bot over an existing directory (for restarts), not yet started.
+    pub fn prepare(root: &Path, extra: &[(&str, &str)]) -> Bot {
+        let port = free_port();
+        let mut env = base_env(root, port);
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        Bot {
+            root: root.to_owned(),
+            port,
+            env,
+            child: None,
+            log: root.join("bot.log"),
+            _tmp: None,
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear().envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// Starts the process and waits for /healthz.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(self.url("/healthz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("bot exited during start-up with {status}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("bot did not become healthy:\n{}", self.log_text());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub async fn stop(&mut self) -> ExitStatus {
+        kill(self.pid(), Signal::SIGTERM).unwrap();
+        self.wait().await
+    }
+
+    pub async fn wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("bot not running");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("bot did not exit:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// kill -9: no chance to clean up.
+    pub async fn kill9(&mut self) {
+        kill(self.pid(), Signal::SIGKILL).unwrap();
+        let _ = self.wait().await;
+    }
+
+    pub fn messages_dir(&self) -> PathBuf {
+        self.root.join("messages")
+    }
+
+    pub fn attachments_dir(&self) -> PathBuf {
+        self.root.join("attachments")
+    }
+
+    pub async fn post(&self, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url("/v1/messages"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// File names in `dir`, sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Every line of every closed message file, in file-name order. Panics on a line that is not
+/// valid JSON, or on a file that does not end in a newline.
+pub fn closed_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for name in file_names(dir).iter().filter(|n| n.ends_with(".txt")) {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(text.ends_with('\n'), "{name} ends in a torn line");
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{name}: invalid line {line:?}: {e}"));
+            lines.push(line.to_owned());
+        }
+    }
+    lines
+}
+
+pub fn open_files(dir: &Path) -> Vec<String> {
+    file_names(dir).into_iter().filter(|n| n.ends_with(".open")).collect()
+}
