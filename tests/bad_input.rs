@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Bot, file_names, text_message};
+use common::{Bot, attachment_form, file_message, file_names, text_message};
 
 const TOKEN: &str = "s3cret-t0ken-for-tests-0123";
 
@@ -21,12 +21,8 @@ fn assert_nothing_written(bot: &Bot) {
 }
 
 fn file_form(message: &str, file_name: &str) -> reqwest::multipart::Form {
-    reqwest::multipart::Form::new()
-        .text("message", message.to_owned())
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(b"attachment bytes".to_vec()).file_name(file_name.to_owned()),
-        )
+    let part = reqwest::multipart::Part::bytes(b"attachment bytes".to_vec()).file_name(file_name.to_owned());
+    attachment_form(message, part)
 }
 
 async fn error_body(r: reqwest::Response) -> String {
@@ -102,39 +98,18 @@ async fn oversized_body_gets_413() {
 #[tokio::test]
 async fn path_tricks_in_file_names_get_400() {
     let mut bot = Bot::start(&[]).await;
-    let client = reqwest::Client::new();
-    let with_name = |name: &str| {
-        format!(
-            r#"{{"msgtype":6000,"message_id":"f","msg_ts":"1","sender":"a","file":{{"filename":{},"guid":"g"}}}}"#,
-            serde_json::json!(name)
-        )
-    };
+    let with_name = file_message;
     for name in ["../../etc/passwd", "..", "a/../../b", "evil\0.txt", "..\\windows\\x"] {
-        let r = client
-            .post(bot.url("/v1/messages"))
-            .multipart(file_form(&with_name(name), "x.bin"))
-            .send()
-            .await
-            .unwrap();
+        let r = bot.post_form(file_form(&with_name(name), "x.bin")).await;
         assert_eq!(r.status(), 400, "{name:?}");
         assert!(error_body(r).await.contains("file.filename"), "{name:?}");
     }
     // The name may also come from the part itself when the message has none.
     let no_name = r#"{"msgtype":6000,"message_id":"f","msg_ts":"1","sender":"a","file":{"guid":"g"}}"#;
-    let r = client
-        .post(bot.url("/v1/messages"))
-        .multipart(file_form(no_name, "../up.bin"))
-        .send()
-        .await
-        .unwrap();
+    let r = bot.post_form(file_form(no_name, "../up.bin")).await;
     assert_eq!(r.status(), 400);
     // A message that is not a file message, or parts in the wrong order.
-    let r = client
-        .post(bot.url("/v1/messages"))
-        .multipart(file_form(&text_message(1), "a.bin"))
-        .send()
-        .await
-        .unwrap();
+    let r = bot.post_form(file_form(&text_message(1), "a.bin")).await;
     assert_eq!(r.status(), 400);
     let wrong_order = reqwest::multipart::Form::new()
         .part(
@@ -142,12 +117,7 @@ async fn path_tricks_in_file_names_get_400() {
             reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("a.bin"),
         )
         .text("message", with_name("a.bin"));
-    let r = client
-        .post(bot.url("/v1/messages"))
-        .multipart(wrong_order)
-        .send()
-        .await
-        .unwrap();
+    let r = bot.post_form(wrong_order).await;
     assert_eq!(r.status(), 400);
     assert!(bot.stop().await.success());
     assert_nothing_written(&bot);
@@ -156,18 +126,12 @@ async fn path_tricks_in_file_names_get_400() {
 #[tokio::test]
 async fn attachment_over_the_limit_gets_413_and_leaves_no_partial_file() {
     let mut bot = Bot::start(&[("WICKRIO_INGEST_MAX_FILE", "4KiB")]).await;
-    let message =
-        r#"{"msgtype":6000,"message_id":"f","msg_ts":"1","sender":"a","file":{"filename":"big.bin","guid":"g"}}"#;
-    let form = reqwest::multipart::Form::new().text("message", message).part(
-        "file",
+    let message = &file_message("big.bin");
+    let form = attachment_form(
+        message,
         reqwest::multipart::Part::bytes(vec![7u8; 64 * 1024]).file_name("big.bin"),
     );
-    let r = reqwest::Client::new()
-        .post(bot.url("/v1/messages"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = bot.post_form(form).await;
     assert_eq!(r.status(), 413);
     assert!(error_body(r).await.contains("WICKRIO_INGEST_MAX_FILE"));
     // The partial file is removed in the background as the request is dropped.

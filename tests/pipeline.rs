@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Bot, closed_lines, file_names, open_files, text_message};
+use common::{Bot, attachment_form, closed_lines, file_message, file_names, open_files, text_message};
 
 #[tokio::test]
 async fn concurrent_producers_find_every_acknowledged_message_exactly_as_sent() {
@@ -124,9 +124,8 @@ async fn shutdown_refuses_new_requests_but_finishes_the_one_in_flight() {
     // An attachment upload that is still streaming when SIGTERM arrives.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-    let form = reqwest::multipart::Form::new()
-        .text("message", r#"{"msgtype":6000,"message_id":"f1","msg_ts":"1.5","sender":"a","file":{"filename":"slow.bin","guid":"g"}}"#)
-        .part("file", reqwest::multipart::Part::stream(body).file_name("slow.bin"));
+    let part = reqwest::multipart::Part::stream(body).file_name("slow.bin");
+    let form = attachment_form(&file_message("slow.bin"), part);
     let upload = tokio::spawn(
         reqwest::Client::new()
             .post(bot.url("/v1/messages"))

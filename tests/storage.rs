@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Bot, closed_lines, file_names, text_message};
+use common::{Bot, attachment_form, closed_lines, file_message, file_names, text_message};
 
 const MIB: usize = 1 << 20;
 
@@ -38,18 +38,13 @@ async fn attachment_larger_than_the_bots_memory_limit_streams_through() {
     wait_healthy(&client, &bot).await;
 
     let stream = futures_util::stream::iter((0..CHUNKS).map(|i| Ok::<_, std::io::Error>(chunk(i))));
-    let message = r#"{"msgtype":6000,"message_id":"big","msg_ts":"1691176258.000001","sender":"a","file":{"filename":"video.mp4","guid":"g"}}"#;
-    let form = reqwest::multipart::Form::new().text("message", message).part(
-        "file",
+    let message = &file_message("video.mp4");
+    let form = attachment_form(
+        message,
         reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), (CHUNKS * MIB) as u64)
             .file_name("video.mp4"),
     );
-    let r = client
-        .post(bot.url("/v1/messages"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = bot.post_form(form).await;
     let status = r.status();
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(status, 202, "{body}\n{}", bot.log_text());
@@ -102,20 +97,14 @@ async fn wait_healthy(client: &reqwest::Client, bot: &Bot) {
 #[tokio::test]
 async fn same_name_twice_gets_a_suffix_and_both_are_kept() {
     let mut bot = Bot::start(&[]).await;
-    let client = reqwest::Client::new();
-    let message = r#"{"msgtype":6000,"message_id":"f","msg_ts":"1","sender":"a","file":{"filename":"dir/report.pdf","guid":"g"}}"#;
+    let message = &file_message("dir/report.pdf");
     let mut saved = Vec::new();
     for content in [&b"first"[..], b"second", b"third"] {
-        let form = reqwest::multipart::Form::new().text("message", message).part(
-            "file",
+        let form = attachment_form(
+            message,
             reqwest::multipart::Part::bytes(content.to_vec()).file_name("report.pdf"),
         );
-        let r = client
-            .post(bot.url("/v1/messages"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
+        let r = bot.post_form(form).await;
         assert_eq!(r.status(), 202);
         let body: serde_json::Value = r.json().await.unwrap();
         let path = body["localfilename"].as_str().unwrap().to_owned();
@@ -222,21 +211,8 @@ async fn low_disk_refuses_with_507_and_accepts_again_when_space_returns() {
     assert_eq!(r.status(), 507);
     assert!(r.text().await.unwrap().contains("WICKRIO_COMP_MIN_FREE_MB"));
     assert_eq!(reqwest::get(bot.url("/readyz")).await.unwrap().status(), 503);
-    let form = reqwest::multipart::Form::new()
-        .text(
-            "message",
-            r#"{"msgtype":6000,"message_id":"f","msg_ts":"1","sender":"a","file":{"filename":"a.bin","guid":"g"}}"#,
-        )
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(vec![1u8; 1000]).file_name("a.bin"),
-        );
-    let r = reqwest::Client::new()
-        .post(bot.url("/v1/messages"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let part = reqwest::multipart::Part::bytes(vec![1u8; 1000]).file_name("a.bin");
+    let r = bot.post_form(attachment_form(&file_message("a.bin"), part)).await;
     assert_eq!(r.status(), 507);
 
     std::fs::remove_file(&ballast).unwrap();

@@ -18,6 +18,21 @@ pub fn text_message(id: usize) -> String {
     )
 }
 
+/// A file message (`msgtype` 6000) whose `file.filename` is `name`.
+pub fn file_message(name: &str) -> String {
+    format!(
+        r#"{{"msgtype":6000,"message_id":"f1","msg_ts":"1691176258.5","sender":"a","file":{{"filename":{},"guid":"g"}}}}"#,
+        serde_json::json!(name)
+    )
+}
+
+/// The multipart body of an attachment upload: part `message`, then part `file`.
+pub fn attachment_form(message: &str, file: reqwest::multipart::Part) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .text("message", message.to_owned())
+        .part("file", file)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -167,6 +182,17 @@ impl Bot {
             .post(self.url("/v1/messages"))
             .header("content-type", content_type)
             .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Bot {
+    pub async fn post_form(&self, form: reqwest::multipart::Form) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url("/v1/messages"))
+            .multipart(form)
             .send()
             .await
             .unwrap()
