@@ -258,3 +258,28 @@ async fn metrics_count_a_known_workload() {
     assert_eq!(reqwest::get(bot.url("/readyz")).await.unwrap().status(), 200);
     assert!(bot.stop().await.success());
 }
+
+#[tokio::test]
+async fn healthcheck_command_reports_whether_the_daemon_answers() {
+    let mut bot = Bot::start(&[]).await;
+    let healthy = bot.command().arg("healthcheck").output().unwrap();
+    assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stderr));
+    assert!(bot.stop().await.success());
+    let down = bot.command().arg("healthcheck").output().unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let mut bot = Bot::start(&[("WICKRIO_LOG_FORMAT", "json")]).await;
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+    assert!(bot.stop().await.success());
+    let log = bot.log_text();
+    assert!(log.lines().count() >= 3, "{log}");
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(log.contains("closed message file"));
+}
