@@ -69,6 +69,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "largest JSON/NDJSON body or multipart `message` part (bytes, or with KiB/MiB/GiB)",
     },
     Setting {
+        name: "WICKRIO_INGEST_MAX_BUFFER",
+        default: "256MiB",
+        meaning: "request bodies held in memory at once across all requests; further requests wait their turn",
+    },
+    Setting {
         name: "WICKRIO_INGEST_MAX_FILE",
         default: "60GiB",
         meaning: "largest attachment (bytes, or with KiB/MiB/GiB)",
@@ -149,6 +154,8 @@ pub struct IngestConfig {
     pub addr: SocketAddr,
     pub token: Option<Secret>,
     pub max_body: usize,
+    /// Bytes of request bodies held in memory at once, across all requests; more requests wait.
+    pub max_buffered: usize,
     pub max_file: u64,
     pub shutdown_grace: std::time::Duration,
 }
@@ -261,6 +268,17 @@ impl Config {
                 "a size of at least 1 byte, e.g. 16MiB",
             ));
         }
+        let max_buffered = parse_size(&get, "WICKRIO_INGEST_MAX_BUFFER", 256 << 20)?;
+        let max_buffered = usize::try_from(max_buffered)
+            .unwrap_or(usize::MAX)
+            .min(u32::MAX as usize * 1024);
+        if max_buffered < max_body {
+            return Err(ConfigError::new(
+                "WICKRIO_INGEST_MAX_BUFFER",
+                format!("{max_buffered} bytes is less than WICKRIO_INGEST_MAX_BODY ({max_body} bytes)"),
+                "a size at least as large as WICKRIO_INGEST_MAX_BODY, e.g. 256MiB",
+            ));
+        }
         let max_file = parse_size(&get, "WICKRIO_INGEST_MAX_FILE", 60 << 30)?;
         let grace = parse_u64(&get, "WICKRIO_SHUTDOWN_GRACE_SECS", 8)?;
 
@@ -281,6 +299,7 @@ impl Config {
                 addr,
                 token,
                 max_body,
+                max_buffered,
                 max_file,
                 shutdown_grace: std::time::Duration::from_secs(grace),
             },
@@ -437,6 +456,7 @@ mod tests {
             ("WICKRIO_INGEST_MAX_BODY", "12 parsecs"),
             ("WICKRIO_INGEST_ADDR", "localhost"),
             ("WICKRIO_COMP_BASENAME", "../x"),
+            ("WICKRIO_INGEST_MAX_BUFFER", "1KiB"),
         ] {
             let err = parse(with_dirs(dir.path(), &[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{value}");

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sink::{self, local::LocalSink};
-use crate::source::http::{self, Drain, HttpState};
+use crate::source::http::{self, HttpState};
 use crate::spool::Spool;
 
 /// The spool and the sink task consuming its closed files.
@@ -60,13 +60,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (WICKRIO_INGEST_ADDR): is another process using it?"))?;
-    let state = Arc::new(HttpState {
-        spool: pipeline.spool.clone(),
-        metrics: pipeline.metrics.clone(),
-        bot_name: config.bot_name.clone(),
-        config: config.ingest.clone(),
-        drain: Drain::default(),
-    });
+    let state = Arc::new(HttpState::new(
+        pipeline.spool.clone(),
+        pipeline.metrics.clone(),
+        config.bot_name.clone(),
+        config.ingest.clone(),
+    ));
     let (stop_http, mut stop_rx) = watch::channel(false);
     let server = axum::serve(listener, http::router(state.clone()))
         .with_graceful_shutdown(async move {

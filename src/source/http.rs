@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -14,7 +13,7 @@ use axum::routing::{get, post};
 use futures_util::StreamExt;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use crate::config::{IngestConfig, Secret};
 use crate::message::{InvalidMessage, Lines, MSGTYPE_FILE, Message, parse_ndjson};
@@ -31,6 +30,32 @@ pub struct HttpState {
     pub bot_name: String,
     pub config: IngestConfig,
     pub drain: Drain,
+    /// KiB of request bodies that may be in memory at once (`WICKRIO_INGEST_MAX_BUFFER`).
+    memory: Semaphore,
+}
+
+impl HttpState {
+    pub fn new(spool: Spool, metrics: Arc<Metrics>, bot_name: String, config: IngestConfig) -> Self {
+        let memory = Semaphore::new(config.max_buffered.div_ceil(1024));
+        Self {
+            spool,
+            metrics,
+            bot_name,
+            config,
+            drain: Drain::default(),
+            memory,
+        }
+    }
+
+    /// Waits until `bytes` more of request body may be held in memory. A request reserves all it
+    /// may need at once (never piecemeal), so waiting requests cannot deadlock each other.
+    async fn reserve_memory(&self, bytes: usize) -> Result<SemaphorePermit<'_>, ApiError> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        self.memory
+            .acquire_many(kib)
+            .await
+            .map_err(|_| SpoolError::ShuttingDown.into())
+    }
 }
 
 /// Shutdown bookkeeping: once draining, ingest answers 503; `idle` fires when the last in-flight
@@ -183,9 +208,9 @@ fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
 
 async fn post_messages(State(state): State<Arc<HttpState>>, req: Request) -> Response {
     let result = match content_type(req.headers()).as_deref() {
-        Some("application/json") => post_json(&state, req.into_body(), false).await,
+        Some("application/json") => post_json(&state, req, false).await,
         Some("application/x-ndjson" | "application/jsonl" | "application/x-jsonlines") => {
-            post_json(&state, req.into_body(), true).await
+            post_json(&state, req, true).await
         }
         Some("multipart/form-data") => post_attachment(&state, req).await,
         other => Err(ApiError::new(
@@ -210,13 +235,17 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
     Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
-async fn post_json(state: &HttpState, body: Body, ndjson: bool) -> Result<serde_json::Value, ApiError> {
-    let body = read_limited(
-        body.into_data_stream(),
-        state.config.max_body,
-        "WICKRIO_INGEST_MAX_BODY",
-    )
-    .await?;
+async fn post_json(state: &HttpState, req: Request, ndjson: bool) -> Result<serde_json::Value, ApiError> {
+    let max = state.config.max_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    let _budget = state.reserve_memory(declared.unwrap_or(max)).await?;
+    let body = read_limited(req.into_body().into_data_stream(), max).await?;
     let parsed = if ndjson {
         parse_ndjson(&body)
     } else {
@@ -242,8 +271,15 @@ async fn post_json(state: &HttpState, body: Body, ndjson: bool) -> Result<serde_
     Ok(json!({ "accepted": count }))
 }
 
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body larger than WICKRIO_INGEST_MAX_BODY ({max} bytes)"),
+    )
+}
+
 /// Reads a body or a multipart part into memory, refusing (413) anything over `max` bytes.
-async fn read_limited<S, E>(mut stream: S, max: usize, setting: &str) -> Result<Vec<u8>, ApiError>
+async fn read_limited<S, E>(mut stream: S, max: usize) -> Result<Vec<u8>, ApiError>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -253,10 +289,7 @@ where
         let chunk =
             chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}")))?;
         if buf.len() + chunk.len() > max {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {setting} ({max} bytes)"),
-            ));
+            return Err(too_large(max));
         }
         buf.extend_from_slice(&chunk);
     }
@@ -277,7 +310,9 @@ async fn post_attachment(state: &HttpState, req: Request) -> Result<serde_json::
             "the first part must be named `message` (a msgtype 6000 message), followed by a part named `file`".into(),
         ));
     };
-    let text = read_limited(field, state.config.max_body, "WICKRIO_INGEST_MAX_BODY").await?;
+    let budget = state.reserve_memory(state.config.max_body).await?;
+    let text = read_limited(field, state.config.max_body).await?;
+    drop(budget);
     state.metrics.incr(Counter::MessagesRx);
     let refused = |e: ApiError| {
         state.metrics.incr(Counter::MessagesRxFailed);
