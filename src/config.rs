@@ -24,6 +24,21 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "the bot's name; default paths live under /tmp/<botname>",
     },
     Setting {
+        name: "WICKRIO_BOT_PASSWORD",
+        default: "(none)",
+        meaning: "the password: the initial one on first run, the generated one after (else the terminal prompt)",
+    },
+    Setting {
+        name: "WICKRIO_ROTATE_PASSWORD",
+        default: "(none)",
+        meaning: "at start-up, change the password to this one (at least 12 characters)",
+    },
+    Setting {
+        name: "WICKRIO_STATE_DIR",
+        default: "/tmp/<botname>/state",
+        meaning: "the bot's sealed identity, public key and manifest chain head; keep it (mount it) across restarts",
+    },
+    Setting {
         name: "WICKRIO_COMP_MESGDEST",
         default: "/tmp/<botname>/compliance/messages",
         meaning: "directory of the message files",
@@ -160,12 +175,34 @@ pub struct IngestConfig {
     pub shutdown_grace: std::time::Duration,
 }
 
+/// Where the bot's identity lives and how its password is given or changed.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub state_dir: PathBuf,
+    /// `WICKRIO_BOT_PASSWORD`: the initial password on first run, the generated one after.
+    pub password: Option<Secret>,
+    /// `WICKRIO_ROTATE_PASSWORD`: re-seal under this password at start-up.
+    pub rotate_to: Option<Secret>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bot_name: String,
     pub spool: SpoolConfig,
     pub ingest: IngestConfig,
+    pub identity: IdentityConfig,
 }
+
+/// Settings of the original that this version does not act on yet. Refusing them beats silently
+/// keeping everything on local disk when an admin asked for S3.
+const NOT_YET: &[(&str, &str)] = &[
+    ("AWS_SECRET_NAME", "reading the configuration from Secrets Manager"),
+    ("WICKRIO_S3_BUCKET_NAME", "uploading to S3"),
+    ("WICKRIO_KMS_MSTRKEY_ARN", "KMS envelope encryption"),
+    ("WICKRIO_SNS_TOPIC_ARN", "SNS events"),
+    ("WICKRIO_METRICS_TYPE", "CloudWatch metrics"),
+    ("WICKRIO_SECRET_UPDATE", "writing the password back to Secrets Manager"),
+];
 
 /// The log format is read on its own, before anything else, so that even configuration errors are
 /// logged in the format the operator asked for.
@@ -282,6 +319,30 @@ impl Config {
         let max_file = parse_size(&get, "WICKRIO_INGEST_MAX_FILE", 60 << 30)?;
         let grace = parse_u64(&get, "WICKRIO_SHUTDOWN_GRACE_SECS", 8)?;
 
+        for (var, feature) in NOT_YET {
+            if let Some(value) = get(var) {
+                return Err(ConfigError::new(
+                    var,
+                    format!("is set ({value:?}), but {feature} is not implemented in this version yet"),
+                    "unset it to run with local storage only",
+                ));
+            }
+        }
+        let state_dir =
+            get("WICKRIO_STATE_DIR").map_or_else(|| PathBuf::from("/tmp").join(&bot_name).join("state"), PathBuf::from);
+        let password = env("WICKRIO_BOT_PASSWORD").filter(|p| !p.is_empty()).map(Secret::new);
+        let rotate_to = env("WICKRIO_ROTATE_PASSWORD")
+            .filter(|p| !p.is_empty())
+            .map(Secret::new);
+        if rotate_to.as_ref().is_some_and(|p| p.expose().chars().count() < 12) {
+            return Err(ConfigError::new(
+                "WICKRIO_ROTATE_PASSWORD",
+                "the new password is too short",
+                "at least 12 characters, different from the current password",
+            ));
+        }
+
+        check_writable_dir("WICKRIO_STATE_DIR", &state_dir)?;
         check_writable_dir("WICKRIO_COMP_MESGDEST", &mesg_dest)?;
         check_writable_dir("WICKRIO_COMP_FILEDEST", &file_dest)?;
 
@@ -302,6 +363,11 @@ impl Config {
                 max_buffered,
                 max_file,
                 shutdown_grace: std::time::Duration::from_secs(grace),
+            },
+            identity: IdentityConfig {
+                state_dir,
+                password,
+                rotate_to,
             },
         })
     }

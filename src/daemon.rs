@@ -24,8 +24,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Recovers what a previous run left open and starts the writer and the sink.
-    pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let metrics = Arc::new(Metrics::default());
+    pub async fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let (closed_tx, closed_rx) = mpsc::unbounded_channel();
         let (stop_sink, stop_rx) = watch::channel(false);
         let sink_task = tokio::spawn(sink::run(LocalSink, closed_rx, stop_rx));
@@ -52,10 +51,10 @@ impl Pipeline {
 }
 
 /// `retention-bot run`: serve the HTTP source until SIGTERM/SIGINT, then shut down gracefully.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     // Installed first, so a stop request during start-up is honoured rather than fatal.
     let signal = shutdown_signal()?;
-    let pipeline = Pipeline::start(&config).await?;
+    let pipeline = Pipeline::start(&config, metrics).await?;
     let addr = config.ingest.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod identity;
 pub mod message;
 pub mod metrics;
 pub mod sink;

@@ -3,15 +3,20 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use retention_bot::config::{self, Config, LogFormat, SETTINGS};
 use retention_bot::daemon::{self, Pipeline};
+use retention_bot::identity::{self, password::Terminal};
+use retention_bot::metrics::Metrics;
 use retention_bot::source::import;
 
 /// Exit status for a bad setting: the daemon did not start and changed nothing.
 const EXIT_CONFIG: u8 = 2;
+/// Exit status for a refused password: the daemon did not start and changed nothing.
+const EXIT_LOGIN: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -21,7 +26,8 @@ const EXIT_CONFIG: u8 = 2;
     long_about = "Data retention daemon: captures every message and file into crash-safe rotating files.\n\n\
         Configured entirely by environment variables (the AWS Wickr data retention bot's names), so the same \
         `docker run -e ...` line works. Producers POST WickrIO-format messages to the HTTP source; each is \
-        acknowledged (202) only once it is fsync'd. Exit status 2 means a setting was refused.",
+        acknowledged (202) only once it is fsync'd. Exit status 2 means a setting was refused, 3 that the \
+        password was.",
     after_long_help = settings_help()
 )]
 struct Cli {
@@ -75,6 +81,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let metrics = Arc::new(Metrics::default());
+    let identity = identity::login(&config.identity, None, &mut Terminal, &mut std::io::stdout(), &metrics);
+    let identity = match identity {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!("login refused: {e}");
+            return ExitCode::from(if e.is_refusal() { EXIT_LOGIN } else { 1 });
+        }
+    };
+    tracing::debug!(?identity, "logged in");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -84,8 +100,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Import { files } => run_import(&config, files).await,
-            _ => daemon::run(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Import { files } => run_import(&config, metrics, files).await,
+            _ => daemon::run(config, metrics).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
@@ -110,8 +126,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run_import(config: &Config, files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
-    let pipeline = Pipeline::start(config).await?;
+async fn run_import(config: &Config, metrics: Arc<Metrics>, files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    let pipeline = Pipeline::start(config, metrics).await?;
     let (spool, metrics) = (pipeline.spool.clone(), pipeline.metrics.clone());
     let outcome =
         tokio::task::spawn_blocking(move || import::import(&files, &spool, &metrics, &mut std::io::stderr().lock()))

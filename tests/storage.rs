@@ -138,9 +138,10 @@ fn import_keeps_good_lines_and_reports_bad_ones_by_file_and_line() {
     let second = tmp.path().join("more.txt");
     std::fs::write(&second, format!("{}\n", text_message(99))).unwrap();
 
-    let bot = Bot::prepare(&tmp.path().join("bot"), &[]);
+    let mut bot = Bot::prepare(&tmp.path().join("bot"), &[]);
     let out = bot.command().arg("import").arg(&input).arg(&second).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    bot.learn_password(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -10,6 +10,15 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_retention-bot");
+/// Every test bot's first-run password.
+pub const INITIAL_PASSWORD: &str = "initial-pw-for-tests";
+
+/// The password a first run printed in its banner, if `output` holds one.
+pub fn generated_password(output: &str) -> Option<String> {
+    let mut lines = output.lines().skip_while(|l| *l != "TO START THE BOT");
+    lines.next()?;
+    Some(lines.next()?.trim().trim_matches('"').to_owned())
+}
 
 /// A text message in the original's shape; `id` makes it unique.
 pub fn text_message(id: usize) -> String {
@@ -49,6 +58,8 @@ pub fn base_env(root: &Path, port: u16) -> Vec<(String, String)> {
         ("WICKRIO_COMP_FILEDEST", root.join("attachments").display().to_string()),
         ("WICKRIO_INGEST_ADDR", format!("127.0.0.1:{port}")),
         ("WICKRIO_COMP_MIN_FREE_MB", "1".to_owned()),
+        ("WICKRIO_STATE_DIR", root.join("state").display().to_string()),
+        ("WICKRIO_BOT_PASSWORD", INITIAL_PASSWORD.to_owned()),
         ("RUST_LOG", "info".to_owned()),
     ]
     .into_iter()
@@ -83,14 +94,31 @@ impl Bot {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v.to_string()));
         }
-        Bot {
+        let mut bot = Bot {
             root: root.to_owned(),
             port,
             env,
             child: None,
             log: root.join("bot.log"),
             _tmp: None,
+        };
+        // A restart over a directory whose first run already happened needs the generated password.
+        if !extra.iter().any(|(k, _)| *k == "WICKRIO_BOT_PASSWORD") {
+            bot.learn_password(&bot.stdout_text());
         }
+        bot
+    }
+
+    /// Uses the generated password from now on, if `output` holds a first-run banner.
+    pub fn learn_password(&mut self, output: &str) {
+        if let Some(pw) = generated_password(output) {
+            self.set_env("WICKRIO_BOT_PASSWORD", &pw);
+        }
+    }
+
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     pub fn command(&self) -> Command {
@@ -101,15 +129,12 @@ impl Bot {
 
     /// Starts the process and waits for /healthz.
     pub async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let append = |p: &Path| std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap();
+        let (out, log) = (append(&self.stdout_path()), append(&self.log));
         let child = self
             .command()
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
+            .stdout(out)
             .stderr(log)
             .spawn()
             .unwrap();
@@ -120,6 +145,7 @@ impl Bot {
             if let Ok(r) = client.get(self.url("/healthz")).send().await
                 && r.status() == 200
             {
+                self.learn_password(&self.stdout_text());
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -138,6 +164,16 @@ impl Bot {
         Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
     }
 
+    fn stdout_path(&self) -> PathBuf {
+        self.root.join("bot.stdout")
+    }
+
+    /// What the bot printed on stdout (the first-run banner), over all its runs.
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(self.stdout_path()).unwrap_or_default()
+    }
+
+    /// What the bot logged (stderr), over all its runs.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -1,0 +1,192 @@
+//! The bot's identity: the first-run password ritual, and the signing key that password unlocks.
+//!
+//! First run: the initial password (env, secret or prompt) is taken, a new password is generated and
+//! printed once in the original's banner, and a new Ed25519 signing key is sealed under it. Every later
+//! start needs the generated password; the initial one is refused with a message saying so.
+
+pub mod password;
+pub mod sealed;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+
+use crate::config::{IdentityConfig, Secret};
+use crate::metrics::{Counter, Metrics};
+use password::{PasswordError, Prompter};
+use sealed::{SealError, SealedIdentity};
+
+pub const IDENTITY_FILE: &str = "identity.json";
+pub const PUBLIC_KEY_FILE: &str = "public_key.txt";
+
+/// The unlocked identity. `Debug` shows only the public key.
+pub struct Identity {
+    signing_key: SigningKey,
+    password: Secret,
+    public_key_hex: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("public_key", &self.public_key_hex)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing_key
+    }
+
+    /// The password now in effect (generated or rotated): what the Secrets Manager write-back stores.
+    pub fn password(&self) -> &Secret {
+        &self.password
+    }
+
+    pub fn public_key_hex(&self) -> &str {
+        &self.public_key_hex
+    }
+}
+
+/// Why the bot refused to start. A refusal changes nothing on disk.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error(
+        "this is the bot's initial password, which stopped working when the bot was first configured; start it with the password that first run generated (printed in the GENERATED PASSWORD banner)"
+    )]
+    InitialPassword,
+    #[error("wrong password: it does not open the bot's identity in {0}")]
+    WrongPassword(PathBuf),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("cannot use the state directory {dir} (WICKRIO_STATE_DIR): {source}")]
+    StateDir { dir: PathBuf, source: std::io::Error },
+}
+
+impl LoginError {
+    /// A refused password, as opposed to a broken state directory or file.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            LoginError::Password(_) | LoginError::InitialPassword | LoginError::WrongPassword(_)
+        )
+    }
+}
+
+/// Unlocks the identity, creating it on first run. `secret_password` is the Secrets Manager secret's
+/// `password` key when one is configured; the banner goes to `out`.
+pub fn login(
+    config: &IdentityConfig,
+    secret_password: Option<Secret>,
+    prompter: &mut dyn Prompter,
+    out: &mut dyn Write,
+    metrics: &Metrics,
+) -> Result<Identity, LoginError> {
+    let result = unlock(config, secret_password, prompter, out);
+    metrics.incr(if result.is_ok() {
+        Counter::Logins
+    } else {
+        Counter::LoginFailures
+    });
+    result
+}
+
+fn unlock(
+    config: &IdentityConfig,
+    secret_password: Option<Secret>,
+    prompter: &mut dyn Prompter,
+    out: &mut dyn Write,
+) -> Result<Identity, LoginError> {
+    let dir = &config.state_dir;
+    let path = dir.join(IDENTITY_FILE);
+    if !path.exists() {
+        return first_run(config, secret_password, prompter, out);
+    }
+    let sealed = SealedIdentity::load(&path)?;
+    let (given, source) = password::obtain(config.password.clone(), secret_password, false, prompter)?;
+    let (key, current) = match sealed.unseal(&given, &path) {
+        Ok(key) => (key, given),
+        Err(SealError::WrongPassword) => match config.rotate_to.as_ref().map(|new| (new, sealed.unseal(new, &path))) {
+            // A restart after a rotation, with the old password still configured beside the new one.
+            Some((new, Ok(key))) => {
+                tracing::warn!(
+                    "WICKRIO_ROTATE_PASSWORD is already the bot's password; set the password source to it and remove WICKRIO_ROTATE_PASSWORD"
+                );
+                (key, new.clone())
+            }
+            _ if sealed.is_initial_password(&given) => return Err(LoginError::InitialPassword),
+            _ => return Err(LoginError::WrongPassword(dir.clone())),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(from = %source, public_key = %sealed.public_key, "identity unlocked");
+    let current = match &config.rotate_to {
+        Some(new) if *new != current => {
+            sealed.reseal(&key, new)?.store(&path)?;
+            tracing::info!("password rotated: the previous password no longer opens the bot's identity");
+            new.clone()
+        }
+        Some(_) => {
+            tracing::warn!("WICKRIO_ROTATE_PASSWORD equals the current password: nothing to rotate");
+            current
+        }
+        None => current,
+    };
+    Ok(Identity {
+        public_key_hex: sealed.public_key,
+        signing_key: key,
+        password: current,
+    })
+}
+
+fn first_run(
+    config: &IdentityConfig,
+    secret_password: Option<Secret>,
+    prompter: &mut dyn Prompter,
+    out: &mut dyn Write,
+) -> Result<Identity, LoginError> {
+    let dir = &config.state_dir;
+    let (initial, source) = password::obtain(config.password.clone(), secret_password, true, prompter)?;
+    tracing::info!(from = %source, "first run: generating the bot's password and signing key");
+    if config.rotate_to.is_some() {
+        tracing::warn!("WICKRIO_ROTATE_PASSWORD is ignored on the first run: the generated password is in effect");
+    }
+    let generated = password::generate();
+    let key = sealed::new_signing_key();
+    let sealed = SealedIdentity::seal(&key, &generated, sealed::hash_initial_password(&initial)?)?;
+    sealed::write_atomically(
+        &dir.join(PUBLIC_KEY_FILE),
+        format!("{}\n", sealed.public_key).as_bytes(),
+    )?;
+    // The identity file last: until it exists, a restart is still a first run.
+    sealed.store(&dir.join(IDENTITY_FILE))?;
+    print_banner(out, &generated, &sealed.public_key, dir);
+    Ok(Identity {
+        public_key_hex: sealed.public_key,
+        signing_key: key,
+        password: generated,
+    })
+}
+
+/// The original's banner, then the public key as groups of four hex digits.
+fn print_banner(out: &mut dyn Write, password: &Secret, public_key: &str, dir: &Path) {
+    let stars = "*".repeat(64);
+    let groups: Vec<&str> = public_key
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    let key_lines: Vec<String> = groups.chunks(8).map(|line| line.join(" ")).collect();
+    let _ = writeln!(
+        out,
+        "{stars}\n**** GENERATED PASSWORD ****\nDO NOT LOSE THIS PASSWORD, YOU WILL NEED TO ENTER IT EVERY TIME\nTO START THE BOT\n\"{}\"\n{stars}\n\nBot public signing key (also in {}):\n{}\n",
+        password.expose(),
+        dir.join(PUBLIC_KEY_FILE).display(),
+        key_lines.join("\n"),
+    );
+    let _ = out.flush();
+}

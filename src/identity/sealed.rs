@@ -1,0 +1,256 @@
+//! The bot's key material at rest: an Ed25519 signing key sealed with a key derived from the bot's
+//! password (Argon2id, parameters stored beside the salt) under AES-256-GCM. The public key and the
+//! KDF parameters are bound to the ciphertext as associated data, so editing them breaks the seal.
+
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::config::Secret;
+use crate::spool::disk;
+
+/// OWASP's recommended Argon2id minimum (19 MiB, 2 passes): slow for a guesser, quick at start-up.
+const M_COST_KIB: u32 = 19 * 1024;
+const T_COST: u32 = 2;
+const P_COST: u32 = 1;
+
+/// What `identity.json` holds. Nothing in it is secret without the password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedIdentity {
+    pub version: u32,
+    pub public_key: String,
+    pub kdf: Kdf,
+    pub cipher: String,
+    pub nonce: String,
+    pub sealed_signing_key: String,
+    /// Argon2id hash (PHC string) of the first-run password, only so that a later start given it
+    /// can say "that is the initial password" instead of a plain refusal.
+    pub initial_password_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Kdf {
+    pub algorithm: String,
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+    pub salt: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("the password does not open the bot's identity")]
+    WrongPassword,
+    #[error("identity file {path} is damaged or not ours: {why}")]
+    Corrupt { path: String, why: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("cryptographic failure: {0}")]
+    Crypto(String),
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // The OS CSPRNG failing is a broken host: a start-up invariant.
+    getrandom::fill(&mut b).expect("the operating system's random number generator failed");
+    b
+}
+
+fn argon2(m: u32, t: u32, p: u32) -> Result<Argon2<'static>, SealError> {
+    let params = Params::new(m, t, p, Some(32)).map_err(|e| SealError::Crypto(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+impl SealedIdentity {
+    /// Seals `key` under `password`; `initial` is the first-run password to remember by hash.
+    pub fn seal(key: &SigningKey, password: &Secret, initial_password_hash: String) -> Result<Self, SealError> {
+        let salt = random::<16>();
+        let kdf = Kdf {
+            algorithm: "argon2id".into(),
+            m_cost_kib: M_COST_KIB,
+            t_cost: T_COST,
+            p_cost: P_COST,
+            salt: B64.encode(salt),
+        };
+        let public_key = hex::encode(key.verifying_key().as_bytes());
+        let nonce = random::<12>();
+        let derived = derive(&kdf, password)?;
+        let cipher = Aes256Gcm::new_from_slice(derived.as_slice()).map_err(|e| SealError::Crypto(e.to_string()))?;
+        let aad = associated_data(&public_key, &kdf);
+        let sealed = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: key.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|e| SealError::Crypto(e.to_string()))?;
+        Ok(Self {
+            version: 1,
+            public_key,
+            kdf,
+            cipher: "aes-256-gcm".into(),
+            nonce: B64.encode(nonce),
+            sealed_signing_key: B64.encode(sealed),
+            initial_password_hash,
+        })
+    }
+
+    /// The same key under a new password, keeping the record of the initial one.
+    pub fn reseal(&self, key: &SigningKey, new_password: &Secret) -> Result<Self, SealError> {
+        Self::seal(key, new_password, self.initial_password_hash.clone())
+    }
+
+    pub fn unseal(&self, password: &Secret, path: &Path) -> Result<SigningKey, SealError> {
+        let corrupt = |why: &str| SealError::Corrupt {
+            path: path.display().to_string(),
+            why: why.into(),
+        };
+        if self.version != 1 || self.cipher != "aes-256-gcm" || self.kdf.algorithm != "argon2id" {
+            return Err(corrupt("unknown version, cipher or KDF"));
+        }
+        let nonce = B64.decode(&self.nonce).map_err(|_| corrupt("nonce is not base64"))?;
+        let sealed = B64
+            .decode(&self.sealed_signing_key)
+            .map_err(|_| corrupt("sealed key is not base64"))?;
+        if nonce.len() != 12 {
+            return Err(corrupt("nonce is not 12 bytes"));
+        }
+        let derived = derive(&self.kdf, password)?;
+        let cipher = Aes256Gcm::new_from_slice(derived.as_slice()).map_err(|e| SealError::Crypto(e.to_string()))?;
+        let aad = associated_data(&self.public_key, &self.kdf);
+        let seed = Zeroizing::new(
+            cipher
+                .decrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: &sealed,
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| SealError::WrongPassword)?,
+        );
+        let seed: &[u8; 32] = seed
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("sealed key is not 32 bytes"))?;
+        let key = SigningKey::from_bytes(seed);
+        if hex::encode(key.verifying_key().as_bytes()) != self.public_key {
+            return Err(corrupt("sealed key does not match the public key"));
+        }
+        Ok(key)
+    }
+
+    pub fn verifying_key(&self) -> Option<VerifyingKey> {
+        let bytes: [u8; 32] = hex::decode(&self.public_key).ok()?.try_into().ok()?;
+        VerifyingKey::from_bytes(&bytes).ok()
+    }
+
+    pub fn is_initial_password(&self, password: &Secret) -> bool {
+        PasswordHash::new(&self.initial_password_hash).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.expose().as_bytes(), &h)
+                .is_ok()
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, SealError> {
+        let corrupt = |why: String| SealError::Corrupt {
+            path: path.display().to_string(),
+            why,
+        };
+        let text = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
+        serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Temp file, fsync, rename over, fsync the directory: a crash leaves the old or the new file,
+    /// never a mix.
+    pub fn store(&self, path: &Path) -> Result<(), SealError> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| SealError::Crypto(e.to_string()))?;
+        write_atomically(path, &bytes)
+    }
+}
+
+/// Hashes the initial password for [`SealedIdentity::is_initial_password`].
+pub fn hash_initial_password(password: &Secret) -> Result<String, SealError> {
+    let salt = SaltString::encode_b64(&random::<16>()).map_err(|e| SealError::Crypto(e.to_string()))?;
+    let hash = argon2(M_COST_KIB, T_COST, P_COST)?
+        .hash_password(password.expose().as_bytes(), &salt)
+        .map_err(|e| SealError::Crypto(e.to_string()))?;
+    Ok(hash.to_string())
+}
+
+pub fn new_signing_key() -> SigningKey {
+    SigningKey::from_bytes(&Zeroizing::new(random::<32>()))
+}
+
+fn derive(kdf: &Kdf, password: &Secret) -> Result<Zeroizing<[u8; 32]>, SealError> {
+    let salt = B64
+        .decode(&kdf.salt)
+        .map_err(|_| SealError::Crypto("salt is not base64".into()))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    argon2(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost)?
+        .hash_password_into(password.expose().as_bytes(), &salt, key.as_mut())
+        .map_err(|e| SealError::Crypto(e.to_string()))?;
+    Ok(key)
+}
+
+fn associated_data(public_key: &str, kdf: &Kdf) -> Vec<u8> {
+    format!(
+        "retention-bot identity v1|{public_key}|{}|{}|{}|{}",
+        kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, kdf.salt
+    )
+    .into_bytes()
+}
+
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
+    use std::io::Write;
+    let err = |source| SealError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    disk::sync_dir(dir).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seals_and_unseals_only_with_the_password() {
+        let key = new_signing_key();
+        let pw = Secret::new("correct horse battery".into());
+        let initial = Secret::new("initial-password".into());
+        let sealed = SealedIdentity::seal(&key, &pw, hash_initial_password(&initial).unwrap()).unwrap();
+        let path = Path::new("identity.json");
+        assert_eq!(sealed.unseal(&pw, path).unwrap().as_bytes(), key.as_bytes());
+        assert!(matches!(sealed.unseal(&initial, path), Err(SealError::WrongPassword)));
+        assert!(sealed.is_initial_password(&initial));
+        assert!(!sealed.is_initial_password(&pw));
+        let shown = serde_json::to_string(&sealed).unwrap();
+        assert!(!shown.contains(&hex::encode(key.as_bytes())));
+    }
+
+    #[test]
+    fn editing_the_parameters_breaks_the_seal() {
+        let key = new_signing_key();
+        let pw = Secret::new("pw-pw-pw-pw-pw".into());
+        let mut sealed = SealedIdentity::seal(&key, &pw, String::new()).unwrap();
+        sealed.kdf.t_cost = 3;
+        assert!(sealed.unseal(&pw, Path::new("x")).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! The first-run password ritual through the real binary: banner, sealed identity, refusals,
+//! the terminal prompt, rotation, and that no password leaks outside the banner.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Bot, INITIAL_PASSWORD, generated_password};
+
+const EXIT_LOGIN: i32 = 3;
+
+fn state_file(bot: &Bot, name: &str) -> Vec<u8> {
+    std::fs::read(bot.root.join("state").join(name)).unwrap()
+}
+
+/// Runs `retention-bot import` (it logs in like `run`, then exits) with no input file content.
+fn login_only(bot: &Bot) -> Output {
+    let empty = bot.root.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    bot.command()
+        .arg("import")
+        .arg(&empty)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn first_run_seals_a_new_identity_and_only_the_generated_password_opens_it_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bot = Bot::prepare(tmp.path(), &[]);
+    let mut everything = String::new();
+
+    let first = login_only(&bot);
+    everything += &text(&first);
+    assert!(first.status.success(), "{}", text(&first));
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    for line in [
+        "**** GENERATED PASSWORD ****",
+        "DO NOT LOSE THIS PASSWORD, YOU WILL NEED TO ENTER IT EVERY TIME",
+        "TO START THE BOT",
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    let generated = generated_password(&stdout).unwrap();
+    assert_eq!(generated.len(), 24);
+    assert!(generated.chars().all(|c| c.is_ascii_alphanumeric()));
+    // The public key: written to a file, and printed as groups of four hex digits.
+    let public_key = String::from_utf8(state_file(&bot, "public_key.txt"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(public_key.len(), 64);
+    let groups: Vec<&str> = public_key
+        .as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    assert!(stdout.contains(&groups[..8].join(" ")), "{stdout}");
+    let sealed = state_file(&bot, "identity.json");
+    let identity: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
+    assert_eq!(identity["kdf"]["algorithm"], "argon2id");
+    assert_eq!(identity["cipher"], "aes-256-gcm");
+
+    // The initial password is refused with the specific message, and nothing changes.
+    let again = login_only(&bot);
+    everything += &text(&again);
+    assert_eq!(again.status.code(), Some(EXIT_LOGIN));
+    assert!(text(&again).contains("initial password"), "{}", text(&again));
+    assert_eq!(state_file(&bot, "identity.json"), sealed);
+
+    // Any other wrong password is refused plainly.
+    bot.set_env("WICKRIO_BOT_PASSWORD", "not-the-password-at-all");
+    let wrong = login_only(&bot);
+    everything += &text(&wrong);
+    assert_eq!(wrong.status.code(), Some(EXIT_LOGIN));
+    assert!(text(&wrong).contains("wrong password") && !text(&wrong).contains("initial password"));
+    assert_eq!(state_file(&bot, "identity.json"), sealed);
+
+    // The generated password opens it.
+    bot.set_env("WICKRIO_BOT_PASSWORD", &generated);
+    let ok = login_only(&bot);
+    everything += &text(&ok);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(!String::from_utf8_lossy(&ok.stdout).contains("GENERATED PASSWORD"));
+
+    // Rotation: the new password must be long enough...
+    bot.set_env("WICKRIO_ROTATE_PASSWORD", "short");
+    let short = login_only(&bot);
+    assert_eq!(short.status.code(), Some(2));
+    assert!(text(&short).contains("WICKRIO_ROTATE_PASSWORD"));
+    // ...then the old one stops working and the new one works.
+    let rotated = "rotated-password-0123";
+    bot.set_env("WICKRIO_ROTATE_PASSWORD", rotated);
+    let rotate = login_only(&bot);
+    everything += &text(&rotate);
+    assert!(rotate.status.success(), "{}", text(&rotate));
+    assert_ne!(state_file(&bot, "identity.json"), sealed);
+    bot.env.retain(|(k, _)| k != "WICKRIO_ROTATE_PASSWORD");
+    let old = login_only(&bot);
+    everything += &text(&old);
+    assert_eq!(old.status.code(), Some(EXIT_LOGIN));
+    bot.set_env("WICKRIO_BOT_PASSWORD", rotated);
+    let new = login_only(&bot);
+    everything += &text(&new);
+    assert!(new.status.success(), "{}", text(&new));
+
+    // No password appears anywhere in the output but the generated one, once, inside its banner.
+    assert!(!everything.contains(INITIAL_PASSWORD), "initial password leaked");
+    assert!(!everything.contains(rotated), "rotated password leaked");
+    assert!(!everything.contains("not-the-password-at-all"), "wrong password leaked");
+    assert_eq!(
+        everything.matches(&generated).count(),
+        1,
+        "generated password outside the banner"
+    );
+    assert!(everything.contains(&format!("TO START THE BOT\n\"{generated}\"\n")));
+}
+
+#[test]
+fn no_terminal_and_no_password_says_how_to_give_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bot = Bot::prepare(tmp.path(), &[]);
+    bot.env.retain(|(k, _)| k != "WICKRIO_BOT_PASSWORD");
+    let out = login_only(&bot);
+    assert_eq!(out.status.code(), Some(EXIT_LOGIN));
+    let said = text(&out);
+    for way in ["WICKRIO_BOT_PASSWORD", "AWS_SECRET_NAME", "-ti"] {
+        assert!(said.contains(way), "{way} not in {said}");
+    }
+    assert!(!tmp.path().join("state/identity.json").exists());
+}
+
+/// The `docker run -ti` first run: prompts on a real pseudo-terminal, a mismatched re-entry asks
+/// again, nothing typed is echoed, and the banner follows.
+#[test]
+fn terminal_prompt_asks_twice_and_again_on_mismatch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bot = Bot::prepare(tmp.path(), &[]);
+    bot.env.retain(|(k, _)| k != "WICKRIO_BOT_PASSWORD");
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut cmd = bot.command();
+    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
+    let slave_fd = pty.slave.as_raw_fd();
+    unsafe {
+        // A session of its own with the pty as controlling terminal, so /dev/tty is the pty.
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if nix::libc::ioctl(slave_fd, nix::libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(pty.slave);
+
+    let screen = Arc::new(Mutex::new(String::new()));
+    let mut master = std::fs::File::from(pty.master);
+    let mut writer = master.try_clone().unwrap();
+    let reader_screen = screen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            reader_screen
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let wait_for = |needle: &str, occurrence: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while screen.lock().unwrap().matches(needle).count() < occurrence {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on screen:\n{}",
+                screen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("Enter the password:", 1);
+    writer.write_all(b"first-typed-pw\n").unwrap();
+    wait_for("Re-enter the password:", 1);
+    writer.write_all(b"different-pw\n").unwrap();
+    wait_for("do not match", 1);
+    wait_for("Enter the password:", 2);
+    writer.write_all(b"typed-initial-pw\n").unwrap();
+    wait_for("Re-enter the password:", 2);
+    writer.write_all(b"typed-initial-pw\n").unwrap();
+    wait_for("TO START THE BOT", 1);
+    wait_for("retention-bot ready", 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let shown = screen.lock().unwrap().clone();
+    for typed in ["first-typed-pw", "different-pw", "typed-initial-pw"] {
+        assert!(!shown.contains(typed), "{typed} was echoed:\n{shown}");
+    }
+    assert!(generated_password(&shown.replace('\r', "")).is_some(), "{shown}");
+    assert!(tmp.path().join("state/identity.json").exists());
+}
