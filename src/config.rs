@@ -258,6 +258,13 @@ impl Config {
         let file_dest = get("WICKRIO_COMP_FILEDEST").map_or_else(|| default_root.join("attachments"), PathBuf::from);
         let basename = get("WICKRIO_COMP_BASENAME").unwrap_or_else(|| "receivedMessages".to_owned());
         check_path_component("WICKRIO_COMP_BASENAME", &basename)?;
+        if basename == "manifest" {
+            return Err(ConfigError::new(
+                "WICKRIO_COMP_BASENAME",
+                "\"manifest\" is the name of the bot's manifest files",
+                "any other name, e.g. receivedMessages",
+            ));
+        }
 
         let size_kib = parse_u64(&get, "WICKRIO_COMP_FILESIZE", 1_000_000_000)?;
         if size_kib == 0 {

@@ -9,7 +9,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
+use crate::sink::manifest::{ManifestSink, ManifestWriter};
 use crate::sink::{self, local::LocalSink};
 use crate::source::http::{self, HttpState};
 use crate::spool::Spool;
@@ -24,10 +26,21 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Recovers what a previous run left open and starts the writer and the sink.
-    pub async fn start(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub async fn start(config: &Config, metrics: Arc<Metrics>, identity: &Identity) -> anyhow::Result<Self> {
         let (closed_tx, closed_rx) = mpsc::unbounded_channel();
         let (stop_sink, stop_rx) = watch::channel(false);
-        let sink_task = tokio::spawn(sink::run(LocalSink, closed_rx, stop_rx));
+        let (spool, state, key) = (
+            config.spool.clone(),
+            config.identity.state_dir.clone(),
+            identity.signing_key().clone(),
+        );
+        let (manifest, recovered) = tokio::task::spawn_blocking(move || ManifestWriter::open(&spool, &state, key))
+            .await?
+            .context("cannot open the manifest")?;
+        for file in recovered {
+            let _ = closed_tx.send(file);
+        }
+        let sink_task = tokio::spawn(sink::run(ManifestSink::new(LocalSink, manifest), closed_rx, stop_rx));
         let (spool_config, m) = (config.spool.clone(), metrics.clone());
         let spool = tokio::task::spawn_blocking(move || Spool::start(spool_config, m, closed_tx))
             .await?
@@ -51,10 +64,10 @@ impl Pipeline {
 }
 
 /// `retention-bot run`: serve the HTTP source until SIGTERM/SIGINT, then shut down gracefully.
-pub async fn run(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+pub async fn run(config: Config, metrics: Arc<Metrics>, identity: Identity) -> anyhow::Result<()> {
     // Installed first, so a stop request during start-up is honoured rather than fatal.
     let signal = shutdown_signal()?;
-    let pipeline = Pipeline::start(&config, metrics).await?;
+    let pipeline = Pipeline::start(&config, metrics, &identity).await?;
     let addr = config.ingest.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod sink;
 pub mod source;
 pub mod spool;
+pub mod verify;

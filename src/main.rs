@@ -47,6 +47,18 @@ enum Command {
     },
     /// Exit 0 if the daemon at WICKRIO_INGEST_ADDR answers GET /healthz (for container HEALTHCHECK).
     Healthcheck,
+    /// Check an archive against its signed manifests with the bot's public key (no password
+    /// needed): every signature, the hash chain, and every file's presence and SHA-256. Reports
+    /// each missing, altered, reordered or unlisted file; exit status 1 if there is any.
+    Verify {
+        /// The archive: a directory holding the message files, attachments and manifests (e.g.
+        /// /tmp/<botname>/compliance), searched recursively.
+        dir: PathBuf,
+        /// The bot's public key file [default: $WICKRIO_STATE_DIR/public_key.txt, or
+        /// /tmp/$WICKRIO_BOT_NAME/state/public_key.txt].
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
 }
 
 fn settings_help() -> String {
@@ -71,8 +83,10 @@ fn main() -> ExitCode {
     };
     init_logging(format);
     let command = cli.command.unwrap_or(Command::Run);
-    if let Command::Healthcheck = command {
-        return healthcheck();
+    match command {
+        Command::Healthcheck => return healthcheck(),
+        Command::Verify { dir, public_key } => return verify(&dir, public_key),
+        _ => {}
     }
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -100,8 +114,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Import { files } => run_import(&config, metrics, files).await,
-            _ => daemon::run(config, metrics).await.map(|()| ExitCode::SUCCESS),
+            Command::Import { files } => run_import(&config, metrics, &identity, files).await,
+            _ => daemon::run(config, metrics, identity).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
@@ -126,8 +140,13 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run_import(config: &Config, metrics: Arc<Metrics>, files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
-    let pipeline = Pipeline::start(config, metrics).await?;
+async fn run_import(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    identity: &identity::Identity,
+    files: Vec<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = Pipeline::start(config, metrics, identity).await?;
     let (spool, metrics) = (pipeline.spool.clone(), pipeline.metrics.clone());
     let outcome =
         tokio::task::spawn_blocking(move || import::import(&files, &spool, &metrics, &mut std::io::stderr().lock()))
@@ -176,6 +195,57 @@ fn healthcheck() -> ExitCode {
         }
         Err(e) => {
             eprintln!("unhealthy: cannot reach {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify(dir: &std::path::Path, public_key: Option<PathBuf>) -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let key_path = public_key
+        .or_else(|| env("WICKRIO_STATE_DIR").map(|d| PathBuf::from(d).join(identity::PUBLIC_KEY_FILE)))
+        .or_else(|| {
+            env("WICKRIO_BOT_NAME").map(|b| {
+                PathBuf::from("/tmp")
+                    .join(b)
+                    .join("state")
+                    .join(identity::PUBLIC_KEY_FILE)
+            })
+        });
+    let Some(key_path) = key_path else {
+        eprintln!(
+            "retention-bot verify: no public key: pass --public-key FILE, or set WICKRIO_STATE_DIR or WICKRIO_BOT_NAME"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let key = match retention_bot::verify::read_public_key(&key_path) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("retention-bot verify: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match retention_bot::verify::verify_dir(dir, &key) {
+        Ok(report) => {
+            for p in &report.problems {
+                println!("{p}");
+            }
+            println!(
+                "{}: {} manifest(s), {} entr{}, {} problem(s)",
+                dir.display(),
+                report.manifests,
+                report.entries,
+                if report.entries == 1 { "y" } else { "ies" },
+                report.problems.len()
+            );
+            if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("retention-bot verify: cannot read {}: {e}", dir.display());
             ExitCode::FAILURE
         }
     }

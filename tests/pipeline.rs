@@ -68,10 +68,7 @@ async fn size_rotation_keeps_files_under_the_limit_and_lines_whole() {
         assert_eq!(bot.post("application/x-ndjson", chunk.join("\n")).await.status(), 202);
     }
     assert!(bot.stop().await.success());
-    let names: Vec<String> = file_names(&bot.messages_dir())
-        .into_iter()
-        .filter(|n| n.ends_with(".txt"))
-        .collect();
+    let names = common::closed_message_files(&bot.messages_dir());
     assert!(names.len() >= 6, "expected several files, got {names:?}");
     for name in &names {
         let len = std::fs::metadata(bot.messages_dir().join(name)).unwrap().len();
@@ -97,10 +94,7 @@ async fn time_rotation_closes_the_file_while_running() {
     assert_eq!(closed_lines(&bot.messages_dir()), vec![text_message(1)]);
     assert_eq!(bot.post("application/json", text_message(2)).await.status(), 202);
     assert!(bot.stop().await.success());
-    let closed = file_names(&bot.messages_dir())
-        .into_iter()
-        .filter(|n| n.ends_with(".txt"))
-        .count();
+    let closed = common::closed_message_files(&bot.messages_dir()).len();
     assert_eq!(closed, 2, "the second message starts a new file");
 }
 

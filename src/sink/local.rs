@@ -1,7 +1,7 @@
 //! The local sink: closed files stay where the spool closed them.
 
 use super::Sink;
-use crate::spool::{ClosedFile, FileKind};
+use crate::spool::ClosedFile;
 
 /// Keeps files on local disk (the original's behaviour when no bucket is configured).
 #[derive(Debug, Default)]
@@ -9,10 +9,6 @@ pub struct LocalSink;
 
 impl Sink for LocalSink {
     async fn deliver(&mut self, file: ClosedFile) {
-        let kind = match file.kind {
-            FileKind::Messages => "messages",
-            FileKind::Attachment => "attachment",
-        };
-        tracing::debug!(file = %file.path.display(), bytes = file.bytes, kind, "kept locally");
+        tracing::debug!(file = %file.path.display(), bytes = file.bytes, kind = file.kind.as_str(), "kept locally");
     }
 }

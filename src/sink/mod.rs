@@ -3,6 +3,7 @@
 //! implementation and touches nothing upstream.
 
 pub mod local;
+pub mod manifest;
 
 use std::future::Future;
 
@@ -14,6 +15,11 @@ use crate::spool::ClosedFile;
 pub trait Sink: Send + 'static {
     /// Takes ownership of a closed file. Runs one file at a time, in closing order.
     fn deliver(&mut self, file: ClosedFile) -> impl Future<Output = ()> + Send;
+
+    /// Called once at shutdown, after the last delivery.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Feeds closed files to `sink` until `stop` turns true, then delivers whatever is already queued
@@ -27,7 +33,7 @@ pub async fn run<S: Sink>(
         tokio::select! {
             file = files.recv() => match file {
                 Some(file) => sink.deliver(file).await,
-                None => return,
+                None => break,
             },
             () = stopped(&mut stop) => break,
         }
@@ -35,6 +41,7 @@ pub async fn run<S: Sink>(
     while let Ok(file) = files.try_recv() {
         sink.deliver(file).await;
     }
+    sink.finish().await;
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {

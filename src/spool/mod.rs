@@ -8,7 +8,7 @@
 mod attachment;
 pub mod disk;
 pub mod naming;
-mod recovery;
+pub(crate) mod recovery;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +29,19 @@ use naming::Names;
 pub enum FileKind {
     Messages,
     Attachment,
+    /// A file of signed manifest entries (see `identity::manifest`).
+    Manifest,
+}
+
+impl FileKind {
+    /// The name used in manifests (and, with S3, in `wickrio-type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Messages => "message",
+            FileKind::Attachment => "file",
+            FileKind::Manifest => "manifest",
+        }
+    }
 }
 
 /// A complete, immutable file that the sink now owns.

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
@@ -22,39 +22,49 @@ pub(super) fn recover(
     metrics: &Metrics,
     closed: &mpsc::UnboundedSender<ClosedFile>,
 ) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(&config.mesg_dest)? {
+    for (path, bytes) in close_abandoned(&config.mesg_dest, &config.basename)? {
+        metrics.incr(Counter::MessageFilesClosed);
+        let _ = closed.send(ClosedFile {
+            path,
+            kind: FileKind::Messages,
+            bytes,
+        });
+    }
+    remove_partial_attachments(&config.file_dest)
+}
+
+/// Repairs and closes every `<basename>_*.txt.open` file in `dir` that no live instance holds
+/// locked; returns the closed files and their sizes. Used for message files and manifests alike.
+pub(crate) fn close_abandoned(dir: &Path, basename: &str) -> std::io::Result<Vec<(PathBuf, u64)>> {
+    let mut closed = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(closed_name) = name.to_str().and_then(|n| closed_name_of_open(n, &config.basename)) else {
+        let Some(closed_name) = name.to_str().and_then(|n| closed_name_of_open(n, basename)) else {
             continue;
         };
         let open_path = entry.path();
         let file = OpenOptions::new().read(true).write(true).open(&open_path)?;
         if file.try_lock().is_err() {
-            tracing::info!(file = %open_path.display(), "open message file belongs to a running instance; left alone");
+            tracing::info!(file = %open_path.display(), "open file belongs to a running instance; left alone");
             continue;
         }
         let (kept, dropped) = cut_torn_tail(&file)?;
         if kept == 0 {
             drop(file);
             std::fs::remove_file(&open_path)?;
-            disk::sync_dir(&config.mesg_dest)?;
-            tracing::warn!(file = %open_path.display(), dropped_bytes = dropped, "removed an open message file that held no complete line");
+            disk::sync_dir(dir)?;
+            tracing::warn!(file = %open_path.display(), dropped_bytes = dropped, "removed an open file that held no complete line");
             continue;
         }
-        let closed_path = config.mesg_dest.join(closed_name);
+        let closed_path = dir.join(closed_name);
         std::fs::rename(&open_path, &closed_path)?;
-        disk::sync_dir(&config.mesg_dest)?;
+        disk::sync_dir(dir)?;
         drop(file);
         tracing::warn!(file = %closed_path.display(), kept_bytes = kept, dropped_bytes = dropped, "recovered a message file left open by a crash");
-        metrics.incr(Counter::MessageFilesClosed);
-        let _ = closed.send(ClosedFile {
-            path: closed_path,
-            kind: FileKind::Messages,
-            bytes: kept,
-        });
+        closed.push((closed_path, kept));
     }
-    remove_partial_attachments(&config.file_dest)
+    Ok(closed)
 }
 
 /// Truncates `file` after its last complete line that is valid JSON; returns (kept, dropped) bytes.

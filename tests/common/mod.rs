@@ -88,6 +88,7 @@ impl Bot {
 
     /// A bot over an existing directory (for restarts), not yet started.
     pub fn prepare(root: &Path, extra: &[(&str, &str)]) -> Bot {
+        std::fs::create_dir_all(root).unwrap();
         let port = free_port();
         let mut env = base_env(root, port);
         for (k, v) in extra {
@@ -260,8 +261,8 @@ pub fn file_names(dir: &Path) -> Vec<String> {
 /// valid JSON, or on a file that does not end in a newline.
 pub fn closed_lines(dir: &Path) -> Vec<String> {
     let mut lines = Vec::new();
-    for name in file_names(dir).iter().filter(|n| n.ends_with(".txt")) {
-        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+    for name in closed_message_files(dir) {
+        let text = std::fs::read_to_string(dir.join(&name)).unwrap();
         assert!(text.ends_with('\n'), "{name} ends in a torn line");
         for line in text.lines() {
             serde_json::from_str::<serde_json::Value>(line)
@@ -272,6 +273,15 @@ pub fn closed_lines(dir: &Path) -> Vec<String> {
     lines
 }
 
+/// Closed message files (not manifests, not open files), in name order.
+pub fn closed_message_files(dir: &Path) -> Vec<String> {
+    file_names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("receivedMessages_") && n.ends_with(".txt"))
+        .collect()
+}
+
+/// Open message files (the manifest's own open file is not counted).
 pub fn open_files(dir: &Path) -> Vec<String> {
-    file_names(dir).into_iter().filter(|n| n.ends_with(".open")).collect()
+    file_names(dir).into_iter().filter(|n| n.starts_with("receivedMessages_") && n.ends_with(".open")).collect()
 }

@@ -1,0 +1,168 @@
+//! `retention-bot verify DIR`: proves an archive complete and unaltered with the public key alone.
+//!
+//! Every manifest entry's signature is checked, then the hash chain (each entry names the hash of the
+//! one before, so a dropped, inserted or reordered entry breaks it), then every listed file's presence,
+//! size and SHA-256; finally every file no entry lists is reported.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::identity::manifest::{Entry, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
+use crate::spool::naming::{CLOSED_SUFFIX, OPEN_SUFFIX};
+
+/// One thing wrong with the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Unreadable { at: String, why: String },
+    BadSignature { at: String },
+    ChainBroken { at: String, seq: u64, expected_seq: u64 },
+    Missing { name: String, seq: u64 },
+    Altered { name: String, seq: u64, why: String },
+    Unlisted { path: PathBuf },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Unreadable { at, why } => write!(f, "UNREADABLE {at}: {why}"),
+            Problem::BadSignature { at } => {
+                write!(f, "BAD SIGNATURE {at}: the entry was altered or not signed by this bot")
+            }
+            Problem::ChainBroken { at, seq, expected_seq } => write!(
+                f,
+                "CHAIN BROKEN {at}: entry {seq} does not follow entry {} (entries were dropped, inserted or reordered)",
+                expected_seq.saturating_sub(1)
+            ),
+            Problem::Missing { name, seq } => write!(f, "MISSING {name} (manifest entry {seq})"),
+            Problem::Altered { name, seq, why } => write!(f, "ALTERED {name} (manifest entry {seq}): {why}"),
+            Problem::Unlisted { path } => write!(f, "UNLISTED {}: no manifest entry lists this file", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub manifests: usize,
+    pub entries: usize,
+    pub problems: Vec<Problem>,
+}
+
+/// Reads the public key written at first run: 64 hex digits.
+pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read public key {}: {e}", path.display()))?;
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{} does not hold a 64-hex-digit Ed25519 public key", path.display()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{}: not a valid Ed25519 public key: {e}", path.display()))
+}
+
+pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
+    let mut manifests = Vec::new();
+    let mut files: HashMap<String, PathBuf> = HashMap::new();
+    walk(dir, &mut |path| {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            return;
+        };
+        let is_manifest = name
+            .strip_prefix(MANIFEST_BASENAME)
+            .is_some_and(|rest| rest.starts_with('_'))
+            && (name.ends_with(CLOSED_SUFFIX) || name.ends_with(OPEN_SUFFIX));
+        if is_manifest {
+            manifests.push(path.to_owned());
+        } else if !name.starts_with('.') && !name.ends_with(".open") {
+            files.insert(name, path.to_owned());
+        }
+    })?;
+    manifests.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+
+    let mut report = Report {
+        manifests: manifests.len(),
+        ..Report::default()
+    };
+    let mut listed = HashSet::new();
+    let mut previous: Option<(u64, String)> = None;
+    for manifest in &manifests {
+        let reader = BufReader::new(std::fs::File::open(manifest)?);
+        for (i, line) in reader.split(b'\n').enumerate() {
+            let line = line?;
+            let at = format!("{}:{}", manifest.display(), i + 1);
+            let Some(line) = std::str::from_utf8(&line).ok().filter(|l| !l.trim().is_empty()) else {
+                continue;
+            };
+            let entry: Entry = match serde_json::from_str(line) {
+                Ok(e) => e,
+                Err(e) => {
+                    report.problems.push(Problem::Unreadable { at, why: e.to_string() });
+                    continue;
+                }
+            };
+            report.entries += 1;
+            if !entry.verify(key) {
+                report.problems.push(Problem::BadSignature { at });
+                continue;
+            }
+            let seq = entry.body.seq;
+            let (expected_seq, expected_prev) = match &previous {
+                Some((s, h)) => (s + 1, h.as_str()),
+                None => (1, GENESIS),
+            };
+            if seq != expected_seq || entry.body.prev != expected_prev {
+                report.problems.push(Problem::ChainBroken { at, seq, expected_seq });
+            }
+            previous = Some((seq, line_hash(line)));
+            listed.insert(entry.body.name.clone());
+            check_file(&entry, files.get(&entry.body.name), &mut report.problems)?;
+        }
+    }
+    let mut unlisted: Vec<&PathBuf> = files
+        .iter()
+        .filter(|(n, _)| !listed.contains(*n))
+        .map(|(_, p)| p)
+        .collect();
+    unlisted.sort();
+    report
+        .problems
+        .extend(unlisted.into_iter().map(|p| Problem::Unlisted { path: p.clone() }));
+    Ok(report)
+}
+
+fn check_file(entry: &Entry, path: Option<&PathBuf>, problems: &mut Vec<Problem>) -> std::io::Result<()> {
+    let (name, seq) = (entry.body.name.clone(), entry.body.seq);
+    let Some(path) = path else {
+        problems.push(Problem::Missing { name, seq });
+        return Ok(());
+    };
+    let facts = file_facts(path, false)?;
+    if facts.size != entry.body.size {
+        problems.push(Problem::Altered {
+            name,
+            seq,
+            why: format!("{} bytes, listed as {}", facts.size, entry.body.size),
+        });
+    } else if facts.sha256 != entry.body.sha256 {
+        problems.push(Problem::Altered {
+            name,
+            seq,
+            why: "content differs (SHA-256 mismatch)".into(),
+        });
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path, found: &mut dyn FnMut(&Path)) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&entry.path(), found)?;
+        } else if kind.is_file() {
+            found(&entry.path());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The signed manifest through the real binary: `verify` passes on an untouched archive (across a
+//! restart and a kill -9) and catches each kind of tampering.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{Bot, attachment_form, file_message, file_names, text_message};
+
+/// Builds an archive over three runs of the bot (the middle one killed with -9), so the chain spans
+/// restarts and a crash-recovered manifest. Returns the bot's root directory.
+async fn build_archive(root: &Path) {
+    let extra = [("WICKRIO_COMP_FILESIZE", "1")];
+    let mut n = 0;
+    for run in 0..3 {
+        let mut bot = Bot::prepare(root, &extra);
+        bot.spawn().await;
+        for _ in 0..6 {
+            n += 1;
+            assert_eq!(bot.post("application/json", text_message(n)).await.status(), 202);
+        }
+        let part = reqwest::multipart::Part::bytes(format!("attachment of run {run}").into_bytes()).file_name("a.txt");
+        assert_eq!(
+            bot.post_form(attachment_form(&file_message("notes.txt"), part))
+                .await
+                .status(),
+            202
+        );
+        if run == 1 {
+            bot.kill9().await;
+        } else {
+            assert!(bot.stop().await.success());
+        }
+    }
+}
+
+/// A copy of the archive part of `root` (messages and attachments), as an auditor would get it.
+fn copy_archive(root: &Path, to: &Path) -> PathBuf {
+    for sub in ["messages", "attachments"] {
+        std::fs::create_dir_all(to.join(sub)).unwrap();
+        for name in file_names(&root.join(sub)) {
+            std::fs::copy(root.join(sub).join(&name), to.join(sub).join(&name)).unwrap();
+        }
+    }
+    to.to_owned()
+}
+
+fn verify(dir: &Path, key: &Path) -> (Option<i32>, String) {
+    // No password, no bot settings: only the public key.
+    let out: Output = std::process::Command::new(common::BIN)
+        .env_clear()
+        .arg("verify")
+        .arg(dir)
+        .arg("--public-key")
+        .arg(key)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn manifests(archive: &Path) -> Vec<PathBuf> {
+    let dir = archive.join("messages");
+    file_names(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("manifest_"))
+        .map(|n| dir.join(n))
+        .collect()
+}
+
+fn first_with(archive: &Path, sub: &str, prefix: &str) -> PathBuf {
+    let dir = archive.join(sub);
+    dir.join(file_names(&dir).into_iter().find(|n| n.starts_with(prefix)).unwrap())
+}
+
+#[tokio::test]
+async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("bot");
+    build_archive(&root).await;
+    let key = root.join("state/public_key.txt");
+
+    let clean = copy_archive(&root, &tmp.path().join("clean"));
+    let (code, out) = verify(&clean, &key);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(" 0 problem(s)"), "{out}");
+    let entries: usize = manifests(&clean)
+        .iter()
+        .map(|m| std::fs::read_to_string(m).unwrap().lines().count())
+        .sum();
+    let archived = file_names(&clean.join("messages"))
+        .iter()
+        .filter(|n| !n.starts_with("manifest_"))
+        .count()
+        + file_names(&clean.join("attachments")).len();
+    assert_eq!(entries, archived, "one entry per archived file");
+    assert!(manifests(&clean).len() >= 3, "one manifest per run at least");
+
+    let case = |name: &str, tamper: &dyn Fn(&Path), expect: &str| {
+        let archive = copy_archive(&root, &tmp.path().join(name));
+        tamper(&archive);
+        let (code, out) = verify(&archive, &key);
+        assert_eq!(code, Some(1), "{name}: {out}");
+        assert!(out.contains(expect), "{name}: expected {expect:?} in:\n{out}");
+    };
+    case(
+        "deleted",
+        &|a| std::fs::remove_file(first_with(a, "messages", "receivedMessages_")).unwrap(),
+        "MISSING",
+    );
+    case(
+        "flipped",
+        &|a| {
+            let p = first_with(a, "attachments", "attachment_");
+            let mut bytes = std::fs::read(&p).unwrap();
+            bytes[3] ^= 0x01;
+            std::fs::write(&p, bytes).unwrap();
+        },
+        "ALTERED",
+    );
+    case(
+        "dropped-line",
+        &|a| {
+            let m = &manifests(a)[0];
+            let lines: Vec<String> = std::fs::read_to_string(m).unwrap().lines().map(str::to_owned).collect();
+            let kept: Vec<&String> = lines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 1)
+                .map(|(_, l)| l)
+                .collect();
+            std::fs::write(m, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        },
+        "CHAIN BROKEN",
+    );
+    case(
+        "swapped",
+        &|a| {
+            let m = &manifests(a)[0];
+            let mut lines: Vec<String> = std::fs::read_to_string(m).unwrap().lines().map(str::to_owned).collect();
+            lines.swap(0, 1);
+            std::fs::write(m, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        },
+        "CHAIN BROKEN",
+    );
+    case(
+        "added",
+        &|a| std::fs::write(a.join("messages/receivedMessages_forged.txt"), "{}\n").unwrap(),
+        "UNLISTED",
+    );
+    case(
+        "edited-entry",
+        &|a| {
+            let m = &manifests(a)[0];
+            let text = std::fs::read_to_string(m)
+                .unwrap()
+                .replacen("\"size\":", "\"size\":1", 1);
+            std::fs::write(m, text).unwrap();
+        },
+        "BAD SIGNATURE",
+    );
+
+    // Another bot's key proves nothing.
+    let other = tmp.path().join("other");
+    let mut stranger = Bot::prepare(&other, &[]);
+    stranger.spawn().await;
+    assert!(stranger.stop().await.success());
+    let (code, out) = verify(&clean, &other.join("state/public_key.txt"));
+    assert_eq!(code, Some(1));
+    assert!(out.contains("BAD SIGNATURE"), "{out}");
+}
+
+#[test]
+fn verify_without_a_public_key_says_how_to_give_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .env_clear()
+        .arg("verify")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--public-key"));
+}
