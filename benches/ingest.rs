@@ -1,1 +1,401 @@
-fn main() {}
+//! Ingest benchmark: a fresh `retention-bot` per scenario, loaded over loopback HTTP for
+//! `BENCH_SECS` seconds (default 10), next to a `dd` baseline of the same directory's disk.
+//!
+//! `cargo bench --bench ingest`; `BENCH_DIR` picks where the temp directory goes (default /tmp).
+//! Missed targets are printed, not fatal; a bot that does not start or stop cleanly, or message
+//! files whose line count differs from what was acknowledged, are.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Every message line is exactly this long, newline included.
+const LINE_BYTES: usize = 500;
+const ID_KEY: &str = r#""message_id":""#;
+
+struct Scenario {
+    name: &'static str,
+    content_type: &'static str,
+    batch: usize,
+    conns: usize,
+}
+
+const NDJSON: Scenario = Scenario {
+    name: "(a) ndjson x1000, 4 conns",
+    content_type: "application/x-ndjson",
+    batch: 1000,
+    conns: 4,
+};
+const JSON: Scenario = Scenario {
+    name: "(b) json x1, 64 conns",
+    content_type: "application/json",
+    batch: 1,
+    conns: 64,
+};
+
+/// One WickrIO text message, padded to `LINE_BYTES - 1` bytes (no newline).
+fn message(id: u64) -> String {
+    let tail = format!(
+        r#"","message_id":"{id:032x}","msg_ts":"1691176258.901277","msgtype":1000,"receiver":"dr001@example","sender":"dr002@example","sender_type":"normal","time":"8/4/23 7:10 PM","time_iso":"2023-08-04 19:10:58.901","ttl":"9/3/23 7:10 PM","vgroupid":"{:064x}"}}"#,
+        id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    );
+    let head = r#"{"message":""#;
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(LINE_BYTES / 16);
+    format!("{head}{}{tail}", &text[..LINE_BYTES - 1 - head.len() - tail.len()])
+}
+
+/// A whole HTTP request built before timing; each send copies it and stamps fresh message ids in.
+struct Template {
+    request: Vec<u8>,
+    id_offsets: Vec<usize>,
+}
+
+impl Template {
+    fn new(s: &Scenario, addr: &str) -> Self {
+        let (mut body, mut id_offsets) = (Vec::new(), Vec::new());
+        for i in 0..s.batch {
+            let line = message(i as u64);
+            id_offsets.push(body.len() + line.find(ID_KEY).expect("message has an id") + ID_KEY.len());
+            body.extend_from_slice(line.as_bytes());
+            if s.batch > 1 {
+                body.push(b'\n');
+            }
+        }
+        let (ct, len) = (s.content_type, body.len());
+        let head = format!(
+            "POST /v1/messages HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\n\r\n"
+        );
+        id_offsets.iter_mut().for_each(|at| *at += head.len());
+        let request = [head.as_bytes(), &body].concat();
+        Self { request, id_offsets }
+    }
+
+    fn stamp(&self, first_id: u64, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.request);
+        for (i, &at) in self.id_offsets.iter().enumerate() {
+            write!(&mut out[at..at + 32], "{:032x}", first_id + i as u64).expect("32 hex digits fit");
+        }
+    }
+}
+
+/// A bare HTTP/1.1 keep-alive connection, one request at a time. Written by hand because on two
+/// cores the load generator competes with the bot: with reqwest, scenario (b) spent 78% of a core in
+/// the client and measured the client (23k msg/s); this takes 43% and measures the bot.
+struct Conn(tokio::net::TcpStream, Vec<u8>);
+
+impl Conn {
+    async fn open(addr: &str) -> std::io::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self(stream, Vec::with_capacity(4096)))
+    }
+
+    /// Sends a complete request; returns the answer's status and body (which must have a length).
+    async fn send(&mut self, request: &[u8]) -> std::io::Result<(usize, Vec<u8>)> {
+        let timed_out = |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 30 s");
+        let answer = tokio::time::timeout(Duration::from_secs(30), self.exchange(request)).await;
+        answer.map_err(timed_out)?
+    }
+
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(usize, Vec<u8>)> {
+        let Self(stream, buf) = self;
+        stream.write_all(request).await?;
+        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let number = |s: Option<&str>| s.and_then(|s| s.trim().parse().ok()).ok_or_else(|| bad(&head));
+                let status = number(head.get(9..12))?;
+                let len: usize = number(head.split("\r\ncontent-length:").nth(1).and_then(|v| v.lines().next()))?;
+                if buf.len() >= end + 4 + len {
+                    let body = buf[end + 4..end + 4 + len].to_vec();
+                    buf.drain(..end + 4 + len);
+                    return Ok((status, body));
+                }
+            }
+            if stream.read_buf(buf).await? == 0 {
+                return Err(bad("connection closed"));
+            }
+        }
+    }
+}
+
+/// What the load generator saw of one scenario.
+#[derive(Default)]
+struct Stats {
+    acked: u64,
+    requests: u64,
+    failed: u64,
+    latencies_us: Vec<u32>,
+    secs: f64,
+    rss_mib: f64,
+}
+
+impl Stats {
+    fn fail(&mut self, what: String) {
+        self.failed += 1;
+        if self.failed <= 5 {
+            eprintln!("request failed: {what}");
+        }
+    }
+
+    fn msgs_per_s(&self) -> f64 {
+        self.acked as f64 / self.secs
+    }
+
+    fn mb_per_s(&self) -> f64 {
+        (self.acked * LINE_BYTES as u64) as f64 / self.secs / 1e6
+    }
+
+    /// The `p` quantile of acknowledgement latency in ms (latencies must be sorted).
+    fn ms(&self, p: f64) -> f64 {
+        let at = ((self.latencies_us.len().max(1) - 1) as f64 * p).round() as usize;
+        self.latencies_us.get(at).map_or(f64::NAN, |&us| f64::from(us) / 1000.0)
+    }
+}
+
+async fn worker(addr: String, t: Arc<Template>, ids: Arc<AtomicU64>, until: Instant) -> Stats {
+    let mut st = Stats::default();
+    let mut conn = Conn::open(&addr).await.expect("connect to the bot");
+    let (mut request, batch) = (Vec::with_capacity(t.request.len()), t.id_offsets.len() as u64);
+    let accepted = |body: &[u8]| serde_json::from_slice::<serde_json::Value>(body).ok()?["accepted"].as_u64();
+    while Instant::now() < until {
+        t.stamp(ids.fetch_add(batch, Ordering::Relaxed), &mut request);
+        let start = Instant::now();
+        let answer = conn.send(&request).await;
+        let micros = start.elapsed().as_micros().try_into().unwrap_or(u32::MAX);
+        st.requests += 1;
+        match answer {
+            Ok((202, body)) if let Some(n) = accepted(&body) => {
+                st.acked += n;
+                st.latencies_us.push(micros);
+            }
+            Ok((status, body)) => st.fail(format!("{status} {}", String::from_utf8_lossy(&body))),
+            Err(e) => {
+                st.fail(e.to_string());
+                conn = Conn::open(&addr).await.expect("reconnect to the bot");
+            }
+        }
+    }
+    st
+}
+
+/// The bot's process; killed on drop if still running (when the bench panics before stopping it).
+struct Bot(Child);
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts a bot writing under `root` on a free loopback port; returns it and its address.
+fn spawn_bot(root: &Path) -> (Bot, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("find a free port");
+    let addr = listener.local_addr().expect("free port").to_string();
+    drop(listener);
+    let bot = Command::new(env!("CARGO_BIN_EXE_retention-bot"))
+        .env_clear()
+        .env("WICKRIO_BOT_NAME", "bench")
+        .env("WICKRIO_COMP_MESGDEST", root.join("m"))
+        .env("WICKRIO_COMP_FILEDEST", root.join("f"))
+        .env("WICKRIO_INGEST_ADDR", &addr)
+        .env("WICKRIO_COMP_MIN_FREE_MB", "64")
+        .env("RUST_LOG", "warn")
+        // For builds with a sealed identity: a fresh one per bot, never a prompt.
+        .env("WICKRIO_STATE_DIR", root.join("state"))
+        .env("WICKRIO_BOT_PASSWORD", "bench-only-password")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn();
+    (Bot(bot.expect("start retention-bot")), addr)
+}
+
+async fn wait_healthy(Bot(bot): &mut Bot, addr: &str) {
+    let health = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(mut conn) = Conn::open(addr).await
+            && let Ok((200, _)) = conn.send(health.as_bytes()).await
+        {
+            return;
+        }
+        if let Some(status) = bot.try_wait().expect("poll the bot") {
+            panic!("bot exited during start-up with {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("bot did not answer GET /healthz with 200 within 20 s");
+}
+
+/// SIGTERM, then waits (bounded) for a clean exit.
+async fn stop_bot(Bot(bot): &mut Bot) {
+    kill(Pid::from_raw(bot.id() as i32), Signal::SIGTERM).expect("SIGTERM the bot");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(status) = bot.try_wait().expect("poll the bot") {
+            assert!(status.success(), "bot exited with {status}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("bot did not exit within 30 s of SIGTERM");
+}
+
+/// A memory figure of a process from /proc/<pid>/status (`VmHWM:` is the peak RSS), MiB.
+fn vm_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix(" kB")?.parse().ok());
+    kib.map(|kib: f64| kib / 1024.0)
+        .expect("the field in /proc/<pid>/status")
+}
+
+/// User + system CPU seconds of a process (utime and stime are in USER_HZ, 100 on Linux).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    let mut fields = stat[stat.rfind(')').expect("comm in /proc/<pid>/stat") + 2..].split(' ');
+    let mut ticks = |skip| {
+        fields
+            .nth(skip)
+            .and_then(|t| t.parse::<u64>().ok())
+            .expect("utime and stime")
+    };
+    (ticks(11) + ticks(0)) as f64 / 100.0
+}
+
+/// Lines and bytes in the closed message files (`receivedMessages_*.txt`, the default basename;
+/// other `.txt` files such as manifests are not messages); no file may be left open.
+fn count_lines(dir: &Path) -> (u64, u64) {
+    let (mut lines, mut bytes) = (0, 0);
+    for entry in std::fs::read_dir(dir).expect("read the message directory") {
+        let path = entry.expect("directory entry").path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        assert!(!name.ends_with(".open"), "bot left {name} open after SIGTERM");
+        if name.starts_with("receivedMessages_") && name.ends_with(".txt") {
+            let data = std::fs::read(&path).expect("read a message file");
+            lines += data.iter().filter(|b| **b == b'\n').count() as u64;
+            bytes += data.len() as u64;
+        }
+    }
+    (lines, bytes)
+}
+
+async fn run(s: &Scenario, root: &Path, secs: u64) -> Stats {
+    let (mut bot, addr) = spawn_bot(root);
+    wait_healthy(&mut bot, &addr).await;
+    let (pid, me) = (bot.0.id(), std::process::id());
+    let (template, ids) = (Arc::new(Template::new(s, &addr)), Arc::new(AtomicU64::new(0)));
+    let (bot_cpu0, own_cpu0, start) = (cpu_secs(pid), cpu_secs(me), Instant::now());
+    let until = start + Duration::from_secs(secs);
+    let spawn = |_| tokio::spawn(worker(addr.clone(), template.clone(), ids.clone(), until));
+    let mut st = Stats::default();
+    for worker in (0..s.conns).map(spawn).collect::<Vec<_>>() {
+        let w = worker.await.expect("worker task");
+        (st.acked, st.requests, st.failed) = (st.acked + w.acked, st.requests + w.requests, st.failed + w.failed);
+        st.latencies_us.extend(w.latencies_us);
+    }
+    st.secs = start.elapsed().as_secs_f64();
+    let bot_cpu = (cpu_secs(pid) - bot_cpu0) / st.secs * 100.0;
+    let own_cpu = (cpu_secs(me) - own_cpu0) / st.secs * 100.0;
+    let rss_now = vm_mib(pid, "VmRSS:");
+    st.rss_mib = vm_mib(pid, "VmHWM:");
+    stop_bot(&mut bot).await;
+
+    st.latencies_us.sort_unstable();
+    let (acked, requests, failed, rss, secs) = (st.acked, st.requests, st.failed, st.rss_mib, st.secs);
+    let (msgs, mb, p50, p99, max) = (st.msgs_per_s(), st.mb_per_s(), st.ms(0.5), st.ms(0.99), st.ms(1.0));
+    let (lines, disk_bytes) = count_lines(&root.join("m"));
+    println!("\n{} ({secs:.1} s)", s.name);
+    println!("  acknowledged  {msgs:.0} msg/s, {mb:.1} MB/s of message bytes");
+    println!("  ack latency   p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+    let rate = requests as f64 / secs;
+    println!("  requests      {requests} ({rate:.0}/s); non-202 or failed: {failed}");
+    println!("  bot RSS       peak {rss:.1} MiB (VmHWM), {rss_now:.1} MiB at the end of the load (VmRSS)");
+    println!("  CPU           bot {bot_cpu:.0}%, load generator {own_cpu:.0}% (100% = one core)");
+    println!(
+        "  line check    {lines} lines ({disk_bytes} B) in m/receivedMessages_*.txt; {acked} messages acknowledged"
+    );
+    assert_eq!(
+        lines, acked,
+        "lines in the message files differ from the acknowledged messages"
+    );
+    st
+}
+
+/// Runs `dd if=/dev/zero of=<dir>/dd.tmp <args>`; returns MB/s and seconds from its summary line.
+fn dd(dir: &Path, args: &[&str]) -> (f64, f64) {
+    let target = dir.join("dd.tmp");
+    let of = format!("of={}", target.display());
+    let argv = [&["if=/dev/zero", &of], args].concat();
+    let out = Command::new("dd").args(&argv).env("LC_ALL", "C").output();
+    let _ = std::fs::remove_file(&target);
+    let out = out.expect("run dd");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "dd failed: {text}");
+    // "268435456 bytes (268 MB, 256 MiB) copied, 0.52 s, 516 MB/s"
+    let line = text.lines().find(|l| l.contains(" copied, "));
+    let line = line.expect("dd's summary line");
+    let words: Vec<&str> = line.split(' ').collect();
+    let number = |i: usize| words[i].parse::<f64>().expect("a number in dd's summary line");
+    let secs = number(words.iter().position(|w| *w == "s,").expect("dd's seconds") - 1);
+    (number(0) / secs / 1e6, secs)
+}
+
+/// One line of the summary: a figure next to its target or baseline.
+fn row(what: &str, figure: String, target: &str, met: Option<bool>) {
+    let verdict = met.map_or("", |met| if met { "ok" } else { "MISSED" });
+    let line = format!("{what:<24} {figure:>16}   {target:<42} {verdict}");
+    println!("{}", line.trim_end());
+}
+
+fn main() {
+    let secs: u64 = std::env::var("BENCH_SECS").map_or(10, |v| v.parse().expect("BENCH_SECS: whole seconds"));
+    let parent = std::env::var("BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
+    let tmp = tempfile::tempdir_in(parent).expect("create the temp dir");
+    let dir = tmp.path();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let (shown, load) = (dir.display(), load.trim());
+    println!("ingest benchmark in {shown}, {secs} s per scenario; load average {load}");
+
+    let (seq_mb, _) = dd(dir, &["bs=1M", "count=256", "conv=fdatasync"]);
+    let (sync_mb, sync_secs) = dd(dir, &["bs=4k", "count=2000", "oflag=dsync"]);
+    let sync_ms = sync_secs / 2000.0 * 1000.0;
+    println!("disk: 1M x256 fdatasync {seq_mb:.1} MB/s; 4k x2000 dsync {sync_mb:.2} MB/s = {sync_ms:.3} ms per sync");
+
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let a = rt.block_on(run(&NDJSON, &dir.join("a"), secs));
+    let b = rt.block_on(run(&JSON, &dir.join("b"), secs));
+
+    let (a_msgs, a_mb, b_msgs, b_mb, b_p99) = (a.msgs_per_s(), a.mb_per_s(), b.msgs_per_s(), b.mb_per_s(), b.ms(0.99));
+    let (rss, failed) = (a.rss_mib.max(b.rss_mib), a.failed + b.failed);
+    let (a_lat, b_lat) = (
+        format!("{:.2} / {:.2}", a.ms(0.5), a.ms(0.99)),
+        format!("{:.2} / {b_p99:.2}", b.ms(0.5)),
+    );
+    let seq = format!("dd 1M fdatasync {seq_mb:.1} MB/s (bot: {:.0}%)", a_mb / seq_mb * 100.0);
+    let dsync = format!("dd 4k dsync {sync_mb:.2} MB/s, {sync_ms:.3} ms/sync");
+    let rss_both = format!("{:.1} / {:.1}", a.rss_mib, b.rss_mib);
+    println!();
+    row("summary", "figure".into(), "target / baseline", None);
+    row("(a) msg/s", format!("{a_msgs:.0}"), ">= 100000", Some(a_msgs >= 1e5));
+    row("(a) MB/s", format!("{a_mb:.1}"), &seq, None);
+    row("(a) p50 / p99 ms", a_lat, "", None);
+    row("(b) msg/s", format!("{b_msgs:.0}"), ">= 20000", Some(b_msgs >= 2e4));
+    row("(b) p50 / p99 ms", b_lat, "p99 < 20", Some(b_p99 < 20.0));
+    row("(b) MB/s", format!("{b_mb:.1}"), &dsync, None);
+    row("peak RSS MiB (a / b)", rss_both, "< 64", Some(rss < 64.0));
+    row("non-202 or failed (a+b)", failed.to_string(), "0", Some(failed == 0));
+}
