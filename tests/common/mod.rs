@@ -283,5 +283,8 @@ pub fn closed_message_files(dir: &Path) -> Vec<String> {
 
 /// Open message files (the manifest's own open file is not counted).
 pub fn open_files(dir: &Path) -> Vec<String> {
-    file_names(dir).into_iter().filter(|n| n.starts_with("receivedMessages_") && n.ends_with(".open")).collect()
+    file_names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("receivedMessages_") && n.ends_with(".open"))
+        .collect()
 }
