@@ -464,7 +464,9 @@ fn check_writable_dir(var: &'static str, dir: &Path) -> Result<(), ConfigError> 
     let accepted = "a directory this user can create files in (check the volume mount and its owner)";
     std::fs::create_dir_all(dir)
         .map_err(|e| ConfigError::new(var, format!("cannot create directory {}: {e}", dir.display()), accepted))?;
-    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let probe = dir.join(format!(".write-probe-{}-{}", std::process::id(), u64::from_le_bytes(nonce)));
     std::fs::File::create(&probe)
         .and_then(|_| std::fs::remove_file(&probe))
         .map_err(|e| {
@@ -491,6 +493,7 @@ mod tests {
             ("WICKRIO_BOT_NAME", "bot".to_owned()),
             ("WICKRIO_COMP_MESGDEST", dir.join("m").display().to_string()),
             ("WICKRIO_COMP_FILEDEST", dir.join("f").display().to_string()),
+            ("WICKRIO_STATE_DIR", dir.join("s").display().to_string()),
         ];
         v.extend(extra.iter().map(|(k, val)| (*k, val.to_string())));
         v
