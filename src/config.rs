@@ -466,7 +466,11 @@ fn check_writable_dir(var: &'static str, dir: &Path) -> Result<(), ConfigError> 
         .map_err(|e| ConfigError::new(var, format!("cannot create directory {}: {e}", dir.display()), accepted))?;
     let mut nonce = [0u8; 8];
     let _ = getrandom::fill(&mut nonce);
-    let probe = dir.join(format!(".write-probe-{}-{}", std::process::id(), u64::from_le_bytes(nonce)));
+    let probe = dir.join(format!(
+        ".write-probe-{}-{}",
+        std::process::id(),
+        u64::from_le_bytes(nonce)
+    ));
     std::fs::File::create(&probe)
         .and_then(|_| std::fs::remove_file(&probe))
         .map_err(|e| {
