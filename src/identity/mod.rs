@@ -64,8 +64,6 @@ pub enum LoginError {
     WrongPassword(PathBuf),
     #[error(transparent)]
     Seal(#[from] SealError),
-    #[error("cannot use the state directory {dir} (WICKRIO_STATE_DIR): {source}")]
-    StateDir { dir: PathBuf, source: std::io::Error },
 }
 
 impl LoginError {
