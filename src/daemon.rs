@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::sink::manifest::{ManifestSink, ManifestWriter};
-use crate::sink::{self, local::LocalSink};
+use crate::sink::{self, local::LocalSink, s3::S3Sink};
 use crate::source::http::{self, HttpState};
 use crate::spool::Spool;
 
@@ -40,7 +40,16 @@ impl Pipeline {
         for file in recovered {
             let _ = closed_tx.send(file);
         }
-        let sink_task = tokio::spawn(sink::run(ManifestSink::new(LocalSink, manifest), closed_rx, stop_rx));
+        let sink_task = match &config.s3 {
+            Some(s3) => {
+                // The first 8 hex digits of the public key: stable for this installation.
+                let bot_tag = identity.public_key_hex().chars().take(8).collect();
+                let grace = config.ingest.shutdown_grace;
+                let s3 = S3Sink::new(s3.clone(), bot_tag, metrics.clone(), grace).await;
+                tokio::spawn(sink::run(ManifestSink::new(s3, manifest), closed_rx, stop_rx))
+            }
+            None => tokio::spawn(sink::run(ManifestSink::new(LocalSink, manifest), closed_rx, stop_rx)),
+        };
         let (spool_config, m) = (config.spool.clone(), metrics.clone());
         let spool = tokio::task::spawn_blocking(move || Spool::start(spool_config, m, closed_tx))
             .await?

@@ -2,8 +2,11 @@
 //! durably to rotating files, and the sink keeps or ships the closed files. See ARCHITECTURE in the
 //! README for the data path.
 
+pub mod aws;
 pub mod config;
 pub mod daemon;
+pub mod decrypt;
+pub mod envelope;
 pub mod identity;
 pub mod message;
 pub mod metrics;

@@ -4,27 +4,29 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-macro_rules! counters {
-    ($($variant:ident => $name:literal, $help:literal;)*) => {
-        /// One of the bot's counters. The names are the original's CloudWatch metric names.
+macro_rules! metrics {
+    ($(#[$doc:meta])* $kind:ident { $($variant:ident => $name:literal, $help:literal;)* }) => {
+        $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Counter { $($variant),* }
+        pub enum $kind { $($variant),* }
 
-        impl Counter {
-            pub const ALL: &'static [Counter] = &[$(Counter::$variant),*];
+        impl $kind {
+            pub const ALL: &'static [$kind] = &[$($kind::$variant),*];
 
             pub fn name(self) -> &'static str {
-                match self { $(Counter::$variant => $name),* }
+                match self { $($kind::$variant => $name),* }
             }
 
             pub fn help(self) -> &'static str {
-                match self { $(Counter::$variant => $help),* }
+                match self { $($kind::$variant => $help),* }
             }
         }
     };
 }
 
-counters! {
+metrics! {
+/// One of the bot's counters. The names are the original's CloudWatch metric names.
+Counter {
     MessagesRx => "Messages_Rx", "Messages received (every non-blank line of every request or imported file).";
     MessagesRxFailed => "Messages_Rx_Failed", "Messages refused at validation, with every other message of their request.";
     MessagesSaved => "Messages_Saved", "Messages written and fsync'd to a message file.";
@@ -39,18 +41,31 @@ counters! {
     WatchdogWarnings => "Watchdog_Warnings", "Times the watchdog found the pipeline slow.";
     MessageFilesClosed => "Message_Files_Closed", "Message files closed (rotated, recovered or closed at shutdown).";
     RequestsRefused => "Requests_Refused", "HTTP requests refused (bad input, bad token, disk low, shutting down).";
+    S3Uploads => "S3_Uploads", "Files uploaded to S3 (and then deleted locally).";
+    S3UploadedBytes => "S3_Uploaded_Bytes", "Bytes of files uploaded to S3 (before encryption).";
+}
+}
+
+metrics! {
+/// A level that goes up and down.
+Gauge {
+    S3BacklogFiles => "S3_Backlog_Files", "Closed files waiting on local disk for their upload to S3.";
+    S3BacklogBytes => "S3_Backlog_Bytes", "Bytes of closed files waiting on local disk for their upload to S3.";
+}
 }
 
 /// Counters since start-up. Cheap to bump from any thread.
 #[derive(Debug)]
 pub struct Metrics {
     values: Vec<AtomicU64>,
+    gauges: Vec<AtomicU64>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self {
             values: Counter::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            gauges: Gauge::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -68,6 +83,20 @@ impl Metrics {
         self.values[counter as usize].load(Ordering::Relaxed)
     }
 
+    pub fn raise(&self, gauge: Gauge, n: u64) {
+        self.gauges[gauge as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Lowers a gauge, never below zero.
+    pub fn lower(&self, gauge: Gauge, n: u64) {
+        let _ = self.gauges[gauge as usize]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+
+    pub fn level(&self, gauge: Gauge) -> u64 {
+        self.gauges[gauge as usize].load(Ordering::Relaxed)
+    }
+
     /// Prometheus text exposition format, version 0.0.4.
     pub fn render_prometheus(&self, bot_name: &str) -> String {
         let bot = bot_name.replace('\\', "\\\\").replace('"', "\\\"");
@@ -76,6 +105,11 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {} {}", c.name(), c.help());
             let _ = writeln!(out, "# TYPE {} counter", c.name());
             let _ = writeln!(out, "{}{{bot_name=\"{bot}\"}} {}", c.name(), self.get(c));
+        }
+        for &g in Gauge::ALL {
+            let _ = writeln!(out, "# HELP {} {}", g.name(), g.help());
+            let _ = writeln!(out, "# TYPE {} gauge", g.name());
+            let _ = writeln!(out, "{}{{bot_name=\"{bot}\"}} {}", g.name(), self.level(g));
         }
         out
     }
@@ -96,5 +130,14 @@ mod tests {
         for c in Counter::ALL {
             assert!(text.contains(&format!("# TYPE {} counter", c.name())));
         }
+        m.raise(Gauge::S3BacklogBytes, 10);
+        m.lower(Gauge::S3BacklogBytes, 4);
+        m.lower(Gauge::S3BacklogFiles, 1);
+        let text = m.render_prometheus("b");
+        assert!(
+            text.contains("# TYPE S3_Backlog_Bytes gauge\nS3_Backlog_Bytes{bot_name=\"b\"} 6\n"),
+            "{text}"
+        );
+        assert!(text.contains("S3_Backlog_Files{bot_name=\"b\"} 0\n"), "{text}");
     }
 }

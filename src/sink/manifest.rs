@@ -39,6 +39,8 @@ pub struct ManifestWriter {
     key: SigningKey,
     names: Names,
     open: Option<OpenManifest>,
+    /// Files found at start-up that a manifest already lists: they get no second entry.
+    already_listed: HashSet<PathBuf>,
 }
 
 struct OpenManifest {
@@ -51,10 +53,12 @@ struct OpenManifest {
 
 impl ManifestWriter {
     /// Loads the chain head and closes manifests a crash left open (taking the head from them if
-    /// they hold entries the head file had not recorded yet). Returns the recovered manifests, then
-    /// every closed file in the destinations that no local manifest lists: a crash between closing a
-    /// file and listing it must not leave it unlisted. Run it before the spool's own recovery, which
-    /// hands on the files it closes itself.
+    /// they hold entries the head file had not recorded yet). Returns every closed file still in the
+    /// destinations, for the sink to take again (a sink that ships files away had not finished with
+    /// them): first the manifests, then files already listed, which pass without a second entry, then
+    /// files that no local manifest lists, which get their entry now (a crash between closing a file
+    /// and listing it must not leave it unlisted). Run it before the spool's own recovery, which hands
+    /// on the files it closes itself.
     pub fn open(config: &SpoolConfig, state_dir: &Path, key: SigningKey) -> std::io::Result<(Self, Vec<ClosedFile>)> {
         let dir = &config.mesg_dest;
         let head_path = state_dir.join(HEAD_FILE);
@@ -87,8 +91,13 @@ impl ManifestWriter {
                 bytes,
             });
         }
-        recovered.extend(unlisted_files(config)?);
+        let waiting = closed_files(config, &recovered)?;
+        let already_listed = waiting.listed.iter().map(|f| f.path.clone()).collect();
+        recovered.extend(waiting.manifests);
+        recovered.extend(waiting.listed);
+        recovered.extend(waiting.unlisted);
         let writer = Self {
+            already_listed,
             dir: dir.to_owned(),
             head_path,
             head,
@@ -102,6 +111,9 @@ impl ManifestWriter {
 
     /// Appends the entry for `file`; returns the manifest if that entry made it rotate.
     pub fn record(&mut self, file: &ClosedFile) -> std::io::Result<Option<ClosedFile>> {
+        if self.already_listed.remove(&file.path) {
+            return Ok(None);
+        }
         let facts = file_facts(&file.path, file.kind == FileKind::Messages)?;
         let name = file
             .path
@@ -175,20 +187,42 @@ impl ManifestWriter {
     }
 }
 
-/// Closed message files and attachments that no manifest in `MESGDEST` lists.
-fn unlisted_files(config: &SpoolConfig) -> std::io::Result<Vec<ClosedFile>> {
-    let mut listed = HashSet::new();
+/// The closed files found in the destinations at start-up.
+struct Waiting {
+    manifests: Vec<ClosedFile>,
+    listed: Vec<ClosedFile>,
+    unlisted: Vec<ClosedFile>,
+}
+
+/// Sorts the closed files in the destinations (except `known`, already accounted for) by whether a
+/// manifest in `MESGDEST` lists them.
+fn closed_files(config: &SpoolConfig, known: &[ClosedFile]) -> std::io::Result<Waiting> {
+    let known: HashSet<&Path> = known.iter().map(|f| f.path.as_path()).collect();
+    let mut listed_names = HashSet::new();
+    let mut waiting = Waiting {
+        manifests: Vec::new(),
+        listed: Vec::new(),
+        unlisted: Vec::new(),
+    };
     for name in file_names(&config.mesg_dest)? {
         if name.starts_with(MANIFEST_BASENAME) && name.ends_with(CLOSED_SUFFIX) {
-            for line in BufReader::new(File::open(config.mesg_dest.join(&name))?).lines() {
+            let path = config.mesg_dest.join(&name);
+            for line in BufReader::new(File::open(&path)?).lines() {
                 if let Ok(entry) = serde_json::from_str::<Entry>(&line?) {
-                    listed.insert(entry.body.name);
+                    listed_names.insert(entry.body.name);
                 }
+            }
+            if !known.contains(path.as_path()) {
+                let bytes = std::fs::metadata(&path)?.len();
+                waiting.manifests.push(ClosedFile {
+                    path,
+                    kind: FileKind::Manifest,
+                    bytes,
+                });
             }
         }
     }
     let message_prefix = format!("{}_", config.basename);
-    let mut unlisted = Vec::new();
     for (dir, kind) in [
         (&config.mesg_dest, FileKind::Messages),
         (&config.file_dest, FileKind::Attachment),
@@ -198,16 +232,23 @@ fn unlisted_files(config: &SpoolConfig) -> std::io::Result<Vec<ClosedFile>> {
                 FileKind::Messages => name.starts_with(&message_prefix) && name.ends_with(CLOSED_SUFFIX),
                 _ => name.starts_with("attachment_"),
             };
-            if ours && !listed.contains(&name) {
-                let path = dir.join(&name);
-                let bytes = std::fs::metadata(&path)?.len();
+            let path = dir.join(&name);
+            if !ours || known.contains(path.as_path()) {
+                continue;
+            }
+            let bytes = std::fs::metadata(&path)?.len();
+            if listed_names.contains(&name) {
+                waiting.listed.push(ClosedFile { path, kind, bytes });
+            } else {
                 tracing::warn!(file = %path.display(), "closed file not listed in any manifest (a crash came between); listing it now");
-                unlisted.push(ClosedFile { path, kind, bytes });
+                waiting.unlisted.push(ClosedFile { path, kind, bytes });
             }
         }
     }
-    unlisted.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(unlisted)
+    for files in [&mut waiting.manifests, &mut waiting.listed, &mut waiting.unlisted] {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    Ok(waiting)
 }
 
 fn file_names(dir: &Path) -> std::io::Result<Vec<String>> {

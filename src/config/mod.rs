@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+mod storage;
+pub use storage::{GCM_MAX_PLAINTEXT, KmsConfig, S3Config};
+
 /// A setting's name, default and meaning: the one table that `--help` and the README follow.
 pub struct Setting {
     pub name: &'static str,
@@ -55,12 +58,12 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "WICKRIO_COMP_FILESIZE",
-        default: "1000000000",
+        default: "1000000000 (1048576 = 1 GiB with S3)",
         meaning: "rotate a message file at this size, KiB",
     },
     Setting {
         name: "WICKRIO_COMP_TIMEROTATE",
-        default: "0 (off)",
+        default: "0 (off; 10 with S3)",
         meaning: "rotate a message file this many minutes after it was opened (decimals allowed: 0.5 = 30 s)",
     },
     Setting {
@@ -97,6 +100,36 @@ pub const SETTINGS: &[Setting] = &[
         name: "WICKRIO_SHUTDOWN_GRACE_SECS",
         default: "8",
         meaning: "on SIGTERM, how long in-flight requests may take before they are cut off",
+    },
+    Setting {
+        name: "WICKRIO_S3_BUCKET_NAME",
+        default: "(none: keep files locally)",
+        meaning: "upload every closed file to this bucket, then delete the local copy",
+    },
+    Setting {
+        name: "WICKRIO_S3_REGION",
+        default: "us-east-1",
+        meaning: "the bucket's region",
+    },
+    Setting {
+        name: "WICKRIO_S3_FOLDER_NAME",
+        default: "(none)",
+        meaning: "key prefix for uploaded objects (<folder>/<file name>)",
+    },
+    Setting {
+        name: "WICKRIO_KMS_MSTRKEY_ARN",
+        default: "(none: upload plain)",
+        meaning: "encrypt every object client-side (S3 Encryption Client V2 format) under a data key of this KMS key",
+    },
+    Setting {
+        name: "WICKRIO_KMS_REGION",
+        default: "(the key ARN's region)",
+        meaning: "region of the KMS key",
+    },
+    Setting {
+        name: "AWS_ENDPOINT_URL",
+        default: "(AWS)",
+        meaning: "send AWS calls to another endpoint (an S3-compatible store, a test server); S3 then uses path-style addressing",
     },
     Setting {
         name: "WICKRIO_LOG_FORMAT",
@@ -191,14 +224,14 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub ingest: IngestConfig,
     pub identity: IdentityConfig,
+    /// `None`: files stay on local disk.
+    pub s3: Option<S3Config>,
 }
 
 /// Settings of the original that this version does not act on yet. Refusing them beats silently
 /// keeping everything on local disk when an admin asked for S3.
 const NOT_YET: &[(&str, &str)] = &[
     ("AWS_SECRET_NAME", "reading the configuration from Secrets Manager"),
-    ("WICKRIO_S3_BUCKET_NAME", "uploading to S3"),
-    ("WICKRIO_KMS_MSTRKEY_ARN", "KMS envelope encryption"),
     ("WICKRIO_SNS_TOPIC_ARN", "SNS events"),
     ("WICKRIO_METRICS_TYPE", "CloudWatch metrics"),
     ("WICKRIO_SECRET_UPDATE", "writing the password back to Secrets Manager"),
@@ -266,6 +299,7 @@ impl Config {
             ));
         }
 
+        let s3 = storage::s3_config(&get)?;
         let size_kib = parse_u64(&get, "WICKRIO_COMP_FILESIZE", 1_000_000_000)?;
         if size_kib == 0 {
             return Err(ConfigError::new(
@@ -281,7 +315,15 @@ impl Config {
                 "at most 18014398509481983 KiB",
             )
         })?;
-        let rotate_after = parse_minutes(&get, "WICKRIO_COMP_TIMEROTATE")?;
+        let mut rotate_after = parse_minutes(&get, "WICKRIO_COMP_TIMEROTATE")?;
+        let mut max_file_bytes = max_file_bytes;
+        if s3.is_some() && get("WICKRIO_COMP_FILESIZE").is_none() && get("WICKRIO_COMP_TIMEROTATE").is_none() {
+            (max_file_bytes, rotate_after) = storage::S3_DEFAULT_ROTATION;
+            tracing::info!(
+                "S3 is configured and neither WICKRIO_COMP_FILESIZE nor WICKRIO_COMP_TIMEROTATE is set: \
+                 message files rotate (and upload) every 10 minutes or at 1 GiB"
+            );
+        }
         let min_free_mb = parse_u64(&get, "WICKRIO_COMP_MIN_FREE_MB", 512)?;
 
         let addr = ingest_addr(&env)?;
@@ -325,6 +367,9 @@ impl Config {
         }
         let max_file = parse_size(&get, "WICKRIO_INGEST_MAX_FILE", 60 << 30)?;
         let grace = parse_u64(&get, "WICKRIO_SHUTDOWN_GRACE_SECS", 8)?;
+        if s3.as_ref().is_some_and(|s3| s3.kms.is_some()) {
+            storage::check_encryptable(max_file_bytes, max_file)?;
+        }
 
         for (var, feature) in NOT_YET {
             if let Some(value) = get(var) {
@@ -376,6 +421,7 @@ impl Config {
                 password,
                 rotate_to,
             },
+            s3,
         })
     }
 }

@@ -1,0 +1,91 @@
+//! Building AWS clients and reading their errors, shared by the S3 sink and the `decrypt` tool.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig, timeout::TimeoutConfig};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// Loads credentials and endpoint settings the standard way (environment, profile, container or
+/// instance role; `AWS_ENDPOINT_URL`) for one region.
+pub async fn sdk_config(region: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                // One attempt of one request: a part of at most a few MiB, or a small call.
+                .operation_attempt_timeout(Duration::from_secs(300))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// An S3 client. A custom endpoint (an S3-compatible store or a test server, often on an IP
+/// address) gets path-style addressing, which every such server understands.
+pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    let custom_endpoint = config.endpoint_url().is_some();
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(custom_endpoint)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+/// How soon a failed call is worth trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Network trouble, throttling, a server error: it will likely pass.
+    Soon,
+    /// Refused (no such bucket or key, access denied, key disabled): it needs an operator.
+    Slowly,
+}
+
+/// A failed AWS call, described for an operator.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct AwsFailure {
+    pub retry: Retry,
+    pub message: String,
+}
+
+impl AwsFailure {
+    pub fn new(retry: Retry, message: impl Into<String>) -> Self {
+        Self {
+            retry,
+            message: message.into(),
+        }
+    }
+}
+
+/// Error codes that no retry will fix without a change of configuration or permissions.
+const REFUSALS: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "NoSuchBucket",
+    "InvalidBucketName",
+    "NotFoundException",
+    "DisabledException",
+    "KMSInvalidStateException",
+    "InvalidKeyUsageException",
+    "IncorrectKeyException",
+    "InvalidCiphertextException",
+    "UnrecognizedClientException",
+];
+
+/// Describes a failed call: `what` says what was attempted (`"upload s3://b/k"`).
+pub fn failure<E, R>(what: &str, error: &SdkError<E, R>) -> AwsFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let retry = match error {
+        SdkError::ServiceError(e) if e.err().code().is_some_and(|c| REFUSALS.contains(&c)) => Retry::Slowly,
+        // The request could not even be built: most often no credentials were found.
+        SdkError::ConstructionFailure(_) => Retry::Slowly,
+        _ => Retry::Soon,
+    };
+    AwsFailure::new(retry, format!("cannot {what}: {}", DisplayErrorContext(error)))
+}

@@ -1,0 +1,253 @@
+//! Where closed files go: the S3 bucket and, for client-side encryption, the KMS key.
+
+use std::time::Duration;
+
+use super::ConfigError;
+
+/// AES-GCM encrypts at most 2^36 - 32 bytes under one IV: the cap on one encrypted object.
+pub const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
+/// Message files and attachments stay this far below the GCM cap when encryption is on: a file
+/// rotates at a line boundary, so it may overshoot its size limit by one batch.
+const ENCRYPTED_FILE_LIMIT: u64 = 60 << 30;
+/// With S3 and no rotation limit set, the original's defaults (1000000000 KiB, no time limit) would
+/// keep one file open, and un-uploaded, for ever: rotate every 10 minutes or at 1 GiB instead.
+pub(super) const S3_DEFAULT_ROTATION: (u64, Option<Duration>) = (1 << 30, Some(Duration::from_secs(600)));
+
+/// The bucket closed files are uploaded to.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// Key prefix without leading or trailing `/`; empty for the bucket's root.
+    pub folder: String,
+    /// `Some`: every object is encrypted client-side; nothing is ever uploaded plain.
+    pub kms: Option<KmsConfig>,
+}
+
+impl S3Config {
+    /// `<folder>/<name>`, or `<name>` without a folder.
+    pub fn key_for(&self, name: &str) -> String {
+        if self.folder.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.folder)
+        }
+    }
+}
+
+/// The KMS key that wraps each object's data key.
+#[derive(Debug, Clone)]
+pub struct KmsConfig {
+    pub key_arn: String,
+    pub region: String,
+}
+
+pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<S3Config>, ConfigError> {
+    let key_arn = get("WICKRIO_KMS_MSTRKEY_ARN");
+    let Some(bucket) = get("WICKRIO_S3_BUCKET_NAME") else {
+        if key_arn.is_some() {
+            return Err(ConfigError::new(
+                "WICKRIO_KMS_MSTRKEY_ARN",
+                "is set, but WICKRIO_S3_BUCKET_NAME is not: encryption applies to uploads only",
+                "set WICKRIO_S3_BUCKET_NAME too, or unset WICKRIO_KMS_MSTRKEY_ARN",
+            ));
+        }
+        return Ok(None);
+    };
+    check_bucket_name(&bucket)?;
+    let region = get("WICKRIO_S3_REGION").unwrap_or_else(|| "us-east-1".to_owned());
+    check_region("WICKRIO_S3_REGION", &region)?;
+    let folder = get("WICKRIO_S3_FOLDER_NAME")
+        .map(|f| f.trim_matches('/').to_owned())
+        .unwrap_or_default();
+    if folder.split('/').any(|part| part == "." || part == "..") || folder.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            "WICKRIO_S3_FOLDER_NAME",
+            format!("{folder:?} has a '.' or '..' segment or a control character"),
+            "a key prefix such as retention/bot1",
+        ));
+    }
+    let kms = match key_arn {
+        None => None,
+        Some(key_arn) => {
+            let arn_region = kms_arn_region(&key_arn)?;
+            let region = get("WICKRIO_KMS_REGION").unwrap_or(arn_region);
+            check_region("WICKRIO_KMS_REGION", &region)?;
+            Some(KmsConfig { key_arn, region })
+        }
+    };
+    Ok(Some(S3Config {
+        bucket,
+        region,
+        folder,
+        kms,
+    }))
+}
+
+/// With encryption, no file may reach the GCM cap: refuse limits that would let one.
+pub(super) fn check_encryptable(max_file_bytes: u64, max_attachment: u64) -> Result<(), ConfigError> {
+    let accepted = format!("at most {ENCRYPTED_FILE_LIMIT} bytes (60 GiB) while WICKRIO_KMS_MSTRKEY_ARN is set");
+    if max_file_bytes > ENCRYPTED_FILE_LIMIT {
+        return Err(ConfigError::new(
+            "WICKRIO_COMP_FILESIZE",
+            format!(
+                "{} KiB is above what one AES-GCM encrypted object can hold",
+                max_file_bytes / 1024
+            ),
+            format!(
+                "at most {} KiB while WICKRIO_KMS_MSTRKEY_ARN is set",
+                ENCRYPTED_FILE_LIMIT / 1024
+            ),
+        ));
+    }
+    if max_attachment > ENCRYPTED_FILE_LIMIT {
+        return Err(ConfigError::new(
+            "WICKRIO_INGEST_MAX_FILE",
+            format!("{max_attachment} bytes is above what one AES-GCM encrypted object can hold"),
+            accepted,
+        ));
+    }
+    Ok(())
+}
+
+/// S3's bucket naming rules, checked here so a typo fails at start-up, not at the first upload.
+fn check_bucket_name(name: &str) -> Result<(), ConfigError> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "WICKRIO_S3_BUCKET_NAME",
+        format!("{name:?} is not a valid bucket name"),
+        "3 to 63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit",
+    ))
+}
+
+fn check_region(var: &'static str, region: &str) -> Result<(), ConfigError> {
+    let ok = !region.is_empty()
+        && region.len() <= 32
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        var,
+        format!("{region:?} is not a region name"),
+        "a region such as us-east-1",
+    ))
+}
+
+/// `arn:<partition>:kms:<region>:<account>:key/<id>` (or `alias/<name>`); returns the region.
+fn kms_arn_region(arn: &str) -> Result<String, ConfigError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, "kms", region, account, resource]
+            if !region.is_empty()
+                && !account.is_empty()
+                && (resource.strip_prefix("key/").is_some_and(|id| !id.is_empty())
+                    || resource.strip_prefix("alias/").is_some_and(|id| !id.is_empty())) =>
+        {
+            Ok((*region).to_owned())
+        }
+        _ => Err(ConfigError::new(
+            "WICKRIO_KMS_MSTRKEY_ARN",
+            format!("{arn:?} is not a KMS key ARN"),
+            "arn:aws:kms:<region>:<account>:key/<key id> (or alias/<name>)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Option<S3Config>, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        s3_config(&|name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn no_bucket_means_local_storage() {
+        assert!(parse(&[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn kms_without_a_bucket_is_refused() {
+        let e = parse(&[("WICKRIO_KMS_MSTRKEY_ARN", "arn:aws:kms:eu-west-1:123456789012:key/abc")]).unwrap_err();
+        assert_eq!(e.var, "WICKRIO_KMS_MSTRKEY_ARN");
+    }
+
+    #[test]
+    fn folder_is_trimmed_and_keys_join_it() {
+        let c = parse(&[("WICKRIO_S3_BUCKET_NAME", "bkt-1"), ("WICKRIO_S3_FOLDER_NAME", "/a/b/")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.key_for("x.txt"), "a/b/x.txt");
+        assert_eq!(c.region, "us-east-1");
+        let c = parse(&[("WICKRIO_S3_BUCKET_NAME", "bkt-1")]).unwrap().unwrap();
+        assert_eq!(c.key_for("x.txt"), "x.txt");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (pairs, var) in [
+            (vec![("WICKRIO_S3_BUCKET_NAME", "B")], "WICKRIO_S3_BUCKET_NAME"),
+            (vec![("WICKRIO_S3_BUCKET_NAME", "my_bucket")], "WICKRIO_S3_BUCKET_NAME"),
+            (
+                vec![("WICKRIO_S3_BUCKET_NAME", "bkt-1"), ("WICKRIO_S3_REGION", "Mars 1")],
+                "WICKRIO_S3_REGION",
+            ),
+            (
+                vec![
+                    ("WICKRIO_S3_BUCKET_NAME", "bkt-1"),
+                    ("WICKRIO_S3_FOLDER_NAME", "a/../b"),
+                ],
+                "WICKRIO_S3_FOLDER_NAME",
+            ),
+            (
+                vec![
+                    ("WICKRIO_S3_BUCKET_NAME", "bkt-1"),
+                    ("WICKRIO_KMS_MSTRKEY_ARN", "my-key"),
+                ],
+                "WICKRIO_KMS_MSTRKEY_ARN",
+            ),
+        ] {
+            assert_eq!(parse(&pairs).unwrap_err().var, var, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn kms_region_comes_from_the_arn_unless_set() {
+        let arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd";
+        let c = parse(&[("WICKRIO_S3_BUCKET_NAME", "bkt-1"), ("WICKRIO_KMS_MSTRKEY_ARN", arn)])
+            .unwrap()
+            .unwrap();
+        let kms = c.kms.unwrap();
+        assert_eq!((kms.key_arn.as_str(), kms.region.as_str()), (arn, "eu-west-1"));
+        let c = parse(&[
+            ("WICKRIO_S3_BUCKET_NAME", "bkt-1"),
+            ("WICKRIO_KMS_MSTRKEY_ARN", arn),
+            ("WICKRIO_KMS_REGION", "us-west-2"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.kms.unwrap().region, "us-west-2");
+    }
+
+    #[test]
+    fn encryption_refuses_limits_above_the_gcm_cap() {
+        assert!(check_encryptable(60 << 30, 60 << 30).is_ok());
+        assert_eq!(check_encryptable(61 << 30, 1).unwrap_err().var, "WICKRIO_COMP_FILESIZE");
+        assert_eq!(
+            check_encryptable(1, 61 << 30).unwrap_err().var,
+            "WICKRIO_INGEST_MAX_FILE"
+        );
+    }
+}

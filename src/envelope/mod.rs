@@ -1,0 +1,269 @@
+//! Client-side envelope encryption in the Amazon S3 Encryption Client V2 format, so that the official
+//! S3 Encryption Clients (and the original bot's decryption sample) open what the bot uploads: each
+//! object gets a fresh AES-256 data key from KMS `GenerateDataKey`, bound to the encryption context
+//! `{"aws:x-amz-cek-alg":"AES/GCM/NoPadding"}`; the body is AES-256-GCM with a random 12-byte IV and
+//! the 16-byte tag appended; the wrapped key, IV and context travel in the object's metadata.
+
+pub mod gcm;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::DataKeySpec;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use zeroize::Zeroizing;
+
+use crate::aws::{AwsFailure, Retry, failure};
+
+pub const CEK_ALG: &str = "AES/GCM/NoPadding";
+const CONTEXT_KEY: &str = "aws:x-amz-cek-alg";
+const WRAP_ALG: &str = "kms+context";
+
+/// The metadata keys of the V2 format (stored as user metadata, `x-amz-meta-<key>`).
+pub mod meta {
+    pub const KEY_V2: &str = "x-amz-key-v2";
+    pub const IV: &str = "x-amz-iv";
+    pub const CEK_ALG: &str = "x-amz-cek-alg";
+    pub const TAG_LEN: &str = "x-amz-tag-len";
+    pub const WRAP_ALG: &str = "x-amz-wrap-alg";
+    pub const MATDESC: &str = "x-amz-matdesc";
+    pub const PLAIN_LEN: &str = "x-amz-unencrypted-content-length";
+}
+
+/// One object's data key and IV. The plaintext key is wiped on drop and never printed.
+pub struct Envelope {
+    key: Zeroizing<[u8; gcm::KEY_LEN]>,
+    wrapped: Vec<u8>,
+    iv: [u8; gcm::IV_LEN],
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Envelope { key: [redacted], .. }")
+    }
+}
+
+fn context() -> HashMap<String, String> {
+    HashMap::from([(CONTEXT_KEY.to_owned(), CEK_ALG.to_owned())])
+}
+
+impl Envelope {
+    /// Asks KMS for a fresh data key under `key_arn`. Failing here means nothing is uploaded.
+    pub async fn generate(kms: &aws_sdk_kms::Client, key_arn: &str) -> Result<Self, AwsFailure> {
+        let out = kms
+            .generate_data_key()
+            .key_id(key_arn)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(context()))
+            .send()
+            .await
+            .map_err(|e| failure(&format!("get a data key from KMS key {key_arn}"), &e))?;
+        let bad = || AwsFailure::new(Retry::Soon, "KMS GenerateDataKey returned no usable key");
+        let plaintext = out.plaintext.ok_or_else(bad)?.into_inner();
+        let plaintext = Zeroizing::new(plaintext);
+        let key: [u8; gcm::KEY_LEN] = plaintext.as_slice().try_into().map_err(|_| bad())?;
+        let wrapped = out.ciphertext_blob.ok_or_else(bad)?.into_inner();
+        let mut iv = [0u8; gcm::IV_LEN];
+        getrandom::fill(&mut iv).map_err(|e| AwsFailure::new(Retry::Soon, format!("no random IV: {e}")))?;
+        Ok(Self {
+            key: Zeroizing::new(key),
+            wrapped,
+            iv,
+        })
+    }
+
+    pub fn encryptor(&self) -> Result<gcm::Encryptor, gcm::GcmError> {
+        gcm::Encryptor::new(&self.key, &self.iv)
+    }
+
+    /// The object's user metadata, for a plaintext of `plain_len` bytes.
+    pub fn metadata(&self, plain_len: u64) -> Vec<(&'static str, String)> {
+        vec![
+            (meta::KEY_V2, B64.encode(&self.wrapped)),
+            (meta::IV, B64.encode(self.iv)),
+            (meta::CEK_ALG, CEK_ALG.to_owned()),
+            (meta::TAG_LEN, (gcm::TAG_LEN * 8).to_string()),
+            (meta::WRAP_ALG, WRAP_ALG.to_owned()),
+            // Serialising a map of two strings cannot fail.
+            (meta::MATDESC, serde_json::to_string(&context()).unwrap_or_default()),
+            (meta::PLAIN_LEN, plain_len.to_string()),
+        ]
+    }
+}
+
+/// Why an object's envelope metadata cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("metadata {0} is missing")]
+    Missing(&'static str),
+    #[error("metadata {key} is {value:?}; this tool reads {expected}")]
+    Unsupported {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("metadata {0} is not valid: {1}")]
+    Invalid(&'static str, String),
+    #[error(transparent)]
+    Kms(#[from] AwsFailure),
+    #[error(transparent)]
+    Cipher(#[from] gcm::GcmError),
+}
+
+/// An encrypted object's envelope as read back from its metadata.
+#[derive(Debug)]
+pub struct StoredEnvelope {
+    wrapped: Vec<u8>,
+    iv: [u8; gcm::IV_LEN],
+    context: HashMap<String, String>,
+    pub plain_len: Option<u64>,
+}
+
+impl StoredEnvelope {
+    /// `None` when the object carries no V2 envelope (it was uploaded plain).
+    pub fn from_metadata(metadata: &HashMap<String, String>) -> Result<Option<Self>, EnvelopeError> {
+        let Some(wrapped) = metadata.get(meta::KEY_V2) else {
+            return Ok(None);
+        };
+        let get = |key: &'static str| metadata.get(key).ok_or(EnvelopeError::Missing(key));
+        let expect = |key: &'static str, expected: &'static str| {
+            let value = get(key)?;
+            if value != expected {
+                return Err(EnvelopeError::Unsupported {
+                    key,
+                    value: value.clone(),
+                    expected,
+                });
+            }
+            Ok(())
+        };
+        expect(meta::CEK_ALG, CEK_ALG)?;
+        expect(meta::WRAP_ALG, WRAP_ALG)?;
+        if let Some(tag_len) = metadata.get(meta::TAG_LEN) {
+            expect(meta::TAG_LEN, "128").map_err(|_| EnvelopeError::Unsupported {
+                key: meta::TAG_LEN,
+                value: tag_len.clone(),
+                expected: "128",
+            })?;
+        }
+        let wrapped = B64
+            .decode(wrapped)
+            .map_err(|e| EnvelopeError::Invalid(meta::KEY_V2, e.to_string()))?;
+        let iv = B64
+            .decode(get(meta::IV)?)
+            .ok()
+            .and_then(|iv| <[u8; gcm::IV_LEN]>::try_from(iv).ok())
+            .ok_or_else(|| EnvelopeError::Invalid(meta::IV, "not 12 bytes of base64".into()))?;
+        let context: HashMap<String, String> = serde_json::from_str(get(meta::MATDESC)?)
+            .map_err(|e| EnvelopeError::Invalid(meta::MATDESC, e.to_string()))?;
+        if context.get(CONTEXT_KEY).map(String::as_str) != Some(CEK_ALG) {
+            return Err(EnvelopeError::Invalid(
+                meta::MATDESC,
+                format!("the KMS context must hold \"{CONTEXT_KEY}\": \"{CEK_ALG}\""),
+            ));
+        }
+        let plain_len = match metadata.get(meta::PLAIN_LEN) {
+            None => None,
+            Some(n) => Some(
+                n.parse()
+                    .map_err(|_| EnvelopeError::Invalid(meta::PLAIN_LEN, format!("{n:?} is not a length")))?,
+            ),
+        };
+        Ok(Some(Self {
+            wrapped,
+            iv,
+            context,
+            plain_len,
+        }))
+    }
+
+    /// Unwraps the data key with KMS (which checks the context) and returns a decryptor.
+    pub async fn decryptor(&self, kms: &aws_sdk_kms::Client) -> Result<gcm::Decryptor, EnvelopeError> {
+        let out = kms
+            .decrypt()
+            .ciphertext_blob(Blob::new(self.wrapped.clone()))
+            .set_encryption_context(Some(self.context.clone()))
+            .send()
+            .await
+            .map_err(|e| failure("unwrap the data key with KMS", &e))?;
+        let plaintext = Zeroizing::new(
+            out.plaintext
+                .ok_or(EnvelopeError::Invalid(meta::KEY_V2, "KMS returned no key".into()))?
+                .into_inner(),
+        );
+        let key = Zeroizing::new(
+            <[u8; gcm::KEY_LEN]>::try_from(plaintext.as_slice())
+                .map_err(|_| EnvelopeError::Invalid(meta::KEY_V2, "the data key is not 32 bytes".into()))?,
+        );
+        Ok(gcm::Decryptor::new(&key, &self.iv)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(pairs: &[(&str, &str)]) -> Result<Option<StoredEnvelope>, EnvelopeError> {
+        StoredEnvelope::from_metadata(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    const GOOD: &[(&str, &str)] = &[
+        (meta::KEY_V2, "AAEC"),
+        (meta::IV, "AAECAwQFBgcICQoL"),
+        (meta::CEK_ALG, CEK_ALG),
+        (meta::TAG_LEN, "128"),
+        (meta::WRAP_ALG, "kms+context"),
+        (meta::MATDESC, r#"{"aws:x-amz-cek-alg":"AES/GCM/NoPadding"}"#),
+        (meta::PLAIN_LEN, "5"),
+    ];
+
+    #[test]
+    fn reads_back_what_it_writes() {
+        let e = stored(GOOD).unwrap().unwrap();
+        assert_eq!(e.wrapped, vec![0, 1, 2]);
+        assert_eq!(e.iv, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(e.plain_len, Some(5));
+        assert!(stored(&[("wickrio-type", "file")]).unwrap().is_none());
+    }
+
+    #[test]
+    fn refuses_other_algorithms_and_bad_values() {
+        let with = |key: &str, value: &str| -> Vec<(&str, String)> {
+            GOOD.iter()
+                .map(|(k, v)| (*k, if *k == key { value.to_owned() } else { v.to_string() }))
+                .collect()
+        };
+        for (key, value) in [
+            (meta::CEK_ALG, "AES/CBC/PKCS5Padding"),
+            (meta::WRAP_ALG, "kms"),
+            (meta::TAG_LEN, "96"),
+            (meta::IV, "AAEC"),
+            (meta::MATDESC, "{}"),
+            (meta::PLAIN_LEN, "x"),
+        ] {
+            let pairs = with(key, value);
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let err = stored(&pairs).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn metadata_has_every_v2_key_and_hides_the_key_in_debug() {
+        let env = Envelope {
+            key: Zeroizing::new([42; 32]),
+            wrapped: vec![1, 2, 3],
+            iv: [7; 12],
+        };
+        let m: HashMap<String, String> = env.metadata(10).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        assert_eq!(m[meta::MATDESC], r#"{"aws:x-amz-cek-alg":"AES/GCM/NoPadding"}"#);
+        assert_eq!(m[meta::TAG_LEN], "128");
+        assert_eq!(m[meta::WRAP_ALG], "kms+context");
+        assert_eq!(m[meta::PLAIN_LEN], "10");
+        let back = StoredEnvelope::from_metadata(&m).unwrap().unwrap();
+        assert_eq!((back.wrapped, back.iv), (vec![1, 2, 3], [7; 12]));
+        assert!(!format!("{env:?}").contains("42"));
+    }
+}

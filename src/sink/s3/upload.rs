@@ -1,0 +1,269 @@
+//! One file to one object: read in parts on the blocking pool, encrypt them if a key is configured,
+//! and send them as a single PutObject or as a multipart upload with a few parts in flight. Memory is
+//! bounded by `PART_SIZE * (IN_FLIGHT + 2)` whatever the file's size. Every request carries a CRC32C
+//! checksum that S3 verifies before it stores the data.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::aws::{AwsFailure, Retry, failure};
+use crate::envelope::{Envelope, gcm};
+
+/// 8 MiB parts: S3's minimum is 5 MiB, and 10,000 parts of 8 MiB hold 78 GiB, above any file the
+/// bot writes (the GCM cap keeps encrypted files under 64 GiB; rotation keeps the rest small).
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts being sent at once.
+const IN_FLIGHT: usize = 3;
+
+/// Where an object goes and what it says about itself.
+pub struct Target<'a> {
+    pub client: &'a Client,
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Uploads `path`, encrypted under `envelope` when one is given. Returns the plaintext size.
+pub async fn upload(target: Target<'_>, path: &Path, envelope: Option<Envelope>) -> Result<u64, AwsFailure> {
+    let file = open(path).await?;
+    let plain_len = file.metadata().map_err(|e| local(path, &e))?.len();
+    let mut metadata = target.metadata.clone();
+    if let Some(envelope) = &envelope {
+        metadata.extend(envelope.metadata(plain_len).into_iter().map(|(k, v)| (k.to_owned(), v)));
+    }
+    let encryptor = match &envelope {
+        Some(e) => Some(e.encryptor().map_err(|e| AwsFailure::new(Retry::Soon, e.to_string()))?),
+        None => None,
+    };
+    drop(envelope);
+    let parts = read_parts(file, path, plain_len, encryptor);
+    let target = Target { metadata, ..target };
+    if plain_len <= PART_SIZE as u64 {
+        put_single(&target, parts).await?;
+    } else {
+        put_multipart(&target, parts).await?;
+    }
+    Ok(plain_len)
+}
+
+async fn open(path: &Path) -> Result<std::fs::File, AwsFailure> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::File::open(owned))
+        .await
+        .map_err(|e| AwsFailure::new(Retry::Soon, format!("reader task failed: {e}")))?
+        .map_err(|e| local(path, &e))
+}
+
+fn local(path: &Path, e: &std::io::Error) -> AwsFailure {
+    AwsFailure::new(Retry::Slowly, format!("cannot read {}: {e}", path.display()))
+}
+
+/// A reader thread: parts of `PART_SIZE` bytes (the last one shorter, and carrying the GCM tag),
+/// one waiting in the channel while the next is read.
+fn read_parts(
+    mut file: std::fs::File,
+    path: &Path,
+    plain_len: u64,
+    mut encryptor: Option<gcm::Encryptor>,
+) -> mpsc::Receiver<Result<Bytes, AwsFailure>> {
+    let (tx, rx) = mpsc::channel(1);
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut left = plain_len;
+        loop {
+            let take = left.min(PART_SIZE as u64) as usize;
+            let last = take as u64 == left;
+            let mut part = Vec::with_capacity(take + if last { gcm::TAG_LEN } else { 0 });
+            part.resize(take, 0);
+            if let Err(e) = file.read_exact(&mut part) {
+                let _ = tx.blocking_send(Err(local(&path, &e)));
+                return;
+            }
+            left -= take as u64;
+            let sealed = match (encryptor.as_mut(), last) {
+                (None, _) => Ok(()),
+                (Some(enc), false) => enc.encrypt(&mut part),
+                (Some(enc), true) => enc.encrypt(&mut part).and_then(|()| {
+                    let tag = encryptor.take().map(gcm::Encryptor::finish).transpose()?;
+                    part.extend_from_slice(&tag.unwrap_or_default());
+                    Ok(())
+                }),
+            };
+            if let Err(e) = sealed {
+                let _ = tx.blocking_send(Err(AwsFailure::new(Retry::Soon, e.to_string())));
+                return;
+            }
+            if tx.blocking_send(Ok(Bytes::from(part))).is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn next_part(parts: &mut mpsc::Receiver<Result<Bytes, AwsFailure>>) -> Result<Option<Bytes>, AwsFailure> {
+    parts.recv().await.transpose()
+}
+
+async fn put_single(
+    target: &Target<'_>,
+    mut parts: mpsc::Receiver<Result<Bytes, AwsFailure>>,
+) -> Result<(), AwsFailure> {
+    let body = next_part(&mut parts).await?.unwrap_or_default();
+    target
+        .client
+        .put_object()
+        .bucket(target.bucket)
+        .key(target.key)
+        .set_metadata(Some(target.metadata.clone()))
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| failure(&format!("upload s3://{}/{}", target.bucket, target.key), &e))?;
+    Ok(())
+}
+
+async fn put_multipart(
+    target: &Target<'_>,
+    parts: mpsc::Receiver<Result<Bytes, AwsFailure>>,
+) -> Result<(), AwsFailure> {
+    abort_abandoned(target).await?;
+    let what = format!("upload s3://{}/{}", target.bucket, target.key);
+    let created = target
+        .client
+        .create_multipart_upload()
+        .bucket(target.bucket)
+        .key(target.key)
+        .set_metadata(Some(target.metadata.clone()))
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .send()
+        .await
+        .map_err(|e| failure(&what, &e))?;
+    let upload_id = created
+        .upload_id()
+        .ok_or_else(|| AwsFailure::new(Retry::Soon, format!("cannot {what}: S3 returned no upload id")))?
+        .to_owned();
+    let result = send_parts(target, &upload_id, parts).await;
+    let completed = match result {
+        Ok(completed) => completed,
+        Err(e) => {
+            // Best effort: an upload left behind is also aborted before this file's next attempt.
+            let _ = target
+                .client
+                .abort_multipart_upload()
+                .bucket(target.bucket)
+                .key(target.key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            return Err(e);
+        }
+    };
+    target
+        .client
+        .complete_multipart_upload()
+        .bucket(target.bucket)
+        .key(target.key)
+        .upload_id(&upload_id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+        .send()
+        .await
+        .map_err(|e| failure(&what, &e))?;
+    Ok(())
+}
+
+async fn send_parts(
+    target: &Target<'_>,
+    upload_id: &str,
+    mut parts: mpsc::Receiver<Result<Bytes, AwsFailure>>,
+) -> Result<Vec<CompletedPart>, AwsFailure> {
+    let mut in_flight = JoinSet::new();
+    let mut completed = Vec::new();
+    let mut number = 0;
+    while let Some(body) = next_part(&mut parts).await? {
+        number += 1;
+        if in_flight.len() >= IN_FLIGHT
+            && let Some(done) = in_flight.join_next().await
+        {
+            completed.push(joined(done)?);
+        }
+        let request = target
+            .client
+            .upload_part()
+            .bucket(target.bucket)
+            .key(target.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(ByteStream::from(body));
+        let what = format!("upload part {number} of s3://{}/{}", target.bucket, target.key);
+        in_flight.spawn(async move {
+            let out = request.send().await.map_err(|e| failure(&what, &e))?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag)
+                .set_checksum_crc32_c(out.checksum_crc32_c)
+                .build())
+        });
+    }
+    while let Some(done) = in_flight.join_next().await {
+        completed.push(joined(done)?);
+    }
+    completed.sort_by_key(|p| p.part_number);
+    Ok(completed)
+}
+
+fn joined(
+    done: Result<Result<CompletedPart, AwsFailure>, tokio::task::JoinError>,
+) -> Result<CompletedPart, AwsFailure> {
+    done.map_err(|e| AwsFailure::new(Retry::Soon, format!("part upload task failed: {e}")))?
+}
+
+/// Aborts multipart uploads a crash left behind for this key. Keys are unique to this bot's files,
+/// so an unfinished upload of this key can only be an earlier attempt at this same file.
+async fn abort_abandoned(target: &Target<'_>) -> Result<(), AwsFailure> {
+    let listed = target
+        .client
+        .list_multipart_uploads()
+        .bucket(target.bucket)
+        .prefix(target.key)
+        .send()
+        .await
+        .map_err(|e| failure(&format!("list unfinished uploads in s3://{}", target.bucket), &e))?;
+    for upload in listed.uploads() {
+        let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+            continue;
+        };
+        if key != target.key {
+            continue;
+        }
+        tracing::info!(
+            key,
+            "aborting an unfinished multipart upload left by an earlier attempt"
+        );
+        target
+            .client
+            .abort_multipart_upload()
+            .bucket(target.bucket)
+            .key(key)
+            .upload_id(id)
+            .send()
+            .await
+            .map_err(|e| {
+                failure(
+                    &format!("abort an unfinished upload of s3://{}/{key}", target.bucket),
+                    &e,
+                )
+            })?;
+    }
+    Ok(())
+}
