@@ -1,1 +1,335 @@
-//! placeholder
+//! `retention-bot decrypt`: restores what the bot uploaded. Every object under a prefix is downloaded,
+//! decrypted when it carries an S3 Encryption Client V2 envelope (plain objects are copied), and
+//! restored to its `wickrio-file-path` (attachments under `attachments/`).
+//!
+//! Plaintext is written to an unnamed file (`O_TMPFILE`) and given its name only after the GCM tag
+//! checked out and the data is fsync'd, so no unauthenticated plaintext is ever left behind, not even
+//! by a kill -9 in the middle of an object.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Component, Path, PathBuf};
+
+use aws_sdk_s3::types::ChecksumMode;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
+use nix::sys::stat::Mode;
+use sha2::{Digest, Sha256};
+
+use crate::aws::{self, AwsFailure, failure};
+use crate::envelope::{EnvelopeError, StoredEnvelope, gcm};
+
+/// What to restore, and where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    /// The KMS key's region, when it differs from the bucket's.
+    pub kms_region: Option<String>,
+    pub dest: PathBuf,
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Decrypted(PathBuf),
+    Copied(PathBuf),
+    /// An identical file was already at the path (a re-run).
+    AlreadyThere(PathBuf),
+}
+
+/// Why one object could not be restored. Nothing was written for it.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error(transparent)]
+    S3(#[from] AwsFailure),
+    #[error("envelope: {0}")]
+    Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    Cipher(#[from] gcm::GcmError),
+    #[error("the body is {got} bytes once decrypted, but x-amz-unencrypted-content-length says {expected}")]
+    Length { got: u64, expected: u64 },
+    #[error("the object is shorter than a GCM tag: it is truncated")]
+    Truncated,
+    #[error("unsafe restore path {0:?} (absolute, empty, or with '..'): refusing to write outside the destination")]
+    UnsafePath(String),
+    #[error("cannot write {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+}
+
+/// Every object's outcome, in key order.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub restored: Vec<(String, Outcome)>,
+    pub failed: Vec<(String, ObjectError)>,
+}
+
+/// Lists the bucket under the prefix and restores every object; a failed object does not stop the rest.
+pub async fn run(options: &Options) -> Result<Summary, AwsFailure> {
+    let s3 = aws::s3_client(&aws::sdk_config(&options.region).await);
+    let kms_region = options.kms_region.as_deref().unwrap_or(&options.region);
+    let kms = aws_sdk_kms::Client::new(&aws::sdk_config(kms_region).await);
+    let restorer = Restorer { s3, kms, options };
+    let mut summary = Summary::default();
+    let mut pages = restorer
+        .s3
+        .list_objects_v2()
+        .bucket(&options.bucket)
+        .prefix(&options.prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| failure(&format!("list s3://{}/{}", options.bucket, options.prefix), &e))?;
+        for object in page.contents() {
+            let Some(key) = object.key() else { continue };
+            match restorer.restore(key).await {
+                Ok(outcome) => summary.restored.push((key.to_owned(), outcome)),
+                Err(e) => summary.failed.push((key.to_owned(), e)),
+            }
+        }
+    }
+    Ok(summary)
+}
+
+struct Restorer<'a> {
+    s3: aws_sdk_s3::Client,
+    kms: aws_sdk_kms::Client,
+    options: &'a Options,
+}
+
+impl Restorer<'_> {
+    async fn restore(&self, key: &str) -> Result<Outcome, ObjectError> {
+        let bucket = &self.options.bucket;
+        let object = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| failure(&format!("download s3://{bucket}/{key}"), &e))?;
+        let metadata = object.metadata().cloned().unwrap_or_default();
+        let relative = restore_path(key, &self.options.prefix, &metadata)?;
+        let target = self.options.dest.join(&relative);
+        let envelope = StoredEnvelope::from_metadata(&metadata)?;
+        let mut decryptor = match &envelope {
+            Some(e) => Some(e.decryptor(&self.kms).await?),
+            None => None,
+        };
+        let parent = target.parent().unwrap_or(&self.options.dest).to_owned();
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |error| ObjectError::Io { path, error }
+        };
+        let mut out = tokio::fs::File::from_std(unnamed_file_in(&parent).map_err(io(&parent))?);
+
+        let mut body = object.body;
+        // The last TAG_LEN bytes seen so far: the tag, if the body ends here.
+        let mut held: Vec<u8> = Vec::new();
+        let mut written = 0u64;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| AwsFailure::new(aws::Retry::Soon, format!("download s3://{bucket}/{key}: {e}")))?
+        {
+            let mut data = match &mut decryptor {
+                None => chunk.to_vec(),
+                Some(dec) => {
+                    held.extend_from_slice(&chunk);
+                    let ready = held.len().saturating_sub(gcm::TAG_LEN);
+                    let mut data: Vec<u8> = held.drain(..ready).collect();
+                    dec.decrypt(&mut data)?;
+                    data
+                }
+            };
+            written += data.len() as u64;
+            tokio::io::AsyncWriteExt::write_all(&mut out, &data)
+                .await
+                .map_err(io(&target))?;
+            data.clear();
+        }
+        if let Some(dec) = decryptor {
+            if held.len() < gcm::TAG_LEN {
+                return Err(ObjectError::Truncated);
+            }
+            dec.finish(&held)?;
+            if let Some(expected) = envelope.as_ref().and_then(|e| e.plain_len)
+                && expected != written
+            {
+                return Err(ObjectError::Length { got: written, expected });
+            }
+        }
+        let file = out.into_std().await;
+        let outcome_path = target.clone();
+        let own_key = key.to_owned();
+        let named = tokio::task::spawn_blocking(move || name_file(file, &target, &own_key))
+            .await
+            .map_err(|e| ObjectError::Io {
+                path: outcome_path.clone(),
+                error: std::io::Error::other(e),
+            })?
+            .map_err(io(&outcome_path))?;
+        Ok(match (named, envelope.is_some()) {
+            (Named::Same(p), _) => Outcome::AlreadyThere(p),
+            (Named::New(p), true) => Outcome::Decrypted(p),
+            (Named::New(p), false) => Outcome::Copied(p),
+        })
+    }
+}
+
+/// Where an object goes under the destination: its `wickrio-file-path` (attachments, typed
+/// `file`, under `attachments/`), or its key without the prefix. Anything that could climb out of the
+/// destination is refused: object metadata is input like any other.
+fn restore_path(key: &str, prefix: &str, metadata: &HashMap<String, String>) -> Result<PathBuf, ObjectError> {
+    let relative = metadata.get("wickrio-file-path").cloned().unwrap_or_else(|| {
+        key.strip_prefix(prefix)
+            .unwrap_or(key)
+            .trim_start_matches('/')
+            .to_owned()
+    });
+    let path = Path::new(&relative);
+    let safe = !relative.is_empty()
+        && !relative.contains('\0')
+        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if !safe {
+        return Err(ObjectError::UnsafePath(relative));
+    }
+    Ok(match metadata.get("wickrio-type").map(String::as_str) {
+        Some("file") => Path::new("attachments").join(path),
+        _ => path.to_owned(),
+    })
+}
+
+/// A file with no name in `dir`, so a crash leaves nothing behind.
+fn unnamed_file_in(dir: &Path) -> std::io::Result<File> {
+    std::fs::create_dir_all(dir)?;
+    let fd = nix::fcntl::open(
+        dir,
+        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| {
+        std::io::Error::other(format!(
+            "cannot create an unnamed file in {} ({e}); the file system must support O_TMPFILE (ext4, xfs, btrfs, tmpfs do)",
+            dir.display()
+        ))
+    })?;
+    Ok(File::from(fd))
+}
+
+enum Named {
+    New(PathBuf),
+    /// An identical file already had the name.
+    Same(PathBuf),
+}
+
+/// Syncs the authenticated file and links it at `target`. If another file already has that name,
+/// an identical one means a re-run; a different one (two bots' attachments with the same name) is
+/// kept, and this one is linked under the object key's own, unique file name beside it.
+fn name_file(mut file: File, target: &Path, key: &str) -> std::io::Result<Named> {
+    file.flush()?;
+    file.sync_all()?;
+    let link = |at: &Path| {
+        use std::os::fd::AsRawFd;
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        nix::unistd::linkat(AT_FDCWD, proc_path.as_str(), AT_FDCWD, at, AtFlags::AT_SYMLINK_FOLLOW)
+    };
+    match link(target) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EEXIST) => {
+            if sha256_of(target)? == sha256_of_fd(&file)? {
+                return Ok(Named::Same(target.to_owned()));
+            }
+            let own_name = key.rsplit('/').next().unwrap_or(key);
+            let beside = target.with_file_name(own_name);
+            tracing::warn!(existing = %target.display(), restored = %beside.display(), "a different file already has this name; restoring beside it");
+            link(&beside).map_err(std::io::Error::from)?;
+            sync_parent(&beside)?;
+            return Ok(Named::New(beside));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    sync_parent(target)?;
+    Ok(Named::New(target.to_owned()))
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => crate::spool::disk::sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+fn sha256_of(path: &Path) -> std::io::Result<[u8; 32]> {
+    sha256_of_fd(&File::open(path)?)
+}
+
+fn sha256_of_fd(file: &File) -> std::io::Result<[u8; 32]> {
+    use std::io::{Read, Seek};
+    // The unnamed file was opened write-only: read it back through /proc.
+    let mut reader = File::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file)))?;
+    reader.rewind()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn restore_paths_follow_the_metadata_and_stay_inside() {
+        let m = meta(&[("wickrio-type", "file"), ("wickrio-file-path", "attachment_1_a.pdf")]);
+        assert_eq!(
+            restore_path("f/attachment_1_tag_a.pdf", "f/", &m).unwrap(),
+            Path::new("attachments/attachment_1_a.pdf")
+        );
+        let m = meta(&[("wickrio-type", "message"), ("wickrio-file-path", "m.txt")]);
+        assert_eq!(restore_path("f/m.txt", "f", &m).unwrap(), Path::new("m.txt"));
+        assert_eq!(restore_path("f/sub/x", "f", &meta(&[])).unwrap(), Path::new("sub/x"));
+        for bad in ["../x", "/etc/passwd", "a/../../x", "", "a\0b"] {
+            let m = meta(&[("wickrio-file-path", bad)]);
+            assert!(
+                matches!(restore_path("k", "", &m), Err(ObjectError::UnsafePath(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unnamed_file_gets_its_name_only_when_linked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = unnamed_file_in(dir.path()).unwrap();
+        f.write_all(b"hello").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let target = dir.path().join("x.txt");
+        assert!(matches!(name_file(f, &target, "k/x.txt").unwrap(), Named::New(_)));
+        assert_eq!(std::fs::read(&target).unwrap(), b"hello");
+
+        let mut same = unnamed_file_in(dir.path()).unwrap();
+        same.write_all(b"hello").unwrap();
+        assert!(matches!(name_file(same, &target, "k/x.txt").unwrap(), Named::Same(_)));
+
+        let mut other = unnamed_file_in(dir.path()).unwrap();
+        other.write_all(b"other").unwrap();
+        let Named::New(beside) = name_file(other, &target, "k/x_tag.txt").unwrap() else {
+            panic!()
+        };
+        assert_eq!(beside, dir.path().join("x_tag.txt"));
+        assert_eq!(std::fs::read(&target).unwrap(), b"hello");
+        assert_eq!(std::fs::read(&beside).unwrap(), b"other");
+    }
+}

@@ -59,6 +59,28 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
     },
+    /// Download every object under a prefix and restore it under DIR: objects in the S3 Encryption
+    /// Client V2 format are decrypted (the data key is unwrapped with KMS; needs kms:Decrypt), plain
+    /// ones copied. Each file appears only once its GCM tag checked out. Exit status 1 if any object
+    /// failed (each is reported) or, with --public-key, if the restored archive fails `verify`.
+    Decrypt {
+        #[arg(long, env = "WICKRIO_S3_BUCKET_NAME")]
+        bucket: String,
+        /// Only objects under this folder.
+        #[arg(long, env = "WICKRIO_S3_FOLDER_NAME", default_value = "")]
+        prefix: String,
+        #[arg(long, env = "WICKRIO_S3_REGION", default_value = "us-east-1")]
+        region: String,
+        /// The KMS key's region [default: the bucket's].
+        #[arg(long, env = "WICKRIO_KMS_REGION")]
+        kms_region: Option<String>,
+        /// Directory to restore into; attachments go to DIR/attachments.
+        #[arg(long, value_name = "DIR")]
+        dest: PathBuf,
+        /// Afterwards, check the restored archive against its signed manifests with this key.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
 }
 
 fn settings_help() -> String {
@@ -86,6 +108,27 @@ fn main() -> ExitCode {
     match command {
         Command::Healthcheck => return healthcheck(),
         Command::Verify { dir, public_key } => return verify(&dir, public_key),
+        Command::Decrypt {
+            bucket,
+            prefix,
+            region,
+            kms_region,
+            dest,
+            public_key,
+        } => {
+            let prefix = match prefix.trim_matches('/') {
+                "" => String::new(),
+                p => format!("{p}/"),
+            };
+            let options = retention_bot::decrypt::Options {
+                bucket,
+                prefix,
+                region,
+                kms_region,
+                dest,
+            };
+            return decrypt(&options, public_key);
+        }
         _ => {}
     }
     let config = match Config::from_env() {
@@ -198,6 +241,51 @@ fn healthcheck() -> ExitCode {
             eprintln!("unhealthy: cannot reach {addr}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn decrypt(options: &retention_bot::decrypt::Options, public_key: Option<PathBuf>) -> ExitCode {
+    use retention_bot::decrypt::Outcome;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("retention-bot decrypt: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let summary = match runtime.block_on(retention_bot::decrypt::run(options)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("retention-bot decrypt: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bucket = &options.bucket;
+    for (key, outcome) in &summary.restored {
+        let (verb, path) = match outcome {
+            Outcome::Decrypted(p) => ("decrypted", p),
+            Outcome::Copied(p) => ("copied", p),
+            Outcome::AlreadyThere(p) => ("already there", p),
+        };
+        println!("{verb}: s3://{bucket}/{key} -> {}", path.display());
+    }
+    for (key, e) in &summary.failed {
+        eprintln!("FAILED s3://{bucket}/{key}: {e}");
+    }
+    println!(
+        "{} object(s) restored to {}, {} failed",
+        summary.restored.len(),
+        options.dest.display(),
+        summary.failed.len()
+    );
+    let verified = match public_key {
+        Some(key) => verify(&options.dest, Some(key)),
+        None => ExitCode::SUCCESS,
+    };
+    if summary.failed.is_empty() {
+        verified
+    } else {
+        ExitCode::FAILURE
     }
 }
 
