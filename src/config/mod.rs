@@ -317,12 +317,16 @@ impl Config {
         })?;
         let mut rotate_after = parse_minutes(&get, "WICKRIO_COMP_TIMEROTATE")?;
         let mut max_file_bytes = max_file_bytes;
-        if s3.is_some() && get("WICKRIO_COMP_FILESIZE").is_none() && get("WICKRIO_COMP_TIMEROTATE").is_none() {
-            (max_file_bytes, rotate_after) = storage::S3_DEFAULT_ROTATION;
-            tracing::info!(
-                "S3 is configured and neither WICKRIO_COMP_FILESIZE nor WICKRIO_COMP_TIMEROTATE is set: \
-                 message files rotate (and upload) every 10 minutes or at 1 GiB"
-            );
+        if s3.is_some() && get("WICKRIO_COMP_FILESIZE").is_none() {
+            let (size, time) = storage::S3_DEFAULT_ROTATION;
+            max_file_bytes = size;
+            if get("WICKRIO_COMP_TIMEROTATE").is_none() {
+                rotate_after = time;
+                tracing::info!(
+                    "S3 is configured and neither WICKRIO_COMP_FILESIZE nor WICKRIO_COMP_TIMEROTATE is set: \
+                     message files rotate (and upload) every 10 minutes or at 1 GiB"
+                );
+            }
         }
         let min_free_mb = parse_u64(&get, "WICKRIO_COMP_MIN_FREE_MB", 512)?;
 
@@ -563,6 +567,26 @@ mod tests {
         assert_eq!(c.spool.rotate_after, None);
         assert_eq!(c.ingest.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.ingest.max_body, 16 << 20);
+    }
+
+    #[test]
+    fn s3_rotates_regularly_unless_told_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = ("WICKRIO_S3_BUCKET_NAME", "bkt-1");
+        let c = parse(with_dirs(dir.path(), &[s3])).unwrap();
+        assert_eq!(c.spool.max_file_bytes, 1 << 30);
+        assert_eq!(c.spool.rotate_after, Some(std::time::Duration::from_secs(600)));
+        let c = parse(with_dirs(dir.path(), &[s3, ("WICKRIO_COMP_TIMEROTATE", "0")])).unwrap();
+        assert_eq!((c.spool.max_file_bytes, c.spool.rotate_after), (1 << 30, None));
+        let c = parse(with_dirs(dir.path(), &[s3, ("WICKRIO_COMP_FILESIZE", "2048")])).unwrap();
+        assert_eq!((c.spool.max_file_bytes, c.spool.rotate_after), (2 << 20, None));
+        let kms = ("WICKRIO_KMS_MSTRKEY_ARN", "arn:aws:kms:us-east-1:123456789012:key/k");
+        let e = parse(with_dirs(
+            dir.path(),
+            &[s3, kms, ("WICKRIO_COMP_FILESIZE", "1000000000")],
+        ))
+        .unwrap_err();
+        assert_eq!(e.var, "WICKRIO_COMP_FILESIZE");
     }
 
     #[test]

@@ -9,8 +9,9 @@ pub const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
 /// Message files and attachments stay this far below the GCM cap when encryption is on: a file
 /// rotates at a line boundary, so it may overshoot its size limit by one batch.
 const ENCRYPTED_FILE_LIMIT: u64 = 60 << 30;
-/// With S3 and no rotation limit set, the original's defaults (1000000000 KiB, no time limit) would
-/// keep one file open, and un-uploaded, for ever: rotate every 10 minutes or at 1 GiB instead.
+/// With S3, the original's defaults (1000000000 KiB, no time limit) would keep one file open, and
+/// un-uploaded, for ever: the size limit defaults to 1 GiB, and with neither limit set, files also
+/// rotate every 10 minutes.
 pub(super) const S3_DEFAULT_ROTATION: (u64, Option<Duration>) = (1 << 30, Some(Duration::from_secs(600)));
 
 /// The bucket closed files are uploaded to.

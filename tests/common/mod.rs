@@ -2,6 +2,8 @@
 //! directories, and reads back what it wrote.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod aws;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,265 @@
+//! Real AWS APIs for tests: a moto server per test on a free loopback port (installed in `.venv` by
+//! `.ci/run`), clients pointed at it, and a TCP proxy that can cut or slow the bot's connection.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::free_port;
+
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run .ci/run (or: python3 -m venv .venv && .venv/bin/pip install 'moto[server]' boto3 amazon-s3-encryption-client-python)",
+        path.display()
+    );
+    path
+}
+
+/// A moto server, killed on drop.
+pub struct Moto {
+    pub port: u16,
+    child: Child,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = Moto { port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "moto server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .load()
+            .await
+    }
+
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk_config().await)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    pub async fn kms(&self) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&self.sdk_config().await)
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        self.s3().await.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+
+    /// A new symmetric KMS key; returns its ARN.
+    pub async fn create_key(&self) -> String {
+        let key = self.kms().await.create_key().send().await.unwrap();
+        key.key_metadata.unwrap().arn.unwrap()
+    }
+
+    /// The environment that points a bot (or the decrypt tool) at this server through `endpoint`.
+    pub fn env_via(endpoint: &str) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        Self::env_via(&self.endpoint())
+    }
+
+    /// Keys in the bucket, sorted.
+    pub async fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self.s3().await.list_objects_v2().bucket(bucket).send().await.unwrap();
+        let mut keys: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// An object's raw body and user metadata, as stored.
+    pub async fn object(&self, bucket: &str, key: &str) -> (Vec<u8>, HashMap<String, String>) {
+        let out = self
+            .s3()
+            .await
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let metadata = out.metadata().cloned().unwrap_or_default();
+        (out.body.collect().await.unwrap().to_vec(), metadata)
+    }
+
+    pub async fn put_raw(&self, bucket: &str, key: &str, body: Vec<u8>, metadata: HashMap<String, String>) {
+        self.s3()
+            .await
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .set_metadata(Some(metadata))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn unfinished_uploads(&self, bucket: &str) -> usize {
+        let out = self
+            .s3()
+            .await
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        out.uploads().len()
+    }
+
+    /// Decrypts with a third-party reader (`official` or `sample`; see tests/python/read_encrypted.py).
+    pub fn read_encrypted(&self, bucket: &str, key: &str, key_arn: &str, mode: &str) -> Result<Vec<u8>, String> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_encrypted.py");
+        let out = Command::new(venv_bin("python"))
+            .arg(script)
+            .args([&self.endpoint(), bucket, key, key_arn, mode])
+            .envs(self.env())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay to a server that a test can take down (connections refused and cut) or slow down.
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    /// Client-to-server bytes per second; 0 is unlimited.
+    rate: Arc<AtomicU64>,
+    /// Client-to-server bytes relayed so far.
+    pub sent: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    pub async fn start(target_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let rate = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (u, r, s) = (up.clone(), rate.clone(), sent.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if !u.load(Ordering::SeqCst) {
+                    continue; // dropped: the bot sees the connection closed
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)).await else {
+                    continue;
+                };
+                tokio::spawn(relay(client, server, u.clone(), r.clone(), s.clone()));
+            }
+        });
+        Proxy { port, up, rate, sent }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+
+    pub fn set_rate(&self, bytes_per_sec: u64) {
+        self.rate.store(bytes_per_sec, Ordering::SeqCst);
+    }
+}
+
+async fn relay(client: TcpStream, server: TcpStream, up: Arc<AtomicBool>, rate: Arc<AtomicU64>, sent: Arc<AtomicU64>) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let upstream = {
+        let up = up.clone();
+        async move {
+            let mut buf = vec![0u8; 16 << 10];
+            loop {
+                let n = match cr.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if !up.load(Ordering::SeqCst) || sw.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+                sent.fetch_add(n as u64, Ordering::SeqCst);
+                let r = rate.load(Ordering::SeqCst);
+                if r > 0 {
+                    tokio::time::sleep(Duration::from_secs_f64(n as f64 / r as f64)).await;
+                }
+            }
+        }
+    };
+    let downstream = async move {
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if !up.load(Ordering::SeqCst) || cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Either direction ending (or the proxy going down) closes both.
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
+    }
+}
