@@ -7,7 +7,7 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+mod support;
+use support::{Guard as Bot, free_port, row, vm_mib};
 
 /// Every message line is exactly this long, newline included.
 const LINE_BYTES: usize = 500;
@@ -188,23 +191,9 @@ async fn worker(addr: String, t: Arc<Template>, ids: Arc<AtomicU64>, until: Inst
     st
 }
 
-/// The bot's process; killed on drop if still running (when the bench panics before stopping it).
-struct Bot(Child);
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// Starts a bot writing under `root` on a free loopback port; returns it and its address.
 fn spawn_bot(root: &Path) -> (Bot, String) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("find a free port");
-    let addr = listener.local_addr().expect("free port").to_string();
-    drop(listener);
+    let addr = format!("127.0.0.1:{}", free_port());
     let bot = Command::new(env!("CARGO_BIN_EXE_retention-bot"))
         .env_clear()
         .env("WICKRIO_BOT_NAME", "bench")
@@ -251,16 +240,6 @@ async fn stop_bot(Bot(bot): &mut Bot) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("bot did not exit within 30 s of SIGTERM");
-}
-
-/// A memory figure of a process from /proc/<pid>/status (`VmHWM:` is the peak RSS), MiB.
-fn vm_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix(" kB")?.parse().ok());
-    kib.map(|kib: f64| kib / 1024.0)
-        .expect("the field in /proc/<pid>/status")
 }
 
 /// User + system CPU seconds of a process (utime and stime are in USER_HZ, 100 on Linux).
@@ -352,13 +331,6 @@ fn dd(dir: &Path, args: &[&str]) -> (f64, f64) {
     let number = |i: usize| words[i].parse::<f64>().expect("a number in dd's summary line");
     let secs = number(words.iter().position(|w| *w == "s,").expect("dd's seconds") - 1);
     (number(0) / secs / 1e6, secs)
-}
-
-/// One line of the summary: a figure next to its target or baseline.
-fn row(what: &str, figure: String, target: &str, met: Option<bool>) {
-    let verdict = met.map_or("", |met| if met { "ok" } else { "MISSED" });
-    let line = format!("{what:<24} {figure:>16}   {target:<42} {verdict}");
-    println!("{}", line.trim_end());
 }
 
 fn main() {

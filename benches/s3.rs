@@ -1,0 +1,313 @@
+//! The S3 sink's figures, each next to a baseline measured in the same run:
+//! - AES-256-GCM throughput of the bot's streaming encryptor (one core) against
+//!   `openssl speed -evp aes-256-gcm` (target: at least 70% of it);
+//! - upload throughput of the real bot to a local `s3s-fs` server against `aws s3 cp` of the same
+//!   files to the same server (target: at least as fast), plain and encrypted;
+//! - the bot's peak RSS (VmHWM) while it encrypts and uploads a 4 GiB file (target: under 64 MiB).
+//!
+//! Needs `s3s-fs` (`cargo install s3s-fs@0.14.1 --features binary`) and, in `.venv`, moto (KMS for
+//! the encrypted runs) and awscli (`.venv/bin/pip install awscli`).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use retention_bot::envelope::gcm::Encryptor;
+
+mod support;
+use support::{Guard, free_port, row, vm_mib};
+
+const BUCKET: &str = "bench";
+
+fn venv(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} missing: .venv/bin/pip install 'moto[server]' awscli",
+        path.display()
+    );
+    path
+}
+
+fn s3s_fs() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let path = Path::new(&home).join(".cargo/bin/s3s-fs");
+    assert!(
+        path.exists(),
+        "s3s-fs missing: cargo install s3s-fs@0.14.1 --features binary"
+    );
+    path
+}
+
+/// OpenSSL's single-core AES-256-GCM figure on 16 KiB blocks, MB/s.
+fn openssl_speed() -> f64 {
+    let out = Command::new("openssl")
+        .args([
+            "speed",
+            "-elapsed",
+            "-seconds",
+            "3",
+            "-bytes",
+            "16384",
+            "-evp",
+            "aes-256-gcm",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("run openssl speed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("AES-256-GCM"))
+        .expect("openssl speed prints an AES-256-GCM line");
+    let kb: f64 = line
+        .split_whitespace()
+        .last()
+        .and_then(|f| f.strip_suffix('k'))
+        .and_then(|f| f.parse().ok())
+        .expect("a figure in 1000s of bytes per second");
+    kb * 1000.0 / 1e6
+}
+
+/// The bot's encryptor over 8 MiB chunks (its upload part size) for about 3 s, MB/s.
+fn our_speed() -> f64 {
+    let mut chunk = vec![0x5au8; 8 << 20];
+    let mut enc = Encryptor::new(&[7; 32], &[9; 12]).expect("encryptor");
+    let (start, mut bytes) = (Instant::now(), 0u64);
+    while start.elapsed() < Duration::from_secs(3) {
+        enc.encrypt(&mut chunk).expect("encrypt");
+        bytes += chunk.len() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    std::hint::black_box(enc.finish().expect("tag"));
+    bytes as f64 / secs / 1e6
+}
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn aws_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+/// Writes `count` files of `size` bytes of pseudo-random data under `dir`.
+fn make_files(dir: &Path, count: usize, size: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).expect("create the source dir");
+    let mut block = vec![0u8; 8 << 20];
+    let mut x = 0x9e3779b97f4a7c15u64;
+    for b in block.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    (0..count)
+        .map(|i| {
+            let path = dir.join(format!("file{i:02}.bin"));
+            let mut f = std::fs::File::create(&path).expect("create a source file");
+            for n in 0..size / block.len() {
+                block[..8].copy_from_slice(&((i * 1_000_000 + n) as u64).to_le_bytes());
+                f.write_all(&block).expect("write a source file");
+            }
+            f.sync_all().expect("sync a source file");
+            path
+        })
+        .collect()
+}
+
+/// Runs a bot uploading the `files` (linked into its attachment directory, where start-up finds
+/// them as closed attachments) to `folder`; returns seconds from start until the last local copy is
+/// gone (deleted only once S3 confirmed it), and the bot's peak RSS in MiB.
+fn bot_upload(root: &Path, files: &[PathBuf], folder: &str, s3_port: u16, kms: Option<(&str, u16)>) -> (f64, f64) {
+    let attachments = root.join("f");
+    std::fs::create_dir_all(&attachments).expect("create the attachment dir");
+    for (i, file) in files.iter().enumerate() {
+        std::fs::hard_link(
+            file,
+            attachments.join(format!("attachment_20260101000000{i:03}_bench.bin")),
+        )
+        .expect("link a source file");
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retention-bot"));
+    cmd.env_clear()
+        .env("WICKRIO_BOT_NAME", "bench")
+        .env("WICKRIO_COMP_MESGDEST", root.join("m"))
+        .env("WICKRIO_COMP_FILEDEST", &attachments)
+        .env("WICKRIO_INGEST_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("WICKRIO_COMP_MIN_FREE_MB", "64")
+        .env("WICKRIO_STATE_DIR", root.join("state"))
+        .env("WICKRIO_BOT_PASSWORD", "bench-only-password")
+        .env("WICKRIO_S3_BUCKET_NAME", BUCKET)
+        .env("WICKRIO_S3_FOLDER_NAME", folder)
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{s3_port}"))
+        .env("RUST_LOG", "warn");
+    aws_env(&mut cmd);
+    if let Some((arn, kms_port)) = kms {
+        cmd.env("WICKRIO_KMS_MSTRKEY_ARN", arn)
+            .env("AWS_ENDPOINT_URL_KMS", format!("http://127.0.0.1:{kms_port}"));
+    }
+    let start = Instant::now();
+    let bot = Guard(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the bot"),
+    );
+    let pid = bot.0.id();
+    let deadline = start + Duration::from_secs(600);
+    loop {
+        let left = std::fs::read_dir(&attachments)
+            .expect("read the attachment dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("attachment_"))
+            })
+            .count();
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "upload did not finish in 10 minutes");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let rss = vm_mib(pid, "VmHWM:");
+    (secs, rss)
+}
+
+/// Sizes of the objects s3s-fs stored under `folder`, which must be the sources' sizes plus `extra`.
+fn check_stored(root: &Path, folder: &str, files: &[PathBuf], extra: u64) {
+    let dir = root.join(BUCKET).join(folder);
+    let stored: Vec<u64> = std::fs::read_dir(&dir)
+        .expect("read the stored folder")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("attachment_"))
+        .map(|e| e.metadata().expect("stat").len())
+        .collect();
+    assert_eq!(stored.len(), files.len(), "every file was stored in {}", dir.display());
+    let size = std::fs::metadata(&files[0]).expect("stat").len();
+    assert!(stored.iter().all(|s| *s == size + extra), "stored sizes {stored:?}");
+}
+
+fn main() {
+    let parent = std::env::var("BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
+    let tmp = tempfile::tempdir_in(parent).expect("create the temp dir");
+    let dir = tmp.path();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("S3 benchmark in {}; load average {}", dir.display(), load.trim());
+
+    let openssl = openssl_speed();
+    let ours = our_speed();
+    println!("AES-256-GCM: openssl speed {openssl:.0} MB/s; retention-bot encryptor {ours:.0} MB/s");
+
+    let store = dir.join("s3s");
+    std::fs::create_dir_all(store.join(BUCKET)).expect("create the bucket dir");
+    let s3_port = free_port();
+    let _s3s = Guard(
+        Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &s3_port.to_string()])
+            .args(["--access-key", "test", "--secret-key", "test"])
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs"),
+    );
+    let kms_port = free_port();
+    let _moto = Guard(
+        Command::new(venv("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &kms_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto"),
+    );
+    wait_port(s3_port, "s3s-fs");
+    wait_port(kms_port, "moto");
+    let out = aws_env(&mut Command::new(venv("aws")))
+        .args([
+            "kms",
+            "create-key",
+            "--endpoint-url",
+            &format!("http://127.0.0.1:{kms_port}"),
+        ])
+        .output()
+        .expect("aws kms create-key");
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout).expect("create-key output");
+    let arn = key["KeyMetadata"]["Arn"].as_str().expect("key ARN").to_owned();
+
+    let (count, size) = (8, 128 << 20);
+    let files = make_files(&dir.join("src"), count, size);
+    let total_mb = (count * size) as f64 / 1e6;
+
+    let start = Instant::now();
+    let status = aws_env(&mut Command::new(venv("aws")))
+        .args(["s3", "cp", "--recursive", "--only-show-errors"])
+        .arg(dir.join("src"))
+        .arg(format!("s3://{BUCKET}/awscli/"))
+        .args(["--endpoint-url", &format!("http://127.0.0.1:{s3_port}")])
+        .status()
+        .expect("aws s3 cp");
+    let awscli_secs = start.elapsed().as_secs_f64();
+    assert!(status.success(), "aws s3 cp failed");
+    let awscli = total_mb / awscli_secs;
+    std::fs::remove_dir_all(store.join(BUCKET).join("awscli")).expect("clean up");
+
+    let (plain_secs, plain_rss) = bot_upload(&dir.join("plain"), &files, "plain", s3_port, None);
+    check_stored(&store, "plain", &files, 0);
+    let plain = total_mb / plain_secs;
+    std::fs::remove_dir_all(store.join(BUCKET).join("plain")).expect("clean up");
+
+    let (enc_secs, enc_rss) = bot_upload(&dir.join("enc"), &files, "enc", s3_port, Some((&arn, kms_port)));
+    check_stored(&store, "enc", &files, 16);
+    let enc = total_mb / enc_secs;
+    std::fs::remove_dir_all(store.join(BUCKET).join("enc")).expect("clean up");
+    for f in &files {
+        std::fs::remove_file(f).expect("clean up");
+    }
+    println!(
+        "upload of {count} x {} MiB: aws s3 cp {awscli_secs:.2} s; bot plain {plain_secs:.2} s (peak RSS {plain_rss:.1} MiB); bot encrypted {enc_secs:.2} s (peak RSS {enc_rss:.1} MiB)",
+        size >> 20
+    );
+
+    let big = make_files(&dir.join("big"), 1, 4 << 30);
+    let (big_secs, big_rss) = bot_upload(&dir.join("bigrun"), &big, "big", s3_port, Some((&arn, kms_port)));
+    check_stored(&store, "big", &big, 16);
+    let big_mb = (4u64 << 30) as f64 / 1e6 / big_secs;
+    println!("4 GiB encrypted upload: {big_secs:.2} s ({big_mb:.0} MB/s), bot peak RSS {big_rss:.1} MiB");
+
+    println!();
+    row("summary", "figure".into(), "target / baseline", None);
+    row(
+        "AES-256-GCM MB/s (1 core)",
+        format!("{ours:.0}"),
+        &format!(">= 70% of openssl {openssl:.0} ({:.0}%)", ours / openssl * 100.0),
+        Some(ours >= 0.7 * openssl),
+    );
+    row(
+        "upload MB/s, plain",
+        format!("{plain:.0}"),
+        &format!(">= aws s3 cp {awscli:.0}"),
+        Some(plain >= awscli),
+    );
+    row(
+        "upload MB/s, encrypted",
+        format!("{enc:.0}"),
+        &format!(">= aws s3 cp {awscli:.0} (plain)"),
+        Some(enc >= awscli),
+    );
+    row(
+        "peak RSS MiB, 4 GiB encrypted",
+        format!("{big_rss:.1}"),
+        "< 64",
+        Some(big_rss < 64.0),
+    );
+}
