@@ -197,6 +197,11 @@ fn check_stored(root: &Path, folder: &str, files: &[PathBuf], extra: u64) {
     assert!(stored.iter().all(|s| *s == size + extra), "stored sizes {stored:?}");
 }
 
+/// Flushes dirty pages to disk, so the next timed run starts from a quiet disk.
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
 fn main() {
     let parent = std::env::var("BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
     let tmp = tempfile::tempdir_in(parent).expect("create the temp dir");
@@ -248,37 +253,48 @@ fn main() {
     let files = make_files(&dir.join("src"), count, size);
     let total_mb = (count * size) as f64 / 1e6;
 
-    let start = Instant::now();
-    let status = aws_env(&mut Command::new(venv("aws")))
-        .args(["s3", "cp", "--recursive", "--only-show-errors"])
-        .arg(dir.join("src"))
-        .arg(format!("s3://{BUCKET}/awscli/"))
-        .args(["--endpoint-url", &format!("http://127.0.0.1:{s3_port}")])
-        .status()
-        .expect("aws s3 cp");
-    let awscli_secs = start.elapsed().as_secs_f64();
-    assert!(status.success(), "aws s3 cp failed");
-    let awscli = total_mb / awscli_secs;
-    std::fs::remove_dir_all(store.join(BUCKET).join("awscli")).expect("clean up");
+    // Each contender runs twice, alternating, each time after a `sync` so that no run pays for the
+    // write-back of the one before; the better time of the two counts.
+    let (mut awscli_secs, mut plain_secs, mut enc_secs) = (f64::MAX, f64::MAX, f64::MAX);
+    let (mut plain_rss, mut enc_rss) = (0f64, 0f64);
+    for round in 0..2 {
+        settle();
+        let start = Instant::now();
+        let status = aws_env(&mut Command::new(venv("aws")))
+            .args(["s3", "cp", "--recursive", "--only-show-errors"])
+            .arg(dir.join("src"))
+            .arg(format!("s3://{BUCKET}/awscli/"))
+            .args(["--endpoint-url", &format!("http://127.0.0.1:{s3_port}")])
+            .status()
+            .expect("aws s3 cp");
+        awscli_secs = awscli_secs.min(start.elapsed().as_secs_f64());
+        assert!(status.success(), "aws s3 cp failed");
+        std::fs::remove_dir_all(store.join(BUCKET).join("awscli")).expect("clean up");
 
-    let (plain_secs, plain_rss) = bot_upload(&dir.join("plain"), &files, "plain", s3_port, None);
-    check_stored(&store, "plain", &files, 0);
-    let plain = total_mb / plain_secs;
-    std::fs::remove_dir_all(store.join(BUCKET).join("plain")).expect("clean up");
+        settle();
+        let (secs, rss) = bot_upload(&dir.join(format!("plain{round}")), &files, "plain", s3_port, None);
+        check_stored(&store, "plain", &files, 0);
+        (plain_secs, plain_rss) = (plain_secs.min(secs), plain_rss.max(rss));
+        std::fs::remove_dir_all(store.join(BUCKET).join("plain")).expect("clean up");
 
-    let (enc_secs, enc_rss) = bot_upload(&dir.join("enc"), &files, "enc", s3_port, Some((&arn, kms_port)));
-    check_stored(&store, "enc", &files, 16);
-    let enc = total_mb / enc_secs;
-    std::fs::remove_dir_all(store.join(BUCKET).join("enc")).expect("clean up");
+        settle();
+        let kms = Some((arn.as_str(), kms_port));
+        let (secs, rss) = bot_upload(&dir.join(format!("enc{round}")), &files, "enc", s3_port, kms);
+        check_stored(&store, "enc", &files, 16);
+        (enc_secs, enc_rss) = (enc_secs.min(secs), enc_rss.max(rss));
+        std::fs::remove_dir_all(store.join(BUCKET).join("enc")).expect("clean up");
+    }
+    let (awscli, plain, enc) = (total_mb / awscli_secs, total_mb / plain_secs, total_mb / enc_secs);
     for f in &files {
         std::fs::remove_file(f).expect("clean up");
     }
     println!(
-        "upload of {count} x {} MiB: aws s3 cp {awscli_secs:.2} s; bot plain {plain_secs:.2} s (peak RSS {plain_rss:.1} MiB); bot encrypted {enc_secs:.2} s (peak RSS {enc_rss:.1} MiB)",
+        "upload of {count} x {} MiB (best of 2): aws s3 cp {awscli_secs:.2} s; bot plain {plain_secs:.2} s (peak RSS {plain_rss:.1} MiB); bot encrypted {enc_secs:.2} s (peak RSS {enc_rss:.1} MiB)",
         size >> 20
     );
 
     let big = make_files(&dir.join("big"), 1, 4 << 30);
+    settle();
     let (big_secs, big_rss) = bot_upload(&dir.join("bigrun"), &big, "big", s3_port, Some((&arn, kms_port)));
     check_stored(&store, "big", &big, 16);
     let big_mb = (4u64 << 30) as f64 / 1e6 / big_secs;

@@ -1,6 +1,6 @@
 //! One file to one object: read in parts on the blocking pool, encrypt them if a key is configured,
 //! and send them as a single PutObject or as a multipart upload with a few parts in flight. Memory is
-//! bounded by `PART_SIZE * (IN_FLIGHT + 2)` whatever the file's size. Every request carries a CRC32C
+//! bounded by `PART_SIZE * (IN_FLIGHT + 2)` (40 MiB) whatever the file's size. Every request carries a CRC32C
 //! checksum that S3 verifies before it stores the data.
 
 use std::collections::HashMap;
@@ -136,7 +136,7 @@ async fn put_multipart(
     target: &Target<'_>,
     parts: mpsc::Receiver<Result<Bytes, AwsFailure>>,
 ) -> Result<(), AwsFailure> {
-    abort_abandoned(target).await?;
+    abort_abandoned(target).await;
     let what = format!("upload s3://{}/{}", target.bucket, target.key);
     let created = target
         .client
@@ -189,13 +189,17 @@ async fn send_parts(
     let mut in_flight = JoinSet::new();
     let mut completed = Vec::new();
     let mut number = 0;
-    while let Some(body) = next_part(&mut parts).await? {
-        number += 1;
+    loop {
+        // A free slot first, then the next part: no part waits in memory for a slot.
         if in_flight.len() >= IN_FLIGHT
             && let Some(done) = in_flight.join_next().await
         {
             completed.push(joined(done)?);
         }
+        let Some(body) = next_part(&mut parts).await? else {
+            break;
+        };
+        number += 1;
         let request = target
             .client
             .upload_part()
@@ -229,16 +233,24 @@ fn joined(
 }
 
 /// Aborts multipart uploads a crash left behind for this key. Keys are unique to this bot's files,
-/// so an unfinished upload of this key can only be an earlier attempt at this same file.
-async fn abort_abandoned(target: &Target<'_>) -> Result<(), AwsFailure> {
-    let listed = target
+/// so an unfinished upload of this key can only be an earlier attempt at this same file. Best effort:
+/// a bot allowed only `s3:PutObject` (the original's policy) still uploads, with a warning.
+async fn abort_abandoned(target: &Target<'_>) {
+    let listed = match target
         .client
         .list_multipart_uploads()
         .bucket(target.bucket)
         .prefix(target.key)
         .send()
         .await
-        .map_err(|e| failure(&format!("list unfinished uploads in s3://{}", target.bucket), &e))?;
+    {
+        Ok(listed) => listed,
+        Err(e) => {
+            let e = failure(&format!("list unfinished uploads in s3://{}", target.bucket), &e);
+            tracing::warn!(error = %e, "cannot look for unfinished uploads to abort (needs s3:ListBucketMultipartUploads); a crash may have left some behind");
+            return;
+        }
+    };
     for upload in listed.uploads() {
         let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
             continue;
@@ -250,7 +262,7 @@ async fn abort_abandoned(target: &Target<'_>) -> Result<(), AwsFailure> {
             key,
             "aborting an unfinished multipart upload left by an earlier attempt"
         );
-        target
+        if let Err(e) = target
             .client
             .abort_multipart_upload()
             .bucket(target.bucket)
@@ -258,12 +270,12 @@ async fn abort_abandoned(target: &Target<'_>) -> Result<(), AwsFailure> {
             .upload_id(id)
             .send()
             .await
-            .map_err(|e| {
-                failure(
-                    &format!("abort an unfinished upload of s3://{}/{key}", target.bucket),
-                    &e,
-                )
-            })?;
+        {
+            let e = failure(
+                &format!("abort an unfinished upload of s3://{}/{key}", target.bucket),
+                &e,
+            );
+            tracing::warn!(error = %e, "cannot abort an unfinished upload (needs s3:AbortMultipartUpload)");
+        }
     }
-    Ok(())
 }
