@@ -2,8 +2,10 @@
 //! configured) and deleted locally only once S3 has confirmed the object. Files wait on disk for as
 //! long as S3 or KMS is unreachable, so a restart picks up exactly what was not yet uploaded.
 //!
-//! `deliver` only queues: an uploader task works through the queue in order, so the HTTP source
-//! and the manifest stage never wait on the network, and the backlog is visible in the metrics.
+//! `deliver` only queues, so the HTTP source and the manifest stage never wait on the network, and
+//! the backlog is visible in the metrics. Two upload workers take files from the queue in order: one
+//! file's last parts and completion overlap the next file's first parts, while a shared budget of
+//! part buffers keeps memory bounded.
 
 mod upload;
 
@@ -12,8 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use super::Sink;
 use crate::aws::{self, AwsFailure, Retry};
@@ -23,7 +24,10 @@ use crate::metrics::{Counter, Gauge, Metrics};
 use crate::spool::{ClosedFile, FileKind, disk};
 
 pub use upload::PART_SIZE;
+use upload::PartBudget;
 
+/// Files uploaded at once.
+const WORKERS: usize = 2;
 /// Transient failures retry after 1 s, doubling up to this, with jitter.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Refusals (access denied, no such bucket, key disabled) retry this often: they need an operator.
@@ -31,8 +35,8 @@ const REFUSED_RETRY: Duration = Duration::from_secs(120);
 
 /// Queues closed files for the uploader task.
 pub struct S3Sink {
-    queue: Option<mpsc::UnboundedSender<ClosedFile>>,
-    uploader: Option<JoinHandle<()>>,
+    queue: Option<flume::Sender<ClosedFile>>,
+    workers: JoinSet<()>,
     metrics: Arc<Metrics>,
     /// How long `finish` lets the uploader empty its queue before leaving the rest for next start.
     finish_grace: Duration,
@@ -47,6 +51,7 @@ struct Uploader {
     /// two bots share a folder (message file names carry their own random instance id).
     bot_tag: String,
     metrics: Arc<Metrics>,
+    budget: PartBudget,
 }
 
 impl S3Sink {
@@ -67,17 +72,22 @@ impl S3Sink {
             encrypted = kms.is_some(),
             "closed files go to S3"
         );
-        let uploader = Uploader {
+        let uploader = Arc::new(Uploader {
             s3,
             kms,
             config,
             bot_tag,
             metrics: metrics.clone(),
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
+            budget: PartBudget::default(),
+        });
+        let (tx, rx) = flume::unbounded();
+        let mut workers = JoinSet::new();
+        for _ in 0..WORKERS {
+            workers.spawn(uploader.clone().run(rx.clone()));
+        }
         Self {
             queue: Some(tx),
-            uploader: Some(tokio::spawn(uploader.run(rx))),
+            workers,
             metrics,
             finish_grace,
         }
@@ -97,11 +107,9 @@ impl Sink for S3Sink {
 
     async fn finish(&mut self) {
         self.queue = None;
-        let Some(mut uploader) = self.uploader.take() else {
-            return;
-        };
-        if tokio::time::timeout(self.finish_grace, &mut uploader).await.is_err() {
-            uploader.abort();
+        let all_done = async { while self.workers.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.finish_grace, all_done).await.is_err() {
+            self.workers.abort_all();
             tracing::warn!(
                 files = self.metrics.level(Gauge::S3BacklogFiles),
                 bytes = self.metrics.level(Gauge::S3BacklogBytes),
@@ -112,8 +120,8 @@ impl Sink for S3Sink {
 }
 
 impl Uploader {
-    async fn run(self, mut queue: mpsc::UnboundedReceiver<ClosedFile>) {
-        while let Some(file) = queue.recv().await {
+    async fn run(self: Arc<Self>, queue: flume::Receiver<ClosedFile>) {
+        while let Ok(file) = queue.recv_async().await {
             self.upload_until_done(&file).await;
             self.metrics.lower(Gauge::S3BacklogFiles, 1);
             self.metrics.lower(Gauge::S3BacklogBytes, file.bytes);
@@ -181,7 +189,9 @@ impl Uploader {
                 ("wickrio-file-path".to_owned(), name),
             ]),
         };
-        upload::upload(target, &file.path, envelope).await.map_err(Some)
+        upload::upload(target, &file.path, envelope, &self.budget)
+            .await
+            .map_err(Some)
     }
 
     fn key_for(&self, file: &ClosedFile) -> String {

@@ -1,17 +1,19 @@
 //! One file to one object: read in parts on the blocking pool, encrypt them if a key is configured,
-//! and send them as a single PutObject or as a multipart upload with a few parts in flight. Memory is
-//! bounded by `PART_SIZE * (IN_FLIGHT + 2)` (40 MiB) whatever the file's size. Every request carries a CRC32C
-//! checksum that S3 verifies before it stores the data.
+//! and send them as a single PutObject or as a multipart upload with a few parts in flight. Every part
+//! in memory holds a permit of a [`PartBudget`] shared by all uploads, so memory stays bounded
+//! (`PART_SIZE * PARTS_IN_MEMORY`, 40 MiB) whatever the files' sizes and however many are under way.
+//! Every request carries a CRC32C checksum that S3 verifies before it stores the data.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::aws::{AwsFailure, Retry, failure};
@@ -20,8 +22,28 @@ use crate::envelope::{Envelope, gcm};
 /// 8 MiB parts: S3's minimum is 5 MiB, and 10,000 parts of 8 MiB hold 78 GiB, above any file the
 /// bot writes (the GCM cap keeps encrypted files under 64 GiB; rotation keeps the rest small).
 pub const PART_SIZE: usize = 8 << 20;
-/// Parts being sent at once.
+/// Parts of one file being sent at once.
 const IN_FLIGHT: usize = 3;
+/// Parts in memory at once, across all uploads.
+const PARTS_IN_MEMORY: usize = 5;
+
+/// The permits for part buffers, shared by every upload of one sink.
+#[derive(Clone)]
+pub struct PartBudget(Arc<Semaphore>);
+
+impl Default for PartBudget {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(PARTS_IN_MEMORY)))
+    }
+}
+
+/// A part's bytes and its share of the budget, released when the part is dropped (sent).
+struct Part {
+    body: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+type Parts = mpsc::Receiver<Result<Part, AwsFailure>>;
 
 /// Where an object goes and what it says about itself.
 pub struct Target<'a> {
@@ -32,7 +54,12 @@ pub struct Target<'a> {
 }
 
 /// Uploads `path`, encrypted under `envelope` when one is given. Returns the plaintext size.
-pub async fn upload(target: Target<'_>, path: &Path, envelope: Option<Envelope>) -> Result<u64, AwsFailure> {
+pub async fn upload(
+    target: Target<'_>,
+    path: &Path,
+    envelope: Option<Envelope>,
+    budget: &PartBudget,
+) -> Result<u64, AwsFailure> {
     let file = open(path).await?;
     let plain_len = file.metadata().map_err(|e| local(path, &e))?.len();
     let mut metadata = target.metadata.clone();
@@ -44,7 +71,7 @@ pub async fn upload(target: Target<'_>, path: &Path, envelope: Option<Envelope>)
         None => None,
     };
     drop(envelope);
-    let parts = read_parts(file, path, plain_len, encryptor);
+    let parts = read_parts(file, path, plain_len, encryptor, budget.clone());
     let target = Target { metadata, ..target };
     if plain_len <= PART_SIZE as u64 {
         put_single(&target, parts).await?;
@@ -73,12 +100,18 @@ fn read_parts(
     path: &Path,
     plain_len: u64,
     mut encryptor: Option<gcm::Encryptor>,
-) -> mpsc::Receiver<Result<Bytes, AwsFailure>> {
+    budget: PartBudget,
+) -> Parts {
     let (tx, rx) = mpsc::channel(1);
     let path = path.to_owned();
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut left = plain_len;
         loop {
+            // Waits (off the async threads) until the budget has room for one more part.
+            let Ok(permit) = runtime.block_on(budget.0.clone().acquire_owned()) else {
+                return;
+            };
             let take = left.min(PART_SIZE as u64) as usize;
             let last = take as u64 == left;
             let mut part = Vec::with_capacity(take + if last { gcm::TAG_LEN } else { 0 });
@@ -101,7 +134,11 @@ fn read_parts(
                 let _ = tx.blocking_send(Err(AwsFailure::new(Retry::Soon, e.to_string())));
                 return;
             }
-            if tx.blocking_send(Ok(Bytes::from(part))).is_err() || last {
+            let part = Part {
+                body: Bytes::from(part),
+                _permit: permit,
+            };
+            if tx.blocking_send(Ok(part)).is_err() || last {
                 return;
             }
         }
@@ -109,15 +146,14 @@ fn read_parts(
     rx
 }
 
-async fn next_part(parts: &mut mpsc::Receiver<Result<Bytes, AwsFailure>>) -> Result<Option<Bytes>, AwsFailure> {
+async fn next_part(parts: &mut Parts) -> Result<Option<Part>, AwsFailure> {
     parts.recv().await.transpose()
 }
 
-async fn put_single(
-    target: &Target<'_>,
-    mut parts: mpsc::Receiver<Result<Bytes, AwsFailure>>,
-) -> Result<(), AwsFailure> {
-    let body = next_part(&mut parts).await?.unwrap_or_default();
+async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<(), AwsFailure> {
+    // Held until the request is done: its permit covers the body in memory.
+    let part = next_part(&mut parts).await?;
+    let body = part.as_ref().map(|p| p.body.clone()).unwrap_or_default();
     target
         .client
         .put_object()
@@ -132,10 +168,7 @@ async fn put_single(
     Ok(())
 }
 
-async fn put_multipart(
-    target: &Target<'_>,
-    parts: mpsc::Receiver<Result<Bytes, AwsFailure>>,
-) -> Result<(), AwsFailure> {
+async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<(), AwsFailure> {
     abort_abandoned(target).await;
     let what = format!("upload s3://{}/{}", target.bucket, target.key);
     let created = target
@@ -181,11 +214,7 @@ async fn put_multipart(
     Ok(())
 }
 
-async fn send_parts(
-    target: &Target<'_>,
-    upload_id: &str,
-    mut parts: mpsc::Receiver<Result<Bytes, AwsFailure>>,
-) -> Result<Vec<CompletedPart>, AwsFailure> {
+async fn send_parts(target: &Target<'_>, upload_id: &str, mut parts: Parts) -> Result<Vec<CompletedPart>, AwsFailure> {
     let mut in_flight = JoinSet::new();
     let mut completed = Vec::new();
     let mut number = 0;
@@ -196,7 +225,7 @@ async fn send_parts(
         {
             completed.push(joined(done)?);
         }
-        let Some(body) = next_part(&mut parts).await? else {
+        let Some(part) = next_part(&mut parts).await? else {
             break;
         };
         number += 1;
@@ -208,10 +237,11 @@ async fn send_parts(
             .upload_id(upload_id)
             .part_number(number)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .body(ByteStream::from(body));
+            .body(ByteStream::from(part.body.clone()));
         let what = format!("upload part {number} of s3://{}/{}", target.bucket, target.key);
         in_flight.spawn(async move {
             let out = request.send().await.map_err(|e| failure(&what, &e))?;
+            drop(part);
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag)
