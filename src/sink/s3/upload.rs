@@ -60,8 +60,7 @@ pub async fn upload(
     envelope: Option<Envelope>,
     budget: &PartBudget,
 ) -> Result<u64, AwsFailure> {
-    let file = open(path).await?;
-    let plain_len = file.metadata().map_err(|e| local(path, &e))?.len();
+    let (file, plain_len) = open(path).await?;
     let mut metadata = target.metadata.clone();
     if let Some(envelope) = &envelope {
         metadata.extend(envelope.metadata(plain_len).into_iter().map(|(k, v)| (k.to_owned(), v)));
@@ -81,12 +80,17 @@ pub async fn upload(
     Ok(plain_len)
 }
 
-async fn open(path: &Path) -> Result<std::fs::File, AwsFailure> {
+/// The file and its size, from the blocking pool.
+async fn open(path: &Path) -> Result<(std::fs::File, u64), AwsFailure> {
     let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(owned))
-        .await
-        .map_err(|e| AwsFailure::new(Retry::Soon, format!("reader task failed: {e}")))?
-        .map_err(|e| local(path, &e))
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(owned)?;
+        let len = file.metadata()?.len();
+        Ok((file, len))
+    })
+    .await
+    .map_err(|e| AwsFailure::new(Retry::Soon, format!("reader task failed: {e}")))?
+    .map_err(|e| local(path, &e))
 }
 
 fn local(path: &Path, e: &std::io::Error) -> AwsFailure {
