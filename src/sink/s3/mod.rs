@@ -23,7 +23,6 @@ use crate::envelope::Envelope;
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::spool::{ClosedFile, FileKind, disk};
 
-pub use upload::PART_SIZE;
 use upload::PartBudget;
 
 /// Files uploaded at once.
