@@ -10,7 +10,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::metrics::Metrics;
+use crate::metrics::{Gauge, Metrics};
+use crate::report::watchdog::Watchdog;
+use crate::report::{EventKind, Events};
 use crate::sink::manifest::{ManifestSink, ManifestWriter};
 use crate::sink::{self, local::LocalSink, s3::S3Sink};
 use crate::source::http::{self, HttpState};
@@ -26,7 +28,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Recovers what a previous run left open and starts the writer and the sink.
-    pub async fn start(config: &Config, metrics: Arc<Metrics>, identity: &Identity) -> anyhow::Result<Self> {
+    /// Also starts the watchdog, which reports through `events` until shutdown.
+    pub async fn start(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        identity: &Identity,
+        events: &Events,
+    ) -> anyhow::Result<Self> {
         let (closed_tx, closed_rx) = mpsc::unbounded_channel();
         let (stop_sink, stop_rx) = watch::channel(false);
         let (spool, state, key) = (
@@ -45,7 +53,7 @@ impl Pipeline {
                 // The first 8 hex digits of the public key: stable for this installation.
                 let bot_tag = identity.public_key_hex().chars().take(8).collect();
                 let grace = config.ingest.shutdown_grace;
-                let s3 = S3Sink::new(s3.clone(), bot_tag, metrics.clone(), grace).await;
+                let s3 = S3Sink::new(s3.clone(), bot_tag, metrics.clone(), events.clone(), grace).await;
                 tokio::spawn(sink::run(ManifestSink::new(s3, manifest), closed_rx, stop_rx))
             }
             None => tokio::spawn(sink::run(ManifestSink::new(LocalSink, manifest), closed_rx, stop_rx)),
@@ -54,6 +62,14 @@ impl Pipeline {
         let spool = tokio::task::spawn_blocking(move || Spool::start(spool_config, m, closed_tx))
             .await?
             .with_context(|| format!("cannot start the spool in {}", config.spool.mesg_dest.display()))?;
+        let watchdog = Watchdog::new(
+            metrics.clone(),
+            events.clone(),
+            config.reporting.watchdog_after,
+            vec![config.spool.mesg_dest.clone(), config.spool.file_dest.clone()],
+            config.spool.min_free_bytes,
+        );
+        tokio::spawn(watchdog.run(stop_sink.subscribe()));
         Ok(Self {
             spool,
             metrics,
@@ -73,10 +89,10 @@ impl Pipeline {
 }
 
 /// `retention-bot run`: serve the HTTP source until SIGTERM/SIGINT, then shut down gracefully.
-pub async fn run(config: Config, metrics: Arc<Metrics>, identity: Identity) -> anyhow::Result<()> {
+pub async fn run(config: Config, metrics: Arc<Metrics>, identity: Identity, events: Events) -> anyhow::Result<()> {
     // Installed first, so a stop request during start-up is honoured rather than fatal.
     let signal = shutdown_signal()?;
-    let pipeline = Pipeline::start(&config, metrics, &identity).await?;
+    let pipeline = Pipeline::start(&config, metrics, &identity, &events).await?;
     let addr = config.ingest.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -101,9 +117,16 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, identity: Identity) -> a
         attachments = %config.spool.file_dest.display(),
         "retention-bot ready"
     );
+    events.send(EventKind::Started, started_message(&config));
 
     tokio::select! {
-        signal = signal => tracing::info!(signal, "shutting down: refusing new data, finishing requests in flight"),
+        signal = signal => {
+            tracing::info!(signal, "shutting down: refusing new data, finishing requests in flight");
+            events.send(
+                EventKind::Stopping,
+                format!("stopping on {signal}: refusing new data, finishing requests in flight and uploads"),
+            );
+        }
         result = &mut server => {
             result??;
             anyhow::bail!("the HTTP server stopped unexpectedly");
@@ -124,9 +147,54 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, identity: Identity) -> a
     if tokio::time::timeout(Duration::from_secs(2), &mut server).await.is_err() {
         server.abort();
     }
+    let metrics = pipeline.metrics.clone();
     pipeline.shutdown().await;
     tracing::info!("stopped");
+    let waiting = metrics.level(Gauge::S3BacklogFiles);
+    events.send(
+        EventKind::Stopped,
+        match waiting {
+            0 => "stopped: everything received is saved".to_owned(),
+            n => format!(
+                "stopped: everything received is saved; {n} file(s) ({} bytes) wait on local disk for their upload at the next start",
+                metrics.level(Gauge::S3BacklogBytes)
+            ),
+        },
+    );
     Ok(())
+}
+
+/// What an operator wants to know when the bot comes up: who, which version, where data goes.
+fn started_message(config: &Config) -> String {
+    let destination = match &config.s3 {
+        Some(s3) => format!(
+            "s3://{}/{} ({})",
+            s3.bucket,
+            s3.folder,
+            match &s3.kms {
+                Some(kms) => format!("encrypted with KMS key {}", kms.key_arn),
+                None => "not encrypted client-side".to_owned(),
+            }
+        ),
+        None => format!(
+            "{} and {} (local disk)",
+            config.spool.mesg_dest.display(),
+            config.spool.file_dest.display()
+        ),
+    };
+    format!(
+        "started: retention-bot {} logged in as {}; HTTP source on {}; files go to {destination}",
+        env!("CARGO_PKG_VERSION"),
+        config.bot_name,
+        config.ingest.addr
+    )
+}
+
+/// Resolves once `stop` turns true (or its sender is gone): the stop signal every background task
+/// of the pipeline and the reporters selects on.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, not held across the caller's select.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
 /// Installs SIGTERM and SIGINT handlers; the future resolves with the name of the first to arrive.

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use retention_bot::config::{self, Config, LogFormat, SETTINGS};
+use retention_bot::config::{self, Config, LogFormat, SETTINGS, SecretLocation, secret};
 use retention_bot::daemon::{self, Pipeline};
-use retention_bot::identity::{self, password::Terminal};
+use retention_bot::identity::{self, PasswordChange, password::Terminal};
 use retention_bot::metrics::Metrics;
+use retention_bot::report::{EventKind, Events, Reporter};
 use retention_bot::source::import;
 
 /// Exit status for a bad setting: the daemon did not start and changed nothing.
@@ -131,24 +132,6 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("configuration error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let metrics = Arc::new(Metrics::default());
-    let identity = identity::login(&config.identity, None, &mut Terminal, &mut std::io::stdout(), &metrics);
-    let identity = match identity {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::error!("login refused: {e}");
-            return ExitCode::from(if e.is_refusal() { EXIT_LOGIN } else { 1 });
-        }
-    };
-    tracing::debug!(?identity, "logged in");
-    release_freed_memory();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -156,17 +139,138 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match command {
-            Command::Import { files } => run_import(&config, metrics, &identity, files).await,
-            _ => daemon::run(config, metrics, identity).await.map(|()| ExitCode::SUCCESS),
-        }
-    });
-    match result {
-        Ok(code) => code,
+    start(&runtime, command)
+}
+
+/// How long, at exit, queued events and the last metrics may take to publish.
+const REPORT_FLUSH: Duration = Duration::from_secs(5);
+
+/// `run` and `import`: the configuration (environment, then the Secrets Manager secret), the
+/// reporters, login, then the pipeline. Every exit caused by an error is reported as a critical
+/// event first, when the SNS topic is known.
+fn start(runtime: &tokio::runtime::Runtime, command: Command) -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    let (secret, location, secret_error) = match SecretLocation::from_env(env) {
         Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
+            tracing::error!("configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Ok(None) => (None, None, None),
+        Ok(Some(location)) => match runtime.block_on(secret::fetch(&location)) {
+            Ok(values) => {
+                tracing::info!(secret = %location.name, region = %location.region, "settings read from Secrets Manager");
+                values.log_sources(env);
+                (Some(values), Some(location), None)
+            }
+            Err(e) => (None, Some(location), Some(e)),
+        },
+    };
+    let lookup = secret::layered(env, secret.as_ref());
+    let reporting = match config::reporting::from_lookup(&lookup) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let metrics = Arc::new(Metrics::default());
+    let reporter = runtime.block_on(Reporter::start(&reporting, metrics.clone()));
+    let events = reporter.events.clone();
+    let refuse = |code: u8, kind: EventKind, message: String| {
+        tracing::error!("{message}");
+        events.send(kind, format!("not started: {message}"));
+        ExitCode::from(code)
+    };
+    let code = 'run: {
+        if let Some(e) = secret_error {
+            break 'run refuse(
+                EXIT_CONFIG,
+                EventKind::Fatal,
+                format!("cannot use the settings secret: {e}"),
+            );
+        }
+        let config = match Config::from_lookup(&lookup) {
+            Ok(c) => c,
+            Err(e) => break 'run refuse(EXIT_CONFIG, EventKind::Fatal, format!("configuration error: {e}")),
+        };
+        let secret_password = secret.as_ref().and_then(|s| s.password());
+        let identity = identity::login(
+            &config.identity,
+            secret_password,
+            &mut Terminal,
+            &mut std::io::stdout(),
+            &metrics,
+        );
+        let identity = match identity {
+            Ok(id) => id,
+            Err(e) => {
+                let code = if e.is_refusal() { EXIT_LOGIN } else { 1 };
+                break 'run refuse(code, EventKind::LoginFailed, format!("login refused: {e}"));
+            }
+        };
+        tracing::debug!(?identity, "logged in");
+        if let Some(change) = identity.password_change() {
+            let store_in = location.as_ref().filter(|_| config.secret_update);
+            runtime.block_on(announce_password(change, &identity, store_in, &events));
+        }
+        release_freed_memory();
+        let result = runtime.block_on(async {
+            match command {
+                Command::Import { files } => run_import(&config, metrics, &identity, &events, files).await,
+                _ => daemon::run(config, metrics, identity, events.clone())
+                    .await
+                    .map(|()| ExitCode::SUCCESS),
+            }
+        });
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                events.send(EventKind::Fatal, format!("stopped on an error: {e:#}"));
+                ExitCode::FAILURE
+            }
+        }
+    };
+    runtime.block_on(reporter.close(REPORT_FLUSH));
+    code
+}
+
+/// Tells the operators a password was generated or rotated, and with `WICKRIO_SECRET_UPDATE` writes
+/// it into the secret, so nobody has to copy it out of the logs.
+async fn announce_password(
+    change: PasswordChange,
+    identity: &identity::Identity,
+    store_in: Option<&SecretLocation>,
+    events: &Events,
+) {
+    let (kind, what) = match change {
+        PasswordChange::Generated => (
+            EventKind::PasswordGenerated,
+            "first run: the bot generated its password",
+        ),
+        PasswordChange::Rotated => (EventKind::PasswordRotated, "password rotated"),
+    };
+    let Some(location) = store_in else {
+        events.send(
+            kind,
+            format!("{what}; the previous password no longer works; keep the new one safe (it is not in this event)"),
+        );
+        return;
+    };
+    match secret::store_password(location, identity.password()).await {
+        Ok(()) => {
+            tracing::info!(secret = %location.name, "the new password is stored in the secret's password key");
+            events.send(
+                kind,
+                format!("{what}; it is stored in secret {:?} (key password)", location.name),
+            );
+        }
+        Err(e) => {
+            let message = format!(
+                "{what}, but it could NOT be stored in the secret: {e}; copy it from the banner (or the new WICKRIO_ROTATE_PASSWORD) into the secret's password key by hand"
+            );
+            tracing::error!("{message}");
+            events.send(EventKind::SecretUpdateFailed, message);
         }
     }
 }
@@ -188,9 +292,10 @@ async fn run_import(
     config: &Config,
     metrics: Arc<Metrics>,
     identity: &identity::Identity,
+    events: &Events,
     files: Vec<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let pipeline = Pipeline::start(config, metrics, identity).await?;
+    let pipeline = Pipeline::start(config, metrics, identity, events).await?;
     let (spool, metrics) = (pipeline.spool.clone(), pipeline.metrics.clone());
     let outcome =
         tokio::task::spawn_blocking(move || import::import(&files, &spool, &metrics, &mut std::io::stderr().lock()))

@@ -43,12 +43,16 @@ Counter {
     RequestsRefused => "Requests_Refused", "HTTP requests refused (bad input, bad token, disk low, shutting down).";
     S3Uploads => "S3_Uploads", "Files uploaded to S3 (and then deleted locally).";
     S3UploadedBytes => "S3_Uploaded_Bytes", "Bytes of files uploaded to S3 (before encryption).";
+    S3PartsUploaded => "S3_Parts_Uploaded", "Parts and single-request objects S3 accepted: the watchdog's measure of upload progress.";
+    SnsPublishErrors => "SNS_Publish_Errors", "Events that could not be published to SNS (after retries).";
+    CloudWatchErrors => "CloudWatch_Errors", "Failed publications to CloudWatch (their counts go out with the next one).";
 }
 }
 
 metrics! {
 /// A level that goes up and down.
 Gauge {
+    MessagesPending => "Messages_Pending", "Messages handed to the spool writer and not yet written or refused.";
     S3BacklogFiles => "S3_Backlog_Files", "Closed files waiting on local disk for their upload to S3.";
     S3BacklogBytes => "S3_Backlog_Bytes", "Bytes of closed files waiting on local disk for their upload to S3.";
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::aws::{Moto, Proxy};
-use common::{Bot, attachment_form, closed_message_files, file_message, file_names, text_message};
+use common::{Bot, attachment_form, closed_message_files, file_message, file_names, metric, text_message, wait_for};
 
 const FOLDER: &str = "retention/bot1";
 
@@ -26,28 +26,6 @@ async fn s3_bot(endpoint: &str, bucket: &str, extra: &[(&str, &str)]) -> Bot {
     env.push(("WICKRIO_S3_FOLDER_NAME".into(), FOLDER.into()));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Bot::start(&refs(&env)).await
-}
-
-async fn metric(bot: &Bot, name: &str) -> u64 {
-    let text = reqwest::get(bot.url("/metrics")).await.unwrap().text().await.unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("{name}{{")))
-        .unwrap_or_else(|| panic!("no metric {name}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
-/// Waits until `check` passes; on time-out, fails with the bot's log.
-async fn wait_for(bot: &Bot, what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; bot log:\n{}",
-            bot.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn last_segment(key: &str) -> &str {

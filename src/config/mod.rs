@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+pub mod reporting;
+pub mod secret;
 mod storage;
+pub use reporting::ReportingConfig;
+pub use secret::SecretLocation;
 pub use storage::{GCM_MAX_PLAINTEXT, KmsConfig, S3Config};
 
 /// A setting's name, default and meaning: the one table that `--help` and the README follow.
@@ -127,6 +131,51 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "region of the KMS key",
     },
     Setting {
+        name: "AWS_SECRET_NAME",
+        default: "(none)",
+        meaning: "Secrets Manager secret (JSON) whose keys stand in for unset variables: password, s3_bucket_name, s3_region, s3_folder_name, kms_master_key_arn, kms_region, sns_topic_arn",
+    },
+    Setting {
+        name: "AWS_SECRET_REGION",
+        default: "(AWS_DEFAULT_REGION)",
+        meaning: "the secret's region",
+    },
+    Setting {
+        name: "WICKRIO_SECRET_UPDATE",
+        default: "false",
+        meaning: "true: write the generated or rotated password into the secret's password key (needs secretsmanager:PutSecretValue)",
+    },
+    Setting {
+        name: "AWS_DEFAULT_REGION",
+        default: "us-east-1",
+        meaning: "region of the secret (unless AWS_SECRET_REGION) and of CloudWatch",
+    },
+    Setting {
+        name: "WICKRIO_SNS_TOPIC_ARN",
+        default: "(none)",
+        meaning: "publish start, stop and error events to this SNS topic (its region is the ARN's)",
+    },
+    Setting {
+        name: "WICKRIO_EVENT_REPEAT_SECS",
+        default: "300",
+        meaning: "repeats of one kind of event within this many seconds are sent once, then as one event with a count",
+    },
+    Setting {
+        name: "WICKRIO_METRICS_TYPE",
+        default: "(none)",
+        meaning: "cloudwatch: publish the counters to CloudWatch namespace WickrIO, dimension BotName",
+    },
+    Setting {
+        name: "WICKRIO_METRICS_INTERVAL_SECS",
+        default: "60",
+        meaning: "seconds between CloudWatch publications",
+    },
+    Setting {
+        name: "WICKRIO_WATCHDOG_SECS",
+        default: "120",
+        meaning: "pending work without progress this long is a watchdog warning; five times as long, a failure",
+    },
+    Setting {
         name: "AWS_ENDPOINT_URL",
         default: "(AWS)",
         meaning: "send AWS calls to another endpoint (an S3-compatible store, a test server); S3 then uses path-style addressing",
@@ -226,16 +275,12 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// `None`: files stay on local disk.
     pub s3: Option<S3Config>,
+    pub reporting: ReportingConfig,
+    /// `AWS_SECRET_NAME`: where the settings came from, and where the password is written back.
+    pub secret: Option<SecretLocation>,
+    /// `WICKRIO_SECRET_UPDATE`: write a generated or rotated password into the secret.
+    pub secret_update: bool,
 }
-
-/// Settings of the original that this version does not act on yet. Refusing them beats silently
-/// keeping everything on local disk when an admin asked for S3.
-const NOT_YET: &[(&str, &str)] = &[
-    ("AWS_SECRET_NAME", "reading the configuration from Secrets Manager"),
-    ("WICKRIO_SNS_TOPIC_ARN", "SNS events"),
-    ("WICKRIO_METRICS_TYPE", "CloudWatch metrics"),
-    ("WICKRIO_SECRET_UPDATE", "writing the password back to Secrets Manager"),
-];
 
 /// The log format is read on its own, before anything else, so that even configuration errors are
 /// logged in the format the operator asked for.
@@ -375,14 +420,15 @@ impl Config {
             storage::check_encryptable(max_file_bytes, max_file)?;
         }
 
-        for (var, feature) in NOT_YET {
-            if let Some(value) = get(var) {
-                return Err(ConfigError::new(
-                    var,
-                    format!("is set ({value:?}), but {feature} is not implemented in this version yet"),
-                    "unset it to run with local storage only",
-                ));
-            }
+        let reporting = reporting::from_lookup(&get)?;
+        let secret = SecretLocation::from_env(&env)?;
+        let secret_update = parse_bool(&get, "WICKRIO_SECRET_UPDATE")?;
+        if secret_update && secret.is_none() {
+            return Err(ConfigError::new(
+                "WICKRIO_SECRET_UPDATE",
+                "is true, but AWS_SECRET_NAME is not set: there is no secret to write the password into",
+                "set AWS_SECRET_NAME, or unset WICKRIO_SECRET_UPDATE",
+            ));
         }
         let state_dir =
             get("WICKRIO_STATE_DIR").map_or_else(|| PathBuf::from("/tmp").join(&bot_name).join("state"), PathBuf::from);
@@ -426,7 +472,22 @@ impl Config {
                 rotate_to,
             },
             s3,
+            reporting,
+            secret,
+            secret_update,
         })
+    }
+}
+
+fn parse_bool(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<bool, ConfigError> {
+    match get(var).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(other) => Err(ConfigError::new(
+            var,
+            format!("{other:?} is not true or false"),
+            "true or false",
+        )),
     }
 }
 

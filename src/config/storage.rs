@@ -129,7 +129,7 @@ fn check_bucket_name(name: &str) -> Result<(), ConfigError> {
     ))
 }
 
-fn check_region(var: &'static str, region: &str) -> Result<(), ConfigError> {
+pub(super) fn check_region(var: &'static str, region: &str) -> Result<(), ConfigError> {
     let ok = !region.is_empty()
         && region.len() <= 32
         && region

@@ -26,6 +26,16 @@ pub struct Identity {
     signing_key: SigningKey,
     password: Secret,
     public_key_hex: String,
+    change: Option<PasswordChange>,
+}
+
+/// A password that this start-up put in effect, which an operator (or the secret) must now hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordChange {
+    /// First run: the banner's password.
+    Generated,
+    /// `WICKRIO_ROTATE_PASSWORD`.
+    Rotated,
 }
 
 impl std::fmt::Debug for Identity {
@@ -44,6 +54,11 @@ impl Identity {
     /// The password now in effect (generated or rotated): what the Secrets Manager write-back stores.
     pub fn password(&self) -> &Secret {
         &self.password
+    }
+
+    /// Whether this start-up generated or rotated the password.
+    pub fn password_change(&self) -> Option<PasswordChange> {
+        self.change
     }
 
     pub fn public_key_hex(&self) -> &str {
@@ -106,40 +121,67 @@ fn unlock(
         return first_run(config, secret_password, prompter, out);
     }
     let sealed = SealedIdentity::load(&path)?;
-    let (given, source) = password::obtain(config.password.clone(), secret_password, false, prompter)?;
+    let (given, source) = password::obtain(config.password.clone(), secret_password.clone(), false, prompter)?;
     let (key, current) = match sealed.unseal(&given, &path) {
         Ok(key) => (key, given),
-        Err(SealError::WrongPassword) => match config.rotate_to.as_ref().map(|new| (new, sealed.unseal(new, &path))) {
-            // A restart after a rotation, with the old password still configured beside the new one.
-            Some((new, Ok(key))) => {
-                tracing::warn!(
-                    "WICKRIO_ROTATE_PASSWORD is already the bot's password; set the password source to it and remove WICKRIO_ROTATE_PASSWORD"
-                );
-                (key, new.clone())
-            }
-            _ if sealed.is_initial_password(&given) => return Err(LoginError::InitialPassword),
-            _ => return Err(LoginError::WrongPassword(dir.clone())),
+        Err(SealError::WrongPassword) => match fallback(&sealed, &path, &given, secret_password.as_ref(), config) {
+            Some(found) => found,
+            None if sealed.is_initial_password(&given) => return Err(LoginError::InitialPassword),
+            None => return Err(LoginError::WrongPassword(dir.clone())),
         },
         Err(e) => return Err(e.into()),
     };
     tracing::info!(from = %source, public_key = %sealed.public_key, "identity unlocked");
-    let current = match &config.rotate_to {
+    let (current, change) = match &config.rotate_to {
         Some(new) if *new != current => {
             sealed.reseal(&key, new)?.store(&path)?;
             tracing::info!("password rotated: the previous password no longer opens the bot's identity");
-            new.clone()
+            (new.clone(), Some(PasswordChange::Rotated))
         }
         Some(_) => {
             tracing::warn!("WICKRIO_ROTATE_PASSWORD equals the current password: nothing to rotate");
-            current
+            (current, None)
         }
-        None => current,
+        None => (current, None),
     };
     Ok(Identity {
         public_key_hex: sealed.public_key,
         signing_key: key,
         password: current,
+        change,
     })
+}
+
+/// Passwords tried when the given one is refused. The secret's: with `WICKRIO_SECRET_UPDATE` the
+/// secret holds the generated password while the `docker run` line may still carry the initial one
+/// in `WICKRIO_BOT_PASSWORD`. Then `WICKRIO_ROTATE_PASSWORD`: a restart after a rotation, with the
+/// old password still configured beside the new one.
+fn fallback(
+    sealed: &SealedIdentity,
+    path: &Path,
+    given: &Secret,
+    secret_password: Option<&Secret>,
+    config: &IdentityConfig,
+) -> Option<(SigningKey, Secret)> {
+    let candidates = [
+        (
+            secret_password,
+            "WICKRIO_BOT_PASSWORD does not open the bot's identity but the secret's password does: remove WICKRIO_BOT_PASSWORD so the secret is used",
+        ),
+        (
+            config.rotate_to.as_ref(),
+            "WICKRIO_ROTATE_PASSWORD is already the bot's password; set the password source to it and remove WICKRIO_ROTATE_PASSWORD",
+        ),
+    ];
+    for (candidate, advice) in candidates {
+        if let Some(candidate) = candidate.filter(|c| *c != given)
+            && let Ok(key) = sealed.unseal(candidate, path)
+        {
+            tracing::warn!("{advice}");
+            return Some((key, candidate.clone()));
+        }
+    }
+    None
 }
 
 fn first_run(
@@ -168,6 +210,7 @@ fn first_run(
         public_key_hex: sealed.public_key,
         signing_key: key,
         password: generated,
+        change: Some(PasswordChange::Generated),
     })
 }
 

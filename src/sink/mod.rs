@@ -37,16 +37,11 @@ pub async fn run<S: Sink>(
                 Some(file) => sink.deliver(file).await,
                 None => break,
             },
-            () = stopped(&mut stop) => break,
+            () = crate::daemon::stopped(&mut stop) => break,
         }
     }
     while let Ok(file) = files.try_recv() {
         sink.deliver(file).await;
     }
     sink.finish().await;
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is dropped here, not held across the select.
-    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }

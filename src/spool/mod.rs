@@ -21,7 +21,7 @@ pub use attachment::{PartialAttachment, SavedAttachment, safe_attachment_name};
 
 use crate::config::SpoolConfig;
 use crate::message::Lines;
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::{Counter, Gauge, Metrics};
 use naming::Names;
 
 /// What a closed file holds; the sink files them differently (and S3 tags them so).
@@ -108,6 +108,27 @@ struct Inner {
     healthy: Arc<AtomicBool>,
 }
 
+/// Counts messages waiting on the writer in `Messages_Pending` while it lives: the watchdog's view
+/// of the spool's pending work.
+struct Pending<'a> {
+    metrics: &'a Metrics,
+    count: u64,
+}
+
+impl<'a> Pending<'a> {
+    fn new(metrics: &'a Metrics, count: usize) -> Self {
+        let count = count as u64;
+        metrics.raise(Gauge::MessagesPending, count);
+        Self { metrics, count }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.metrics.lower(Gauge::MessagesPending, self.count);
+    }
+}
+
 /// Requests queued for the writer at most; producers wait (asynchronously) beyond it.
 const QUEUE_DEPTH: usize = 4096;
 
@@ -149,6 +170,7 @@ impl Spool {
     pub async fn append(&self, lines: Lines) -> Result<(), SpoolError> {
         let (done, rx) = oneshot::channel();
         let count = lines.count;
+        let _pending = Pending::new(&self.inner.metrics, count);
         if self.inner.tx.send_async(Request::Append { lines, done }).await.is_err() {
             return Err(self.refused(count, SpoolError::ShuttingDown));
         }
@@ -159,6 +181,7 @@ impl Spool {
     pub fn append_blocking(&self, lines: Lines) -> Result<(), SpoolError> {
         let (done, rx) = oneshot::channel();
         let count = lines.count;
+        let _pending = Pending::new(&self.inner.metrics, count);
         if self.inner.tx.send(Request::Append { lines, done }).is_err() {
             return Err(self.refused(count, SpoolError::ShuttingDown));
         }

@@ -78,6 +78,119 @@ impl Moto {
         self.s3().await.create_bucket().bucket(bucket).send().await.unwrap();
     }
 
+    pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
+    }
+
+    pub async fn create_secret(&self, name: &str, text: &str) {
+        let client = self.secrets().await;
+        client
+            .create_secret()
+            .name(name)
+            .secret_string(text)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The secret's current JSON.
+    pub async fn secret_json(&self, name: &str) -> serde_json::Value {
+        let out = self
+            .secrets()
+            .await
+            .get_secret_value()
+            .secret_id(name)
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str(out.secret_string().unwrap()).unwrap()
+    }
+
+    /// An SNS topic with an SQS queue subscribed to it (raw delivery: each message is the event
+    /// itself). Returns the topic ARN and the queue URL.
+    pub async fn topic_with_queue(&self, name: &str) -> (String, String) {
+        let config = self.sdk_config().await;
+        let (sns, sqs) = (aws_sdk_sns::Client::new(&config), aws_sdk_sqs::Client::new(&config));
+        let topic = sns.create_topic().name(name).send().await.unwrap().topic_arn.unwrap();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap();
+        let queue_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .attributes("RawMessageDelivery", "true")
+            .send()
+            .await
+            .unwrap();
+        (topic, queue_url)
+    }
+
+    /// Every message now in the queue (removed from it), parsed as JSON.
+    pub async fn drain_queue(&self, queue_url: &str) -> Vec<serde_json::Value> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk_config().await);
+        let mut out = Vec::new();
+        loop {
+            let got = sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            if got.messages().is_empty() {
+                return out;
+            }
+            for m in got.messages() {
+                out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// The sum of a `WickrIO` metric's datapoints for bot `bot` over the last hour.
+    pub async fn metric_sum(&self, name: &str, bot: &str) -> Option<f64> {
+        let cw = aws_sdk_cloudwatch::Client::new(&self.sdk_config().await);
+        let now = std::time::SystemTime::now();
+        let out = cw
+            .get_metric_statistics()
+            .namespace("WickrIO")
+            .metric_name(name)
+            .dimensions(
+                aws_sdk_cloudwatch::types::Dimension::builder()
+                    .name("BotName")
+                    .value(bot)
+                    .build(),
+            )
+            .start_time((now - Duration::from_secs(3600)).into())
+            .end_time((now + Duration::from_secs(60)).into())
+            .period(3600)
+            .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .send()
+            .await
+            .unwrap();
+        let points = out.datapoints();
+        (!points.is_empty()).then(|| points.iter().filter_map(|p| p.sum()).sum())
+    }
+
     /// A new symmetric KMS key; returns its ARN.
     pub async fn create_key(&self) -> String {
         let key = self.kms().await.create_key().send().await.unwrap();

@@ -290,3 +290,26 @@ pub fn open_files(dir: &Path) -> Vec<String> {
         .filter(|n| n.starts_with("receivedMessages_") && n.ends_with(".open"))
         .collect()
 }
+
+/// A value from the bot's `GET /metrics`.
+pub async fn metric(bot: &Bot, name: &str) -> u64 {
+    let text = reqwest::get(bot.url("/metrics")).await.unwrap().text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .unwrap_or_else(|| panic!("no metric {name}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Waits until `check` passes; on time-out, fails with the bot's log.
+pub async fn wait_for(bot: &Bot, what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; bot log:\n{}",
+            bot.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

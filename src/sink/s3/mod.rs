@@ -12,6 +12,7 @@ mod upload;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -21,6 +22,7 @@ use crate::aws::{self, AwsFailure, Retry};
 use crate::config::S3Config;
 use crate::envelope::Envelope;
 use crate::metrics::{Counter, Gauge, Metrics};
+use crate::report::{EventKind, Events};
 use crate::spool::{ClosedFile, FileKind, disk};
 
 use upload::PartBudget;
@@ -51,11 +53,52 @@ struct Uploader {
     bot_tag: String,
     metrics: Arc<Metrics>,
     budget: PartBudget,
+    events: Events,
+    /// Per [`Service`]: failing since its last success. Operators hear of the first failure and
+    /// of the recovery, not of every retry.
+    failing: [AtomicBool; 2],
+}
+
+/// Where an attempt failed: each service has its own failing and recovered events.
+#[derive(Debug, Clone, Copy)]
+enum Service {
+    S3 = 0,
+    Kms = 1,
+}
+
+impl Service {
+    fn failing(self, e: &AwsFailure) -> (EventKind, String) {
+        match self {
+            Service::S3 => (
+                EventKind::S3Failing,
+                format!("S3 upload failing: {e}; closed files wait on local disk and are retried"),
+            ),
+            Service::Kms => (
+                EventKind::KmsFailing,
+                format!(
+                    "KMS failing: {e}; nothing is uploaded unencrypted: closed files wait on local disk and are retried"
+                ),
+            ),
+        }
+    }
+
+    fn recovered(self) -> (EventKind, &'static str) {
+        match self {
+            Service::S3 => (EventKind::S3Recovered, "S3 uploads recovered: files are uploaded again"),
+            Service::Kms => (EventKind::KmsRecovered, "KMS recovered: data keys are issued again"),
+        }
+    }
 }
 
 impl S3Sink {
     /// Builds the clients (no network call is made yet: an outage at start-up must not stop capture).
-    pub async fn new(config: S3Config, bot_tag: String, metrics: Arc<Metrics>, finish_grace: Duration) -> Self {
+    pub async fn new(
+        config: S3Config,
+        bot_tag: String,
+        metrics: Arc<Metrics>,
+        events: Events,
+        finish_grace: Duration,
+    ) -> Self {
         let s3 = aws::s3_client(&aws::sdk_config(&config.region).await);
         let kms = match &config.kms {
             Some(kms) => Some((
@@ -78,6 +121,8 @@ impl S3Sink {
             bot_tag,
             metrics: metrics.clone(),
             budget: PartBudget::default(),
+            events,
+            failing: Default::default(),
         });
         let (tx, rx) = flume::unbounded();
         let mut workers = JoinSet::new();
@@ -134,6 +179,7 @@ impl Uploader {
         for attempt in 1u64.. {
             match self.upload_once(file, &key).await {
                 Ok(bytes) => {
+                    self.note_success();
                     self.metrics.incr(Counter::S3Uploads);
                     self.metrics.add(Counter::S3UploadedBytes, bytes);
                     tracing::info!(file = %file.path.display(), key, bytes, attempt, "uploaded to S3");
@@ -141,8 +187,9 @@ impl Uploader {
                     return;
                 }
                 Err(None) => return,
-                Err(Some(e)) => {
+                Err(Some((service, e))) => {
                     self.metrics.incr(Counter::S3PostErrors);
+                    self.note_failure(service, &e);
                     let wait = match e.retry {
                         Retry::Soon => {
                             tracing::warn!(file = %file.path.display(), attempt, error = %e, "upload failed; the file waits on disk and is retried");
@@ -167,15 +214,36 @@ impl Uploader {
         }
     }
 
+    fn note_failure(&self, service: Service, e: &AwsFailure) {
+        if !self.failing[service as usize].swap(true, Ordering::Relaxed) {
+            let (kind, message) = service.failing(e);
+            self.events.send(kind, message);
+        }
+    }
+
+    fn note_success(&self) {
+        for service in [Service::Kms, Service::S3] {
+            if self.failing[service as usize].swap(false, Ordering::Relaxed) {
+                let (kind, message) = service.recovered();
+                tracing::info!("{message}");
+                self.events.send(kind, message);
+            }
+        }
+    }
+
     /// `Err(None)`: the file is gone (nothing to upload).
-    async fn upload_once(&self, file: &ClosedFile, key: &str) -> Result<u64, Option<AwsFailure>> {
+    async fn upload_once(&self, file: &ClosedFile, key: &str) -> Result<u64, Option<(Service, AwsFailure)>> {
         if !tokio::fs::try_exists(&file.path).await.unwrap_or(true) {
             tracing::warn!(file = %file.path.display(), "closed file vanished before its upload; nothing to upload");
             return Err(None);
         }
         // Fail closed: with a key configured there is no path to an unencrypted upload.
         let envelope = match &self.kms {
-            Some((kms, key_arn)) => Some(Envelope::generate(kms, key_arn).await.map_err(Some)?),
+            Some((kms, key_arn)) => Some(
+                Envelope::generate(kms, key_arn)
+                    .await
+                    .map_err(|e| Some((Service::Kms, e)))?,
+            ),
             None => None,
         };
         let name = file_name(&file.path);
@@ -187,10 +255,11 @@ impl Uploader {
                 ("wickrio-type".to_owned(), file.kind.as_str().to_owned()),
                 ("wickrio-file-path".to_owned(), name),
             ]),
+            metrics: &self.metrics,
         };
         upload::upload(target, &file.path, envelope, &self.budget)
             .await
-            .map_err(Some)
+            .map_err(|e| Some((Service::S3, e)))
     }
 
     fn key_for(&self, file: &ClosedFile) -> String {

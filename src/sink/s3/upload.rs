@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::aws::{AwsFailure, Retry, failure};
 use crate::envelope::{Envelope, gcm};
+use crate::metrics::{Counter, Metrics};
 
 /// 8 MiB parts: S3's minimum is 5 MiB, and 10,000 parts of 8 MiB hold 78 GiB, above any file the
 /// bot writes (the GCM cap keeps encrypted files under 64 GiB; rotation keeps the rest small).
@@ -51,6 +52,8 @@ pub struct Target<'a> {
     pub bucket: &'a str,
     pub key: &'a str,
     pub metadata: HashMap<String, String>,
+    /// Counts every part (or single object) S3 accepts: the watchdog's measure of progress.
+    pub metrics: &'a Arc<Metrics>,
 }
 
 /// Uploads `path`, encrypted under `envelope` when one is given. Returns the plaintext size.
@@ -169,6 +172,7 @@ async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<(), AwsFail
         .send()
         .await
         .map_err(|e| failure(&format!("upload s3://{}/{}", target.bucket, target.key), &e))?;
+    target.metrics.incr(Counter::S3PartsUploaded);
     Ok(())
 }
 
@@ -243,9 +247,11 @@ async fn send_parts(target: &Target<'_>, upload_id: &str, mut parts: Parts) -> R
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(part.body.clone()));
         let what = format!("upload part {number} of s3://{}/{}", target.bucket, target.key);
+        let metrics = target.metrics.clone();
         in_flight.spawn(async move {
             let out = request.send().await.map_err(|e| failure(&what, &e))?;
             drop(part);
+            metrics.incr(Counter::S3PartsUploaded);
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag)
