@@ -254,3 +254,38 @@ async fn a_full_disk_never_leaves_half_a_line() {
     let all: std::collections::HashSet<&String> = lines.iter().collect();
     assert!(acked.iter().all(|m| all.contains(m)));
 }
+
+#[tokio::test]
+async fn the_watchdog_reports_disk_low_then_full_then_recovered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _fs = Tmpfs::mount(&tmp.path().join("disk"), 64);
+    let mut bot = Bot::prepare(
+        &tmp.path().join("disk"),
+        &[("WICKRIO_COMP_MIN_FREE_MB", "20"), ("WICKRIO_WATCHDOG_SECS", "1")],
+    );
+    bot.spawn().await;
+    let wait_until = async |text: &str| {
+        for _ in 0..100 {
+            if bot.log_text().contains(text) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no {text:?} in the log:\n{}", bot.log_text());
+    };
+    let ballast = tmp.path().join("disk/ballast");
+    std::fs::write(&ballast, vec![0u8; 30 * MIB]).unwrap();
+    wait_until("disk low: ").await;
+    std::fs::write(tmp.path().join("disk/ballast2"), vec![0u8; 16 * MIB]).unwrap();
+    wait_until("disk full: ").await;
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 507);
+    std::fs::remove_file(&ballast).unwrap();
+    std::fs::remove_file(tmp.path().join("disk/ballast2")).unwrap();
+    wait_until("disk space recovered").await;
+    assert!(bot.stop().await.success());
+    // Each change of state is reported once: both destinations are on the one file system.
+    let log = bot.log_text();
+    for text in ["disk low: ", "disk full: ", "disk space recovered"] {
+        assert_eq!(log.matches(text).count(), 1, "{text}\n{log}");
+    }
+}

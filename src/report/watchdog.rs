@@ -22,12 +22,16 @@ const FAILURE_AFTER: u32 = 5;
 /// One stage of the pipeline as the watchdog sees it.
 struct Stage {
     name: &'static str,
-    pending: fn(&Metrics) -> u64,
-    progress: fn(&Metrics) -> u64,
+    pending: Reading,
+    progress: Reading,
     stall: Stall,
 }
 
-const STAGES: [(&str, fn(&Metrics) -> u64, fn(&Metrics) -> u64); 2] = [
+/// Reads one figure of a stage from the metrics.
+type Reading = fn(&Metrics) -> u64;
+
+/// Each stage: its name, its pending work, its progress measure.
+const STAGES: [(&str, Reading, Reading); 2] = [
     (
         "spool writer",
         |m| m.level(Gauge::MessagesPending),
@@ -134,8 +138,20 @@ impl Watchdog {
                 stall: Stall::new(progress(&metrics), now),
             })
             .collect();
-        let mut disks: Vec<(PathBuf, Space)> = dirs.into_iter().map(|d| (d, Space::Enough)).collect();
-        disks.dedup_by(|a, b| a.0 == b.0);
+        // One entry per file system: two destinations on one disk would report everything twice.
+        let mut devices = Vec::new();
+        let disks = dirs
+            .into_iter()
+            .filter(|d| {
+                let device = std::fs::metadata(d)
+                    .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+                    .ok();
+                let new = !devices.contains(&device);
+                devices.push(device);
+                new
+            })
+            .map(|d| (d, Space::Enough))
+            .collect();
         Self {
             metrics,
             events,
