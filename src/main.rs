@@ -25,8 +25,8 @@ const EXIT_LOGIN: u8 = 3;
     version,
     about = "Data retention daemon: captures every message and file into crash-safe rotating files",
     long_about = "Data retention daemon: captures every message and file into crash-safe rotating files.\n\n\
-        Configured entirely by environment variables (the AWS Wickr data retention bot's names), so the same \
-        `docker run -e ...` line works. Producers POST WickrIO-format messages to the HTTP source; each is \
+        Configured by environment variables (the AWS Wickr data retention bot's names), so the same \
+        `docker run -e ...` line works, or by the same keys in a Secrets Manager secret (AWS_SECRET_NAME). Producers POST WickrIO-format messages to the HTTP source; each is \
         acknowledged (202) only once it is fsync'd. Exit status 2 means a setting was refused, 3 that the \
         password was.",
     after_long_help = settings_help()

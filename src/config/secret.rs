@@ -182,11 +182,16 @@ pub async fn store_password(location: &SecretLocation, password: &Secret) -> Res
     let client = client(location).await;
     let text = read_string(&client, location).await?;
     let mut map = parse_object(&location.name, &text)?;
+    wipe_password(&mut map);
     map.insert(
         "password".to_owned(),
         serde_json::Value::String(password.expose().to_owned()),
     );
-    let updated = Zeroizing::new(serde_json::Value::Object(map).to_string());
+    let mut secret = serde_json::Value::Object(map);
+    let updated = Zeroizing::new(secret.to_string());
+    if let serde_json::Value::Object(map) = &mut secret {
+        wipe_password(map);
+    }
     client
         .put_secret_value()
         .secret_id(&location.name)
@@ -195,6 +200,13 @@ pub async fn store_password(location: &SecretLocation, password: &Secret) -> Res
         .await
         .map_err(|e| sdk_error(location, "PutSecretValue", e))?;
     Ok(())
+}
+
+/// serde_json does not wipe the strings it drops: the password's copy is wiped by hand.
+fn wipe_password(map: &mut serde_json::Map<String, serde_json::Value>) {
+    if let Some(serde_json::Value::String(p)) = map.get_mut("password") {
+        zeroize::Zeroize::zeroize(p);
+    }
 }
 
 async fn client(location: &SecretLocation) -> aws_sdk_secretsmanager::Client {
