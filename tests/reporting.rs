@@ -206,6 +206,25 @@ async fn a_secret_alone_configures_a_real_upload_and_receives_the_generated_pass
         bot.log_text()
             .contains("the secret's password does: remove WICKRIO_BOT_PASSWORD")
     );
+
+    // A rotation is written back too, and the next start needs nothing but the secret.
+    bot.env.retain(|(k, _)| k != "WICKRIO_BOT_PASSWORD");
+    bot.set_env("WICKRIO_ROTATE_PASSWORD", "rotated-password-0123");
+    bot.spawn().await;
+    assert!(bot.stop().await.success());
+    assert_eq!(
+        moto.secret_json("retention/bot").await["password"],
+        "rotated-password-0123"
+    );
+    // (The harness learns the banner's password after every start: drop it again.)
+    bot.env
+        .retain(|(k, _)| k != "WICKRIO_ROTATE_PASSWORD" && k != "WICKRIO_BOT_PASSWORD");
+    bot.spawn().await;
+    assert!(bot.stop().await.success());
+    assert!(
+        !bot.log_text().contains("rotated-password-0123"),
+        "a password was logged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
