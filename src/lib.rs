@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod identity;
 pub mod message;
 pub mod metrics;
+pub mod privileges;
 pub mod report;
 pub mod sink;
 pub mod source;

@@ -11,6 +11,7 @@ use retention_bot::config::{self, Config, LogFormat, SETTINGS, SecretLocation, s
 use retention_bot::daemon::{self, Pipeline};
 use retention_bot::identity::{self, PasswordChange, password::Terminal};
 use retention_bot::metrics::Metrics;
+use retention_bot::privileges;
 use retention_bot::report::{EventKind, Events, Reporter};
 use retention_bot::source::import;
 
@@ -193,6 +194,18 @@ fn start(runtime: &tokio::runtime::Runtime, command: Command) -> ExitCode {
             Ok(c) => c,
             Err(e) => break 'run refuse(EXIT_CONFIG, EventKind::Fatal, format!("configuration error: {e}")),
         };
+        let run_as = match privileges::parse_run_as(env("WICKRIO_RUN_AS").as_deref()) {
+            Ok(r) => r,
+            Err(e) => break 'run refuse(EXIT_CONFIG, EventKind::Fatal, format!("configuration error: {e}")),
+        };
+        let own = [
+            config.identity.state_dir.as_path(),
+            config.spool.mesg_dest.as_path(),
+            config.spool.file_dest.as_path(),
+        ];
+        if let Err(e) = privileges::drop_root(run_as, &own) {
+            break 'run refuse(1, EventKind::Fatal, e.to_string());
+        }
         let secret_password = secret.as_ref().and_then(|s| s.password());
         let identity = identity::login(
             &config.identity,

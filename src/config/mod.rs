@@ -181,6 +181,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "send AWS calls to another endpoint (an S3-compatible store, a test server); S3 then uses path-style addressing",
     },
     Setting {
+        name: "WICKRIO_RUN_AS",
+        default: "(none; 10001:10001 in the image)",
+        meaning: "started as root: give the bot's directories to this <uid>:<gid> and run as it (for root-owned volume mounts)",
+    },
+    Setting {
         name: "WICKRIO_LOG_FORMAT",
         default: "text",
         meaning: "log format: text or json (levels from RUST_LOG, default info)",

@@ -1,0 +1,35 @@
+# retention-bot container image.
+#
+#   docker build -t retention-bot .
+#   docker run -v /opt/compliancebot:/tmp/compliancebot -d --restart on-failure:5 --name=compliancebot -ti \
+#     -e WICKRIO_BOT_NAME=compliancebot -e WICKRIO_BOT_PASSWORD=... retention-bot
+#
+# The same `docker run` line as the original's. The bot starts as root only to hand its directories
+# (often a root-owned volume) to the unprivileged user `bot` (WICKRIO_RUN_AS), then runs as that user.
+# It is PID 1 itself: it handles SIGTERM (`docker stop`) and SIGINT, and starts no child processes.
+
+# ---- build ---------------------------------------------------------------------------------------
+FROM rust:1.89-slim-bookworm AS builder
+WORKDIR /src
+COPY . .
+RUN cargo build --locked --release \
+    && install -D -m 0755 target/release/retention-bot /out/retention-bot
+
+# ---- runtime -------------------------------------------------------------------------------------
+FROM debian:bookworm-slim
+# CA certificates for TLS to AWS; nothing else is needed (the binary links only glibc).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 bot \
+    && useradd --system --uid 10001 --gid bot --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin bot
+COPY --from=builder /out/retention-bot /usr/local/bin/retention-bot
+ENV WICKRIO_RUN_AS=10001:10001 \
+    RETENTION_BOT_IMAGE=retention-bot
+# The HTTP source (WICKRIO_INGEST_ADDR; loopback by default: set 0.0.0.0:8080 and a token to publish it).
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["/usr/local/bin/retention-bot", "healthcheck"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/retention-bot"]
+CMD ["run"]
