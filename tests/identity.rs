@@ -3,14 +3,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use common::{Bot, INITIAL_PASSWORD, generated_password};
+use common::{Bot, INITIAL_PASSWORD, Terminal, generated_password};
 
 const EXIT_LOGIN: i32 = 3;
 
@@ -151,71 +146,22 @@ fn terminal_prompt_asks_twice_and_again_on_mismatch() {
     let tmp = tempfile::tempdir().unwrap();
     let mut bot = Bot::prepare(tmp.path(), &[]);
     bot.env.retain(|(k, _)| k != "WICKRIO_BOT_PASSWORD");
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let mut cmd = bot.command();
-    cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
-    let slave_fd = pty.slave.as_raw_fd();
-    unsafe {
-        // A session of its own with the pty as controlling terminal, so /dev/tty is the pty.
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if nix::libc::ioctl(slave_fd, nix::libc::TIOCSCTTY, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    drop(pty.slave);
+    let mut term = Terminal::spawn(bot.command());
+    term.wait_for("Enter the password:", 1);
+    term.type_line("first-typed-pw");
+    term.wait_for("Re-enter the password:", 1);
+    term.type_line("different-pw");
+    term.wait_for("do not match", 1);
+    term.wait_for("Enter the password:", 2);
+    term.type_line("typed-initial-pw");
+    term.wait_for("Re-enter the password:", 2);
+    term.type_line("typed-initial-pw");
+    term.wait_for("TO START THE BOT", 1);
+    term.wait_for("retention-bot ready", 1);
+    term.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(term.wait().success());
 
-    let screen = Arc::new(Mutex::new(String::new()));
-    let mut master = std::fs::File::from(pty.master);
-    let mut writer = master.try_clone().unwrap();
-    let reader_screen = screen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            reader_screen
-                .lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let wait_for = |needle: &str, occurrence: usize| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while screen.lock().unwrap().matches(needle).count() < occurrence {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} on screen:\n{}",
-                screen.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_for("Enter the password:", 1);
-    writer.write_all(b"first-typed-pw\n").unwrap();
-    wait_for("Re-enter the password:", 1);
-    writer.write_all(b"different-pw\n").unwrap();
-    wait_for("do not match", 1);
-    wait_for("Enter the password:", 2);
-    writer.write_all(b"typed-initial-pw\n").unwrap();
-    wait_for("Re-enter the password:", 2);
-    writer.write_all(b"typed-initial-pw\n").unwrap();
-    wait_for("TO START THE BOT", 1);
-    wait_for("retention-bot ready", 1);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
-
-    let shown = screen.lock().unwrap().clone();
+    let shown = term.screen();
     for typed in ["first-typed-pw", "different-pw", "typed-initial-pw"] {
         assert!(!shown.contains(typed), "{typed} was echoed:\n{shown}");
     }
