@@ -1,0 +1,177 @@
+//! Every setting the bot reads, with its default and meaning: the one table that `--help` prints and
+//! the README's configuration table follows.
+
+/// A setting's name, default and meaning: the one table that `--help` and the README follow.
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "WICKRIO_BOT_NAME",
+        default: "(required)",
+        meaning: "the bot's name; default paths live under /tmp/<botname>",
+    },
+    Setting {
+        name: "WICKRIO_BOT_PASSWORD",
+        default: "(none)",
+        meaning: "the password: the initial one on first run, the generated one after (else the terminal prompt)",
+    },
+    Setting {
+        name: "WICKRIO_ROTATE_PASSWORD",
+        default: "(none)",
+        meaning: "at start-up, change the password to this one (at least 12 characters)",
+    },
+    Setting {
+        name: "WICKRIO_STATE_DIR",
+        default: "/tmp/<botname>/state",
+        meaning: "the bot's sealed identity, public key and manifest chain head; keep it (mount it) across restarts",
+    },
+    Setting {
+        name: "WICKRIO_COMP_MESGDEST",
+        default: "/tmp/<botname>/compliance/messages",
+        meaning: "directory of the message files",
+    },
+    Setting {
+        name: "WICKRIO_COMP_FILEDEST",
+        default: "/tmp/<botname>/compliance/attachments",
+        meaning: "directory of the attachments",
+    },
+    Setting {
+        name: "WICKRIO_COMP_BASENAME",
+        default: "receivedMessages",
+        meaning: "first part of every message file's name",
+    },
+    Setting {
+        name: "WICKRIO_COMP_FILESIZE",
+        default: "1000000000 (1048576 = 1 GiB with S3)",
+        meaning: "rotate a message file at this size, KiB",
+    },
+    Setting {
+        name: "WICKRIO_COMP_TIMEROTATE",
+        default: "0 (off; 10 with S3)",
+        meaning: "rotate a message file this many minutes after it was opened (decimals allowed: 0.5 = 30 s)",
+    },
+    Setting {
+        name: "WICKRIO_COMP_MIN_FREE_MB",
+        default: "512",
+        meaning: "refuse new data (507) while either destination's disk has less free space, MiB",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_ADDR",
+        default: "127.0.0.1:8080",
+        meaning: "address of the HTTP source",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_TOKEN",
+        default: "(none)",
+        meaning: "bearer token required on /v1/*; mandatory on a non-loopback address",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_MAX_BODY",
+        default: "16MiB",
+        meaning: "largest JSON/NDJSON body or multipart `message` part (bytes, or with KiB/MiB/GiB)",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_MAX_BUFFER",
+        default: "256MiB",
+        meaning: "request bodies held in memory at once across all requests; further requests wait their turn",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_MAX_FILE",
+        default: "60GiB",
+        meaning: "largest attachment (bytes, or with KiB/MiB/GiB)",
+    },
+    Setting {
+        name: "WICKRIO_SHUTDOWN_GRACE_SECS",
+        default: "8",
+        meaning: "on SIGTERM, how long in-flight requests may take before they are cut off",
+    },
+    Setting {
+        name: "WICKRIO_S3_BUCKET_NAME",
+        default: "(none: keep files locally)",
+        meaning: "upload every closed file to this bucket, then delete the local copy",
+    },
+    Setting {
+        name: "WICKRIO_S3_REGION",
+        default: "us-east-1",
+        meaning: "the bucket's region",
+    },
+    Setting {
+        name: "WICKRIO_S3_FOLDER_NAME",
+        default: "(none)",
+        meaning: "key prefix for uploaded objects (<folder>/<file name>)",
+    },
+    Setting {
+        name: "WICKRIO_KMS_MSTRKEY_ARN",
+        default: "(none: upload plain)",
+        meaning: "encrypt every object client-side (S3 Encryption Client V2 format) under a data key of this KMS key",
+    },
+    Setting {
+        name: "WICKRIO_KMS_REGION",
+        default: "(the key ARN's region)",
+        meaning: "region of the KMS key",
+    },
+    Setting {
+        name: "AWS_SECRET_NAME",
+        default: "(none)",
+        meaning: "Secrets Manager secret (JSON) whose keys stand in for unset variables: password, s3_bucket_name, s3_region, s3_folder_name, kms_master_key_arn, kms_region, sns_topic_arn",
+    },
+    Setting {
+        name: "AWS_SECRET_REGION",
+        default: "(AWS_DEFAULT_REGION)",
+        meaning: "the secret's region",
+    },
+    Setting {
+        name: "WICKRIO_SECRET_UPDATE",
+        default: "false",
+        meaning: "true: write the generated or rotated password into the secret's password key (needs secretsmanager:PutSecretValue)",
+    },
+    Setting {
+        name: "AWS_DEFAULT_REGION",
+        default: "us-east-1",
+        meaning: "region of the secret (unless AWS_SECRET_REGION) and of CloudWatch",
+    },
+    Setting {
+        name: "WICKRIO_SNS_TOPIC_ARN",
+        default: "(none)",
+        meaning: "publish start, stop and error events to this SNS topic (its region is the ARN's)",
+    },
+    Setting {
+        name: "WICKRIO_EVENT_REPEAT_SECS",
+        default: "300",
+        meaning: "repeats of one kind of event within this many seconds are sent once, then as one event with a count",
+    },
+    Setting {
+        name: "WICKRIO_METRICS_TYPE",
+        default: "(none)",
+        meaning: "cloudwatch: publish the counters to CloudWatch namespace WickrIO, dimension BotName",
+    },
+    Setting {
+        name: "WICKRIO_METRICS_INTERVAL_SECS",
+        default: "60",
+        meaning: "seconds between CloudWatch publications",
+    },
+    Setting {
+        name: "WICKRIO_WATCHDOG_SECS",
+        default: "120",
+        meaning: "pending work without progress this long is a watchdog warning; five times as long, a failure",
+    },
+    Setting {
+        name: "AWS_ENDPOINT_URL",
+        default: "(AWS)",
+        meaning: "send AWS calls to another endpoint (an S3-compatible store, a test server); S3 then uses path-style addressing",
+    },
+    Setting {
+        name: "WICKRIO_RUN_AS",
+        default: "(none; 10001:10001 in the image)",
+        meaning: "started as root: give the bot's directories to this <uid>:<gid> and run as it (for root-owned volume mounts)",
+    },
+    Setting {
+        name: "WICKRIO_LOG_FORMAT",
+        default: "text",
+        meaning: "log format: text or json (levels from RUST_LOG, default info)",
+    },
+];
