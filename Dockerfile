@@ -12,8 +12,8 @@
 FROM rust:1.89-slim-bookworm AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --locked --release \
-    && install -D -m 0755 target/release/retention-bot /out/retention-bot
+RUN cargo build --locked --profile dist \
+    && install -D -m 0755 target/dist/retention-bot /out/retention-bot
 
 # ---- runtime -------------------------------------------------------------------------------------
 FROM debian:bookworm-slim

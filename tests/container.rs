@@ -116,19 +116,20 @@ fn debian_mirror() -> String {
         .to_owned()
 }
 
-/// The release binary, in the layout the Dockerfile's builder stage produces (`/out/retention-bot`).
+/// The binary the Dockerfile's builder stage makes (`cargo build --profile dist`), where it puts it
+/// (`/out/retention-bot`).
 fn builder_stage() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--bin", "retention-bot"])
+        .args(["build", "--profile", "dist", "--locked", "--bin", "retention-bot"])
         .current_dir(repo())
         .status()
         .unwrap();
-    assert!(status.success(), "cargo build --release failed");
+    assert!(status.success(), "cargo build --profile dist failed");
     let stage = target_dir().join("container/builder");
     std::fs::create_dir_all(stage.join("out")).unwrap();
     std::fs::copy(
-        target_dir().join("release/retention-bot"),
+        target_dir().join("dist/retention-bot"),
         stage.join("out/retention-bot"),
     )
     .unwrap();
@@ -173,7 +174,7 @@ async fn the_image_runs_the_original_docker_run_line_as_non_root_and_stops_grace
         .unwrap();
     let binary = std::fs::metadata(stage.join("out/retention-bot")).unwrap().len();
     println!(
-        "image {IMAGE}: {:.1} MiB = base {:.1} MiB (debootstrap minbase) + {:.1} MiB (binary {:.1} MiB, CA certificates, user)",
+        "image {IMAGE}: {:.1} MiB = base {:.1} MiB (debootstrap minbase) + {:.1} MiB ours (binary {:.1} MiB, CA certificates, user)",
         mib(size),
         mib(base),
         mib(size - base),
