@@ -20,7 +20,8 @@ FROM debian:bookworm-slim
 # CA certificates for TLS to AWS; nothing else is needed (the binary links only glibc).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
     && groupadd --system --gid 10001 bot \
     && useradd --system --uid 10001 --gid bot --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin bot
 COPY --from=builder /out/retention-bot /usr/local/bin/retention-bot

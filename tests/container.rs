@@ -128,11 +128,7 @@ fn builder_stage() -> PathBuf {
     assert!(status.success(), "cargo build --profile dist failed");
     let stage = target_dir().join("container/builder");
     std::fs::create_dir_all(stage.join("out")).unwrap();
-    std::fs::copy(
-        target_dir().join("dist/retention-bot"),
-        stage.join("out/retention-bot"),
-    )
-    .unwrap();
+    std::fs::copy(target_dir().join("dist/retention-bot"), stage.join("out/retention-bot")).unwrap();
     stage
 }
 
@@ -234,7 +230,11 @@ async fn the_image_runs_the_original_docker_run_line_as_non_root_and_stops_grace
     // Non-root: PID 1 of the container is the bot, running as 10001.
     let status = podman.ok(&["exec", &name, "cat", "/proc/1/status"]);
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert_eq!(uid_line.split_whitespace().nth(1), Some("10001"), "{uid_line}");
+    let ids: Vec<&str> = uid_line.split_whitespace().skip(1).collect();
+    assert_eq!(
+        ids, ["10001"; 4],
+        "real, effective, saved and file-system uid: {uid_line}"
+    );
     let cmdline = podman.ok(&["exec", &name, "cat", "/proc/1/cmdline"]);
     assert!(cmdline.starts_with("/usr/local/bin/retention-bot"), "{cmdline:?}");
     // The image's HEALTHCHECK (the binary itself) passes.
