@@ -86,7 +86,7 @@ impl Podman {
             .status()
             .expect("debootstrap is missing: .ci/run installs it");
         assert!(status.success(), "debootstrap failed");
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&root)
             .args(["-c", "."])
@@ -96,10 +96,11 @@ impl Podman {
         let imported = self
             .cmd()
             .args(["import", "-", BASE])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .stdout(Stdio::null())
             .status()
             .unwrap();
+        assert!(tar.wait().unwrap().success(), "tar of the base image failed");
         assert!(imported.success(), "podman import failed");
         let _ = std::fs::remove_dir_all(&root);
     }
