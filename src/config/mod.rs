@@ -108,9 +108,8 @@ pub struct Config {
     /// `None`: files stay on local disk.
     pub s3: Option<S3Config>,
     pub reporting: ReportingConfig,
-    /// `AWS_SECRET_NAME`: where the settings came from, and where the password is written back.
-    pub secret: Option<SecretLocation>,
-    /// `WICKRIO_SECRET_UPDATE`: write a generated or rotated password into the secret.
+    /// `WICKRIO_SECRET_UPDATE`: write a generated or rotated password into the secret (whose
+    /// location the binary reads first, to fetch the settings).
     pub secret_update: bool,
 }
 
@@ -253,9 +252,8 @@ impl Config {
         }
 
         let reporting = reporting::from_lookup(&get)?;
-        let secret = SecretLocation::from_env(&env)?;
         let secret_update = parse_bool(&get, "WICKRIO_SECRET_UPDATE")?;
-        if secret_update && secret.is_none() {
+        if secret_update && SecretLocation::from_env(&env)?.is_none() {
             return Err(ConfigError::new(
                 "WICKRIO_SECRET_UPDATE",
                 "is true, but AWS_SECRET_NAME is not set: there is no secret to write the password into",
@@ -305,7 +303,6 @@ impl Config {
             },
             s3,
             reporting,
-            secret,
             secret_update,
         })
     }
