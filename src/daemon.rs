@@ -1,5 +1,6 @@
-//! Wiring: the pipeline (spool → sink) shared by every command, the HTTP source on top of it for
-//! `run`, and graceful shutdown on SIGTERM/SIGINT.
+//! Wiring: the pipeline (spool → sink) shared by every command, the source on top of it for `run`
+//! (the HTTP source, or the Matrix source with the HTTP server left for health and metrics), and
+//! graceful shutdown on SIGTERM/SIGINT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, Network};
 use crate::identity::Identity;
 use crate::metrics::{Gauge, Metrics};
 use crate::report::watchdog::Watchdog;
@@ -16,6 +17,7 @@ use crate::report::{EventKind, Events};
 use crate::sink::manifest::{ManifestSink, ManifestWriter};
 use crate::sink::{self, local::LocalSink, s3::S3Sink};
 use crate::source::http::{self, HttpState};
+use crate::source::matrix::{self, MatrixSource};
 use crate::spool::Spool;
 
 /// The spool and the sink task consuming its closed files.
@@ -88,8 +90,15 @@ impl Pipeline {
     }
 }
 
-/// `retention-bot run`: serve the HTTP source until SIGTERM/SIGINT, then shut down gracefully.
-pub async fn run(config: Config, metrics: Arc<Metrics>, identity: Identity, events: Events) -> anyhow::Result<()> {
+/// `retention-bot run`: capture until SIGTERM/SIGINT, then shut down gracefully. `matrix` is the
+/// logged-in Matrix source with `WICKRIO_NETWORK=matrix`; without it producers POST to the HTTP source.
+pub async fn run(
+    config: Config,
+    metrics: Arc<Metrics>,
+    identity: Identity,
+    events: Events,
+    matrix: Option<MatrixSource>,
+) -> anyhow::Result<()> {
     // Installed first, so a stop request during start-up is honoured rather than fatal.
     let signal = shutdown_signal()?;
     let pipeline = Pipeline::start(&config, metrics, &identity, &events).await?;
@@ -104,7 +113,16 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, identity: Identity, even
         config.ingest.clone(),
     ));
     let (stop_http, mut stop_rx) = watch::channel(false);
-    let server = axum::serve(listener, http::router(state.clone()))
+    let (stop_capture, capture_rx) = watch::channel(false);
+    let capture = matrix.map(|source| {
+        let sink = matrix::Sink {
+            spool: pipeline.spool.clone(),
+            metrics: pipeline.metrics.clone(),
+            max_file: config.ingest.max_file,
+        };
+        tokio::spawn(source.capture(sink, capture_rx))
+    });
+    let server = axum::serve(listener, http::router(state.clone(), capture.is_none()))
         .with_graceful_shutdown(async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         })
@@ -133,6 +151,15 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, identity: Identity, even
         }
     }
 
+    // The Matrix source finishes the sync in hand (its position is saved only once it is durable).
+    let _ = stop_capture.send(true);
+    if let Some(capture) = capture
+        && tokio::time::timeout(config.ingest.shutdown_grace, capture)
+            .await
+            .is_err()
+    {
+        tracing::warn!("Matrix capture cut off mid-sync; that sync is read again at the next start");
+    }
     // New ingest requests now get 503; wait (bounded) for those in flight, which are acknowledged
     // only once durable, then stop the listener.
     state.drain.start();
@@ -182,11 +209,17 @@ fn started_message(config: &Config) -> String {
             config.spool.file_dest.display()
         ),
     };
+    let source = match &config.network {
+        Network::Http => format!("HTTP source on {}", config.ingest.addr),
+        Network::Matrix(m) => format!(
+            "capturing Matrix homeserver {} (health and metrics on {})",
+            m.homeserver, config.ingest.addr
+        ),
+    };
     format!(
-        "started: retention-bot {} logged in as {}; HTTP source on {}; files go to {destination}",
+        "started: retention-bot {} logged in as {}; {source}; files go to {destination}",
         env!("CARGO_PKG_VERSION"),
         config.bot_name,
-        config.ingest.addr
     )
 }
 

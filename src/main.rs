@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use retention_bot::config::{self, Config, LogFormat, SETTINGS, SecretLocation, secret};
+use retention_bot::config::{self, Config, LogFormat, Network, SETTINGS, SecretLocation, secret};
 use retention_bot::daemon::{self, Pipeline};
 use retention_bot::identity::{self, PasswordChange, password::Terminal};
-use retention_bot::metrics::Metrics;
+use retention_bot::metrics::{Counter, Metrics};
 use retention_bot::privileges;
 use retention_bot::report::{EventKind, Events, Reporter};
-use retention_bot::source::import;
+use retention_bot::source::{self, import, matrix::MatrixError};
 
 /// Exit status for a bad setting: the daemon did not start and changed nothing.
 const EXIT_CONFIG: u8 = 2;
@@ -227,10 +227,29 @@ fn start(runtime: &tokio::runtime::Runtime, command: Command) -> ExitCode {
             runtime.block_on(announce_password(change, &identity, store_in, &events));
         }
         release_freed_memory();
+        let matrix = match (&config.network, &command) {
+            (Network::Matrix(m), Command::Run) => {
+                match runtime.block_on(source::matrix::connect(m, &config.identity.state_dir, &identity)) {
+                    Ok(source) => Some(source),
+                    Err(e @ MatrixError::Refused(_)) => {
+                        metrics.incr(Counter::LoginFailures);
+                        break 'run refuse(
+                            EXIT_LOGIN,
+                            EventKind::LoginFailed,
+                            format!("login refused by the Matrix homeserver: {e}"),
+                        );
+                    }
+                    Err(e) => {
+                        break 'run refuse(1, EventKind::Fatal, format!("cannot start the Matrix source: {e}"));
+                    }
+                }
+            }
+            _ => None,
+        };
         let result = runtime.block_on(async {
             match command {
                 Command::Import { files } => run_import(&config, metrics, &identity, &events, files).await,
-                _ => daemon::run(config, metrics, identity, events.clone())
+                _ => daemon::run(config, metrics, identity, events.clone(), matrix)
                     .await
                     .map(|()| ExitCode::SUCCESS),
             }

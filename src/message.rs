@@ -22,6 +22,16 @@ pub struct InvalidMessage {
     pub problem: String,
 }
 
+impl InvalidMessage {
+    fn new(line: usize, field: Option<&str>, problem: String) -> Self {
+        Self {
+            line,
+            field: field.map(str::to_owned),
+            problem,
+        }
+    }
+}
+
 /// `msgtype` of a file message.
 pub const MSGTYPE_FILE: i64 = 6000;
 
@@ -40,11 +50,7 @@ fn required_object(msgtype: i64) -> Option<&'static str> {
 impl Message {
     /// Parses and validates one JSON text; `line` is only used to label errors.
     pub fn parse(text: &[u8], line: usize) -> Result<Self, InvalidMessage> {
-        let invalid = |field: Option<&str>, problem: String| InvalidMessage {
-            line,
-            field: field.map(str::to_owned),
-            problem,
-        };
+        let invalid = |field: Option<&str>, problem: String| InvalidMessage::new(line, field, problem);
         let value: Value = serde_json::from_slice(text).map_err(|e| {
             let problem = if e.is_eof() {
                 format!("incomplete JSON ({e})")
@@ -59,6 +65,12 @@ impl Message {
                 format!("a message must be a JSON object, got {}", kind(&value)),
             ));
         };
+        Self::from_object(fields, line)
+    }
+
+    /// Validates a message a source built itself (e.g. from a Matrix event).
+    pub fn from_object(fields: Map<String, Value>, line: usize) -> Result<Self, InvalidMessage> {
+        let invalid = |field: Option<&str>, problem: String| InvalidMessage::new(line, field, problem);
         let msgtype = match fields.get("msgtype") {
             None => return Err(invalid(Some("msgtype"), "missing".into())),
             Some(v) => v
@@ -105,6 +117,13 @@ impl Message {
     pub fn set_local_filename(&mut self, path: &str) {
         if let Some(Value::Object(file)) = self.fields.get_mut("file") {
             file.insert("localfilename".into(), Value::String(path.to_owned()));
+        }
+    }
+
+    /// Adds a note to the `matrix` object a Matrix source's line carries (e.g. why media is missing).
+    pub fn set_matrix_field(&mut self, key: &str, value: Value) {
+        if let Some(Value::Object(matrix)) = self.fields.get_mut("matrix") {
+            matrix.insert(key.into(), value);
         }
     }
 

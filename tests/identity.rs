@@ -40,7 +40,7 @@ fn first_run_seals_a_new_identity_and_only_the_generated_password_opens_it_later
     let mut everything = String::new();
 
     let first = login_only(&bot);
-    everything += &text(&first);
+    everything.push_str(&text(&first));
     assert!(first.status.success(), "{}", text(&first));
     let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
     for line in [
@@ -72,7 +72,7 @@ fn first_run_seals_a_new_identity_and_only_the_generated_password_opens_it_later
 
     // The initial password is refused with the specific message, and nothing changes.
     let again = login_only(&bot);
-    everything += &text(&again);
+    everything.push_str(&text(&again));
     assert_eq!(again.status.code(), Some(EXIT_LOGIN));
     assert!(text(&again).contains("initial password"), "{}", text(&again));
     assert_eq!(state_file(&bot, "identity.json"), sealed);
@@ -80,7 +80,7 @@ fn first_run_seals_a_new_identity_and_only_the_generated_password_opens_it_later
     // Any other wrong password is refused plainly.
     bot.set_env("WICKRIO_BOT_PASSWORD", "not-the-password-at-all");
     let wrong = login_only(&bot);
-    everything += &text(&wrong);
+    everything.push_str(&text(&wrong));
     assert_eq!(wrong.status.code(), Some(EXIT_LOGIN));
     assert!(text(&wrong).contains("wrong password") && !text(&wrong).contains("initial password"));
     assert_eq!(state_file(&bot, "identity.json"), sealed);
@@ -88,7 +88,7 @@ fn first_run_seals_a_new_identity_and_only_the_generated_password_opens_it_later
     // The generated password opens it.
     bot.set_env("WICKRIO_BOT_PASSWORD", &generated);
     let ok = login_only(&bot);
-    everything += &text(&ok);
+    everything.push_str(&text(&ok));
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(!String::from_utf8_lossy(&ok.stdout).contains("GENERATED PASSWORD"));
 
@@ -101,16 +101,16 @@ fn first_run_seals_a_new_identity_and_only_the_generated_password_opens_it_later
     let rotated = "rotated-password-0123";
     bot.set_env("WICKRIO_ROTATE_PASSWORD", rotated);
     let rotate = login_only(&bot);
-    everything += &text(&rotate);
+    everything.push_str(&text(&rotate));
     assert!(rotate.status.success(), "{}", text(&rotate));
     assert_ne!(state_file(&bot, "identity.json"), sealed);
     bot.env.retain(|(k, _)| k != "WICKRIO_ROTATE_PASSWORD");
     let old = login_only(&bot);
-    everything += &text(&old);
+    everything.push_str(&text(&old));
     assert_eq!(old.status.code(), Some(EXIT_LOGIN));
     bot.set_env("WICKRIO_BOT_PASSWORD", rotated);
     let new = login_only(&bot);
-    everything += &text(&new);
+    everything.push_str(&text(&new));
     assert!(new.status.success(), "{}", text(&new));
 
     // No password appears anywhere in the output but the generated one, once, inside its banner.

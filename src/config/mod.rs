@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+pub mod network;
 pub mod reporting;
 pub mod secret;
 mod settings;
 mod storage;
+pub use network::{MatrixConfig, Network};
 pub use reporting::ReportingConfig;
 pub use secret::SecretLocation;
 pub use settings::{SETTINGS, Setting};
@@ -102,6 +104,7 @@ pub struct IdentityConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bot_name: String,
+    pub network: Network,
     pub spool: SpoolConfig,
     pub ingest: IngestConfig,
     pub identity: IdentityConfig,
@@ -161,6 +164,7 @@ impl Config {
             )
         })?;
         check_path_component("WICKRIO_BOT_NAME", &bot_name)?;
+        let network = network::from_lookup(&get, &bot_name)?;
 
         let default_root = PathBuf::from("/tmp").join(&bot_name).join("compliance");
         let mesg_dest = get("WICKRIO_COMP_MESGDEST").map_or_else(|| default_root.join("messages"), PathBuf::from);
@@ -280,6 +284,7 @@ impl Config {
 
         Ok(Config {
             bot_name,
+            network,
             spool: SpoolConfig {
                 mesg_dest,
                 file_dest,

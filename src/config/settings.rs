@@ -15,6 +15,16 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "the bot's name; default paths live under /tmp/<botname>",
     },
     Setting {
+        name: "WICKRIO_NETWORK",
+        default: "http",
+        meaning: "where messages come from: http (producers POST them) or matrix (the bot is a user on a homeserver)",
+    },
+    Setting {
+        name: "WICKRIO_MATRIX_HOMESERVER",
+        default: "(required with matrix)",
+        meaning: "the homeserver's client URL; WICKRIO_BOT_NAME is then the bot's user (localpart or @user:server)",
+    },
+    Setting {
         name: "WICKRIO_BOT_PASSWORD",
         default: "(none)",
         meaning: "the password: the initial one on first run, the generated one after (else the terminal prompt)",

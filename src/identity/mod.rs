@@ -27,6 +27,8 @@ pub struct Identity {
     password: Secret,
     public_key_hex: String,
     change: Option<PasswordChange>,
+    /// The password `change` replaced: the Matrix source changes the homeserver's password from it.
+    previous: Option<Secret>,
 }
 
 /// A password that this start-up put in effect, which an operator (or the secret) must now hold.
@@ -59,6 +61,11 @@ impl Identity {
     /// Whether this start-up generated or rotated the password.
     pub fn password_change(&self) -> Option<PasswordChange> {
         self.change
+    }
+
+    /// The password this start-up replaced (the initial one on first run, the old one on rotation).
+    pub fn previous_password(&self) -> Option<&Secret> {
+        self.previous.as_ref()
     }
 
     pub fn public_key_hex(&self) -> &str {
@@ -132,23 +139,24 @@ fn unlock(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(from = %source, public_key = %sealed.public_key, "identity unlocked");
-    let (current, change) = match &config.rotate_to {
+    let (current, change, previous) = match &config.rotate_to {
         Some(new) if *new != current => {
             sealed.reseal(&key, new)?.store(&path)?;
             tracing::info!("password rotated: the previous password no longer opens the bot's identity");
-            (new.clone(), Some(PasswordChange::Rotated))
+            (new.clone(), Some(PasswordChange::Rotated), Some(current))
         }
         Some(_) => {
             tracing::warn!("WICKRIO_ROTATE_PASSWORD equals the current password: nothing to rotate");
-            (current, None)
+            (current, None, None)
         }
-        None => (current, None),
+        None => (current, None, None),
     };
     Ok(Identity {
         public_key_hex: sealed.public_key,
         signing_key: key,
         password: current,
         change,
+        previous,
     })
 }
 
@@ -211,6 +219,7 @@ fn first_run(
         signing_key: key,
         password: generated,
         change: Some(PasswordChange::Generated),
+        previous: Some(initial),
     })
 }
 

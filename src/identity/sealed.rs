@@ -213,17 +213,10 @@ fn associated_data(public_key: &str, kdf: &Kdf) -> Vec<u8> {
 }
 
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
-    use std::io::Write;
-    let err = |source| SealError::Write {
+    disk::write_atomically(path, bytes).map_err(|source| SealError::Write {
         path: path.display().to_string(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    disk::sync_dir(dir).map_err(err)
+    })
 }
 
 #[cfg(test)]

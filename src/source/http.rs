@@ -99,15 +99,20 @@ impl Drop for InFlight<'_> {
     }
 }
 
-pub fn router(state: Arc<HttpState>) -> Router {
-    let ingest = Router::new()
-        .route("/v1/messages", post(post_messages))
-        .layer(middleware::from_fn_with_state(state.clone(), guard));
-    Router::new()
+/// With `ingest` false (another source feeds the spool) only health, readiness and metrics are served.
+pub fn router(state: Arc<HttpState>, ingest: bool) -> Router {
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(ingest)
+        .route("/metrics", get(metrics));
+    if ingest {
+        router = router.merge(
+            Router::new()
+                .route("/v1/messages", post(post_messages))
+                .layer(middleware::from_fn_with_state(state.clone(), guard)),
+        );
+    }
+    router
         // Limits are enforced per body kind in the handlers (attachments may be far larger).
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

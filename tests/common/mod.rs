@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod aws;
+pub mod synapse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -271,6 +272,21 @@ pub fn closed_lines(dir: &Path) -> Vec<String> {
                 .unwrap_or_else(|e| panic!("{name}: invalid line {line:?}: {e}"));
             lines.push(line.to_owned());
         }
+    }
+    lines
+}
+
+/// Every complete line written so far, in open and closed message files alike (the open file's torn
+/// tail, if any, is not a line yet).
+pub fn written_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    for name in file_names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("receivedMessages_"))
+    {
+        let text = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        lines.extend(complete.lines().map(|l| serde_json::from_str(l).unwrap()));
     }
     lines
 }

@@ -1,0 +1,465 @@
+//! The Matrix source: the bot is a user on a homeserver, a member of every room it is invited to, and
+//! writes every room event it sees (decrypted, where the room is end-to-end encrypted) as a line in the
+//! original's format, with media saved as attachments.
+//!
+//! Capture is a loop of `/sync` calls. A sync's events are written and fsync'd before its `next_batch`
+//! is saved, so a restart (or kill -9) resumes from a point whose events are all on disk: nothing is
+//! lost, at worst the events of one sync are written twice. matrix-sdk keeps its state and crypto store
+//! (the device's keys and the rooms' Megolm sessions) in the state directory, encrypted.
+
+mod login;
+mod position;
+pub mod translate;
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
+use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
+use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+use matrix_sdk::ruma::events::room::MediaSource;
+use matrix_sdk::ruma::{OwnedRoomId, uint};
+use matrix_sdk::sync::Timeline;
+use matrix_sdk::{Client, Room};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::config::MatrixConfig;
+use crate::daemon::stopped;
+use crate::identity::Identity;
+use crate::message::{Lines, Message};
+use crate::metrics::{Counter, Metrics};
+use crate::spool::{SavedAttachment, Spool, SpoolError, safe_attachment_name};
+use position::Position;
+use translate::{Delivery, MediaRef, Translated};
+
+/// How long one `/sync` waits on the homeserver for something new.
+const SYNC_WAIT: Duration = Duration::from_secs(30);
+/// Events per room per sync, and per page when filling a gap; a room with more is paged back.
+const PAGE: u32 = 100;
+/// Event IDs remembered to skip repeats (e.g. a sync read again after an error).
+const SEEN_CAPACITY: usize = 100_000;
+/// Tries of a media download before its message is written without the file.
+const MEDIA_TRIES: u32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    /// The homeserver refused the login or the password change: an operator must act.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    State(String),
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error("cannot open the Matrix client store in {path}: {error}")]
+    Store { path: PathBuf, error: String },
+    #[error("Matrix request failed: {0}")]
+    Request(String),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+impl MatrixError {
+    fn io(path: &Path, error: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            error,
+        }
+    }
+}
+
+/// A logged-in client, ready to capture.
+pub struct MatrixSource {
+    client: Client,
+    dir: PathBuf,
+    position: Position,
+    seen: Seen,
+}
+
+impl std::fmt::Debug for MatrixSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatrixSource")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the encrypted store in `<state_dir>/matrix` and logs in, changing the homeserver's password
+/// when this start-up generated or rotated the bot's. Retries while the homeserver is unreachable.
+pub async fn connect(
+    config: &MatrixConfig,
+    state_dir: &Path,
+    identity: &Identity,
+) -> Result<MatrixSource, MatrixError> {
+    let dir = state_dir.join("matrix");
+    std::fs::create_dir_all(&dir).map_err(|e| MatrixError::io(&dir, e))?;
+    let store = dir.join("store");
+    let passphrase = login::store_passphrase(identity.signing_key());
+    let client = Client::builder()
+        .homeserver_url(config.homeserver.as_str())
+        .sqlite_store(&store, Some(passphrase.expose()))
+        .build()
+        .await
+        .map_err(|e| MatrixError::Store {
+            path: store.clone(),
+            error: e.to_string(),
+        })?;
+    login::log_in(
+        &client,
+        &dir,
+        &config.user,
+        identity.password(),
+        identity.previous_password(),
+        identity.signing_key(),
+    )
+    .await?;
+    tracing::info!(
+        user = %client.user_id().map(|u| u.to_string()).unwrap_or_default(),
+        device = %client.device_id().map(|d| d.to_string()).unwrap_or_default(),
+        homeserver = %config.homeserver,
+        "logged in to the Matrix homeserver"
+    );
+    let position = Position::load(&dir)?;
+    Ok(MatrixSource {
+        client,
+        dir,
+        position,
+        seen: Seen::default(),
+    })
+}
+
+/// What capture writes into.
+pub struct Sink {
+    pub spool: Spool,
+    pub metrics: Arc<Metrics>,
+    /// `WICKRIO_INGEST_MAX_FILE`: larger media are recorded but not saved.
+    pub max_file: u64,
+}
+
+impl MatrixSource {
+    /// Syncs and captures until `stop` turns true. Errors are retried with backoff (the events wait
+    /// on the homeserver); only the stop ends it.
+    pub async fn capture(mut self, sink: Sink, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_secs(1);
+        let mut filter = FilterDefinition::default();
+        filter.room.timeline.limit = Some(PAGE.into());
+        loop {
+            let mut settings = SyncSettings::default()
+                .timeout(SYNC_WAIT)
+                .filter(Filter::FilterDefinition(filter.clone()));
+            if let Some(token) = &self.position.next_batch {
+                settings = settings.token(token.clone());
+            }
+            let synced = tokio::select! {
+                synced = self.client.sync_once(settings) => synced,
+                () = stopped(&mut stop) => return,
+            };
+            let result = match synced {
+                Ok(response) => {
+                    self.join_invited(response.rooms.invited.keys()).await;
+                    let rooms = response
+                        .rooms
+                        .joined
+                        .into_iter()
+                        .map(|(id, r)| (id, r.timeline))
+                        .chain(response.rooms.left.into_iter().map(|(id, r)| (id, r.timeline)));
+                    self.capture_sync(rooms.collect(), response.next_batch, &sink).await
+                }
+                Err(e) => Err(MatrixError::Request(e.to_string())),
+            };
+            match result {
+                Ok(()) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "Matrix capture interrupted; the events wait on the homeserver and are read again");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stopped(&mut stop) => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    async fn join_invited<'a>(&self, rooms: impl Iterator<Item = &'a OwnedRoomId>) {
+        for id in rooms {
+            let Some(room) = self.client.get_room(id) else { continue };
+            match room.join().await {
+                Ok(()) => tracing::info!(room = %id, "invited: joined the room"),
+                // The invite stays; the next sync offers it again.
+                Err(e) => tracing::warn!(room = %id, error = %e, "cannot join the room it was invited to; will retry"),
+            }
+        }
+    }
+
+    /// Writes one sync's events, then saves its position.
+    async fn capture_sync(
+        &mut self,
+        rooms: Vec<(OwnedRoomId, Timeline)>,
+        next_batch: String,
+        sink: &Sink,
+    ) -> Result<(), MatrixError> {
+        for (room_id, timeline) in rooms {
+            let mut events = Vec::new();
+            if timeline.limited
+                && let (Some(from), Some(room)) = (timeline.prev_batch.as_deref(), self.client.get_room(&room_id))
+            {
+                events = backfill(
+                    &room,
+                    from,
+                    self.position.rooms.get(room_id.as_str()).map(String::as_str),
+                )
+                .await?;
+            }
+            events.extend(timeline.events);
+            self.capture_room(&room_id, events, sink).await?;
+        }
+        if self.position.next_batch.as_deref() != Some(next_batch.as_str()) {
+            self.position.next_batch = Some(next_batch);
+            let (dir, position) = (self.dir.clone(), std::mem::take(&mut self.position));
+            self.position = tokio::task::spawn_blocking(move || position.save(&dir).map(|()| position))
+                .await
+                .map_err(|e| MatrixError::State(e.to_string()))??;
+        }
+        Ok(())
+    }
+
+    async fn capture_room(
+        &mut self,
+        room_id: &OwnedRoomId,
+        events: Vec<TimelineEvent>,
+        sink: &Sink,
+    ) -> Result<(), MatrixError> {
+        let mut lines = Lines::default();
+        let mut ids = Vec::new();
+        for event in events {
+            let Some((json, delivery)) = event_json(&event) else {
+                continue;
+            };
+            let id = json
+                .get("event_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if self.seen.contains(&id) {
+                continue;
+            }
+            sink.metrics.incr(Counter::MessagesRx);
+            if matches!(delivery, Delivery::Undecryptable(_)) {
+                sink.metrics.incr(Counter::MessagesRxFailed);
+            }
+            let Translated { mut message, media } = match translate::translate(room_id.as_str(), &json, &delivery) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Only a malformed event (no sender, no ID) can fail validation.
+                    sink.metrics.incr(Counter::MessagesRxFailed);
+                    tracing::warn!(room = %room_id, event = %id, error = %e, "event not captured: malformed");
+                    continue;
+                }
+            };
+            match media {
+                None => lines.push(&message),
+                Some(media) => {
+                    // Keep the file order: what came before is written first.
+                    self.commit(
+                        room_id,
+                        std::mem::take(&mut lines),
+                        std::mem::take(&mut ids),
+                        sink,
+                        None,
+                    )
+                    .await?;
+                    let saved = self.save_media(&media, sink, &mut message).await?;
+                    let mut one = Lines::default();
+                    one.push(&message);
+                    self.commit(room_id, one, vec![id], sink, saved).await?;
+                    continue;
+                }
+            }
+            ids.push(id);
+        }
+        self.commit(room_id, lines, ids, sink, None).await
+    }
+
+    /// Makes `lines` durable (with their attachment, if any), then remembers their events as captured.
+    async fn commit(
+        &mut self,
+        room_id: &OwnedRoomId,
+        lines: Lines,
+        ids: Vec<String>,
+        sink: &Sink,
+        attachment: Option<SavedAttachment>,
+    ) -> Result<(), MatrixError> {
+        if lines.count == 0 {
+            return Ok(());
+        }
+        match attachment {
+            Some(saved) => sink.spool.commit_attachment(saved, lines).await?,
+            None => sink.spool.append(lines).await?,
+        }
+        if let Some(last) = ids.last() {
+            self.position.rooms.insert(room_id.to_string(), last.clone());
+        }
+        for id in ids {
+            self.seen.insert(id);
+        }
+        Ok(())
+    }
+
+    /// Downloads (and decrypts) a message's media into an attachment. A download that keeps failing,
+    /// or a file over the size limit, is noted in the line (`matrix.media_error`) instead; a full
+    /// disk is an error, so the sync is read again once there is space.
+    async fn save_media(
+        &self,
+        media: &MediaRef,
+        sink: &Sink,
+        message: &mut Message,
+    ) -> Result<Option<SavedAttachment>, MatrixError> {
+        let failed = |message: &mut Message, why: String| {
+            sink.metrics.incr(Counter::FilesSavedFailed);
+            tracing::warn!(file = %media.filename, error = %why, "media not saved; its message is kept with the reason");
+            message.set_matrix_field("media_error", Value::String(why));
+            Ok(None)
+        };
+        let source: MediaSource = match serde_json::from_value(media.source.clone()) {
+            Ok(s) => s,
+            Err(e) => return failed(message, format!("the event names no usable media ({e})")),
+        };
+        let request = MediaRequestParameters {
+            source,
+            format: MediaFormat::File,
+        };
+        let mut tries = 0;
+        let bytes = loop {
+            tries += 1;
+            match self.client.media().get_media_content(&request, false).await {
+                Ok(bytes) => break bytes,
+                Err(e) if tries >= MEDIA_TRIES => return failed(message, format!("download failed: {e}")),
+                Err(e) => {
+                    tracing::debug!(error = %e, tries, "media download failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1 << tries)).await;
+                }
+            }
+        };
+        if bytes.len() as u64 > sink.max_file {
+            return failed(
+                message,
+                format!(
+                    "{} bytes is over WICKRIO_INGEST_MAX_FILE ({} bytes)",
+                    bytes.len(),
+                    sink.max_file
+                ),
+            );
+        }
+        let name = safe_network_name(&media.filename);
+        let mut partial = sink.spool.begin_attachment(sink.max_file).await?;
+        partial.write(&bytes).await?;
+        let saved = partial.finish(&name).await?;
+        message.set_local_filename(&saved.path.to_string_lossy());
+        Ok(Some(saved))
+    }
+}
+
+/// The event's JSON as the bot sees it (the plaintext, if it decrypted it), and how it arrived.
+fn event_json(event: &TimelineEvent) -> Option<(Value, Delivery)> {
+    let (raw, delivery) = match &event.kind {
+        TimelineEventKind::Decrypted(d) => (d.event.json().get(), Delivery::Decrypted),
+        TimelineEventKind::UnableToDecrypt { event, utd_info } => (
+            event.json().get(),
+            Delivery::Undecryptable(format!("{:?}", utd_info.reason)),
+        ),
+        TimelineEventKind::PlainText { event } => (event.json().get(), Delivery::Plain),
+    };
+    serde_json::from_str(raw).ok().map(|v| (v, delivery))
+}
+
+/// Pages a room's timeline back from `from` to the event `stop_at` (the last one captured), or to
+/// the room's beginning, and returns what lies between, oldest first.
+async fn backfill(room: &Room, from: &str, stop_at: Option<&str>) -> Result<Vec<TimelineEvent>, MatrixError> {
+    let mut out = Vec::new();
+    let mut token = Some(from.to_owned());
+    while let Some(from) = token.take() {
+        let mut options = MessagesOptions::backward().from(from.as_str());
+        options.limit = uint!(100);
+        let page = room
+            .messages(options)
+            .await
+            .map_err(|e| MatrixError::Request(format!("cannot page back room {}: {e}", room.room_id())))?;
+        let empty = page.chunk.is_empty();
+        for event in page.chunk {
+            if stop_at.is_some() && event.event_id().as_deref().map(|e| e.as_str()) == stop_at {
+                out.reverse();
+                return Ok(out);
+            }
+            out.push(event);
+        }
+        if !empty {
+            token = page.end;
+        }
+    }
+    tracing::info!(room = %room.room_id(), events = out.len(), "read the room's history");
+    out.reverse();
+    Ok(out)
+}
+
+/// A file name from the network is whatever the sender chose: make it safe rather than refuse it.
+fn safe_network_name(name: &str) -> String {
+    safe_attachment_name(name).unwrap_or_else(|_| {
+        let cleaned: String = name.chars().filter(|c| !c.is_control()).collect();
+        safe_attachment_name(&cleaned.replace("..", "_")).unwrap_or_else(|_| "unnamed".into())
+    })
+}
+
+/// Recently captured event IDs, bounded: a repeat is skipped without a lookup on disk.
+#[derive(Default)]
+struct Seen {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Seen {
+    fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    fn insert(&mut self, id: String) {
+        if id.is_empty() || !self.set.insert(id.clone()) {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_file_names_are_made_safe_not_refused() {
+        assert_eq!(safe_network_name("report.pdf"), "report.pdf");
+        assert_eq!(safe_network_name("../../etc/passwd"), "____etc_passwd");
+        assert_eq!(safe_network_name("a\0b"), "ab");
+        assert_eq!(safe_network_name(""), "unnamed");
+    }
+
+    #[test]
+    fn seen_forgets_the_oldest() {
+        let mut seen = Seen::default();
+        for i in 0..=SEEN_CAPACITY {
+            seen.insert(format!("${i}"));
+        }
+        assert!(!seen.contains("$0"));
+        assert!(seen.contains("$1"));
+        assert!(seen.contains(&format!("${SEEN_CAPACITY}")));
+    }
+}

@@ -1,0 +1,68 @@
+//! Where capture stands: the sync token to resume from, and each room's last captured event (where a
+//! gap in a room's timeline is filled back to). Saved only after everything before it is durable, so a
+//! restart, even after kill -9, re-reads from a point whose events are all on disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::MatrixError;
+use crate::spool::disk;
+
+const POSITION_FILE: &str = "sync.json";
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Position {
+    /// `next_batch` of the last sync whose events are durable; `None` before the first.
+    pub next_batch: Option<String>,
+    /// Room ID → ID of the last event captured in it.
+    pub rooms: BTreeMap<String, String>,
+}
+
+impl Position {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(POSITION_FILE)
+    }
+
+    pub fn load(dir: &Path) -> Result<Self, MatrixError> {
+        let path = Self::path(dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                MatrixError::State(format!(
+                    "{} is damaged ({e}); remove it to capture again from the rooms' history",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(MatrixError::io(&path, e)),
+        }
+    }
+
+    /// Replaces the saved position atomically (fsync'd). Blocking: call from the blocking pool.
+    pub fn save(&self, dir: &Path) -> Result<(), MatrixError> {
+        let path = Self::path(dir);
+        let json = serde_json::to_vec(self).map_err(|e| MatrixError::State(e.to_string()))?;
+        disk::write_atomically(&path, &json).map_err(|e| MatrixError::io(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Position::load(dir.path()).unwrap(), Position::default());
+        let mut p = Position {
+            next_batch: Some("s42".into()),
+            ..Position::default()
+        };
+        p.rooms.insert("!r:hs".into(), "$e".into());
+        p.save(dir.path()).unwrap();
+        assert_eq!(Position::load(dir.path()).unwrap(), p);
+        std::fs::write(Position::path(dir.path()), b"{oops").unwrap();
+        assert!(matches!(Position::load(dir.path()), Err(MatrixError::State(_))));
+    }
+}

@@ -1,0 +1,338 @@
+//! The Matrix source against a real Synapse: the password ritual done on the homeserver, a room
+//! captured in the original's shape, an end-to-end-encrypted room captured in plaintext, kill -9
+//! mid-stream, and a restart that keeps its device.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::synapse::{Synapse, synapse, sync_until};
+use common::{Bot, INITIAL_PASSWORD, written_lines};
+use matrix_sdk::attachment::AttachmentConfig;
+use matrix_sdk::ruma::api::client::room::create_room;
+use matrix_sdk::ruma::{OwnedEventId, OwnedUserId, UserId};
+use matrix_sdk::{Client, Room, RoomMemberships};
+use serde_json::{Value, json};
+
+const SENDER_PASSWORD: &str = "sender-password-1234";
+
+/// A bot (not yet started) for `user`, whose account exists with the initial password.
+fn matrix_bot(server: &Synapse, user: &str, extra: &[(&str, &str)]) -> (Bot, tempfile::TempDir) {
+    server.register(user, INITIAL_PASSWORD);
+    let tmp = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let mut env = vec![
+        ("WICKRIO_NETWORK", "matrix"),
+        ("WICKRIO_MATRIX_HOMESERVER", url.as_str()),
+        ("WICKRIO_BOT_NAME", user),
+    ];
+    env.extend_from_slice(extra);
+    let bot = Bot::prepare(tmp.path(), &env);
+    (bot, tmp)
+}
+
+fn user_id(user: &str) -> OwnedUserId {
+    UserId::parse(format!("@{user}:localhost")).unwrap()
+}
+
+/// A sender with a room it created (encrypted or not) and invited the bot to, once the bot has joined.
+async fn room_with_bot(server: &Synapse, sender: &str, bot: &str, encrypted: bool) -> (Client, Room) {
+    server.register(sender, SENDER_PASSWORD);
+    let client = server.client(sender, SENDER_PASSWORD).await;
+    let mut request = create_room::v3::Request::new();
+    request.name = Some("Ops".into());
+    request.topic = Some("incidents".into());
+    let room = client.create_room(request).await.unwrap();
+    if encrypted {
+        room.enable_encryption().await.unwrap();
+    }
+    room.invite_user_by_id(&user_id(bot)).await.unwrap();
+    let bot_id = user_id(bot);
+    sync_until(&client, "the bot to join", async || {
+        room.members(RoomMemberships::JOIN)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.user_id() == bot_id)
+    })
+    .await;
+    (client, room)
+}
+
+async fn send_text(room: &Room, text: &str) -> OwnedEventId {
+    room.send_raw("m.room.message", json!({ "msgtype": "m.text", "body": text }))
+        .await
+        .unwrap()
+        .response
+        .event_id
+}
+
+/// Waits until the bot has written lines that `done` accepts; returns them.
+async fn lines_until(bot: &Bot, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = written_lines(&bot.messages_dir());
+        if done(&lines) {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; lines so far:\n{}\nbot log:\n{}",
+            lines.iter().map(Value::to_string).collect::<Vec<_>>().join("\n"),
+            bot.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn find<'a>(lines: &'a [Value], msgtype: i64, message: &str) -> Option<&'a Value> {
+    lines
+        .iter()
+        .find(|l| l["msgtype"] == msgtype && l["message"] == message)
+}
+
+fn device_id(bot: &Bot) -> String {
+    std::fs::read_to_string(bot.root.join("state/matrix/device_id")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_run_changes_the_password_on_the_homeserver_and_restarts_keep_the_device() {
+    let server = synapse();
+    let (mut bot, _tmp) = matrix_bot(server, "ritual", &[]);
+    bot.spawn().await;
+    let generated = bot
+        .env
+        .iter()
+        .find(|(k, _)| k == "WICKRIO_BOT_PASSWORD")
+        .unwrap()
+        .1
+        .clone();
+    assert_ne!(generated, INITIAL_PASSWORD, "no banner: {}", bot.stdout_text());
+    assert_eq!(
+        server.password_login("ritual", INITIAL_PASSWORD).await,
+        (403, Some("M_FORBIDDEN".into())),
+        "the homeserver still takes the initial password"
+    );
+    assert_eq!(server.password_login("ritual", &generated).await.0, 200);
+    let device = device_id(&bot);
+
+    // A restart logs in with the generated password, on the same device.
+    assert!(bot.stop().await.success());
+    bot.spawn().await;
+    assert_eq!(device_id(&bot), device);
+    // Other users see exactly one device with keys for the bot: the first one.
+    server.register("ritual-watcher", SENDER_PASSWORD);
+    let ids = server
+        .devices_with_keys("ritual", "ritual-watcher", SENDER_PASSWORD)
+        .await;
+    assert_eq!(ids, vec![device.clone()], "the bot's devices with keys");
+
+    // Rotation changes the homeserver's password too.
+    assert!(bot.stop().await.success());
+    let rotated = "rotated-password-5678";
+    bot.set_env("WICKRIO_ROTATE_PASSWORD", rotated);
+    bot.spawn().await;
+    assert_eq!(server.password_login("ritual", &generated).await.0, 403);
+    assert_eq!(server.password_login("ritual", rotated).await.0, 200);
+    assert!(bot.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_homeserver_that_refuses_the_password_stops_the_bot_with_exit_3() {
+    let server = synapse();
+    let (bot, _tmp) = matrix_bot(server, "refused", &[]);
+    // Someone changed the account's password behind the bot's back: the bot's local identity opens,
+    // but the homeserver refuses it.
+    let client = server.client("refused", INITIAL_PASSWORD).await;
+    let auth =
+        matrix_sdk::ruma::api::client::uiaa::AuthData::Password(matrix_sdk::ruma::api::client::uiaa::Password::new(
+            matrix_sdk::ruma::api::client::uiaa::UserIdentifier::Matrix(
+                matrix_sdk::ruma::api::client::uiaa::MatrixUserIdentifier::new("@refused:localhost".into()),
+            ),
+            INITIAL_PASSWORD.into(),
+        ));
+    client
+        .account()
+        .change_password("changed-by-someone-else", Some(auth))
+        .await
+        .unwrap();
+    let status = bot.command().output().unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let log = String::from_utf8_lossy(&status.stderr);
+    assert!(log.contains("login refused by the Matrix homeserver"), "{log}");
+    assert!(!log.contains(INITIAL_PASSWORD), "password in the log: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn captures_a_room_in_the_original_shape() {
+    let server = synapse();
+    let (mut bot, _tmp) = matrix_bot(server, "shape", &[]);
+    bot.spawn().await;
+    let (_alice, room) = room_with_bot(server, "shape-alice", "shape", false).await;
+
+    let hello = send_text(&room, "hello").await;
+    let doomed = send_text(&room, "delete me").await;
+    let data = b"quarterly numbers\n".to_vec();
+    room.send_attachment("report.txt", &mime::TEXT_PLAIN, data.clone(), AttachmentConfig::new())
+        .await
+        .unwrap();
+    room.send_raw(
+        "m.room.message",
+        json!({ "msgtype": "m.text", "body": "* hello, edited",
+                "m.new_content": { "msgtype": "m.text", "body": "hello, edited" },
+                "m.relates_to": { "rel_type": "m.replace", "event_id": hello } }),
+    )
+    .await
+    .unwrap();
+    room.send_raw(
+        "m.reaction",
+        json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": hello, "key": "👍" } }),
+    )
+    .await
+    .unwrap();
+    room.redact(&doomed, Some("oops"), None).await.unwrap();
+    room.set_name("Ops (renamed)".into()).await.unwrap();
+
+    let lines = lines_until(&bot, "every kind of event", |l| {
+        l.iter()
+            .any(|x| x["msgtype"] == 4004 && x["control"]["title"] == "Ops (renamed)")
+    })
+    .await;
+    let text = find(&lines, 1000, "hello").expect("text");
+    assert_eq!(text["sender"], "@shape-alice:localhost");
+    assert_eq!(text["vgroupid"], room.room_id().as_str());
+    assert_eq!(text["matrix"]["event"]["event_id"], hello.as_str());
+    assert_eq!(text["matrix"]["encrypted"], false);
+    for field in ["message_id", "msg_ts", "time", "time_iso", "sender_type"] {
+        assert!(text[field].is_string(), "{field} missing in {text}");
+    }
+    let hello_id = text["message_id"].as_str().unwrap();
+
+    let file = lines.iter().find(|l| l["msgtype"] == 6000).expect("file");
+    assert_eq!(file["file"]["filename"], "report.txt");
+    let local = file["file"]["localfilename"].as_str().unwrap();
+    assert!(
+        local.contains("attachment_") && local.ends_with("_report.txt"),
+        "{local}"
+    );
+    assert_eq!(std::fs::read(local).unwrap(), data);
+
+    let edit = find(&lines, 9000, "hello, edited").expect("edit");
+    assert_eq!(edit["edit"]["message_id"], hello_id);
+    let reaction = find(&lines, 9100, "👍").expect("reaction");
+    assert_eq!(reaction["edit"]["message_id"], hello_id);
+    let doomed_id = find(&lines, 1000, "delete me").expect("the redacted text, as first seen")["message_id"].clone();
+    let redaction = lines.iter().find(|l| l["msgtype"] == 4011).expect("redaction");
+    assert_eq!(redaction["control"]["message_id"], doomed_id);
+
+    assert!(lines.iter().any(|l| l["msgtype"] == 4001), "room creation");
+    let joined = lines
+        .iter()
+        .any(|l| l["msgtype"] == 4002 && l["control"]["members"][0] == "@shape:localhost");
+    assert!(joined, "the bot's own join");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["msgtype"] == 4004 && l["control"]["description"] == "incidents"),
+        "topic"
+    );
+    assert!(common::metric(&bot, "Messages_Rx").await >= lines.len() as u64);
+    assert!(bot.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn captures_an_encrypted_room_in_plaintext() {
+    let server = synapse();
+    let (mut bot, _tmp) = matrix_bot(server, "crypto", &[]);
+    bot.spawn().await;
+    let (_alice, room) = room_with_bot(server, "crypto-alice", "crypto", true).await;
+    assert!(room.latest_encryption_state().await.unwrap().is_encrypted());
+
+    send_text(&room, "the plans are in the safe").await;
+    let data = b"%PDF secret attachment".to_vec();
+    room.send_attachment(
+        "plans.pdf",
+        &mime::APPLICATION_PDF,
+        data.clone(),
+        AttachmentConfig::new(),
+    )
+    .await
+    .unwrap();
+
+    let lines = lines_until(&bot, "the decrypted text and file", |l| {
+        find(l, 1000, "the plans are in the safe").is_some() && l.iter().any(|x| x["msgtype"] == 6000)
+    })
+    .await;
+    let text = find(&lines, 1000, "the plans are in the safe").unwrap();
+    assert_eq!(text["matrix"]["encrypted"], true);
+    assert_eq!(text["matrix"]["event"]["type"], "m.room.message");
+    let file = lines.iter().find(|l| l["msgtype"] == 6000).unwrap();
+    assert_eq!(file["matrix"]["encrypted"], true);
+    let local = file["file"]["localfilename"].as_str().unwrap();
+    assert_eq!(std::fs::read(local).unwrap(), data, "the attachment is decrypted");
+    // Nothing on disk holds the plaintext outside the bot's files: the media was encrypted on the
+    // homeserver.
+    let media = walk(&server.dir.join("media_store"));
+    assert!(!media.iter().any(|p| std::fs::read(p).unwrap() == data));
+    assert_eq!(common::metric(&bot, "Messages_Rx_Failed").await, 0);
+    assert!(bot.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_stream_and_restart_loses_nothing() {
+    let server = synapse();
+    let (mut bot, _tmp) = matrix_bot(server, "crash", &[]);
+    bot.spawn().await;
+    let (_alice, room) = room_with_bot(server, "crash-alice", "crash", true).await;
+
+    // The sender keeps sending while the bot is killed and restarted.
+    let total = 120;
+    let sent = |i: usize| format!("message {i:03}");
+    let sender = {
+        let room = room.clone();
+        tokio::spawn(async move {
+            for i in 0..total {
+                send_text(&room, &sent(i)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    lines_until(&bot, "the first messages", |l| find(l, 1000, &sent(20)).is_some()).await;
+    bot.kill9().await;
+    let before_restart = written_lines(&bot.messages_dir()).len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bot.spawn().await;
+    sender.await.unwrap();
+    assert!(
+        before_restart < total,
+        "the kill came after everything was captured ({before_restart} lines): not mid-stream"
+    );
+    let lines = lines_until(&bot, "every message", |l| {
+        (0..total).all(|i| find(l, 1000, &sent(i)).is_some())
+    })
+    .await;
+    let undecrypted = lines
+        .iter()
+        .filter(|l| l["matrix"]["decryption_error"].is_string())
+        .count();
+    assert_eq!(undecrypted, 0, "the crypto store survived kill -9");
+    assert!(bot.stop().await.success());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
