@@ -9,7 +9,7 @@
 # It is PID 1 itself: it handles SIGTERM (`docker stop`) and SIGINT, and starts no child processes.
 
 # ---- build ---------------------------------------------------------------------------------------
-FROM rust:1.89-slim-bookworm AS builder
+FROM rust:1.93-slim-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN cargo build --locked --profile dist \
@@ -17,7 +17,8 @@ RUN cargo build --locked --profile dist \
 
 # ---- runtime -------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
-# CA certificates for TLS to AWS; nothing else is needed (the binary links only glibc).
+# CA certificates for TLS to AWS and the homeserver; nothing else is needed (the binary links only
+# glibc: SQLite, for the Matrix store, is compiled in).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && apt-get clean \
