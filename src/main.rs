@@ -308,7 +308,17 @@ async fn announce_password(
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let levels = std::env::var("RUST_LOG").ok().filter(|l| !l.trim().is_empty());
+    // matrix-sdk logs every sync at info and every refused request (including the expected refusal of
+    // the generated password before a first run's password change) as an error; the bot reports what
+    // matters itself. RUST_LOG naming a matrix_sdk target overrides this.
+    let quiet_matrix = "matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=warn,matrix_sdk::http_client=off";
+    let directives = match levels {
+        Some(l) if l.contains("matrix_sdk") => l,
+        Some(l) => format!("{l},{quiet_matrix}"),
+        None => format!("info,{quiet_matrix}"),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -28,7 +28,7 @@ metrics! {
 /// One of the bot's counters. The names are the original's CloudWatch metric names.
 Counter {
     MessagesRx => "Messages_Rx", "Messages received (every non-blank line of every request or imported file).";
-    MessagesRxFailed => "Messages_Rx_Failed", "Messages refused at validation, with every other message of their request.";
+    MessagesRxFailed => "Messages_Rx_Failed", "Messages refused at validation (with every other message of their request), and Matrix events the bot could not decrypt.";
     MessagesSaved => "Messages_Saved", "Messages written and fsync'd to a message file.";
     MessagesSavedFailed => "Messages_Saved_Failed", "Valid messages that could not be written (disk low or full, I/O error, shutting down).";
     FilesSaved => "Files_Saved", "Attachments written and fsync'd.";

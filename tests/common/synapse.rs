@@ -151,8 +151,8 @@ impl Synapse {
         assert!(out.status.success(), "register {user}: {out:?}");
     }
 
-    /// `POST /login` with a password: the status and `errcode`.
-    pub async fn password_login(&self, user: &str, password: &str) -> (u16, Option<String>) {
+    /// `POST /login` with a password: the status and the answer's JSON.
+    async fn raw_login(&self, user: &str, password: &str) -> (u16, Value) {
         let body = serde_json::json!({
             "type": "m.login.password",
             "identifier": { "type": "m.id.user", "user": user },
@@ -165,7 +165,12 @@ impl Synapse {
             .await
             .unwrap();
         let status = r.status().as_u16();
-        let json: Value = r.json().await.unwrap_or_default();
+        (status, r.json().await.unwrap_or_default())
+    }
+
+    /// `POST /login` with a password: the status and `errcode`.
+    pub async fn password_login(&self, user: &str, password: &str) -> (u16, Option<String>) {
+        let (status, json) = self.raw_login(user, password).await;
         (status, json["errcode"].as_str().map(str::to_owned))
     }
 
@@ -173,19 +178,7 @@ impl Synapse {
     /// `password`) sees them through `POST /keys/query`.
     pub async fn devices_with_keys(&self, user: &str, watcher: &str, password: &str) -> Vec<String> {
         let http = reqwest::Client::new();
-        let login: Value = http
-            .post(format!("{}/_matrix/client/v3/login", self.url()))
-            .json(&serde_json::json!({
-                "type": "m.login.password",
-                "identifier": { "type": "m.id.user", "user": watcher },
-                "password": password,
-            }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, login) = self.raw_login(watcher, password).await;
         let token = login["access_token"].as_str().expect("watcher login");
         let user_id = format!("@{user}:localhost");
         let keys: Value = http

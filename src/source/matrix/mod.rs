@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use matrix_sdk::config::SyncSettings;
+use matrix_sdk::config::{SyncSettings, SyncToken};
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
 use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
 use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::OwnedRoomId;
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::events::room::MediaSource;
-use matrix_sdk::ruma::{OwnedRoomId, uint};
 use matrix_sdk::sync::Timeline;
 use matrix_sdk::{Client, Room};
 use serde_json::Value;
@@ -149,12 +149,15 @@ impl MatrixSource {
         let mut filter = FilterDefinition::default();
         filter.room.timeline.limit = Some(PAGE.into());
         loop {
-            let mut settings = SyncSettings::default()
+            // Never matrix-sdk's own token (`ReusePrevious`): its store may be ahead of what is durable.
+            let token = match &self.position.next_batch {
+                Some(token) => SyncToken::Specific(token.clone()),
+                None => SyncToken::NoToken,
+            };
+            let settings = SyncSettings::default()
                 .timeout(SYNC_WAIT)
-                .filter(Filter::FilterDefinition(filter.clone()));
-            if let Some(token) = &self.position.next_batch {
-                settings = settings.token(token.clone());
-            }
+                .filter(Filter::FilterDefinition(filter.clone()))
+                .token(token);
             let synced = tokio::select! {
                 synced = self.client.sync_once(settings) => synced,
                 () = stopped(&mut stop) => return,
@@ -383,26 +386,30 @@ fn event_json(event: &TimelineEvent) -> Option<(Value, Delivery)> {
 async fn backfill(room: &Room, from: &str, stop_at: Option<&str>) -> Result<Vec<TimelineEvent>, MatrixError> {
     let mut out = Vec::new();
     let mut token = Some(from.to_owned());
-    while let Some(from) = token.take() {
+    'pages: while let Some(from) = token.take() {
         let mut options = MessagesOptions::backward().from(from.as_str());
-        options.limit = uint!(100);
+        options.limit = PAGE.into();
         let page = room
             .messages(options)
             .await
             .map_err(|e| MatrixError::Request(format!("cannot page back room {}: {e}", room.room_id())))?;
-        let empty = page.chunk.is_empty();
+        if page.chunk.is_empty() {
+            break;
+        }
         for event in page.chunk {
             if stop_at.is_some() && event.event_id().as_deref().map(|e| e.as_str()) == stop_at {
-                out.reverse();
-                return Ok(out);
+                break 'pages;
             }
             out.push(event);
         }
-        if !empty {
-            token = page.end;
-        }
+        token = page.end;
     }
-    tracing::info!(room = %room.room_id(), events = out.len(), "read the room's history");
+    tracing::info!(
+        room = %room.room_id(),
+        events = out.len(),
+        back_to = stop_at.unwrap_or("the room's beginning"),
+        "read the room's history across a gap in its timeline"
+    );
     out.reverse();
     Ok(out)
 }
