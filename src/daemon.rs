@@ -114,7 +114,7 @@ pub async fn run(
     ));
     let (stop_http, mut stop_rx) = watch::channel(false);
     let (stop_capture, capture_rx) = watch::channel(false);
-    let capture = matrix.map(|source| {
+    let mut capture = matrix.map(|source| {
         let sink = matrix::Sink {
             spool: pipeline.spool.clone(),
             metrics: pipeline.metrics.clone(),
@@ -149,12 +149,17 @@ pub async fn run(
             result??;
             anyhow::bail!("the HTTP server stopped unexpectedly");
         }
+        result = capture_ended(&mut capture) => {
+            pipeline.shutdown().await;
+            result.context("the Matrix source stopped")??;
+            anyhow::bail!("the Matrix source stopped unexpectedly");
+        }
     }
 
     // The Matrix source finishes the sync in hand (its position is saved only once it is durable).
     let _ = stop_capture.send(true);
-    if let Some(capture) = capture
-        && tokio::time::timeout(config.ingest.shutdown_grace, capture)
+    if capture.is_some()
+        && tokio::time::timeout(config.ingest.shutdown_grace, capture_ended(&mut capture))
             .await
             .is_err()
     {
@@ -189,6 +194,16 @@ pub async fn run(
         },
     );
     Ok(())
+}
+
+/// Resolves when the Matrix capture task ends; never, when there is none (the HTTP source).
+async fn capture_ended(
+    capture: &mut Option<JoinHandle<Result<(), matrix::MatrixError>>>,
+) -> Result<Result<(), matrix::MatrixError>, tokio::task::JoinError> {
+    match capture {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What an operator wants to know when the bot comes up: who, which version, where data goes.

@@ -100,6 +100,15 @@ fn find<'a>(lines: &'a [Value], msgtype: i64, message: &str) -> Option<&'a Value
         .find(|l| l["msgtype"] == msgtype && l["message"] == message)
 }
 
+/// Changes `user`'s password as a client of its own would, which ends the account's other sessions.
+async fn change_password(server: &Synapse, user: &str, old: &str, new: &str) {
+    use matrix_sdk::ruma::api::client::uiaa::{AuthData, MatrixUserIdentifier, Password, UserIdentifier};
+    let client = server.client(user, old).await;
+    let id = UserIdentifier::Matrix(MatrixUserIdentifier::new(format!("@{user}:localhost")));
+    let auth = AuthData::Password(Password::new(id, old.into()));
+    client.account().change_password(new, Some(auth)).await.unwrap();
+}
+
 fn device_id(bot: &Bot) -> String {
     std::fs::read_to_string(bot.root.join("state/matrix/device_id")).unwrap()
 }
@@ -157,19 +166,7 @@ async fn a_homeserver_that_refuses_the_password_stops_the_bot_with_exit_3() {
     let (bot, _tmp) = matrix_bot(server, "refused", &[]);
     // Someone changed the account's password behind the bot's back: the bot's local identity opens,
     // but the homeserver refuses it.
-    let client = server.client("refused", INITIAL_PASSWORD).await;
-    let auth =
-        matrix_sdk::ruma::api::client::uiaa::AuthData::Password(matrix_sdk::ruma::api::client::uiaa::Password::new(
-            matrix_sdk::ruma::api::client::uiaa::UserIdentifier::Matrix(
-                matrix_sdk::ruma::api::client::uiaa::MatrixUserIdentifier::new("@refused:localhost".into()),
-            ),
-            INITIAL_PASSWORD.into(),
-        ));
-    client
-        .account()
-        .change_password("changed-by-someone-else", Some(auth))
-        .await
-        .unwrap();
+    change_password(server, "refused", INITIAL_PASSWORD, "changed-by-someone-else").await;
     let status = bot.command().output().unwrap();
     assert_eq!(
         status.status.code(),
@@ -378,4 +375,23 @@ async fn a_gap_longer_than_one_sync_is_paged_back() {
     assert_eq!(before, 1, "the page-back went past the last captured event");
     assert!(bot.log_text().contains("across a gap"), "{}", bot.log_text());
     assert!(bot.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_ended_by_the_homeserver_stops_the_bot() {
+    let server = synapse();
+    let (mut bot, _tmp) = matrix_bot(server, "revoked", &[]);
+    bot.spawn().await;
+    let generated = bot
+        .env
+        .iter()
+        .find(|(k, _)| k == "WICKRIO_BOT_PASSWORD")
+        .unwrap()
+        .1
+        .clone();
+    // Someone changes the bot's password elsewhere: the homeserver ends the bot's session.
+    change_password(server, "revoked", &generated, "changed-elsewhere-1234").await;
+    let status = bot.wait().await;
+    assert_eq!(status.code(), Some(1), "{}", bot.log_text());
+    assert!(bot.log_text().contains("ended the bot's session"), "{}", bot.log_text());
 }

@@ -23,6 +23,7 @@ use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::OwnedRoomId;
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::events::room::MediaSource;
 use matrix_sdk::sync::Timeline;
 use matrix_sdk::{Client, Room};
@@ -143,8 +144,9 @@ pub struct Sink {
 
 impl MatrixSource {
     /// Syncs and captures until `stop` turns true. Errors are retried with backoff (the events wait
-    /// on the homeserver); only the stop ends it.
-    pub async fn capture(mut self, sink: Sink, mut stop: watch::Receiver<bool>) {
+    /// on the homeserver), except a revoked session: that ends capture with an error, so the bot
+    /// stops (and, restarted, logs in again) rather than wait for ever.
+    pub async fn capture(mut self, sink: Sink, mut stop: watch::Receiver<bool>) -> Result<(), MatrixError> {
         let mut backoff = Duration::from_secs(1);
         let mut filter = FilterDefinition::default();
         filter.room.timeline.limit = Some(PAGE.into());
@@ -160,7 +162,7 @@ impl MatrixSource {
                 .token(token);
             let synced = tokio::select! {
                 synced = self.client.sync_once(settings) => synced,
-                () = stopped(&mut stop) => return,
+                () = stopped(&mut stop) => return Ok(()),
             };
             let result = match synced {
                 Ok(response) => {
@@ -173,6 +175,11 @@ impl MatrixSource {
                         .chain(response.rooms.left.into_iter().map(|(id, r)| (id, r.timeline)));
                     self.capture_sync(rooms.collect(), response.next_batch, &sink).await
                 }
+                Err(e) if matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))) => {
+                    return Err(MatrixError::Refused(format!(
+                        "the homeserver ended the bot's session ({e}), e.g. after its password was changed elsewhere; restart the bot to log in again"
+                    )));
+                }
                 Err(e) => Err(MatrixError::Request(e.to_string())),
             };
             match result {
@@ -181,7 +188,7 @@ impl MatrixSource {
                     tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "Matrix capture interrupted; the events wait on the homeserver and are read again");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        () = stopped(&mut stop) => return,
+                        () = stopped(&mut stop) => return Ok(()),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
@@ -224,8 +231,8 @@ impl MatrixSource {
         }
         if self.position.next_batch.as_deref() != Some(next_batch.as_str()) {
             self.position.next_batch = Some(next_batch);
-            let (dir, position) = (self.dir.clone(), std::mem::take(&mut self.position));
-            self.position = tokio::task::spawn_blocking(move || position.save(&dir).map(|()| position))
+            let (dir, position) = (self.dir.clone(), self.position.clone());
+            tokio::task::spawn_blocking(move || position.save(&dir))
                 .await
                 .map_err(|e| MatrixError::State(e.to_string()))??;
         }

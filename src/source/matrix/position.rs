@@ -12,7 +12,7 @@ use crate::spool::disk;
 
 const POSITION_FILE: &str = "sync.json";
 
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Position {
     /// `next_batch` of the last sync whose events are durable; `None` before the first.
     pub next_batch: Option<String>,
