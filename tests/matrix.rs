@@ -78,7 +78,8 @@ async fn send_text(room: &Room, text: &str) -> OwnedEventId {
 
 /// Waits until the bot has written lines that `done` accepts; returns them.
 async fn lines_until(bot: &Bot, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: the machines are shared, and every test of this binary shares one homeserver.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let lines = written_lines(&bot.messages_dir());
         if done(&lines) {
