@@ -110,6 +110,12 @@ async fn change_password(server: &Synapse, user: &str, old: &str, new: &str) {
     client.account().change_password(new, Some(auth)).await.unwrap();
 }
 
+/// The password the bot now starts with (the harness learns the generated one from the banner).
+fn password(bot: &Bot) -> String {
+    let (_, pw) = bot.env.iter().find(|(k, _)| k == "WICKRIO_BOT_PASSWORD").unwrap();
+    pw.clone()
+}
+
 fn device_id(bot: &Bot) -> String {
     std::fs::read_to_string(bot.root.join("state/matrix/device_id")).unwrap()
 }
@@ -119,13 +125,7 @@ async fn first_run_changes_the_password_on_the_homeserver_and_restarts_keep_the_
     let server = synapse();
     let (mut bot, _tmp) = matrix_bot(server, "ritual", &[]);
     bot.spawn().await;
-    let generated = bot
-        .env
-        .iter()
-        .find(|(k, _)| k == "WICKRIO_BOT_PASSWORD")
-        .unwrap()
-        .1
-        .clone();
+    let generated = password(&bot);
     assert_ne!(generated, INITIAL_PASSWORD, "no banner: {}", bot.stdout_text());
     assert_eq!(
         server.password_login("ritual", INITIAL_PASSWORD).await,
@@ -383,13 +383,7 @@ async fn a_session_ended_by_the_homeserver_stops_the_bot() {
     let server = synapse();
     let (mut bot, _tmp) = matrix_bot(server, "revoked", &[]);
     bot.spawn().await;
-    let generated = bot
-        .env
-        .iter()
-        .find(|(k, _)| k == "WICKRIO_BOT_PASSWORD")
-        .unwrap()
-        .1
-        .clone();
+    let generated = password(&bot);
     // Someone changes the bot's password elsewhere: the homeserver ends the bot's session.
     change_password(server, "revoked", &generated, "changed-elsewhere-1234").await;
     let status = bot.wait().await;
