@@ -1,12 +1,13 @@
 //! The Matrix source against a real Synapse: the password ritual done on the homeserver, a room
-//! captured in the original's shape, an end-to-end-encrypted room captured in plaintext, kill -9
-//! mid-stream, and a restart that keeps its device.
+//! captured in the original's shape, an end-to-end-encrypted room captured in plaintext, a room key
+//! that arrives after its event, kill -9 mid-stream, and a restart that keeps its device.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::synapse::{Synapse, synapse, sync_until};
+use common::lagging_front::LaggingFront;
+use common::synapse::{Synapse, client_at, synapse, sync_until};
 use common::{Bot, INITIAL_PASSWORD, written_lines};
 use matrix_sdk::attachment::AttachmentConfig;
 use matrix_sdk::ruma::api::client::room::create_room;
@@ -37,8 +38,13 @@ fn user_id(user: &str) -> OwnedUserId {
 
 /// A sender with a room it created (encrypted or not) and invited the bot to, once the bot has joined.
 async fn room_with_bot(server: &Synapse, sender: &str, bot: &str, encrypted: bool) -> (Client, Room) {
+    room_with_bot_via(server, &server.url(), sender, bot, encrypted).await
+}
+
+/// `room_with_bot`, with the sender a client of `url` (a front of the homeserver).
+async fn room_with_bot_via(server: &Synapse, url: &str, sender: &str, bot: &str, encrypted: bool) -> (Client, Room) {
     server.register(sender, SENDER_PASSWORD);
-    let client = server.client(sender, SENDER_PASSWORD).await;
+    let client = client_at(url, sender, SENDER_PASSWORD).await;
     let mut request = create_room::v3::Request::new();
     request.name = Some("Ops".into());
     request.topic = Some("incidents".into());
@@ -294,6 +300,66 @@ async fn captures_an_encrypted_room_in_plaintext() {
     assert!(!media.iter().any(|p| std::fs::read(p).unwrap() == data));
     assert_eq!(common::metric(&bot, "Messages_Rx_Failed").await, 0);
     assert!(bot.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_whose_key_arrives_late_is_written_again_decrypted() {
+    let server = synapse();
+    let (mut bot, _tmp) = matrix_bot(server, "latekey", &[]);
+    bot.spawn().await;
+    let front = LaggingFront::start(&server.url()).await;
+    let (_alice, room) = room_with_bot_via(server, &front.url, "latekey-alice", "latekey", true).await;
+
+    // The room key is held back: the bot gets the event before the key that unlocks it.
+    front.hold();
+    let id = send_text(&room, "sent before its key").await;
+    let lines = lines_until(&bot, "the event, undecryptable", |l| {
+        l.iter().any(|x| x["matrix"]["event"]["event_id"] == id.as_str())
+    })
+    .await;
+    let early = lines
+        .iter()
+        .find(|x| x["matrix"]["event"]["event_id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert!(early["matrix"]["decryption_error"].is_string(), "{early}");
+    assert_eq!(early["message"], "");
+    assert_eq!(common::metric(&bot, "Messages_Rx_Failed").await, 1);
+
+    // A restart while the key is on its way keeps the event waiting for it.
+    assert!(bot.stop().await.success());
+    let waiting = std::fs::read_to_string(bot.root.join("state/matrix/undecrypted.json")).unwrap();
+    assert!(waiting.contains(id.as_str()), "{waiting}");
+    bot.spawn().await;
+
+    assert!(front.release().await > 0, "the sender sent its key to the bot's device");
+    let lines = lines_until(&bot, "the event, decrypted late", |l| {
+        find(l, 1000, "sent before its key").is_some()
+    })
+    .await;
+    let late = find(&lines, 1000, "sent before its key").unwrap();
+    assert_eq!(late["matrix"]["decrypted_late"], true);
+    assert_eq!(late["matrix"]["encrypted"], true);
+    assert_eq!(
+        late["message_id"], early["message_id"],
+        "the full line names the same message"
+    );
+    let waiting = || std::fs::read_to_string(bot.root.join("state/matrix/undecrypted.json")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting().contains(id.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "the decrypted event still waits: {}",
+            waiting()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(bot.stop().await.success());
+    let copies = written_lines(&bot.messages_dir())
+        .iter()
+        .filter(|l| l["message"] == "sent before its key")
+        .count();
+    assert_eq!(copies, 1, "written in full once");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -201,17 +201,22 @@ impl Synapse {
 
     /// A matrix-sdk client logged in as `user` (end-to-end encryption on, keys in memory).
     pub async fn client(&self, user: &str, password: &str) -> Client {
-        let client = Client::builder().homeserver_url(self.url()).build().await.unwrap();
-        client
-            .matrix_auth()
-            .login_username(user, password)
-            .initial_device_display_name("test sender")
-            .send()
-            .await
-            .unwrap();
-        client.sync_once(SyncSettings::default()).await.unwrap();
-        client
+        client_at(&self.url(), user, password).await
     }
+}
+
+/// A logged-in client of the homeserver at `url` (Synapse, or a front of it).
+pub async fn client_at(url: &str, user: &str, password: &str) -> Client {
+    let client = Client::builder().homeserver_url(url).build().await.unwrap();
+    client
+        .matrix_auth()
+        .login_username(user, password)
+        .initial_device_display_name("test sender")
+        .send()
+        .await
+        .unwrap();
+    client.sync_once(SyncSettings::default()).await.unwrap();
+    client
 }
 
 /// Syncs `client` until `done` holds (bounded).

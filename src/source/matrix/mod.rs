@@ -5,11 +5,13 @@
 //! Capture is a loop of `/sync` calls. A sync's events are written and fsync'd before its `next_batch`
 //! is saved, so a restart (or kill -9) resumes from a point whose events are all on disk: nothing is
 //! lost, at worst the events of one sync are written twice. matrix-sdk keeps its state and crypto store
-//! (the device's keys and the rooms' Megolm sessions) in the state directory, encrypted.
+//! (the device's keys and the rooms' Megolm sessions) in the state directory, encrypted. An event whose
+//! key has not arrived is written with the reason, kept, and written again in full once the key comes.
 
 mod login;
 mod position;
 pub mod translate;
+mod undecrypted;
 
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -35,9 +37,10 @@ use crate::daemon::stopped;
 use crate::identity::Identity;
 use crate::message::{Lines, Message};
 use crate::metrics::{Counter, Metrics};
-use crate::spool::{SavedAttachment, Spool, SpoolError, safe_attachment_name};
+use crate::spool::{SavedAttachment, Spool, SpoolError, disk, safe_attachment_name};
 use position::Position;
 use translate::{Delivery, MediaRef, Translated};
+use undecrypted::Undecrypted;
 
 /// How long one `/sync` waits on the homeserver for something new.
 const SYNC_WAIT: Duration = Duration::from_secs(30);
@@ -80,6 +83,7 @@ pub struct MatrixSource {
     dir: PathBuf,
     position: Position,
     seen: Seen,
+    undecrypted: Undecrypted,
 }
 
 impl std::fmt::Debug for MatrixSource {
@@ -126,11 +130,13 @@ pub async fn connect(
         "logged in to the Matrix homeserver"
     );
     let position = Position::load(&dir)?;
+    let undecrypted = Undecrypted::load(&dir)?;
     Ok(MatrixSource {
         client,
         dir,
         position,
         seen: Seen::default(),
+        undecrypted,
     })
 }
 
@@ -150,6 +156,7 @@ impl MatrixSource {
         let mut backoff = Duration::from_secs(1);
         let mut filter = FilterDefinition::default();
         filter.room.timeline.limit = Some(PAGE.into());
+        let mut keys = undecrypted::key_notices(&self.client).await;
         loop {
             // Never matrix-sdk's own token (`ReusePrevious`): its store may be ahead of what is durable.
             let token = match &self.position.next_batch {
@@ -173,7 +180,13 @@ impl MatrixSource {
                         .into_iter()
                         .map(|(id, r)| (id, r.timeline))
                         .chain(response.rooms.left.into_iter().map(|(id, r)| (id, r.timeline)));
-                    self.capture_sync(rooms.collect(), response.next_batch, &sink).await
+                    match self.capture_sync(rooms.collect(), response.next_batch, &sink).await {
+                        Ok(()) => {
+                            self.note_keys(keys.as_mut());
+                            self.decrypt_late(&sink).await
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) if matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))) => {
                     return Err(MatrixError::Refused(format!(
@@ -227,41 +240,52 @@ impl MatrixSource {
                 .await?;
             }
             events.extend(timeline.events);
+            let events = events.iter().filter_map(event_json).collect();
             self.capture_room(&room_id, events, sink).await?;
         }
+        self.save_undecrypted().await?;
         if self.position.next_batch.as_deref() != Some(next_batch.as_str()) {
             self.position.next_batch = Some(next_batch);
-            let (dir, position) = (self.dir.clone(), self.position.clone());
-            tokio::task::spawn_blocking(move || position.save(&dir))
-                .await
-                .map_err(|e| MatrixError::State(e.to_string()))??;
+            let (path, bytes) = self.position.to_save(&self.dir)?;
+            write_state(path, bytes).await?;
         }
         Ok(())
     }
 
+    async fn save_undecrypted(&mut self) -> Result<(), MatrixError> {
+        if let Some((path, bytes)) = self.undecrypted.to_save(&self.dir)? {
+            write_state(path, bytes).await?;
+            self.undecrypted.saved();
+        }
+        Ok(())
+    }
+
+    /// Writes a room's events in order. A late decryption rewrites an event already counted and
+    /// captured, so it skips the repeat check and leaves the room's position where it is.
     async fn capture_room(
         &mut self,
         room_id: &OwnedRoomId,
-        events: Vec<TimelineEvent>,
+        events: Vec<(Value, Delivery)>,
         sink: &Sink,
     ) -> Result<(), MatrixError> {
         let mut lines = Lines::default();
         let mut ids = Vec::new();
-        for event in events {
-            let Some((json, delivery)) = event_json(&event) else {
-                continue;
-            };
+        for (json, delivery) in events {
+            let late = delivery == Delivery::DecryptedLate;
             let id = json
                 .get("event_id")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            if self.seen.contains(&id) {
-                continue;
-            }
-            sink.metrics.incr(Counter::MessagesRx);
-            if matches!(delivery, Delivery::Undecryptable(_)) {
-                sink.metrics.incr(Counter::MessagesRxFailed);
+            if !late {
+                if self.seen.contains(&id) {
+                    continue;
+                }
+                sink.metrics.incr(Counter::MessagesRx);
+                if matches!(delivery, Delivery::Undecryptable(_)) {
+                    sink.metrics.incr(Counter::MessagesRxFailed);
+                    self.undecrypted.push(room_id.as_str(), &json);
+                }
             }
             let Translated { mut message, media } = match translate::translate(room_id.as_str(), &json, &delivery) {
                 Ok(t) => t,
@@ -287,11 +311,14 @@ impl MatrixSource {
                     let saved = self.save_media(&media, sink, &mut message).await?;
                     let mut one = Lines::default();
                     one.push(&message);
-                    self.commit(room_id, one, vec![id], sink, saved).await?;
+                    let ids = if late { vec![] } else { vec![id] };
+                    self.commit(room_id, one, ids, sink, saved).await?;
                     continue;
                 }
             }
-            ids.push(id);
+            if !late {
+                ids.push(id);
+            }
         }
         self.commit(room_id, lines, ids, sink, None).await
     }
@@ -373,6 +400,13 @@ impl MatrixSource {
         message.set_local_filename(&saved.path.to_string_lossy());
         Ok(Some(saved))
     }
+}
+
+/// Replaces a state file atomically (fsync'd), off the async threads.
+async fn write_state(path: PathBuf, bytes: Vec<u8>) -> Result<(), MatrixError> {
+    tokio::task::spawn_blocking(move || disk::write_atomically(&path, &bytes).map_err(|e| MatrixError::io(&path, e)))
+        .await
+        .map_err(|e| MatrixError::State(e.to_string()))?
 }
 
 /// The event's JSON as the bot sees it (the plaintext, if it decrypted it), and how it arrived.

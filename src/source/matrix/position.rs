@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::MatrixError;
-use crate::spool::disk;
 
 const POSITION_FILE: &str = "sync.json";
 
@@ -39,11 +38,10 @@ impl Position {
         }
     }
 
-    /// Replaces the saved position atomically (fsync'd). Blocking: call from the blocking pool.
-    pub fn save(&self, dir: &Path) -> Result<(), MatrixError> {
-        let path = Self::path(dir);
+    /// The file's path and new contents, for `write_state` (which replaces it atomically).
+    pub fn to_save(&self, dir: &Path) -> Result<(PathBuf, Vec<u8>), MatrixError> {
         let json = serde_json::to_vec(self).map_err(|e| MatrixError::State(e.to_string()))?;
-        disk::write_atomically(&path, &json).map_err(|e| MatrixError::io(&path, e))
+        Ok((Self::path(dir), json))
     }
 }
 
@@ -60,7 +58,8 @@ mod tests {
             ..Position::default()
         };
         p.rooms.insert("!r:hs".into(), "$e".into());
-        p.save(dir.path()).unwrap();
+        let (path, bytes) = p.to_save(dir.path()).unwrap();
+        crate::spool::disk::write_atomically(&path, &bytes).unwrap();
         assert_eq!(Position::load(dir.path()).unwrap(), p);
         std::fs::write(Position::path(dir.path()), b"{oops").unwrap();
         assert!(matches!(Position::load(dir.path()), Err(MatrixError::State(_))));

@@ -16,6 +16,8 @@ pub enum Delivery {
     Plain,
     /// Decrypted by the bot: `event` is the plaintext.
     Decrypted,
+    /// Written undecryptable when it arrived, decrypted once its key came (`matrix.decrypted_late`).
+    DecryptedLate,
     /// An encrypted event the bot holds no key for; the reason is written in the line.
     Undecryptable(String),
 }
@@ -185,8 +187,10 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
     line.insert("vgroupid".into(), Value::String(room_id.to_owned()));
     line.extend(fields);
     let mut matrix = json!({ "room_id": room_id, "encrypted": *delivery != Delivery::Plain, "event": event });
-    if let Delivery::Undecryptable(reason) = delivery {
-        matrix["decryption_error"] = Value::String(reason.clone());
+    match delivery {
+        Delivery::Undecryptable(reason) => matrix["decryption_error"] = Value::String(reason.clone()),
+        Delivery::DecryptedLate => matrix["decrypted_late"] = Value::Bool(true),
+        Delivery::Plain | Delivery::Decrypted => {}
     }
     line.insert("matrix".into(), matrix);
     let message = Message::from_object(line, 1)?;
@@ -306,5 +310,16 @@ mod tests {
         assert_eq!(l["message"], "");
         assert_eq!(l["matrix"]["decryption_error"], "missing room key");
         assert_eq!(l["matrix"]["encrypted"], true);
+        assert!(l["matrix"].get("decrypted_late").is_none());
+    }
+
+    #[test]
+    fn a_late_decryption_is_marked_and_names_the_same_message() {
+        let e = event("m.room.message", json!({ "msgtype": "m.text", "body": "late" }));
+        let late = line(e.clone(), Delivery::DecryptedLate);
+        assert_eq!(late["message"], "late");
+        assert_eq!(late["matrix"]["decrypted_late"], true);
+        assert_eq!(late["matrix"]["encrypted"], true);
+        assert_eq!(late["message_id"], line(e, Delivery::Decrypted)["message_id"]);
     }
 }
