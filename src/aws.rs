@@ -75,14 +75,38 @@ const REFUSALS: &[&str] = &[
     "UnrecognizedClientException",
 ];
 
+/// 4xx error codes that pass on their own (a slow client, throttling, a clock or token refresh).
+const TRANSIENT_CLIENT_ERRORS: &[&str] = &[
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "LimitExceededException",
+];
+
 /// Describes a failed call: `what` says what was attempted (`"upload s3://b/k"`).
-pub fn failure<E, R>(what: &str, error: &SdkError<E, R>) -> AwsFailure
+pub fn failure<E>(what: &str, error: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> AwsFailure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let retry = match error {
-        SdkError::ServiceError(e) if e.err().code().is_some_and(|c| REFUSALS.contains(&c)) => Retry::Slowly,
+        SdkError::ServiceError(e) => {
+            let code = e.err().code().unwrap_or_default();
+            let status = e.raw().status().as_u16();
+            // A client error is a refusal of this request as it is (a key S3 will not take, a
+            // policy, a missing key): retrying it soon cannot help. 408, 429 and throttling can.
+            let client_error = (400..500).contains(&status) && status != 408 && status != 429;
+            if REFUSALS.contains(&code) || (client_error && !TRANSIENT_CLIENT_ERRORS.contains(&code)) {
+                Retry::Slowly
+            } else {
+                Retry::Soon
+            }
+        }
         // The request could not even be built: most often no credentials were found.
         SdkError::ConstructionFailure(_) => Retry::Slowly,
         _ => Retry::Soon,

@@ -60,8 +60,8 @@ impl Pipeline {
             }
             None => tokio::spawn(sink::run(ManifestSink::new(LocalSink, manifest), closed_rx, stop_rx)),
         };
-        let (spool_config, m) = (config.spool.clone(), metrics.clone());
-        let spool = tokio::task::spawn_blocking(move || Spool::start(spool_config, m, closed_tx))
+        let (spool_config, m, e) = (config.spool.clone(), metrics.clone(), events.clone());
+        let spool = tokio::task::spawn_blocking(move || Spool::start(spool_config, m, e, closed_tx))
             .await?
             .with_context(|| format!("cannot start the spool in {}", config.spool.mesg_dest.display()))?;
         let watchdog = Watchdog::new(

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::{self, AwsFailure, failure};
 use crate::envelope::{EnvelopeError, StoredEnvelope, gcm};
+use crate::sink::s3::metadata::{FILE_PATH, TYPE, decode_value};
 
 /// What to restore, and where.
 #[derive(Debug, Clone)]
@@ -183,7 +184,7 @@ impl Restorer<'_> {
 /// `file`, under `attachments/`), or its key without the prefix. Anything that could climb out of the
 /// destination is refused: object metadata is input like any other.
 fn restore_path(key: &str, prefix: &str, metadata: &HashMap<String, String>) -> Result<PathBuf, ObjectError> {
-    let relative = metadata.get("wickrio-file-path").cloned().unwrap_or_else(|| {
+    let relative = metadata.get(FILE_PATH).map(|v| decode_value(v)).unwrap_or_else(|| {
         key.strip_prefix(prefix)
             .unwrap_or(key)
             .trim_start_matches('/')
@@ -196,7 +197,7 @@ fn restore_path(key: &str, prefix: &str, metadata: &HashMap<String, String>) -> 
     if !safe {
         return Err(ObjectError::UnsafePath(relative));
     }
-    Ok(match metadata.get("wickrio-type").map(String::as_str) {
+    Ok(match metadata.get(TYPE).map(String::as_str) {
         Some("file") => Path::new("attachments").join(path),
         _ => path.to_owned(),
     })
@@ -300,7 +301,15 @@ mod tests {
         let m = meta(&[("wickrio-type", "message"), ("wickrio-file-path", "m.txt")]);
         assert_eq!(restore_path("f/m.txt", "f", &m).unwrap(), Path::new("m.txt"));
         assert_eq!(restore_path("f/sub/x", "f", &meta(&[])).unwrap(), Path::new("sub/x"));
-        for bad in ["../x", "/etc/passwd", "a/../../x", "", "a\0b"] {
+        let m = meta(&[
+            ("wickrio-type", "file"),
+            ("wickrio-file-path", "r%C3%A9sum%C3%A9%20%E5%A0%B1.pdf"),
+        ]);
+        assert_eq!(
+            restore_path("f/k", "f", &m).unwrap(),
+            Path::new("attachments/résumé 報.pdf")
+        );
+        for bad in ["../x", "/etc/passwd", "a/../../x", "", "a\0b", "%2E%2E/x", "a%00b"] {
             let m = meta(&[("wickrio-file-path", bad)]);
             assert!(
                 matches!(restore_path("k", "", &m), Err(ObjectError::UnsafePath(_))),

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod decrypt;
 pub mod envelope;
 pub mod identity;
+pub mod lock;
 pub mod message;
 pub mod metrics;
 pub mod privileges;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use retention_bot::config::{self, Config, LogFormat, Network, SETTINGS, SecretLocation, secret};
 use retention_bot::daemon::{self, Pipeline};
 use retention_bot::identity::{self, PasswordChange, password::Terminal};
+use retention_bot::lock::StateLock;
 use retention_bot::metrics::{Counter, Metrics};
 use retention_bot::privileges;
 use retention_bot::report::{EventKind, Events, Reporter};
@@ -193,6 +194,15 @@ fn start(runtime: &tokio::runtime::Runtime, command: Command) -> ExitCode {
         let config = match Config::from_lookup(&lookup) {
             Ok(c) => c,
             Err(e) => break 'run refuse(EXIT_CONFIG, EventKind::Fatal, format!("configuration error: {e}")),
+        };
+        // Before anything writes (even the chown below): one process per state directory.
+        let command_name = match command {
+            Command::Import { .. } => "import",
+            _ => "run",
+        };
+        let _lock = match StateLock::acquire(&config.identity.state_dir, command_name) {
+            Ok(lock) => lock,
+            Err(e) => break 'run refuse(1, EventKind::Fatal, e.to_string()),
         };
         let run_as = match privileges::parse_run_as(env("WICKRIO_RUN_AS").as_deref()) {
             Ok(r) => r,

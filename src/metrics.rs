@@ -40,6 +40,7 @@ Counter {
     WatchdogFailures => "Watchdog_Failures", "Times the watchdog found the pipeline stalled.";
     WatchdogWarnings => "Watchdog_Warnings", "Times the watchdog found the pipeline slow.";
     MessageFilesClosed => "Message_Files_Closed", "Message files closed (rotated, recovered or closed at shutdown).";
+    SpoolWriteErrors => "Spool_Write_Errors", "Failed writes, fsyncs, renames or directory fsyncs of message files and attachments; each refused the requests it carried.";
     RequestsRefused => "Requests_Refused", "HTTP requests refused (bad input, bad token, disk low, shutting down).";
     S3Uploads => "S3_Uploads", "Files uploaded to S3 (and then deleted locally).";
     S3UploadedBytes => "S3_Uploaded_Bytes", "Bytes of files uploaded to S3 (before encryption).";

@@ -14,6 +14,9 @@ const ENCRYPTED_FILE_LIMIT: u64 = 60 << 30;
 /// rotate every 10 minutes.
 pub(super) const S3_DEFAULT_ROTATION: (u64, Option<Duration>) = (1 << 30, Some(Duration::from_secs(600)));
 
+/// Longest key prefix: S3 keys are at most 1,024 bytes, and the file names after it need the rest.
+const MAX_FOLDER_BYTES: usize = 512;
+
 /// The bucket closed files are uploaded to.
 #[derive(Debug, Clone)]
 pub struct S3Config {
@@ -66,6 +69,18 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
             "WICKRIO_S3_FOLDER_NAME",
             format!("{folder:?} has a '.' or '..' segment or a control character"),
             "a key prefix such as retention/bot1",
+        ));
+    }
+    // S3 keys hold at most 1,024 bytes; the longest name the bot gives an object (an attachment's,
+    // or a message file's with a 100-character basename) needs about 460 of them.
+    if folder.len() > MAX_FOLDER_BYTES {
+        return Err(ConfigError::new(
+            "WICKRIO_S3_FOLDER_NAME",
+            format!(
+                "is {} bytes long, which leaves too little of S3's 1,024-byte key for the file names",
+                folder.len()
+            ),
+            format!("a key prefix of at most {MAX_FOLDER_BYTES} bytes"),
         ));
     }
     let kms = match key_arn {
@@ -198,7 +213,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
+        let long_folder = "f".repeat(MAX_FOLDER_BYTES + 1);
         for (pairs, var) in [
+            (
+                vec![
+                    ("WICKRIO_S3_BUCKET_NAME", "bkt-1"),
+                    ("WICKRIO_S3_FOLDER_NAME", long_folder.as_str()),
+                ],
+                "WICKRIO_S3_FOLDER_NAME",
+            ),
             (vec![("WICKRIO_S3_BUCKET_NAME", "B")], "WICKRIO_S3_BUCKET_NAME"),
             (vec![("WICKRIO_S3_BUCKET_NAME", "my_bucket")], "WICKRIO_S3_BUCKET_NAME"),
             (

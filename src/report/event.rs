@@ -27,6 +27,9 @@ pub enum EventKind {
     S3Recovered,
     KmsFailing,
     KmsRecovered,
+    /// A write or fsync of a message file or attachment failed: requests are refused (not acknowledged).
+    SpoolFailing,
+    SpoolRecovered,
     DiskLow,
     DiskFull,
     DiskRecovered,
@@ -39,7 +42,7 @@ impl EventKind {
     pub fn severity(self) -> Severity {
         use EventKind::*;
         match self {
-            Fatal | LoginFailed | SecretUpdateFailed | DiskFull | WatchdogFailure => Severity::Critical,
+            Fatal | LoginFailed | SecretUpdateFailed | SpoolFailing | DiskFull | WatchdogFailure => Severity::Critical,
             _ => Severity::Normal,
         }
     }

@@ -4,7 +4,7 @@
 //! number and entry hash) lives in the state directory, so the chain continues across restarts even
 //! when the sink has shipped every earlier manifest away.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -39,8 +39,9 @@ pub struct ManifestWriter {
     key: SigningKey,
     names: Names,
     open: Option<OpenManifest>,
-    /// Files found at start-up that a manifest already lists: they get no second entry.
-    already_listed: HashSet<PathBuf>,
+    /// Files found at start-up that a manifest already lists, with their listed SHA-256: they get
+    /// no second entry.
+    already_listed: HashMap<PathBuf, String>,
 }
 
 struct OpenManifest {
@@ -48,7 +49,17 @@ struct OpenManifest {
     open_path: PathBuf,
     closed_path: PathBuf,
     entries: usize,
+    /// Bytes of whole, fsync'd entries: a failed append is cut back to this.
+    len: u64,
     opened: Instant,
+}
+
+/// What listing a file did.
+pub struct Recorded {
+    /// The file's SHA-256 as listed.
+    pub sha256: String,
+    /// The manifest, if this entry filled it.
+    pub rotated: Option<ClosedFile>,
 }
 
 impl ManifestWriter {
@@ -77,22 +88,25 @@ impl ManifestWriter {
         };
         let mut recovered = Vec::new();
         for (path, bytes) in recovery::close_abandoned(dir, MANIFEST_BASENAME)? {
-            if let Some((entry, line)) = last_entry(&path)?
-                && entry.body.seq > head.seq
-            {
-                head = Head {
-                    seq: entry.body.seq,
-                    hash: line_hash(&line),
-                };
-            }
-            recovered.push(ClosedFile {
-                path,
-                kind: FileKind::Manifest,
-                bytes,
-            });
+            recovered.push(ClosedFile::new(path, FileKind::Manifest, bytes));
         }
         let waiting = closed_files(config, &recovered)?;
-        let already_listed = waiting.listed.iter().map(|f| f.path.clone()).collect();
+        // The head file may lag the manifests (a crash, or a failed write, between an entry and the
+        // head): the newest entry found anywhere wins, so a sequence number is never used twice.
+        if let Some(newest) = &waiting.newest
+            && newest.seq > head.seq
+        {
+            tracing::warn!(
+                seq = newest.seq,
+                "the manifest chain head was behind the manifests; continuing from the newest entry"
+            );
+            head = newest.clone();
+        }
+        let already_listed = waiting
+            .listed
+            .iter()
+            .filter_map(|f| Some((f.path.clone(), f.sha256.clone()?)))
+            .collect();
         recovered.extend(waiting.manifests);
         recovered.extend(waiting.listed);
         recovered.extend(waiting.unlisted);
@@ -109,10 +123,12 @@ impl ManifestWriter {
         Ok((writer, recovered))
     }
 
-    /// Appends the entry for `file`; returns the manifest if that entry made it rotate.
-    pub fn record(&mut self, file: &ClosedFile) -> std::io::Result<Option<ClosedFile>> {
-        if self.already_listed.remove(&file.path) {
-            return Ok(None);
+    /// Appends the entry for `file`. The append is atomic: a failed one is cut back (and its
+    /// sequence number used again), or, if even that fails, the manifest is given up to the next
+    /// start's recovery and its sequence number is never used again.
+    pub fn record(&mut self, file: &ClosedFile) -> std::io::Result<Recorded> {
+        if let Some(sha256) = self.already_listed.remove(&file.path) {
+            return Ok(Recorded { sha256, rotated: None });
         }
         let facts = file_facts(&file.path, file.kind == FileKind::Messages)?;
         let name = file
@@ -125,24 +141,46 @@ impl ManifestWriter {
             name,
             kind: file.kind.as_str().to_owned(),
             size: facts.size,
-            sha256: facts.sha256,
+            sha256: facts.sha256.clone(),
             first_msg_ts: facts.first_msg_ts,
             last_msg_ts: facts.last_msg_ts,
             closed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             prev: self.head.hash.clone(),
         };
         let line = Entry::sign(body, &self.key).to_line();
-        let open = self.ensure_open()?;
-        open.file.write_all(format!("{line}\n").as_bytes())?;
-        open.file.sync_data()?;
-        open.entries += 1;
-        let full = open.entries >= MAX_ENTRIES || open.opened.elapsed() >= MAX_AGE;
-        self.head = Head {
+        let written = Head {
             seq: self.head.seq + 1,
             hash: line_hash(&line),
         };
-        self.store_head()?;
-        if full { self.close() } else { Ok(None) }
+        let open = self.ensure_open()?;
+        let text = format!("{line}\n");
+        if let Err(e) = open
+            .file
+            .write_all(text.as_bytes())
+            .and_then(|()| open.file.sync_data())
+        {
+            let cut = open.file.set_len(open.len).and_then(|()| open.file.sync_data());
+            if let Err(cut) = cut {
+                tracing::error!(error = %cut, file = %open.open_path.display(), "cannot cut back a failed manifest entry: the manifest is left for recovery at the next start, and the chain goes on after that entry");
+                self.open = None;
+                self.head = written;
+                let _ = self.store_head();
+            }
+            return Err(e);
+        }
+        open.len += text.len() as u64;
+        open.entries += 1;
+        let full = open.entries >= MAX_ENTRIES || open.opened.elapsed() >= MAX_AGE;
+        self.head = written;
+        // A failed head write is not fatal: the next start also reads the head from the manifests.
+        if let Err(e) = self.store_head() {
+            tracing::error!(error = %e, "cannot store the manifest chain head");
+        }
+        let rotated = if full { self.close()? } else { None };
+        Ok(Recorded {
+            sha256: facts.sha256,
+            rotated,
+        })
     }
 
     /// Closes the open manifest, if any, for delivery.
@@ -153,11 +191,7 @@ impl ManifestWriter {
         disk::sync_dir(&self.dir)?;
         let bytes = open.file.metadata()?.len();
         tracing::info!(file = %open.closed_path.display(), entries = open.entries, "closed manifest");
-        Ok(Some(ClosedFile {
-            path: open.closed_path,
-            kind: FileKind::Manifest,
-            bytes,
-        }))
+        Ok(Some(ClosedFile::new(open.closed_path, FileKind::Manifest, bytes)))
     }
 
     fn ensure_open(&mut self) -> std::io::Result<&mut OpenManifest> {
@@ -173,6 +207,7 @@ impl ManifestWriter {
                 open_path,
                 closed_path,
                 entries: 0,
+                len: 0,
                 opened: Instant::now(),
             });
         }
@@ -190,35 +225,42 @@ impl ManifestWriter {
 /// The closed files found in the destinations at start-up.
 struct Waiting {
     manifests: Vec<ClosedFile>,
+    /// With the SHA-256 their entry lists.
     listed: Vec<ClosedFile>,
     unlisted: Vec<ClosedFile>,
+    /// The newest entry in any local manifest.
+    newest: Option<Head>,
 }
 
-/// Sorts the closed files in the destinations (except `known`, already accounted for) by whether a
-/// manifest in `MESGDEST` lists them.
+/// Sorts the closed files in the destinations (except `known`, already accounted for, whose entries
+/// are read too) by whether a manifest in `MESGDEST` lists them.
 fn closed_files(config: &SpoolConfig, known: &[ClosedFile]) -> std::io::Result<Waiting> {
-    let known: HashSet<&Path> = known.iter().map(|f| f.path.as_path()).collect();
-    let mut listed_names = HashSet::new();
+    let known_paths: HashSet<&Path> = known.iter().map(|f| f.path.as_path()).collect();
+    let mut listed_names = HashMap::new();
     let mut waiting = Waiting {
         manifests: Vec::new(),
         listed: Vec::new(),
         unlisted: Vec::new(),
+        newest: None,
     };
     for name in file_names(&config.mesg_dest)? {
         if name.starts_with(MANIFEST_BASENAME) && name.ends_with(CLOSED_SUFFIX) {
             let path = config.mesg_dest.join(&name);
             for line in BufReader::new(File::open(&path)?).lines() {
-                if let Ok(entry) = serde_json::from_str::<Entry>(&line?) {
-                    listed_names.insert(entry.body.name);
+                let line = line?;
+                if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
+                    if waiting.newest.as_ref().is_none_or(|h| entry.body.seq > h.seq) {
+                        waiting.newest = Some(Head {
+                            seq: entry.body.seq,
+                            hash: line_hash(&line),
+                        });
+                    }
+                    listed_names.insert(entry.body.name, entry.body.sha256);
                 }
             }
-            if !known.contains(path.as_path()) {
+            if !known_paths.contains(path.as_path()) {
                 let bytes = std::fs::metadata(&path)?.len();
-                waiting.manifests.push(ClosedFile {
-                    path,
-                    kind: FileKind::Manifest,
-                    bytes,
-                });
+                waiting.manifests.push(ClosedFile::new(path, FileKind::Manifest, bytes));
             }
         }
     }
@@ -233,15 +275,17 @@ fn closed_files(config: &SpoolConfig, known: &[ClosedFile]) -> std::io::Result<W
                 _ => name.starts_with("attachment_"),
             };
             let path = dir.join(&name);
-            if !ours || known.contains(path.as_path()) {
+            if !ours || known_paths.contains(path.as_path()) {
                 continue;
             }
             let bytes = std::fs::metadata(&path)?.len();
-            if listed_names.contains(&name) {
-                waiting.listed.push(ClosedFile { path, kind, bytes });
+            let mut file = ClosedFile::new(path, kind, bytes);
+            if let Some(sha256) = listed_names.get(&name) {
+                file.sha256 = Some(sha256.clone());
+                waiting.listed.push(file);
             } else {
-                tracing::warn!(file = %path.display(), "closed file not listed in any manifest (a crash came between); listing it now");
-                waiting.unlisted.push(ClosedFile { path, kind, bytes });
+                tracing::warn!(file = %file.path.display(), "closed file not listed in any manifest (a crash came between); listing it now");
+                waiting.unlisted.push(file);
             }
         }
     }
@@ -259,17 +303,6 @@ fn file_names(dir: &Path) -> std::io::Result<Vec<String>> {
         }
     }
     Ok(names)
-}
-
-fn last_entry(path: &Path) -> std::io::Result<Option<(Entry, String)>> {
-    let mut last = None;
-    for line in BufReader::new(File::open(path)?).lines() {
-        let line = line?;
-        if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
-            last = Some((entry, line));
-        }
-    }
-    Ok(last)
 }
 
 /// Wraps a sink: every file gets its manifest entry before the inner sink takes it.
@@ -319,11 +352,16 @@ impl<S: Sink + Send> Sink for ManifestSink<S> {
             return self.inner.deliver(file).await;
         }
         let listed = file.clone();
-        let rotated = self.with_writer(move |w| w.record(&listed)).await;
+        let recorded = self.with_writer(move |w| w.record(&listed)).await;
         // The file is delivered even if its entry could not be written: data is never held back;
         // `verify` will report it as unlisted.
+        let mut file = file;
+        let rotated = recorded.and_then(|r| {
+            file.sha256 = Some(r.sha256);
+            r.rotated
+        });
         self.inner.deliver(file).await;
-        if let Some(Some(manifest)) = rotated {
+        if let Some(manifest) = rotated {
             self.inner.deliver(manifest).await;
         }
     }

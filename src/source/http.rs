@@ -138,8 +138,8 @@ impl From<SpoolError> for ApiError {
         let status = match e {
             SpoolError::DiskLow { .. } | SpoolError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             SpoolError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            SpoolError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            SpoolError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            // The device failed: nothing was acknowledged, and the producer should retry shortly.
+            SpoolError::ShuttingDown | SpoolError::Io { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e)
     }
@@ -353,16 +353,10 @@ async fn post_attachment(state: &HttpState, req: Request) -> Result<serde_json::
             "unexpected part after `file`; send exactly `message` then `file`".into(),
         )));
     }
-    let saved = partial.finish(&safe).await.map_err(|e| failed(e.into()))?;
-
-    let mut message = message;
-    let local = saved.path.to_string_lossy().into_owned();
-    message.set_local_filename(&local);
-    let mut lines = Lines::default();
-    lines.push(&message);
-    let bytes = saved.bytes;
-    state.spool.commit_attachment(saved, lines).await?;
-    Ok(json!({ "accepted": 1, "localfilename": local, "bytes": bytes }))
+    // From here on the work runs to its end even if the client hangs up.
+    let stored = state.spool.store_attachment(partial, safe, message).await?;
+    let local = stored.path.to_string_lossy();
+    Ok(json!({ "accepted": 1, "localfilename": local, "bytes": stored.bytes }))
 }
 
 /// Streams the `file` part to a partial file; dropping the result removes it again.

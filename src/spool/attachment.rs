@@ -3,9 +3,11 @@
 //! it is finished is removed, so an aborted upload leaves nothing behind.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
+use super::health::Health;
 use super::naming::{Names, attachment_name};
 use super::{SpoolError, disk};
 
@@ -71,17 +73,24 @@ pub struct PartialAttachment {
     max: u64,
     min_free: u64,
     next_free_check: u64,
+    health: Arc<Health>,
 }
 
 /// A finished, durable attachment whose message line is not yet written.
 #[derive(Debug)]
-pub struct SavedAttachment {
+pub(super) struct SavedAttachment {
     pub path: PathBuf,
     pub bytes: u64,
 }
 
 impl PartialAttachment {
-    pub(super) async fn create(dir: &Path, names: &Names, max: u64, min_free: u64) -> Result<Self, SpoolError> {
+    pub(super) async fn create(
+        dir: &Path,
+        names: &Names,
+        max: u64,
+        min_free: u64,
+        health: Arc<Health>,
+    ) -> Result<Self, SpoolError> {
         let path = dir.join(names.partial_attachment());
         let p = path.clone();
         let file = tokio::task::spawn_blocking(move || {
@@ -104,7 +113,17 @@ impl PartialAttachment {
             max,
             min_free,
             next_free_check: FREE_CHECK_EVERY,
+            health,
         })
+    }
+
+    /// A write or sync failed: the device's fault (not a full disk) makes the spool unready.
+    fn device_error(&self, e: &std::io::Error) -> SpoolError {
+        let err = SpoolError::io(self.guard.path(), e);
+        if !matches!(err, SpoolError::DiskFull { .. }) {
+            self.health.failed(&err);
+        }
+        err
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
@@ -122,10 +141,10 @@ impl PartialAttachment {
                     error: e.to_string(),
                 })??;
         }
-        self.file
-            .write_all(chunk)
-            .await
-            .map_err(|e| SpoolError::io(self.guard.path(), &e))
+        match self.file.write_all(chunk).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.device_error(&e)),
+        }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -133,20 +152,27 @@ impl PartialAttachment {
     }
 
     /// Makes the bytes durable and gives the file its final name (with a suffix if that name is
-    /// taken), then makes the name durable too.
-    pub async fn finish(mut self, safe_name: &str) -> Result<SavedAttachment, SpoolError> {
+    /// taken), then makes the name durable too. On any failure nothing is left: neither the partial
+    /// file nor one under the final name.
+    pub(super) async fn finish(mut self, safe_name: &str) -> Result<SavedAttachment, SpoolError> {
         let partial = self.guard.path().to_owned();
-        let io = |e: std::io::Error| SpoolError::io(&partial, &e);
-        self.file.flush().await.map_err(io)?;
-        self.file.sync_all().await.map_err(io)?;
+        if let Err(e) = self.file.flush().await {
+            return Err(self.device_error(&e));
+        }
+        if let Err(e) = self.file.sync_all().await {
+            return Err(self.device_error(&e));
+        }
         let (dir, name, from) = (self.dir.clone(), safe_name.to_owned(), partial.clone());
-        let path = tokio::task::spawn_blocking(move || link_under_free_name(&dir, &name, &from))
+        let linked = tokio::task::spawn_blocking(move || link_under_free_name(&dir, &name, &from))
             .await
             .map_err(|e| SpoolError::Io {
                 path: partial.clone(),
                 error: e.to_string(),
-            })?
-            .map_err(io)?;
+            })?;
+        let path = match linked {
+            Ok(path) => path,
+            Err(e) => return Err(self.device_error(&e)),
+        };
         // The partial name is gone and the final one is durable: nothing left to clean up.
         self.guard.0 = None;
         Ok(SavedAttachment {
@@ -157,16 +183,20 @@ impl PartialAttachment {
 }
 
 /// Hard-links `from` under the first free `attachment_...` name (link never overwrites), removes
-/// `from`, and fsyncs the directory.
+/// `from`, and fsyncs the directory. If a step after the link fails, the new name is removed again.
 fn link_under_free_name(dir: &Path, safe_name: &str, from: &Path) -> std::io::Result<PathBuf> {
     let now = chrono::Utc::now();
     for n in 0..10_000 {
         let path = dir.join(attachment_name(safe_name, now, n));
         match std::fs::hard_link(from, &path) {
             Ok(()) => {
-                std::fs::remove_file(from)?;
-                disk::sync_dir(dir)?;
-                return Ok(path);
+                return match std::fs::remove_file(from).and_then(|()| disk::sync_dir(dir)) {
+                    Ok(()) => Ok(path),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        Err(e)
+                    }
+                };
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -176,11 +206,15 @@ fn link_under_free_name(dir: &Path, safe_name: &str, from: &Path) -> std::io::Re
 }
 
 impl SavedAttachment {
-    /// Removes a saved attachment whose message could not be written.
-    pub async fn discard(self) {
+    /// Removes a saved attachment whose message could not be written, and makes that durable.
+    pub(super) async fn discard(self) {
         let path = self.path;
         let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = std::fs::remove_file(&path) {
+            let removed = std::fs::remove_file(&path).and_then(|()| match path.parent() {
+                Some(dir) => disk::sync_dir(dir),
+                None => Ok(()),
+            });
+            if let Err(e) = removed {
                 tracing::warn!(error = %e, file = %path.display(), "cannot remove an attachment whose message was refused");
             }
         })

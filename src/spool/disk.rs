@@ -41,3 +41,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)?;
     sync_dir(dir)
 }
+
+/// Creates `path`, writes and fsyncs a byte, removes it and fsyncs its directory: does the device take
+/// a write again? (After a failed fsync the spool waits for this before it reports itself ready.)
+pub fn probe_write(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+        f.write_all(b"\n")?;
+        f.sync_data()
+    })();
+    let removed = std::fs::remove_file(path);
+    result?;
+    removed?;
+    sync_dir(dir)
+}

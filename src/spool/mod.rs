@@ -7,21 +7,25 @@
 
 mod attachment;
 pub mod disk;
+mod health;
 pub mod naming;
 pub(crate) mod recovery;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
-pub use attachment::{PartialAttachment, SavedAttachment, safe_attachment_name};
+pub use attachment::{PartialAttachment, safe_attachment_name};
 
 use crate::config::SpoolConfig;
-use crate::message::Lines;
+use crate::message::{Lines, Message};
 use crate::metrics::{Counter, Gauge, Metrics};
+use crate::report::Events;
+use attachment::SavedAttachment;
+use health::Health;
 use naming::Names;
 
 /// What a closed file holds; the sink files them differently (and S3 tags them so).
@@ -49,6 +53,26 @@ impl FileKind {
 pub struct ClosedFile {
     pub path: PathBuf,
     pub kind: FileKind,
+    pub bytes: u64,
+    /// Its SHA-256 (hex), once the manifest stage has listed it: attachment keys carry part of it.
+    pub sha256: Option<String>,
+}
+
+impl ClosedFile {
+    pub fn new(path: PathBuf, kind: FileKind, bytes: u64) -> Self {
+        Self {
+            path,
+            kind,
+            bytes,
+            sha256: None,
+        }
+    }
+}
+
+/// An attachment whose message line is durable: it now belongs to the sink.
+#[derive(Debug, Clone)]
+pub struct StoredAttachment {
+    pub path: PathBuf,
     pub bytes: u64,
 }
 
@@ -104,8 +128,11 @@ struct Inner {
     names: Arc<Names>,
     metrics: Arc<Metrics>,
     closed: mpsc::UnboundedSender<ClosedFile>,
-    /// False after the writer hit an I/O error it could not roll back, until a write succeeds again.
-    healthy: Arc<AtomicBool>,
+    /// Unhealthy after a failed write or sync, until a write and an fsync succeed again.
+    health: Arc<Health>,
+    /// Attachments being finished: they run to the end whatever their producer does, and the
+    /// writer is closed only after them.
+    attachments: TaskTracker,
 }
 
 /// Counts messages waiting on the writer in `Messages_Pending` while it lives: the watchdog's view
@@ -137,18 +164,19 @@ impl Spool {
     pub fn start(
         config: SpoolConfig,
         metrics: Arc<Metrics>,
+        events: Events,
         closed: mpsc::UnboundedSender<ClosedFile>,
     ) -> std::io::Result<Self> {
         recovery::recover(&config, &metrics, &closed)?;
         let names = Arc::new(Names::new());
-        let healthy = Arc::new(AtomicBool::new(true));
+        let health = Arc::new(Health::new(metrics.clone(), events));
         let (tx, rx) = flume::bounded(QUEUE_DEPTH);
         let writer = writer::Writer::new(
             config.clone(),
             names.clone(),
             metrics.clone(),
             closed.clone(),
-            healthy.clone(),
+            health.clone(),
         );
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -161,7 +189,8 @@ impl Spool {
                 names,
                 metrics,
                 closed,
-                healthy,
+                health,
+                attachments: TaskTracker::new(),
             }),
         })
     }
@@ -193,20 +222,15 @@ impl Spool {
         e
     }
 
-    /// Closes the open file (rotating it to the sink) and stops the writer once everything queued
-    /// before this call is written. Later appends fail with [`SpoolError::ShuttingDown`].
+    /// Waits for the attachments being finished, then closes the open file (rotating it to the sink)
+    /// and stops the writer once everything queued before this call is written. Later appends fail
+    /// with [`SpoolError::ShuttingDown`].
     pub async fn close(&self) {
+        self.inner.attachments.close();
+        self.inner.attachments.wait().await;
         let (done, rx) = oneshot::channel();
         if self.inner.tx.send_async(Request::Close { done }).await.is_ok() {
             let _ = rx.await;
-        }
-    }
-
-    /// Blocking twin of [`close`](Self::close).
-    pub fn close_blocking(&self) {
-        let (done, rx) = oneshot::channel();
-        if self.inner.tx.send(Request::Close { done }).is_ok() {
-            let _ = rx.blocking_recv();
         }
     }
 
@@ -215,8 +239,8 @@ impl Spool {
         if self.inner.tx.is_disconnected() {
             return Err("spool writer has stopped".into());
         }
-        if !self.inner.healthy.load(Ordering::Relaxed) {
-            return Err("last write to the message file failed; see the logs".into());
+        if !self.inner.health.is_healthy() {
+            return Err("a write or fsync of the spool failed; unready until one succeeds again (see the logs)".into());
         }
         self.check_free_space().map_err(|e| e.to_string())
     }
@@ -231,22 +255,62 @@ impl Spool {
     pub async fn begin_attachment(&self, max_bytes: u64) -> Result<PartialAttachment, SpoolError> {
         self.check_free_space()?;
         let c = &self.inner.config;
-        PartialAttachment::create(&c.file_dest, &self.inner.names, max_bytes, c.min_free_bytes).await
+        PartialAttachment::create(
+            &c.file_dest,
+            &self.inner.names,
+            max_bytes,
+            c.min_free_bytes,
+            self.inner.health.clone(),
+        )
+        .await
+    }
+
+    /// Makes a received attachment durable under its final name, then writes `message` (with its
+    /// `file.localfilename` set) durably; then the attachment belongs to the sink. This runs in a task
+    /// of its own, so a producer that hangs up cannot stop it half-way: either both the file and its
+    /// line are kept, or neither is (a refused line takes its file with it).
+    pub async fn store_attachment(
+        &self,
+        partial: PartialAttachment,
+        safe_name: String,
+        message: Message,
+    ) -> Result<StoredAttachment, SpoolError> {
+        let spool = self.clone();
+        let job = async move {
+            let saved = partial
+                .finish(&safe_name)
+                .await
+                .inspect_err(|_| spool.inner.metrics.incr(Counter::FilesSavedFailed))?;
+            let mut message = message;
+            message.set_local_filename(&saved.path.to_string_lossy());
+            let mut lines = Lines::default();
+            lines.push(&message);
+            spool.commit_attachment(saved, lines).await
+        };
+        self.inner.attachments.spawn(job).await.unwrap_or_else(|e| {
+            Err(SpoolError::Io {
+                path: self.inner.config.file_dest.clone(),
+                error: format!("the attachment task failed: {e}"),
+            })
+        })
     }
 
     /// Writes the message line of a saved attachment; then the attachment belongs to the sink. If the
     /// line cannot be written the attachment is removed, so a refused request leaves nothing behind.
-    pub async fn commit_attachment(&self, saved: SavedAttachment, lines: Lines) -> Result<(), SpoolError> {
+    async fn commit_attachment(&self, saved: SavedAttachment, lines: Lines) -> Result<StoredAttachment, SpoolError> {
         match self.append(lines).await {
             Ok(()) => {
                 self.inner.metrics.incr(Counter::FilesSaved);
                 self.inner.metrics.add(Counter::FilesSavedBytes, saved.bytes);
-                let _ = self.inner.closed.send(ClosedFile {
-                    path: saved.path,
-                    kind: FileKind::Attachment,
+                let stored = StoredAttachment {
+                    path: saved.path.clone(),
                     bytes: saved.bytes,
-                });
-                Ok(())
+                };
+                let _ = self
+                    .inner
+                    .closed
+                    .send(ClosedFile::new(saved.path, FileKind::Attachment, saved.bytes));
+                Ok(stored)
             }
             Err(e) => {
                 self.inner.metrics.incr(Counter::FilesSavedFailed);

@@ -63,6 +63,20 @@ pub fn open_name(closed: &str) -> String {
     format!("{closed}.open")
 }
 
+/// Marks a suspect file, one given up after a failed write or sync, which holds only acknowledged
+/// lines: `<stem>.txt` becomes `<stem>.suspect.txt`. It is still a closed message file (it ends in
+/// `.txt`), so it is listed, shipped and verified like any other.
+pub const SUSPECT_MARK: &str = ".suspect";
+
+pub fn suspect_name(closed: &std::path::Path) -> std::path::PathBuf {
+    let name = closed
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(CLOSED_SUFFIX).unwrap_or(&name);
+    closed.with_file_name(format!("{stem}{SUSPECT_MARK}{CLOSED_SUFFIX}"))
+}
+
 /// The closed name of an open message file of ours, or `None` for anything else.
 pub fn closed_name_of_open(file_name: &str, basename: &str) -> Option<String> {
     let stem = file_name.strip_suffix(OPEN_SUFFIX)?;
@@ -98,6 +112,15 @@ mod tests {
         assert!(first.ends_with("_000001.txt"));
         assert_ne!(first, b.message_file("receivedMessages", t));
         assert!(a.message_file("receivedMessages", t + chrono::Duration::milliseconds(1)) > first);
+    }
+
+    #[test]
+    fn suspect_files_stay_closed_message_files() {
+        let p = suspect_name(std::path::Path::new("/d/rm_20261122T072615123Z_ab_000001.txt"));
+        assert_eq!(
+            p,
+            std::path::Path::new("/d/rm_20261122T072615123Z_ab_000001.suspect.txt")
+        );
     }
 
     #[test]

@@ -24,11 +24,7 @@ pub(super) fn recover(
 ) -> std::io::Result<()> {
     for (path, bytes) in close_abandoned(&config.mesg_dest, &config.basename)? {
         metrics.incr(Counter::MessageFilesClosed);
-        let _ = closed.send(ClosedFile {
-            path,
-            kind: FileKind::Messages,
-            bytes,
-        });
+        let _ = closed.send(ClosedFile::new(path, FileKind::Messages, bytes));
     }
     remove_partial_attachments(&config.file_dest)
 }

@@ -2,42 +2,76 @@
 //!
 //! It runs on its own OS thread because everything it does is blocking file I/O; producers reach it
 //! through a bounded channel and never block an async worker.
+//!
+//! A commit writes every batch that queued up, makes the files durable, and only then answers. What
+//! makes an answer true:
+//! - a batch is answered Ok only once every file it went into is fsync'd, and a file closed in the
+//!   commit is also renamed to its closed name with the directory fsync'd;
+//! - a batch is all or nothing: it goes into the open file if it fits, else into a new one, and a
+//!   batch larger than a whole file gets files of its own (cut at line boundaries), so a failure can
+//!   take all of it out again;
+//! - a file on which a write, fsync, rename or directory fsync failed is never written again (after a
+//!   failed fsync Linux may have dropped the dirty pages: "fsyncgate"). It is cut back to what earlier
+//!   commits acknowledged, closed as `<name>.suspect.txt` and handed on; every batch of the commit in
+//!   it is refused, and the spool reports itself unready until a write and an fsync succeed again.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::naming::{Names, open_name};
+use super::health::Health;
+use super::naming::{Names, open_name, suspect_name};
 use super::{ClosedFile, FileKind, Request, SpoolError, disk};
 use crate::config::SpoolConfig;
+use crate::message::Lines;
 use crate::metrics::{Counter, Metrics};
 
 /// Stop gathering a group once it holds this many bytes, so one commit stays short.
 const MAX_GROUP_BYTES: usize = 32 << 20;
+/// While unhealthy, the writer tries a write and an fsync this often even without traffic, so that
+/// readiness (and with it a load balancer's traffic) comes back when the disk does.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+type Ack = oneshot::Sender<Result<(), SpoolError>>;
 
 pub(super) struct Writer {
     config: SpoolConfig,
     names: Arc<Names>,
     metrics: Arc<Metrics>,
     closed: mpsc::UnboundedSender<ClosedFile>,
-    healthy: Arc<AtomicBool>,
-    open: Option<OpenFile>,
+    health: Arc<Health>,
+    /// The file new batches go into.
+    current: Option<OpenFile>,
+    /// Files filled during this commit; closed once it is durable.
+    sealed: Vec<OpenFile>,
+    /// Files that failed during this commit, and why: every batch in them is refused.
+    failed: HashMap<u64, SpoolError>,
+    next_id: u64,
 }
 
 struct OpenFile {
+    id: u64,
     file: File,
-    open_path: PathBuf,
+    /// Where it is now: the open name, or the closed name once renamed.
+    path: PathBuf,
     closed_path: PathBuf,
     len: u64,
+    /// Bytes acknowledged by earlier commits: all that survives if the file fails.
+    acked: u64,
     rotate_at: Option<Instant>,
 }
 
-type Ack = oneshot::Sender<Result<(), SpoolError>>;
+/// A batch written in this commit, waiting for its files to become durable.
+struct Written {
+    count: usize,
+    done: Ack,
+    files: Vec<u64>,
+}
 
 impl Writer {
     pub(super) fn new(
@@ -45,32 +79,42 @@ impl Writer {
         names: Arc<Names>,
         metrics: Arc<Metrics>,
         closed: mpsc::UnboundedSender<ClosedFile>,
-        healthy: Arc<AtomicBool>,
+        health: Arc<Health>,
     ) -> Self {
         Self {
             config,
             names,
             metrics,
             closed,
-            healthy,
-            open: None,
+            health,
+            current: None,
+            sealed: Vec::new(),
+            failed: HashMap::new(),
+            next_id: 0,
         }
     }
 
     pub(super) fn run(mut self, rx: flume::Receiver<Request>) {
         loop {
-            let first = match self.open.as_ref().and_then(|o| o.rotate_at) {
+            let rotate_at = self.current.as_ref().and_then(|o| o.rotate_at);
+            let probe_at = (!self.health.is_healthy()).then(|| Instant::now() + PROBE_EVERY);
+            let first = match rotate_at.into_iter().chain(probe_at).min() {
                 Some(deadline) => rx.recv_deadline(deadline),
                 None => rx.recv().map_err(|_| flume::RecvTimeoutError::Disconnected),
             };
             let first = match first {
                 Ok(r) => r,
                 Err(flume::RecvTimeoutError::Timeout) => {
-                    self.close_open("time limit reached");
+                    if rotate_at.is_some_and(|at| Instant::now() >= at) {
+                        self.close_current("time limit reached");
+                    }
+                    if !self.health.is_healthy() {
+                        self.probe();
+                    }
                     continue;
                 }
                 Err(flume::RecvTimeoutError::Disconnected) => {
-                    self.close_open("shutdown");
+                    self.close_current("shutdown");
                     return;
                 }
             };
@@ -96,7 +140,7 @@ impl Writer {
             }
             self.commit(group);
             if let Some(done) = close {
-                self.close_open("shutdown");
+                self.close_current("shutdown");
                 let _ = done.send(());
                 // Whatever is still queued arrived after the close: refuse it.
                 drop(rx);
@@ -105,57 +149,62 @@ impl Writer {
         }
     }
 
-    /// Writes a group, fsyncs once, then answers every producer in it.
-    fn commit(&mut self, group: Vec<(crate::message::Lines, Ack)>) {
+    /// Writes a group, makes it durable, then answers every producer in it.
+    fn commit(&mut self, group: Vec<(Lines, Ack)>) {
         if group.is_empty() {
             return;
         }
         if self
-            .open
+            .current
             .as_ref()
             .and_then(|o| o.rotate_at)
             .is_some_and(|at| Instant::now() >= at)
         {
-            self.close_open("time limit reached");
+            self.seal_current();
         }
         if let Err(e) = disk::check_free(&self.config.mesg_dest, self.config.min_free_bytes) {
             for (lines, done) in group {
                 self.fail(lines.count, done, e.clone());
             }
+            self.settle();
             return;
         }
         let mut written = Vec::with_capacity(group.len());
         for (lines, done) in group {
-            match self.write(&lines.bytes) {
-                Ok(()) => written.push((lines.count, done)),
+            match self.write_batch(&lines.bytes) {
+                Ok(files) => written.push(Written {
+                    count: lines.count,
+                    done,
+                    files,
+                }),
                 Err(e) => self.fail(lines.count, done, e),
             }
         }
-        if written.is_empty() {
-            return;
-        }
-        let synced = match &self.open {
-            Some(o) => o.file.sync_data().map_err(|e| SpoolError::io(&o.open_path, &e)),
-            None => Ok(()), // everything went into files that rotation already closed (and fsync'd)
-        };
-        match synced {
-            Ok(()) => {
-                self.healthy.store(true, Ordering::Relaxed);
-                for (count, done) in written {
-                    self.metrics.add(Counter::MessagesSaved, count as u64);
-                    let _ = done.send(Ok(()));
+        // A batch spread over several files is all or nothing: one failed file fails them all.
+        let spread: Vec<Vec<u64>> = written
+            .iter()
+            .filter(|w| w.files.len() > 1)
+            .map(|w| w.files.clone())
+            .collect();
+        self.settle_with(&spread);
+        let mut acked_any = false;
+        for w in written {
+            match w.files.iter().find_map(|id| self.failed.get(id)) {
+                Some(e) => {
+                    let e = e.clone();
+                    self.fail(w.count, w.done, e);
                 }
-            }
-            Err(e) => {
-                // After a failed fsync the page cache cannot be trusted: never append to this file
-                // again. Its content is still closed and handed on; the producers retry.
-                tracing::error!(error = %e, "fsync of the message file failed; closing it");
-                self.close_open("fsync failed");
-                for (count, done) in written {
-                    self.fail(count, done, e.clone());
+                None => {
+                    acked_any = true;
+                    self.metrics.add(Counter::MessagesSaved, w.count as u64);
+                    let _ = w.done.send(Ok(()));
                 }
             }
         }
+        if acked_any && self.failed.is_empty() {
+            self.health.recovered();
+        }
+        self.failed.clear();
     }
 
     fn fail(&self, count: usize, done: Ack, e: SpoolError) {
@@ -163,110 +212,287 @@ impl Writer {
         let _ = done.send(Err(e));
     }
 
-    /// Appends whole lines, rotating at line boundaries when the size limit is reached. A line longer
-    /// than the limit gets a file of its own. On error the current file is cut back to its last
-    /// complete line, so no half line is ever left in it.
-    fn write(&mut self, mut bytes: &[u8]) -> Result<(), SpoolError> {
-        while !bytes.is_empty() {
-            let limit = self.config.max_file_bytes;
-            let len = self.open.as_ref().map_or(0, |o| o.len);
-            let room = limit.saturating_sub(len);
-            let take = if (bytes.len() as u64) <= room {
-                bytes.len()
-            } else {
-                // The longest run of whole lines that fits; failing that, rotate first, or (if the
-                // file is empty) write the one oversized line.
-                match bytes[..room as usize].iter().rposition(|b| *b == b'\n') {
-                    Some(i) => i + 1,
-                    None if len > 0 => {
-                        self.close_open("size limit reached");
-                        continue;
+    /// Writes one batch; returns the files it went into. On error nothing of it is left anywhere.
+    fn write_batch(&mut self, bytes: &[u8]) -> Result<Vec<u64>, SpoolError> {
+        let limit = self.config.max_file_bytes;
+        let len = bytes.len() as u64;
+        let used = self.current.as_ref().map_or(0, |f| f.len);
+        if used > 0 && used + len > limit {
+            self.seal_current();
+        }
+        if len <= limit {
+            let id = self.append(bytes)?;
+            if self.current.as_ref().is_some_and(|f| f.len >= limit) {
+                self.seal_current();
+            }
+            return Ok(vec![id]);
+        }
+        // Larger than a whole file: files of its own, each cut at a line boundary.
+        let mut files = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let take = whole_lines_within(rest, limit);
+            match self.append(&rest[..take]) {
+                Ok(id) => files.push(id),
+                Err(e) => {
+                    let why = e.clone();
+                    for id in files {
+                        self.failed.insert(id, why.clone());
                     }
-                    None => bytes.iter().position(|b| *b == b'\n').map_or(bytes.len(), |i| i + 1),
+                    self.abandon_failed();
+                    return Err(e);
                 }
-            };
-            let open = self.ensure_open()?;
-            if let Err(e) = open.file.write_all(&bytes[..take]) {
-                let err = SpoolError::io(&open.open_path, &e);
-                if let Err(cut) = open.file.set_len(open.len) {
-                    tracing::error!(error = %cut, file = %open.open_path.display(), "cannot cut back a failed write; closing the file");
-                    self.healthy.store(false, Ordering::Relaxed);
-                    self.abandon_open();
-                }
-                return Err(err);
             }
-            open.len += take as u64;
-            bytes = &bytes[take..];
-            if open.len >= limit {
-                self.close_open("size limit reached");
-            }
+            self.seal_current();
+            rest = &rest[take..];
         }
-        Ok(())
+        Ok(files)
     }
 
-    fn ensure_open(&mut self) -> Result<&mut OpenFile, SpoolError> {
-        if self.open.is_none() {
-            self.open = Some(self.create()?);
+    /// Appends to the current file (opening one if needed). A failed write is cut back; if even that
+    /// fails, the file is given up.
+    fn append(&mut self, bytes: &[u8]) -> Result<u64, SpoolError> {
+        if self.current.is_none() {
+            self.current = Some(self.create()?);
         }
-        // Just set above when it was empty.
-        self.open.as_mut().ok_or(SpoolError::ShuttingDown)
+        let Some(f) = self.current.as_mut() else {
+            return Err(SpoolError::ShuttingDown); // just set above
+        };
+        let before = f.len;
+        let Err(e) = f.file.write_all(bytes) else {
+            f.len += bytes.len() as u64;
+            return Ok(f.id);
+        };
+        let err = SpoolError::io(&f.path, &e);
+        let cut = f.file.set_len(before);
+        // A full disk refuses the batch, but a file cut back cleanly is as good as before; any other
+        // failure means the device cannot be trusted with this file.
+        let full = matches!(err, SpoolError::DiskFull { .. });
+        if cut.is_err() || !full {
+            if let Err(cut) = cut {
+                tracing::error!(error = %cut, file = %f.path.display(), "cannot cut back a failed write");
+            }
+            let id = f.id;
+            self.fail_file(id, err.clone());
+            self.abandon_failed();
+        }
+        Err(err)
     }
 
-    fn create(&self) -> Result<OpenFile, SpoolError> {
+    fn create(&mut self) -> Result<OpenFile, SpoolError> {
         let dir = &self.config.mesg_dest;
         let closed_name = self.names.message_file(&self.config.basename, chrono::Utc::now());
         let closed_path = dir.join(&closed_name);
-        let open_path = dir.join(open_name(&closed_name));
-        let io = |e: std::io::Error| SpoolError::io(&open_path, &e);
-        // create_new: a name is never reused, even if the clock went backwards.
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&open_path)
-            .map_err(io)?;
-        // The lock tells recovery in another instance sharing this directory that the file is live.
-        file.try_lock().map_err(|e| io(std::io::Error::other(e.to_string())))?;
-        disk::sync_dir(dir).map_err(io)?;
-        tracing::debug!(file = %open_path.display(), "opened message file");
+        let path = dir.join(open_name(&closed_name));
+        let created = (|| {
+            // create_new: a name is never reused, even if the clock went backwards.
+            let file = OpenOptions::new().append(true).create_new(true).open(&path)?;
+            // The lock tells recovery in another instance sharing this directory that the file is live.
+            file.try_lock().map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let Err(e) = disk::sync_dir(dir) {
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            Ok(file)
+        })();
+        let file = created.map_err(|e| {
+            let err = SpoolError::io(&path, &e);
+            if !matches!(err, SpoolError::DiskFull { .. }) {
+                self.health.failed(&err);
+            }
+            err
+        })?;
+        tracing::debug!(file = %path.display(), "opened message file");
+        self.next_id += 1;
         Ok(OpenFile {
+            id: self.next_id,
             file,
-            open_path,
+            path,
             closed_path,
             len: 0,
+            acked: 0,
             rotate_at: self.config.rotate_after.map(|d| Instant::now() + d),
         })
     }
 
-    /// fsync, rename to the closed name, fsync the directory, hand to the sink.
-    fn close_open(&mut self, why: &str) {
-        let Some(open) = self.open.take() else { return };
-        let result = open
-            .file
-            .sync_all()
-            .and_then(|()| std::fs::rename(&open.open_path, &open.closed_path))
-            .and_then(|()| disk::sync_dir(&self.config.mesg_dest));
-        match result {
-            Ok(()) => {
-                tracing::info!(file = %open.closed_path.display(), bytes = open.len, reason = why, "closed message file");
-                self.metrics.incr(Counter::MessageFilesClosed);
-                let _ = self.closed.send(ClosedFile {
-                    path: open.closed_path,
-                    kind: FileKind::Messages,
-                    bytes: open.len,
-                });
+    /// The current file is full (or due): it is closed when this commit settles.
+    fn seal_current(&mut self) {
+        if let Some(f) = self.current.take() {
+            self.sealed.push(f);
+        }
+    }
+
+    /// Closes the current file outside a commit (time limit, shutdown).
+    fn close_current(&mut self, why: &str) {
+        if self.current.is_some() {
+            tracing::debug!(reason = why, "closing the message file");
+            self.seal_current();
+            self.settle();
+            self.failed.clear();
+        }
+    }
+
+    fn settle(&mut self) {
+        self.settle_with(&[]);
+    }
+
+    /// Makes this commit's files durable: fsyncs the current file and fsyncs, renames and hands on
+    /// the sealed ones. Every failure lands in `failed`; files of a batch in `spread` fail together.
+    fn settle_with(&mut self, spread: &[Vec<u64>]) {
+        let dir = self.config.mesg_dest.clone();
+        let mut errors = Vec::new();
+        for f in &self.sealed {
+            if let Err(e) = f.file.sync_all() {
+                errors.push((f.id, SpoolError::io(&f.path, &e)));
             }
-            Err(e) => {
-                // Left as `.open`: the next start's recovery closes it.
-                tracing::error!(error = %e, file = %open.open_path.display(), "cannot close message file; recovery will close it at the next start");
-                self.healthy.store(false, Ordering::Relaxed);
+        }
+        if let Some(f) = &self.current
+            && f.len > f.acked
+            && let Err(e) = f.file.sync_data()
+        {
+            errors.push((f.id, SpoolError::io(&f.path, &e)));
+        }
+        for (id, e) in errors {
+            self.fail_file(id, e);
+        }
+        self.spread_failures(spread);
+        self.abandon_failed();
+
+        let mut renamed = Vec::new();
+        for mut f in std::mem::take(&mut self.sealed) {
+            match std::fs::rename(&f.path, &f.closed_path) {
+                Ok(()) => {
+                    f.path = f.closed_path.clone();
+                    renamed.push(f);
+                }
+                Err(e) => {
+                    self.fail_file(f.id, SpoolError::io(&f.path, &e));
+                    self.sealed.push(f);
+                }
+            }
+        }
+        if !renamed.is_empty()
+            && let Err(e) = disk::sync_dir(&dir)
+        {
+            for f in &renamed {
+                self.fail_file(f.id, SpoolError::io(&dir, &e));
+            }
+        }
+        self.spread_failures(spread);
+        self.sealed.extend(renamed);
+        self.abandon_failed();
+        for f in std::mem::take(&mut self.sealed) {
+            tracing::info!(file = %f.path.display(), bytes = f.len, "closed message file");
+            self.hand_on(f.path, f.len);
+        }
+        if let Some(f) = self.current.as_mut() {
+            f.acked = f.len;
+        }
+    }
+
+    /// A batch spread over several files fails whole: one failed file fails its siblings.
+    fn spread_failures(&mut self, spread: &[Vec<u64>]) {
+        for files in spread {
+            if let Some(e) = files.iter().find_map(|id| self.failed.get(id)).cloned() {
+                for id in files {
+                    self.failed.entry(*id).or_insert_with(|| e.clone());
+                }
             }
         }
     }
 
-    /// Stops using a file that may hold a torn line; recovery repairs and closes it at the next start.
-    fn abandon_open(&mut self) {
-        if let Some(open) = self.open.take() {
-            tracing::error!(file = %open.open_path.display(), "message file left open for recovery at the next start");
+    /// Gives up every open or sealed file listed in `failed`.
+    fn abandon_failed(&mut self) {
+        if let Some(f) = self.current.take_if(|f| self.failed.contains_key(&f.id)) {
+            self.abandon(f);
         }
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sealed)
+            .into_iter()
+            .partition(|f| self.failed.contains_key(&f.id));
+        self.sealed = kept;
+        for f in gone {
+            self.abandon(f);
+        }
+    }
+
+    /// Never writes to `f` again: cuts it back to what was acknowledged, fsyncs that, and closes it
+    /// under a suspect name (handing it on, since its acknowledged lines belong to the archive). A
+    /// file that held nothing acknowledged is removed. Each step is best effort: the device failed.
+    fn abandon(&mut self, f: OpenFile) {
+        let why = self.failed.get(&f.id).map(ToString::to_string).unwrap_or_default();
+        let dir = self.config.mesg_dest.clone();
+        if f.acked == 0 {
+            drop(f.file);
+            let removed = std::fs::remove_file(&f.path).and_then(|()| disk::sync_dir(&dir));
+            tracing::error!(file = %f.path.display(), error = %why, removed = removed.is_ok(), "message file given up: it held only refused lines");
+            return;
+        }
+        let cut = f.file.set_len(f.acked).and_then(|()| f.file.sync_all());
+        let suspect = suspect_name(&f.closed_path);
+        let moved = std::fs::rename(&f.path, &suspect).and_then(|()| disk::sync_dir(&dir));
+        tracing::error!(
+            file = %f.path.display(),
+            error = %why,
+            kept_bytes = f.acked,
+            cut_back = cut.is_ok(),
+            "message file given up after a failed write or sync: its acknowledged lines are kept, the refused ones cut"
+        );
+        match moved {
+            Ok(()) => self.hand_on(suspect, f.acked),
+            // Renamed but its directory not synced: the name may not survive a crash, the data has.
+            Err(_) if f.path == f.closed_path => self.hand_on(f.path, f.acked),
+            Err(e) => {
+                tracing::error!(error = %e, file = %f.path.display(), "cannot rename it either; left for recovery at the next start");
+            }
+        }
+    }
+
+    fn hand_on(&self, path: PathBuf, bytes: u64) {
+        self.metrics.incr(Counter::MessageFilesClosed);
+        let _ = self.closed.send(ClosedFile::new(path, FileKind::Messages, bytes));
+    }
+
+    /// Marks a file failed because the device failed on it (not merely a full disk refusing a write).
+    fn fail_file(&mut self, id: u64, e: SpoolError) {
+        self.health.failed(&e);
+        self.failed.insert(id, e);
+    }
+
+    /// Without traffic, checks whether the disk takes a write and an fsync again.
+    fn probe(&self) {
+        let path = self.config.mesg_dest.join(format!(".probe_{}", self.names.instance()));
+        match disk::probe_write(&path) {
+            Ok(()) => self.health.recovered(),
+            Err(e) => tracing::debug!(error = %e, "the message directory still fails a write and fsync"),
+        }
+    }
+}
+
+/// The longest run of whole lines in `bytes` within `limit`; a first line longer than that whole.
+fn whole_lines_within(bytes: &[u8], limit: u64) -> usize {
+    let room = (limit as usize).min(bytes.len());
+    if room == bytes.len() {
+        return room;
+    }
+    match bytes[..room].iter().rposition(|b| *b == b'\n') {
+        Some(i) => i + 1,
+        None => bytes.iter().position(|b| *b == b'\n').map_or(bytes.len(), |i| i + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_at_line_boundaries() {
+        assert_eq!(whole_lines_within(b"aa\nbb\ncc\n", 7), 6);
+        assert_eq!(whole_lines_within(b"aa\nbb\n", 100), 6);
+        assert_eq!(
+            whole_lines_within(b"aaaaaa\nb\n", 3),
+            7,
+            "a line longer than the limit whole"
+        );
     }
 }

@@ -5,8 +5,11 @@
 //! `deliver` only queues, so the HTTP source and the manifest stage never wait on the network, and
 //! the backlog is visible in the metrics. Two upload workers take files from the queue in order: one
 //! file's last parts and completion overlap the next file's first parts, while a shared budget of
-//! part buffers keeps memory bounded.
+//! part buffers keeps memory bounded. A file that fails is not retried by the worker that holds it
+//! for long: it waits on its own back-off outside the workers and rejoins the queue, so a file S3
+//! refuses never holds back the files behind it.
 
+pub mod metadata;
 mod upload;
 
 use std::collections::HashMap;
@@ -20,7 +23,7 @@ use tokio::task::JoinSet;
 use super::Sink;
 use crate::aws::{self, AwsFailure, Retry};
 use crate::config::S3Config;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, gcm};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::report::{EventKind, Events};
 use crate::spool::{ClosedFile, FileKind, disk};
@@ -31,12 +34,31 @@ use upload::PartBudget;
 const WORKERS: usize = 2;
 /// Transient failures retry after 1 s, doubling up to this, with jitter.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Refusals (access denied, no such bucket, key disabled) retry this often: they need an operator.
+/// Transient failures are retried this many times by the worker before the file waits aside.
+const TRIES_IN_PLACE: u32 = 3;
+/// Refusals (access denied, no such bucket, key disabled, a key or request S3 will not take) retry
+/// this often: they need an operator, or concern this one file.
 const REFUSED_RETRY: Duration = Duration::from_secs(120);
+/// Hex digits of a file's SHA-256 in its attachment key.
+const KEY_HASH_DIGITS: usize = 16;
+
+/// A file on its way to S3, with its own retry state.
+struct Queued {
+    file: ClosedFile,
+    attempts: u64,
+    backoff: Duration,
+}
+
+/// Why one attempt did not upload a file.
+enum AttemptError {
+    /// The file is no longer there: nothing to upload.
+    Gone,
+    Failed(Service, AwsFailure),
+}
 
 /// Queues closed files for the uploader task.
 pub struct S3Sink {
-    queue: Option<flume::Sender<ClosedFile>>,
+    queue: Option<flume::Sender<Queued>>,
     workers: JoinSet<()>,
     metrics: Arc<Metrics>,
     /// How long `finish` lets the uploader empty its queue before leaving the rest for next start.
@@ -127,7 +149,8 @@ impl S3Sink {
         let (tx, rx) = flume::unbounded();
         let mut workers = JoinSet::new();
         for _ in 0..WORKERS {
-            workers.spawn(uploader.clone().run(rx.clone()));
+            // Weak: files waiting aside must not keep the queue open once the sink finishes.
+            workers.spawn(uploader.clone().run(rx.clone(), tx.downgrade()));
         }
         Self {
             queue: Some(tx),
@@ -142,8 +165,13 @@ impl Sink for S3Sink {
     async fn deliver(&mut self, file: ClosedFile) {
         self.metrics.raise(Gauge::S3BacklogFiles, 1);
         self.metrics.raise(Gauge::S3BacklogBytes, file.bytes);
+        let queued = Queued {
+            file,
+            attempts: 0,
+            backoff: Duration::from_secs(1),
+        };
         if let Some(queue) = &self.queue
-            && queue.send(file).is_err()
+            && queue.send(queued).is_err()
         {
             tracing::error!("the S3 uploader has stopped; the file stays on disk for the next start");
         }
@@ -164,54 +192,75 @@ impl Sink for S3Sink {
 }
 
 impl Uploader {
-    async fn run(self: Arc<Self>, queue: flume::Receiver<ClosedFile>) {
-        while let Ok(file) = queue.recv_async().await {
-            self.upload_until_done(&file).await;
-            self.metrics.lower(Gauge::S3BacklogFiles, 1);
-            self.metrics.lower(Gauge::S3BacklogBytes, file.bytes);
+    async fn run(self: Arc<Self>, queue: flume::Receiver<Queued>, requeue: flume::WeakSender<Queued>) {
+        while let Ok(item) = queue.recv_async().await {
+            let Some((item, wait)) = self.try_upload(item).await else {
+                continue;
+            };
+            // The file waits aside; this worker goes on with the next one at once.
+            let requeue = requeue.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                // Gone once the sink finished: the file stays on disk for the next start.
+                if let Some(queue) = requeue.upgrade() {
+                    let _ = queue.send(item);
+                }
+            });
         }
     }
 
-    /// Tries until the object is confirmed and the local copy removed (or the file is found gone).
-    async fn upload_until_done(&self, file: &ClosedFile) {
-        let key = self.key_for(file);
-        let mut backoff = Duration::from_secs(1);
-        for attempt in 1u64.. {
-            match self.upload_once(file, &key).await {
+    /// Uploads the file (retrying a transient failure a few times in place) and removes the local
+    /// copy. Returns the file and how long it should wait aside if it is not done.
+    async fn try_upload(&self, mut item: Queued) -> Option<(Queued, Duration)> {
+        let key = self.key_for(&item.file).await;
+        for _ in 0..TRIES_IN_PLACE {
+            item.attempts += 1;
+            let (service, e) = match self.upload_once(&item.file, &key).await {
                 Ok(bytes) => {
                     self.note_success();
                     self.metrics.incr(Counter::S3Uploads);
                     self.metrics.add(Counter::S3UploadedBytes, bytes);
-                    tracing::info!(file = %file.path.display(), key, bytes, attempt, "uploaded to S3");
-                    remove_local(&file.path).await;
-                    return;
+                    tracing::info!(file = %item.file.path.display(), key, bytes, attempt = item.attempts, "uploaded to S3");
+                    remove_local(&item.file.path).await;
+                    self.done(&item.file);
+                    return None;
                 }
-                Err(None) => return,
-                Err(Some((service, e))) => {
-                    self.metrics.incr(Counter::S3PostErrors);
-                    self.note_failure(service, &e);
-                    let wait = match e.retry {
-                        Retry::Soon => {
-                            tracing::warn!(file = %file.path.display(), attempt, error = %e, "upload failed; the file waits on disk and is retried");
-                            let wait = jitter(backoff);
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
-                            wait
-                        }
-                        Retry::Slowly => {
-                            tracing::error!(
-                                file = %file.path.display(),
-                                attempt,
-                                error = %e,
-                                retry_secs = REFUSED_RETRY.as_secs(),
-                                "upload REFUSED: check the bucket, the KMS key and this bot's permissions; files wait on disk"
-                            );
-                            REFUSED_RETRY
-                        }
-                    };
+                Err(AttemptError::Gone) => {
+                    self.done(&item.file);
+                    return None;
+                }
+                Err(AttemptError::Failed(service, e)) => (service, e),
+            };
+            self.metrics.incr(Counter::S3PostErrors);
+            self.note_failure(service, &e);
+            let file = item.file.path.display();
+            match e.retry {
+                Retry::Soon => {
+                    tracing::warn!(%file, attempt = item.attempts, error = %e, "upload failed; the file waits on disk and is retried");
+                    let wait = jitter(item.backoff);
+                    item.backoff = (item.backoff * 2).min(MAX_BACKOFF);
                     tokio::time::sleep(wait).await;
+                }
+                Retry::Slowly => {
+                    tracing::error!(
+                        %file,
+                        attempt = item.attempts,
+                        error = %e,
+                        retry_secs = REFUSED_RETRY.as_secs(),
+                        "upload REFUSED: check the bucket, the KMS key and this bot's permissions; the file waits on disk, other files go on"
+                    );
+                    return Some((item, REFUSED_RETRY));
                 }
             }
         }
+        let wait = jitter(item.backoff);
+        Some((item, wait))
+    }
+
+    /// The file has left the backlog (uploaded, or found gone).
+    fn done(&self, file: &ClosedFile) {
+        self.metrics.lower(Gauge::S3BacklogFiles, 1);
+        self.metrics.lower(Gauge::S3BacklogBytes, file.bytes);
     }
 
     fn note_failure(&self, service: Service, e: &AwsFailure) {
@@ -231,46 +280,93 @@ impl Uploader {
         }
     }
 
-    /// `Err(None)`: the file is gone (nothing to upload).
-    async fn upload_once(&self, file: &ClosedFile, key: &str) -> Result<u64, Option<(Service, AwsFailure)>> {
+    async fn upload_once(&self, file: &ClosedFile, key: &str) -> Result<u64, AttemptError> {
         if !tokio::fs::try_exists(&file.path).await.unwrap_or(true) {
             tracing::warn!(file = %file.path.display(), "closed file vanished before its upload; nothing to upload");
-            return Err(None);
+            return Err(AttemptError::Gone);
         }
         // Fail closed: with a key configured there is no path to an unencrypted upload.
         let envelope = match &self.kms {
             Some((kms, key_arn)) => Some(
                 Envelope::generate(kms, key_arn)
                     .await
-                    .map_err(|e| Some((Service::Kms, e)))?,
+                    .map_err(|e| AttemptError::Failed(Service::Kms, e))?,
             ),
             None => None,
         };
-        let name = file_name(&file.path);
         let target = upload::Target {
             client: &self.s3,
             bucket: &self.config.bucket,
             key,
             metadata: HashMap::from([
-                ("wickrio-type".to_owned(), file.kind.as_str().to_owned()),
-                ("wickrio-file-path".to_owned(), name),
+                (metadata::TYPE.to_owned(), file.kind.as_str().to_owned()),
+                (
+                    metadata::FILE_PATH.to_owned(),
+                    metadata::encode_value(&file_name(&file.path)),
+                ),
             ]),
             metrics: &self.metrics,
         };
-        upload::upload(target, &file.path, envelope, &self.budget)
+        let uploaded = upload::upload(target, &file.path, envelope, &self.budget)
             .await
-            .map_err(|e| Some((Service::S3, e)))
+            .map_err(|e| AttemptError::Failed(Service::S3, e))?;
+        self.check_complete(file, &uploaded)
+            .await
+            .map_err(|e| AttemptError::Failed(Service::S3, e))?;
+        Ok(uploaded.plain_len)
     }
 
-    fn key_for(&self, file: &ClosedFile) -> String {
+    /// Before the local copy goes: S3 took as many bytes as the object should hold, and the file is
+    /// still the size it was when it was closed (and listed). Otherwise the copy is kept.
+    async fn check_complete(&self, file: &ClosedFile, uploaded: &upload::Uploaded) -> Result<(), AwsFailure> {
+        let now = tokio::fs::metadata(&file.path).await.map(|m| m.len()).ok();
+        let expected_sent = uploaded.plain_len + if self.kms.is_some() { gcm::TAG_LEN as u64 } else { 0 };
+        if uploaded.sent == expected_sent && uploaded.plain_len == file.bytes && now == Some(file.bytes) {
+            return Ok(());
+        }
+        Err(AwsFailure::new(
+            Retry::Slowly,
+            format!(
+                "{} is {} bytes on disk and was {} when closed; {} bytes were read and {} sent (expected {expected_sent}): the local copy is kept",
+                file.path.display(),
+                now.map_or_else(|| "unreadable".to_owned(), |n| n.to_string()),
+                file.bytes,
+                uploaded.plain_len,
+                uploaded.sent,
+            ),
+        ))
+    }
+
+    /// `<folder>/<file name>`. Attachment names are a producer's and may repeat (the same name in the
+    /// same millisecond on two hosts of one bot, or after the clock stepped back), so their keys
+    /// also carry this bot's tag and the start of the file's SHA-256: different files never share
+    /// a key, and an upload of the same file again lands on the same key.
+    async fn key_for(&self, file: &ClosedFile) -> String {
         let name = file_name(&file.path);
-        let name = match (file.kind, name.strip_prefix("attachment_")) {
-            // attachment_<time>_<name> → attachment_<time>_<bot tag>_<name>
-            (FileKind::Attachment, Some(rest)) => match rest.split_once('_') {
-                Some((time, original)) => format!("attachment_{time}_{}_{original}", self.bot_tag),
-                None => format!("attachment_{}_{rest}", self.bot_tag),
-            },
-            _ => name,
+        let Some(rest) = name
+            .strip_prefix("attachment_")
+            .filter(|_| file.kind == FileKind::Attachment)
+        else {
+            return self.config.key_for(&name);
+        };
+        let sha256 = match &file.sha256 {
+            Some(h) => h.clone(),
+            None => {
+                let path = file.path.clone();
+                tokio::task::spawn_blocking(move || crate::identity::manifest::file_facts(&path, false))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|f| f.sha256)
+                    .unwrap_or_default()
+            }
+        };
+        let hash: String = sha256.chars().take(KEY_HASH_DIGITS).collect();
+        let unique = format!("{}-{hash}", self.bot_tag);
+        // attachment_<time>_<name> → attachment_<time>_<bot tag>-<hash>_<name>
+        let name = match rest.split_once('_') {
+            Some((time, original)) => format!("attachment_{time}_{unique}_{original}"),
+            None => format!("attachment_{unique}_{rest}"),
         };
         self.config.key_for(&name)
     }

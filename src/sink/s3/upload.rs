@@ -56,13 +56,22 @@ pub struct Target<'a> {
     pub metrics: &'a Arc<Metrics>,
 }
 
-/// Uploads `path`, encrypted under `envelope` when one is given. Returns the plaintext size.
+/// What an upload did, for the check before the local copy is deleted.
+#[derive(Debug, Clone, Copy)]
+pub struct Uploaded {
+    /// Bytes read from the file.
+    pub plain_len: u64,
+    /// Bytes S3 accepted (ciphertext and tag, when encrypted).
+    pub sent: u64,
+}
+
+/// Uploads `path`, encrypted under `envelope` when one is given.
 pub async fn upload(
     target: Target<'_>,
     path: &Path,
     envelope: Option<Envelope>,
     budget: &PartBudget,
-) -> Result<u64, AwsFailure> {
+) -> Result<Uploaded, AwsFailure> {
     let (file, plain_len) = open(path).await?;
     let mut metadata = target.metadata.clone();
     if let Some(envelope) = &envelope {
@@ -75,12 +84,12 @@ pub async fn upload(
     drop(envelope);
     let parts = read_parts(file, path, plain_len, encryptor, budget.clone());
     let target = Target { metadata, ..target };
-    if plain_len <= PART_SIZE as u64 {
-        put_single(&target, parts).await?;
+    let sent = if plain_len <= PART_SIZE as u64 {
+        put_single(&target, parts).await?
     } else {
-        put_multipart(&target, parts).await?;
-    }
-    Ok(plain_len)
+        put_multipart(&target, parts).await?
+    };
+    Ok(Uploaded { plain_len, sent })
 }
 
 /// The file and its size, from the blocking pool.
@@ -157,10 +166,12 @@ async fn next_part(parts: &mut Parts) -> Result<Option<Part>, AwsFailure> {
     parts.recv().await.transpose()
 }
 
-async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<(), AwsFailure> {
+/// Returns the bytes sent.
+async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<u64, AwsFailure> {
     // Held until the request is done: its permit covers the body in memory.
     let part = next_part(&mut parts).await?;
     let body = part.as_ref().map(|p| p.body.clone()).unwrap_or_default();
+    let sent = body.len() as u64;
     target
         .client
         .put_object()
@@ -173,10 +184,11 @@ async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<(), AwsFail
         .await
         .map_err(|e| failure(&format!("upload s3://{}/{}", target.bucket, target.key), &e))?;
     target.metrics.incr(Counter::S3PartsUploaded);
-    Ok(())
+    Ok(sent)
 }
 
-async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<(), AwsFailure> {
+/// Returns the bytes sent.
+async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<u64, AwsFailure> {
     abort_abandoned(target).await;
     let what = format!("upload s3://{}/{}", target.bucket, target.key);
     let created = target
@@ -194,7 +206,7 @@ async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<(), AwsFailu
         .ok_or_else(|| AwsFailure::new(Retry::Soon, format!("cannot {what}: S3 returned no upload id")))?
         .to_owned();
     let result = send_parts(target, &upload_id, parts).await;
-    let completed = match result {
+    let (completed, sent) = match result {
         Ok(completed) => completed,
         Err(e) => {
             // Best effort: an upload left behind is also aborted before this file's next attempt.
@@ -219,13 +231,19 @@ async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<(), AwsFailu
         .send()
         .await
         .map_err(|e| failure(&what, &e))?;
-    Ok(())
+    Ok(sent)
 }
 
-async fn send_parts(target: &Target<'_>, upload_id: &str, mut parts: Parts) -> Result<Vec<CompletedPart>, AwsFailure> {
+/// The completed parts, in order, and the bytes they held.
+async fn send_parts(
+    target: &Target<'_>,
+    upload_id: &str,
+    mut parts: Parts,
+) -> Result<(Vec<CompletedPart>, u64), AwsFailure> {
     let mut in_flight = JoinSet::new();
     let mut completed = Vec::new();
     let mut number = 0;
+    let mut sent = 0u64;
     loop {
         // A free slot first, then the next part: no part waits in memory for a slot.
         if in_flight.len() >= IN_FLIGHT
@@ -237,6 +255,7 @@ async fn send_parts(target: &Target<'_>, upload_id: &str, mut parts: Parts) -> R
             break;
         };
         number += 1;
+        sent += part.body.len() as u64;
         let request = target
             .client
             .upload_part()
@@ -263,7 +282,7 @@ async fn send_parts(target: &Target<'_>, upload_id: &str, mut parts: Parts) -> R
         completed.push(joined(done)?);
     }
     completed.sort_by_key(|p| p.part_number);
-    Ok(completed)
+    Ok((completed, sent))
 }
 
 fn joined(

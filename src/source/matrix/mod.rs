@@ -37,7 +37,7 @@ use crate::daemon::stopped;
 use crate::identity::Identity;
 use crate::message::{Lines, Message};
 use crate::metrics::{Counter, Metrics};
-use crate::spool::{SavedAttachment, Spool, SpoolError, disk, safe_attachment_name};
+use crate::spool::{PartialAttachment, Spool, SpoolError, disk, safe_attachment_name};
 use position::Position;
 use translate::{Delivery, MediaRef, Translated};
 use undecrypted::Undecrypted;
@@ -300,19 +300,21 @@ impl MatrixSource {
                 None => lines.push(&message),
                 Some(media) => {
                     // Keep the file order: what came before is written first.
-                    self.commit(
-                        room_id,
-                        std::mem::take(&mut lines),
-                        std::mem::take(&mut ids),
-                        sink,
-                        None,
-                    )
-                    .await?;
-                    let saved = self.save_media(&media, sink, &mut message).await?;
-                    let mut one = Lines::default();
-                    one.push(&message);
+                    self.commit(room_id, std::mem::take(&mut lines), std::mem::take(&mut ids), sink)
+                        .await?;
+                    let received = self.save_media(&media, sink, &mut message).await?;
                     let ids = if late { vec![] } else { vec![id] };
-                    self.commit(room_id, one, ids, sink, saved).await?;
+                    match received {
+                        Some((partial, name)) => {
+                            sink.spool.store_attachment(partial, name, message).await?;
+                            self.remember(room_id, ids);
+                        }
+                        None => {
+                            let mut one = Lines::default();
+                            one.push(&message);
+                            self.commit(room_id, one, ids, sink).await?;
+                        }
+                    }
                     continue;
                 }
             }
@@ -320,32 +322,33 @@ impl MatrixSource {
                 ids.push(id);
             }
         }
-        self.commit(room_id, lines, ids, sink, None).await
+        self.commit(room_id, lines, ids, sink).await
     }
 
-    /// Makes `lines` durable (with their attachment, if any), then remembers their events as captured.
+    /// Makes `lines` durable, then remembers their events as captured.
     async fn commit(
         &mut self,
         room_id: &OwnedRoomId,
         lines: Lines,
         ids: Vec<String>,
         sink: &Sink,
-        attachment: Option<SavedAttachment>,
     ) -> Result<(), MatrixError> {
         if lines.count == 0 {
             return Ok(());
         }
-        match attachment {
-            Some(saved) => sink.spool.commit_attachment(saved, lines).await?,
-            None => sink.spool.append(lines).await?,
-        }
+        sink.spool.append(lines).await?;
+        self.remember(room_id, ids);
+        Ok(())
+    }
+
+    /// Events whose lines are durable: the sync position moves past them.
+    fn remember(&mut self, room_id: &OwnedRoomId, ids: Vec<String>) {
         if let Some(last) = ids.last() {
             self.position.rooms.insert(room_id.to_string(), last.clone());
         }
         for id in ids {
             self.seen.insert(id);
         }
-        Ok(())
     }
 
     /// Downloads (and decrypts) a message's media into an attachment. A download that keeps failing,
@@ -356,7 +359,7 @@ impl MatrixSource {
         media: &MediaRef,
         sink: &Sink,
         message: &mut Message,
-    ) -> Result<Option<SavedAttachment>, MatrixError> {
+    ) -> Result<Option<(PartialAttachment, String)>, MatrixError> {
         let failed = |message: &mut Message, why: String| {
             sink.metrics.incr(Counter::FilesSavedFailed);
             tracing::warn!(file = %media.filename, error = %why, "media not saved; its message is kept with the reason");
@@ -396,9 +399,7 @@ impl MatrixSource {
         let name = safe_network_name(&media.filename);
         let mut partial = sink.spool.begin_attachment(sink.max_file).await?;
         partial.write(&bytes).await?;
-        let saved = partial.finish(&name).await?;
-        message.set_local_filename(&saved.path.to_string_lossy());
-        Ok(Some(saved))
+        Ok(Some((partial, name)))
     }
 }
 
