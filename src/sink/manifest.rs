@@ -42,6 +42,8 @@ pub struct ManifestWriter {
     /// Files found at start-up that a manifest already lists, with their listed SHA-256: they get
     /// no second entry.
     already_listed: HashMap<PathBuf, String>,
+    /// Manifests closed (full, or given up after a failed append), waiting for delivery.
+    closed: Vec<ClosedFile>,
 }
 
 struct OpenManifest {
@@ -58,8 +60,6 @@ struct OpenManifest {
 pub struct Recorded {
     /// The file's SHA-256 as listed.
     pub sha256: String,
-    /// The manifest, if this entry filled it.
-    pub rotated: Option<ClosedFile>,
 }
 
 impl ManifestWriter {
@@ -118,6 +118,7 @@ impl ManifestWriter {
             key,
             names: Names::new(),
             open: None,
+            closed: Vec::new(),
         };
         writer.store_head()?;
         Ok((writer, recovered))
@@ -128,7 +129,7 @@ impl ManifestWriter {
     /// start's recovery and its sequence number is never used again.
     pub fn record(&mut self, file: &ClosedFile) -> std::io::Result<Recorded> {
         if let Some(sha256) = self.already_listed.remove(&file.path) {
-            return Ok(Recorded { sha256, rotated: None });
+            return Ok(Recorded { sha256 });
         }
         let facts = file_facts(&file.path, file.kind == FileKind::Messages)?;
         let name = file
@@ -159,13 +160,16 @@ impl ManifestWriter {
             .write_all(text.as_bytes())
             .and_then(|()| open.file.sync_data())
         {
-            let cut = open.file.set_len(open.len).and_then(|()| open.file.sync_data());
-            if let Err(cut) = cut {
-                tracing::error!(error = %cut, file = %open.open_path.display(), "cannot cut back a failed manifest entry: the manifest is left for recovery at the next start, and the chain goes on after that entry");
-                self.open = None;
+            // After a failed write or fsync this manifest is never appended to again. Cut back, the
+            // entry is gone and its sequence number is used again; if even the cut fails, the
+            // entry may be in the file, so the chain goes on after it (never two entries N).
+            let cut = open.file.set_len(open.len);
+            if let Err(cut) = &cut {
+                tracing::error!(error = %cut, file = %open.open_path.display(), "cannot cut back a failed manifest entry; the chain goes on after it");
                 self.head = written;
                 let _ = self.store_head();
             }
+            self.give_up_open();
             return Err(e);
         }
         open.len += text.len() as u64;
@@ -176,11 +180,36 @@ impl ManifestWriter {
         if let Err(e) = self.store_head() {
             tracing::error!(error = %e, "cannot store the manifest chain head");
         }
-        let rotated = if full { self.close()? } else { None };
-        Ok(Recorded {
-            sha256: facts.sha256,
-            rotated,
-        })
+        if full && let Some(manifest) = self.close()? {
+            self.closed.push(manifest);
+        }
+        Ok(Recorded { sha256: facts.sha256 })
+    }
+
+    /// Stops using the open manifest after a failed append: closed if that works (an empty one is
+    /// removed), else left for recovery at the next start. The next entry opens a new one.
+    fn give_up_open(&mut self) {
+        let Some(open) = self.open.as_ref() else { return };
+        if open.len == 0 {
+            let path = open.open_path.clone();
+            self.open = None;
+            let _ = std::fs::remove_file(&path).and_then(|()| disk::sync_dir(&self.dir));
+            return;
+        }
+        match self.close() {
+            // Listed with the next file: the manifest is delivered like a rotated one.
+            Ok(Some(manifest)) => self.closed.push(manifest),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot close the manifest either; it is closed by recovery at the next start");
+                self.open = None;
+            }
+        }
+    }
+
+    /// The manifests closed since the last call, for delivery.
+    pub fn take_closed(&mut self) -> Vec<ClosedFile> {
+        std::mem::take(&mut self.closed)
     }
 
     /// Closes the open manifest, if any, for delivery.
@@ -309,6 +338,9 @@ fn file_names(dir: &Path) -> std::io::Result<Vec<String>> {
 pub struct ManifestSink<S> {
     inner: S,
     writer: Option<ManifestWriter>,
+    /// Files whose entry could not be written yet: they wait on local disk, never delivered unlisted,
+    /// and are listed again with every later file (or at the next start).
+    unlisted: Vec<ClosedFile>,
 }
 
 impl<S: Sink> ManifestSink<S> {
@@ -316,15 +348,16 @@ impl<S: Sink> ManifestSink<S> {
         Self {
             inner,
             writer: Some(writer),
+            unlisted: Vec::new(),
         }
     }
 
-    /// Runs `job` on the writer on the blocking pool. A lost writer (a panic in `job`) is logged
-    /// and the archive carries on unsigned rather than stopping.
+    /// Runs `job` on the writer on the blocking pool. `None`: the writer was lost (a panic in `job`),
+    /// which is logged; the archive then carries on unsigned rather than stopping.
     async fn with_writer<T: Send + 'static>(
         &mut self,
         job: impl FnOnce(&mut ManifestWriter) -> std::io::Result<T> + Send + 'static,
-    ) -> Option<T> {
+    ) -> Option<std::io::Result<T>> {
         let mut writer = self.writer.take()?;
         match tokio::task::spawn_blocking(move || {
             let r = job(&mut writer);
@@ -334,14 +367,46 @@ impl<S: Sink> ManifestSink<S> {
         {
             Ok((writer, result)) => {
                 self.writer = Some(writer);
-                result
-                    .inspect_err(|e| tracing::error!(error = %e, "cannot write the manifest"))
-                    .ok()
+                Some(result)
             }
             Err(e) => {
                 tracing::error!(error = %e, "manifest writer failed; files are no longer listed in manifests");
                 None
             }
+        }
+    }
+
+    /// Lists `file` and delivers it (and the manifests closed meanwhile). If the entry cannot be
+    /// written the file waits in `unlisted`.
+    async fn list_and_deliver(&mut self, mut file: ClosedFile) {
+        let listed = file.clone();
+        let outcome = self
+            .with_writer(move |w| Ok((w.record(&listed), w.take_closed())))
+            .await;
+        let (recorded, manifests) = match outcome {
+            Some(Ok((recorded, manifests))) => (Some(recorded), manifests),
+            _ => (None, Vec::new()),
+        };
+        match recorded {
+            Some(Ok(recorded)) => {
+                file.sha256 = Some(recorded.sha256);
+                self.inner.deliver(file).await;
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, file = %file.path.display(), "cannot write the manifest; the file waits on local disk until its entry can be written");
+                self.unlisted.push(file);
+            }
+            // The writer is lost: the archive carries on unsigned rather than holding data back.
+            None => self.inner.deliver(file).await,
+        }
+        for manifest in manifests {
+            self.inner.deliver(manifest).await;
+        }
+    }
+
+    async fn retry_unlisted(&mut self) {
+        for file in std::mem::take(&mut self.unlisted) {
+            self.list_and_deliver(file).await;
         }
     }
 }
@@ -351,24 +416,25 @@ impl<S: Sink + Send> Sink for ManifestSink<S> {
         if file.kind == FileKind::Manifest {
             return self.inner.deliver(file).await;
         }
-        let listed = file.clone();
-        let recorded = self.with_writer(move |w| w.record(&listed)).await;
-        // The file is delivered even if its entry could not be written: data is never held back;
-        // `verify` will report it as unlisted.
-        let mut file = file;
-        let rotated = recorded.and_then(|r| {
-            file.sha256 = Some(r.sha256);
-            r.rotated
-        });
-        self.inner.deliver(file).await;
-        if let Some(manifest) = rotated {
-            self.inner.deliver(manifest).await;
-        }
+        self.retry_unlisted().await;
+        self.list_and_deliver(file).await;
     }
 
     async fn finish(&mut self) {
-        if let Some(Some(manifest)) = self.with_writer(ManifestWriter::close).await {
-            self.inner.deliver(manifest).await;
+        self.retry_unlisted().await;
+        for file in &self.unlisted {
+            tracing::error!(file = %file.path.display(), "left on local disk without a manifest entry; it is listed and delivered at the next start");
+        }
+        let closed = self.with_writer(|w| Ok((w.close(), w.take_closed()))).await;
+        if let Some(Ok((last, earlier))) = closed {
+            for manifest in earlier {
+                self.inner.deliver(manifest).await;
+            }
+            match last {
+                Ok(Some(manifest)) => self.inner.deliver(manifest).await,
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot close the manifest; it is closed at the next start"),
+            }
         }
         self.inner.finish().await;
     }

@@ -93,21 +93,32 @@ impl PartialAttachment {
     ) -> Result<Self, SpoolError> {
         let path = dir.join(names.partial_attachment());
         let p = path.clone();
-        let file = tokio::task::spawn_blocking(move || {
-            let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&p)?;
-            // Locked so that recovery in another instance sharing FILEDEST leaves it alone.
-            f.try_lock().map_err(|e| std::io::Error::other(e.to_string()))?;
-            Ok::<_, std::io::Error>(f)
-        })
-        .await
-        .map_err(|e| SpoolError::Io {
-            path: path.clone(),
-            error: e.to_string(),
-        })?
-        .map_err(|e| SpoolError::io(&path, &e))?;
+        // The guard is made with the file, so a request dropped while it is being created (or
+        // before it took the file) removes it all the same: a hang-up leaves no partial file.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .map(|f| (f, RemoveOnDrop(Some(p.clone()))))
+                .and_then(|(f, guard)| {
+                    // Locked so that recovery in another instance sharing FILEDEST leaves it alone.
+                    f.try_lock().map_err(|e| std::io::Error::other(e.to_string()))?;
+                    Ok((f, guard))
+                });
+            let _ = tx.send(created);
+        });
+        let (file, guard) = rx
+            .await
+            .map_err(|e| SpoolError::Io {
+                path: path.clone(),
+                error: e.to_string(),
+            })?
+            .map_err(|e| SpoolError::io(&path, &e))?;
         Ok(Self {
             file: tokio::fs::File::from_std(file),
-            guard: RemoveOnDrop(Some(path)),
+            guard,
             dir: dir.to_owned(),
             written: 0,
             max,

@@ -42,18 +42,22 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
-/// Creates `path`, writes and fsyncs a byte, removes it and fsyncs its directory: does the device take
-/// a write again? (After a failed fsync the spool waits for this before it reports itself ready.)
+/// Does the device take a write again? Creates a file beside `path`, writes and fsyncs a byte,
+/// renames it to `path`, fsyncs the directory, then removes it: every step a commit takes. (After a
+/// failed write or sync the spool waits for this, or for a real commit, before it reports ready.)
 pub fn probe_write(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(b"\n")?;
-        f.sync_data()
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
     })();
-    let removed = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(path);
     result?;
-    removed?;
     sync_dir(dir)
 }

@@ -430,21 +430,25 @@ impl Writer {
         }
         let cut = f.file.set_len(f.acked).and_then(|()| f.file.sync_all());
         let suspect = suspect_name(&f.closed_path);
-        let moved = std::fs::rename(&f.path, &suspect).and_then(|()| disk::sync_dir(&dir));
+        let renamed = std::fs::rename(&f.path, &suspect);
+        let (path, closed) = match &renamed {
+            Ok(()) => (suspect, true),
+            // Renamed to its closed name already (then a directory fsync failed): closed all the same.
+            Err(_) => (f.path.clone(), f.path == f.closed_path),
+        };
+        let synced = renamed.is_ok() && disk::sync_dir(&dir).is_ok();
         tracing::error!(
-            file = %f.path.display(),
+            file = %path.display(),
             error = %why,
             kept_bytes = f.acked,
             cut_back = cut.is_ok(),
+            name_synced = synced,
             "message file given up after a failed write or sync: its acknowledged lines are kept, the refused ones cut"
         );
-        match moved {
-            Ok(()) => self.hand_on(suspect, f.acked),
-            // Renamed but its directory not synced: the name may not survive a crash, the data has.
-            Err(_) if f.path == f.closed_path => self.hand_on(f.path, f.acked),
-            Err(e) => {
-                tracing::error!(error = %e, file = %f.path.display(), "cannot rename it either; left for recovery at the next start");
-            }
+        if closed {
+            self.hand_on(path, f.acked);
+        } else {
+            tracing::error!(file = %path.display(), "cannot rename it either; left for recovery at the next start");
         }
     }
 

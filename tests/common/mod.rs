@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod aws;
+pub mod faults;
 pub mod lagging_front;
 pub mod synapse;
 
