@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::aws::{Moto, Proxy};
+use common::aws::{Moto, Proxy, RecordingProxy};
 use common::{Bot, attachment_form, closed_message_files, file_message, file_names, metric, text_message, wait_for};
 
 const FOLDER: &str = "retention/bot1";
@@ -456,4 +456,108 @@ async fn kill9_during_a_multipart_upload_then_restart_leaves_one_object_and_no_l
         0,
         "the abandoned upload was aborted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_ascii_file_name_travels_as_ascii_metadata_and_decrypt_restores_it() {
+    let moto = Moto::start().await;
+    moto.create_bucket("names-1").await;
+    let key_arn = moto.create_key().await;
+    let proxy = RecordingProxy::start(moto.port).await;
+    let mut bot = s3_bot(&proxy.endpoint(), "names-1", &[("WICKRIO_KMS_MSTRKEY_ARN", &key_arn)]).await;
+    let name = "résumé 報告.pdf";
+    let content = payload(3000, 9);
+    let part = reqwest::multipart::Part::bytes(content.clone()).file_name("x.pdf");
+    let r = bot.post_form(attachment_form(&file_message(name), part)).await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+
+    // What S3 would see: every user metadata header is printable US-ASCII (real S3 refuses anything
+    // else with 403 SignatureDoesNotMatch), and the file path decodes to the name.
+    let requests = proxy.requests();
+    let puts: Vec<_> = requests.iter().filter(|r| r.method == "PUT").collect();
+    assert!(!puts.is_empty());
+    for r in &puts {
+        for (header, value) in r.headers.iter().filter(|(h, _)| h.starts_with("x-amz-meta-")) {
+            assert!(
+                value.iter().all(|b| (0x20..0x7f).contains(b)),
+                "{header} of {} is not ASCII: {:?}",
+                r.path,
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
+    let sent_path = puts
+        .iter()
+        .find_map(|r| {
+            r.header("x-amz-meta-wickrio-file-path")
+                .filter(|v| v.starts_with(b"attachment_"))
+        })
+        .expect("the attachment's PUT");
+    let sent_path = String::from_utf8(sent_path.to_vec()).unwrap();
+    assert!(
+        sent_path.ends_with("_r%C3%A9sum%C3%A9%20%E5%A0%B1%E5%91%8A.pdf"),
+        "{sent_path}"
+    );
+
+    let dest = bot.root.join("restored");
+    let out = decrypt_tool(
+        &moto.endpoint(),
+        "names-1",
+        &dest,
+        &bot.root.join("state/public_key.txt"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" 0 problem(s)"), "{stdout}");
+    let restored = file_names(&dest.join("attachments"));
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert!(restored[0].ends_with(&format!("_{name}")), "{restored:?}");
+    assert_eq!(
+        std::fs::read(dest.join("attachments").join(&restored[0])).unwrap(),
+        content
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_s3_refuses_waits_aside_while_the_files_behind_it_upload() {
+    let moto = Moto::start().await;
+    moto.create_bucket("refused-1").await;
+    let proxy = RecordingProxy::start(moto.port).await;
+    proxy.refuse_paths_containing(Some("blocked"));
+    let mut bot = s3_bot(&proxy.endpoint(), "refused-1", &[("WICKRIO_COMP_TIMEROTATE", "0.02")]).await;
+    // Two refused files first: one for each upload worker.
+    for name in ["blocked-1.bin", "blocked-2.bin", "fine.bin"] {
+        let part = reqwest::multipart::Part::bytes(payload(5000, 3)).file_name(name);
+        let r = bot.post_form(attachment_form(&file_message(name), part)).await;
+        assert_eq!(r.status(), 202);
+    }
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+
+    // Refused files are retried every two minutes: anything stuck behind them would wait that long.
+    wait_for(
+        &bot,
+        "the files behind the refused ones",
+        Duration::from_secs(30),
+        async || {
+            let keys = moto.keys("refused-1").await;
+            !keys_of(&keys, "attachment_").is_empty() && !keys_of(&keys, "receivedMessages_").is_empty()
+        },
+    )
+    .await;
+    let keys = moto.keys("refused-1").await;
+    let attachments = keys_of(&keys, "attachment_");
+    assert_eq!(attachments.len(), 1, "{keys:?}");
+    assert!(attachments[0].ends_with("_fine.bin"), "{keys:?}");
+    let waiting: Vec<String> = file_names(&bot.attachments_dir());
+    assert_eq!(waiting.len(), 2, "the refused files wait on disk: {waiting:?}");
+    assert!(waiting.iter().all(|n| n.contains("blocked")), "{waiting:?}");
+    let log = bot.log_text();
+    assert!(log.contains("upload REFUSED") && log.contains("AccessDenied"), "{log}");
+    assert!(bot.stop().await.success());
+    assert_eq!(file_names(&bot.attachments_dir()).len(), 2, "kept for the next start");
 }

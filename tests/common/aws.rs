@@ -376,3 +376,110 @@ async fn relay(client: TcpStream, server: TcpStream, up: Arc<AtomicBool>, rate: 
         () = downstream => {}
     }
 }
+
+/// One request as it reached the proxy.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Header names (lower case) and their values' raw bytes, as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+}
+
+/// An HTTP proxy in front of a server (moto) that records every request's head, byte for byte, and
+/// can answer requests whose path contains a marker with S3's `403 AccessDenied`, as a bucket policy
+/// that denies some keys would. Everything else is forwarded unchanged.
+pub struct RecordingProxy {
+    pub port: u16,
+    requests: Arc<std::sync::Mutex<Vec<RecordedRequest>>>,
+    refuse: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl RecordingProxy {
+    pub async fn start(target_port: u16) -> RecordingProxy {
+        use axum::body::Body;
+        use axum::extract::Request;
+        use axum::response::Response;
+
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refuse: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let (recorded, refused) = (requests.clone(), refuse.clone());
+        let client = reqwest::Client::new();
+        let forward = move |req: Request| {
+            let (recorded, refused, client) = (recorded.clone(), refused.clone(), client.clone());
+            async move {
+                let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                let method = req.method().clone();
+                let headers: Vec<(String, Vec<u8>)> = req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                    .collect();
+                recorded.lock().unwrap().push(RecordedRequest {
+                    method: method.to_string(),
+                    path: path.clone(),
+                    headers: headers.clone(),
+                });
+                let marker = refused.lock().unwrap().clone();
+                if marker.is_some_and(|m| path.contains(&m)) {
+                    return Response::builder()
+                        .status(403)
+                        .header("content-type", "application/xml")
+                        .body(Body::from(
+                            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied (by the test's proxy)</Message></Error>",
+                        ))
+                        .unwrap();
+                }
+                let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let mut out = client.request(method, format!("http://127.0.0.1:{target_port}{path}"));
+                for (name, value) in &headers {
+                    if !matches!(
+                        name.as_str(),
+                        "host" | "content-length" | "transfer-encoding" | "connection"
+                    ) {
+                        out = out.header(name.as_str(), value.as_slice());
+                    }
+                }
+                let answer = match out.body(body).send().await {
+                    Ok(a) => a,
+                    Err(e) => return Response::builder().status(502).body(Body::from(e.to_string())).unwrap(),
+                };
+                let mut response = Response::builder().status(answer.status().as_u16());
+                for (name, value) in answer.headers() {
+                    if !matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection") {
+                        response = response.header(name, value);
+                    }
+                }
+                response
+                    .body(Body::from(answer.bytes().await.unwrap_or_default()))
+                    .unwrap()
+            }
+        };
+        let app = axum::Router::new().fallback(forward);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        RecordingProxy { port, requests, refuse }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, requests whose path contains `marker` get 403 AccessDenied (`None`: none do).
+    pub fn refuse_paths_containing(&self, marker: Option<&str>) {
+        *self.refuse.lock().unwrap() = marker.map(str::to_owned);
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
