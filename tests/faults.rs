@@ -148,10 +148,15 @@ async fn a_failed_directory_fsync_refuses_the_batch_and_readiness_waits_for_a_go
     batch_refused_while("fsync", Target::MessageDirItself).await;
 }
 
-#[tokio::test]
-async fn after_a_failed_fsync_the_file_is_closed_as_suspect_with_only_acknowledged_lines() {
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_failed_fsync_the_file_is_closed_as_suspect_and_the_operators_are_told() {
     let shim = FaultShim::build();
-    let mut bot = Bot::start(&refs(&shim.env())).await;
+    let moto = common::aws::Moto::start().await;
+    let (topic, queue) = moto.topic_with_queue("spool-events").await;
+    let mut env = shim.env();
+    env.extend(moto.env());
+    env.push(("WICKRIO_SNS_TOPIC_ARN".into(), topic));
+    let mut bot = Bot::start(&refs(&env)).await;
     let messages = bot.messages_dir();
     assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
     let open = common::open_files(&messages);
@@ -178,6 +183,21 @@ async fn after_a_failed_fsync_the_file_is_closed_as_suspect_with_only_acknowledg
     assert_eq!(written_texts(&bot), ["test message 1", "test message 3"]);
     let (code, out) = verify(&bot.root);
     assert_eq!(code, Some(0), "{out}");
+
+    let events = moto.drain_queue(&queue).await;
+    let find = |start: &str| {
+        events
+            .iter()
+            .find(|e| e["message"].as_str().is_some_and(|m| m.starts_with(start)))
+            .unwrap_or_else(|| panic!("no event {start:?} in {events:?}"))
+    };
+    let failing = find("writing the spool failed: ");
+    assert_eq!(failing["severity"], "critical");
+    assert!(
+        failing["message"].as_str().unwrap().contains("Input/output error"),
+        "{failing}"
+    );
+    assert_eq!(find("writing the spool works again")["severity"], "normal");
 }
 
 #[tokio::test]

@@ -112,7 +112,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WICKRIO_S3_FOLDER_NAME",
         default: "(none)",
-        meaning: "key prefix for uploaded objects (<folder>/<file name>)",
+        meaning: "key prefix for uploaded objects (<folder>/<file name>), at most 512 bytes",
     },
     Setting {
         name: "WICKRIO_KMS_MSTRKEY_ARN",

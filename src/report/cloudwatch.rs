@@ -1,6 +1,6 @@
 //! Publishes the counters to CloudWatch: every interval one `PutMetricData` to namespace `WickrIO`,
-//! each of the original's twelve metrics as what it counted during the interval, plus the S3
-//! backlog levels, all with the dimension `BotName`.
+//! each of the original's twelve metrics (and `Spool_Write_Errors`, which an operator alarms on) as
+//! what it counted during the interval, plus the S3 backlog levels, all with the dimension `BotName`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,8 +15,8 @@ use crate::metrics::{Counter, Gauge, Metrics};
 
 pub const NAMESPACE: &str = "WickrIO";
 
-/// The original's metrics, in its order.
-const ORIGINAL: &[Counter] = &[
+/// The original's metrics, in its order, then ours worth an alarm.
+const COUNTERS: &[Counter] = &[
     Counter::MessagesRx,
     Counter::MessagesRxFailed,
     Counter::MessagesSaved,
@@ -29,6 +29,7 @@ const ORIGINAL: &[Counter] = &[
     Counter::S3PostErrors,
     Counter::WatchdogFailures,
     Counter::WatchdogWarnings,
+    Counter::SpoolWriteErrors,
 ];
 const LEVELS: &[Gauge] = &[Gauge::S3BacklogFiles, Gauge::S3BacklogBytes];
 
@@ -54,7 +55,7 @@ impl CloudWatchExporter {
             bot_name: bot_name.to_owned(),
             metrics,
             interval: config.interval,
-            published: vec![0; ORIGINAL.len()],
+            published: vec![0; COUNTERS.len()],
         }
     }
 
@@ -73,7 +74,7 @@ impl CloudWatchExporter {
     }
 
     async fn publish(&mut self) {
-        let now: Vec<u64> = ORIGINAL.iter().map(|&c| self.metrics.get(c)).collect();
+        let now: Vec<u64> = COUNTERS.iter().map(|&c| self.metrics.get(c)).collect();
         let at = DateTime::from(SystemTime::now());
         let datum = |name: &str, unit: StandardUnit, value: u64| {
             MetricDatum::builder()
@@ -84,7 +85,7 @@ impl CloudWatchExporter {
                 .timestamp(at)
                 .build()
         };
-        let mut data: Vec<MetricDatum> = ORIGINAL
+        let mut data: Vec<MetricDatum> = COUNTERS
             .iter()
             .zip(now.iter().zip(&self.published))
             .map(|(&c, (&now, &before))| {
