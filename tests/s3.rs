@@ -56,6 +56,21 @@ async fn post_messages_and_attachment(bot: &Bot, attachment: &[u8]) -> Vec<Strin
     lines
 }
 
+/// `decrypt` of the bucket into the bot's `restored` directory, checked with the bot's key; asserts it
+/// succeeded and the restored archive verifies. Returns the directory and what it printed.
+fn restore_verified(endpoint: &str, bucket: &str, bot: &Bot) -> (std::path::PathBuf, String) {
+    let dest = bot.root.join("restored");
+    let out = decrypt_tool(endpoint, bucket, &dest, &bot.root.join("state/public_key.txt"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" 0 problem(s)"), "{stdout}");
+    (dest, stdout)
+}
+
 fn decrypt_tool(endpoint: &str, bucket: &str, dest: &Path, public_key: &Path) -> Output {
     std::process::Command::new(common::BIN)
         .args(["decrypt", "--bucket", bucket, "--prefix", FOLDER, "--dest"])
@@ -119,21 +134,8 @@ async fn plain_upload_carries_metadata_removes_local_copies_and_decrypt_copies_b
             .all(|n| !n.starts_with("attachment_"))
     );
 
-    let dest = bot.root.join("restored");
-    let out = decrypt_tool(
-        &moto.endpoint(),
-        "plain-1",
-        &dest,
-        &bot.root.join("state/public_key.txt"),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (dest, stdout) = restore_verified(&moto.endpoint(), "plain-1", &bot);
     assert!(stdout.contains("copied: "), "{stdout}");
-    assert!(stdout.contains(" 0 problem(s)"), "{stdout}");
     assert_eq!(
         std::fs::read(dest.join("attachments").join(restored_name)).unwrap(),
         attachment
@@ -213,21 +215,8 @@ async fn encrypted_upload_has_every_v2_key_and_opens_with_the_official_client_an
 #[tokio::test(flavor = "multi_thread")]
 async fn decrypt_restores_messages_and_attachments_and_the_archive_verifies() {
     let a = encrypted_archive().await;
-    let dest = a.bot.root.join("restored");
-    let out = decrypt_tool(
-        &a.moto.endpoint(),
-        ENC_BUCKET,
-        &dest,
-        &a.bot.root.join("state/public_key.txt"),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (dest, stdout) = restore_verified(&a.moto.endpoint(), ENC_BUCKET, &a.bot);
     assert_eq!(stdout.matches("decrypted: ").count(), a.keys.len(), "{stdout}");
-    assert!(stdout.contains(" 0 problem(s)"), "{stdout}");
 
     let message_file = last_segment(keys_of(&a.keys, "receivedMessages_")[0]);
     let text = std::fs::read_to_string(dest.join(message_file)).unwrap();
@@ -500,20 +489,7 @@ async fn a_non_ascii_file_name_travels_as_ascii_metadata_and_decrypt_restores_it
         "{sent_path}"
     );
 
-    let dest = bot.root.join("restored");
-    let out = decrypt_tool(
-        &moto.endpoint(),
-        "names-1",
-        &dest,
-        &bot.root.join("state/public_key.txt"),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains(" 0 problem(s)"), "{stdout}");
+    let (dest, _) = restore_verified(&moto.endpoint(), "names-1", &bot);
     let restored = file_names(&dest.join("attachments"));
     assert_eq!(restored.len(), 1, "{restored:?}");
     assert!(restored[0].ends_with(&format!("_{name}")), "{restored:?}");
