@@ -163,6 +163,10 @@ pub async fn run(
             .await
             .is_err()
     {
+        // Work it handed to the spool (an attachment and its line) still finishes: the spool waits.
+        if let Some(task) = &capture {
+            task.abort();
+        }
         tracing::warn!("Matrix capture cut off mid-sync; that sync is read again at the next start");
     }
     // New ingest requests now get 503; wait (bounded) for those in flight, which are acknowledged

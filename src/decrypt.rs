@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::{self, AwsFailure, failure};
 use crate::envelope::{EnvelopeError, StoredEnvelope, gcm};
-use crate::sink::s3::metadata::{FILE_PATH, TYPE, decode_value};
+use crate::sink::s3::metadata::{self, TYPE};
 
 /// What to restore, and where.
 #[derive(Debug, Clone)]
@@ -184,7 +184,7 @@ impl Restorer<'_> {
 /// `file`, under `attachments/`), or its key without the prefix. Anything that could climb out of the
 /// destination is refused: object metadata is input like any other.
 fn restore_path(key: &str, prefix: &str, metadata: &HashMap<String, String>) -> Result<PathBuf, ObjectError> {
-    let relative = metadata.get(FILE_PATH).map(|v| decode_value(v)).unwrap_or_else(|| {
+    let relative = metadata::file_path(metadata).unwrap_or_else(|| {
         key.strip_prefix(prefix)
             .unwrap_or(key)
             .trim_start_matches('/')
@@ -304,13 +304,14 @@ mod tests {
         let m = meta(&[
             ("wickrio-type", "file"),
             ("wickrio-file-path", "r%C3%A9sum%C3%A9%20%E5%A0%B1.pdf"),
+            ("wickrio-file-path-encoding", "percent"),
         ]);
         assert_eq!(
             restore_path("f/k", "f", &m).unwrap(),
             Path::new("attachments/résumé 報.pdf")
         );
         for bad in ["../x", "/etc/passwd", "a/../../x", "", "a\0b", "%2E%2E/x", "a%00b"] {
-            let m = meta(&[("wickrio-file-path", bad)]);
+            let m = meta(&[("wickrio-file-path", bad), ("wickrio-file-path-encoding", "percent")]);
             assert!(
                 matches!(restore_path("k", "", &m), Err(ObjectError::UnsafePath(_))),
                 "{bad:?}"

@@ -21,6 +21,15 @@ async fn readyz(bot: &Bot) -> u16 {
     reqwest::get(bot.url("/readyz")).await.unwrap().status().as_u16()
 }
 
+/// Waits (up to 20 s: the probe runs every 5 s) until `/readyz` answers 200 again.
+async fn wait_ready(bot: &Bot) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readyz(bot).await != 200 {
+        assert!(Instant::now() < deadline, "never ready again:\n{}", bot.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `retention-bot verify` over a copy of the bot's archive (its message and attachment directories,
 /// as an auditor would get them) with its public key: (exit code, stdout).
 fn verify(root: &Path) -> (Option<i32>, String) {
@@ -93,15 +102,7 @@ async fn batch_refused_while(op: &str, target: Target) {
     assert_eq!(readyz(&bot).await, 503, "{op}: unready while the fault lasts");
 
     shim.clear();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while readyz(&bot).await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "{op}: never ready again:\n{}",
-            bot.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_ready(&bot).await;
     assert_eq!(bot.post("application/json", text_message(2)).await.status(), 202);
     assert!(bot.stop().await.success(), "{}", bot.log_text());
     let log = bot.log_text();
@@ -212,6 +213,8 @@ async fn a_failed_attachment_fsync_refuses_it_and_leaves_no_file() {
     assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
     assert_eq!(readyz(&bot).await, 503);
     shim.clear();
+    // No traffic needed: the spool's own probe finds the disk working again.
+    wait_ready(&bot).await;
     let part = reqwest::multipart::Part::bytes(vec![8u8; 5000]).file_name("b.bin");
     let r = bot
         .post_form(attachment_form(&common::file_message("b.bin"), part))
@@ -226,11 +229,23 @@ async fn a_failed_attachment_fsync_refuses_it_and_leaves_no_file() {
 
 #[tokio::test]
 async fn a_failed_manifest_append_is_cut_back_and_the_file_listed_once_it_works() {
+    manifest_appends_fail(&["fsync"]).await;
+}
+
+#[tokio::test]
+async fn a_failed_manifest_append_that_cannot_be_cut_is_written_again_not_numbered_again() {
+    // The failed manifest keeps the entry; the next one holds it again: the same entry twice.
+    manifest_appends_fail(&["fsync", "truncate"]).await;
+}
+
+/// Manifest appends fail (with `ops`) while files close, then work again for three more messages.
+async fn manifest_appends_fail(ops: &[&str]) {
     let shim = FaultShim::build();
     let mut env = shim.env();
     env.push(("WICKRIO_COMP_FILESIZE".into(), "1".into()));
     let mut bot = Bot::start(&refs(&env)).await;
-    shim.inject(&[format!("fsync EIO {}/manifest_", bot.messages_dir().display())]);
+    let pattern = format!("{}/manifest_", bot.messages_dir().display());
+    shim.inject(&ops.iter().map(|op| format!("{op} EIO {pattern}")).collect::<Vec<_>>());
     // Each message fills most of a 1 KiB file, so files close (and want their entries) as we go.
     for i in 0..6 {
         assert_eq!(bot.post("application/json", text_message(i)).await.status(), 202);
@@ -240,12 +255,45 @@ async fn a_failed_manifest_append_is_cut_back_and_the_file_listed_once_it_works(
         assert_eq!(bot.post("application/json", text_message(i)).await.status(), 202);
     }
     assert!(bot.stop().await.success());
-    assert!(
-        bot.log_text().contains("cannot write the manifest"),
-        "the fault was hit"
-    );
-    // Every file listed exactly once, the chain unbroken: no torn entry, no sequence number twice.
+    let log = bot.log_text();
+    assert!(log.contains("cannot write the manifest"), "the fault was hit: {log}");
+    if ops.contains(&"truncate") {
+        assert!(log.contains("cannot cut back a failed manifest entry"), "{log}");
+    }
+    // A restart closes what was left for recovery.
+    let mut again = Bot::prepare(&bot.root, &[]);
+    again.spawn().await;
+    assert!(again.stop().await.success());
+    // Every file listed, the chain unbroken: no torn entry, no gap, no number given to two entries.
     let (code, out) = verify(&bot.root);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(written_texts(&again).len(), 9);
+}
+
+#[tokio::test]
+async fn a_failed_file_that_cannot_be_cut_back_keeps_only_its_acknowledged_lines() {
+    let shim = FaultShim::build();
+    let mut bot = Bot::start(&refs(&shim.env())).await;
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+    let files = format!("{}/receivedMessages_", bot.messages_dir().display());
+    shim.inject(&[format!("fsync EIO {files}"), format!("truncate EIO {files}")]);
+    assert_eq!(bot.post("application/json", text_message(2)).await.status(), 503);
+    shim.clear();
+    assert_eq!(bot.post("application/json", text_message(3)).await.status(), 202);
+    assert!(bot.stop().await.success());
+    let log = bot.log_text();
+    assert!(
+        log.contains("cannot cut it back") && log.contains("left for recovery"),
+        "{log}"
+    );
+    // The failed file still holds the refused line; the next start keeps only what was acknowledged.
+    let mut again = Bot::prepare(&bot.root, &[]);
+    again.spawn().await;
+    assert!(again.stop().await.success());
+    assert_eq!(written_texts(&again), ["test message 1", "test message 3"]);
+    let names = file_names(&again.messages_dir());
+    assert!(names.iter().any(|n| n.ends_with(".suspect.txt")), "{names:?}");
+    let (code, out) = verify(&again.root);
     assert_eq!(code, Some(0), "{out}");
 }
 

@@ -44,6 +44,17 @@ pub struct ManifestWriter {
     already_listed: HashMap<PathBuf, String>,
     /// Manifests closed (full, or given up after a failed append), waiting for delivery.
     closed: Vec<ClosedFile>,
+    /// An entry whose append failed: written first into the next manifest.
+    pending: Option<Pending>,
+    /// The head moved past what `manifest_head.json` holds.
+    head_dirty: bool,
+}
+
+/// A signed entry line not yet durably in a manifest, and the file it lists.
+struct Pending {
+    path: PathBuf,
+    sha256: String,
+    line: String,
 }
 
 struct OpenManifest {
@@ -119,15 +130,21 @@ impl ManifestWriter {
             names: Names::new(),
             open: None,
             closed: Vec::new(),
+            pending: None,
+            head_dirty: true,
         };
+        let mut writer = writer;
         writer.store_head()?;
         Ok((writer, recovered))
     }
 
-    /// Appends the entry for `file`. The append is atomic: a failed one is cut back (and its
-    /// sequence number used again), or, if even that fails, the manifest is given up to the next
-    /// start's recovery and its sequence number is never used again.
+    /// Appends the entry for `file`. An append that fails leaves no new entry behind for sure: the
+    /// entry's line is kept and written again, the very same bytes with the same sequence number, at
+    /// the head of the next manifest, before anything else. If the failed manifest held it after all
+    /// (a crash, with a device that kept what it said it had lost), `verify` finds the same entry
+    /// twice, which it accepts; never two different entries with one number, and never a gap.
     pub fn record(&mut self, file: &ClosedFile) -> std::io::Result<Recorded> {
+        self.flush_pending()?;
         if let Some(sha256) = self.already_listed.remove(&file.path) {
             return Ok(Recorded { sha256 });
         }
@@ -148,48 +165,81 @@ impl ManifestWriter {
             closed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             prev: self.head.hash.clone(),
         };
-        let line = Entry::sign(body, &self.key).to_line();
-        let written = Head {
-            seq: self.head.seq + 1,
-            hash: line_hash(&line),
+        let pending = Pending {
+            path: file.path.clone(),
+            sha256: facts.sha256.clone(),
+            line: Entry::sign(body, &self.key).to_line(),
         };
+        self.append(pending)?;
+        Ok(Recorded { sha256: facts.sha256 })
+    }
+
+    /// Writes the entry that a failed append left over, if any; its file then counts as listed.
+    fn flush_pending(&mut self) -> std::io::Result<()> {
+        match self.pending.take() {
+            Some(pending) => {
+                let (path, sha256) = (pending.path.clone(), pending.sha256.clone());
+                self.append(pending)?;
+                self.already_listed.insert(path, sha256);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Appends one entry and moves the head past it; on failure keeps it as `pending`.
+    fn append(&mut self, entry: Pending) -> std::io::Result<()> {
+        // The head must be stored before the chain grows: with S3 the manifests leave the host,
+        // and the stored head is then all the next start knows.
+        if self.head_dirty {
+            self.store_head()?;
+        }
+        let text = format!("{}\n", entry.line);
         let open = self.ensure_open()?;
-        let text = format!("{line}\n");
         if let Err(e) = open
             .file
             .write_all(text.as_bytes())
             .and_then(|()| open.file.sync_data())
         {
-            // After a failed write or fsync this manifest is never appended to again. Cut back, the
-            // entry is gone and its sequence number is used again; if even the cut fails, the
-            // entry may be in the file, so the chain goes on after it (never two entries N).
-            let cut = open.file.set_len(open.len);
-            if let Err(cut) = &cut {
-                tracing::error!(error = %cut, file = %open.open_path.display(), "cannot cut back a failed manifest entry; the chain goes on after it");
-                self.head = written;
-                let _ = self.store_head();
-            }
-            self.give_up_open();
+            // Never appended to again (after a failed fsync its pages cannot be trusted).
+            let cut = open.file.set_len(open.len).is_ok();
+            self.give_up_open(cut);
+            self.pending = Some(entry);
             return Err(e);
         }
         open.len += text.len() as u64;
         open.entries += 1;
         let full = open.entries >= MAX_ENTRIES || open.opened.elapsed() >= MAX_AGE;
-        self.head = written;
-        // A failed head write is not fatal: the next start also reads the head from the manifests.
+        self.head = Head {
+            seq: self.head.seq + 1,
+            hash: line_hash(&entry.line),
+        };
+        self.head_dirty = true;
         if let Err(e) = self.store_head() {
-            tracing::error!(error = %e, "cannot store the manifest chain head");
+            tracing::error!(error = %e, "cannot store the manifest chain head; manifests are held back until it is stored");
         }
-        if full && let Some(manifest) = self.close()? {
-            self.closed.push(manifest);
+        if full {
+            match self.close() {
+                Ok(Some(manifest)) => self.closed.push(manifest),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot close a full manifest; it is closed by recovery at the next start")
+                }
+            }
         }
-        Ok(Recorded { sha256: facts.sha256 })
+        Ok(())
     }
 
-    /// Stops using the open manifest after a failed append: closed if that works (an empty one is
-    /// removed), else left for recovery at the next start. The next entry opens a new one.
-    fn give_up_open(&mut self) {
+    /// Stops using the open manifest after a failed append: closed if it was cut back to whole
+    /// entries and closing works (an empty one is removed), else left for recovery at the next start,
+    /// which cuts a torn line. The next entry opens a new one.
+    fn give_up_open(&mut self, cut_back: bool) {
         let Some(open) = self.open.as_ref() else { return };
+        if !cut_back {
+            tracing::error!(file = %open.open_path.display(), "cannot cut back a failed manifest entry; the manifest is left for recovery at the next start");
+            self.open = None;
+            return;
+        }
         if open.len == 0 {
             let path = open.open_path.clone();
             self.open = None;
@@ -197,7 +247,7 @@ impl ManifestWriter {
             return;
         }
         match self.close() {
-            // Listed with the next file: the manifest is delivered like a rotated one.
+            // Delivered like a rotated one.
             Ok(Some(manifest)) => self.closed.push(manifest),
             Ok(None) => {}
             Err(e) => {
@@ -207,8 +257,13 @@ impl ManifestWriter {
         }
     }
 
-    /// The manifests closed since the last call, for delivery.
+    /// The manifests closed since the last call, for delivery; none while the chain head is not
+    /// stored (a manifest that left the host with its entries unrecorded could let a later start
+    /// number entries again).
     pub fn take_closed(&mut self) -> Vec<ClosedFile> {
+        if self.head_dirty && self.store_head().is_err() {
+            return Vec::new();
+        }
         std::mem::take(&mut self.closed)
     }
 
@@ -245,9 +300,11 @@ impl ManifestWriter {
             .ok_or_else(|| std::io::Error::other("manifest not open"))
     }
 
-    fn store_head(&self) -> std::io::Result<()> {
+    fn store_head(&mut self) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(&self.head).map_err(std::io::Error::other)?;
-        write_atomically(&self.head_path, &bytes).map_err(std::io::Error::other)
+        write_atomically(&self.head_path, &bytes).map_err(std::io::Error::other)?;
+        self.head_dirty = false;
+        Ok(())
     }
 }
 

@@ -50,7 +50,12 @@ pub fn probe_write(path: &Path) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        // Not create_new: a probe file a failed probe could not remove must not stop every later one.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(b"\n")?;
         f.sync_data()?;
         std::fs::rename(&tmp, path)?;

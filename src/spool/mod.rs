@@ -275,6 +275,10 @@ impl Spool {
         safe_name: String,
         message: Message,
     ) -> Result<StoredAttachment, SpoolError> {
+        // After close() nothing new may start: the writer is about to stop.
+        if self.inner.attachments.is_closed() {
+            return Err(self.refused(1, SpoolError::ShuttingDown));
+        }
         let spool = self.clone();
         let job = async move {
             let saved = partial

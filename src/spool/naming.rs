@@ -63,6 +63,16 @@ pub fn open_name(closed: &str) -> String {
     format!("{closed}.open")
 }
 
+/// The note beside an open file given up after a failed write: how many of its bytes were
+/// acknowledged. Hidden (a leading `.`), so nothing takes it for an archive file.
+pub fn acked_note(open: &std::path::Path) -> std::path::PathBuf {
+    let name = open
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    open.with_file_name(format!(".{name}.acked"))
+}
+
 /// Marks a suspect file, one given up after a failed write or sync, which holds only acknowledged
 /// lines: `<stem>.txt` becomes `<stem>.suspect.txt`. It is still a closed message file (it ends in
 /// `.txt`), so it is listed, shipped and verified like any other.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use super::naming::{PARTIAL_PREFIX, closed_name_of_open};
+use super::naming::{PARTIAL_PREFIX, acked_note, closed_name_of_open, suspect_name};
 use super::{ClosedFile, FileKind, disk};
 use crate::config::SpoolConfig;
 use crate::metrics::{Counter, Metrics};
@@ -40,27 +40,75 @@ pub(crate) fn close_abandoned(dir: &Path, basename: &str) -> std::io::Result<Vec
             continue;
         };
         let open_path = entry.path();
-        let file = OpenOptions::new().read(true).write(true).open(&open_path)?;
+        let Some(file) = open_regular(&open_path)? else {
+            continue;
+        };
         if file.try_lock().is_err() {
             tracing::info!(file = %open_path.display(), "open file belongs to a running instance; left alone");
             continue;
+        }
+        // A file given up after a failed write says how much of it was acknowledged: only that
+        // is kept, and it is closed as suspect.
+        let note = acked_note(&open_path);
+        let acked = std::fs::read_to_string(&note)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        if let Some(acked) = acked
+            && file.metadata()?.len() > acked
+        {
+            file.set_len(acked)?;
         }
         let (kept, dropped) = cut_torn_tail(&file)?;
         if kept == 0 {
             drop(file);
             std::fs::remove_file(&open_path)?;
+            let _ = std::fs::remove_file(&note);
             disk::sync_dir(dir)?;
             tracing::warn!(file = %open_path.display(), dropped_bytes = dropped, "removed an open file that held no complete line");
             continue;
         }
-        let closed_path = dir.join(closed_name);
+        let closed_path = match acked {
+            Some(_) => suspect_name(&dir.join(closed_name)),
+            None => dir.join(closed_name),
+        };
         std::fs::rename(&open_path, &closed_path)?;
+        let _ = std::fs::remove_file(&note);
         disk::sync_dir(dir)?;
         drop(file);
         tracing::warn!(file = %closed_path.display(), kept_bytes = kept, dropped_bytes = dropped, "recovered a message file left open by a crash");
         closed.push((closed_path, kept));
     }
     Ok(closed)
+}
+
+/// Opens a file found by its name for repair, without following a symbolic link (someone else's
+/// link must not make recovery truncate its target); `None`, with a warning, for anything but a
+/// regular file.
+fn open_regular(path: &Path) -> std::io::Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !std::fs::symlink_metadata(path)?.is_file() {
+        tracing::warn!(file = %path.display(), "not a regular file where an open file was expected; left alone");
+        return Ok(None);
+    }
+    // O_NONBLOCK: a FIFO swapped in after the check above must not hang the start.
+    let opened = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ELOOP | nix::libc::ENXIO)) => {
+            tracing::warn!(file = %path.display(), "not a regular file where an open file was expected; left alone");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        tracing::warn!(file = %path.display(), "not a regular file where an open file was expected; left alone");
+        return Ok(None);
+    }
+    Ok(Some(file))
 }
 
 /// Truncates `file` after its last complete line that is valid JSON; returns (kept, dropped) bytes.
@@ -99,7 +147,9 @@ fn remove_partial_attachments(dir: &Path) -> std::io::Result<()> {
         {
             continue;
         }
-        let file = File::open(entry.path())?;
+        let Some(file) = open_regular(&entry.path())? else {
+            continue;
+        };
         if file.try_lock().is_err() {
             continue; // another instance is still receiving it
         }
@@ -127,6 +177,29 @@ mod tests {
         let f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
         assert_eq!(cut_torn_tail(&f).unwrap(), (16, 5));
         assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
+    }
+
+    #[test]
+    fn a_symlink_named_like_an_open_file_is_left_alone_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"{\"a\":1}\nnot json").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("rm_x_1.txt.open")).unwrap();
+        assert!(close_abandoned(dir.path(), "rm").unwrap().is_empty());
+        assert_eq!(std::fs::read(&target).unwrap(), b"{\"a\":1}\nnot json");
+        assert!(dir.path().join("rm_x_1.txt.open").exists());
+    }
+
+    #[test]
+    fn a_noted_file_keeps_only_its_acknowledged_bytes_and_is_closed_as_suspect() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("rm_x_1.txt.open");
+        std::fs::write(&open, b"{\"a\":1}\n{\"refused\":2}\n").unwrap();
+        std::fs::write(acked_note(&open), b"8").unwrap();
+        let closed = close_abandoned(dir.path(), "rm").unwrap();
+        assert_eq!(closed, vec![(dir.path().join("rm_x_1.suspect.txt"), 8)]);
+        assert_eq!(std::fs::read(&closed[0].0).unwrap(), b"{\"a\":1}\n");
+        assert!(!acked_note(&open).exists());
     }
 
     #[test]

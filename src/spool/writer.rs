@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::health::Health;
-use super::naming::{Names, open_name, suspect_name};
+use super::naming::{Names, acked_note, open_name, suspect_name};
 use super::{ClosedFile, FileKind, Request, SpoolError, disk};
 use crate::config::SpoolConfig;
 use crate::message::Lines;
@@ -97,11 +97,11 @@ impl Writer {
     pub(super) fn run(mut self, rx: flume::Receiver<Request>) {
         loop {
             let rotate_at = self.current.as_ref().and_then(|o| o.rotate_at);
-            let probe_at = (!self.health.is_healthy()).then(|| Instant::now() + PROBE_EVERY);
-            let first = match rotate_at.into_iter().chain(probe_at).min() {
-                Some(deadline) => rx.recv_deadline(deadline),
-                None => rx.recv().map_err(|_| flume::RecvTimeoutError::Disconnected),
-            };
+            // Wakes at least every PROBE_EVERY: a failure elsewhere (an attachment's) may have made
+            // the spool unhealthy while this thread waited, and only a probe brings it back when no
+            // traffic comes (an unready bot gets none from a load balancer).
+            let wake = Instant::now() + PROBE_EVERY;
+            let first = rx.recv_deadline(rotate_at.map_or(wake, |at| at.min(wake)));
             let first = match first {
                 Ok(r) => r,
                 Err(flume::RecvTimeoutError::Timeout) => {
@@ -423,12 +423,20 @@ impl Writer {
         let why = self.failed.get(&f.id).map(ToString::to_string).unwrap_or_default();
         let dir = self.config.mesg_dest.clone();
         if f.acked == 0 {
-            drop(f.file);
-            let removed = std::fs::remove_file(&f.path).and_then(|()| disk::sync_dir(&dir));
-            tracing::error!(file = %f.path.display(), error = %why, removed = removed.is_ok(), "message file given up: it held only refused lines");
+            match std::fs::remove_file(&f.path).and_then(|()| disk::sync_dir(&dir)) {
+                Ok(()) => {
+                    tracing::error!(file = %f.path.display(), error = %why, "message file given up: it held only refused lines, and is removed")
+                }
+                Err(e) => self.leave_for_recovery(&f, &format!("cannot remove it: {e}")),
+            }
             return;
         }
-        let cut = f.file.set_len(f.acked).and_then(|()| f.file.sync_all());
+        if let Err(e) = f.file.set_len(f.acked) {
+            return self.leave_for_recovery(&f, &format!("cannot cut it back: {e}"));
+        }
+        // Cut, but maybe not durably: only a crash could bring the refused tail back, as it brings
+        // back any whole line written before a crash.
+        let synced = f.file.sync_all().is_ok();
         let suspect = suspect_name(&f.closed_path);
         let renamed = std::fs::rename(&f.path, &suspect);
         let (path, closed) = match &renamed {
@@ -436,13 +444,13 @@ impl Writer {
             // Renamed to its closed name already (then a directory fsync failed): closed all the same.
             Err(_) => (f.path.clone(), f.path == f.closed_path),
         };
-        let synced = renamed.is_ok() && disk::sync_dir(&dir).is_ok();
+        let name_synced = renamed.is_ok() && disk::sync_dir(&dir).is_ok();
         tracing::error!(
             file = %path.display(),
             error = %why,
             kept_bytes = f.acked,
-            cut_back = cut.is_ok(),
-            name_synced = synced,
+            synced,
+            name_synced,
             "message file given up after a failed write or sync: its acknowledged lines are kept, the refused ones cut"
         );
         if closed {
@@ -450,6 +458,28 @@ impl Writer {
         } else {
             tracing::error!(file = %path.display(), "cannot rename it either; left for recovery at the next start");
         }
+    }
+
+    /// A failed file that still holds refused lines: it is not handed on. A note beside it tells
+    /// the next start's recovery how much of it was acknowledged, so recovery keeps only that.
+    fn leave_for_recovery(&self, f: &OpenFile, why: &str) {
+        let open_path = self.config.mesg_dest.join(open_name(
+            &f.closed_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ));
+        // Renamed to its closed name already: back to the open name, which recovery looks for.
+        let back = f.path == open_path || std::fs::rename(&f.path, &open_path).is_ok();
+        let noted = disk::write_atomically(&acked_note(&open_path), f.acked.to_string().as_bytes());
+        tracing::error!(
+            file = %f.path.display(),
+            reason = why,
+            acknowledged_bytes = f.acked,
+            noted = noted.is_ok(),
+            at_open_name = back,
+            "message file given up and left for recovery at the next start, which keeps only its acknowledged bytes"
+        );
     }
 
     fn hand_on(&self, path: PathBuf, bytes: u64) {
@@ -463,13 +493,22 @@ impl Writer {
         self.failed.insert(id, e);
     }
 
-    /// Without traffic, checks whether the disk takes a write and an fsync again.
+    /// Without traffic, checks whether both destinations take a write and an fsync again.
     fn probe(&self) {
-        let path = self.config.mesg_dest.join(format!(".probe_{}", self.names.instance()));
-        match disk::probe_write(&path) {
-            Ok(()) => self.health.recovered(),
-            Err(e) => tracing::debug!(error = %e, "the message directory still fails a write and fsync"),
+        let name = format!(".probe_{}", self.names.instance());
+        let (messages, attachments) = (&self.config.mesg_dest, &self.config.file_dest);
+        let dirs = if messages == attachments {
+            vec![messages]
+        } else {
+            vec![messages, attachments]
+        };
+        for dir in dirs {
+            if let Err(e) = disk::probe_write(&dir.join(&name)) {
+                tracing::debug!(error = %e, dir = %dir.display(), "still failing a write and fsync");
+                return;
+            }
         }
+        self.health.recovered();
     }
 }
 

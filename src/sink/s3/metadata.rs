@@ -5,26 +5,46 @@
 //! documentation says to use US-ASCII for metadata sent over REST, and a header with other bytes is
 //! signed differently by the SDK and by S3, so S3 answers 403 SignatureDoesNotMatch (real S3; moto
 //! accepts it). A file name is user input (`résumé.pdf`, `報告.txt`), so the value is percent-encoded:
-//! every byte outside printable ASCII, the space and `%` itself become `%XX` (UTF-8 bytes, as in a URL).
-//! A name that was ASCII already (and has no `%`) is sent unchanged.
+//! every byte outside printable ASCII, the space and `%` itself become `%XX` (UTF-8 bytes, as in a URL),
+//! and `wickrio-file-path-encoding: percent` says so, so that names of objects written before this
+//! (which may hold a `%`) are never decoded. A name with nothing to encode is sent as it is, unmarked.
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
+use std::collections::HashMap;
+
 pub const TYPE: &str = "wickrio-type";
 pub const FILE_PATH: &str = "wickrio-file-path";
+/// Present (`percent`) when `wickrio-file-path` is percent-encoded.
+pub const FILE_PATH_ENCODING: &str = "wickrio-file-path-encoding";
+const PERCENT: &str = "percent";
 
 /// Bytes encoded besides everything outside ASCII (which `utf8_percent_encode` always encodes).
 const ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
 
-/// A metadata value S3 takes: printable US-ASCII only.
-pub fn encode_value(value: &str) -> String {
-    utf8_percent_encode(value, ENCODED).to_string()
+/// The bot's metadata for a file of `kind` named `name`, in US-ASCII.
+pub fn for_file(kind: &str, name: &str) -> HashMap<String, String> {
+    let mut metadata = HashMap::from([(TYPE.to_owned(), kind.to_owned())]);
+    let encoded = encode_value(name);
+    if encoded != name {
+        metadata.insert(FILE_PATH_ENCODING.to_owned(), PERCENT.to_owned());
+    }
+    metadata.insert(FILE_PATH.to_owned(), encoded);
+    metadata
 }
 
-/// The value as it was before [`encode_value`]. A `%` not followed by two hex digits is kept as is
-/// (objects written before the encoding existed); bytes that do not decode to UTF-8 are replaced.
-pub fn decode_value(value: &str) -> String {
-    percent_decode_str(value).decode_utf8_lossy().into_owned()
+/// The file name an object's metadata gives, decoded if it was encoded.
+pub fn file_path(metadata: &HashMap<String, String>) -> Option<String> {
+    let value = metadata.get(FILE_PATH)?;
+    Some(match metadata.get(FILE_PATH_ENCODING).map(String::as_str) {
+        Some(PERCENT) => percent_decode_str(value).decode_utf8_lossy().into_owned(),
+        _ => value.clone(),
+    })
+}
+
+/// A metadata value S3 takes: printable US-ASCII only.
+fn encode_value(value: &str) -> String {
+    utf8_percent_encode(value, ENCODED).to_string()
 }
 
 #[cfg(test)]
@@ -40,20 +60,28 @@ mod tests {
             "plain-name_1.pdf",
             "emoji 😀.png",
         ] {
-            let encoded = encode_value(name);
-            assert!(encoded.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{encoded}");
-            assert_eq!(decode_value(&encoded), name);
+            let metadata = for_file("file", name);
+            for value in metadata.values() {
+                assert!(value.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{value}");
+            }
+            assert_eq!(file_path(&metadata).as_deref(), Some(name));
         }
-        assert_eq!(encode_value("plain-name_1.pdf"), "plain-name_1.pdf");
-        assert_eq!(
-            encode_value("résumé 報告.pdf"),
-            "r%C3%A9sum%C3%A9%20%E5%A0%B1%E5%91%8A.pdf"
+        let plain = for_file("file", "plain-name_1.pdf");
+        assert_eq!(plain[FILE_PATH], "plain-name_1.pdf");
+        assert!(
+            !plain.contains_key(FILE_PATH_ENCODING),
+            "nothing to encode, nothing marked"
         );
+        let encoded = for_file("file", "résumé 報告.pdf");
+        assert_eq!(encoded[FILE_PATH], "r%C3%A9sum%C3%A9%20%E5%A0%B1%E5%91%8A.pdf");
+        assert_eq!(encoded[FILE_PATH_ENCODING], "percent");
     }
 
     #[test]
-    fn names_from_before_the_encoding_decode_to_themselves() {
-        assert_eq!(decode_value("50%off.pdf"), "50%off.pdf");
-        assert_eq!(decode_value("a%zz"), "a%zz");
+    fn names_from_before_the_encoding_are_taken_as_they_are() {
+        for old in ["50%off.pdf", "a%20b.txt", "x%2Fy"] {
+            let metadata = HashMap::from([(FILE_PATH.to_owned(), old.to_owned())]);
+            assert_eq!(file_path(&metadata).as_deref(), Some(old));
+        }
     }
 }

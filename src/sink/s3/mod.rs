@@ -12,7 +12,6 @@
 pub mod metadata;
 mod upload;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,8 +33,10 @@ use upload::PartBudget;
 const WORKERS: usize = 2;
 /// Transient failures retry after 1 s, doubling up to this, with jitter.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Transient failures are retried this many times by the worker before the file waits aside.
+/// Transient failures are tried this many times by the worker (1 s, then 2 s apart) before the
+/// file waits aside.
 const TRIES_IN_PLACE: u32 = 3;
+const IN_PLACE_WAIT: Duration = Duration::from_secs(1);
 /// Refusals (access denied, no such bucket, key disabled, a key or request S3 will not take) retry
 /// this often: they need an operator, or concern this one file.
 const REFUSED_RETRY: Duration = Duration::from_secs(120);
@@ -212,11 +213,14 @@ impl Uploader {
     /// Uploads the file (retrying a transient failure a few times in place) and removes the local
     /// copy. Returns the file and how long it should wait aside if it is not done.
     async fn try_upload(&self, mut item: Queued) -> Option<(Queued, Duration)> {
-        let key = self.key_for(&item.file).await;
-        for _ in 0..TRIES_IN_PLACE {
+        for try_here in 1..=TRIES_IN_PLACE {
             item.attempts += 1;
-            let (service, e) = match self.upload_once(&item.file, &key).await {
-                Ok(bytes) => {
+            let attempt = match self.key_for(&item.file).await {
+                Ok(key) => self.upload_once(&item.file, &key).await.map(|bytes| (key, bytes)),
+                Err(e) => Err(AttemptError::Failed(Service::S3, e)),
+            };
+            let (service, e) = match attempt {
+                Ok((key, bytes)) => {
                     self.note_success();
                     self.metrics.incr(Counter::S3Uploads);
                     self.metrics.add(Counter::S3UploadedBytes, bytes);
@@ -237,9 +241,10 @@ impl Uploader {
             match e.retry {
                 Retry::Soon => {
                     tracing::warn!(%file, attempt = item.attempts, error = %e, "upload failed; the file waits on disk and is retried");
-                    let wait = jitter(item.backoff);
-                    item.backoff = (item.backoff * 2).min(MAX_BACKOFF);
-                    tokio::time::sleep(wait).await;
+                    if try_here < TRIES_IN_PLACE {
+                        // Short waits only: a longer one would hold this worker from the files behind.
+                        tokio::time::sleep(jitter(IN_PLACE_WAIT * try_here)).await;
+                    }
                 }
                 Retry::Slowly => {
                     tracing::error!(
@@ -253,7 +258,9 @@ impl Uploader {
                 }
             }
         }
+        // Transient, but not passing: it waits aside, longer each time, up to MAX_BACKOFF.
         let wait = jitter(item.backoff);
+        item.backoff = (item.backoff * 2).min(MAX_BACKOFF);
         Some((item, wait))
     }
 
@@ -298,13 +305,7 @@ impl Uploader {
             client: &self.s3,
             bucket: &self.config.bucket,
             key,
-            metadata: HashMap::from([
-                (metadata::TYPE.to_owned(), file.kind.as_str().to_owned()),
-                (
-                    metadata::FILE_PATH.to_owned(),
-                    metadata::encode_value(&file_name(&file.path)),
-                ),
-            ]),
+            metadata: metadata::for_file(file.kind.as_str(), &file_name(&file.path)),
             metrics: &self.metrics,
         };
         let uploaded = upload::upload(target, &file.path, envelope, &self.budget)
@@ -341,13 +342,13 @@ impl Uploader {
     /// same millisecond on two hosts of one bot, or after the clock stepped back), so their keys
     /// also carry this bot's tag and the start of the file's SHA-256: different files never share
     /// a key, and an upload of the same file again lands on the same key.
-    async fn key_for(&self, file: &ClosedFile) -> String {
+    async fn key_for(&self, file: &ClosedFile) -> Result<String, AwsFailure> {
         let name = file_name(&file.path);
         let Some(rest) = name
             .strip_prefix("attachment_")
             .filter(|_| file.kind == FileKind::Attachment)
         else {
-            return self.config.key_for(&name);
+            return Ok(self.config.key_for(&name));
         };
         let sha256 = match &file.sha256 {
             Some(h) => h.clone(),
@@ -355,10 +356,14 @@ impl Uploader {
                 let path = file.path.clone();
                 tokio::task::spawn_blocking(move || crate::identity::manifest::file_facts(&path, false))
                     .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .map(|f| f.sha256)
-                    .unwrap_or_default()
+                    .map_err(|e| AwsFailure::new(Retry::Soon, format!("hashing task failed: {e}")))?
+                    .map_err(|e| {
+                        AwsFailure::new(
+                            Retry::Soon,
+                            format!("cannot hash {} for its key: {e}", file.path.display()),
+                        )
+                    })?
+                    .sha256
             }
         };
         let hash: String = sha256.chars().take(KEY_HASH_DIGITS).collect();
@@ -368,7 +373,7 @@ impl Uploader {
             Some((time, original)) => format!("attachment_{time}_{unique}_{original}"),
             None => format!("attachment_{unique}_{rest}"),
         };
-        self.config.key_for(&name)
+        Ok(self.config.key_for(&name))
     }
 }
 
