@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Network};
@@ -14,6 +14,8 @@ use crate::identity::Identity;
 use crate::metrics::{Gauge, Metrics};
 use crate::report::watchdog::Watchdog;
 use crate::report::{EventKind, Events};
+use crate::serve::{self, Drain, Status};
+use crate::shutdown::{self, Trigger};
 use crate::sink::manifest::{ManifestSink, ManifestWriter};
 use crate::sink::{self, local::LocalSink, s3::S3Sink};
 use crate::source::http::{self, HttpState};
@@ -24,7 +26,7 @@ use crate::spool::Spool;
 pub struct Pipeline {
     pub spool: Spool,
     pub metrics: Arc<Metrics>,
-    stop_sink: watch::Sender<bool>,
+    stop_sink: Trigger,
     sink_task: JoinHandle<()>,
 }
 
@@ -38,7 +40,7 @@ impl Pipeline {
         events: &Events,
     ) -> anyhow::Result<Self> {
         let (closed_tx, closed_rx) = mpsc::unbounded_channel();
-        let (stop_sink, stop_rx) = watch::channel(false);
+        let (stop_sink, stop_rx) = shutdown::channel();
         let (spool, state, key) = (
             config.spool.clone(),
             config.identity.state_dir.clone(),
@@ -83,7 +85,7 @@ impl Pipeline {
     /// Closes the open file and lets the sink take everything closed so far.
     pub async fn shutdown(self) {
         self.spool.close().await;
-        let _ = self.stop_sink.send(true);
+        self.stop_sink.fire();
         if let Err(e) = self.sink_task.await {
             tracing::error!(error = %e, "sink task failed");
         }
@@ -106,28 +108,37 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (WICKRIO_INGEST_ADDR): is another process using it?"))?;
-    let state = Arc::new(HttpState::new(
-        pipeline.spool.clone(),
-        pipeline.metrics.clone(),
-        config.bot_name.clone(),
-        config.ingest.clone(),
-    ));
-    let (stop_http, mut stop_rx) = watch::channel(false);
-    let (stop_capture, capture_rx) = watch::channel(false);
+    let drain = Arc::new(Drain::default());
+    let (stop_http, http_stop) = shutdown::channel();
+    let (stop_capture, capture_stop) = shutdown::channel();
     let mut capture = matrix.map(|source| {
         let sink = matrix::Sink {
             spool: pipeline.spool.clone(),
             metrics: pipeline.metrics.clone(),
             max_file: config.ingest.max_file,
         };
-        tokio::spawn(source.capture(sink, capture_rx))
+        tokio::spawn(source.capture(sink, capture_stop))
     });
-    let server = axum::serve(listener, http::router(state.clone(), capture.is_none()))
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        })
-        .into_future();
-    let mut server = tokio::spawn(server);
+    let mut app = serve::status_routes(Arc::new(Status {
+        spool: pipeline.spool.clone(),
+        metrics: pipeline.metrics.clone(),
+        bot_name: config.bot_name.clone(),
+        drain: drain.clone(),
+    }));
+    if capture.is_none() {
+        let ingest = HttpState::new(
+            pipeline.spool.clone(),
+            pipeline.metrics.clone(),
+            config.ingest.clone(),
+            drain.clone(),
+        );
+        app = app.merge(http::router(Arc::new(ingest)));
+    }
+    let limits = serve::Limits {
+        header_timeout: config.ingest.idle,
+        max_connections: config.ingest.max_connections,
+    };
+    let mut server = tokio::spawn(serve::serve(listener, app, limits, pipeline.metrics.clone(), http_stop));
     tracing::info!(
         %addr,
         bot = %config.bot_name,
@@ -146,7 +157,7 @@ pub async fn run(
             );
         }
         result = &mut server => {
-            result??;
+            result?;
             anyhow::bail!("the HTTP server stopped unexpectedly");
         }
         result = capture_ended(&mut capture) => {
@@ -157,7 +168,7 @@ pub async fn run(
     }
 
     // The Matrix source finishes the sync in hand (its position is saved only once it is durable).
-    let _ = stop_capture.send(true);
+    stop_capture.fire();
     if capture.is_some()
         && tokio::time::timeout(config.ingest.shutdown_grace, capture_ended(&mut capture))
             .await
@@ -171,15 +182,15 @@ pub async fn run(
     }
     // New ingest requests now get 503; wait (bounded) for those in flight, which are acknowledged
     // only once durable, then stop the listener.
-    state.drain.start();
+    drain.start();
     let grace = config.ingest.shutdown_grace;
-    if tokio::time::timeout(grace, state.drain.idle()).await.is_err() {
+    if tokio::time::timeout(grace, drain.idle()).await.is_err() {
         tracing::warn!(
             grace_secs = grace.as_secs(),
             "requests still in flight after the grace period are cut off, unacknowledged"
         );
     }
-    let _ = stop_http.send(true);
+    stop_http.fire();
     if tokio::time::timeout(Duration::from_secs(2), &mut server).await.is_err() {
         server.abort();
     }
@@ -240,13 +251,6 @@ fn started_message(config: &Config) -> String {
         env!("CARGO_PKG_VERSION"),
         config.bot_name,
     )
-}
-
-/// Resolves once `stop` turns true (or its sender is gone): the stop signal every background task
-/// of the pipeline and the reporters selects on.
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is dropped here, not held across the caller's select.
-    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
 /// Installs SIGTERM and SIGINT handlers; the future resolves with the name of the first to arrive.

@@ -13,6 +13,8 @@ pub mod message;
 pub mod metrics;
 pub mod privileges;
 pub mod report;
+pub mod serve;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod spool;

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+mod ingest;
 pub mod network;
 pub mod reporting;
 pub mod secret;
 mod settings;
 mod storage;
+pub use ingest::IngestConfig;
 pub use network::{MatrixConfig, Network};
 pub use reporting::ReportingConfig;
 pub use secret::SecretLocation;
@@ -77,18 +79,6 @@ pub struct SpoolConfig {
     pub rotate_after: Option<std::time::Duration>,
     /// Refuse new data while free space is under this many bytes.
     pub min_free_bytes: u64,
-}
-
-/// How the HTTP source listens and what it accepts.
-#[derive(Debug, Clone)]
-pub struct IngestConfig {
-    pub addr: SocketAddr,
-    pub token: Option<Secret>,
-    pub max_body: usize,
-    /// Bytes of request bodies held in memory at once, across all requests; more requests wait.
-    pub max_buffered: usize,
-    pub max_file: u64,
-    pub shutdown_grace: std::time::Duration,
 }
 
 /// Where the bot's identity lives and how its password is given or changed.
@@ -210,49 +200,9 @@ impl Config {
         }
         let min_free_mb = parse_u64(&get, "WICKRIO_COMP_MIN_FREE_MB", 512)?;
 
-        let addr = ingest_addr(&env)?;
-        let token = env("WICKRIO_INGEST_TOKEN").filter(|t| !t.is_empty()).map(Secret::new);
-        if let Some(t) = &token
-            && (t.expose().len() < 16 || t.expose().chars().any(|c| c.is_whitespace() || c.is_control()))
-        {
-            return Err(ConfigError::new(
-                "WICKRIO_INGEST_TOKEN",
-                "too short or contains whitespace",
-                "at least 16 visible characters",
-            ));
-        }
-        if token.is_none() && !addr.ip().is_loopback() {
-            return Err(ConfigError::new(
-                "WICKRIO_INGEST_TOKEN",
-                format!("not set, but WICKRIO_INGEST_ADDR={addr} accepts connections from other hosts"),
-                "set a bearer token of at least 16 characters, or listen on a loopback address such as 127.0.0.1:8080",
-            ));
-        }
-        let max_body = parse_size(&get, "WICKRIO_INGEST_MAX_BODY", 16 << 20)?;
-        let max_body = usize::try_from(max_body)
-            .map_err(|_| ConfigError::new("WICKRIO_INGEST_MAX_BODY", "too large", "a size that fits in memory"))?;
-        if max_body == 0 {
-            return Err(ConfigError::new(
-                "WICKRIO_INGEST_MAX_BODY",
-                "0 would refuse every request",
-                "a size of at least 1 byte, e.g. 16MiB",
-            ));
-        }
-        let max_buffered = parse_size(&get, "WICKRIO_INGEST_MAX_BUFFER", 256 << 20)?;
-        let max_buffered = usize::try_from(max_buffered)
-            .unwrap_or(usize::MAX)
-            .min(u32::MAX as usize * 1024);
-        if max_buffered < max_body {
-            return Err(ConfigError::new(
-                "WICKRIO_INGEST_MAX_BUFFER",
-                format!("{max_buffered} bytes is less than WICKRIO_INGEST_MAX_BODY ({max_body} bytes)"),
-                "a size at least as large as WICKRIO_INGEST_MAX_BODY, e.g. 256MiB",
-            ));
-        }
-        let max_file = parse_size(&get, "WICKRIO_INGEST_MAX_FILE", 60 << 30)?;
-        let grace = parse_u64(&get, "WICKRIO_SHUTDOWN_GRACE_SECS", 8)?;
+        let ingest = ingest::ingest_config(&env, &get)?;
         if s3.as_ref().is_some_and(|s3| s3.kms.is_some()) {
-            storage::check_encryptable(max_file_bytes, max_file)?;
+            storage::check_encryptable(max_file_bytes, ingest.max_file)?;
         }
 
         let reporting = reporting::from_lookup(&get)?;
@@ -293,14 +243,7 @@ impl Config {
                 rotate_after,
                 min_free_bytes: min_free_mb.saturating_mul(1 << 20),
             },
-            ingest: IngestConfig {
-                addr,
-                token,
-                max_body,
-                max_buffered,
-                max_file,
-                shutdown_grace: std::time::Duration::from_secs(grace),
-            },
+            ingest,
             identity: IdentityConfig {
                 state_dir,
                 password,
@@ -325,7 +268,11 @@ fn parse_bool(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Resul
     }
 }
 
-fn parse_u64(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+pub(super) fn parse_u64(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+) -> Result<u64, ConfigError> {
     match get(var) {
         None => Ok(default),
         Some(text) => text.parse().map_err(|_| {
@@ -364,7 +311,11 @@ fn parse_minutes(
 }
 
 /// Sizes: a whole number of bytes, or with a `KiB`/`MiB`/`GiB` (or `K`/`M`/`G`) suffix.
-fn parse_size(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+pub(super) fn parse_size(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+) -> Result<u64, ConfigError> {
     let Some(text) = get(var) else {
         return Ok(default);
     };

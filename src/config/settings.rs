@@ -87,7 +87,17 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WICKRIO_INGEST_MAX_BUFFER",
         default: "256MiB",
-        meaning: "request bodies held in memory at once across all requests; further requests wait their turn",
+        meaning: "request bodies held in memory at once across all requests, reserved as bytes arrive; a request that cannot get its share within 10 s gets 503",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_IDLE_SECS",
+        default: "30",
+        meaning: "a request whose headers take longer, or whose body sends nothing for this long, is cut off (408) and its memory released",
+    },
+    Setting {
+        name: "WICKRIO_INGEST_MAX_CONNECTIONS",
+        default: "512",
+        meaning: "connections served at once; more are answered 503 and closed",
     },
     Setting {
         name: "WICKRIO_INGEST_MAX_FILE",

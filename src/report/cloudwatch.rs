@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-use tokio::sync::watch;
 
 use crate::aws::{self, failure};
 use crate::config::reporting::CloudWatchConfig;
@@ -60,14 +59,14 @@ impl CloudWatchExporter {
     }
 
     /// Publishes every interval until `stop`, then once more.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: crate::shutdown::Shutdown) {
         let start = tokio::time::Instant::now() + self.interval;
         let mut tick = tokio::time::interval_at(start, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => self.publish().await,
-                () = crate::daemon::stopped(&mut stop) => break,
+                () = stop.recv() => break,
             }
         }
         self.publish().await;

@@ -12,7 +12,6 @@ pub mod watchdog;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use event::{EventKind, Events, Severity};
@@ -23,14 +22,14 @@ use crate::metrics::Metrics;
 /// The SNS publisher and the CloudWatch exporter, when configured.
 pub struct Reporter {
     pub events: Events,
-    stop: watch::Sender<bool>,
+    stop: crate::shutdown::Trigger,
     tasks: JoinSet<()>,
 }
 
 impl Reporter {
     /// Starts the publishers. No network call is made until there is something to send.
     pub async fn start(config: &ReportingConfig, metrics: Arc<Metrics>) -> Self {
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = crate::shutdown::channel();
         let mut tasks = JoinSet::new();
         let events = match &config.sns {
             Some(sns) => {
@@ -52,7 +51,7 @@ impl Reporter {
 
     /// Publishes what is queued (and the last CloudWatch datapoint), giving up after `within`.
     pub async fn close(mut self, within: Duration) {
-        let _ = self.stop.send(true);
+        self.stop.fire();
         let all_done = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(within, all_done).await.is_err() {
             tracing::warn!(

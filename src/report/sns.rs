@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::collapse::Collapser;
 use super::event::{Event, Origin};
@@ -33,7 +33,12 @@ impl SnsPublisher {
     }
 
     /// Publishes until `stop`, then publishes what is still queued and the held repeat counts.
-    pub async fn run(self, mut queue: mpsc::Receiver<Event>, mut repeats: Collapser, mut stop: watch::Receiver<bool>) {
+    pub async fn run(
+        self,
+        mut queue: mpsc::Receiver<Event>,
+        mut repeats: Collapser,
+        mut stop: crate::shutdown::Shutdown,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -50,7 +55,7 @@ impl SnsPublisher {
                         self.publish(&event).await;
                     }
                 }
-                () = crate::daemon::stopped(&mut stop) => break,
+                () = stop.recv() => break,
             }
         }
         while let Ok(event) = queue.try_recv() {

@@ -10,8 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
 use super::{EventKind, Events};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::spool::disk;
@@ -163,7 +161,7 @@ impl Watchdog {
     }
 
     /// Checks a few times per period until `stop`.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: crate::shutdown::Shutdown) {
         let every = (self.after / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
         loop {
             tokio::select! {
@@ -171,7 +169,7 @@ impl Watchdog {
                     self.check_stages(Instant::now());
                     self.check_disks().await;
                 }
-                () = crate::daemon::stopped(&mut stop) => break,
+                () = stop.recv() => break,
             }
         }
     }

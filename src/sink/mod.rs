@@ -9,7 +9,7 @@ pub mod s3;
 
 use std::future::Future;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::spool::ClosedFile;
 
@@ -29,7 +29,7 @@ pub trait Sink: Send + 'static {
 pub async fn run<S: Sink>(
     mut sink: S,
     mut files: mpsc::UnboundedReceiver<ClosedFile>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: crate::shutdown::Shutdown,
 ) {
     loop {
         tokio::select! {
@@ -37,7 +37,7 @@ pub async fn run<S: Sink>(
                 Some(file) => sink.deliver(file).await,
                 None => break,
             },
-            () = crate::daemon::stopped(&mut stop) => break,
+            () = stop.recv() => break,
         }
     }
     while let Ok(file) = files.try_recv() {

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 pub use attachment::{PartialAttachment, safe_attachment_name};
 
 use crate::config::SpoolConfig;
-use crate::message::{Lines, Message};
+use crate::message::Lines;
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::report::Events;
 use attachment::SavedAttachment;
@@ -265,15 +265,15 @@ impl Spool {
         .await
     }
 
-    /// Makes a received attachment durable under its final name, then writes `message` (with its
-    /// `file.localfilename` set) durably; then the attachment belongs to the sink. This runs in a task
-    /// of its own, so a producer that hangs up cannot stop it half-way: either both the file and its
-    /// line are kept, or neither is (a refused line takes its file with it).
+    /// Makes a received attachment durable under its final name, then writes its message line
+    /// (`line` makes it, given where the file was saved) durably; then the attachment belongs to the
+    /// sink. This runs in a task of its own, so a producer that hangs up cannot stop it half-way:
+    /// either both the file and its line are kept, or neither is (a refused line takes its file with it).
     pub async fn store_attachment(
         &self,
         partial: PartialAttachment,
         safe_name: String,
-        message: Message,
+        line: impl FnOnce(&str) -> Lines + Send + 'static,
     ) -> Result<StoredAttachment, SpoolError> {
         // After close() nothing new may start: the writer is about to stop.
         if self.inner.attachments.is_closed() {
@@ -285,10 +285,7 @@ impl Spool {
                 .finish(&safe_name)
                 .await
                 .inspect_err(|_| spool.inner.metrics.incr(Counter::FilesSavedFailed))?;
-            let mut message = message;
-            message.set_local_filename(&saved.path.to_string_lossy());
-            let mut lines = Lines::default();
-            lines.push(&message);
+            let lines = line(&saved.path.to_string_lossy());
             spool.commit_attachment(saved, lines).await
         };
         self.inner.attachments.spawn(job).await.unwrap_or_else(|e| {

@@ -30,10 +30,8 @@ use matrix_sdk::ruma::events::room::MediaSource;
 use matrix_sdk::sync::Timeline;
 use matrix_sdk::{Client, Room};
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::config::MatrixConfig;
-use crate::daemon::stopped;
 use crate::identity::Identity;
 use crate::message::{Lines, Message};
 use crate::metrics::{Counter, Metrics};
@@ -152,7 +150,7 @@ impl MatrixSource {
     /// Syncs and captures until `stop` turns true. Errors are retried with backoff (the events wait
     /// on the homeserver), except a revoked session: that ends capture with an error, so the bot
     /// stops (and, restarted, logs in again) rather than wait for ever.
-    pub async fn capture(mut self, sink: Sink, mut stop: watch::Receiver<bool>) -> Result<(), MatrixError> {
+    pub async fn capture(mut self, sink: Sink, mut stop: crate::shutdown::Shutdown) -> Result<(), MatrixError> {
         let mut backoff = Duration::from_secs(1);
         let mut filter = FilterDefinition::default();
         filter.room.timeline.limit = Some(PAGE.into());
@@ -169,7 +167,7 @@ impl MatrixSource {
                 .token(token);
             let synced = tokio::select! {
                 synced = self.client.sync_once(settings) => synced,
-                () = stopped(&mut stop) => return Ok(()),
+                () = stop.recv() => return Ok(()),
             };
             let result = match synced {
                 Ok(response) => {
@@ -201,7 +199,7 @@ impl MatrixSource {
                     tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "Matrix capture interrupted; the events wait on the homeserver and are read again");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        () = stopped(&mut stop) => return Ok(()),
+                        () = stop.recv() => return Ok(()),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
@@ -306,7 +304,14 @@ impl MatrixSource {
                     let ids = if late { vec![] } else { vec![id] };
                     match received {
                         Some((partial, name)) => {
-                            sink.spool.store_attachment(partial, name, message).await?;
+                            let line = move |path: &str| {
+                                let mut message = message;
+                                message.set_local_filename(path);
+                                let mut one = Lines::default();
+                                one.push(&message);
+                                one
+                            };
+                            sink.spool.store_attachment(partial, name, line).await?;
                             self.remember(room_id, ids);
                         }
                         None => {

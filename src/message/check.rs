@@ -1,0 +1,493 @@
+//! Checking a producer's text where it lies. A serde visitor walks the JSON once and records only
+//! what the rules look at (no tree of values is built: a 16 MiB `[0,0,...]` costs no memory and is
+//! refused at its first byte), then the text is compacted in place into the line the spool writes:
+//! the message exactly as received, minus insignificant whitespace. A request's memory is its body.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::Deserializer as _;
+use serde::de::{self, Deserialize, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::shape::{Kind, Shape};
+use super::{InvalidMessage, Lines};
+
+/// At most this many invalid messages are listed in an answer; the rest are counted.
+pub const MAX_LISTED: usize = 100;
+
+/// serde_json's stand-in key for a number when `arbitrary_precision` is on (numbers then arrive as
+/// a one-entry map holding their text, which is how every digit is kept).
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+/// What the rules found in a valid message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub msgtype: i64,
+}
+
+/// Why a request's messages were refused: the first invalid ones and how many there were.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Messages seen (non-blank lines).
+    pub seen: usize,
+    /// Invalid messages in all.
+    pub invalid: usize,
+    /// The first [`MAX_LISTED`] of them.
+    pub listed: Vec<InvalidMessage>,
+}
+
+impl Refused {
+    fn add(&mut self, e: InvalidMessage) {
+        self.invalid += 1;
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(e);
+        }
+    }
+}
+
+/// Checks one JSON text as a message; `line` labels the errors.
+pub fn check_line(text: &[u8], line: usize) -> Result<Checked, InvalidMessage> {
+    // Strings that the walk skips are not decoded, so the text is checked as UTF-8 first.
+    if let Err(e) = std::str::from_utf8(text) {
+        return Err(InvalidMessage::new(
+            line,
+            None,
+            format!("not valid UTF-8 (at byte {})", e.valid_up_to()),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let mut shape = Shape::default();
+    let mut problem = None;
+    let walked = (&mut de)
+        .deserialize_any(Top {
+            shape: &mut shape,
+            problem: &mut problem,
+            line,
+        })
+        .and_then(|()| de.end());
+    if let Some(p) = problem {
+        return Err(p);
+    }
+    walked.map_err(|e| InvalidMessage::new(line, None, json_problem(&e)))?;
+    Ok(Checked {
+        msgtype: shape.check(line)?,
+    })
+}
+
+fn json_problem(e: &serde_json::Error) -> String {
+    if e.is_eof() {
+        format!("incomplete JSON ({e})")
+    } else {
+        format!("not valid JSON ({e})")
+    }
+}
+
+/// One message (`application/json`, perhaps pretty-printed): checked, then made its line in place.
+pub fn parse_one(mut body: Vec<u8>) -> Result<(Lines, Checked), Refused> {
+    let checked = check_line(&body, 1).map_err(|e| {
+        let mut refused = Refused {
+            seen: 1,
+            invalid: 0,
+            listed: Vec::new(),
+        };
+        refused.add(e);
+        refused
+    })?;
+    let len = body.len();
+    let end = compact_within(&mut body, 0, len, 0);
+    body.truncate(end);
+    body.push(b'\n');
+    Ok((Lines { bytes: body, count: 1 }, checked))
+}
+
+/// A newline-delimited body: every non-blank line is a message, and line numbers count every line
+/// from 1. The lines are made in place: the body becomes the batch. Any invalid message refuses them
+/// all (and every line is still checked, to report each, up to [`MAX_LISTED`]).
+pub fn parse_ndjson(mut body: Vec<u8>) -> Result<Lines, Refused> {
+    let mut refused = Refused {
+        seen: 0,
+        invalid: 0,
+        listed: Vec::new(),
+    };
+    let (mut read, mut write, mut number) = (0, 0, 0);
+    while read < body.len() {
+        let end = memchr_newline(&body[read..]).map_or(body.len(), |i| read + i);
+        number += 1;
+        let (start, stop) = trimmed(&body, read, end);
+        read = end + 1;
+        if start == stop {
+            continue;
+        }
+        refused.seen += 1;
+        match check_line(&body[start..stop], number) {
+            Err(e) => refused.add(e),
+            Ok(_) if refused.invalid == 0 => {
+                // `write` never passes `start`: a line only ever shrinks, so it moves down in place.
+                write = compact_within(&mut body, start, stop, write);
+                if write < body.len() {
+                    body[write] = b'\n';
+                } else {
+                    body.push(b'\n');
+                }
+                write += 1;
+            }
+            Ok(_) => {}
+        }
+    }
+    if refused.invalid > 0 {
+        return Err(refused);
+    }
+    body.truncate(write);
+    Ok(Lines {
+        bytes: body,
+        count: refused.seen,
+    })
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|b| *b == b'\n')
+}
+
+/// `body[from..to]` without leading and trailing ASCII whitespace (a `\r` before `\n` included).
+fn trimmed(body: &[u8], mut from: usize, mut to: usize) -> (usize, usize) {
+    while from < to && body[from].is_ascii_whitespace() {
+        from += 1;
+    }
+    while to > from && body[to - 1].is_ascii_whitespace() {
+        to -= 1;
+    }
+    (from, to)
+}
+
+/// Whitespace outside strings, which JSON ignores, is what compaction drops.
+#[derive(Default)]
+struct Compactor {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Compactor {
+    fn keep(&mut self, b: u8) -> bool {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+            return true;
+        }
+        if b == b'"' {
+            self.in_string = true;
+        }
+        !matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+    }
+}
+
+/// Appends valid JSON `text` without its insignificant whitespace.
+pub fn compact_json(text: &[u8], out: &mut Vec<u8>) {
+    let mut c = Compactor::default();
+    out.extend(text.iter().copied().filter(|b| c.keep(*b)));
+}
+
+/// Compacts `buf[from..to]` down to `buf[write..]`; returns the new write position.
+fn compact_within(buf: &mut [u8], from: usize, to: usize, mut write: usize) -> usize {
+    let mut c = Compactor::default();
+    for read in from..to {
+        let b = buf[read];
+        if c.keep(b) {
+            buf[write] = b;
+            write += 1;
+        }
+    }
+    write
+}
+
+/// A key, borrowed from the text unless it had escapes.
+pub(super) struct Key<'de>(pub(super) Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A value's kind (and its value, if an integer), skipping over its content.
+struct Probe {
+    kind: Kind,
+    int: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ProbeVisitor)
+    }
+}
+
+struct ProbeVisitor;
+
+impl ProbeVisitor {
+    fn kind(kind: Kind) -> Probe {
+        Probe { kind, int: None }
+    }
+}
+
+impl<'de> Visitor<'de> for ProbeVisitor {
+    type Value = Probe;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Probe, E> {
+        Ok(Self::kind(Kind::Bool))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Probe, E> {
+        Ok(Probe {
+            kind: Kind::Number,
+            int: Some(v),
+        })
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Probe, E> {
+        Ok(Probe {
+            kind: Kind::Number,
+            int: i64::try_from(v).ok(),
+        })
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Probe, E> {
+        Ok(Self::kind(Kind::Number))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Probe, E> {
+        Ok(Self::kind(Kind::String))
+    }
+    fn visit_unit<E>(self) -> Result<Probe, E> {
+        Ok(Self::kind(Kind::Null))
+    }
+    fn visit_none<E>(self) -> Result<Probe, E> {
+        Ok(Self::kind(Kind::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Probe, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Self::kind(Kind::Array))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
+        let Some(Key(first)) = map.next_key()? else {
+            return Ok(Self::kind(Kind::Object));
+        };
+        if first == NUMBER_TOKEN {
+            let digits: Cow<'de, str> = map.next_value::<Key>()?.0;
+            return Ok(Probe {
+                kind: Kind::Number,
+                int: digits.parse().ok(),
+            });
+        }
+        map.next_value::<IgnoredAny>()?;
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Self::kind(Kind::Object))
+    }
+}
+
+/// The message itself: a map whose fields feed the [`Shape`]; anything else is refused at once.
+struct Top<'s> {
+    shape: &'s mut Shape,
+    problem: &'s mut Option<InvalidMessage>,
+    line: usize,
+}
+
+impl Top<'_> {
+    fn not_an_object<E: de::Error>(self, kind: Kind) -> Result<(), E> {
+        *self.problem = Some(InvalidMessage::new(
+            self.line,
+            None,
+            format!("a message must be a JSON object, got {}", kind.describe()),
+        ));
+        Err(E::custom("not an object"))
+    }
+}
+
+impl<'de> Visitor<'de> for Top<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.not_an_object(Kind::Bool)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.not_an_object(Kind::Number)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.not_an_object(Kind::Number)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.not_an_object(Kind::Number)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.not_an_object(Kind::String)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.not_an_object(Kind::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        // Refused at its first byte: an array of millions of elements is never walked.
+        self.not_an_object(Kind::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut names: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(Key(name)) = map.next_key()? {
+            if names.is_empty() && name == NUMBER_TOKEN {
+                return self.not_an_object(Kind::Number);
+            }
+            if Shape::cares_about(&name) {
+                let probe: Probe = map.next_value()?;
+                self.shape.saw(&name, probe.kind, probe.int);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+            if !names.insert(name.clone()) {
+                *self.problem = Some(InvalidMessage::new(
+                    self.line,
+                    Some(&name),
+                    "appears more than once; a field may appear once".into(),
+                ));
+                return Err(de::Error::custom("duplicate field"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"{"message":"hi","message_id":"a526085032fa11ee9a74053bb1017859","msg_ts":"1691176258.901277","msgtype":1000,"sender":"dr002@example","big":123456789012345678901234567890,"f":1.50}"#;
+
+    fn one(text: &str) -> Result<String, Refused> {
+        parse_one(text.as_bytes().to_vec()).map(|(l, _)| String::from_utf8(l.bytes).unwrap())
+    }
+
+    #[test]
+    fn keeps_every_field_and_number_as_received() {
+        assert_eq!(one(TEXT).unwrap(), format!("{TEXT}\n"));
+    }
+
+    #[test]
+    fn pretty_input_becomes_one_line_with_strings_untouched() {
+        let pretty = "{\n  \"msgtype\": 1000,\n  \"message_id\": \"x\",\n  \"msg_ts\": \"1.0\",\n  \"sender\": \"a\",\n  \"message\": \"two  spaces\\n and \\\"quotes\\\" \\u00e9\"\n}";
+        assert_eq!(
+            one(pretty).unwrap(),
+            "{\"msgtype\":1000,\"message_id\":\"x\",\"msg_ts\":\"1.0\",\"sender\":\"a\",\"message\":\"two  spaces\\n and \\\"quotes\\\" \\u00e9\"}\n"
+        );
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let cases = [
+            (
+                r#"{"msgtype":"1000","message_id":"x","msg_ts":"1","sender":"a"}"#,
+                Some("msgtype"),
+            ),
+            (
+                r#"{"msgtype":1000.5,"message_id":"x","msg_ts":"1","sender":"a"}"#,
+                Some("msgtype"),
+            ),
+            (
+                r#"{"msgtype":1e30,"message_id":"x","msg_ts":"1","sender":"a"}"#,
+                Some("msgtype"),
+            ),
+            (
+                r#"{"msgtype":1000,"message_id":7,"msg_ts":"1","sender":"a"}"#,
+                Some("message_id"),
+            ),
+            (r#"{"msgtype":1000,"message_id":"x","sender":"a"}"#, Some("msg_ts")),
+            (
+                r#"{"msgtype":6000,"message_id":"x","msg_ts":"1","sender":"a"}"#,
+                Some("file"),
+            ),
+            (
+                r#"{"msgtype":9000,"message_id":"x","msg_ts":"1","sender":"a","edit":"no"}"#,
+                Some("edit"),
+            ),
+            (
+                r#"{"msgtype":1000,"message_id":"x","msg_ts":"1","sender":"a","sender":"b"}"#,
+                Some("sender"),
+            ),
+            (r#"[1,2]"#, None),
+            (r#"17"#, None),
+            (r#"{"msgtype":1000"#, None),
+            (
+                r#"{"msgtype":1000,"message_id":"x","msg_ts":"1","sender":"a"} trailing"#,
+                None,
+            ),
+        ];
+        for (text, field) in cases {
+            let err = check_line(text.as_bytes(), 4).unwrap_err();
+            assert_eq!(err.line, 4);
+            assert_eq!(err.field.as_deref(), field, "{text}: {err}");
+        }
+        let err = check_line(b"[0,0,0]", 1).unwrap_err();
+        assert_eq!(err.problem, "a message must be a JSON object, got an array");
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_even_in_fields_nobody_reads() {
+        for field in ["sender", "message"] {
+            let mut bad =
+                format!(r#"{{"msgtype":1000,"message_id":"x","msg_ts":"1","sender":"a","{field}":""#).into_bytes();
+            bad.extend_from_slice(&[0xff, 0xfe]);
+            bad.extend_from_slice(br#""}"#);
+            assert!(check_line(&bad, 1).unwrap_err().problem.contains("UTF-8"), "{field}");
+        }
+    }
+
+    #[test]
+    fn ndjson_reports_every_bad_line_and_keeps_none() {
+        let body = format!("{TEXT}\n\n{{\"msgtype\":1}}\n{TEXT}\nnope\n");
+        let refused = parse_ndjson(body.into_bytes()).unwrap_err();
+        assert_eq!((refused.seen, refused.invalid), (4, 2));
+        assert_eq!(refused.listed.iter().map(|e| e.line).collect::<Vec<_>>(), vec![3, 5]);
+        let ok = parse_ndjson(format!(" {TEXT}\r\n\n{TEXT}").into_bytes()).unwrap();
+        assert_eq!(ok.count, 2);
+        assert_eq!(ok.bytes, format!("{TEXT}\n{TEXT}\n").into_bytes());
+    }
+
+    #[test]
+    fn listed_errors_are_capped_and_the_rest_counted() {
+        let body = "x\n".repeat(1000);
+        let refused = parse_ndjson(body.into_bytes()).unwrap_err();
+        assert_eq!(
+            (refused.seen, refused.invalid, refused.listed.len()),
+            (1000, 1000, MAX_LISTED)
+        );
+    }
+
+    #[test]
+    fn compaction_in_place_matches_compaction_into_a_new_buffer() {
+        let text = b" { \"a\" : [ 1 , \"x \\\" y\" ] , \"b\":{} } ";
+        let mut fresh = Vec::new();
+        compact_json(text, &mut fresh);
+        let mut buf = text.to_vec();
+        let end = compact_within(&mut buf, 0, text.len(), 0);
+        assert_eq!(&buf[..end], &fresh[..]);
+        assert_eq!(fresh, b"{\"a\":[1,\"x \\\" y\"],\"b\":{}}");
+    }
+}

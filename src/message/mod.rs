@@ -1,0 +1,141 @@
+//! The WickrIO message model: what a line of a `receivedMessages` file must hold.
+//!
+//! Validation checks only what the format requires (an object; integer `msgtype`; string
+//! `message_id`, `msg_ts`, `sender`; the nested object a `msgtype` carries) and keeps every other field
+//! exactly as received, so nothing a producer sends is lost in translation.
+//!
+//! Producers' text is checked where it lies ([`check`]): no tree of values is built, so a request
+//! takes no more memory than its body, and each message becomes a line that is the text as received
+//! minus insignificant whitespace. Messages the bot builds itself (the Matrix source) are [`Message`]s.
+
+mod check;
+mod file_line;
+mod shape;
+
+use serde_json::{Map, Value};
+
+pub use check::{Checked, MAX_LISTED, Refused, check_line, compact_json, parse_ndjson, parse_one};
+pub use file_line::{file_name, with_local_filename};
+use shape::{Kind, Shape};
+
+/// `msgtype` of a text message.
+pub const MSGTYPE_TEXT: i64 = 1000;
+/// `msgtype` of a file message.
+pub const MSGTYPE_FILE: i64 = 6000;
+/// `msgtype` of a call.
+pub const MSGTYPE_CALL: i64 = 7000;
+/// `msgtype` of a location.
+pub const MSGTYPE_LOCATION: i64 = 8000;
+/// `msgtype` of an edit.
+pub const MSGTYPE_EDIT: i64 = 9000;
+/// `msgtype` of a deletion (an edit that removes).
+pub const MSGTYPE_DELETE: i64 = 9100;
+
+/// A validated message, kept as the JSON object it arrived as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    fields: Map<String, Value>,
+}
+
+/// Why a message was refused: which line of the body, which field, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[error("line {line}: {}{problem}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+pub struct InvalidMessage {
+    pub line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub problem: String,
+}
+
+impl InvalidMessage {
+    fn new(line: usize, field: Option<&str>, problem: String) -> Self {
+        Self {
+            line,
+            field: field.map(str::to_owned),
+            problem,
+        }
+    }
+}
+
+impl Message {
+    /// Validates a message a source built itself (e.g. from a Matrix event).
+    pub fn from_object(fields: Map<String, Value>, line: usize) -> Result<Self, InvalidMessage> {
+        let mut shape = Shape::default();
+        for (name, value) in &fields {
+            shape.saw(name, Kind::of(value), value.as_i64());
+        }
+        shape.check(line)?;
+        Ok(Message { fields })
+    }
+
+    pub fn msgtype(&self) -> i64 {
+        // Validated in `from_object`.
+        self.fields.get("msgtype").and_then(Value::as_i64).unwrap_or_default()
+    }
+
+    /// The `file` object of a file message (`msgtype` 6000).
+    pub fn file(&self) -> Option<&Map<String, Value>> {
+        self.fields.get("file").and_then(Value::as_object)
+    }
+
+    /// Records where an attachment was saved, as the original does.
+    pub fn set_local_filename(&mut self, path: &str) {
+        if let Some(Value::Object(file)) = self.fields.get_mut("file") {
+            file.insert("localfilename".into(), Value::String(path.to_owned()));
+        }
+    }
+
+    /// Adds a note to the `matrix` object a Matrix source's line carries (e.g. why media is missing).
+    pub fn set_matrix_field(&mut self, key: &str, value: Value) {
+        if let Some(Value::Object(matrix)) = self.fields.get_mut("matrix") {
+            matrix.insert(key.into(), value);
+        }
+    }
+
+    /// Appends the message as one compact JSON line (field order and numbers as received).
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        // Serialising a map of `Value`s cannot fail: every key is a string.
+        if serde_json::to_writer(&mut *out, &self.fields).is_ok() {
+            out.push(b'\n');
+        }
+    }
+}
+
+/// A batch of valid messages, rendered as the lines the spool writes.
+#[derive(Debug, Default)]
+pub struct Lines {
+    pub bytes: Vec<u8>,
+    pub count: usize,
+}
+
+impl Lines {
+    pub fn push(&mut self, message: &Message) {
+        message.write_line(&mut self.bytes);
+        self.count += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_built_by_a_source_are_checked_by_the_same_rules() {
+        let ok: Map<String, Value> = serde_json::from_str(
+            r#"{"msgtype":6000,"message_id":"x","msg_ts":"1","sender":"a","file":{"filename":"f"}}"#,
+        )
+        .unwrap();
+        let mut m = Message::from_object(ok, 1).unwrap();
+        m.set_local_filename("/d/attachment_1_f");
+        let mut out = Vec::new();
+        m.write_line(&mut out);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains(r#""localfilename":"/d/attachment_1_f""#)
+        );
+        let bad: Map<String, Value> =
+            serde_json::from_str(r#"{"msgtype":6000,"message_id":"x","msg_ts":"1","sender":"a"}"#).unwrap();
+        assert_eq!(Message::from_object(bad, 3).unwrap_err().field.as_deref(), Some("file"));
+    }
+}

@@ -1,0 +1,157 @@
+//! `multipart/form-data`: part `message` (a msgtype 6000 message), then part `file` (the bytes). The
+//! bytes stream to disk; the message line is written only once the file is durable. Memory: the
+//! message part is read within the budget, the file part never held whole, and the framing between
+//! parts is bounded ([`super::framing`]).
+
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::body::{self, Limits, Share};
+use super::framing::Framing;
+use super::{ApiError, HttpState};
+use crate::message::{self, InvalidMessage, Lines, MSGTYPE_FILE};
+use crate::metrics::Counter;
+use crate::spool::{PartialAttachment, safe_attachment_name};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<serde_json::Value, ApiError> {
+    let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg);
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(|e| {
+        bad(format!(
+            "not a valid multipart body: {e} (Content-Type needs a boundary)"
+        ))
+    })?;
+    let mut framing = Framing::new(&boundary);
+    let stream = req.into_body().into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(BoxError::from)?;
+        framing.follow(&chunk).map_err(BoxError::from)?;
+        Ok::<_, BoxError>(chunk)
+    });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let idle = state.config.idle;
+
+    let field = next_part(&mut multipart, idle)
+        .await?
+        .filter(|f| f.name() == Some("message"));
+    let Some(field) = field else {
+        return Err(bad(
+            "the first part must be named `message` (a msgtype 6000 message), followed by a part named `file`".into(),
+        ));
+    };
+    let mut share = Share::default();
+    let limits = Limits {
+        max: state.config.max_body,
+        idle,
+    };
+    let text = body::read(field, limits, &state.budget, &mut share).await?;
+    // The line made from it later is about as long again.
+    state.budget.cover(&mut share, 2 * text.capacity()).await?;
+    state.metrics.incr(Counter::MessagesRx);
+    let refused = |e: ApiError| {
+        state.metrics.incr(Counter::MessagesRxFailed);
+        e
+    };
+    message::check_line(&text, 1)
+        .and_then(|checked| require_file_message(checked.msgtype))
+        .map_err(|e| refused(ApiError::invalid(&[e], 1)))?;
+    let safe = message::file_name(&text)
+        .map(|name| safe_attachment_name(&name))
+        .transpose()
+        .map_err(|e| refused(bad(format!("field `file.filename`: {e}; nothing was written"))))?;
+
+    let field = next_part(&mut multipart, idle)
+        .await?
+        .filter(|f| f.name() == Some("file"));
+    let Some(field) = field else {
+        return Err(refused(bad(
+            "the `message` part must be followed by a part named `file` with the attachment's bytes".into(),
+        )));
+    };
+    let safe = match safe {
+        Some(name) => name,
+        None => safe_attachment_name(field.file_name().unwrap_or(""))
+            .map_err(|e| refused(bad(format!("file name of part `file`: {e}; nothing was written"))))?,
+    };
+
+    let failed = |e: ApiError| {
+        state.metrics.incr(Counter::FilesSavedFailed);
+        e
+    };
+    let partial = receive_file(state, field).await.map_err(failed)?;
+    if next_part(&mut multipart, idle).await.map_err(failed)?.is_some() {
+        return Err(failed(bad(
+            "unexpected part after `file`; send exactly `message` then `file`".into(),
+        )));
+    }
+    // From here on the work runs to its end even if the client hangs up.
+    let line = move |local: &str| {
+        let mut lines = Lines::default();
+        // The text was checked above, so it parses again.
+        if let Ok(bytes) = message::with_local_filename(&text, local) {
+            lines.bytes = bytes;
+            lines.count = 1;
+        }
+        lines
+    };
+    let stored = state.spool.store_attachment(partial, safe, line).await?;
+    drop(share);
+    let local = stored.path.to_string_lossy();
+    Ok(json!({ "accepted": 1, "localfilename": local, "bytes": stored.bytes }))
+}
+
+/// Streams the `file` part to a partial file; dropping the result removes it again.
+async fn receive_file(state: &HttpState, mut field: multer::Field<'static>) -> Result<PartialAttachment, ApiError> {
+    let mut partial = state.spool.begin_attachment(state.config.max_file).await?;
+    let idle = state.config.idle;
+    loop {
+        let chunk = tokio::time::timeout(idle, field.chunk())
+            .await
+            .map_err(|_| body::idle(idle))?
+            .map_err(|e| multipart_error("the attachment upload broke off", &e))?;
+        match chunk {
+            Some(chunk) => partial.write(&chunk).await?,
+            None => return Ok(partial),
+        }
+    }
+}
+
+async fn next_part(
+    m: &mut multer::Multipart<'static>,
+    idle: Duration,
+) -> Result<Option<multer::Field<'static>>, ApiError> {
+    tokio::time::timeout(idle, m.next_field())
+        .await
+        .map_err(|_| body::idle(idle))?
+        .map_err(|e| multipart_error("malformed multipart body", &e))
+}
+
+fn multipart_error(what: &str, e: &multer::Error) -> ApiError {
+    let status = match e {
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, format!("{what}: {e}"))
+}
+
+fn require_file_message(msgtype: i64) -> Result<(), InvalidMessage> {
+    if msgtype == MSGTYPE_FILE {
+        return Ok(());
+    }
+    Err(InvalidMessage {
+        line: 1,
+        field: Some("msgtype".into()),
+        problem: format!("must be {MSGTYPE_FILE} for a message with a file"),
+    })
+}

@@ -1,0 +1,116 @@
+//! Request bodies in memory, bounded. Every byte held is covered by the shared budget
+//! (`WICKRIO_INGEST_MAX_BUFFER`) before it is kept, reserved as it arrives rather than from what
+//! `Content-Length` promises: a client that announces 16 MiB and sends nothing holds nothing. A body
+//! that stops arriving for `WICKRIO_INGEST_IDLE_SECS` is answered 408 and its share released.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use super::ApiError;
+
+/// How long a request waits for budget before it is refused with 503. Requests grow their share
+/// piecemeal, so waiting for ever could leave several stuck, each holding part of what it needs;
+/// one that gives up frees its share for the others.
+const BUDGET_WAIT: Duration = Duration::from_secs(10);
+
+/// The bytes of request bodies that may be in memory at once, in KiB.
+pub(super) struct Budget(Semaphore);
+
+/// A request's share of the budget, released when dropped.
+#[derive(Default)]
+pub(super) struct Share<'a> {
+    permit: Option<SemaphorePermit<'a>>,
+    kib: u32,
+}
+
+impl Budget {
+    pub(super) fn new(bytes: usize) -> Self {
+        Budget(Semaphore::new(bytes.div_ceil(1024)))
+    }
+
+    /// Grows `share` to cover `bytes`.
+    pub(super) async fn cover<'a>(&'a self, share: &mut Share<'a>, bytes: usize) -> Result<(), ApiError> {
+        let want = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        if want <= share.kib {
+            return Ok(());
+        }
+        let more = tokio::time::timeout(BUDGET_WAIT, self.0.acquire_many(want - share.kib))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many request bodies in memory at once (WICKRIO_INGEST_MAX_BUFFER); retry shortly",
+                )
+            })?
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the bot is shutting down"))?;
+        share.kib = want;
+        match &mut share.permit {
+            Some(permit) => permit.merge(more),
+            None => share.permit = Some(more),
+        }
+        Ok(())
+    }
+}
+
+/// What a body may be.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub max: usize,
+    pub idle: Duration,
+}
+
+/// Reads a body (or one multipart part) into memory within `limits`, covering every byte of the
+/// buffer with `share`: 413 beyond `max`, 408 when no data comes for `idle`.
+pub(super) async fn read<'a, S, E>(
+    mut stream: S,
+    limits: Limits,
+    budget: &'a Budget,
+    share: &mut Share<'a>,
+) -> Result<Vec<u8>, ApiError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout(limits.idle, stream.next()).await {
+            Err(_) => return Err(idle(limits.idle)),
+            Ok(None) => return Ok(buf),
+            Ok(Some(chunk)) => chunk
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")))?,
+        };
+        let len = buf.len() + chunk.len();
+        if len > limits.max {
+            return Err(too_large(limits.max));
+        }
+        if len > buf.capacity() {
+            // Growth is covered before it happens, by what the buffer will really take: double
+            // what arrived (never what `Content-Length` promises: that costs a client nothing to
+            // say), never past the limit (and one byte more, for the newline a line may need).
+            let cap = (buf.capacity() * 2).max(len).max(4096).min(limits.max + 1);
+            budget.cover(share, cap).await?;
+            buf.reserve_exact(cap - buf.len());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+}
+
+pub(super) fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body larger than WICKRIO_INGEST_MAX_BODY ({max} bytes)"),
+    )
+}
+
+pub(super) fn idle(after: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "no data for {} s (WICKRIO_INGEST_IDLE_SECS): the request was abandoned and nothing of it kept",
+            after.as_secs()
+        ),
+    )
+}
