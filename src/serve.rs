@@ -132,6 +132,10 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// Bytes hyper buffers per connection (its default is about 400 KiB): with the connection cap, this
+/// bounds what connections hold outside the body budget (512 × 64 KiB = 32 MiB).
+pub const READ_BUFFER: usize = 64 << 10;
+
 /// What a connection over the cap is told before it is closed.
 const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 73\r\n\r\n{\"error\":\"too many connections (WICKRIO_INGEST_MAX_CONNECTIONS); retry\"}\n";
 
@@ -141,7 +145,9 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, metrics: 
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(READ_BUFFER);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

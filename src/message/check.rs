@@ -16,6 +16,11 @@ use super::{InvalidMessage, Lines};
 /// At most this many invalid messages are listed in an answer; the rest are counted.
 pub const MAX_LISTED: usize = 100;
 
+/// Deepest nesting of arrays and objects a message may have. serde_json, Python's json and most
+/// readers refuse a few hundred levels or run out of stack: a message that no reader of the archive
+/// could open is refused here rather than kept.
+pub const MAX_DEPTH: usize = 64;
+
 /// serde_json's stand-in key for a number when `arbitrary_precision` is on (numbers then arrive as
 /// a one-entry map holding their text, which is how every digit is kept).
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
@@ -26,15 +31,18 @@ pub struct Checked {
     pub msgtype: i64,
 }
 
-/// Why a request's messages were refused: the first invalid ones and how many there were.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a request's messages were refused: the first invalid ones, and how many lines were not
+/// checked after the [`MAX_LISTED`]th (the request is refused whole either way).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Refused {
     /// Messages seen (non-blank lines).
     pub seen: usize,
-    /// Invalid messages in all.
+    /// Invalid messages found.
     pub invalid: usize,
     /// The first [`MAX_LISTED`] of them.
     pub listed: Vec<InvalidMessage>,
+    /// Lines after the last listed one, not checked.
+    pub unchecked: usize,
 }
 
 impl Refused {
@@ -70,6 +78,15 @@ pub fn check_line(text: &[u8], line: usize) -> Result<Checked, InvalidMessage> {
         return Err(p);
     }
     walked.map_err(|e| InvalidMessage::new(line, None, json_problem(&e)))?;
+    // After the walk, which refuses most hostile shapes at their first bytes (and is safe at any
+    // depth: serde_json skips nested values without recursing).
+    nesting_within(text, MAX_DEPTH).map_err(|at| {
+        InvalidMessage::new(
+            line,
+            None,
+            format!("nested deeper than {MAX_DEPTH} levels (at byte {at}); readers of the archive could not take it"),
+        )
+    })?;
     Ok(Checked {
         msgtype: shape.check(line)?,
     })
@@ -88,8 +105,7 @@ pub fn parse_one(mut body: Vec<u8>) -> Result<(Lines, Checked), Refused> {
     let checked = check_line(&body, 1).map_err(|e| {
         let mut refused = Refused {
             seen: 1,
-            invalid: 0,
-            listed: Vec::new(),
+            ..Refused::default()
         };
         refused.add(e);
         refused
@@ -103,13 +119,9 @@ pub fn parse_one(mut body: Vec<u8>) -> Result<(Lines, Checked), Refused> {
 
 /// A newline-delimited body: every non-blank line is a message, and line numbers count every line
 /// from 1. The lines are made in place: the body becomes the batch. Any invalid message refuses them
-/// all (and every line is still checked, to report each, up to [`MAX_LISTED`]).
+/// all; lines are checked on until [`MAX_LISTED`] invalid ones are found, to report each.
 pub fn parse_ndjson(mut body: Vec<u8>) -> Result<Lines, Refused> {
-    let mut refused = Refused {
-        seen: 0,
-        invalid: 0,
-        listed: Vec::new(),
-    };
+    let mut refused = Refused::default();
     let (mut read, mut write, mut number) = (0, 0, 0);
     while read < body.len() {
         let end = memchr_newline(&body[read..]).map_or(body.len(), |i| read + i);
@@ -120,6 +132,11 @@ pub fn parse_ndjson(mut body: Vec<u8>) -> Result<Lines, Refused> {
             continue;
         }
         refused.seen += 1;
+        if refused.listed.len() >= MAX_LISTED {
+            // Refused already, and the answer lists no more: the rest is counted, not checked.
+            refused.unchecked += 1;
+            continue;
+        }
         match check_line(&body[start..stop], number) {
             Err(e) => refused.add(e),
             Ok(_) if refused.invalid == 0 => {
@@ -184,6 +201,30 @@ impl Compactor {
         }
         !matches!(b, b' ' | b'\t' | b'\n' | b'\r')
     }
+}
+
+/// Checks that arrays and objects in `text` nest at most `max` deep; else the byte where they go deeper.
+fn nesting_within(text: &[u8], max: usize) -> Result<(), usize> {
+    let mut c = Compactor::default();
+    let mut depth = 0usize;
+    for (at, b) in text.iter().enumerate() {
+        let outside = !c.in_string;
+        c.keep(*b);
+        if !outside {
+            continue;
+        }
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(at);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Appends valid JSON `text` without its insignificant whitespace.
@@ -449,6 +490,28 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_refused_wherever_it_is_and_brackets_in_strings_do_not_count() {
+        let deep = format!(
+            r#"{{"msgtype":1000,"message_id":"x","msg_ts":"1","sender":"a","n":{}{}}}"#,
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        assert!(
+            check_line(deep.as_bytes(), 1)
+                .unwrap_err()
+                .problem
+                .contains("nested deeper")
+        );
+        let shallow = format!(
+            r#"{{"msgtype":1000,"message_id":"x","msg_ts":"1","sender":"a","n":{}{},"s":"{}"}}"#,
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1),
+            "[".repeat(500)
+        );
+        check_line(shallow.as_bytes(), 1).unwrap();
+    }
+
+    #[test]
     fn invalid_utf8_is_refused_even_in_fields_nobody_reads() {
         for field in ["sender", "message"] {
             let mut bad =
@@ -471,12 +534,12 @@ mod tests {
     }
 
     #[test]
-    fn listed_errors_are_capped_and_the_rest_counted() {
+    fn listed_errors_are_capped_and_the_rest_counted_unchecked() {
         let body = "x\n".repeat(1000);
         let refused = parse_ndjson(body.into_bytes()).unwrap_err();
         assert_eq!(
-            (refused.seen, refused.invalid, refused.listed.len()),
-            (1000, 1000, MAX_LISTED)
+            (refused.seen, refused.invalid, refused.listed.len(), refused.unchecked),
+            (1000, MAX_LISTED, MAX_LISTED, 900)
         );
     }
 

@@ -37,7 +37,7 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
         framing.follow(&chunk).map_err(BoxError::from)?;
         Ok::<_, BoxError>(chunk)
     });
-    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut multipart = multer::Multipart::new(OneChunkAtATime::new(stream), boundary);
     let idle = state.config.idle;
 
     let field = next_part(&mut multipart, idle)
@@ -63,7 +63,7 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
     };
     message::check_line(&text, 1)
         .and_then(|checked| require_file_message(checked.msgtype))
-        .map_err(|e| refused(ApiError::invalid(&[e], 1)))?;
+        .map_err(|e| refused(ApiError::invalid(&[e], 0)))?;
     let safe = message::file_name(&text)
         .map(|name| safe_attachment_name(&name))
         .transpose()
@@ -143,6 +143,40 @@ fn multipart_error(what: &str, e: &multer::Error) -> ApiError {
         _ => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, format!("{what}: {e}"))
+}
+
+/// Hands multer one chunk per poll. multer reads its stream until it is not ready before it yields
+/// any of a part's data, so from a fast client it would gather as much as the socket holds (megabytes
+/// per connection); a `Pending` (with an immediate wake) after each chunk makes it pass each chunk on.
+struct OneChunkAtATime<S> {
+    inner: S,
+    just_gave: bool,
+}
+
+impl<S> OneChunkAtATime<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            just_gave: false,
+        }
+    }
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for OneChunkAtATime<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        if std::mem::take(&mut self.just_gave) {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        self.just_gave = matches!(next, std::task::Poll::Ready(Some(_)));
+        next
+    }
 }
 
 fn require_file_message(msgtype: i64) -> Result<(), InvalidMessage> {

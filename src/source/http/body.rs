@@ -16,28 +16,68 @@ use super::ApiError;
 /// one that gives up frees its share for the others.
 const BUDGET_WAIT: Duration = Duration::from_secs(10);
 
-/// The bytes of request bodies that may be in memory at once, in KiB.
-pub(super) struct Budget(Semaphore);
+/// Small bodies (a producer's usual batch) have a lane of their own beside the budget, so that
+/// they are never queued behind large ones waiting for megabytes: up to this size...
+const SMALL_BODY: usize = 64 << 10;
+/// ...out of this much, in all (beyond it they take the budget like any other).
+const SMALL_LANE: usize = 8 << 20;
+
+/// The bytes of request bodies that may be in memory at once, in KiB: `WICKRIO_INGEST_MAX_BUFFER`,
+/// plus the small lane.
+pub(super) struct Budget {
+    large: Semaphore,
+    small: Semaphore,
+}
 
 /// A request's share of the budget, released when dropped.
 #[derive(Default)]
 pub(super) struct Share<'a> {
     permit: Option<SemaphorePermit<'a>>,
     kib: u32,
+    in_small_lane: bool,
 }
 
 impl Budget {
     pub(super) fn new(bytes: usize) -> Self {
-        Budget(Semaphore::new(bytes.div_ceil(1024)))
+        Budget {
+            large: Semaphore::new(bytes.div_ceil(1024)),
+            small: Semaphore::new(SMALL_LANE / 1024),
+        }
     }
 
     /// Grows `share` to cover `bytes`.
     pub(super) async fn cover<'a>(&'a self, share: &mut Share<'a>, bytes: usize) -> Result<(), ApiError> {
-        let want = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        let want = kib(bytes);
         if want <= share.kib {
             return Ok(());
         }
-        let more = tokio::time::timeout(BUDGET_WAIT, self.0.acquire_many(want - share.kib))
+        if bytes <= SMALL_BODY
+            && (share.permit.is_none() || share.in_small_lane)
+            && let Ok(more) = self.small.try_acquire_many(want - share.kib)
+        {
+            share.in_small_lane = true;
+            share.add(more, want);
+            return Ok(());
+        }
+        if share.in_small_lane {
+            // Grown out of the lane: the whole share moves to the budget.
+            let all = self.take(want).await?;
+            *share = Share::default();
+            share.add(all, want);
+            return Ok(());
+        }
+        let more = self.take(want - share.kib).await?;
+        share.add(more, want);
+        Ok(())
+    }
+
+    /// `kib` of the budget. Whatever is free is taken at once, ahead of the queue (the semaphore's
+    /// queue is first come, first served); else it waits, at most BUDGET_WAIT.
+    async fn take(&self, kib: u32) -> Result<SemaphorePermit<'_>, ApiError> {
+        if let Ok(permit) = self.large.try_acquire_many(kib) {
+            return Ok(permit);
+        }
+        tokio::time::timeout(BUDGET_WAIT, self.large.acquire_many(kib))
             .await
             .map_err(|_| {
                 ApiError::new(
@@ -45,14 +85,22 @@ impl Budget {
                     "too many request bodies in memory at once (WICKRIO_INGEST_MAX_BUFFER); retry shortly",
                 )
             })?
-            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the bot is shutting down"))?;
-        share.kib = want;
-        match &mut share.permit {
-            Some(permit) => permit.merge(more),
-            None => share.permit = Some(more),
-        }
-        Ok(())
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the bot is shutting down"))
     }
+}
+
+impl<'a> Share<'a> {
+    fn add(&mut self, more: SemaphorePermit<'a>, total_kib: u32) {
+        self.kib = total_kib;
+        match &mut self.permit {
+            Some(permit) => permit.merge(more),
+            None => self.permit = Some(more),
+        }
+    }
+}
+
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
 /// What a body may be.
@@ -90,6 +138,8 @@ where
             // Growth is covered before it happens, by what the buffer will really take: double
             // what arrived (never what `Content-Length` promises: that costs a client nothing to
             // say), never past the limit (and one byte more, for the newline a line may need).
+            // (A buffer over 1 MiB is mapped memory, which glibc's realloc moves with mremap
+            // rather than copies, so growing it does not hold the old and the new one at once.)
             let cap = (buf.capacity() * 2).max(len).max(4096).min(limits.max + 1);
             budget.cover(share, cap).await?;
             buf.reserve_exact(cap - buf.len());

@@ -28,6 +28,10 @@ use crate::serve::Drain;
 use crate::spool::{Spool, SpoolError};
 use body::{Budget, Limits, Share};
 
+/// Bodies up to this size are checked on the async worker (a few microseconds); larger ones on the
+/// blocking pool.
+const PARSE_INLINE: usize = 64 << 10;
+
 /// What the handlers share.
 pub struct HttpState {
     pub spool: Spool,
@@ -74,18 +78,17 @@ impl ApiError {
         }
     }
 
-    /// 400 for invalid messages: the first few listed, how many there were in all.
-    fn invalid(listed: &[InvalidMessage], total: usize) -> Self {
+    /// 400 for invalid messages: the first few listed, and how many lines after them went unchecked.
+    fn invalid(listed: &[InvalidMessage], unchecked: usize) -> Self {
         let first = listed.first().map(ToString::to_string).unwrap_or_default();
-        let more = if total > listed.len() {
-            format!(" (the first {} are listed)", listed.len())
-        } else {
-            String::new()
+        let more = match unchecked {
+            0 => String::new(),
+            n => format!("; {n} more line(s) after the last listed were not checked"),
         };
         ApiError {
             status: StatusCode::BAD_REQUEST,
             body: json!({
-                "error": format!("{total} invalid message(s), nothing of this request was written{more}; first: {first}"),
+                "error": format!("{} invalid message(s), nothing of this request was written{more}; first: {first}", listed.len()),
                 "invalid": listed,
             }),
         }
@@ -106,7 +109,7 @@ impl From<SpoolError> for ApiError {
 
 impl From<Refused> for ApiError {
     fn from(r: Refused) -> Self {
-        ApiError::invalid(&r.listed, r.invalid)
+        ApiError::invalid(&r.listed, r.unchecked)
     }
 }
 
@@ -204,11 +207,26 @@ async fn post_json(state: &HttpState, req: Request, ndjson: bool) -> Result<serd
         idle: state.config.idle,
     };
     let body = body::read(req.into_body().into_data_stream(), limits, &state.budget, &mut share).await?;
-    // Checked, and made the batch, in place: the body's memory is all the request takes.
-    let parsed = if ndjson {
-        message::parse_ndjson(body)
+    let body_len = body.len();
+    // Checked, and made the batch, in place: the body's memory is all the request takes. A large
+    // body is checked on the blocking pool, so that a few megabytes of (perhaps hostile) JSON never
+    // hold the async workers every other request needs.
+    let parse = move || {
+        if ndjson {
+            message::parse_ndjson(body)
+        } else {
+            message::parse_one(body).map(|(lines, _)| lines)
+        }
+    };
+    let parsed = if body_len <= PARSE_INLINE {
+        parse()
     } else {
-        message::parse_one(body).map(|(lines, _)| lines)
+        tokio::task::spawn_blocking(parse).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the check of the body failed: {e}"),
+            )
+        })?
     };
     let lines = match parsed {
         Ok(lines) => lines,

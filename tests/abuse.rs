@@ -1,0 +1,369 @@
+//! Hostile clients against the real binary: half-sent headers, promised bodies that never come,
+//! trickled bodies, multipart bodies without their boundary or with endless part headers, bodies full
+//! of invalid lines, huge arrays, deep nesting, more connections than allowed. Each attack runs alone
+//! and then sixteen of every kind at once, with a good producer posting beside them. What is asserted:
+//! the good producer's 202s keep coming, the bot's peak memory (VmHWM) stays under the body budget
+//! plus the documented 64 MiB, nothing of a refused request is on disk, and the bot is alive and stops
+//! cleanly at the end.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Bot, closed_lines, file_names, text_message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MIB: usize = 1 << 20;
+/// The fixed overhead the README promises beyond `WICKRIO_INGEST_MAX_BUFFER`, all of the bot's own
+/// memory included, for the optimised binary (which CI tests). An unoptimised build's own code and
+/// data take about 25 MiB more (its resident size after start-up is 47 MiB against 24 MiB).
+const OVERHEAD: u64 = if cfg!(debug_assertions) { 96 } else { 64 } * MIB as u64;
+
+/// The bot's peak resident memory so far, from /proc.
+fn vm_hwm(bot: &Bot) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", bot.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Posts small NDJSON batches until told to stop; counts 202s and anything else.
+struct GoodProducer {
+    accepted: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    /// The longest time between two 202s, in ms.
+    longest_gap_ms: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl GoodProducer {
+    fn start(bot: &Bot) -> GoodProducer {
+        let (accepted, refused, gap, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (a, r, g, s) = (accepted.clone(), refused.clone(), gap.clone(), stop.clone());
+        let url = bot.url("/v1/messages");
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut sent = Vec::new();
+            let mut last = Instant::now();
+            let mut n = 0;
+            while !s.load(Ordering::SeqCst) {
+                let batch: Vec<String> = (0..10).map(|j| text_message(n * 10 + j)).collect();
+                n += 1;
+                let answer = client
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(batch.join("\n"))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                match answer {
+                    Ok(resp) if resp.status() == 202 => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        g.fetch_max(last.elapsed().as_millis() as u64, Ordering::SeqCst);
+                        last = Instant::now();
+                        sent.extend(batch);
+                    }
+                    other => {
+                        eprintln!("good producer refused: {:?}", other.map(|r| r.status()));
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sent
+        });
+        GoodProducer {
+            accepted,
+            refused,
+            longest_gap_ms: gap,
+            stop,
+            task,
+        }
+    }
+
+    async fn finish(self) -> (u64, u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let sent = self.task.await.unwrap();
+        (
+            self.accepted.load(Ordering::SeqCst),
+            self.refused.load(Ordering::SeqCst),
+            self.longest_gap_ms.load(Ordering::SeqCst),
+            sent,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attack {
+    /// Half a request header, then one byte a second.
+    HalfHeader,
+    /// A full header promising the largest body, then nothing.
+    PromisedBody,
+    /// A body sent one byte a second: within the idle limit, so it is held, but holds nothing.
+    TrickledBody,
+    /// A multipart body whose boundary never comes.
+    NoBoundary,
+    /// A multipart body whose first part's headers never end.
+    EndlessPartHeaders,
+    /// The largest body, every line invalid.
+    InvalidLines,
+    /// The largest body, one JSON array of zeros.
+    NumberArray,
+    /// A message with a field nested far deeper than any parser's stack.
+    DeepNesting,
+}
+
+const ATTACKS: [Attack; 8] = [
+    Attack::HalfHeader,
+    Attack::PromisedBody,
+    Attack::TrickledBody,
+    Attack::NoBoundary,
+    Attack::EndlessPartHeaders,
+    Attack::InvalidLines,
+    Attack::NumberArray,
+    Attack::DeepNesting,
+];
+
+fn head(port: u16, content_type: &str, length: usize) -> Vec<u8> {
+    format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Sends `body` as fast as the bot takes it (stopping if it closes), then reads the answer's status.
+async fn send_and_read(port: u16, content_type: &str, body: Vec<u8>) -> Option<u16> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    conn.write_all(&head(port, content_type, body.len())).await.ok()?;
+    let (mut reader, mut writer) = conn.into_split();
+    let sender = tokio::spawn(async move {
+        let _ = writer.write_all(&body).await;
+        writer
+    });
+    let status = read_status(&mut reader).await;
+    sender.abort();
+    status
+}
+
+/// The status of the answer on `reader`, or `None` if the connection closed without one.
+async fn read_status(reader: &mut (impl AsyncReadExt + Unpin)) -> Option<u16> {
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(60), reader.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One attack; returns how the bot answered it (`None`: it closed the connection without a word).
+async fn attack(kind: Attack, port: u16, max_body: usize) -> Option<u16> {
+    match kind {
+        Attack::HalfHeader => {
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            conn.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Le")
+                .await
+                .ok()?;
+            for _ in 0..60 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if conn.write_all(b"n").await.is_err() {
+                    break;
+                }
+            }
+            read_status(&mut conn).await
+        }
+        Attack::PromisedBody => {
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            conn.write_all(&head(port, "application/x-ndjson", max_body))
+                .await
+                .ok()?;
+            read_status(&mut conn).await
+        }
+        Attack::TrickledBody => {
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            conn.write_all(&head(port, "application/json", 1000)).await.ok()?;
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                conn.write_all(b" ").await.ok()?;
+            }
+            // Hangs up: the request is abandoned.
+            Some(0)
+        }
+        Attack::NoBoundary => {
+            send_and_read(port, "multipart/form-data; boundary=NeverComes", vec![b'z'; 32 * MIB]).await
+        }
+        Attack::EndlessPartHeaders => {
+            let mut body = b"--B\r\nContent-Disposition: form-data; name=\"message\"\r\nX-Junk: ".to_vec();
+            body.extend(vec![b'j'; 8 * MIB]);
+            send_and_read(port, "multipart/form-data; boundary=B", body).await
+        }
+        Attack::InvalidLines => send_and_read(port, "application/x-ndjson", b"{x}\n".repeat(max_body / 4)).await,
+        Attack::NumberArray => {
+            let mut body = b"[".to_vec();
+            body.extend(b"0,".repeat(max_body / 2 - 1));
+            body.push(b']');
+            send_and_read(port, "application/json", body).await
+        }
+        Attack::DeepNesting => {
+            let depth = 100_000;
+            let body = format!(
+                r#"{{"msgtype":1000,"message_id":"deep","msg_ts":"1","sender":"x","n":{}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            send_and_read(port, "application/json", body.into_bytes()).await
+        }
+    }
+}
+
+/// What an attack may be answered with: a refusal, a timeout, or a closed connection; never 202.
+fn acceptable(kind: Attack, answer: Option<u16>) -> bool {
+    match kind {
+        Attack::TrickledBody => true,
+        Attack::HalfHeader | Attack::PromisedBody => matches!(answer, None | Some(408)),
+        _ => matches!(answer, None | Some(400 | 413 | 503)),
+    }
+}
+
+async fn bot_under_attack(extra: &[(&str, &str)]) -> Bot {
+    let mut env = vec![("WICKRIO_INGEST_IDLE_SECS", "3")];
+    env.extend_from_slice(extra);
+    Bot::start(&env).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_attack_alone_then_sixteen_of_each_leave_the_good_producer_served_and_memory_bounded() {
+    let budget = 64 * MIB;
+    let max_body = 4 * MIB;
+    let mut bot = bot_under_attack(&[
+        ("WICKRIO_INGEST_MAX_BUFFER", "64MiB"),
+        ("WICKRIO_INGEST_MAX_BODY", "4MiB"),
+        ("WICKRIO_INGEST_MAX_CONNECTIONS", "256"),
+    ])
+    .await;
+    let port = bot.port;
+    let producer = GoodProducer::start(&bot);
+
+    for kind in ATTACKS {
+        let answer = attack(kind, port, max_body).await;
+        assert!(acceptable(kind, answer), "{kind:?} answered {answer:?}");
+        eprintln!("{kind:?} alone: {answer:?}; VmHWM {} MiB", vm_hwm(&bot) >> 20);
+    }
+    let mut all = tokio::task::JoinSet::new();
+    for kind in ATTACKS {
+        for _ in 0..16 {
+            all.spawn(async move { (kind, attack(kind, port, max_body).await) });
+        }
+    }
+    while let Some(done) = all.join_next().await {
+        let (kind, answer) = done.unwrap();
+        assert!(acceptable(kind, answer), "{kind:?} among many answered {answer:?}");
+    }
+    let peak = vm_hwm(&bot);
+    let (accepted, refused, longest_gap_ms, sent) = producer.finish().await;
+    eprintln!(
+        "good producer: {accepted} batches accepted, {refused} refused, longest wait between two 202s {longest_gap_ms} ms; bot VmHWM {} MiB",
+        peak >> 20
+    );
+    assert_eq!(refused, 0, "the good producer was refused");
+    assert!(accepted > 50, "the good producer made progress ({accepted})");
+    assert!(longest_gap_ms < 5000, "the good producer waited {longest_gap_ms} ms");
+    assert!(
+        peak < budget as u64 + OVERHEAD,
+        "peak RSS {} MiB is over the budget plus 64 MiB",
+        peak >> 20
+    );
+
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    // Nothing of any attack was kept: the files hold exactly the good producer's lines.
+    assert_eq!(closed_lines(&bot.messages_dir()), sent);
+    assert!(file_names(&bot.attachments_dir()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_largest_bodies_at_once_stay_within_the_budget() {
+    // The smallest budget that admits one largest body: most of the sixteen must wait or be refused.
+    let budget = 32 * MIB;
+    let max_body = 16 * MIB;
+    let mut bot = bot_under_attack(&[
+        ("WICKRIO_INGEST_MAX_BUFFER", "32MiB"),
+        ("WICKRIO_INGEST_MAX_BODY", "16MiB"),
+    ])
+    .await;
+    let port = bot.port;
+    let mut all = tokio::task::JoinSet::new();
+    for kind in [Attack::InvalidLines] {
+        for _ in 0..16 {
+            all.spawn(async move { (kind, attack(kind, port, max_body).await) });
+        }
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    while let Some(done) = all.join_next().await {
+        let (kind, answer) = done.unwrap();
+        assert!(acceptable(kind, answer), "{kind:?} answered {answer:?}");
+        *answers.entry(format!("{kind:?} {answer:?}")).or_insert(0) += 1;
+    }
+    let peak = vm_hwm(&bot);
+    eprintln!("answers {answers:?}; bot VmHWM {} MiB", peak >> 20);
+    assert!(
+        peak < budget as u64 + OVERHEAD,
+        "peak RSS {} MiB is over the budget plus 64 MiB",
+        peak >> 20
+    );
+    // Still serving.
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+    assert!(bot.stop().await.success());
+    assert_eq!(closed_lines(&bot.messages_dir()), vec![text_message(1)]);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_turned_away_and_idle_ones_cut_off() {
+    let bot = bot_under_attack(&[("WICKRIO_INGEST_MAX_CONNECTIONS", "4")]).await;
+    let port = bot.port;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        conn.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fifth = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut answer = String::new();
+    let _ = fifth.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains("WICKRIO_INGEST_MAX_CONNECTIONS"), "{answer:?}");
+    // The held ones never finish their headers: cut off after the 3 s limit, and the bot serves again.
+    let started = Instant::now();
+    for conn in &mut held {
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut rest)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "held {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+}
