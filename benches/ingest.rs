@@ -206,7 +206,8 @@ fn spawn_bot(root: &Path) -> (Bot, String) {
         .env("WICKRIO_STATE_DIR", root.join("state"))
         .env("WICKRIO_BOT_PASSWORD", "bench-only-password")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        // The first-run banner needs a reader: the bot refuses to seal a password nobody sees.
+        .stdout(std::fs::File::create(root.join("banner.txt")).expect("create the banner file"))
         .spawn();
     (Bot(bot.expect("start retention-bot")), addr)
 }

@@ -156,12 +156,9 @@ fn bot_upload(root: &Path, files: &[PathBuf], folder: &str, s3_port: u16, kms: O
             .env("AWS_ENDPOINT_URL_KMS", format!("http://127.0.0.1:{kms_port}"));
     }
     let start = Instant::now();
-    let bot = Guard(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the bot"),
-    );
+    // The first-run banner needs a reader: the bot refuses to seal a password nobody sees.
+    let banner = std::fs::File::create(root.join("banner.txt")).expect("create the banner file");
+    let bot = Guard(cmd.stdin(Stdio::null()).stdout(banner).spawn().expect("start the bot"));
     let pid = bot.0.id();
     let deadline = start + Duration::from_secs(600);
     loop {

@@ -258,7 +258,7 @@ fn name_file(mut file: File, target: &Path, key: &str) -> std::io::Result<Named>
 
 fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {
-        Some(dir) => crate::spool::disk::sync_dir(dir),
+        Some(dir) => crate::durable::sync_dir(dir),
         None => Ok(()),
     }
 }

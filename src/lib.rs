@@ -6,6 +6,7 @@ pub mod aws;
 pub mod config;
 pub mod daemon;
 pub mod decrypt;
+pub mod durable;
 pub mod envelope;
 pub mod identity;
 pub mod lock;

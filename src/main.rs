@@ -16,6 +16,23 @@ use retention_bot::privileges;
 use retention_bot::report::{EventKind, Events, Reporter};
 use retention_bot::source::{self, import, matrix::MatrixError};
 
+/// A line on standard output. A reader that went away (`| head -1`) or a closed stdout is not worth
+/// a panic: what was to be said is lost, and the exit status still tells.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// [`say!`] on standard error.
+macro_rules! esay {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Exit status for a bad setting: the daemon did not start and changed nothing.
 const EXIT_CONFIG: u8 = 2;
 /// Exit status for a refused password: the daemon did not start and changed nothing.
@@ -102,11 +119,19 @@ fn main() -> ExitCode {
     let format = match config::log_format(|k| std::env::var(k).ok()) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("retention-bot: configuration error: {e}");
+            esay!("retention-bot: configuration error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     init_logging(format);
+    // Before anything is created: the bot's files are not for other users to read.
+    match config::umask(&|k| std::env::var(k).ok()) {
+        Ok(mask) => drop(nix::sys::stat::umask(mask)),
+        Err(e) => {
+            esay!("retention-bot: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let command = cli.command.unwrap_or(Command::Run);
     match command {
         Command::Healthcheck => return healthcheck(),
@@ -141,7 +166,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    start(&runtime, command)
+    start(&runtime, command, stdout_reaches_someone())
 }
 
 /// How long, at exit, queued events and the last metrics may take to publish.
@@ -150,8 +175,14 @@ const REPORT_FLUSH: Duration = Duration::from_secs(5);
 /// `run` and `import`: the configuration (environment, then the Secrets Manager secret), the
 /// reporters, login, then the pipeline. Every exit caused by an error is reported as a critical
 /// event first, when the SNS topic is known.
-fn start(runtime: &tokio::runtime::Runtime, command: Command) -> ExitCode {
+fn start(runtime: &tokio::runtime::Runtime, command: Command, stdout_open: bool) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
+    for (name, closest) in config::unknown_settings(std::env::vars().map(|(k, _)| k)) {
+        match closest {
+            Some(meant) => tracing::warn!("{name} is not a setting and is ignored; did you mean {meant}?"),
+            None => tracing::warn!("{name} is not a setting and is ignored (retention-bot --help lists them)"),
+        }
+    }
     let (secret, location, secret_error) = match SecretLocation::from_env(env) {
         Err(e) => {
             tracing::error!("configuration error: {e}");
@@ -216,12 +247,20 @@ fn start(runtime: &tokio::runtime::Runtime, command: Command) -> ExitCode {
         if let Err(e) = privileges::drop_root(run_as, &own) {
             break 'run refuse(1, EventKind::Fatal, e.to_string());
         }
+        let vars = ["WICKRIO_STATE_DIR", "WICKRIO_COMP_MESGDEST", "WICKRIO_COMP_FILEDEST"];
+        if let Some(e) = vars
+            .iter()
+            .zip(own)
+            .find_map(|(var, dir)| config::check_private_dir(var, dir).err())
+        {
+            break 'run refuse(EXIT_CONFIG, EventKind::Fatal, format!("configuration error: {e}"));
+        }
         let secret_password = secret.as_ref().and_then(|s| s.password());
         let identity = identity::login(
             &config.identity,
             secret_password,
             &mut Terminal,
-            &mut std::io::stdout(),
+            &mut *banner_out(stdout_open),
             &metrics,
         );
         let identity = match identity {
@@ -359,7 +398,7 @@ async fn run_import(
         rejected = report.rejected,
         "import finished"
     );
-    println!("imported {} message(s), rejected {}", report.imported, report.rejected);
+    say!("imported {} message(s), rejected {}", report.imported, report.rejected);
     Ok(if report.rejected == 0 {
         ExitCode::SUCCESS
     } else {
@@ -373,7 +412,7 @@ fn healthcheck() -> ExitCode {
     let mut addr = match config::ingest_addr(|k| std::env::var(k).ok()) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("retention-bot: configuration error: {e}");
+            esay!("retention-bot: configuration error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -391,11 +430,11 @@ fn healthcheck() -> ExitCode {
     match answer {
         Ok(head) if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
         Ok(head) => {
-            eprintln!("unhealthy: {addr} answered {:?}", head.lines().next().unwrap_or(""));
+            esay!("unhealthy: {addr} answered {:?}", head.lines().next().unwrap_or(""));
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("unhealthy: cannot reach {addr}: {e}");
+            esay!("unhealthy: cannot reach {addr}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -406,14 +445,14 @@ fn decrypt(options: &retention_bot::decrypt::Options, public_key: Option<PathBuf
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("retention-bot decrypt: cannot start the async runtime: {e}");
+            esay!("retention-bot decrypt: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     let summary = match runtime.block_on(retention_bot::decrypt::run(options)) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("retention-bot decrypt: {e}");
+            esay!("retention-bot decrypt: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -424,12 +463,12 @@ fn decrypt(options: &retention_bot::decrypt::Options, public_key: Option<PathBuf
             Outcome::Copied(p) => ("copied", p),
             Outcome::AlreadyThere(p) => ("already there", p),
         };
-        println!("{verb}: s3://{bucket}/{key} -> {}", path.display());
+        say!("{verb}: s3://{bucket}/{key} -> {}", path.display());
     }
     for (key, e) in &summary.failed {
-        eprintln!("FAILED s3://{bucket}/{key}: {e}");
+        esay!("FAILED s3://{bucket}/{key}: {e}");
     }
-    println!(
+    say!(
         "{} object(s) restored to {}, {} failed",
         summary.restored.len(),
         options.dest.display(),
@@ -459,7 +498,7 @@ fn verify(dir: &std::path::Path, public_key: Option<PathBuf>) -> ExitCode {
             })
         });
     let Some(key_path) = key_path else {
-        eprintln!(
+        esay!(
             "retention-bot verify: no public key: pass --public-key FILE, or set WICKRIO_STATE_DIR or WICKRIO_BOT_NAME"
         );
         return ExitCode::from(EXIT_CONFIG);
@@ -467,16 +506,16 @@ fn verify(dir: &std::path::Path, public_key: Option<PathBuf>) -> ExitCode {
     let key = match retention_bot::verify::read_public_key(&key_path) {
         Ok(k) => k,
         Err(e) => {
-            eprintln!("retention-bot verify: {e}");
+            esay!("retention-bot verify: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     match retention_bot::verify::verify_dir(dir, &key) {
         Ok(report) => {
             for p in &report.problems {
-                println!("{p}");
+                say!("{p}");
             }
-            println!(
+            say!(
                 "{}: {} manifest(s), {} entr{}, {} problem(s)",
                 dir.display(),
                 report.manifests,
@@ -491,9 +530,42 @@ fn verify(dir: &std::path::Path, public_key: Option<PathBuf>) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("retention-bot verify: cannot read {}: {e}", dir.display());
+            esay!("retention-bot verify: cannot read {}: {e}", dir.display());
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether standard output reaches anyone. A parent that closed it leaves it as /dev/null (Rust's
+/// runtime opens that in its place), and `> /dev/null` sends it there too: either way a first-run
+/// banner written to it would be read by nobody.
+fn stdout_reaches_someone() -> bool {
+    let Ok(st) = nix::sys::stat::fstat(std::io::stdout()) else {
+        return false;
+    };
+    let null = nix::sys::stat::makedev(1, 3);
+    !((st.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFCHR && st.st_rdev == null)
+}
+
+/// Where the first-run banner goes: standard output, or, when that reaches nobody, nowhere (an
+/// error, so that nothing is sealed with a password nobody saw).
+fn banner_out(stdout_open: bool) -> Box<dyn Write> {
+    struct Closed;
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "standard output is closed or /dev/null",
+            ))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    if stdout_open {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(Closed)
     }
 }
 

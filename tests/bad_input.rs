@@ -214,3 +214,72 @@ fn bad_settings_stop_start_up_with_status_2_naming_the_variable() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("WICKRIO_BOT_NAME"));
 }
+
+#[test]
+fn new_limits_and_the_mask_are_checked_like_every_setting() {
+    for (var, value, says) in [
+        ("WICKRIO_INGEST_IDLE_SECS", "0", "out of range"),
+        ("WICKRIO_INGEST_MAX_CONNECTIONS", "0", "out of range"),
+        ("WICKRIO_UMASK", "0777", "leaves the owner read and write"),
+    ] {
+        let (code, stderr, _tmp) = run_expecting_exit(&[(var, value)]);
+        assert_eq!(code, Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(var) && stderr.contains(says), "{var}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn a_spool_directory_others_may_write_to_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("messages");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bot = Bot::prepare(tmp.path(), &[]);
+    let out = bot.command().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("WICKRIO_COMP_MESGDEST") && stderr.contains("chmod go-w"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("state/identity.json").exists(), "nothing was set up");
+}
+
+#[test]
+fn files_and_directories_are_not_for_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("bot");
+    let mut bot = Bot::prepare(&root, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        bot.spawn().await;
+        assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+        assert!(bot.stop().await.success());
+    });
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for dir in ["messages", "attachments", "state"] {
+        assert_eq!(mode(&root.join(dir)), 0o750, "{dir}");
+    }
+    for name in common::closed_message_files(&root.join("messages")) {
+        assert_eq!(mode(&root.join("messages").join(&name)), 0o640, "{name}");
+    }
+    assert_eq!(mode(&root.join("state/identity.json")), 0o600);
+}
+
+#[test]
+fn a_misspelt_variable_is_named_with_the_one_meant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bot = Bot::prepare(tmp.path(), &[("WICKRIO_COMP_FILESIZ", "10")]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        bot.spawn().await;
+        assert!(bot.stop().await.success());
+    });
+    let log = bot.log_text();
+    assert!(
+        log.contains("WICKRIO_COMP_FILESIZ is not a setting and is ignored; did you mean WICKRIO_COMP_FILESIZE?"),
+        "{log}"
+    );
+}

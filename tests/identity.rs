@@ -168,3 +168,50 @@ fn terminal_prompt_asks_twice_and_again_on_mismatch() {
     assert!(generated_password(&shown.replace('\r', "")).is_some(), "{shown}");
     assert!(tmp.path().join("state/identity.json").exists());
 }
+
+/// A first run whose banner cannot be shown: it must seal nothing (else nobody ever learns the
+/// password) and say why, with exit status 3, and never panic.
+fn first_run_without_a_reader(close_stdout: bool) -> (Option<i32>, String, tempfile::TempDir) {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let bot = Bot::prepare(tmp.path(), &[]);
+    let mut cmd = bot.command();
+    cmd.stdin(Stdio::null()).stderr(Stdio::piped());
+    if close_stdout {
+        // SAFETY: only close(2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::libc::close(1);
+                Ok(())
+            });
+        }
+    } else {
+        cmd.stdout(Stdio::piped());
+    }
+    let mut child = cmd.spawn().unwrap();
+    // As `| head -0`: whoever reads the output is gone before the banner comes.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        tmp,
+    )
+}
+
+#[test]
+fn a_banner_nobody_can_read_seals_nothing_and_says_so() {
+    for close_stdout in [true, false] {
+        let (code, stderr, tmp) = first_run_without_a_reader(close_stdout);
+        assert_eq!(code, Some(3), "closed stdout {close_stdout}: {stderr}");
+        assert!(
+            stderr.contains("cannot show the generated password") && stderr.contains("nothing was sealed"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!tmp.path().join("state/identity.json").exists());
+        // And the next start, with a reader, is a first run again with the same initial password.
+        let out = login_only(&Bot::prepare(tmp.path(), &[]));
+        assert!(generated_password(&text(&out)).is_some(), "{}", text(&out));
+    }
+}

@@ -10,17 +10,19 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+mod dirs;
 mod ingest;
 pub mod network;
 pub mod reporting;
 pub mod secret;
 mod settings;
 mod storage;
+pub use dirs::{check_private_dir, umask};
 pub use ingest::IngestConfig;
 pub use network::{MatrixConfig, Network};
 pub use reporting::ReportingConfig;
 pub use secret::SecretLocation;
-pub use settings::{SETTINGS, Setting};
+pub use settings::{SETTINGS, Setting, unknown_settings};
 pub use storage::{GCM_MAX_PLAINTEXT, KmsConfig, S3Config};
 
 /// A bad setting: which variable, what is wrong, what would be accepted.

@@ -194,4 +194,48 @@ pub const SETTINGS: &[Setting] = &[
         default: "text",
         meaning: "log format: text or json (levels from RUST_LOG, default info)",
     },
+    Setting {
+        name: "WICKRIO_UMASK",
+        default: "027",
+        meaning: "file mode creation mask (octal): with 027 the bot's files are 0640 and its directories 0750; the identity is 0600 whatever it says",
+    },
 ];
+
+/// `WICKRIO_*` variables in `names` that are no setting, each with the setting it is closest to (a
+/// likely misspelling), if one is close. A misspelt variable is otherwise silently ignored.
+pub fn unknown_settings(names: impl IntoIterator<Item = String>) -> Vec<(String, Option<&'static str>)> {
+    let mut unknown: Vec<_> = names
+        .into_iter()
+        .filter(|n| n.starts_with("WICKRIO_") && !SETTINGS.iter().any(|s| s.name == n))
+        .map(|n| {
+            let closest = SETTINGS
+                .iter()
+                .map(|s| (strsim::levenshtein(&n, s.name), s.name))
+                .min()
+                .filter(|(distance, _)| *distance <= 3)
+                .map(|(_, name)| name);
+            (n, closest)
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_setting_is_named_with_the_one_meant() {
+        let found = unknown_settings(
+            ["WICKRIO_COMP_FILESIZ", "WICKRIO_BOT_NAME", "WICKRIO_FROBNICATE", "PATH"].map(String::from),
+        );
+        assert_eq!(
+            found,
+            vec![
+                ("WICKRIO_COMP_FILESIZ".to_owned(), Some("WICKRIO_COMP_FILESIZE")),
+                ("WICKRIO_FROBNICATE".to_owned(), None),
+            ]
+        );
+    }
+}

@@ -86,6 +86,10 @@ pub enum LoginError {
     WrongPassword(PathBuf),
     #[error(transparent)]
     Seal(#[from] SealError),
+    #[error(
+        "cannot show the generated password on standard output ({0}), so nothing was sealed (the bot would be locked out for good); run the first start with standard output on a terminal or a log"
+    )]
+    Banner(std::io::Error),
 }
 
 impl LoginError {
@@ -93,7 +97,10 @@ impl LoginError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            LoginError::Password(_) | LoginError::InitialPassword | LoginError::WrongPassword(_)
+            LoginError::Password(_)
+                | LoginError::InitialPassword
+                | LoginError::WrongPassword(_)
+                | LoginError::Banner(_)
         )
     }
 }
@@ -207,13 +214,15 @@ fn first_run(
     let generated = password::generate();
     let key = sealed::new_signing_key();
     let sealed = SealedIdentity::seal(&key, &generated, sealed::hash_initial_password(&initial)?)?;
-    sealed::write_atomically(
+    // The banner first: a password nobody saw would lock the bot out for good, so if it cannot be
+    // shown (standard output closed, a full disk under a log file), nothing is sealed.
+    print_banner(out, &generated, &sealed.public_key, dir).map_err(LoginError::Banner)?;
+    sealed::store_file(
         &dir.join(PUBLIC_KEY_FILE),
         format!("{}\n", sealed.public_key).as_bytes(),
     )?;
     // The identity file last: until it exists, a restart is still a first run.
     sealed.store(&dir.join(IDENTITY_FILE))?;
-    print_banner(out, &generated, &sealed.public_key, dir);
     Ok(Identity {
         public_key_hex: sealed.public_key,
         signing_key: key,
@@ -224,7 +233,7 @@ fn first_run(
 }
 
 /// The original's banner, then the public key as groups of four hex digits.
-fn print_banner(out: &mut dyn Write, password: &Secret, public_key: &str, dir: &Path) {
+fn print_banner(out: &mut dyn Write, password: &Secret, public_key: &str, dir: &Path) -> std::io::Result<()> {
     let stars = "*".repeat(64);
     let groups: Vec<&str> = public_key
         .as_bytes()
@@ -232,12 +241,12 @@ fn print_banner(out: &mut dyn Write, password: &Secret, public_key: &str, dir: &
         .filter_map(|c| std::str::from_utf8(c).ok())
         .collect();
     let key_lines: Vec<String> = groups.chunks(8).map(|line| line.join(" ")).collect();
-    let _ = writeln!(
+    writeln!(
         out,
         "{stars}\n**** GENERATED PASSWORD ****\nDO NOT LOSE THIS PASSWORD, YOU WILL NEED TO ENTER IT EVERY TIME\nTO START THE BOT\n\"{}\"\n{stars}\n\nBot public signing key (also in {}):\n{}\n",
         password.expose(),
         dir.join(PUBLIC_KEY_FILE).display(),
         key_lines.join("\n"),
-    );
-    let _ = out.flush();
+    )?;
+    out.flush()
 }

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::config::Secret;
-use crate::spool::disk;
 
 /// OWASP's recommended Argon2id minimum (19 MiB, 2 passes): slow for a guesser, quick at start-up.
 const M_COST_KIB: u32 = 19 * 1024;
@@ -176,7 +175,7 @@ impl SealedIdentity {
     /// never a mix.
     pub fn store(&self, path: &Path) -> Result<(), SealError> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| SealError::Crypto(e.to_string()))?;
-        write_atomically(path, &bytes)
+        store_file(path, &bytes)
     }
 }
 
@@ -212,8 +211,9 @@ fn associated_data(public_key: &str, kdf: &Kdf) -> Vec<u8> {
     .into_bytes()
 }
 
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
-    disk::write_atomically(path, bytes).map_err(|source| SealError::Write {
+/// Writes a file of the identity atomically (mode 0600).
+pub(super) fn store_file(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
+    crate::durable::write_atomically(path, bytes).map_err(|source| SealError::Write {
         path: path.display().to_string(),
         source,
     })

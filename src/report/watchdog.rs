@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{EventKind, Events};
+use crate::durable;
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::spool::disk;
 
 /// A failure after this many warning periods without progress.
 const FAILURE_AFTER: u32 = 5;
@@ -212,7 +212,7 @@ impl Watchdog {
         let dirs: Vec<PathBuf> = self.disks.iter().map(|(d, _)| d.clone()).collect();
         // statvfs on a network file system can block: keep it off the async threads.
         let Ok(free) =
-            tokio::task::spawn_blocking(move || dirs.iter().map(|d| disk::free_bytes(d)).collect::<Vec<_>>()).await
+            tokio::task::spawn_blocking(move || dirs.iter().map(|d| durable::free_bytes(d)).collect::<Vec<_>>()).await
         else {
             return;
         };

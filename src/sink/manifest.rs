@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use super::Sink;
 use crate::config::SpoolConfig;
 use crate::identity::manifest::{Entry, EntryBody, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
-use crate::identity::sealed::write_atomically;
+
+use crate::durable;
 use crate::spool::naming::{CLOSED_SUFFIX, Names, open_name};
-use crate::spool::{ClosedFile, FileKind, disk, recovery};
+use crate::spool::{ClosedFile, FileKind, recovery};
 
 const HEAD_FILE: &str = "manifest_head.json";
 /// A manifest is closed (and shipped) after this many entries or this long, whichever comes first.
@@ -243,7 +244,7 @@ impl ManifestWriter {
         if open.len == 0 {
             let path = open.open_path.clone();
             self.open = None;
-            let _ = std::fs::remove_file(&path).and_then(|()| disk::sync_dir(&self.dir));
+            let _ = std::fs::remove_file(&path).and_then(|()| durable::sync_dir(&self.dir));
             return;
         }
         match self.close() {
@@ -272,7 +273,7 @@ impl ManifestWriter {
         let Some(open) = self.open.take() else { return Ok(None) };
         open.file.sync_all()?;
         std::fs::rename(&open.open_path, &open.closed_path)?;
-        disk::sync_dir(&self.dir)?;
+        durable::sync_dir(&self.dir)?;
         let bytes = open.file.metadata()?.len();
         tracing::info!(file = %open.closed_path.display(), entries = open.entries, "closed manifest");
         Ok(Some(ClosedFile::new(open.closed_path, FileKind::Manifest, bytes)))
@@ -284,7 +285,7 @@ impl ManifestWriter {
             let open_path = self.dir.join(open_name(&closed_name));
             let file = OpenOptions::new().append(true).create_new(true).open(&open_path)?;
             file.try_lock().map_err(|e| std::io::Error::other(e.to_string()))?;
-            disk::sync_dir(&self.dir)?;
+            durable::sync_dir(&self.dir)?;
             let closed_path = self.dir.join(closed_name);
             self.open = Some(OpenManifest {
                 file,
@@ -302,7 +303,7 @@ impl ManifestWriter {
 
     fn store_head(&mut self) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(&self.head).map_err(std::io::Error::other)?;
-        write_atomically(&self.head_path, &bytes).map_err(std::io::Error::other)?;
+        durable::write_atomically(&self.head_path, &bytes)?;
         self.head_dirty = false;
         Ok(())
     }
@@ -332,7 +333,7 @@ fn closed_files(config: &SpoolConfig, known: &[ClosedFile]) -> std::io::Result<W
     for name in file_names(&config.mesg_dest)? {
         if name.starts_with(MANIFEST_BASENAME) && name.ends_with(CLOSED_SUFFIX) {
             let path = config.mesg_dest.join(&name);
-            for line in BufReader::new(File::open(&path)?).lines() {
+            for line in BufReader::new(durable::open_regular(&path)?).lines() {
                 let line = line?;
                 if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
                     if waiting.newest.as_ref().is_none_or(|h| entry.body.seq > h.seq) {
@@ -381,10 +382,19 @@ fn closed_files(config: &SpoolConfig, known: &[ClosedFile]) -> std::io::Result<W
     Ok(waiting)
 }
 
+/// The names of the regular files in `dir`. Anything else found under an archive name (a link to
+/// a file elsewhere, a FIFO) is left alone with a warning: it must never be listed or shipped.
 fn file_names(dir: &Path) -> std::io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        if let Some(name) = entry?.file_name().to_str() {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            if !entry.file_type()?.is_dir() {
+                tracing::warn!(file = %entry.path().display(), "not a regular file; left alone");
+            }
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_str() {
             names.push(name.to_owned());
         }
     }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
+use super::SpoolError;
 use super::health::Health;
 use super::naming::{Names, attachment_name};
-use super::{SpoolError, disk};
+use crate::durable;
 
 /// Longest name part we keep, leaving room in the 255-byte file-name limit for the
 /// `attachment_<17 digits>_` prefix and a collision suffix.
@@ -145,7 +146,7 @@ impl PartialAttachment {
         if self.written >= self.next_free_check {
             self.next_free_check = self.written + FREE_CHECK_EVERY;
             let (dir, min) = (self.dir.clone(), self.min_free);
-            tokio::task::spawn_blocking(move || disk::check_free(&dir, min))
+            tokio::task::spawn_blocking(move || super::disk::check_free(&dir, min))
                 .await
                 .map_err(|e| SpoolError::Io {
                     path: self.dir.clone(),
@@ -201,7 +202,7 @@ fn link_under_free_name(dir: &Path, safe_name: &str, from: &Path) -> std::io::Re
         let path = dir.join(attachment_name(safe_name, now, n));
         match std::fs::hard_link(from, &path) {
             Ok(()) => {
-                return match std::fs::remove_file(from).and_then(|()| disk::sync_dir(dir)) {
+                return match std::fs::remove_file(from).and_then(|()| durable::sync_dir(dir)) {
                     Ok(()) => Ok(path),
                     Err(e) => {
                         let _ = std::fs::remove_file(&path);
@@ -222,7 +223,7 @@ impl SavedAttachment {
         let path = self.path;
         let _ = tokio::task::spawn_blocking(move || {
             let removed = std::fs::remove_file(&path).and_then(|()| match path.parent() {
-                Some(dir) => disk::sync_dir(dir),
+                Some(dir) => durable::sync_dir(dir),
                 None => Ok(()),
             });
             if let Err(e) = removed {

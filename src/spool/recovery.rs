@@ -6,15 +6,16 @@
 //! closes it and hands it to the sink. Partial attachments were never acknowledged and are removed.
 //! Files another live instance holds locked are left alone.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
 use super::naming::{PARTIAL_PREFIX, acked_note, closed_name_of_open, suspect_name};
-use super::{ClosedFile, FileKind, disk};
+use super::{ClosedFile, FileKind};
 use crate::config::SpoolConfig;
+use crate::durable;
 use crate::metrics::{Counter, Metrics};
 
 pub(super) fn recover(
@@ -63,7 +64,7 @@ pub(crate) fn close_abandoned(dir: &Path, basename: &str) -> std::io::Result<Vec
             drop(file);
             std::fs::remove_file(&open_path)?;
             let _ = std::fs::remove_file(&note);
-            disk::sync_dir(dir)?;
+            durable::sync_dir(dir)?;
             tracing::warn!(file = %open_path.display(), dropped_bytes = dropped, "removed an open file that held no complete line");
             continue;
         }
@@ -73,7 +74,7 @@ pub(crate) fn close_abandoned(dir: &Path, basename: &str) -> std::io::Result<Vec
         };
         std::fs::rename(&open_path, &closed_path)?;
         let _ = std::fs::remove_file(&note);
-        disk::sync_dir(dir)?;
+        durable::sync_dir(dir)?;
         drop(file);
         tracing::warn!(file = %closed_path.display(), kept_bytes = kept, dropped_bytes = dropped, "recovered a message file left open by a crash");
         closed.push((closed_path, kept));
@@ -81,34 +82,17 @@ pub(crate) fn close_abandoned(dir: &Path, basename: &str) -> std::io::Result<Vec
     Ok(closed)
 }
 
-/// Opens a file found by its name for repair, without following a symbolic link (someone else's
-/// link must not make recovery truncate its target); `None`, with a warning, for anything but a
-/// regular file.
+/// Opens a file found by its name for repair; `None` (with a warning) for anything but a regular
+/// file, so that a link planted under an open file's name cannot make recovery truncate its target.
 fn open_regular(path: &Path) -> std::io::Result<Option<File>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if !std::fs::symlink_metadata(path)?.is_file() {
-        tracing::warn!(file = %path.display(), "not a regular file where an open file was expected; left alone");
-        return Ok(None);
-    }
-    // O_NONBLOCK: a FIFO swapped in after the check above must not hang the start.
-    let opened = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path);
-    let file = match opened {
-        Ok(f) => f,
-        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ELOOP | nix::libc::ENXIO)) => {
+    match durable::open_regular_rw(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if durable::is_not_regular(&e) => {
             tracing::warn!(file = %path.display(), "not a regular file where an open file was expected; left alone");
-            return Ok(None);
+            Ok(None)
         }
-        Err(e) => return Err(e),
-    };
-    if !file.metadata()?.is_file() {
-        tracing::warn!(file = %path.display(), "not a regular file where an open file was expected; left alone");
-        return Ok(None);
+        Err(e) => Err(e),
     }
-    Ok(Some(file))
 }
 
 /// Truncates `file` after its last complete line that is valid JSON; returns (kept, dropped) bytes.
@@ -158,7 +142,7 @@ fn remove_partial_attachments(dir: &Path) -> std::io::Result<()> {
         removed = true;
     }
     if removed {
-        disk::sync_dir(dir)?;
+        durable::sync_dir(dir)?;
     }
     Ok(())
 }
@@ -166,6 +150,7 @@ fn remove_partial_attachments(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
     use std::io::Write;
 
     #[test]

@@ -26,8 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::health::Health;
 use super::naming::{Names, acked_note, open_name, suspect_name};
-use super::{ClosedFile, FileKind, Request, SpoolError, disk};
+use super::{ClosedFile, FileKind, Request, SpoolError};
 use crate::config::SpoolConfig;
+use crate::durable;
 use crate::message::Lines;
 use crate::metrics::{Counter, Metrics};
 
@@ -162,7 +163,7 @@ impl Writer {
         {
             self.seal_current();
         }
-        if let Err(e) = disk::check_free(&self.config.mesg_dest, self.config.min_free_bytes) {
+        if let Err(e) = super::disk::check_free(&self.config.mesg_dest, self.config.min_free_bytes) {
             for (lines, done) in group {
                 self.fail(lines.count, done, e.clone());
             }
@@ -289,7 +290,7 @@ impl Writer {
             let file = OpenOptions::new().append(true).create_new(true).open(&path)?;
             // The lock tells recovery in another instance sharing this directory that the file is live.
             file.try_lock().map_err(|e| std::io::Error::other(e.to_string()))?;
-            if let Err(e) = disk::sync_dir(dir) {
+            if let Err(e) = durable::sync_dir(dir) {
                 drop(file);
                 let _ = std::fs::remove_file(&path);
                 return Err(e);
@@ -373,7 +374,7 @@ impl Writer {
             }
         }
         if !renamed.is_empty()
-            && let Err(e) = disk::sync_dir(&dir)
+            && let Err(e) = durable::sync_dir(&dir)
         {
             for f in &renamed {
                 self.fail_file(f.id, SpoolError::io(&dir, &e));
@@ -423,7 +424,7 @@ impl Writer {
         let why = self.failed.get(&f.id).map(ToString::to_string).unwrap_or_default();
         let dir = self.config.mesg_dest.clone();
         if f.acked == 0 {
-            match std::fs::remove_file(&f.path).and_then(|()| disk::sync_dir(&dir)) {
+            match std::fs::remove_file(&f.path).and_then(|()| durable::sync_dir(&dir)) {
                 Ok(()) => {
                     tracing::error!(file = %f.path.display(), error = %why, "message file given up: it held only refused lines, and is removed")
                 }
@@ -444,7 +445,7 @@ impl Writer {
             // Renamed to its closed name already (then a directory fsync failed): closed all the same.
             Err(_) => (f.path.clone(), f.path == f.closed_path),
         };
-        let name_synced = renamed.is_ok() && disk::sync_dir(&dir).is_ok();
+        let name_synced = renamed.is_ok() && durable::sync_dir(&dir).is_ok();
         tracing::error!(
             file = %path.display(),
             error = %why,
@@ -471,7 +472,7 @@ impl Writer {
         ));
         // Renamed to its closed name already: back to the open name, which recovery looks for.
         let back = f.path == open_path || std::fs::rename(&f.path, &open_path).is_ok();
-        let noted = disk::write_atomically(&acked_note(&open_path), f.acked.to_string().as_bytes());
+        let noted = durable::write_atomically(&acked_note(&open_path), f.acked.to_string().as_bytes());
         tracing::error!(
             file = %f.path.display(),
             reason = why,
@@ -503,7 +504,7 @@ impl Writer {
             vec![messages, attachments]
         };
         for dir in dirs {
-            if let Err(e) = disk::probe_write(&dir.join(&name)) {
+            if let Err(e) = durable::probe_write(&dir.join(&name)) {
                 tracing::debug!(error = %e, dir = %dir.display(), "still failing a write and fsync");
                 return;
             }

@@ -22,10 +22,11 @@ use tokio::task::JoinSet;
 use super::Sink;
 use crate::aws::{self, AwsFailure, Retry};
 use crate::config::S3Config;
+use crate::durable;
 use crate::envelope::{Envelope, gcm};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::report::{EventKind, Events};
-use crate::spool::{ClosedFile, FileKind, disk};
+use crate::spool::{ClosedFile, FileKind};
 
 use upload::PartBudget;
 
@@ -390,7 +391,7 @@ async fn remove_local(path: &Path) {
     let result = tokio::task::spawn_blocking(move || {
         std::fs::remove_file(&path)?;
         match path.parent() {
-            Some(dir) => disk::sync_dir(dir),
+            Some(dir) => durable::sync_dir(dir),
             None => Ok(()),
         }
     })

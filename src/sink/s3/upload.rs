@@ -96,7 +96,7 @@ pub async fn upload(
 async fn open(path: &Path) -> Result<(std::fs::File, u64), AwsFailure> {
     let owned = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(owned)?;
+        let file = crate::durable::open_regular(&owned)?;
         let len = file.metadata()?.len();
         Ok((file, len))
     })

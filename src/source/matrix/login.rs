@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::MatrixError;
 use crate::config::Secret;
-use crate::spool::disk;
+use crate::durable;
 
 const DEVICE_FILE: &str = "device_id";
 const PENDING_FILE: &str = "pending_password.json";
@@ -77,7 +77,7 @@ impl Pending {
             sealed: hex::encode(sealed),
         };
         let json = serde_json::to_vec(&file).map_err(|e| MatrixError::State(e.to_string()))?;
-        disk::write_atomically(&self.path, &json).map_err(|e| MatrixError::io(&self.path, e))
+        durable::write_atomically(&self.path, &json).map_err(|e| MatrixError::io(&self.path, e))
     }
 
     fn load(&self) -> Result<Option<Secret>, MatrixError> {
@@ -112,9 +112,8 @@ impl Pending {
 
     fn clear(&self) -> Result<(), MatrixError> {
         match std::fs::remove_file(&self.path) {
-            Ok(()) => {
-                disk::sync_dir(self.path.parent().unwrap_or(Path::new("."))).map_err(|e| MatrixError::io(&self.path, e))
-            }
+            Ok(()) => durable::sync_dir(self.path.parent().unwrap_or(Path::new(".")))
+                .map_err(|e| MatrixError::io(&self.path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(MatrixError::io(&self.path, e)),
         }
@@ -157,7 +156,8 @@ pub async fn log_in(
     if let Some(id) = client.device_id()
         && device.as_deref() != Some(id.as_str())
     {
-        disk::write_atomically(&device_path, id.as_str().as_bytes()).map_err(|e| MatrixError::io(&device_path, e))?;
+        durable::write_atomically(&device_path, id.as_str().as_bytes())
+            .map_err(|e| MatrixError::io(&device_path, e))?;
         tracing::info!(device = %id, "new Matrix device created; later starts reuse it");
     }
     Ok(())

@@ -32,10 +32,11 @@ use matrix_sdk::{Client, Room};
 use serde_json::Value;
 
 use crate::config::MatrixConfig;
+use crate::durable;
 use crate::identity::Identity;
 use crate::message::{Lines, Message};
 use crate::metrics::{Counter, Metrics};
-use crate::spool::{PartialAttachment, Spool, SpoolError, disk, safe_attachment_name};
+use crate::spool::{PartialAttachment, Spool, SpoolError, safe_attachment_name};
 use position::Position;
 use translate::{Delivery, MediaRef, Translated};
 use undecrypted::Undecrypted;
@@ -410,7 +411,7 @@ impl MatrixSource {
 
 /// Replaces a state file atomically (fsync'd), off the async threads.
 async fn write_state(path: PathBuf, bytes: Vec<u8>) -> Result<(), MatrixError> {
-    tokio::task::spawn_blocking(move || disk::write_atomically(&path, &bytes).map_err(|e| MatrixError::io(&path, e)))
+    tokio::task::spawn_blocking(move || durable::write_atomically(&path, &bytes).map_err(|e| MatrixError::io(&path, e)))
         .await
         .map_err(|e| MatrixError::State(e.to_string()))?
 }

@@ -59,7 +59,7 @@ mod tests {
         };
         p.rooms.insert("!r:hs".into(), "$e".into());
         let (path, bytes) = p.to_save(dir.path()).unwrap();
-        crate::spool::disk::write_atomically(&path, &bytes).unwrap();
+        crate::durable::write_atomically(&path, &bytes).unwrap();
         assert_eq!(Position::load(dir.path()).unwrap(), p);
         std::fs::write(Position::path(dir.path()), b"{oops").unwrap();
         assert!(matches!(Position::load(dir.path()), Err(MatrixError::State(_))));
