@@ -184,7 +184,12 @@ impl Restorer<'_> {
 /// `file`, under `attachments/`), or its key without the prefix. Anything that could climb out of the
 /// destination is refused: object metadata is input like any other.
 fn restore_path(key: &str, prefix: &str, metadata: &HashMap<String, String>) -> Result<PathBuf, ObjectError> {
-    let relative = metadata::file_path(metadata).unwrap_or_else(|| {
+    let named = metadata::file_path(metadata);
+    // Metadata names a file, never a directory to put it in: the bot's names hold no '/'.
+    if let Some(name) = named.as_deref().filter(|n| n.contains('/')) {
+        return Err(ObjectError::UnsafePath(name.to_owned()));
+    }
+    let relative = named.unwrap_or_else(|| {
         key.strip_prefix(prefix)
             .unwrap_or(key)
             .trim_start_matches('/')
@@ -310,7 +315,16 @@ mod tests {
             restore_path("f/k", "f", &m).unwrap(),
             Path::new("attachments/résumé 報.pdf")
         );
-        for bad in ["../x", "/etc/passwd", "a/../../x", "", "a\0b", "%2E%2E/x", "a%00b"] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/../../x",
+            "",
+            "a\0b",
+            "%2E%2E/x",
+            "a%00b",
+            "sub/dir/x",
+        ] {
             let m = meta(&[("wickrio-file-path", bad), ("wickrio-file-path-encoding", "percent")]);
             assert!(
                 matches!(restore_path("k", "", &m), Err(ObjectError::UnsafePath(_))),

@@ -17,12 +17,40 @@ use crate::spool::naming::{CLOSED_SUFFIX, OPEN_SUFFIX};
 /// One thing wrong with the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    Unreadable { at: String, why: String },
-    BadSignature { at: String },
-    ChainBroken { at: String, seq: u64, expected_seq: u64 },
-    Missing { name: String, seq: u64 },
-    Altered { name: String, seq: u64, why: String },
-    Unlisted { path: PathBuf },
+    Unreadable {
+        at: String,
+        why: String,
+    },
+    BadSignature {
+        at: String,
+    },
+    ChainBroken {
+        at: String,
+        seq: u64,
+        expected_seq: u64,
+    },
+    Missing {
+        name: String,
+        seq: u64,
+    },
+    Altered {
+        name: String,
+        seq: u64,
+        why: String,
+    },
+    Unlisted {
+        path: PathBuf,
+    },
+    /// Several files under the archive carry a listed file's name: one may be a forgery.
+    Duplicate {
+        name: String,
+        seq: u64,
+        paths: Vec<PathBuf>,
+    },
+    /// No manifest at all: an empty directory, a wrong path, or a volume that is not mounted.
+    NothingToVerify {
+        dir: PathBuf,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -40,6 +68,21 @@ impl fmt::Display for Problem {
             Problem::Missing { name, seq } => write!(f, "MISSING {name} (manifest entry {seq})"),
             Problem::Altered { name, seq, why } => write!(f, "ALTERED {name} (manifest entry {seq}): {why}"),
             Problem::Unlisted { path } => write!(f, "UNLISTED {}: no manifest entry lists this file", path.display()),
+            Problem::Duplicate { name, seq, paths } => write!(
+                f,
+                "DUPLICATE {name} (manifest entry {seq}): {} files have this name ({}); each is checked, but only one is the archived file",
+                paths.len(),
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Problem::NothingToVerify { dir } => write!(
+                f,
+                "NOTHING TO VERIFY: no manifest under {} (a wrong path, or a volume that is not mounted?); point verify at the directory holding the message files and manifests",
+                dir.display()
+            ),
         }
     }
 }
@@ -63,7 +106,7 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
 
 pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
     let mut manifests = Vec::new();
-    let mut files: HashMap<String, PathBuf> = HashMap::new();
+    let mut files: HashMap<String, Vec<PathBuf>> = HashMap::new();
     walk(dir, &mut |path| {
         let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             return;
@@ -75,7 +118,7 @@ pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
         if is_manifest {
             manifests.push(path.to_owned());
         } else if !name.starts_with('.') && !name.ends_with(".open") {
-            files.insert(name, path.to_owned());
+            files.entry(name).or_default().push(path.to_owned());
         }
     })?;
     manifests.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
@@ -84,6 +127,10 @@ pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
         manifests: manifests.len(),
         ..Report::default()
     };
+    if manifests.is_empty() {
+        report.problems.push(Problem::NothingToVerify { dir: dir.to_owned() });
+        return Ok(report);
+    }
     let mut listed = HashSet::new();
     let mut previous: Option<(u64, String)> = None;
     for manifest in &manifests {
@@ -91,8 +138,16 @@ pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
         for (i, line) in reader.split(b'\n').enumerate() {
             let line = line?;
             let at = format!("{}:{}", manifest.display(), i + 1);
-            let Some(line) = std::str::from_utf8(&line).ok().filter(|l| !l.trim().is_empty()) else {
-                continue;
+            let line = match std::str::from_utf8(&line) {
+                Ok(l) if l.trim().is_empty() => continue,
+                Ok(l) => l,
+                Err(e) => {
+                    report.problems.push(Problem::Unreadable {
+                        at,
+                        why: format!("not UTF-8 ({e})"),
+                    });
+                    continue;
+                }
             };
             let entry: Entry = match serde_json::from_str(line) {
                 Ok(e) => e,
@@ -122,13 +177,31 @@ pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
             }
             previous = Some((seq, hash));
             listed.insert(entry.body.name.clone());
-            check_file(&entry, files.get(&entry.body.name), &mut report.problems)?;
+            let copies = files.get(&entry.body.name).map(Vec::as_slice).unwrap_or_default();
+            if copies.len() > 1 {
+                let mut paths = copies.to_vec();
+                paths.sort();
+                report.problems.push(Problem::Duplicate {
+                    name: entry.body.name.clone(),
+                    seq,
+                    paths,
+                });
+            }
+            if copies.is_empty() {
+                report.problems.push(Problem::Missing {
+                    name: entry.body.name.clone(),
+                    seq,
+                });
+            }
+            for copy in copies {
+                check_file(&entry, copy, &mut report.problems)?;
+            }
         }
     }
     let mut unlisted: Vec<&PathBuf> = files
         .iter()
         .filter(|(n, _)| !listed.contains(*n))
-        .map(|(_, p)| p)
+        .flat_map(|(_, p)| p)
         .collect();
     unlisted.sort();
     report
@@ -137,25 +210,18 @@ pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
     Ok(report)
 }
 
-fn check_file(entry: &Entry, path: Option<&PathBuf>, problems: &mut Vec<Problem>) -> std::io::Result<()> {
+fn check_file(entry: &Entry, path: &Path, problems: &mut Vec<Problem>) -> std::io::Result<()> {
     let (name, seq) = (entry.body.name.clone(), entry.body.seq);
-    let Some(path) = path else {
-        problems.push(Problem::Missing { name, seq });
-        return Ok(());
-    };
     let facts = file_facts(path, false)?;
+    let at = |why: String| Problem::Altered {
+        name: format!("{name} ({})", path.display()),
+        seq,
+        why,
+    };
     if facts.size != entry.body.size {
-        problems.push(Problem::Altered {
-            name,
-            seq,
-            why: format!("{} bytes, listed as {}", facts.size, entry.body.size),
-        });
+        problems.push(at(format!("{} bytes, listed as {}", facts.size, entry.body.size)));
     } else if facts.sha256 != entry.body.sha256 {
-        problems.push(Problem::Altered {
-            name,
-            seq,
-            why: "content differs (SHA-256 mismatch)".into(),
-        });
+        problems.push(at("content differs (SHA-256 mismatch)".into()));
     }
     Ok(())
 }

@@ -166,6 +166,32 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
         },
         "BAD SIGNATURE",
     );
+    case(
+        "forged-copy-elsewhere",
+        &|a| {
+            // A forged copy of a listed file, in a subdirectory read after the genuine one.
+            let genuine = first_with(a, "attachments", "attachment_");
+            std::fs::create_dir_all(a.join("zz")).unwrap();
+            std::fs::write(a.join("zz").join(genuine.file_name().unwrap()), "forged").unwrap();
+        },
+        "DUPLICATE",
+    );
+    case(
+        "undecodable-line",
+        &|a| {
+            let m = &manifests(a)[0];
+            let mut bytes = std::fs::read(m).unwrap();
+            bytes.extend_from_slice(b"\xff\xfe not an entry\n");
+            std::fs::write(m, bytes).unwrap();
+        },
+        "UNREADABLE",
+    );
+    // An empty directory (a volume that is not mounted) is not a clean archive.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, out) = verify(&empty, &key);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("NOTHING TO VERIFY"), "{out}");
 
     // Another bot's key proves nothing.
     let other = tmp.path().join("other");
