@@ -420,8 +420,9 @@ async fn a_gap_longer_than_one_sync_is_paged_back() {
     lines_until(&bot, "the first message", |l| find(l, 1000, "before the gap").is_some()).await;
     assert!(bot.stop().await.success());
 
-    // More than one sync's timeline (100 events) arrives while the bot is down.
-    let total = 150;
+    // More than one sync's timeline (100 events) arrives while the bot is down: a gap of several
+    // pages (100 each), read one page at a time.
+    let total = 350;
     for i in 0..total {
         send_text(&room, &format!("gap {i:03}")).await;
     }
@@ -455,4 +456,48 @@ async fn a_session_ended_by_the_homeserver_stops_the_bot() {
     let status = bot.wait().await;
     assert_eq!(status.code(), Some(1), "{}", bot.log_text());
     assert!(bot.log_text().contains("ended the bot's session"), "{}", bot.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn media_over_the_file_limit_is_refused_without_being_held_and_the_message_kept() {
+    let server = synapse();
+    let (mut bot, _tmp) = matrix_bot(server, "bigmedia", &[("WICKRIO_INGEST_MAX_FILE", "64KiB")]);
+    bot.spawn().await;
+    let (_alice, room) = room_with_bot(server, "bigmedia-alice", "bigmedia", true).await;
+    let small: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 241) as u8).collect();
+    for (name, data) in [("small.bin", &small), ("big.bin", &big)] {
+        room.send_attachment(
+            name,
+            &mime::APPLICATION_OCTET_STREAM,
+            data.clone(),
+            AttachmentConfig::new(),
+        )
+        .await
+        .unwrap();
+    }
+    let lines = lines_until(&bot, "both file messages", |l| {
+        l.iter().filter(|x| x["msgtype"] == 6000).count() == 2
+    })
+    .await;
+    let file = |name: &str| {
+        lines
+            .iter()
+            .find(|x| x["msgtype"] == 6000 && x["file"]["filename"] == name)
+            .unwrap()
+            .clone()
+    };
+    let kept = file("small.bin");
+    assert_eq!(
+        std::fs::read(kept["file"]["localfilename"].as_str().unwrap()).unwrap(),
+        small
+    );
+    let refused = file("big.bin");
+    assert!(refused["file"]["localfilename"].is_null(), "{refused}");
+    let why = refused["matrix"]["media_error"].as_str().unwrap();
+    assert!(why.contains("WICKRIO_INGEST_MAX_FILE"), "{why}");
+    assert!(bot.stop().await.success());
+    // Only the small file was kept: nothing partial of the big one is left.
+    let files = common::file_names(&bot.attachments_dir());
+    assert_eq!(files.len(), 1, "{files:?}");
 }

@@ -9,6 +9,7 @@
 //! key has not arrived is written with the reason, kept, and written again in full once the key comes.
 
 mod login;
+mod media;
 mod position;
 pub mod translate;
 mod undecrypted;
@@ -20,7 +21,6 @@ use std::time::Duration;
 
 use matrix_sdk::config::{SyncSettings, SyncToken};
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
-use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::OwnedRoomId;
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
@@ -37,6 +37,7 @@ use crate::identity::Identity;
 use crate::message::{Lines, Message};
 use crate::metrics::{Counter, Metrics};
 use crate::spool::{PartialAttachment, Spool, SpoolError, safe_attachment_name};
+use media::NotSaved;
 use position::Position;
 use translate::{Delivery, MediaRef, Translated};
 use undecrypted::Undecrypted;
@@ -227,19 +228,19 @@ impl MatrixSource {
         sink: &Sink,
     ) -> Result<(), MatrixError> {
         for (room_id, timeline) in rooms {
-            let mut events = Vec::new();
             if timeline.limited
                 && let (Some(from), Some(room)) = (timeline.prev_batch.as_deref(), self.client.get_room(&room_id))
             {
-                events = backfill(
-                    &room,
-                    from,
-                    self.position.rooms.get(room_id.as_str()).map(String::as_str),
-                )
-                .await?;
+                let stop_at = self.position.rooms.get(room_id.as_str()).cloned();
+                let gap = Gap::find(&room, from, stop_at.as_deref()).await?;
+                // Oldest page first, one page in memory at a time, however long the gap.
+                for page in 0..gap.pages() {
+                    let events = gap.read(&room, page).await?;
+                    let events = events.iter().filter_map(event_json).collect();
+                    self.capture_room(&room_id, events, sink).await?;
+                }
             }
-            events.extend(timeline.events);
-            let events = events.iter().filter_map(event_json).collect();
+            let events = timeline.events.iter().filter_map(event_json).collect();
             self.capture_room(&room_id, events, sink).await?;
         }
         self.save_undecrypted().await?;
@@ -376,36 +377,18 @@ impl MatrixSource {
             Ok(s) => s,
             Err(e) => return failed(message, format!("the event names no usable media ({e})")),
         };
-        let request = MediaRequestParameters {
-            source,
-            format: MediaFormat::File,
-        };
         let mut tries = 0;
-        let bytes = loop {
+        loop {
             tries += 1;
-            match self.client.media().get_media_content(&request, false).await {
-                Ok(bytes) => break bytes,
-                Err(e) if tries >= MEDIA_TRIES => return failed(message, format!("download failed: {e}")),
-                Err(e) => {
-                    tracing::debug!(error = %e, tries, "media download failed; retrying");
+            match media::download(&self.client, &source, &sink.spool, sink.max_file).await? {
+                Ok(partial) => return Ok(Some((partial, safe_network_name(&media.filename)))),
+                Err(NotSaved::Retry(why)) if tries < MEDIA_TRIES => {
+                    tracing::debug!(error = %why, tries, "media download failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1 << tries)).await;
                 }
+                Err(NotSaved::Retry(why) | NotSaved::Refused(why)) => return failed(message, why),
             }
-        };
-        if bytes.len() as u64 > sink.max_file {
-            return failed(
-                message,
-                format!(
-                    "{} bytes is over WICKRIO_INGEST_MAX_FILE ({} bytes)",
-                    bytes.len(),
-                    sink.max_file
-                ),
-            );
         }
-        let name = safe_network_name(&media.filename);
-        let mut partial = sink.spool.begin_attachment(sink.max_file).await?;
-        partial.write(&bytes).await?;
-        Ok(Some((partial, name)))
     }
 }
 
@@ -429,37 +412,76 @@ fn event_json(event: &TimelineEvent) -> Option<(Value, Delivery)> {
     serde_json::from_str(raw).ok().map(|v| (v, delivery))
 }
 
-/// Pages a room's timeline back from `from` to the event `stop_at` (the last one captured), or to
-/// the room's beginning, and returns what lies between, oldest first.
-async fn backfill(room: &Room, from: &str, stop_at: Option<&str>) -> Result<Vec<TimelineEvent>, MatrixError> {
-    let mut out = Vec::new();
-    let mut token = Some(from.to_owned());
-    'pages: while let Some(from) = token.take() {
-        let mut options = MessagesOptions::backward().from(from.as_str());
+/// The part of a room's timeline a limited sync skipped: from its `prev_batch` back to the last event
+/// captured (or the room's beginning). Found by paging back, keeping only the pages' bounds, and then
+/// read forward a page at a time, so a gap of any length costs one page of memory.
+struct Gap {
+    /// Page bounds, newest first: page `i` lies between `bounds[i + 1]` (older; `None` is the room's
+    /// beginning) and `bounds[i]`.
+    bounds: Vec<Option<String>>,
+    stop_at: Option<String>,
+}
+
+impl Gap {
+    async fn find(room: &Room, from: &str, stop_at: Option<&str>) -> Result<Gap, MatrixError> {
+        let mut bounds = vec![Some(from.to_owned())];
+        let mut events = 0usize;
+        'pages: while let Some(Some(from)) = bounds.last().cloned() {
+            let mut options = MessagesOptions::backward().from(from.as_str());
+            options.limit = PAGE.into();
+            let page = room
+                .messages(options)
+                .await
+                .map_err(|e| MatrixError::Request(format!("cannot page back room {}: {e}", room.room_id())))?;
+            if page.chunk.is_empty() {
+                break;
+            }
+            bounds.push(page.end.clone());
+            for event in &page.chunk {
+                if stop_at.is_some() && event.event_id().as_deref().map(|e| e.as_str()) == stop_at {
+                    break 'pages;
+                }
+                events += 1;
+            }
+        }
+        tracing::info!(
+            room = %room.room_id(),
+            events,
+            back_to = stop_at.unwrap_or("the room's beginning"),
+            "read the room's history across a gap in its timeline"
+        );
+        Ok(Gap {
+            bounds,
+            stop_at: stop_at.map(str::to_owned),
+        })
+    }
+
+    fn pages(&self) -> usize {
+        self.bounds.len() - 1
+    }
+
+    /// The events of page `n` counting from the oldest, oldest first; the oldest page without the
+    /// events up to the last one captured.
+    async fn read(&self, room: &Room, n: usize) -> Result<Vec<TimelineEvent>, MatrixError> {
+        let i = self.pages() - 1 - n;
+        let mut options = MessagesOptions::forward().from(self.bounds[i + 1].as_deref());
+        options.to = self.bounds[i].clone();
         options.limit = PAGE.into();
         let page = room
             .messages(options)
             .await
-            .map_err(|e| MatrixError::Request(format!("cannot page back room {}: {e}", room.room_id())))?;
-        if page.chunk.is_empty() {
-            break;
+            .map_err(|e| MatrixError::Request(format!("cannot read room {}: {e}", room.room_id())))?;
+        let mut events = page.chunk;
+        if n == 0
+            && let Some(stop_at) = &self.stop_at
+            && let Some(at) = events
+                .iter()
+                .position(|e| e.event_id().as_deref().map(|e| e.as_str()) == Some(stop_at.as_str()))
+        {
+            events.drain(..=at);
         }
-        for event in page.chunk {
-            if stop_at.is_some() && event.event_id().as_deref().map(|e| e.as_str()) == stop_at {
-                break 'pages;
-            }
-            out.push(event);
-        }
-        token = page.end;
+        Ok(events)
     }
-    tracing::info!(
-        room = %room.room_id(),
-        events = out.len(),
-        back_to = stop_at.unwrap_or("the room's beginning"),
-        "read the room's history across a gap in its timeline"
-    );
-    out.reverse();
-    Ok(out)
 }
 
 /// A file name from the network is whatever the sender chose: make it safe rather than refuse it.
