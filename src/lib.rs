@@ -20,3 +20,9 @@ pub mod sink;
 pub mod source;
 pub mod spool;
 pub mod verify;
+
+/// Entry points for the fuzz targets in `fuzz/` (`cargo fuzz`), which reach internals that no
+/// public API needs. Not part of the bot's interface.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;

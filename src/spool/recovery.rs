@@ -96,7 +96,7 @@ fn open_regular(path: &Path) -> std::io::Result<Option<File>> {
 }
 
 /// Truncates `file` after its last complete line that is valid JSON; returns (kept, dropped) bytes.
-fn cut_torn_tail(file: &File) -> std::io::Result<(u64, u64)> {
+pub(crate) fn cut_torn_tail(file: &File) -> std::io::Result<(u64, u64)> {
     let total = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let (mut offset, mut good) = (0u64, 0u64);

@@ -8,7 +8,7 @@
 use memchr::memmem::Finder;
 
 /// Largest preamble (before the first boundary) and largest headers of one part.
-pub(super) const MAX_FRAMING: usize = 16 << 10;
+pub const MAX_FRAMING: usize = 16 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -20,7 +20,7 @@ enum Stage {
     Content,
 }
 
-pub(super) struct Framing {
+pub struct Framing {
     first: Finder<'static>,
     headers_end: Finder<'static>,
     next: Finder<'static>,
@@ -33,10 +33,10 @@ pub(super) struct Framing {
 
 #[derive(Debug, thiserror::Error)]
 #[error("the multipart body has more than {MAX_FRAMING} bytes of {0} (is its boundary right?)")]
-pub(super) struct FramingError(&'static str);
+pub struct FramingError(&'static str);
 
 impl Framing {
-    pub(super) fn new(boundary: &str) -> Self {
+    pub fn new(boundary: &str) -> Self {
         Self {
             first: Finder::new(format!("--{boundary}").as_bytes()).into_owned(),
             headers_end: Finder::new(b"\r\n\r\n").into_owned(),
@@ -48,7 +48,7 @@ impl Framing {
     }
 
     /// Follows the next chunk of the body.
-    pub(super) fn follow(&mut self, chunk: &[u8]) -> Result<(), FramingError> {
+    pub fn follow(&mut self, chunk: &[u8]) -> Result<(), FramingError> {
         let mut rest = chunk;
         while let Some(end) = self.find(rest) {
             self.stage = match self.stage {

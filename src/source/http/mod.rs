@@ -8,7 +8,7 @@
 
 mod attachment;
 mod body;
-mod framing;
+pub(crate) mod framing;
 
 use std::sync::Arc;
 
