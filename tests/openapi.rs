@@ -76,9 +76,11 @@ async fn every_route_served_is_described_and_every_described_route_is_served() {
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_description() {
     let bot = Bot::start(&[]).await;
     let out = tokio::task::spawn_blocking({
-        let url = bot.url("");
+        let (url, workdir) = (bot.url(""), bot.root.clone());
         move || {
             Command::new(venv_bin("st"))
+                // Its cache (and replay of earlier failures) stays out of the repository.
+                .current_dir(workdir)
                 .arg("run")
                 .arg(spec_path())
                 .args(["--url", &url])
