@@ -18,6 +18,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 mod support;
 use support::{Guard as Bot, free_port, row, vm_mib};
+#[path = "../tests/common/attacks.rs"]
+mod attacks;
 
 /// Every message line is exactly this long, newline included.
 const LINE_BYTES: usize = 500;
@@ -28,6 +30,8 @@ struct Scenario {
     content_type: &'static str,
     batch: usize,
     conns: usize,
+    /// Sixteen of every attack of tests/abuse.rs, over and over, beside the load.
+    under_attack: bool,
 }
 
 const NDJSON: Scenario = Scenario {
@@ -35,13 +39,24 @@ const NDJSON: Scenario = Scenario {
     content_type: "application/x-ndjson",
     batch: 1000,
     conns: 4,
+    under_attack: false,
 };
 const JSON: Scenario = Scenario {
     name: "(b) json x1, 64 conns",
     content_type: "application/json",
     batch: 1,
     conns: 64,
+    under_attack: false,
 };
+const UNDER_ATTACK: Scenario = Scenario {
+    name: "(c) json x1, 64 conns, under attack",
+    under_attack: true,
+    ..JSON
+};
+/// The body budget of the bot under attack (and of no other): the bound is this plus 64 MiB.
+const ATTACK_BUDGET_MIB: usize = 64;
+/// Its largest body, which the attacks send.
+const ATTACK_MAX_BODY: usize = 16 << 20;
 
 /// One WickrIO text message, padded to `LINE_BYTES - 1` bytes (no newline).
 fn message(id: u64) -> String {
@@ -140,6 +155,7 @@ struct Stats {
     latencies_us: Vec<u32>,
     secs: f64,
     rss_mib: f64,
+    attacks: u64,
 }
 
 impl Stats {
@@ -192,10 +208,11 @@ async fn worker(addr: String, t: Arc<Template>, ids: Arc<AtomicU64>, until: Inst
 }
 
 /// Starts a bot writing under `root` on a free loopback port; returns it and its address.
-fn spawn_bot(root: &Path) -> (Bot, String) {
+fn spawn_bot(root: &Path, extra: &[(&str, String)]) -> (Bot, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let bot = Command::new(env!("CARGO_BIN_EXE_retention-bot"))
         .env_clear()
+        .envs(extra.iter().map(|(k, v)| (k, v)))
         .env("WICKRIO_BOT_NAME", "bench")
         .env("WICKRIO_COMP_MESGDEST", root.join("m"))
         .env("WICKRIO_COMP_FILEDEST", root.join("f"))
@@ -274,13 +291,23 @@ fn count_lines(dir: &Path) -> (u64, u64) {
 }
 
 async fn run(s: &Scenario, root: &Path, secs: u64) -> Stats {
-    let (mut bot, addr) = spawn_bot(root);
+    let extra = if s.under_attack {
+        vec![
+            ("WICKRIO_INGEST_MAX_BUFFER", format!("{ATTACK_BUDGET_MIB}MiB")),
+            ("WICKRIO_INGEST_MAX_BODY", ATTACK_MAX_BODY.to_string()),
+            ("WICKRIO_INGEST_IDLE_SECS", "3".to_owned()),
+        ]
+    } else {
+        Vec::new()
+    };
+    let (mut bot, addr) = spawn_bot(root, &extra);
     wait_healthy(&mut bot, &addr).await;
     let (pid, me) = (bot.0.id(), std::process::id());
     let (template, ids) = (Arc::new(Template::new(s, &addr)), Arc::new(AtomicU64::new(0)));
     let (bot_cpu0, own_cpu0, start) = (cpu_secs(pid), cpu_secs(me), Instant::now());
     let until = start + Duration::from_secs(secs);
     let spawn = |_| tokio::spawn(worker(addr.clone(), template.clone(), ids.clone(), until));
+    let attackers = s.under_attack.then(|| tokio::spawn(attack_until(addr.clone(), until)));
     let mut st = Stats::default();
     for worker in (0..s.conns).map(spawn).collect::<Vec<_>>() {
         let w = worker.await.expect("worker task");
@@ -288,6 +315,9 @@ async fn run(s: &Scenario, root: &Path, secs: u64) -> Stats {
         st.latencies_us.extend(w.latencies_us);
     }
     st.secs = start.elapsed().as_secs_f64();
+    if let Some(attackers) = attackers {
+        st.attacks = attackers.await.expect("attack task");
+    }
     let bot_cpu = (cpu_secs(pid) - bot_cpu0) / st.secs * 100.0;
     let own_cpu = (cpu_secs(me) - own_cpu0) / st.secs * 100.0;
     let rss_now = vm_mib(pid, "VmRSS:");
@@ -303,6 +333,9 @@ async fn run(s: &Scenario, root: &Path, secs: u64) -> Stats {
     println!("  ack latency   p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
     let rate = requests as f64 / secs;
     println!("  requests      {requests} ({rate:.0}/s); non-202 or failed: {failed}");
+    if s.under_attack {
+        println!("  attacks       {} answered, none with 202", st.attacks);
+    }
     println!("  bot RSS       peak {rss:.1} MiB (VmHWM), {rss_now:.1} MiB at the end of the load (VmRSS)");
     println!("  CPU           bot {bot_cpu:.0}%, load generator {own_cpu:.0}% (100% = one core)");
     println!(
@@ -313,6 +346,27 @@ async fn run(s: &Scenario, root: &Path, secs: u64) -> Stats {
         "lines in the message files differ from the acknowledged messages"
     );
     st
+}
+
+/// Sixteen of every attack at once, round after round, until `until`; returns how many ran. An
+/// attack answered 202 (its data kept) stops the benchmark.
+async fn attack_until(addr: String, until: Instant) -> u64 {
+    let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the bot's port");
+    let mut done = 0;
+    while Instant::now() < until {
+        let mut round = tokio::task::JoinSet::new();
+        for kind in attacks::ATTACKS {
+            for _ in 0..16 {
+                round.spawn(async move { (kind, attacks::attack(kind, port, ATTACK_MAX_BODY).await) });
+            }
+        }
+        while let Some(answered) = round.join_next().await {
+            let (kind, answer) = answered.expect("attack task");
+            assert!(attacks::acceptable(kind, answer), "{kind:?} was answered {answer:?}");
+            done += 1;
+        }
+    }
+    done
 }
 
 /// Runs `dd if=/dev/zero of=<dir>/dd.tmp <args>`; returns MB/s and seconds from its summary line.
@@ -351,6 +405,7 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let a = rt.block_on(run(&NDJSON, &dir.join("a"), secs));
     let b = rt.block_on(run(&JSON, &dir.join("b"), secs));
+    let c = rt.block_on(run(&UNDER_ATTACK, &dir.join("c"), secs));
 
     let (a_msgs, a_mb, b_msgs, b_mb, b_p99) = (a.msgs_per_s(), a.mb_per_s(), b.msgs_per_s(), b.mb_per_s(), b.ms(0.99));
     let (rss, failed) = (a.rss_mib.max(b.rss_mib), a.failed + b.failed);
@@ -371,4 +426,10 @@ fn main() {
     row("(b) MB/s", format!("{b_mb:.1}"), &dsync, None);
     row("peak RSS MiB (a / b)", rss_both, "< 64", Some(rss < 64.0));
     row("non-202 or failed (a+b)", failed.to_string(), "0", Some(failed == 0));
+    let c_msgs = c.msgs_per_s();
+    let bound = (ATTACK_BUDGET_MIB + 64) as f64;
+    let c_rss = format!("{:.1}", c.rss_mib);
+    row("(c) msg/s under attack", format!("{c_msgs:.0}"), &format!("(b) {b_msgs:.0}: {:.0}%", c_msgs / b_msgs * 100.0), None);
+    row("(c) non-202 or failed", c.failed.to_string(), "0", Some(c.failed == 0));
+    row("(c) peak RSS MiB", c_rss, &format!("< {bound:.0} (budget {ATTACK_BUDGET_MIB} + 64)"), Some(c.rss_mib < bound));
 }

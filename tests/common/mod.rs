@@ -2,6 +2,7 @@
 //! directories, and reads back what it wrote.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod attacks;
 pub mod aws;
 pub mod faults;
 pub mod lagging_front;
