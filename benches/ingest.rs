@@ -351,7 +351,11 @@ async fn run(s: &Scenario, root: &Path, secs: u64) -> Stats {
 /// Sixteen of every attack at once, round after round, until `until`; returns how many ran. An
 /// attack answered 202 (its data kept) stops the benchmark.
 async fn attack_until(addr: String, until: Instant) -> u64 {
-    let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the bot's port");
+    let port: u16 = addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the bot's port");
     let mut done = 0;
     while Instant::now() < until {
         let mut round = tokio::task::JoinSet::new();
@@ -429,7 +433,17 @@ fn main() {
     let c_msgs = c.msgs_per_s();
     let bound = (ATTACK_BUDGET_MIB + 64) as f64;
     let c_rss = format!("{:.1}", c.rss_mib);
-    row("(c) msg/s under attack", format!("{c_msgs:.0}"), &format!("(b) {b_msgs:.0}: {:.0}%", c_msgs / b_msgs * 100.0), None);
+    row(
+        "(c) msg/s under attack",
+        format!("{c_msgs:.0}"),
+        &format!("(b) {b_msgs:.0}: {:.0}%", c_msgs / b_msgs * 100.0),
+        None,
+    );
     row("(c) non-202 or failed", c.failed.to_string(), "0", Some(c.failed == 0));
-    row("(c) peak RSS MiB", c_rss, &format!("< {bound:.0} (budget {ATTACK_BUDGET_MIB} + 64)"), Some(c.rss_mib < bound));
+    row(
+        "(c) peak RSS MiB",
+        c_rss,
+        &format!("< {bound:.0} (budget {ATTACK_BUDGET_MIB} + 64)"),
+        Some(c.rss_mib < bound),
+    );
 }

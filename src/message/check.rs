@@ -9,12 +9,16 @@ use std::fmt;
 
 use serde::Deserializer as _;
 use serde::de::{self, Deserialize, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::shape::{Kind, Shape};
 use super::{InvalidMessage, Lines};
 
 /// At most this many invalid messages are listed in an answer; the rest are counted.
 pub const MAX_LISTED: usize = 100;
+/// Most fields a message, or its `file` object, may have (a WickrIO message has about fifteen): the
+/// check keeps their names, which must not cost more memory than the body.
+pub const MAX_FIELDS: usize = 1024;
 
 /// Deepest nesting of arrays and objects a message may have. serde_json, Python's json and most
 /// readers refuse a few hundred levels or run out of stack: a message that no reader of the archive
@@ -80,13 +84,7 @@ pub fn check_line(text: &[u8], line: usize) -> Result<Checked, InvalidMessage> {
     walked.map_err(|e| InvalidMessage::new(line, None, json_problem(&e)))?;
     // After the walk, which refuses most hostile shapes at their first bytes (and is safe at any
     // depth: serde_json skips nested values without recursing).
-    nesting_within(text, MAX_DEPTH).map_err(|at| {
-        InvalidMessage::new(
-            line,
-            None,
-            format!("nested deeper than {MAX_DEPTH} levels (at byte {at}); readers of the archive could not take it"),
-        )
-    })?;
+    check_structure(text, MAX_DEPTH).map_err(|problem| InvalidMessage::new(line, None, problem))?;
     Ok(Checked {
         msgtype: shape.check(line)?,
     })
@@ -203,26 +201,58 @@ impl Compactor {
     }
 }
 
-/// Checks that arrays and objects in `text` nest at most `max` deep; else the byte where they go deeper.
-fn nesting_within(text: &[u8], max: usize) -> Result<(), usize> {
-    let mut c = Compactor::default();
-    let mut depth = 0usize;
-    for (at, b) in text.iter().enumerate() {
-        let outside = !c.in_string;
-        c.keep(*b);
-        if !outside {
-            continue;
-        }
-        match b {
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return Err(at);
+/// What the walk does not see in the values it skips: how deep arrays and objects nest, and
+/// whether every `\u` escape is a whole character (a lone surrogate such as `"\ud800"` is no
+/// character, and strict readers of the archive refuse it). Runs over valid JSON only.
+fn check_structure(text: &[u8], max_depth: usize) -> Result<(), String> {
+    let (mut depth, mut i) = (0usize, 0usize);
+    let mut in_string = false;
+    let hex4 = |at: usize| {
+        text.get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    while i < text.len() {
+        let b = text[i];
+        if in_string {
+            match b {
+                b'"' => in_string = false,
+                b'\\' if text.get(i + 1) == Some(&b'u') => {
+                    let unit = hex4(i + 2).unwrap_or(0);
+                    if (0xDC00..0xE000).contains(&unit) {
+                        return Err(format!("a lone low surrogate \\u{unit:04x} at byte {i}"));
+                    }
+                    if (0xD800..0xDC00).contains(&unit) {
+                        let low = (text.get(i + 6..i + 8) == Some(b"\\u".as_slice()))
+                            .then(|| hex4(i + 8))
+                            .flatten();
+                        if !low.is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
+                            return Err(format!("a lone high surrogate \\u{unit:04x} at byte {i}"));
+                        }
+                        i += 6;
+                    }
+                    i += 6;
+                    continue;
                 }
+                b'\\' => i += 1,
+                _ => {}
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max_depth {
+                        return Err(format!(
+                            "nested deeper than {max_depth} levels (at byte {i}); readers of the archive could not take it"
+                        ));
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
         }
+        i += 1;
     }
     Ok(())
 }
@@ -268,80 +298,6 @@ impl<'de> Deserialize<'de> for Key<'de> {
             }
         }
         d.deserialize_str(KeyVisitor)
-    }
-}
-
-/// A value's kind (and its value, if an integer), skipping over its content.
-struct Probe {
-    kind: Kind,
-    int: Option<i64>,
-}
-
-impl<'de> Deserialize<'de> for Probe {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ProbeVisitor)
-    }
-}
-
-struct ProbeVisitor;
-
-impl ProbeVisitor {
-    fn kind(kind: Kind) -> Probe {
-        Probe { kind, int: None }
-    }
-}
-
-impl<'de> Visitor<'de> for ProbeVisitor {
-    type Value = Probe;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Probe, E> {
-        Ok(Self::kind(Kind::Bool))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Probe, E> {
-        Ok(Probe {
-            kind: Kind::Number,
-            int: Some(v),
-        })
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Probe, E> {
-        Ok(Probe {
-            kind: Kind::Number,
-            int: i64::try_from(v).ok(),
-        })
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Probe, E> {
-        Ok(Self::kind(Kind::Number))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Probe, E> {
-        Ok(Self::kind(Kind::String))
-    }
-    fn visit_unit<E>(self) -> Result<Probe, E> {
-        Ok(Self::kind(Kind::Null))
-    }
-    fn visit_none<E>(self) -> Result<Probe, E> {
-        Ok(Self::kind(Kind::Null))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Probe, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Self::kind(Kind::Array))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
-        let Some(Key(first)) = map.next_key()? else {
-            return Ok(Self::kind(Kind::Object));
-        };
-        if first == NUMBER_TOKEN {
-            let digits: Cow<'de, str> = map.next_value::<Key>()?.0;
-            return Ok(Probe {
-                kind: Kind::Number,
-                int: digits.parse().ok(),
-            });
-        }
-        map.next_value::<IgnoredAny>()?;
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Self::kind(Kind::Object))
     }
 }
 
@@ -398,22 +354,50 @@ impl<'de> Visitor<'de> for Top<'_> {
                 return self.not_an_object(Kind::Number);
             }
             if Shape::cares_about(&name) {
-                let probe: Probe = map.next_value()?;
-                self.shape.saw(&name, probe.kind, probe.int);
+                // Classified by its own text: a value that is not what it seems (an object posing as
+                // a number through serde_json's number token) cannot fool the rules.
+                let raw: &'de RawValue = map.next_value()?;
+                let (kind, int) = classify(raw.get());
+                if name == "file"
+                    && kind == Kind::Object
+                    && let Some(problem) = super::file_line::duplicate_key(raw.get())
+                {
+                    return self.refuse(&name, problem);
+                }
+                self.shape.saw(&name, kind, int);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
+            if names.len() >= MAX_FIELDS {
+                return self.refuse(&name, format!("more than {MAX_FIELDS} fields"));
+            }
             if !names.insert(name.clone()) {
-                *self.problem = Some(InvalidMessage::new(
-                    self.line,
-                    Some(&name),
-                    "appears more than once; a field may appear once".into(),
-                ));
-                return Err(de::Error::custom("duplicate field"));
+                return self.refuse(&name, "appears more than once; a field may appear once".into());
             }
         }
         Ok(())
     }
+}
+
+impl Top<'_> {
+    fn refuse<E: de::Error>(self, field: &str, problem: String) -> Result<(), E> {
+        *self.problem = Some(InvalidMessage::new(self.line, Some(field), problem));
+        Err(E::custom("refused"))
+    }
+}
+
+/// A value's kind from its first byte (JSON's grammar decides it), and its value if it is an
+/// integer that fits 64 bits.
+fn classify(text: &str) -> (Kind, Option<i64>) {
+    let kind = match text.as_bytes().first() {
+        Some(b'{') => Kind::Object,
+        Some(b'[') => Kind::Array,
+        Some(b'"') => Kind::String,
+        Some(b't' | b'f') => Kind::Bool,
+        Some(b'n') => Kind::Null,
+        _ => return (Kind::Number, text.parse().ok()),
+    };
+    (kind, None)
 }
 
 #[cfg(test)]
@@ -509,6 +493,35 @@ mod tests {
             "[".repeat(500)
         );
         check_line(shallow.as_bytes(), 1).unwrap();
+    }
+
+    #[test]
+    fn escapes_must_be_whole_characters() {
+        let with =
+            |s: &str| format!(r#"{{"msgtype":1000,"message_id":"x","msg_ts":"1","sender":"a","message":"{s}"}}"#);
+        check_line(with(r"a \ud83d\ude00 pair and \u00e9").as_bytes(), 1).unwrap();
+        for lone in [r"\ud800", r"\ud800x", r"\ude00", r"\ud800\u0041"] {
+            let e = check_line(with(lone).as_bytes(), 1).unwrap_err();
+            assert!(e.problem.contains("lone"), "{lone}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_value_posing_as_a_number_is_not_taken_for_one() {
+        let forged = r#"{"msgtype":{"$serde_json::private::Number":"6000"},"message_id":"x","msg_ts":"1","sender":"a","file":{}}"#;
+        let e = check_line(forged.as_bytes(), 1).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("msgtype"), "{e}");
+    }
+
+    #[test]
+    fn a_file_object_names_each_key_once_and_fields_are_bounded() {
+        let twice = r#"{"msgtype":6000,"message_id":"x","msg_ts":"1","sender":"a","file":{"filename":"a.pdf","filename":"x.exe"}}"#;
+        let e = check_line(twice.as_bytes(), 1).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("file"));
+        assert!(e.problem.contains("filename"), "{e}");
+        let many: String = (0..=MAX_FIELDS).map(|i| format!(r#""k{i}":0,"#)).collect();
+        let wide = format!(r#"{{{many}"msgtype":1000,"message_id":"x","msg_ts":"1","sender":"a"}}"#);
+        assert!(check_line(wide.as_bytes(), 1).unwrap_err().problem.contains("fields"));
     }
 
     #[test]

@@ -39,6 +39,24 @@ impl<'a> Entries<'a> {
     }
 }
 
+/// Whether an object's text (valid JSON) names a key twice, or has more keys than a message may:
+/// the problem, if so. A `file` object read two ways (first or last `filename`) would name one file
+/// to the bot and another to a reader of the archive.
+pub(super) fn duplicate_key(object: &str) -> Option<String> {
+    let Ok(entries) = serde_json::from_str::<Entries>(object) else {
+        return Some("is not an object".into());
+    };
+    if entries.0.len() > super::check::MAX_FIELDS {
+        return Some(format!("has more than {} keys", super::check::MAX_FIELDS));
+    }
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .0
+        .iter()
+        .find(|(k, _)| !seen.insert(k.as_ref()))
+        .map(|(k, _)| format!("key `{k}` appears more than once"))
+}
+
 /// The `file.filename` a checked file message names, if it is a string.
 pub fn file_name(text: &[u8]) -> Option<String> {
     let top: Entries = serde_json::from_slice(text).ok()?;

@@ -150,4 +150,3 @@ pub fn acceptable(kind: Attack, answer: Option<u16>) -> bool {
         _ => matches!(answer, None | Some(400 | 413 | 503)),
     }
 }
-
