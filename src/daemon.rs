@@ -134,8 +134,9 @@ pub async fn run(
         );
         app = app.merge(http::router(Arc::new(ingest)));
     }
+    // Headers are small: a client that cannot send them in a few seconds only holds a connection.
     let limits = serve::Limits {
-        header_timeout: config.ingest.idle,
+        header_timeout: config.ingest.idle.min(serve::HEADER_TIMEOUT),
         max_connections: config.ingest.max_connections,
     };
     let mut server = tokio::spawn(serve::serve(listener, app, limits, pipeline.metrics.clone(), http_stop));

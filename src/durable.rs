@@ -96,6 +96,10 @@ fn open_checked(path: &Path, options: &mut OpenOptions) -> std::io::Result<File>
             ),
         )
     };
+    // Looked at before it is opened: opening a device node can itself have effects.
+    if !std::fs::symlink_metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
     let file = options
         .custom_flags(BY_NAME)
         .open(path)

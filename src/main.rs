@@ -177,7 +177,9 @@ const REPORT_FLUSH: Duration = Duration::from_secs(5);
 /// event first, when the SNS topic is known.
 fn start(runtime: &tokio::runtime::Runtime, command: Command, stdout_open: bool) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
-    for (name, closest) in config::unknown_settings(std::env::vars().map(|(k, _)| k)) {
+    // vars_os: a variable that is not Unicode is not a reason to panic.
+    let names = std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned());
+    for (name, closest) in config::unknown_settings(names) {
         match closest {
             Some(meant) => tracing::warn!("{name} is not a setting and is ignored; did you mean {meant}?"),
             None => tracing::warn!("{name} is not a setting and is ignored (retention-bot --help lists them)"),
@@ -260,7 +262,8 @@ fn start(runtime: &tokio::runtime::Runtime, command: Command, stdout_open: bool)
             &config.identity,
             secret_password,
             &mut Terminal,
-            &mut *banner_out(stdout_open),
+            // With the password going into the secret too, a banner nobody reads locks nobody out.
+            &mut *banner_out(stdout_open || (config.secret_update && location.is_some())),
             &metrics,
         );
         let identity = match identity {

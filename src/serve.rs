@@ -132,6 +132,9 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// Longest a request's headers may take (less when `WICKRIO_INGEST_IDLE_SECS` is shorter).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Bytes hyper buffers per connection (its default is about 400 KiB): with the connection cap, this
 /// bounds what connections hold outside the body budget (512 × 64 KiB = 32 MiB).
 pub const READ_BUFFER: usize = 64 << 10;
@@ -178,10 +181,13 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, metrics: 
     graceful.shutdown().await;
 }
 
-/// Tells a connection over the cap why, without waiting on it, and closes it.
-fn turn_away(stream: TcpStream, peer: SocketAddr) {
+/// Tells a connection over the cap why (giving it a second to take the answer) and closes it.
+fn turn_away(mut stream: TcpStream, peer: SocketAddr) {
+    use tokio::io::AsyncWriteExt;
     tracing::debug!(%peer, "connection refused: too many open");
-    let _ = stream.try_write(TOO_MANY);
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(TOO_MANY)).await;
+    });
 }
 
 #[cfg(test)]

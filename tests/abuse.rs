@@ -170,7 +170,13 @@ async fn sixteen_largest_bodies_at_once_stay_within_the_budget() {
     .await;
     let port = bot.port;
     let mut all = tokio::task::JoinSet::new();
-    for kind in [Attack::InvalidLines] {
+    for kind in [
+        Attack::InvalidLines,
+        Attack::NumberArray,
+        Attack::NoBoundary,
+        Attack::ManyFields,
+        Attack::SendAndHangUp,
+    ] {
         for _ in 0..16 {
             all.spawn(async move { (kind, attack(kind, port, max_body).await) });
         }

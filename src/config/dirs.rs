@@ -16,7 +16,8 @@ pub fn check_private_dir(var: &'static str, dir: &Path) -> Result<(), ConfigErro
     check_private_dir_for(var, dir, nix::unistd::geteuid().as_raw())
 }
 
-fn check_private_dir_for(var: &'static str, dir: &Path, me: u32) -> Result<(), ConfigError> {
+fn check_private_dir_for(var: &'static str, configured: &Path, me: u32) -> Result<(), ConfigError> {
+    let dir = configured;
     // Through any links to the directory really used (a link someone could swap needs a parent
     // they can write to, which the walk up below refuses).
     let real = std::fs::canonicalize(dir).map_err(|e| {
@@ -66,8 +67,13 @@ fn check_private_dir_for(var: &'static str, dir: &Path, me: u32) -> Result<(), C
             format!("a directory only the bot writes: chmod go-w {}", dir.display()),
         ));
     }
-    let mut above = dir.parent();
-    while let Some(parent) = above.filter(|p| !p.as_os_str().is_empty()) {
+    // Above the directory as configured (whoever may write there may re-point a link in it) and
+    // above the directory it really is.
+    let configured = std::path::absolute(configured).unwrap_or_else(|_| configured.to_owned());
+    let mut parents: Vec<&Path> = configured.ancestors().skip(1).chain(dir.ancestors().skip(1)).collect();
+    parents.sort();
+    parents.dedup();
+    for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
         let meta = std::fs::metadata(parent).map_err(|e| {
             ConfigError::new(
                 var,
@@ -96,7 +102,6 @@ fn check_private_dir_for(var: &'static str, dir: &Path, me: u32) -> Result<(), C
                 "directories above it owned by root or the bot's user and not writable by others (or sticky, like /tmp)",
             ));
         }
-        above = parent.parent();
     }
     Ok(())
 }
@@ -181,15 +186,26 @@ mod tests {
     }
 
     #[test]
-    fn a_link_is_judged_by_the_directory_it_leads_to() {
+    fn a_link_is_judged_by_the_directory_it_leads_to_and_by_where_it_lies() {
         let root = tempfile::tempdir().unwrap();
         let real = root.path().join("real");
         std::fs::create_dir(&real).unwrap();
-        let link = root.path().join("link");
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let link = shared.join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         check_private_dir("V", &link).unwrap();
         chmod(&real, 0o777);
-        assert!(check_private_dir("V", &link).is_err());
+        assert!(check_private_dir("V", &link).is_err(), "the directory it leads to");
+        chmod(&real, 0o700);
+        // Whoever may write where the link lies may point it elsewhere.
+        chmod(&shared, 0o777);
+        assert!(
+            check_private_dir("V", &link)
+                .unwrap_err()
+                .to_string()
+                .contains("others may write")
+        );
     }
 
     #[test]

@@ -112,7 +112,14 @@ pub fn parse_one(mut body: Vec<u8>) -> Result<(Lines, Checked), Refused> {
     let end = compact_within(&mut body, 0, len, 0);
     body.truncate(end);
     body.push(b'\n');
-    Ok((Lines { bytes: body, count: 1 }, checked))
+    Ok((
+        Lines {
+            bytes: body,
+            count: 1,
+            accounted: None,
+        },
+        checked,
+    ))
 }
 
 /// A newline-delimited body: every non-blank line is a message, and line numbers count every line
@@ -157,6 +164,7 @@ pub fn parse_ndjson(mut body: Vec<u8>) -> Result<Lines, Refused> {
     Ok(Lines {
         bytes: body,
         count: refused.seen,
+        accounted: None,
     })
 }
 

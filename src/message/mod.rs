@@ -102,10 +102,23 @@ impl Message {
 }
 
 /// A batch of valid messages, rendered as the lines the spool writes.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Lines {
     pub bytes: Vec<u8>,
     pub count: usize,
+    /// What the bytes' memory is accounted to (a request's share of the body budget), given back
+    /// when they are dropped, wherever that is: a request that hangs up cannot free the share of
+    /// bytes still queued for the spool.
+    pub accounted: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for Lines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lines")
+            .field("bytes", &self.bytes.len())
+            .field("count", &self.count)
+            .finish()
+    }
 }
 
 impl Lines {

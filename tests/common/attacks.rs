@@ -27,9 +27,14 @@ pub enum Attack {
     NumberArray,
     /// A message with a field nested far deeper than any parser's stack.
     DeepNesting,
+    /// The largest body, one message with a million distinct fields.
+    ManyFields,
+    /// The largest body (valid messages but the last), and a hang-up as soon as it is sent: the bot
+    /// checks it after its client has gone.
+    SendAndHangUp,
 }
 
-pub const ATTACKS: [Attack; 8] = [
+pub const ATTACKS: [Attack; 10] = [
     Attack::HalfHeader,
     Attack::PromisedBody,
     Attack::TrickledBody,
@@ -38,6 +43,8 @@ pub const ATTACKS: [Attack; 8] = [
     Attack::InvalidLines,
     Attack::NumberArray,
     Attack::DeepNesting,
+    Attack::ManyFields,
+    Attack::SendAndHangUp,
 ];
 
 fn head(port: u16, content_type: &str, length: usize) -> Vec<u8> {
@@ -130,6 +137,33 @@ pub async fn attack(kind: Attack, port: u16, max_body: usize) -> Option<u16> {
             body.push(b']');
             send_and_read(port, "application/json", body).await
         }
+        Attack::ManyFields => {
+            let mut body = br#"{"msgtype":1000,"message_id":"m","msg_ts":"1","sender":"x""#.to_vec();
+            let mut i = 0u32;
+            while body.len() < max_body - 32 {
+                body.extend_from_slice(format!(r#","f{i:x}":0"#).as_bytes());
+                i += 1;
+            }
+            body.push(b'}');
+            send_and_read(port, "application/json", body).await
+        }
+        Attack::SendAndHangUp => {
+            let line = br#"{"msgtype":1000,"message_id":"h","msg_ts":"1","sender":"x","message":"hang up"}"#;
+            let mut body = Vec::with_capacity(max_body);
+            while body.len() + line.len() + 8 < max_body {
+                body.extend_from_slice(line);
+                body.push(b'\n');
+            }
+            body.extend_from_slice(b"invalid");
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            conn.write_all(&head(port, "application/x-ndjson", body.len()))
+                .await
+                .ok()?;
+            conn.write_all(&body).await.ok()?;
+            // Gone before the answer: whatever the bot does with the body, it accounts for it.
+            drop(conn);
+            Some(0)
+        }
         Attack::DeepNesting => {
             let depth = 100_000;
             let body = format!(
@@ -145,8 +179,9 @@ pub async fn attack(kind: Attack, port: u16, max_body: usize) -> Option<u16> {
 /// What an attack may be answered with: a refusal, a timeout, or a closed connection; never 202.
 pub fn acceptable(kind: Attack, answer: Option<u16>) -> bool {
     match kind {
-        Attack::TrickledBody => true,
+        Attack::TrickledBody | Attack::SendAndHangUp => true,
         Attack::HalfHeader | Attack::PromisedBody => matches!(answer, None | Some(408)),
-        _ => matches!(answer, None | Some(400 | 413 | 503)),
+        // 408: a body that waited for the budget and then was not whole in time.
+        _ => matches!(answer, None | Some(400 | 408 | 413 | 503)),
     }
 }

@@ -61,10 +61,25 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
         state.metrics.incr(Counter::MessagesRxFailed);
         e
     };
-    message::check_line(&text, 1)
-        .and_then(|checked| require_file_message(checked.msgtype))
-        .map_err(|e| refused(ApiError::invalid(&[e], 0)))?;
-    let safe = message::file_name(&text)
+    // A large message part is checked on the blocking pool, as a large JSON body is.
+    let inline = text.len() <= super::PARSE_INLINE;
+    let check = move || {
+        let checked = message::check_line(&text, 1).and_then(|c| require_file_message(c.msgtype));
+        let name = message::file_name(&text);
+        (text, checked, name)
+    };
+    let (text, checked, requested) = if inline {
+        check()
+    } else {
+        tokio::task::spawn_blocking(check).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the check of the message failed: {e}"),
+            )
+        })?
+    };
+    checked.map_err(|e| refused(ApiError::invalid(&[e], 0)))?;
+    let safe = requested
         .map(|name| safe_attachment_name(&name))
         .transpose()
         .map_err(|e| refused(bad(format!("field `file.filename`: {e}; nothing was written"))))?;
@@ -94,6 +109,7 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
         )));
     }
     // From here on the work runs to its end even if the client hangs up.
+    // The message's share goes with its text, and then with its line into the spool's queue.
     let line = move |local: &str| {
         let mut lines = Lines::default();
         // The text was checked above, so it parses again.
@@ -101,10 +117,10 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
             lines.bytes = bytes;
             lines.count = 1;
         }
+        lines.accounted = Some(Box::new(share));
         lines
     };
     let stored = state.spool.store_attachment(partial, safe, line).await?;
-    drop(share);
     let local = stored.path.to_string_lossy();
     Ok(json!({ "accepted": 1, "localfilename": local, "bytes": stored.bytes }))
 }

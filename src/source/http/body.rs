@@ -1,13 +1,16 @@
 //! Request bodies in memory, bounded. Every byte held is covered by the shared budget
 //! (`WICKRIO_INGEST_MAX_BUFFER`) before it is kept, reserved as it arrives rather than from what
 //! `Content-Length` promises: a client that announces 16 MiB and sends nothing holds nothing. A body
-//! that stops arriving for `WICKRIO_INGEST_IDLE_SECS` is answered 408 and its share released.
+//! that stops arriving for `WICKRIO_INGEST_IDLE_SECS`, or is not whole within four times that, is
+//! answered 408 and its share released. A share is owned, so it goes wherever the body goes (into the
+//! check on the blocking pool, into the spool's queue) and is given back only when the body's memory is.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use futures_util::StreamExt;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ApiError;
 
@@ -25,35 +28,38 @@ const SMALL_LANE: usize = 8 << 20;
 /// The bytes of request bodies that may be in memory at once, in KiB: `WICKRIO_INGEST_MAX_BUFFER`,
 /// plus the small lane.
 pub(super) struct Budget {
-    large: Semaphore,
-    small: Semaphore,
+    large: Arc<Semaphore>,
+    small: Arc<Semaphore>,
+    large_kib: u32,
 }
 
 /// A request's share of the budget, released when dropped.
 #[derive(Default)]
-pub(super) struct Share<'a> {
-    permit: Option<SemaphorePermit<'a>>,
+pub struct Share {
+    permit: Option<OwnedSemaphorePermit>,
     kib: u32,
     in_small_lane: bool,
 }
 
 impl Budget {
     pub(super) fn new(bytes: usize) -> Self {
+        let large_kib = kib(bytes);
         Budget {
-            large: Semaphore::new(bytes.div_ceil(1024)),
-            small: Semaphore::new(SMALL_LANE / 1024),
+            large: Arc::new(Semaphore::new(large_kib as usize)),
+            small: Arc::new(Semaphore::new(SMALL_LANE / 1024)),
+            large_kib,
         }
     }
 
-    /// Grows `share` to cover `bytes`.
-    pub(super) async fn cover<'a>(&'a self, share: &mut Share<'a>, bytes: usize) -> Result<(), ApiError> {
-        let want = kib(bytes);
+    /// Grows `share` to cover `bytes`, never past the whole budget (one request may have it all).
+    pub(super) async fn cover(&self, share: &mut Share, bytes: usize) -> Result<(), ApiError> {
+        let want = kib(bytes).min(self.large_kib);
         if want <= share.kib {
             return Ok(());
         }
         if bytes <= SMALL_BODY
             && (share.permit.is_none() || share.in_small_lane)
-            && let Ok(more) = self.small.try_acquire_many(want - share.kib)
+            && let Ok(more) = self.small.clone().try_acquire_many_owned(want - share.kib)
         {
             share.in_small_lane = true;
             share.add(more, want);
@@ -73,11 +79,11 @@ impl Budget {
 
     /// `kib` of the budget. Whatever is free is taken at once, ahead of the queue (the semaphore's
     /// queue is first come, first served); else it waits, at most BUDGET_WAIT.
-    async fn take(&self, kib: u32) -> Result<SemaphorePermit<'_>, ApiError> {
-        if let Ok(permit) = self.large.try_acquire_many(kib) {
+    async fn take(&self, kib: u32) -> Result<OwnedSemaphorePermit, ApiError> {
+        if let Ok(permit) = self.large.clone().try_acquire_many_owned(kib) {
             return Ok(permit);
         }
-        tokio::time::timeout(BUDGET_WAIT, self.large.acquire_many(kib))
+        tokio::time::timeout(BUDGET_WAIT, self.large.clone().acquire_many_owned(kib))
             .await
             .map_err(|_| {
                 ApiError::new(
@@ -89,8 +95,8 @@ impl Budget {
     }
 }
 
-impl<'a> Share<'a> {
-    fn add(&mut self, more: SemaphorePermit<'a>, total_kib: u32) {
+impl Share {
+    fn add(&mut self, more: OwnedSemaphorePermit, total_kib: u32) {
         self.kib = total_kib;
         match &mut self.permit {
             Some(permit) => permit.merge(more),
@@ -112,19 +118,25 @@ pub(super) struct Limits {
 
 /// Reads a body (or one multipart part) into memory within `limits`, covering every byte of the
 /// buffer with `share`: 413 beyond `max`, 408 when no data comes for `idle`.
-pub(super) async fn read<'a, S, E>(
+pub(super) async fn read<S, E>(
     mut stream: S,
     limits: Limits,
-    budget: &'a Budget,
-    share: &mut Share<'a>,
+    budget: &Budget,
+    share: &mut Share,
 ) -> Result<Vec<u8>, ApiError>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let mut buf: Vec<u8> = Vec::new();
+    // A body dribbled in just under the idle limit would hold its share for ever: it must be whole
+    // within four times that limit.
+    let deadline = tokio::time::Instant::now() + limits.idle * 4;
     loop {
-        let chunk = match tokio::time::timeout(limits.idle, stream.next()).await {
+        let wait = limits
+            .idle
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let chunk = match tokio::time::timeout(wait, stream.next()).await {
             Err(_) => return Err(idle(limits.idle)),
             Ok(None) => return Ok(buf),
             Ok(Some(chunk)) => chunk
@@ -159,8 +171,9 @@ pub(super) fn idle(after: Duration) -> ApiError {
     ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
         format!(
-            "no data for {} s (WICKRIO_INGEST_IDLE_SECS): the request was abandoned and nothing of it kept",
-            after.as_secs()
+            "no data for {} s (WICKRIO_INGEST_IDLE_SECS), or not whole within {} s: the request was abandoned and nothing of it kept",
+            after.as_secs(),
+            after.as_secs() * 4
         ),
     )
 }

@@ -30,7 +30,7 @@ use body::{Budget, Limits, Share};
 
 /// Bodies up to this size are checked on the async worker (a few microseconds); larger ones on the
 /// blocking pool.
-const PARSE_INLINE: usize = 64 << 10;
+pub(super) const PARSE_INLINE: usize = 64 << 10;
 
 /// What the handlers share.
 pub struct HttpState {
@@ -211,12 +211,17 @@ async fn post_json(state: &HttpState, req: Request, ndjson: bool) -> Result<serd
     // Checked, and made the batch, in place: the body's memory is all the request takes. A large
     // body is checked on the blocking pool, so that a few megabytes of (perhaps hostile) JSON never
     // hold the async workers every other request needs.
+    // The share goes with the body: into the check, then into the spool's queue with the lines.
     let parse = move || {
-        if ndjson {
+        let parsed = if ndjson {
             message::parse_ndjson(body)
         } else {
             message::parse_one(body).map(|(lines, _)| lines)
-        }
+        };
+        parsed.map(|mut lines| {
+            lines.accounted = Some(Box::new(share));
+            lines
+        })
     };
     let parsed = if body_len <= PARSE_INLINE {
         parse()

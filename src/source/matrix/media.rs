@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use matrix_sdk::Client;
 use matrix_sdk::ruma::events::room::MediaSource;
@@ -14,6 +15,9 @@ use matrix_sdk_base::crypto::AttachmentDecryptor;
 
 use super::MatrixError;
 use crate::spool::{PartialAttachment, Spool, SpoolError};
+
+/// A download that sends nothing for this long is given up (and tried again).
+const STALLED: Duration = Duration::from_secs(60);
 
 /// Why media was not saved, for the message's `matrix.media_error`.
 pub(super) enum NotSaved {
@@ -75,10 +79,16 @@ pub(super) async fn download(
     };
     let mut received = 0u64;
     loop {
-        let chunk = match response.chunk().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(e) => return Ok(Err(NotSaved::Retry(format!("the download of {uri} broke off: {e}")))),
+        let chunk = match tokio::time::timeout(STALLED, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => return Ok(Err(NotSaved::Retry(format!("the download of {uri} broke off: {e}")))),
+            Err(_) => {
+                return Ok(Err(NotSaved::Retry(format!(
+                    "the download of {uri} stalled for {} s",
+                    STALLED.as_secs()
+                ))));
+            }
         };
         received += chunk.len() as u64;
         if received > max {
@@ -116,7 +126,9 @@ async fn get(client: &Client, path: &str, authenticated: bool) -> Result<matrix_
         .homeserver()
         .join(path)
         .map_err(|e| NotSaved::Refused(format!("cannot make a media URL: {e}")))?;
-    let mut request = client.http_client().get(url);
+    // No time limit on the whole download (matrix-sdk's client gives up after 30 s, too soon for a
+    // video); a download that stops moving is cut off by STALLED instead.
+    let mut request = client.http_client().get(url).timeout(Duration::from_secs(24 * 3600));
     if authenticated && let Some(token) = client.access_token() {
         request = request.bearer_auth(token);
     }

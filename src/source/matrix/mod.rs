@@ -48,6 +48,9 @@ const SYNC_WAIT: Duration = Duration::from_secs(30);
 const PAGE: u32 = 100;
 /// Event IDs remembered to skip repeats (e.g. a sync read again after an error).
 const SEEN_CAPACITY: usize = 100_000;
+/// Forward requests for one page of a gap at most (each `PAGE` events): a bound on what one page
+/// can grow to between the backward pass and the forward one.
+const MAX_READS_PER_PAGE: usize = 100;
 /// Tries of a media download before its message is written without the file.
 const MEDIA_TRIES: u32 = 4;
 
@@ -464,14 +467,24 @@ impl Gap {
     /// events up to the last one captured.
     async fn read(&self, room: &Room, n: usize) -> Result<Vec<TimelineEvent>, MatrixError> {
         let i = self.pages() - 1 - n;
-        let mut options = MessagesOptions::forward().from(self.bounds[i + 1].as_deref());
-        options.to = self.bounds[i].clone();
-        options.limit = PAGE.into();
-        let page = room
-            .messages(options)
-            .await
-            .map_err(|e| MatrixError::Request(format!("cannot read room {}: {e}", room.room_id())))?;
-        let mut events = page.chunk;
+        let mut events = Vec::new();
+        let mut from = self.bounds[i + 1].clone();
+        // Usually one request; more if the range grew meanwhile (history backfilled over federation).
+        for _ in 0..MAX_READS_PER_PAGE {
+            let mut options = MessagesOptions::forward().from(from.as_deref());
+            options.to = self.bounds[i].clone();
+            options.limit = PAGE.into();
+            let page = room
+                .messages(options)
+                .await
+                .map_err(|e| MatrixError::Request(format!("cannot read room {}: {e}", room.room_id())))?;
+            let done = page.chunk.is_empty() || page.end.is_none() || page.end == self.bounds[i];
+            events.extend(page.chunk);
+            if done {
+                break;
+            }
+            from = page.end;
+        }
         if n == 0
             && let Some(stop_at) = &self.stop_at
             && let Some(at) = events
