@@ -1,7 +1,7 @@
 //! The `retention-bot` command: the daemon and its tools.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,7 +246,12 @@ fn start(runtime: &tokio::runtime::Runtime, command: Command, stdout_open: bool)
             config.spool.mesg_dest.as_path(),
             config.spool.file_dest.as_path(),
         ];
-        if let Err(e) = privileges::drop_root(run_as, &own) {
+        let handed: Vec<&Path> = own
+            .iter()
+            .copied()
+            .chain(config.made_dirs.iter().map(PathBuf::as_path))
+            .collect();
+        if let Err(e) = privileges::drop_root(run_as, &handed) {
             break 'run refuse(1, EventKind::Fatal, e.to_string());
         }
         let vars = ["WICKRIO_STATE_DIR", "WICKRIO_COMP_MESGDEST", "WICKRIO_COMP_FILEDEST"];

@@ -106,6 +106,10 @@ pub struct Config {
     /// `WICKRIO_SECRET_UPDATE`: write a generated or rotated password into the secret (whose
     /// location the binary reads first, to fetch the settings).
     pub secret_update: bool,
+    /// The topmost directory start-up created on the way to each of the bot's directories: started
+    /// as root with `WICKRIO_RUN_AS`, these are handed over too, or the bot's user could not pass
+    /// through them (made under umask 027, they are root's and closed to others).
+    pub made_dirs: Vec<PathBuf>,
 }
 
 /// The log format is read on its own, before anything else, so that even configuration errors are
@@ -230,9 +234,14 @@ impl Config {
             ));
         }
 
-        check_writable_dir("WICKRIO_STATE_DIR", &state_dir)?;
-        check_writable_dir("WICKRIO_COMP_MESGDEST", &mesg_dest)?;
-        check_writable_dir("WICKRIO_COMP_FILEDEST", &file_dest)?;
+        let made_dirs = [
+            check_writable_dir("WICKRIO_STATE_DIR", &state_dir)?,
+            check_writable_dir("WICKRIO_COMP_MESGDEST", &mesg_dest)?,
+            check_writable_dir("WICKRIO_COMP_FILEDEST", &file_dest)?,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
 
         Ok(Config {
             bot_name,
@@ -254,6 +263,7 @@ impl Config {
             s3,
             reporting,
             secret_update,
+            made_dirs,
         })
     }
 }
@@ -357,9 +367,15 @@ fn check_path_component(var: &'static str, value: &str) -> Result<(), ConfigErro
 }
 
 /// Makes the directory if needed and proves it writable by creating and removing a probe file, so
-/// that a read-only mount fails at start-up rather than at the first message.
-fn check_writable_dir(var: &'static str, dir: &Path) -> Result<(), ConfigError> {
+/// that a read-only mount fails at start-up rather than at the first message. Returns the topmost
+/// directory it created, if any.
+fn check_writable_dir(var: &'static str, dir: &Path) -> Result<Option<PathBuf>, ConfigError> {
     let accepted = "a directory this user can create files in (check the volume mount and its owner)";
+    let made = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
+        .last()
+        .map(Path::to_owned);
     std::fs::create_dir_all(dir)
         .map_err(|e| ConfigError::new(var, format!("cannot create directory {}: {e}", dir.display()), accepted))?;
     let mut nonce = [0u8; 8];
@@ -377,7 +393,8 @@ fn check_writable_dir(var: &'static str, dir: &Path) -> Result<(), ConfigError> 
                 format!("directory {} is not writable: {e}", dir.display()),
                 accepted,
             )
-        })
+        })?;
+    Ok(made)
 }
 
 #[cfg(test)]
@@ -415,6 +432,24 @@ mod tests {
         assert_eq!(c.spool.rotate_after, None);
         assert_eq!(c.ingest.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.ingest.max_body, 16 << 20);
+    }
+
+    #[test]
+    fn the_topmost_directory_start_up_made_is_remembered_for_the_hand_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pairs = with_dirs(dir.path(), &[]);
+        pairs.retain(|(k, _)| *k != "WICKRIO_COMP_MESGDEST");
+        pairs.push((
+            "WICKRIO_COMP_MESGDEST",
+            dir.path().join("compliance/messages").display().to_string(),
+        ));
+        let c = parse(pairs.clone()).unwrap();
+        let mut made = c.made_dirs.clone();
+        made.sort();
+        let want = ["compliance", "f", "s"].map(|d| dir.path().join(d));
+        assert_eq!(made, want);
+        // A second start made nothing.
+        assert!(parse(pairs).unwrap().made_dirs.is_empty());
     }
 
     #[test]

@@ -98,6 +98,8 @@ fn open_regular(path: &Path) -> std::io::Result<Option<File>> {
 /// Truncates `file` after its last complete line that is valid JSON; returns (kept, dropped) bytes.
 pub(crate) fn cut_torn_tail(file: &File) -> std::io::Result<(u64, u64)> {
     let total = file.metadata()?.len();
+    // From the start, wherever the file's position was left.
+    std::io::Seek::rewind(&mut &*file)?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let (mut offset, mut good) = (0u64, 0u64);
     let mut line = Vec::new();
@@ -185,6 +187,13 @@ mod tests {
         assert_eq!(closed, vec![(dir.path().join("rm_x_1.suspect.txt"), 8)]);
         assert_eq!(std::fs::read(&closed[0].0).unwrap(), b"{\"a\":1}\n");
         assert!(!acked_note(&open).exists());
+    }
+
+    #[test]
+    fn the_cut_reads_from_the_start_whatever_the_position() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"{\"a\":1}\n{\"b\"").unwrap();
+        assert_eq!(cut_torn_tail(&f).unwrap(), (8, 4));
     }
 
     #[test]
