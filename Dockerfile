@@ -2,10 +2,12 @@
 #
 #   docker build -t retention-bot .
 #   docker run -v /opt/compliancebot:/tmp/compliancebot -d --restart on-failure:5 --name=compliancebot -ti \
+#     -p 8080:8080 -e WICKRIO_INGEST_ADDR=0.0.0.0:8080 -e WICKRIO_INGEST_TOKEN=... \
 #     -e WICKRIO_BOT_NAME=compliancebot -e WICKRIO_BOT_PASSWORD=... retention-bot
 #
-# The same `docker run` line as the original's. The bot starts as root only to hand its directories
-# (often a root-owned volume) to the unprivileged user `bot` (WICKRIO_RUN_AS), then runs as that user.
+# The same `docker run` line as the original's, plus the published HTTP source (docs/deployment.md).
+# The bot starts as root only to hand its directories (often a root-owned volume) to the unprivileged
+# user `bot` (WICKRIO_RUN_AS), then runs as that user.
 # It is PID 1 itself: it handles SIGTERM (`docker stop`) and SIGINT, and starts no child processes.
 
 # ---- build ---------------------------------------------------------------------------------------

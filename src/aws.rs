@@ -111,5 +111,71 @@ where
         SdkError::ConstructionFailure(_) => Retry::Slowly,
         _ => Retry::Soon,
     };
-    AwsFailure::new(retry, format!("cannot {what}: {}", DisplayErrorContext(error)))
+    AwsFailure::new(retry, format!("cannot {what}: {}", one_line(error)))
+}
+
+/// An operator's line for a failed call: a service's answer as its code, message and HTTP status
+/// (the SDK's own rendering dumps every field of the error metadata, over a kilobyte per call);
+/// anything else (no connection, no credentials, a timeout) as the SDK's chain of causes.
+pub fn one_line<E>(error: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match error {
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status().as_u16();
+            match (e.err().code(), e.err().message()) {
+                (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                (None, _) => format!("HTTP {status} without an error code"),
+            }
+        }
+        _ => DisplayErrorContext(error).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::config::http::HttpResponse;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::put_object::PutObjectError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    fn answered(status: u16, code: &str, message: &str) -> SdkError<PutObjectError, HttpResponse> {
+        let meta = ErrorMetadata::builder()
+            .code(code)
+            .message(message)
+            .custom("s3_extended_request_id", "x".repeat(200))
+            .build();
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(PutObjectError::generic(meta), raw)
+    }
+
+    #[test]
+    fn a_service_answer_is_one_short_line_with_code_message_and_status() {
+        let e = failure("upload s3://b/k", &answered(403, "AccessDenied", "Access Denied"));
+        assert_eq!(
+            e.message,
+            "cannot upload s3://b/k: AccessDenied: Access Denied (HTTP 403)"
+        );
+        assert_eq!(e.retry, Retry::Slowly);
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retried_soon_any_other_4xx_is_a_refusal() {
+        assert_eq!(
+            failure("x", &answered(503, "SlowDown", "Reduce your request rate")).retry,
+            Retry::Soon
+        );
+        assert_eq!(failure("x", &answered(500, "InternalError", "oops")).retry, Retry::Soon);
+        assert_eq!(
+            failure("x", &answered(400, "RequestTimeout", "slow")).retry,
+            Retry::Soon
+        );
+        assert_eq!(
+            failure("x", &answered(400, "InvalidArgument", "bad header")).retry,
+            Retry::Slowly
+        );
+    }
 }

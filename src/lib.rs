@@ -1,6 +1,6 @@
 //! retention-bot: a data retention daemon. Sources capture messages and files, the spool writes them
-//! durably to rotating files, and the sink keeps or ships the closed files. See ARCHITECTURE in the
-//! README for the data path.
+//! durably to rotating files, and the sink keeps or ships the closed files. See docs/architecture.md
+//! for the data path.
 
 pub mod aws;
 pub mod config;

@@ -582,6 +582,7 @@ fn banner_out(stdout_open: bool) -> Box<dyn Write> {
 /// mmap threshold is pinned at 1 MiB: glibc otherwise raises it after the first large free, and the
 /// S3 sink's 8 MiB part buffers, allocated and freed on several threads, would pile up in per-thread
 /// heaps (measured: 128 MiB peak RSS uploading 1 GiB) instead of going back to the OS.
+#[allow(unsafe_code)]
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap pages back to the OS; mallopt sets a tunable.

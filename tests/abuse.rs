@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const MIB: usize = 1 << 20;
-/// The fixed overhead the README promises beyond `WICKRIO_INGEST_MAX_BUFFER`, all of the bot's own
+/// The fixed overhead docs/http-api.md promises beyond `WICKRIO_INGEST_MAX_BUFFER`, all of the bot's own
 /// memory included, for the optimised binary (which CI tests). An unoptimised build's own code and
 /// data take about 25 MiB more (its resident size after start-up is 47 MiB against 24 MiB).
 const OVERHEAD: u64 = if cfg!(debug_assertions) { 96 } else { 64 } * MIB as u64;

@@ -1,5 +1,5 @@
 //! The container image, built from the project's Dockerfile and run with podman (see
-//! ../shared/TESTING.md: no Docker engine or registry here, so the Debian base image is made with
+//! docs/testing.md: no Docker engine or registry here, so the Debian base image is made with
 //! debootstrap and the Rust builder stage is replaced by the release binary built on the host).
 //! The run is the original's: `-ti` with a root-owned volume at /tmp/<bot>, the first-run prompt
 //! answered through a pseudo-terminal, messages over HTTP landing encrypted in S3 (moto), then

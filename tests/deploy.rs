@@ -1,6 +1,7 @@
 //! The deployment files: every IAM policy is valid JSON and passes the `parliament` linter (from
-//! `.venv`), the README's setting-to-actions map matches the policies, the combined policy holds every
-//! feature policy, and the ECS task definition and compose file say what the README says they do.
+//! `.venv`), the deployment doc's (docs/deployment.md) setting-to-actions map matches the policies, the
+//! combined policy holds every feature policy, and the ECS task definition and compose file say what
+//! the deployment doc says they do.
 
 mod common;
 
@@ -120,12 +121,12 @@ fn the_combined_policy_holds_every_feature_policy_of_the_bot() {
 }
 
 #[test]
-fn the_readme_maps_each_aws_setting_to_actions_its_policy_grants() {
-    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
-    let table = readme
+fn the_deployment_doc_maps_each_aws_setting_to_actions_its_policy_grants() {
+    let doc = std::fs::read_to_string(repo("docs/deployment.md")).unwrap();
+    let table = doc
         .split("| Setting | Actions | Policy |")
         .nth(1)
-        .expect("the README's IAM table");
+        .expect("the deployment doc's IAM table");
     let rows: Vec<&str> = table.lines().skip(2).take_while(|l| l.starts_with('|')).collect();
     for setting in [
         "WICKRIO_S3_BUCKET_NAME",

@@ -179,6 +179,7 @@ fn first_run_without_a_reader(close_stdout: bool) -> (Option<i32>, String, tempf
     cmd.stdin(Stdio::null()).stderr(Stdio::piped());
     if close_stdout {
         // SAFETY: only close(2) between fork and exec.
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
                 nix::libc::close(1);

@@ -26,6 +26,8 @@ async fn attachment_larger_than_the_bots_memory_limit_streams_through() {
     let tmp = tempfile::tempdir().unwrap();
     let bot = Bot::prepare(tmp.path(), &[]);
     let mut cmd = bot.command();
+    // SAFETY: only setrlimit(2) between fork and exec.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(|| {
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, LIMIT, LIMIT)

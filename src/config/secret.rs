@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use zeroize::Zeroizing;
 
 use super::storage::check_region;
@@ -242,14 +242,13 @@ fn parse_object(name: &str, text: &str) -> Result<serde_json::Map<String, serde_
     }
 }
 
-fn sdk_error<E, R>(
+fn sdk_error<E>(
     location: &SecretLocation,
     action: &'static str,
-    e: aws_sdk_secretsmanager::error::SdkError<E, R>,
+    e: aws_sdk_secretsmanager::error::SdkError<E, aws_sdk_secretsmanager::config::http::HttpResponse>,
 ) -> SecretError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let name = location.name.clone();
     match e.code() {
@@ -267,7 +266,7 @@ where
         _ => SecretError::Unreachable {
             name,
             action: if action == "GetSecretValue" { "read" } else { "update" },
-            detail: DisplayErrorContext(&e).to_string(),
+            detail: crate::aws::one_line(&e),
         },
     }
 }

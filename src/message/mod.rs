@@ -28,8 +28,18 @@ pub const MSGTYPE_CALL: i64 = 7000;
 pub const MSGTYPE_LOCATION: i64 = 8000;
 /// `msgtype` of an edit.
 pub const MSGTYPE_EDIT: i64 = 9000;
-/// `msgtype` of a deletion (an edit that removes).
-pub const MSGTYPE_DELETE: i64 = 9100;
+/// `msgtype` of an edit reaction (an emoji on a message; Matrix `m.reaction`).
+pub const MSGTYPE_REACTION: i64 = 9100;
+/// `msgtype` of a control message: a room was created.
+pub const MSGTYPE_CREATE_ROOM: i64 = 4001;
+/// `msgtype` of a control message: a room's members changed.
+pub const MSGTYPE_MODIFY_MEMBERS: i64 = 4002;
+/// `msgtype` of a control message: a member left a room.
+pub const MSGTYPE_LEAVE_ROOM: i64 = 4003;
+/// `msgtype` of a control message: a room's parameters (name, topic...) changed.
+pub const MSGTYPE_MODIFY_ROOM: i64 = 4004;
+/// `msgtype` of a control message: a message was deleted.
+pub const MSGTYPE_DELETE_MESSAGE: i64 = 4011;
 
 /// A validated message, kept as the JSON object it arrived as.
 #[derive(Debug, Clone, PartialEq)]

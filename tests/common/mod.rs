@@ -352,6 +352,7 @@ impl Terminal {
             .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
         let slave_fd = pty.slave.as_raw_fd();
         // SAFETY: only async-signal-safe calls between fork and exec.
+        #[allow(unsafe_code)]
         unsafe {
             // A session of its own with the pty as controlling terminal, so /dev/tty is the pty.
             cmd.pre_exec(move || {

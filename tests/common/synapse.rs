@@ -100,6 +100,7 @@ rc_key_requests: {limit}
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)

@@ -306,7 +306,15 @@ async fn abort_abandoned(target: &Target<'_>) {
         Ok(listed) => listed,
         Err(e) => {
             let e = failure(&format!("list unfinished uploads in s3://{}", target.bucket), &e);
-            tracing::warn!(error = %e, "cannot look for unfinished uploads to abort (needs s3:ListBucketMultipartUploads); a crash may have left some behind");
+            // A missing permission (the original's policy has only s3:PutObject) is said once, not
+            // for every file; a passing trouble every time.
+            static REFUSAL_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            let refusal = e.retry == Retry::Slowly;
+            if !refusal || !REFUSAL_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(error = %e, "cannot look for unfinished uploads to abort (needs s3:ListBucketMultipartUploads); a crash may have left some behind");
+            } else {
+                tracing::debug!(error = %e, "cannot look for unfinished uploads to abort");
+            }
             return;
         }
     };

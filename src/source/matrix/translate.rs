@@ -7,7 +7,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::message::{InvalidMessage, Message};
+use crate::message::{
+    InvalidMessage, MSGTYPE_CREATE_ROOM, MSGTYPE_DELETE_MESSAGE, MSGTYPE_EDIT, MSGTYPE_FILE, MSGTYPE_LEAVE_ROOM,
+    MSGTYPE_MODIFY_MEMBERS, MSGTYPE_MODIFY_ROOM, MSGTYPE_REACTION, MSGTYPE_TEXT, Message,
+};
 
 /// How the bot received the event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +74,7 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
     let mut fields = Map::new();
     let mut media = None;
     let (msgtype, text): (i64, String) = match (event_type, delivery) {
-        (_, Delivery::Undecryptable(_)) => (1000, String::new()),
+        (_, Delivery::Undecryptable(_)) => (MSGTYPE_TEXT, String::new()),
         ("m.room.message", _) if relation == Some("m.replace") => {
             let new = content.get("m.new_content").unwrap_or(&content);
             let text = new.get("body").and_then(Value::as_str).unwrap_or(&body).to_owned();
@@ -79,7 +82,7 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
                 "edit".into(),
                 json!({ "type": "text", "message_id": target, "message": text }),
             );
-            (9000, text)
+            (MSGTYPE_EDIT, text)
         }
         ("m.room.message", _) => match content.get("msgtype").and_then(Value::as_str) {
             Some("m.file" | "m.image" | "m.audio" | "m.video") => {
@@ -104,9 +107,9 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
                     source: json!({ "url": content.get("url"), "file": content.get("file") }),
                     filename,
                 });
-                (6000, body)
+                (MSGTYPE_FILE, body)
             }
-            _ => (1000, body),
+            _ => (MSGTYPE_TEXT, body),
         },
         ("m.reaction", _) => {
             let key = relates
@@ -117,7 +120,7 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
                 "edit".into(),
                 json!({ "type": "reaction", "message_id": target, "reaction": key }),
             );
-            (9100, key.to_owned())
+            (MSGTYPE_REACTION, key.to_owned())
         }
         ("m.room.redaction", _) => {
             let redacts = event
@@ -127,19 +130,26 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
                 .map(message_id);
             fields.insert(
                 "control".into(),
-                json!({ "msgtype": 4011, "message_id": redacts, "reason": content.get("reason") }),
+                json!({ "msgtype": MSGTYPE_DELETE_MESSAGE, "message_id": redacts, "reason": content.get("reason") }),
             );
-            (4011, String::new())
+            (MSGTYPE_DELETE_MESSAGE, String::new())
         }
         ("m.room.create", _) => {
-            fields.insert("control".into(), json!({ "msgtype": 4001, "members": [sender] }));
-            (4001, String::new())
+            fields.insert(
+                "control".into(),
+                json!({ "msgtype": MSGTYPE_CREATE_ROOM, "members": [sender] }),
+            );
+            (MSGTYPE_CREATE_ROOM, String::new())
         }
         ("m.room.member", _) => {
             let member = str_at(&["state_key"]).unwrap_or_default();
             let membership = content.get("membership").and_then(Value::as_str).unwrap_or_default();
             let left = matches!(membership, "leave" | "ban") && member == sender;
-            let msgtype = if left { 4003 } else { 4002 };
+            let msgtype = if left {
+                MSGTYPE_LEAVE_ROOM
+            } else {
+                MSGTYPE_MODIFY_MEMBERS
+            };
             fields.insert(
                 "control".into(),
                 json!({ "msgtype": msgtype, "members": [member], "membership": membership }),
@@ -147,18 +157,18 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
             (msgtype, String::new())
         }
         (kind, _) if event.get("state_key").is_some() => {
-            let mut control = json!({ "msgtype": 4004, "changemask": kind });
+            let mut control = json!({ "msgtype": MSGTYPE_MODIFY_ROOM, "changemask": kind });
             match kind {
                 "m.room.name" => control["title"] = content.get("name").cloned().unwrap_or(Value::Null),
                 "m.room.topic" => control["description"] = content.get("topic").cloned().unwrap_or(Value::Null),
                 _ => {}
             }
             fields.insert("control".into(), control);
-            (4004, String::new())
+            (MSGTYPE_MODIFY_ROOM, String::new())
         }
         // Any other message-like event (stickers, polls, calls...): its body, if any; the event itself
         // is in `matrix`.
-        _ => (1000, body),
+        _ => (MSGTYPE_TEXT, body),
     };
 
     let ts = event
