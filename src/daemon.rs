@@ -11,12 +11,12 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Network};
 use crate::identity::Identity;
+use crate::manifest::{ManifestSink, ManifestWriter};
 use crate::metrics::{Gauge, Metrics};
 use crate::report::watchdog::Watchdog;
 use crate::report::{EventKind, Events};
-use crate::serve::{self, Drain, Status};
-use crate::shutdown::{self, Trigger};
-use crate::sink::manifest::{ManifestSink, ManifestWriter};
+use crate::serve::{self, Status};
+use crate::shutdown::{self, Drain, Trigger};
 use crate::sink::{self, local::LocalSink, s3::S3Sink};
 use crate::source::http::{self, HttpState};
 use crate::source::matrix::{self, MatrixSource};

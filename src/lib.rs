@@ -8,8 +8,10 @@ pub mod daemon;
 pub mod decrypt;
 pub mod durable;
 pub mod envelope;
+pub mod events;
 pub mod identity;
 pub mod lock;
+pub mod manifest;
 pub mod message;
 pub mod metrics;
 pub mod privileges;
@@ -19,7 +21,6 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod spool;
-pub mod verify;
 
 /// Entry points for the fuzz targets in `fuzz/` (`cargo fuzz`), which reach internals that no
 /// public API needs. Not part of the bot's interface.

@@ -511,14 +511,14 @@ fn verify(dir: &std::path::Path, public_key: Option<PathBuf>) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     };
-    let key = match retention_bot::verify::read_public_key(&key_path) {
+    let key = match retention_bot::manifest::verify::read_public_key(&key_path) {
         Ok(k) => k,
         Err(e) => {
             esay!("retention-bot verify: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match retention_bot::verify::verify_dir(dir, &key) {
+    match retention_bot::manifest::verify::verify_dir(dir, &key) {
         Ok(report) => {
             for p in &report.problems {
                 say!("{p}");

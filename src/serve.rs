@@ -1,4 +1,4 @@
-//! The HTTP server every source shares: its accept loop, its drain at shutdown, and the health,
+//! The HTTP server every source shares: its accept loop, its drain at shutdown ([`Drain`]), and the health,
 //! readiness and metrics routes.
 //!
 //! The loop is hyper's, not `axum::serve`, for the two limits axum's leaves out: hyper's header read
@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,59 +19,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::metrics::{Counter, Metrics};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Drain, Shutdown};
 use crate::spool::Spool;
-
-/// Shutdown bookkeeping for requests: once draining, new requests are refused; `idle` fires when the
-/// last one in flight has finished.
-#[derive(Default)]
-pub struct Drain {
-    draining: AtomicBool,
-    in_flight: AtomicUsize,
-    idle: Notify,
-}
-
-/// One request in flight, for as long as it lives (even if its client goes away).
-pub struct InFlight(Arc<Drain>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-impl Drain {
-    pub fn start(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    /// Counts a request in flight, or `None` once draining.
-    pub fn enter(self: &Arc<Self>) -> Option<InFlight> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let guard = InFlight(self.clone());
-        (!self.is_draining()).then_some(guard)
-    }
-
-    /// Resolves once no request is in flight.
-    pub async fn idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.in_flight.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
 
 /// What the status routes read.
 pub struct Status {

@@ -2,7 +2,10 @@
 //! [`Trigger`], each task a [`Shutdown`] that resolves once it fires. Tasks select on it beside their
 //! work and finish what they hold before they return.
 
-use tokio::sync::watch;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, watch};
 
 /// Fires the signal; dropping it fires it too, so a task never waits on a trigger that is gone.
 #[derive(Debug)]
@@ -38,6 +41,54 @@ impl Shutdown {
 
     pub fn is_fired(&self) -> bool {
         *self.0.borrow()
+    }
+}
+
+/// Shutdown bookkeeping for requests: once draining, new requests are refused; `idle` fires when the
+/// last one in flight has finished.
+#[derive(Default)]
+pub struct Drain {
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// One request in flight, for as long as it lives (even if its client goes away).
+pub struct InFlight(Arc<Drain>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drain {
+    pub fn start(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request in flight, or `None` once draining.
+    pub fn enter(self: &Arc<Self>) -> Option<InFlight> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(self.clone());
+        (!self.is_draining()).then_some(guard)
+    }
+
+    /// Resolves once no request is in flight.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
-use retention_bot::identity::manifest::{Entry, line_hash};
+use retention_bot::manifest::{Entry, line_hash};
 
 fuzz_target!(|data: &[u8]| {
     let key = SigningKey::from_bytes(&[7u8; 32]).verifying_key();

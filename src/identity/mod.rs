@@ -4,7 +4,6 @@
 //! printed once in the original's banner, and a new Ed25519 signing key is sealed under it. Every later
 //! start needs the generated password; the initial one is refused with a message saying so.
 
-pub mod manifest;
 pub mod password;
 pub mod sealed;
 

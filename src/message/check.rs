@@ -8,18 +8,15 @@ use std::collections::HashSet;
 use std::fmt;
 
 use serde::Deserializer as _;
-use serde::de::{self, Deserialize, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::entries::{Key, MAX_FIELDS, duplicate_key};
 use super::shape::{Kind, Shape};
 use super::{InvalidMessage, Lines};
 
 /// At most this many invalid messages are listed in an answer; the rest are counted.
 pub const MAX_LISTED: usize = 100;
-/// Most fields a message, or its `file` object, may have (a WickrIO message has about fifteen): the
-/// check keeps their names, which must not cost more memory than the body.
-pub const MAX_FIELDS: usize = 1024;
-
 /// Deepest nesting of arrays and objects a message may have. serde_json, Python's json and most
 /// readers refuse a few hundred levels or run out of stack: a message that no reader of the archive
 /// could open is refused here rather than kept.
@@ -284,31 +281,6 @@ fn compact_within(buf: &mut [u8], from: usize, to: usize, mut write: usize) -> u
     write
 }
 
-/// A key, borrowed from the text unless it had escapes.
-pub(super) struct Key<'de>(pub(super) Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
 /// The message itself: a map whose fields feed the [`Shape`]; anything else is refused at once.
 struct Top<'s> {
     shape: &'s mut Shape,
@@ -368,7 +340,7 @@ impl<'de> Visitor<'de> for Top<'_> {
                 let (kind, int) = classify(raw.get());
                 if name == "file"
                     && kind == Kind::Object
-                    && let Some(problem) = super::file_line::duplicate_key(raw.get())
+                    && let Some(problem) = duplicate_key(raw.get())
                 {
                     return self.refuse(&name, problem);
                 }

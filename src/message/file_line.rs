@@ -2,60 +2,10 @@
 //! the attachment, as the original does. Only the top level and the `file` object are taken apart
 //! (into raw slices of the text, in their order); every other value is copied as received.
 
-use std::borrow::Cow;
-use std::fmt;
-
-use serde::de::{self, Deserialize, MapAccess, Visitor};
+use super::check::compact_json;
 use serde_json::value::RawValue;
 
-use super::check::{Key, compact_json};
-
-/// An object's entries in order, each value the raw text it was.
-struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Entries<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct EntriesVisitor;
-        impl<'de> Visitor<'de> for EntriesVisitor {
-            type Value = Entries<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
-                let mut entries = Vec::new();
-                while let Some((Key(k), v)) = map.next_entry::<Key, &RawValue>()? {
-                    entries.push((k, v));
-                }
-                Ok(Entries(entries))
-            }
-        }
-        d.deserialize_map(EntriesVisitor)
-    }
-}
-
-impl<'a> Entries<'a> {
-    fn get(&self, name: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
-    }
-}
-
-/// Whether an object's text (valid JSON) names a key twice, or has more keys than a message may:
-/// the problem, if so. A `file` object read two ways (first or last `filename`) would name one file
-/// to the bot and another to a reader of the archive.
-pub(super) fn duplicate_key(object: &str) -> Option<String> {
-    let Ok(entries) = serde_json::from_str::<Entries>(object) else {
-        return Some("is not an object".into());
-    };
-    if entries.0.len() > super::check::MAX_FIELDS {
-        return Some(format!("has more than {} keys", super::check::MAX_FIELDS));
-    }
-    let mut seen = std::collections::HashSet::new();
-    entries
-        .0
-        .iter()
-        .find(|(k, _)| !seen.insert(k.as_ref()))
-        .map(|(k, _)| format!("key `{k}` appears more than once"))
-}
+use super::entries::Entries;
 
 /// The `file.filename` a checked file message names, if it is a string.
 pub fn file_name(text: &[u8]) -> Option<String> {

@@ -9,6 +9,7 @@
 //! minus insignificant whitespace. Messages the bot builds itself (the Matrix source) are [`Message`]s.
 
 mod check;
+mod entries;
 mod file_line;
 mod shape;
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::event::{Event, EventKind};
+use crate::events::{Event, EventKind};
 
 /// Per kind: when its window opened, and what came since.
 struct Window {

@@ -5,7 +5,7 @@
 
 pub mod cloudwatch;
 pub mod collapse;
-pub mod event;
+pub mod origin;
 pub mod sns;
 pub mod watchdog;
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-pub use event::{EventKind, Events, Severity};
+pub use crate::events::{EventKind, Events, Severity};
 
 use crate::config::ReportingConfig;
 use crate::metrics::Metrics;
@@ -34,7 +34,7 @@ impl Reporter {
         let events = match &config.sns {
             Some(sns) => {
                 let (events, queue) = Events::channel();
-                let origin = event::Origin::of_this_process(&config.bot_name);
+                let origin = origin::Origin::of_this_process(&config.bot_name);
                 let publisher = sns::SnsPublisher::new(sns, origin, metrics.clone()).await;
                 let collapser = collapse::Collapser::new(config.event_repeat);
                 tasks.spawn(publisher.run(queue, collapser, stop_rx.clone()));

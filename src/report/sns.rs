@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::collapse::Collapser;
-use super::event::{Event, Origin};
+use super::origin::Origin;
 use crate::aws::{self, failure};
 use crate::config::reporting::SnsConfig;
+use crate::events::Event;
 use crate::metrics::{Counter, Metrics};
 
 /// Attempts per event before it is given up (and counted in `SNS_Publish_Errors`).

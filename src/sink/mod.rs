@@ -1,10 +1,10 @@
 //! The sink: what happens to a closed file. The spool hands every closed file (message files and
 //! attachments) over a channel; a sink task consumes it. A new destination (S3) is a new [`Sink`]
 //! implementation and touches nothing upstream.
-//! `local` keeps files where they are; `s3` uploads them; `manifest` wraps either.
+//! `local` keeps files where they are; `s3` uploads them; the manifest stage (`crate::manifest`)
+//! wraps either.
 
 pub mod local;
-pub mod manifest;
 pub mod s3;
 
 use std::future::Future;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::SpoolError;
+use crate::events::{EventKind, Events};
 use crate::metrics::{Counter, Metrics};
-use crate::report::{EventKind, Events};
 
 pub(crate) struct Health {
     healthy: AtomicBool,

@@ -21,9 +21,9 @@ use tokio_util::task::TaskTracker;
 pub use attachment::{PartialAttachment, safe_attachment_name};
 
 use crate::config::SpoolConfig;
+use crate::events::Events;
 use crate::message::Lines;
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::report::Events;
 use attachment::SavedAttachment;
 use health::Health;
 use naming::Names;
@@ -33,7 +33,7 @@ use naming::Names;
 pub enum FileKind {
     Messages,
     Attachment,
-    /// A file of signed manifest entries (see `identity::manifest`).
+    /// A file of signed manifest entries (see `manifest::entry`).
     Manifest,
 }
 

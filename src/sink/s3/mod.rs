@@ -24,8 +24,8 @@ use crate::aws::{self, AwsFailure, Retry};
 use crate::config::S3Config;
 use crate::durable;
 use crate::envelope::{Envelope, gcm};
+use crate::events::{EventKind, Events};
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::report::{EventKind, Events};
 use crate::spool::{ClosedFile, FileKind};
 
 use upload::PartBudget;
@@ -355,7 +355,7 @@ impl Uploader {
             Some(h) => h.clone(),
             None => {
                 let path = file.path.clone();
-                tokio::task::spawn_blocking(move || crate::identity::manifest::file_facts(&path, false))
+                tokio::task::spawn_blocking(move || crate::manifest::file_facts(&path, false))
                     .await
                     .map_err(|e| AwsFailure::new(Retry::Soon, format!("hashing task failed: {e}")))?
                     .map_err(|e| {

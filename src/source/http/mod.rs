@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 use crate::config::{IngestConfig, Secret};
 use crate::message::{self, InvalidMessage, Refused};
 use crate::metrics::{Counter, Metrics};
-use crate::serve::Drain;
+use crate::shutdown::Drain;
 use crate::spool::{Spool, SpoolError};
 use body::{Budget, Limits, Share};
 

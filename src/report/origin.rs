@@ -1,68 +1,9 @@
-//! Events: what the bot tells its operators through SNS, in the original's message shape.
+//! Who sends the events and the SNS message that carries one: the original's JSON object, key for
+//! key, so the original's subscribers and filters keep working.
 
 use serde::Serialize;
-use tokio::sync::mpsc;
 
-/// How urgent an event is. `critical`: the bot stopped, will not start, or is no longer capturing
-/// or shipping data; an operator must act. Everything else is `normal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Normal,
-    Critical,
-}
-
-/// What happened. Repeats of one kind collapse (see [`Collapser`](super::collapse::Collapser)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    Started,
-    Stopping,
-    Stopped,
-    /// An exit caused by an error: bad configuration, a refused login, a fatal runtime error.
-    Fatal,
-    LoginFailed,
-    PasswordGenerated,
-    PasswordRotated,
-    SecretUpdateFailed,
-    S3Failing,
-    S3Recovered,
-    KmsFailing,
-    KmsRecovered,
-    /// A write or fsync of a message file or attachment failed: requests are refused (not acknowledged).
-    SpoolFailing,
-    SpoolRecovered,
-    DiskLow,
-    DiskFull,
-    DiskRecovered,
-    WatchdogWarning,
-    WatchdogFailure,
-    WatchdogRecovered,
-}
-
-impl EventKind {
-    pub fn severity(self) -> Severity {
-        use EventKind::*;
-        match self {
-            Fatal | LoginFailed | SecretUpdateFailed | SpoolFailing | DiskFull | WatchdogFailure => Severity::Critical,
-            _ => Severity::Normal,
-        }
-    }
-}
-
-/// One event for the operators.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub kind: EventKind,
-    pub message: String,
-}
-
-impl Event {
-    pub fn new(kind: EventKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
-    }
-}
+use crate::events::{Event, Severity};
 
 /// Who sends the events: the original's `complianceBot`, `device`, `dockerImage` and `dockerTag`.
 #[derive(Debug, Clone)]
@@ -125,42 +66,10 @@ impl Origin {
     }
 }
 
-/// Events waiting for the publisher at most; beyond it new events are dropped (and logged).
-pub const QUEUE: usize = 256;
-
-/// Where any part of the bot sends events. Cheap to clone; sending never waits.
-#[derive(Debug, Clone, Default)]
-pub struct Events {
-    tx: Option<mpsc::Sender<Event>>,
-}
-
-impl Events {
-    /// Events that go nowhere: no topic is configured (they are logged where they arise).
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    pub(super) fn channel() -> (Self, mpsc::Receiver<Event>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        (Self { tx: Some(tx) }, rx)
-    }
-
-    /// Queues the event for publishing; never blocks. A full queue drops it with a warning.
-    pub fn send(&self, kind: EventKind, message: impl Into<String>) {
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(Event::new(kind, message)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(e)) => {
-                tracing::warn!(kind = ?e.kind, message = %e.message, "event queue full: event not published")
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::EventKind;
 
     #[test]
     fn notification_has_exactly_the_original_keys() {

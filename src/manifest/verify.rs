@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::identity::manifest::{Entry, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
+use super::entry::{Entry, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
 use crate::spool::naming::{CLOSED_SUFFIX, OPEN_SUFFIX};
 
 /// One thing wrong with the archive.

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
-use super::Sink;
+use super::entry::{Entry, EntryBody, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
 use crate::config::SpoolConfig;
-use crate::identity::manifest::{Entry, EntryBody, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
+use crate::sink::Sink;
 
 use crate::durable;
 use crate::spool::naming::{CLOSED_SUFFIX, Names, open_name};

@@ -1,0 +1,10 @@
+//! The signed, hash-chained manifest: the archive's proof of completeness. `entry` is the format
+//! (one signed JSON line per closed file), `stage` the pipeline step that lists every closed file
+//! before its sink sees it, and `verify` the offline check anyone with the public key can run.
+
+pub mod entry;
+pub mod stage;
+pub mod verify;
+
+pub use entry::{Entry, EntryBody, FileFacts, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
+pub use stage::{ManifestSink, ManifestWriter};
