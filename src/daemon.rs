@@ -18,6 +18,7 @@ use crate::report::{EventKind, Events};
 use crate::serve::{self, Status};
 use crate::shutdown::{self, Drain, Trigger};
 use crate::sink::{self, local::LocalSink, s3::S3Sink};
+use crate::source::Intake;
 use crate::source::http::{self, HttpState};
 use crate::source::matrix::{self, MatrixSource};
 use crate::spool::Spool;
@@ -111,14 +112,12 @@ pub async fn run(
     let drain = Arc::new(Drain::default());
     let (stop_http, http_stop) = shutdown::channel();
     let (stop_capture, capture_stop) = shutdown::channel();
-    let mut capture = matrix.map(|source| {
-        let sink = matrix::Sink {
-            spool: pipeline.spool.clone(),
-            metrics: pipeline.metrics.clone(),
-            max_file: config.ingest.max_file,
-        };
-        tokio::spawn(source.capture(sink, capture_stop))
-    });
+    let intake = Intake {
+        spool: pipeline.spool.clone(),
+        metrics: pipeline.metrics.clone(),
+        max_file: config.ingest.max_file,
+    };
+    let mut capture = matrix.map(|source| tokio::spawn(source.capture(intake.clone(), capture_stop)));
     let mut app = serve::status_routes(Arc::new(Status {
         spool: pipeline.spool.clone(),
         metrics: pipeline.metrics.clone(),
@@ -126,12 +125,7 @@ pub async fn run(
         drain: drain.clone(),
     }));
     if capture.is_none() {
-        let ingest = HttpState::new(
-            pipeline.spool.clone(),
-            pipeline.metrics.clone(),
-            config.ingest.clone(),
-            drain.clone(),
-        );
+        let ingest = HttpState::new(intake, config.ingest.clone(), drain.clone());
         app = app.merge(http::router(Arc::new(ingest)));
     }
     // Headers are small: a client that cannot send them in a few seconds only holds a connection.

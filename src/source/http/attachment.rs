@@ -56,9 +56,9 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
     let text = body::read(field, limits, &state.budget, &mut share).await?;
     // The line made from it later is about as long again.
     state.budget.cover(&mut share, 2 * text.capacity()).await?;
-    state.metrics.incr(Counter::MessagesRx);
+    state.intake.metrics.incr(Counter::MessagesRx);
     let refused = |e: ApiError| {
-        state.metrics.incr(Counter::MessagesRxFailed);
+        state.intake.metrics.incr(Counter::MessagesRxFailed);
         e
     };
     // A large message part is checked on the blocking pool, as a large JSON body is.
@@ -99,7 +99,7 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
     };
 
     let failed = |e: ApiError| {
-        state.metrics.incr(Counter::FilesSavedFailed);
+        state.intake.metrics.incr(Counter::FilesSavedFailed);
         e
     };
     let partial = receive_file(state, field).await.map_err(failed)?;
@@ -120,14 +120,14 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
         lines.accounted = Some(Box::new(share));
         lines
     };
-    let stored = state.spool.store_attachment(partial, safe, line).await?;
+    let stored = state.intake.spool.store_attachment(partial, safe, line).await?;
     let local = stored.path.to_string_lossy();
     Ok(json!({ "accepted": 1, "localfilename": local, "bytes": stored.bytes }))
 }
 
 /// Streams the `file` part to a partial file; dropping the result removes it again.
 async fn receive_file(state: &HttpState, mut field: multer::Field<'static>) -> Result<PartialAttachment, ApiError> {
-    let mut partial = state.spool.begin_attachment(state.config.max_file).await?;
+    let mut partial = state.intake.spool.begin_attachment(state.intake.max_file).await?;
     let idle = state.config.idle;
     loop {
         let chunk = tokio::time::timeout(idle, field.chunk())

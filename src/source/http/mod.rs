@@ -23,9 +23,10 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{IngestConfig, Secret};
 use crate::message::{self, InvalidMessage, Refused};
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::Counter;
 use crate::shutdown::Drain;
-use crate::spool::{Spool, SpoolError};
+use crate::source::Intake;
+use crate::spool::SpoolError;
 use body::{Budget, Limits, Share};
 
 /// Bodies up to this size are checked on the async worker (a few microseconds); larger ones on the
@@ -34,19 +35,17 @@ pub(super) const PARSE_INLINE: usize = 64 << 10;
 
 /// What the handlers share.
 pub struct HttpState {
-    pub spool: Spool,
-    pub metrics: Arc<Metrics>,
+    pub intake: Intake,
     pub config: IngestConfig,
     pub drain: Arc<Drain>,
     budget: Budget,
 }
 
 impl HttpState {
-    pub fn new(spool: Spool, metrics: Arc<Metrics>, config: IngestConfig, drain: Arc<Drain>) -> Self {
+    pub fn new(intake: Intake, config: IngestConfig, drain: Arc<Drain>) -> Self {
         let budget = Budget::new(config.max_buffered);
         Self {
-            spool,
-            metrics,
+            intake,
             config,
             drain,
             budget,
@@ -139,7 +138,7 @@ async fn guard(State(state): State<Arc<HttpState>>, req: Request, next: Next) ->
     if let Some(token) = &state.config.token
         && !authorized(req.headers(), token)
     {
-        state.metrics.incr(Counter::RequestsRefused);
+        state.intake.metrics.incr(Counter::RequestsRefused);
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (Authorization: Bearer <WICKRIO_INGEST_TOKEN>)",
@@ -147,7 +146,7 @@ async fn guard(State(state): State<Arc<HttpState>>, req: Request, next: Next) ->
         .into_response();
     }
     let Some(_in_flight) = state.drain.enter() else {
-        state.metrics.incr(Counter::RequestsRefused);
+        state.intake.metrics.incr(Counter::RequestsRefused);
         return ApiError::from(SpoolError::ShuttingDown).into_response();
     };
     next.run(req).await
@@ -181,7 +180,7 @@ async fn post_messages(State(state): State<Arc<HttpState>>, req: Request) -> Res
     match result {
         Ok(body) => (StatusCode::ACCEPTED, axum::Json(body)).into_response(),
         Err(e) => {
-            state.metrics.incr(Counter::RequestsRefused);
+            state.intake.metrics.incr(Counter::RequestsRefused);
             e.into_response()
         }
     }
@@ -236,15 +235,15 @@ async fn post_json(state: &HttpState, req: Request, ndjson: bool) -> Result<serd
     let lines = match parsed {
         Ok(lines) => lines,
         Err(refused) => {
-            state.metrics.add(Counter::MessagesRx, refused.seen as u64);
-            state.metrics.add(Counter::MessagesRxFailed, refused.seen as u64);
+            state.intake.metrics.add(Counter::MessagesRx, refused.seen as u64);
+            state.intake.metrics.add(Counter::MessagesRxFailed, refused.seen as u64);
             return Err(refused.into());
         }
     };
     let count = lines.count;
-    state.metrics.add(Counter::MessagesRx, count as u64);
+    state.intake.metrics.add(Counter::MessagesRx, count as u64);
     if count > 0 {
-        state.spool.append(lines).await?;
+        state.intake.spool.append(lines).await?;
     }
     Ok(json!({ "accepted": count }))
 }

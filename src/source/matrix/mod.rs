@@ -16,7 +16,6 @@ mod undecrypted;
 
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use matrix_sdk::config::{SyncSettings, SyncToken};
@@ -35,8 +34,9 @@ use crate::config::MatrixConfig;
 use crate::durable;
 use crate::identity::Identity;
 use crate::message::{Lines, Message};
-use crate::metrics::{Counter, Metrics};
-use crate::spool::{PartialAttachment, Spool, SpoolError, safe_attachment_name};
+use crate::metrics::Counter;
+use crate::source::Intake;
+use crate::spool::{PartialAttachment, SpoolError, safe_attachment_name};
 use media::NotSaved;
 use position::Position;
 use translate::{Delivery, MediaRef, Translated};
@@ -143,19 +143,11 @@ pub async fn connect(
     })
 }
 
-/// What capture writes into.
-pub struct Sink {
-    pub spool: Spool,
-    pub metrics: Arc<Metrics>,
-    /// `WICKRIO_INGEST_MAX_FILE`: larger media are recorded but not saved.
-    pub max_file: u64,
-}
-
 impl MatrixSource {
     /// Syncs and captures until `stop` turns true. Errors are retried with backoff (the events wait
     /// on the homeserver), except a revoked session: that ends capture with an error, so the bot
     /// stops (and, restarted, logs in again) rather than wait for ever.
-    pub async fn capture(mut self, sink: Sink, mut stop: crate::shutdown::Shutdown) -> Result<(), MatrixError> {
+    pub async fn capture(mut self, intake: Intake, mut stop: crate::shutdown::Shutdown) -> Result<(), MatrixError> {
         let mut backoff = Duration::from_secs(1);
         let mut filter = FilterDefinition::default();
         filter.room.timeline.limit = Some(PAGE.into());
@@ -183,10 +175,10 @@ impl MatrixSource {
                         .into_iter()
                         .map(|(id, r)| (id, r.timeline))
                         .chain(response.rooms.left.into_iter().map(|(id, r)| (id, r.timeline)));
-                    match self.capture_sync(rooms.collect(), response.next_batch, &sink).await {
+                    match self.capture_sync(rooms.collect(), response.next_batch, &intake).await {
                         Ok(()) => {
                             self.note_keys(keys.as_mut());
-                            self.decrypt_late(&sink).await
+                            self.decrypt_late(&intake).await
                         }
                         Err(e) => Err(e),
                     }
@@ -228,7 +220,7 @@ impl MatrixSource {
         &mut self,
         rooms: Vec<(OwnedRoomId, Timeline)>,
         next_batch: String,
-        sink: &Sink,
+        intake: &Intake,
     ) -> Result<(), MatrixError> {
         for (room_id, timeline) in rooms {
             if timeline.limited
@@ -240,11 +232,11 @@ impl MatrixSource {
                 for page in 0..gap.pages() {
                     let events = gap.read(&room, page).await?;
                     let events = events.iter().filter_map(event_json).collect();
-                    self.capture_room(&room_id, events, sink).await?;
+                    self.capture_room(&room_id, events, intake).await?;
                 }
             }
             let events = timeline.events.iter().filter_map(event_json).collect();
-            self.capture_room(&room_id, events, sink).await?;
+            self.capture_room(&room_id, events, intake).await?;
         }
         self.save_undecrypted().await?;
         if self.position.next_batch.as_deref() != Some(next_batch.as_str()) {
@@ -269,7 +261,7 @@ impl MatrixSource {
         &mut self,
         room_id: &OwnedRoomId,
         events: Vec<(Value, Delivery)>,
-        sink: &Sink,
+        intake: &Intake,
     ) -> Result<(), MatrixError> {
         let mut lines = Lines::default();
         let mut ids = Vec::new();
@@ -284,9 +276,9 @@ impl MatrixSource {
                 if self.seen.contains(&id) {
                     continue;
                 }
-                sink.metrics.incr(Counter::MessagesRx);
+                intake.metrics.incr(Counter::MessagesRx);
                 if matches!(delivery, Delivery::Undecryptable(_)) {
-                    sink.metrics.incr(Counter::MessagesRxFailed);
+                    intake.metrics.incr(Counter::MessagesRxFailed);
                     self.undecrypted.push(room_id.as_str(), &json);
                 }
             }
@@ -294,7 +286,7 @@ impl MatrixSource {
                 Ok(t) => t,
                 Err(e) => {
                     // Only a malformed event (no sender, no ID) can fail validation.
-                    sink.metrics.incr(Counter::MessagesRxFailed);
+                    intake.metrics.incr(Counter::MessagesRxFailed);
                     tracing::warn!(room = %room_id, event = %id, error = %e, "event not captured: malformed");
                     continue;
                 }
@@ -303,9 +295,9 @@ impl MatrixSource {
                 None => lines.push(&message),
                 Some(media) => {
                     // Keep the file order: what came before is written first.
-                    self.commit(room_id, std::mem::take(&mut lines), std::mem::take(&mut ids), sink)
+                    self.commit(room_id, std::mem::take(&mut lines), std::mem::take(&mut ids), intake)
                         .await?;
-                    let received = self.save_media(&media, sink, &mut message).await?;
+                    let received = self.save_media(&media, intake, &mut message).await?;
                     let ids = if late { vec![] } else { vec![id] };
                     match received {
                         Some((partial, name)) => {
@@ -316,13 +308,13 @@ impl MatrixSource {
                                 one.push(&message);
                                 one
                             };
-                            sink.spool.store_attachment(partial, name, line).await?;
+                            intake.spool.store_attachment(partial, name, line).await?;
                             self.remember(room_id, ids);
                         }
                         None => {
                             let mut one = Lines::default();
                             one.push(&message);
-                            self.commit(room_id, one, ids, sink).await?;
+                            self.commit(room_id, one, ids, intake).await?;
                         }
                     }
                     continue;
@@ -332,7 +324,7 @@ impl MatrixSource {
                 ids.push(id);
             }
         }
-        self.commit(room_id, lines, ids, sink).await
+        self.commit(room_id, lines, ids, intake).await
     }
 
     /// Makes `lines` durable, then remembers their events as captured.
@@ -341,12 +333,12 @@ impl MatrixSource {
         room_id: &OwnedRoomId,
         lines: Lines,
         ids: Vec<String>,
-        sink: &Sink,
+        intake: &Intake,
     ) -> Result<(), MatrixError> {
         if lines.count == 0 {
             return Ok(());
         }
-        sink.spool.append(lines).await?;
+        intake.spool.append(lines).await?;
         self.remember(room_id, ids);
         Ok(())
     }
@@ -367,11 +359,11 @@ impl MatrixSource {
     async fn save_media(
         &self,
         media: &MediaRef,
-        sink: &Sink,
+        intake: &Intake,
         message: &mut Message,
     ) -> Result<Option<(PartialAttachment, String)>, MatrixError> {
         let failed = |message: &mut Message, why: String| {
-            sink.metrics.incr(Counter::FilesSavedFailed);
+            intake.metrics.incr(Counter::FilesSavedFailed);
             tracing::warn!(file = %media.filename, error = %why, "media not saved; its message is kept with the reason");
             message.set_matrix_field("media_error", Value::String(why));
             Ok(None)
@@ -383,7 +375,7 @@ impl MatrixSource {
         let mut tries = 0;
         loop {
             tries += 1;
-            match media::download(&self.client, &source, &sink.spool, sink.max_file).await? {
+            match media::download(&self.client, &source, &intake.spool, intake.max_file).await? {
                 Ok(partial) => return Ok(Some((partial, safe_network_name(&media.filename)))),
                 Err(NotSaved::Retry(why)) if tries < MEDIA_TRIES => {
                     tracing::debug!(error = %why, tries, "media download failed; retrying");

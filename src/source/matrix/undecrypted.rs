@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::translate::Delivery;
-use super::{MatrixError, MatrixSource, Sink, event_json};
+use super::{MatrixError, MatrixSource, event_json};
+use crate::source::Intake;
 
 const FILE: &str = "undecrypted.json";
 /// Events kept waiting for a key. Beyond this the oldest are given up: their lines stay written, with
@@ -182,7 +183,7 @@ impl MatrixSource {
 
     /// Decrypts the waiting events whose keys have arrived and writes each again in full (same
     /// `message_id`, `matrix.decrypted_late`). They stop waiting only once those lines are durable.
-    pub(super) async fn decrypt_late(&mut self, sink: &Sink) -> Result<(), MatrixError> {
+    pub(super) async fn decrypt_late(&mut self, intake: &Intake) -> Result<(), MatrixError> {
         let due = self.undecrypted.due();
         if due.is_empty() {
             return Ok(());
@@ -216,7 +217,7 @@ impl MatrixSource {
         }
         for (room_id, events) in rooms {
             let room_id = OwnedRoomId::try_from(room_id).map_err(|e| MatrixError::State(e.to_string()))?;
-            self.capture_room(&room_id, events, sink).await?;
+            self.capture_room(&room_id, events, intake).await?;
         }
         if !done.is_empty() {
             tracing::info!(
