@@ -1,9 +1,10 @@
 //! Files that survive a power cut and cannot be turned against the bot: directory fsyncs, atomic
 //! replacement, free space, and opening a file found by its name without following a link someone
-//! else planted there. Every part of the bot that writes or repairs files goes through these.
+//! else planted there. Every part of the bot that writes or repairs files goes through these, and
+//! through [`for_each_line`] when it reads one back.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -117,6 +118,22 @@ fn open_checked(path: &Path, options: &mut OpenOptions) -> std::io::Result<File>
 /// Whether an error from [`open_regular`] means "not a regular file" (rather than an I/O failure).
 pub fn is_not_regular(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::InvalidInput
+}
+
+/// Reads `source` line by line (each with its `\n`; the last one may have none) through one 1 MiB
+/// buffer, whatever the file's size, handing each line to `each`; returns the last line. The one
+/// loop spool recovery (finding a torn tail) and the manifest (hashing a file) read files with.
+pub fn for_each_line(source: impl Read, mut each: impl FnMut(&[u8])) -> std::io::Result<Vec<u8>> {
+    let mut reader = BufReader::with_capacity(1 << 20, source);
+    let (mut line, mut last) = (Vec::new(), Vec::new());
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(last);
+        }
+        each(&line);
+        std::mem::swap(&mut last, &mut line);
+    }
 }
 
 #[cfg(test)]

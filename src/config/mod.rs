@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+mod aws_names;
 mod dirs;
 mod ingest;
 pub mod network;

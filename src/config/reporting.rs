@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::ConfigError;
-use super::storage::check_region;
+use super::aws_names::{SNS_TOPIC, arn_region, check_region};
 
 #[derive(Debug, Clone)]
 pub struct ReportingConfig {
@@ -40,7 +40,7 @@ pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<ReportingCon
     let sns = match get("WICKRIO_SNS_TOPIC_ARN") {
         None => None,
         Some(topic_arn) => {
-            let region = sns_arn_region(&topic_arn)?;
+            let region = arn_region("WICKRIO_SNS_TOPIC_ARN", &topic_arn, &SNS_TOPIC)?;
             Some(SnsConfig { topic_arn, region })
         }
     };
@@ -83,28 +83,6 @@ fn seconds(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u6
             var,
             format!("{text:?} is not a number of seconds from 1 to 86400"),
             format!("a whole number of seconds, e.g. {default}"),
-        )),
-    }
-}
-
-/// `arn:<partition>:sns:<region>:<account>:<topic>`; returns the region.
-fn sns_arn_region(arn: &str) -> Result<String, ConfigError> {
-    let parts: Vec<&str> = arn.split(':').collect();
-    match parts.as_slice() {
-        ["arn", partition, "sns", region, account, topic]
-            if !partition.is_empty()
-                && !region.is_empty()
-                && account.len() == 12
-                && account.bytes().all(|b| b.is_ascii_digit())
-                && !topic.is_empty() =>
-        {
-            check_region("WICKRIO_SNS_TOPIC_ARN", region)?;
-            Ok((*region).to_owned())
-        }
-        _ => Err(ConfigError::new(
-            "WICKRIO_SNS_TOPIC_ARN",
-            format!("{arn:?} is not an SNS topic ARN"),
-            "arn:aws:sns:<region>:<12-digit account>:<topic name>",
         )),
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use zeroize::Zeroizing;
 
-use super::storage::check_region;
+use super::aws_names::check_region;
 use super::{ConfigError, Secret};
 
 /// The secret's keys and the environment variables they stand in for.

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::ConfigError;
+use super::aws_names::{KMS_KEY, arn_region, check_region};
 
 /// AES-GCM encrypts at most 2^36 - 32 bytes under one IV: the cap on one encrypted object.
 pub const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
@@ -86,7 +87,7 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
     let kms = match key_arn {
         None => None,
         Some(key_arn) => {
-            let arn_region = kms_arn_region(&key_arn)?;
+            let arn_region = arn_region("WICKRIO_KMS_MSTRKEY_ARN", &key_arn, &KMS_KEY)?;
             let region = get("WICKRIO_KMS_REGION").unwrap_or(arn_region);
             check_region("WICKRIO_KMS_REGION", &region)?;
             Some(KmsConfig { key_arn, region })
@@ -142,42 +143,6 @@ fn check_bucket_name(name: &str) -> Result<(), ConfigError> {
         format!("{name:?} is not a valid bucket name"),
         "3 to 63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit",
     ))
-}
-
-pub(super) fn check_region(var: &'static str, region: &str) -> Result<(), ConfigError> {
-    let ok = !region.is_empty()
-        && region.len() <= 32
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        return Ok(());
-    }
-    Err(ConfigError::new(
-        var,
-        format!("{region:?} is not a region name"),
-        "a region such as us-east-1",
-    ))
-}
-
-/// `arn:<partition>:kms:<region>:<account>:key/<id>` (or `alias/<name>`); returns the region.
-fn kms_arn_region(arn: &str) -> Result<String, ConfigError> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    match parts.as_slice() {
-        ["arn", _, "kms", region, account, resource]
-            if !region.is_empty()
-                && !account.is_empty()
-                && (resource.strip_prefix("key/").is_some_and(|id| !id.is_empty())
-                    || resource.strip_prefix("alias/").is_some_and(|id| !id.is_empty())) =>
-        {
-            Ok((*region).to_owned())
-        }
-        _ => Err(ConfigError::new(
-            "WICKRIO_KMS_MSTRKEY_ARN",
-            format!("{arn:?} is not a KMS key ARN"),
-            "arn:aws:kms:<region>:<account>:key/<key id> (or alias/<name>)",
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! signs the entry's JSON without its `sig` field. Anyone with the public key can then prove the
 //! archive complete and unaltered: a deleted, altered, reordered or unlisted file shows.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -86,13 +86,13 @@ pub struct FileFacts {
 }
 
 pub fn file_facts(path: &Path, message_lines: bool) -> std::io::Result<FileFacts> {
-    let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut facts = FileFacts::default();
     if !message_lines {
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = reader.read(&mut buf)?;
+            let n = file.read(&mut buf)?;
             if n == 0 {
                 break;
             }
@@ -100,21 +100,13 @@ pub fn file_facts(path: &Path, message_lines: bool) -> std::io::Result<FileFacts
             facts.size += n as u64;
         }
     } else {
-        let mut line = Vec::new();
-        let mut last = Vec::new();
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
-            if n == 0 {
-                break;
+        let last = crate::durable::for_each_line(file, |line| {
+            hasher.update(line);
+            facts.size += line.len() as u64;
+            if facts.first_msg_ts.is_none() && facts.size == line.len() as u64 {
+                facts.first_msg_ts = msg_ts(line);
             }
-            hasher.update(&line);
-            facts.size += n as u64;
-            if facts.first_msg_ts.is_none() && facts.size == n as u64 {
-                facts.first_msg_ts = msg_ts(&line);
-            }
-            std::mem::swap(&mut last, &mut line);
-        }
+        })?;
         facts.last_msg_ts = msg_ts(&last);
     }
     facts.sha256 = hex::encode(hasher.finalize());

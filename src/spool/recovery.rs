@@ -7,7 +7,6 @@
 //! Files another live instance holds locked are left alone.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
@@ -100,21 +99,14 @@ pub(crate) fn cut_torn_tail(file: &File) -> std::io::Result<(u64, u64)> {
     let total = file.metadata()?.len();
     // From the start, wherever the file's position was left.
     std::io::Seek::rewind(&mut &*file)?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
     let (mut offset, mut good) = (0u64, 0u64);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            break;
-        }
-        offset += n as u64;
+    durable::for_each_line(file, |line| {
+        offset += line.len() as u64;
         let complete = line.last() == Some(&b'\n');
-        if complete && serde_json::from_slice::<serde::de::IgnoredAny>(&line).is_ok() {
+        if complete && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok() {
             good = offset;
         }
-    }
+    })?;
     if good < total {
         file.set_len(good)?;
     }
