@@ -57,11 +57,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon (the default when no command is given).
+    /// Run the daemon (the default when no command is given). Every setting is an environment
+    /// variable: see "Environment" in `retention-bot --help`, or the README's settings table.
     Run,
     /// Feed existing receivedMessages JSONL files through the spool. Each bad line is reported as
     /// FILE:LINE on stderr and skipped; exit status 1 if any line was rejected.
+    /// Refuses to run beside the daemon on the same state directory: POST the lines to it instead.
     Import {
+        /// The files to import, in order (the original bot's receivedMessages*.txt files).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -84,11 +87,13 @@ enum Command {
     /// ones copied. Each file appears only once its GCM tag checked out. Exit status 1 if any object
     /// failed (each is reported) or, with --public-key, if the restored archive fails `verify`.
     Decrypt {
+        /// The bucket the bot uploaded to.
         #[arg(long, env = "WICKRIO_S3_BUCKET_NAME")]
         bucket: String,
         /// Only objects under this folder.
         #[arg(long, env = "WICKRIO_S3_FOLDER_NAME", default_value = "")]
         prefix: String,
+        /// The bucket's region.
         #[arg(long, env = "WICKRIO_S3_REGION", default_value = "us-east-1")]
         region: String,
         /// The KMS key's region [default: the bucket's].

@@ -424,6 +424,37 @@ mod tests {
         Config::from_lookup(lookup(&pairs))
     }
 
+    /// The table `--help` and the README print says what the code does: setting each variable to
+    /// the default the table gives changes nothing.
+    #[test]
+    fn the_settings_table_gives_the_code_defaults() {
+        let bot = format!("settings-table-{}", std::process::id());
+        let root = PathBuf::from("/tmp").join(&bot);
+        let parse_with = |extra: Option<(&str, String)>| {
+            let mut pairs = vec![("WICKRIO_BOT_NAME", bot.clone())];
+            pairs.extend(extra);
+            let mut c = parse(pairs).map_err(|e| e.to_string())?;
+            c.made_dirs.clear();
+            Ok::<String, String>(format!("{c:?}"))
+        };
+        let plain = parse_with(None).unwrap();
+        let mut checked = 0;
+        for s in SETTINGS.iter().filter(|s| !s.default.starts_with('(')) {
+            // "0 (off; 10 with S3)": the value before any remark.
+            let value = s.default.split(" (").next().unwrap().replace("<botname>", &bot);
+            let with = parse_with(Some((s.name, value.clone())));
+            assert_eq!(with.as_ref(), Ok(&plain), "{}={value} is not the default", s.name);
+            checked += 1;
+        }
+        assert_eq!(
+            log_format(|_| None).unwrap(),
+            log_format(|_| Some("text".into())).unwrap()
+        );
+        assert_eq!(umask(&|_| None).unwrap(), umask(&|_| Some("027".into())).unwrap());
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(checked >= 20, "only {checked} settings with a plain default");
+    }
+
     #[test]
     fn defaults_follow_the_original() {
         let dir = tempfile::tempdir().unwrap();
