@@ -118,16 +118,7 @@ pub async fn run(
         max_file: config.ingest.max_file,
     };
     let mut capture = matrix.map(|source| tokio::spawn(source.capture(intake.clone(), capture_stop)));
-    let mut app = serve::status_routes(Arc::new(Status {
-        spool: pipeline.spool.clone(),
-        metrics: pipeline.metrics.clone(),
-        bot_name: config.bot_name.clone(),
-        drain: drain.clone(),
-    }));
-    if capture.is_none() {
-        let ingest = HttpState::new(intake, config.ingest.clone(), drain.clone());
-        app = app.merge(http::router(Arc::new(ingest)));
-    }
+    let app = routes(&config, &pipeline, intake, &drain, capture.is_none());
     // Headers are small: a client that cannot send them in a few seconds only holds a connection.
     let limits = serve::Limits {
         header_timeout: config.ingest.idle.min(serve::HEADER_TIMEOUT),
@@ -162,6 +153,39 @@ pub async fn run(
         }
     }
 
+    wind_down(&config, capture, stop_capture, &drain, stop_http, server).await;
+    let metrics = pipeline.metrics.clone();
+    pipeline.shutdown().await;
+    tracing::info!("stopped");
+    events.send(EventKind::Stopped, stopped_message(&metrics));
+    Ok(())
+}
+
+/// The status routes, and the ingest routes unless the Matrix source captures instead.
+fn routes(config: &Config, pipeline: &Pipeline, intake: Intake, drain: &Arc<Drain>, http_source: bool) -> axum::Router {
+    let app = serve::status_routes(Arc::new(Status {
+        spool: pipeline.spool.clone(),
+        metrics: pipeline.metrics.clone(),
+        bot_name: config.bot_name.clone(),
+        drain: drain.clone(),
+    }));
+    if !http_source {
+        return app;
+    }
+    let ingest = HttpState::new(intake, config.ingest.clone(), drain.clone());
+    app.merge(http::router(Arc::new(ingest)))
+}
+
+/// The sources stop in order, each within the grace period: the Matrix capture, then the
+/// requests in flight, then the listener.
+async fn wind_down(
+    config: &Config,
+    mut capture: Option<JoinHandle<Result<(), matrix::MatrixError>>>,
+    stop_capture: Trigger,
+    drain: &Drain,
+    stop_http: Trigger,
+    mut server: JoinHandle<()>,
+) {
     // The Matrix source finishes the sync in hand (its position is saved only once it is durable).
     stop_capture.fire();
     if capture.is_some()
@@ -189,21 +213,17 @@ pub async fn run(
     if tokio::time::timeout(Duration::from_secs(2), &mut server).await.is_err() {
         server.abort();
     }
-    let metrics = pipeline.metrics.clone();
-    pipeline.shutdown().await;
-    tracing::info!("stopped");
-    let waiting = metrics.level(Gauge::S3BacklogFiles);
-    events.send(
-        EventKind::Stopped,
-        match waiting {
-            0 => "stopped: everything received is saved".to_owned(),
-            n => format!(
-                "stopped: everything received is saved; {n} file(s) ({} bytes) wait on local disk for their upload at the next start",
-                metrics.level(Gauge::S3BacklogBytes)
-            ),
-        },
-    );
-    Ok(())
+}
+
+/// What an operator wants to know when the bot has stopped: whether anything waits for S3.
+fn stopped_message(metrics: &Metrics) -> String {
+    match metrics.level(Gauge::S3BacklogFiles) {
+        0 => "stopped: everything received is saved".to_owned(),
+        n => format!(
+            "stopped: everything received is saved; {n} file(s) ({} bytes) wait on local disk for their upload at the next start",
+            metrics.level(Gauge::S3BacklogBytes)
+        ),
+    }
 }
 
 /// Resolves when the Matrix capture task ends; never, when there is none (the HTTP source).

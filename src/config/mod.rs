@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 mod aws_names;
 mod dirs;
+mod files;
 mod ingest;
 pub mod network;
 pub mod reporting;
@@ -163,53 +164,12 @@ impl Config {
         check_path_component("WICKRIO_BOT_NAME", &bot_name)?;
         let network = network::from_lookup(&get, &bot_name)?;
 
-        let default_root = PathBuf::from("/tmp").join(&bot_name).join("compliance");
-        let mesg_dest = get("WICKRIO_COMP_MESGDEST").map_or_else(|| default_root.join("messages"), PathBuf::from);
-        let file_dest = get("WICKRIO_COMP_FILEDEST").map_or_else(|| default_root.join("attachments"), PathBuf::from);
-        let basename = get("WICKRIO_COMP_BASENAME").unwrap_or_else(|| "receivedMessages".to_owned());
-        check_path_component("WICKRIO_COMP_BASENAME", &basename)?;
-        if basename == "manifest" {
-            return Err(ConfigError::new(
-                "WICKRIO_COMP_BASENAME",
-                "\"manifest\" is the name of the bot's manifest files",
-                "any other name, e.g. receivedMessages",
-            ));
-        }
-
         let s3 = storage::s3_config(&get)?;
-        let size_kib = parse_u64(&get, "WICKRIO_COMP_FILESIZE", 1_000_000_000)?;
-        if size_kib == 0 {
-            return Err(ConfigError::new(
-                "WICKRIO_COMP_FILESIZE",
-                "0 KiB would rotate on every line",
-                "a whole number of KiB, at least 1",
-            ));
-        }
-        let max_file_bytes = size_kib.checked_mul(1024).ok_or_else(|| {
-            ConfigError::new(
-                "WICKRIO_COMP_FILESIZE",
-                format!("{size_kib} KiB is too large"),
-                "at most 18014398509481983 KiB",
-            )
-        })?;
-        let mut rotate_after = parse_minutes(&get, "WICKRIO_COMP_TIMEROTATE")?;
-        let mut max_file_bytes = max_file_bytes;
-        if s3.is_some() && get("WICKRIO_COMP_FILESIZE").is_none() {
-            let (size, time) = storage::S3_DEFAULT_ROTATION;
-            max_file_bytes = size;
-            if get("WICKRIO_COMP_TIMEROTATE").is_none() {
-                rotate_after = time;
-                tracing::info!(
-                    "S3 is configured and neither WICKRIO_COMP_FILESIZE nor WICKRIO_COMP_TIMEROTATE is set: \
-                     message files rotate (and upload) every 10 minutes or at 1 GiB"
-                );
-            }
-        }
-        let min_free_mb = parse_u64(&get, "WICKRIO_COMP_MIN_FREE_MB", 512)?;
+        let spool = files::spool_config(&get, &bot_name, s3.is_some())?;
 
         let ingest = ingest::ingest_config(&env, &get)?;
         if s3.as_ref().is_some_and(|s3| s3.kms.is_some()) {
-            storage::check_encryptable(max_file_bytes, ingest.max_file)?;
+            storage::check_encryptable(spool.max_file_bytes, ingest.max_file)?;
         }
 
         let reporting = reporting::from_lookup(&get)?;
@@ -221,24 +181,12 @@ impl Config {
                 "set AWS_SECRET_NAME, or unset WICKRIO_SECRET_UPDATE",
             ));
         }
-        let state_dir =
-            get("WICKRIO_STATE_DIR").map_or_else(|| PathBuf::from("/tmp").join(&bot_name).join("state"), PathBuf::from);
-        let password = env("WICKRIO_BOT_PASSWORD").filter(|p| !p.is_empty()).map(Secret::new);
-        let rotate_to = env("WICKRIO_ROTATE_PASSWORD")
-            .filter(|p| !p.is_empty())
-            .map(Secret::new);
-        if rotate_to.as_ref().is_some_and(|p| p.expose().chars().count() < 12) {
-            return Err(ConfigError::new(
-                "WICKRIO_ROTATE_PASSWORD",
-                "the new password is too short",
-                "at least 12 characters, different from the current password",
-            ));
-        }
+        let identity = files::identity_config(&env, &get, &bot_name)?;
 
         let made_dirs = [
-            check_writable_dir("WICKRIO_STATE_DIR", &state_dir)?,
-            check_writable_dir("WICKRIO_COMP_MESGDEST", &mesg_dest)?,
-            check_writable_dir("WICKRIO_COMP_FILEDEST", &file_dest)?,
+            check_writable_dir("WICKRIO_STATE_DIR", &identity.state_dir)?,
+            check_writable_dir("WICKRIO_COMP_MESGDEST", &spool.mesg_dest)?,
+            check_writable_dir("WICKRIO_COMP_FILEDEST", &spool.file_dest)?,
         ]
         .into_iter()
         .flatten()
@@ -247,20 +195,9 @@ impl Config {
         Ok(Config {
             bot_name,
             network,
-            spool: SpoolConfig {
-                mesg_dest,
-                file_dest,
-                basename,
-                max_file_bytes,
-                rotate_after,
-                min_free_bytes: min_free_mb.saturating_mul(1 << 20),
-            },
+            spool,
             ingest,
-            identity: IdentityConfig {
-                state_dir,
-                password,
-                rotate_to,
-            },
+            identity,
             s3,
             reporting,
             secret_update,
