@@ -86,27 +86,9 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
         }
         ("m.room.message", _) => match content.get("msgtype").and_then(Value::as_str) {
             Some("m.file" | "m.image" | "m.audio" | "m.video") => {
-                let filename = content
-                    .get("filename")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&body)
-                    .to_owned();
-                let mut file = json!({
-                    "filename": filename,
-                    "guid": content.get("url").or_else(|| content.get("file").and_then(|f| f.get("url"))),
-                    "uploadedbyuser": sender,
-                    "uploadedtimestamp": event.get("origin_server_ts"),
-                });
-                if content.get("msgtype").and_then(Value::as_str) == Some("m.audio")
-                    && content.get("org.matrix.msc3245.voice").is_some()
-                {
-                    file["isvoicememo"] = json!(true);
-                }
+                let (file, media_ref) = file_fields(event, &content, &body, sender);
                 fields.insert("file".into(), file);
-                media = Some(MediaRef {
-                    source: json!({ "url": content.get("url"), "file": content.get("file") }),
-                    filename,
-                });
+                media = Some(media_ref);
                 (MSGTYPE_FILE, body)
             }
             _ => (MSGTYPE_TEXT, body),
@@ -122,27 +104,67 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
             );
             (MSGTYPE_REACTION, key.to_owned())
         }
-        ("m.room.redaction", _) => {
+        (kind, _) if let Some((msgtype, control)) = control(kind, event, &content, sender) => {
+            fields.insert("control".into(), control);
+            (msgtype, String::new())
+        }
+        // Any other message-like event (stickers, polls, calls...): its body, if any; the event itself
+        // is in `matrix`.
+        _ => (MSGTYPE_TEXT, body),
+    };
+
+    let mut line = common_fields(room_id, event, event_id, sender, msgtype, text);
+    line.extend(fields);
+    line.insert("matrix".into(), matrix_field(room_id, event, delivery));
+    let message = Message::from_object(line, 1)?;
+    Ok(Translated { message, media })
+}
+
+/// A file message's `file` object, and where its media is to be fetched from.
+fn file_fields(event: &Value, content: &Value, body: &str, sender: &str) -> (Value, MediaRef) {
+    let filename = content
+        .get("filename")
+        .and_then(Value::as_str)
+        .unwrap_or(body)
+        .to_owned();
+    let mut file = json!({
+        "filename": filename,
+        "guid": content.get("url").or_else(|| content.get("file").and_then(|f| f.get("url"))),
+        "uploadedbyuser": sender,
+        "uploadedtimestamp": event.get("origin_server_ts"),
+    });
+    if content.get("msgtype").and_then(Value::as_str) == Some("m.audio")
+        && content.get("org.matrix.msc3245.voice").is_some()
+    {
+        file["isvoicememo"] = json!(true);
+    }
+    let media = MediaRef {
+        source: json!({ "url": content.get("url"), "file": content.get("file") }),
+        filename,
+    };
+    (file, media)
+}
+
+/// A room's change (a redaction, its creation, a member, a state event) as the original's
+/// control message: its `msgtype` and `control` object; `None` for a message-like event.
+fn control(kind: &str, event: &Value, content: &Value, sender: &str) -> Option<(i64, Value)> {
+    Some(match kind {
+        "m.room.redaction" => {
             let redacts = event
                 .get("redacts")
                 .or_else(|| content.get("redacts"))
                 .and_then(Value::as_str)
                 .map(message_id);
-            fields.insert(
-                "control".into(),
-                json!({ "msgtype": MSGTYPE_DELETE_MESSAGE, "message_id": redacts, "reason": content.get("reason") }),
-            );
-            (MSGTYPE_DELETE_MESSAGE, String::new())
+            let control =
+                json!({ "msgtype": MSGTYPE_DELETE_MESSAGE, "message_id": redacts, "reason": content.get("reason") });
+            (MSGTYPE_DELETE_MESSAGE, control)
         }
-        ("m.room.create", _) => {
-            fields.insert(
-                "control".into(),
-                json!({ "msgtype": MSGTYPE_CREATE_ROOM, "members": [sender] }),
-            );
-            (MSGTYPE_CREATE_ROOM, String::new())
-        }
-        ("m.room.member", _) => {
-            let member = str_at(&["state_key"]).unwrap_or_default();
+        "m.room.create" => (
+            MSGTYPE_CREATE_ROOM,
+            json!({ "msgtype": MSGTYPE_CREATE_ROOM, "members": [sender] }),
+        ),
+        "m.room.member" => {
+            let member = event.get("state_key").and_then(Value::as_str).unwrap_or_default();
             let membership = content.get("membership").and_then(Value::as_str).unwrap_or_default();
             let left = matches!(membership, "leave" | "ban") && member == sender;
             let msgtype = if left {
@@ -150,27 +172,33 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
             } else {
                 MSGTYPE_MODIFY_MEMBERS
             };
-            fields.insert(
-                "control".into(),
+            (
+                msgtype,
                 json!({ "msgtype": msgtype, "members": [member], "membership": membership }),
-            );
-            (msgtype, String::new())
+            )
         }
-        (kind, _) if event.get("state_key").is_some() => {
+        _ if event.get("state_key").is_some() => {
             let mut control = json!({ "msgtype": MSGTYPE_MODIFY_ROOM, "changemask": kind });
             match kind {
                 "m.room.name" => control["title"] = content.get("name").cloned().unwrap_or(Value::Null),
                 "m.room.topic" => control["description"] = content.get("topic").cloned().unwrap_or(Value::Null),
                 _ => {}
             }
-            fields.insert("control".into(), control);
-            (MSGTYPE_MODIFY_ROOM, String::new())
+            (MSGTYPE_MODIFY_ROOM, control)
         }
-        // Any other message-like event (stickers, polls, calls...): its body, if any; the event itself
-        // is in `matrix`.
-        _ => (MSGTYPE_TEXT, body),
-    };
+        _ => return None,
+    })
+}
 
+/// The fields every line has, in the original's order and formats.
+fn common_fields(
+    room_id: &str,
+    event: &Value,
+    event_id: &str,
+    sender: &str,
+    msgtype: i64,
+    text: String,
+) -> Map<String, Value> {
     let ts = event
         .get("origin_server_ts")
         .and_then(Value::as_i64)
@@ -195,16 +223,18 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
         Value::String(at.format("%Y-%m-%d %H:%M:%S%.3f").to_string()),
     );
     line.insert("vgroupid".into(), Value::String(room_id.to_owned()));
-    line.extend(fields);
+    line
+}
+
+/// `matrix`: the event itself, and how it was delivered.
+fn matrix_field(room_id: &str, event: &Value, delivery: &Delivery) -> Value {
     let mut matrix = json!({ "room_id": room_id, "encrypted": *delivery != Delivery::Plain, "event": event });
     match delivery {
         Delivery::Undecryptable(reason) => matrix["decryption_error"] = Value::String(reason.clone()),
         Delivery::DecryptedLate => matrix["decrypted_late"] = Value::Bool(true),
         Delivery::Plain | Delivery::Decrypted => {}
     }
-    line.insert("matrix".into(), matrix);
-    let message = Message::from_object(line, 1)?;
-    Ok(Translated { message, media })
+    matrix
 }
 
 #[cfg(test)]
