@@ -60,7 +60,7 @@ async fn post_messages_and_attachment(bot: &Bot, attachment: &[u8]) -> Vec<Strin
 /// succeeded and the restored archive verifies. Returns the directory and what it printed.
 fn restore_verified(endpoint: &str, bucket: &str, bot: &Bot) -> (std::path::PathBuf, String) {
     let dest = bot.root.join("restored");
-    let out = decrypt_tool(endpoint, bucket, &dest, &bot.root.join("state/public_key.txt"));
+    let out = decrypt_tool(endpoint, bucket, &dest, bot);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -71,12 +71,13 @@ fn restore_verified(endpoint: &str, bucket: &str, bot: &Bot) -> (std::path::Path
     (dest, stdout)
 }
 
-fn decrypt_tool(endpoint: &str, bucket: &str, dest: &Path, public_key: &Path) -> Output {
+/// `decrypt` of `bucket` (through `endpoint`) into `dest`, checked with `bot`'s public key.
+fn decrypt_tool(endpoint: &str, bucket: &str, dest: &Path, bot: &Bot) -> Output {
     std::process::Command::new(common::BIN)
         .args(["decrypt", "--bucket", bucket, "--prefix", FOLDER, "--dest"])
         .arg(dest)
         .arg("--public-key")
-        .arg(public_key)
+        .arg(bot.root.join("state/public_key.txt"))
         .env_clear()
         .envs(Moto::env_via(endpoint))
         .output()
@@ -231,12 +232,7 @@ async fn decrypt_restores_messages_and_attachments_and_the_archive_verifies() {
     assert!(text.contains(&attachments[0]), "{text}");
 
     // A second run finds everything already there and changes nothing.
-    let again = decrypt_tool(
-        &a.moto.endpoint(),
-        ENC_BUCKET,
-        &dest,
-        &a.bot.root.join("state/public_key.txt"),
-    );
+    let again = decrypt_tool(&a.moto.endpoint(), ENC_BUCKET, &dest, &a.bot);
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{stdout}");
     assert_eq!(stdout.matches("already there: ").count(), a.keys.len(), "{stdout}");
@@ -251,12 +247,7 @@ async fn a_tampered_object_fails_decrypt_clearly_and_leaves_no_plaintext() {
     a.moto.put_raw(ENC_BUCKET, &key, body, meta).await;
 
     let dest = a.bot.root.join("restored");
-    let out = decrypt_tool(
-        &a.moto.endpoint(),
-        ENC_BUCKET,
-        &dest,
-        &a.bot.root.join("state/public_key.txt"),
-    );
+    let out = decrypt_tool(&a.moto.endpoint(), ENC_BUCKET, &dest, &a.bot);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -105,23 +105,7 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
 }
 
 pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
-    let mut manifests = Vec::new();
-    let mut files: HashMap<String, Vec<PathBuf>> = HashMap::new();
-    walk(dir, &mut |path| {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-            return;
-        };
-        let is_manifest = name
-            .strip_prefix(MANIFEST_BASENAME)
-            .is_some_and(|rest| rest.starts_with('_'))
-            && (name.ends_with(CLOSED_SUFFIX) || name.ends_with(OPEN_SUFFIX));
-        if is_manifest {
-            manifests.push(path.to_owned());
-        } else if !name.starts_with('.') && !name.ends_with(".open") {
-            files.entry(name).or_default().push(path.to_owned());
-        }
-    })?;
-    manifests.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    let (manifests, files) = scan(dir)?;
 
     let mut report = Report {
         manifests: manifests.len(),
@@ -178,24 +162,7 @@ pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
             previous = Some((seq, hash));
             listed.insert(entry.body.name.clone());
             let copies = files.get(&entry.body.name).map(Vec::as_slice).unwrap_or_default();
-            if copies.len() > 1 {
-                let mut paths = copies.to_vec();
-                paths.sort();
-                report.problems.push(Problem::Duplicate {
-                    name: entry.body.name.clone(),
-                    seq,
-                    paths,
-                });
-            }
-            if copies.is_empty() {
-                report.problems.push(Problem::Missing {
-                    name: entry.body.name.clone(),
-                    seq,
-                });
-            }
-            for copy in copies {
-                check_file(&entry, copy, &mut report.problems)?;
-            }
+            check_copies(&entry, copies, &mut report.problems)?;
         }
     }
     let mut unlisted: Vec<&PathBuf> = files
@@ -208,6 +175,56 @@ pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
         .problems
         .extend(unlisted.into_iter().map(|p| Problem::Unlisted { path: p.clone() }));
     Ok(report)
+}
+
+/// Each place a file of a name lies.
+type FilesByName = HashMap<String, Vec<PathBuf>>;
+
+/// Every manifest under `dir` (in name order, which is the order they were written) and every other
+/// file, by name, with each place a file of that name lies.
+fn scan(dir: &Path) -> std::io::Result<(Vec<PathBuf>, FilesByName)> {
+    let mut manifests = Vec::new();
+    let mut files: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    walk(dir, &mut |path| {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            return;
+        };
+        let is_manifest = name
+            .strip_prefix(MANIFEST_BASENAME)
+            .is_some_and(|rest| rest.starts_with('_'))
+            && (name.ends_with(CLOSED_SUFFIX) || name.ends_with(OPEN_SUFFIX));
+        if is_manifest {
+            manifests.push(path.to_owned());
+        } else if !name.starts_with('.') && !name.ends_with(".open") {
+            files.entry(name).or_default().push(path.to_owned());
+        }
+    })?;
+    manifests.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok((manifests, files))
+}
+
+/// The file an entry lists: there, once, and the same.
+fn check_copies(entry: &Entry, copies: &[PathBuf], problems: &mut Vec<Problem>) -> std::io::Result<()> {
+    let (name, seq) = (&entry.body.name, entry.body.seq);
+    if copies.len() > 1 {
+        let mut paths = copies.to_vec();
+        paths.sort();
+        problems.push(Problem::Duplicate {
+            name: name.clone(),
+            seq,
+            paths,
+        });
+    }
+    if copies.is_empty() {
+        problems.push(Problem::Missing {
+            name: name.clone(),
+            seq,
+        });
+    }
+    for copy in copies {
+        check_file(entry, copy, problems)?;
+    }
+    Ok(())
 }
 
 fn check_file(entry: &Entry, path: &Path, problems: &mut Vec<Problem>) -> std::io::Result<()> {
