@@ -21,68 +21,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<serde_json::Value, ApiError> {
     let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg);
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let boundary = multer::parse_boundary(content_type).map_err(|e| {
-        bad(format!(
-            "not a valid multipart body: {e} (Content-Type needs a boundary)"
-        ))
-    })?;
-    let mut framing = Framing::new(&boundary);
-    let stream = req.into_body().into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(BoxError::from)?;
-        framing.follow(&chunk).map_err(BoxError::from)?;
-        Ok::<_, BoxError>(chunk)
-    });
-    let mut multipart = multer::Multipart::new(OneChunkAtATime::new(stream), boundary);
+    let mut multipart = open_multipart(req)?;
     let idle = state.config.idle;
-
-    let field = next_part(&mut multipart, idle)
-        .await?
-        .filter(|f| f.name() == Some("message"));
-    let Some(field) = field else {
-        return Err(bad(
-            "the first part must be named `message` (a msgtype 6000 message), followed by a part named `file`".into(),
-        ));
-    };
-    let mut share = Share::default();
-    let limits = Limits {
-        max: state.config.max_body,
-        idle,
-    };
-    let text = body::read(field, limits, &state.budget, &mut share).await?;
-    // The line made from it later is about as long again.
-    state.budget.cover(&mut share, 2 * text.capacity()).await?;
-    state.intake.metrics.incr(Counter::MessagesRx);
+    let (text, share, safe) = message_part(state, &mut multipart).await?;
     let refused = |e: ApiError| {
         state.intake.metrics.incr(Counter::MessagesRxFailed);
         e
     };
-    // A large message part is checked on the blocking pool, as a large JSON body is.
-    let inline = text.len() <= super::PARSE_INLINE;
-    let check = move || {
-        let checked = message::check_line(&text, 1).and_then(|c| require_file_message(c.msgtype));
-        let name = message::file_name(&text);
-        (text, checked, name)
-    };
-    let (text, checked, requested) = if inline {
-        check()
-    } else {
-        tokio::task::spawn_blocking(check).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the check of the message failed: {e}"),
-            )
-        })?
-    };
-    checked.map_err(|e| refused(ApiError::invalid(&[e], 0)))?;
-    let safe = requested
-        .map(|name| safe_attachment_name(&name))
-        .transpose()
-        .map_err(|e| refused(bad(format!("field `file.filename`: {e}; nothing was written"))))?;
 
     let field = next_part(&mut multipart, idle)
         .await?
@@ -123,6 +68,72 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
     let stored = state.intake.spool.store_attachment(partial, safe, line).await?;
     let local = stored.path.to_string_lossy();
     Ok(json!({ "accepted": 1, "localfilename": local, "bytes": stored.bytes }))
+}
+
+/// The body as multipart parts, its framing bounded as it streams.
+fn open_multipart(req: Request) -> Result<multer::Multipart<'static>, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("not a valid multipart body: {e} (Content-Type needs a boundary)"),
+        )
+    })?;
+    let mut framing = Framing::new(&boundary);
+    let stream = req.into_body().into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(BoxError::from)?;
+        framing.follow(&chunk).map_err(BoxError::from)?;
+        Ok::<_, BoxError>(chunk)
+    });
+    Ok(multer::Multipart::new(OneChunkAtATime::new(stream), boundary))
+}
+
+/// The `message` part, read within the budget and checked: its text, the budget it holds, and the
+/// safe form of the file name it gives (if it gives one).
+async fn message_part(
+    state: &HttpState,
+    multipart: &mut multer::Multipart<'static>,
+) -> Result<(Vec<u8>, Share, Option<String>), ApiError> {
+    let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg);
+    let idle = state.config.idle;
+    let field = next_part(multipart, idle)
+        .await?
+        .filter(|f| f.name() == Some("message"));
+    let Some(field) = field else {
+        return Err(bad(
+            "the first part must be named `message` (a msgtype 6000 message), followed by a part named `file`".into(),
+        ));
+    };
+    let mut share = Share::default();
+    let limits = Limits {
+        max: state.config.max_body,
+        idle,
+    };
+    let text = body::read(field, limits, &state.budget, &mut share).await?;
+    // The line made from it later is about as long again.
+    state.budget.cover(&mut share, 2 * text.capacity()).await?;
+    state.intake.metrics.incr(Counter::MessagesRx);
+    let refused = |e: ApiError| {
+        state.intake.metrics.incr(Counter::MessagesRxFailed);
+        e
+    };
+    let len = text.len();
+    let check = move || {
+        let checked = message::check_line(&text, 1).and_then(|c| require_file_message(c.msgtype));
+        let name = message::file_name(&text);
+        (text, checked, name)
+    };
+    let (text, checked, requested) = super::check_off_the_workers(len, "the message", check).await?;
+    checked.map_err(|e| refused(ApiError::invalid(&[e], 0)))?;
+    let safe = requested
+        .map(|name| safe_attachment_name(&name))
+        .transpose()
+        .map_err(|e| refused(bad(format!("field `file.filename`: {e}; nothing was written"))))?;
+    Ok((text, share, safe))
 }
 
 /// Streams the `file` part to a partial file; dropping the result removes it again.

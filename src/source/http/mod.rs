@@ -33,6 +33,25 @@ use body::{Budget, Limits, Share};
 /// blocking pool.
 pub(super) const PARSE_INLINE: usize = 64 << 10;
 
+/// Runs a check of `len` bytes of a producer's text: here when small (a few microseconds), else on
+/// the blocking pool, so that megabytes of (perhaps hostile) JSON never hold the async workers
+/// every other request needs.
+pub(super) async fn check_off_the_workers<T: Send + 'static>(
+    len: usize,
+    what: &str,
+    check: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if len <= PARSE_INLINE {
+        return Ok(check());
+    }
+    tokio::task::spawn_blocking(check).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the check of {what} failed: {e}"),
+        )
+    })
+}
+
 /// What the handlers share.
 pub struct HttpState {
     pub intake: Intake,
@@ -207,9 +226,7 @@ async fn post_json(state: &HttpState, req: Request, ndjson: bool) -> Result<serd
     };
     let body = body::read(req.into_body().into_data_stream(), limits, &state.budget, &mut share).await?;
     let body_len = body.len();
-    // Checked, and made the batch, in place: the body's memory is all the request takes. A large
-    // body is checked on the blocking pool, so that a few megabytes of (perhaps hostile) JSON never
-    // hold the async workers every other request needs.
+    // Checked, and made the batch, in place: the body's memory is all the request takes.
     // The share goes with the body: into the check, then into the spool's queue with the lines.
     let parse = move || {
         let parsed = if ndjson {
@@ -222,16 +239,7 @@ async fn post_json(state: &HttpState, req: Request, ndjson: bool) -> Result<serd
             lines
         })
     };
-    let parsed = if body_len <= PARSE_INLINE {
-        parse()
-    } else {
-        tokio::task::spawn_blocking(parse).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the check of the body failed: {e}"),
-            )
-        })?
-    };
+    let parsed = check_off_the_workers(body_len, "the body", parse).await?;
     let lines = match parsed {
         Ok(lines) => lines,
         Err(refused) => {
