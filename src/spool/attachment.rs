@@ -112,10 +112,7 @@ impl PartialAttachment {
         });
         let (file, guard) = rx
             .await
-            .map_err(|e| SpoolError::Io {
-                path: path.clone(),
-                error: e.to_string(),
-            })?
+            .map_err(|e| SpoolError::task(&path, e))?
             .map_err(|e| SpoolError::io(&path, &e))?;
         Ok(Self {
             file: tokio::fs::File::from_std(file),
@@ -148,10 +145,7 @@ impl PartialAttachment {
             let (dir, min) = (self.dir.clone(), self.min_free);
             tokio::task::spawn_blocking(move || super::disk::check_free(&dir, min))
                 .await
-                .map_err(|e| SpoolError::Io {
-                    path: self.dir.clone(),
-                    error: e.to_string(),
-                })??;
+                .map_err(|e| SpoolError::task(&self.dir, e))??;
         }
         match self.file.write_all(chunk).await {
             Ok(()) => Ok(()),
@@ -177,10 +171,7 @@ impl PartialAttachment {
         let (dir, name, from) = (self.dir.clone(), safe_name.to_owned(), partial.clone());
         let linked = tokio::task::spawn_blocking(move || link_under_free_name(&dir, &name, &from))
             .await
-            .map_err(|e| SpoolError::Io {
-                path: partial.clone(),
-                error: e.to_string(),
-            })?;
+            .map_err(|e| SpoolError::task(&partial, e))?;
         let path = match linked {
             Ok(path) => path,
             Err(e) => return Err(self.device_error(&e)),

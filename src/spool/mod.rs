@@ -85,8 +85,14 @@ pub enum SpoolError {
     DiskLow { path: PathBuf, free_mib: u64, min_mib: u64 },
     #[error("disk full while writing {path}; nothing partial was kept; free space and retry")]
     DiskFull { path: PathBuf },
+    /// Kept whole (not as text) for the log's chain of causes; behind `Arc` because one failed
+    /// group commit answers every request in it.
     #[error("I/O error on {path}: {error}")]
-    Io { path: PathBuf, error: String },
+    Io {
+        path: PathBuf,
+        #[source]
+        error: Arc<std::io::Error>,
+    },
     #[error("attachment is larger than WICKRIO_INGEST_MAX_FILE ({max} bytes)")]
     TooLarge { max: u64 },
     #[error("the bot is shutting down and takes no new data; retry shortly")]
@@ -100,7 +106,15 @@ impl SpoolError {
         }
         SpoolError::Io {
             path: path.to_owned(),
-            error: e.to_string(),
+            error: Arc::new(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
+    /// A helper task that did not finish (it panicked or was cancelled) while working on `path`.
+    pub(crate) fn task(path: &Path, e: impl std::fmt::Display) -> Self {
+        SpoolError::Io {
+            path: path.to_owned(),
+            error: Arc::new(std::io::Error::other(format!("the task failed: {e}"))),
         }
     }
 }
@@ -289,10 +303,10 @@ impl Spool {
             spool.commit_attachment(saved, lines).await
         };
         self.inner.attachments.spawn(job).await.unwrap_or_else(|e| {
-            Err(SpoolError::Io {
-                path: self.inner.config.file_dest.clone(),
-                error: format!("the attachment task failed: {e}"),
-            })
+            Err(SpoolError::task(
+                &self.inner.config.file_dest,
+                format!("attachment: {e}"),
+            ))
         })
     }
 

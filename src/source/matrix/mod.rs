@@ -64,14 +64,29 @@ pub enum MatrixError {
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
     #[error("cannot open the Matrix client store in {path}: {error}")]
-    Store { path: PathBuf, error: String },
-    #[error("Matrix request failed: {0}")]
-    Request(String),
+    Store {
+        path: PathBuf,
+        #[source]
+        error: matrix_sdk::ClientBuildError,
+    },
+    #[error("Matrix request failed: {what}: {error}")]
+    Request {
+        what: String,
+        #[source]
+        error: Box<matrix_sdk::Error>,
+    },
     #[error(transparent)]
     Spool(#[from] SpoolError),
 }
 
 impl MatrixError {
+    fn request(what: impl Into<String>, error: matrix_sdk::Error) -> Self {
+        Self::Request {
+            what: what.into(),
+            error: Box::new(error),
+        }
+    }
+
     fn io(path: &Path, error: std::io::Error) -> Self {
         Self::Io {
             path: path.to_owned(),
@@ -113,9 +128,9 @@ pub async fn connect(
         .sqlite_store(&store, Some(passphrase.expose()))
         .build()
         .await
-        .map_err(|e| MatrixError::Store {
+        .map_err(|error| MatrixError::Store {
             path: store.clone(),
-            error: e.to_string(),
+            error,
         })?;
     login::log_in(
         &client,
@@ -188,7 +203,7 @@ impl MatrixSource {
                         "the homeserver ended the bot's session ({e}), e.g. after its password was changed elsewhere; restart the bot to log in again"
                     )));
                 }
-                Err(e) => Err(MatrixError::Request(e.to_string())),
+                Err(e) => Err(MatrixError::request("sync", e)),
             };
             match result {
                 Ok(()) => backoff = Duration::from_secs(1),
@@ -427,7 +442,7 @@ impl Gap {
             let page = room
                 .messages(options)
                 .await
-                .map_err(|e| MatrixError::Request(format!("cannot page back room {}: {e}", room.room_id())))?;
+                .map_err(|e| MatrixError::request(format!("cannot page back room {}", room.room_id()), e))?;
             if page.chunk.is_empty() {
                 break;
             }
@@ -469,7 +484,7 @@ impl Gap {
             let page = room
                 .messages(options)
                 .await
-                .map_err(|e| MatrixError::Request(format!("cannot read room {}: {e}", room.room_id())))?;
+                .map_err(|e| MatrixError::request(format!("cannot read room {}", room.room_id()), e))?;
             let done = page.chunk.is_empty() || page.end.is_none() || page.end == self.bounds[i];
             events.extend(page.chunk);
             if done {
