@@ -7,4 +7,4 @@ pub mod stage;
 pub mod verify;
 
 pub use entry::{Entry, EntryBody, FileFacts, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
-pub use stage::{ManifestSink, ManifestWriter};
+pub use stage::{ManifestError, ManifestSink, ManifestWriter};

@@ -22,6 +22,50 @@ use crate::spool::naming::{CLOSED_SUFFIX, Names, open_name};
 use crate::spool::{ClosedFile, FileKind, recovery};
 
 const HEAD_FILE: &str = "manifest_head.json";
+
+/// Why the manifest stage could not list a file, each naming the file to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path} is damaged: {source}; restore it from a backup")]
+    HeadDamaged {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot read or store the manifest chain head {path}: {source}")]
+    Head {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot hash {path} for its manifest entry: {source}")]
+    Hash {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write manifest {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot recover the manifests and closed files under {dir}: {source}")]
+    Recover {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ManifestError {
+    fn write(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| Self::Write {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
 /// A manifest is closed (and shipped) after this many entries or this long, whichever comes first.
 const MAX_ENTRIES: usize = 1000;
 const MAX_AGE: Duration = Duration::from_secs(3600);
@@ -82,27 +126,38 @@ impl ManifestWriter {
     /// files that no local manifest lists, which get their entry now (a crash between closing a file
     /// and listing it must not leave it unlisted). Run it before the spool's own recovery, which hands
     /// on the files it closes itself.
-    pub fn open(config: &SpoolConfig, state_dir: &Path, key: SigningKey) -> std::io::Result<(Self, Vec<ClosedFile>)> {
+    pub fn open(
+        config: &SpoolConfig,
+        state_dir: &Path,
+        key: SigningKey,
+    ) -> Result<(Self, Vec<ClosedFile>), ManifestError> {
         let dir = &config.mesg_dest;
         let head_path = state_dir.join(HEAD_FILE);
         let mut head = match std::fs::read(&head_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::other(format!(
-                    "{} is damaged: {e}; restore it from a backup",
-                    head_path.display()
-                ))
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| ManifestError::HeadDamaged {
+                path: head_path.clone(),
+                source,
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Head {
                 seq: 0,
                 hash: GENESIS.into(),
             },
-            Err(e) => return Err(e),
+            Err(source) => {
+                return Err(ManifestError::Head {
+                    path: head_path,
+                    source,
+                });
+            }
+        };
+        let recover = |source| ManifestError::Recover {
+            dir: dir.to_owned(),
+            source,
         };
         let mut recovered = Vec::new();
-        for (path, bytes) in recovery::close_abandoned(dir, MANIFEST_BASENAME)? {
+        for (path, bytes) in recovery::close_abandoned(dir, MANIFEST_BASENAME).map_err(recover)? {
             recovered.push(ClosedFile::new(path, FileKind::Manifest, bytes));
         }
-        let waiting = closed_files(config, &recovered)?;
+        let waiting = closed_files(config, &recovered).map_err(recover)?;
         // The head file may lag the manifests (a crash, or a failed write, between an entry and the
         // head): the newest entry found anywhere wins, so a sequence number is never used twice.
         if let Some(newest) = &waiting.newest
@@ -144,12 +199,15 @@ impl ManifestWriter {
     /// the head of the next manifest, before anything else. If the failed manifest held it after all
     /// (a crash, with a device that kept what it said it had lost), `verify` finds the same entry
     /// twice, which it accepts; never two different entries with one number, and never a gap.
-    pub fn record(&mut self, file: &ClosedFile) -> std::io::Result<Recorded> {
+    pub fn record(&mut self, file: &ClosedFile) -> Result<Recorded, ManifestError> {
         self.flush_pending()?;
         if let Some(sha256) = self.already_listed.remove(&file.path) {
             return Ok(Recorded { sha256 });
         }
-        let facts = file_facts(&file.path, file.kind == FileKind::Messages)?;
+        let facts = file_facts(&file.path, file.kind == FileKind::Messages).map_err(|source| ManifestError::Hash {
+            path: file.path.clone(),
+            source,
+        })?;
         let name = file
             .path
             .file_name()
@@ -176,7 +234,7 @@ impl ManifestWriter {
     }
 
     /// Writes the entry that a failed append left over, if any; its file then counts as listed.
-    fn flush_pending(&mut self) -> std::io::Result<()> {
+    fn flush_pending(&mut self) -> Result<(), ManifestError> {
         match self.pending.take() {
             Some(pending) => {
                 let (path, sha256) = (pending.path.clone(), pending.sha256.clone());
@@ -189,7 +247,7 @@ impl ManifestWriter {
     }
 
     /// Appends one entry and moves the head past it; on failure keeps it as `pending`.
-    fn append(&mut self, entry: Pending) -> std::io::Result<()> {
+    fn append(&mut self, entry: Pending) -> Result<(), ManifestError> {
         // The head must be stored before the chain grows: with S3 the manifests leave the host,
         // and the stored head is then all the next start knows.
         if self.head_dirty {
@@ -203,10 +261,11 @@ impl ManifestWriter {
             .and_then(|()| open.file.sync_data())
         {
             // Never appended to again (after a failed fsync its pages cannot be trusted).
+            let path = open.open_path.clone();
             let cut = open.file.set_len(open.len).is_ok();
             self.give_up_open(cut);
             self.pending = Some(entry);
-            return Err(e);
+            return Err(ManifestError::write(&path)(e));
         }
         open.len += text.len() as u64;
         open.entries += 1;
@@ -269,23 +328,35 @@ impl ManifestWriter {
     }
 
     /// Closes the open manifest, if any, for delivery.
-    pub fn close(&mut self) -> std::io::Result<Option<ClosedFile>> {
+    pub fn close(&mut self) -> Result<Option<ClosedFile>, ManifestError> {
         let Some(open) = self.open.take() else { return Ok(None) };
-        open.file.sync_all()?;
-        std::fs::rename(&open.open_path, &open.closed_path)?;
-        durable::sync_dir(&self.dir)?;
-        let bytes = open.file.metadata()?.len();
+        let failed = ManifestError::write(&open.open_path);
+        let bytes = open
+            .file
+            .sync_all()
+            .and_then(|()| std::fs::rename(&open.open_path, &open.closed_path))
+            .and_then(|()| durable::sync_dir(&self.dir))
+            .and_then(|()| open.file.metadata())
+            .map_err(failed)?
+            .len();
         tracing::info!(file = %open.closed_path.display(), entries = open.entries, "closed manifest");
         Ok(Some(ClosedFile::new(open.closed_path, FileKind::Manifest, bytes)))
     }
 
-    fn ensure_open(&mut self) -> std::io::Result<&mut OpenManifest> {
+    fn ensure_open(&mut self) -> Result<&mut OpenManifest, ManifestError> {
         if self.open.is_none() {
             let closed_name = self.names.message_file(MANIFEST_BASENAME, chrono::Utc::now());
             let open_path = self.dir.join(open_name(&closed_name));
-            let file = OpenOptions::new().append(true).create_new(true).open(&open_path)?;
-            file.try_lock().map_err(|e| std::io::Error::other(e.to_string()))?;
-            durable::sync_dir(&self.dir)?;
+            let file = OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .open(&open_path)
+                .and_then(|file| {
+                    file.try_lock().map_err(|e| std::io::Error::other(e.to_string()))?;
+                    durable::sync_dir(&self.dir)?;
+                    Ok(file)
+                })
+                .map_err(ManifestError::write(&open_path))?;
             let closed_path = self.dir.join(closed_name);
             self.open = Some(OpenManifest {
                 file,
@@ -296,14 +367,20 @@ impl ManifestWriter {
                 opened: Instant::now(),
             });
         }
-        self.open
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("manifest not open"))
+        self.open.as_mut().ok_or_else(|| ManifestError::Write {
+            path: self.dir.clone(),
+            source: std::io::Error::other("manifest not open"),
+        })
     }
 
-    fn store_head(&mut self) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(&self.head).map_err(std::io::Error::other)?;
-        durable::write_atomically(&self.head_path, &bytes)?;
+    fn store_head(&mut self) -> Result<(), ManifestError> {
+        let bytes = serde_json::to_vec(&self.head).map_err(std::io::Error::other);
+        bytes
+            .and_then(|bytes| durable::write_atomically(&self.head_path, &bytes))
+            .map_err(|source| ManifestError::Head {
+                path: self.head_path.clone(),
+                source,
+            })?;
         self.head_dirty = false;
         Ok(())
     }
@@ -423,8 +500,8 @@ impl<S: Sink> ManifestSink<S> {
     /// which is logged; the archive then carries on unsigned rather than stopping.
     async fn with_writer<T: Send + 'static>(
         &mut self,
-        job: impl FnOnce(&mut ManifestWriter) -> std::io::Result<T> + Send + 'static,
-    ) -> Option<std::io::Result<T>> {
+        job: impl FnOnce(&mut ManifestWriter) -> T + Send + 'static,
+    ) -> Option<T> {
         let mut writer = self.writer.take()?;
         match tokio::task::spawn_blocking(move || {
             let r = job(&mut writer);
@@ -447,12 +524,10 @@ impl<S: Sink> ManifestSink<S> {
     /// written the file waits in `unlisted`.
     async fn list_and_deliver(&mut self, mut file: ClosedFile) {
         let listed = file.clone();
-        let outcome = self
-            .with_writer(move |w| Ok((w.record(&listed), w.take_closed())))
-            .await;
+        let outcome = self.with_writer(move |w| (w.record(&listed), w.take_closed())).await;
         let (recorded, manifests) = match outcome {
-            Some(Ok((recorded, manifests))) => (Some(recorded), manifests),
-            _ => (None, Vec::new()),
+            Some((recorded, manifests)) => (Some(recorded), manifests),
+            None => (None, Vec::new()),
         };
         match recorded {
             Some(Ok(recorded)) => {
@@ -492,8 +567,8 @@ impl<S: Sink + Send> Sink for ManifestSink<S> {
         for file in &self.unlisted {
             tracing::error!(file = %file.path.display(), "left on local disk without a manifest entry; it is listed and delivered at the next start");
         }
-        let closed = self.with_writer(|w| Ok((w.close(), w.take_closed()))).await;
-        if let Some(Ok((last, earlier))) = closed {
+        let closed = self.with_writer(|w| (w.close(), w.take_closed())).await;
+        if let Some((last, earlier)) = closed {
             for manifest in earlier {
                 self.inner.deliver(manifest).await;
             }

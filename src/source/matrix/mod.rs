@@ -67,7 +67,7 @@ pub enum MatrixError {
     Store {
         path: PathBuf,
         #[source]
-        error: matrix_sdk::ClientBuildError,
+        error: Box<matrix_sdk::ClientBuildError>,
     },
     #[error("Matrix request failed: {what}: {error}")]
     Request {
@@ -130,7 +130,7 @@ pub async fn connect(
         .await
         .map_err(|error| MatrixError::Store {
             path: store.clone(),
-            error,
+            error: Box::new(error),
         })?;
     login::log_in(
         &client,
