@@ -210,6 +210,7 @@ async fn worker(addr: String, t: Arc<Template>, ids: Arc<AtomicU64>, until: Inst
 /// Starts a bot writing under `root` on a free loopback port; returns it and its address.
 fn spawn_bot(root: &Path, extra: &[(&str, String)]) -> (Bot, String) {
     let addr = format!("127.0.0.1:{}", free_port());
+    std::fs::create_dir_all(root).expect("create the bot's directory");
     let bot = Command::new(env!("CARGO_BIN_EXE_retention-bot"))
         .env_clear()
         .envs(extra.iter().map(|(k, v)| (k, v)))

@@ -1,0 +1,266 @@
+//! The `retention-bot` command: the daemon and its tools. `start` is the start-up `run` and
+//! `import` share; `tools` the one-shot commands.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use retention_bot::config::{self, Config, LogFormat, Network, SETTINGS, SecretLocation, secret};
+use retention_bot::daemon::{self, Pipeline};
+use retention_bot::identity::{self, PasswordChange, password::Terminal};
+use retention_bot::lock::StateLock;
+use retention_bot::metrics::{Counter, Metrics};
+use retention_bot::privileges;
+use retention_bot::report::{EventKind, Events, Reporter};
+use retention_bot::source::{self, import, matrix::MatrixError};
+
+/// A line on standard output. A reader that went away (`| head -1`) or a closed stdout is not worth
+/// a panic: what was to be said is lost, and the exit status still tells.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// [`say!`] on standard error.
+macro_rules! esay {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+mod start;
+mod tools;
+
+use start::start;
+
+/// Exit status for a bad setting: the daemon did not start and changed nothing.
+const EXIT_CONFIG: u8 = 2;
+/// Exit status for a refused password: the daemon did not start and changed nothing.
+const EXIT_LOGIN: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "retention-bot",
+    version,
+    about = "Data retention daemon: captures every message and file into crash-safe rotating files",
+    long_about = "Data retention daemon: captures every message and file into crash-safe rotating files.\n\n\
+        Configured by environment variables (the AWS Wickr data retention bot's names), so the same \
+        `docker run -e ...` line works, or by the same keys in a Secrets Manager secret (AWS_SECRET_NAME). Producers POST WickrIO-format messages to the HTTP source; each is \
+        acknowledged (202) only once it is fsync'd. Exit status 2 means a setting was refused, 3 that the \
+        password was.",
+    after_long_help = settings_help()
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default when no command is given). Every setting is an environment
+    /// variable: see "Environment" in `retention-bot --help`, or the README's settings table.
+    Run,
+    /// Feed existing receivedMessages JSONL files through the spool. Each bad line is reported as
+    /// FILE:LINE on stderr and skipped; exit status 1 if any line was rejected.
+    /// Refuses to run beside the daemon on the same state directory: POST the lines to it instead.
+    Import {
+        /// The files to import, in order (the original bot's receivedMessages*.txt files).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Exit 0 if the daemon at WICKRIO_INGEST_ADDR answers GET /healthz (for container HEALTHCHECK).
+    Healthcheck,
+    /// Check an archive against its signed manifests with the bot's public key (no password
+    /// needed): every signature, the hash chain, and every file's presence and SHA-256. Reports
+    /// each missing, altered, reordered or unlisted file; exit status 1 if there is any.
+    Verify {
+        /// The archive: a directory holding the message files, attachments and manifests (e.g.
+        /// /tmp/<botname>/compliance), searched recursively.
+        dir: PathBuf,
+        /// The bot's public key file [default: $WICKRIO_STATE_DIR/public_key.txt, or
+        /// /tmp/$WICKRIO_BOT_NAME/state/public_key.txt].
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// Download every object under a prefix and restore it under DIR: objects in the S3 Encryption
+    /// Client V2 format are decrypted (the data key is unwrapped with KMS; needs kms:Decrypt), plain
+    /// ones copied. Each file appears only once its GCM tag checked out. Exit status 1 if any object
+    /// failed (each is reported) or, with --public-key, if the restored archive fails `verify`.
+    Decrypt {
+        /// The bucket the bot uploaded to.
+        #[arg(long, env = "WICKRIO_S3_BUCKET_NAME")]
+        bucket: String,
+        /// Only objects under this folder.
+        #[arg(long, env = "WICKRIO_S3_FOLDER_NAME", default_value = "")]
+        prefix: String,
+        /// The bucket's region.
+        #[arg(long, env = "WICKRIO_S3_REGION", default_value = "us-east-1")]
+        region: String,
+        /// The KMS key's region [default: the bucket's].
+        #[arg(long, env = "WICKRIO_KMS_REGION")]
+        kms_region: Option<String>,
+        /// Directory to restore into; attachments go to DIR/attachments.
+        #[arg(long, value_name = "DIR")]
+        dest: PathBuf,
+        /// Afterwards, check the restored archive against its signed manifests with this key.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+}
+
+fn settings_help() -> String {
+    let mut out = String::from("Environment:\n");
+    for s in SETTINGS {
+        out.push_str(&format!(
+            "  {:<28} {}\n  {:<28} default: {}\n",
+            s.name, s.meaning, "", s.default
+        ));
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    limit_malloc_arenas();
+    let cli = Cli::parse();
+    let format = match config::log_format(|k| std::env::var(k).ok()) {
+        Ok(f) => f,
+        Err(e) => {
+            esay!("retention-bot: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(format);
+    // Before anything is created: the bot's files are not for other users to read.
+    match config::umask(&|k| std::env::var(k).ok()) {
+        Ok(mask) => drop(nix::sys::stat::umask(mask)),
+        Err(e) => {
+            esay!("retention-bot: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let command = cli.command.unwrap_or(Command::Run);
+    match command {
+        Command::Healthcheck => return tools::healthcheck(),
+        Command::Verify { dir, public_key } => return tools::verify(&dir, public_key),
+        Command::Decrypt {
+            bucket,
+            prefix,
+            region,
+            kms_region,
+            dest,
+            public_key,
+        } => {
+            let prefix = match prefix.trim_matches('/') {
+                "" => String::new(),
+                p => format!("{p}/"),
+            };
+            let options = retention_bot::decrypt::Options {
+                bucket,
+                prefix,
+                region,
+                kms_region,
+                dest,
+            };
+            return tools::decrypt(&options, public_key);
+        }
+        _ => {}
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    start(&runtime, command, stdout_reaches_someone())
+}
+
+fn init_logging(format: LogFormat) {
+    let levels = std::env::var("RUST_LOG").ok().filter(|l| !l.trim().is_empty());
+    // matrix-sdk logs every sync at info and every refused request (including the expected refusal of
+    // the generated password before a first run's password change) as an error; the bot reports what
+    // matters itself. RUST_LOG naming a matrix_sdk target overrides this.
+    let quiet_matrix = "matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=warn,matrix_sdk::http_client=off";
+    let directives = match levels {
+        Some(l) if l.contains("matrix_sdk") => l,
+        Some(l) => format!("{l},{quiet_matrix}"),
+        None => format!("info,{quiet_matrix}"),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Whether standard output reaches anyone. A parent that closed it leaves it as /dev/null (Rust's
+/// runtime opens that in its place), and `> /dev/null` sends it there too: either way a first-run
+/// banner written to it would be read by nobody.
+fn stdout_reaches_someone() -> bool {
+    let Ok(st) = nix::sys::stat::fstat(std::io::stdout()) else {
+        return false;
+    };
+    let null = nix::sys::stat::makedev(1, 3);
+    !((st.st_mode & nix::libc::S_IFMT) == nix::libc::S_IFCHR && st.st_rdev == null)
+}
+
+/// Where the first-run banner goes: standard output, or, when that reaches nobody, nowhere (an
+/// error, so that nothing is sealed with a password nobody saw).
+fn banner_out(stdout_open: bool) -> Box<dyn Write> {
+    struct Closed;
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "standard output is closed or /dev/null",
+            ))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    if stdout_open {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(Closed)
+    }
+}
+
+/// glibc gives threads heaps of their own, up to eight per core, and keeps freed memory in them;
+/// request bodies of a few hundred KiB, allocated and freed on every worker and blocking thread,
+/// would leave holes in all of them. Two heaps serve two cores, and buffers from 128 KiB up are
+/// mapped on their own and given back whole when freed. Set before any thread starts.
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt sets a tunable; it takes no pointers.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
+}
+
+/// Argon2 needs a 19 MiB working buffer at login; glibc keeps such freed memory in the process
+/// unless asked to return it, which would triple the daemon's resident size for nothing. (The mmap
+/// threshold is pinned at start: glibc otherwise raises it after the first large free, and the S3
+/// sink's 8 MiB part buffers would pile up in per-thread heaps; measured: 128 MiB peak RSS
+/// uploading 1 GiB.)
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages back to the OS; it takes no pointers.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
