@@ -23,46 +23,27 @@ use crate::spool::{ClosedFile, FileKind, recovery};
 
 const HEAD_FILE: &str = "manifest_head.json";
 
-/// Why the manifest stage could not list a file, each naming the file to look at.
+/// Why the manifest stage could not list a file, each naming the file to look at. The cause is kept
+/// whole and shown in the message (not also as `source()`, which would print it twice in a chain).
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("{path} is damaged: {source}; restore it from a backup")]
-    HeadDamaged {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("cannot read or store the manifest chain head {path}: {source}")]
-    Head {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot hash {path} for its manifest entry: {source}")]
-    Hash {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write manifest {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot recover the manifests and closed files under {dir}: {source}")]
-    Recover {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path} is damaged: {error}; restore it from a backup")]
+    HeadDamaged { path: PathBuf, error: serde_json::Error },
+    #[error("cannot read or store the manifest chain head {path}: {error}")]
+    Head { path: PathBuf, error: std::io::Error },
+    #[error("cannot hash {path} for its manifest entry: {error}")]
+    Hash { path: PathBuf, error: std::io::Error },
+    #[error("cannot write manifest {path}: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
+    #[error("cannot recover the manifests and closed files under {dir}: {error}")]
+    Recover { dir: PathBuf, error: std::io::Error },
 }
 
 impl ManifestError {
     fn write(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
-        move |source| Self::Write {
+        move |error| Self::Write {
             path: path.to_owned(),
-            source,
+            error,
         }
     }
 }
@@ -134,24 +115,21 @@ impl ManifestWriter {
         let dir = &config.mesg_dest;
         let head_path = state_dir.join(HEAD_FILE);
         let mut head = match std::fs::read(&head_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| ManifestError::HeadDamaged {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| ManifestError::HeadDamaged {
                 path: head_path.clone(),
-                source,
+                error,
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Head {
                 seq: 0,
                 hash: GENESIS.into(),
             },
-            Err(source) => {
-                return Err(ManifestError::Head {
-                    path: head_path,
-                    source,
-                });
+            Err(error) => {
+                return Err(ManifestError::Head { path: head_path, error });
             }
         };
-        let recover = |source| ManifestError::Recover {
+        let recover = |error| ManifestError::Recover {
             dir: dir.to_owned(),
-            source,
+            error,
         };
         let mut recovered = Vec::new();
         for (path, bytes) in recovery::close_abandoned(dir, MANIFEST_BASENAME).map_err(recover)? {
@@ -204,9 +182,9 @@ impl ManifestWriter {
         if let Some(sha256) = self.already_listed.remove(&file.path) {
             return Ok(Recorded { sha256 });
         }
-        let facts = file_facts(&file.path, file.kind == FileKind::Messages).map_err(|source| ManifestError::Hash {
+        let facts = file_facts(&file.path, file.kind == FileKind::Messages).map_err(|error| ManifestError::Hash {
             path: file.path.clone(),
-            source,
+            error,
         })?;
         let name = file
             .path
@@ -369,7 +347,7 @@ impl ManifestWriter {
         }
         self.open.as_mut().ok_or_else(|| ManifestError::Write {
             path: self.dir.clone(),
-            source: std::io::Error::other("manifest not open"),
+            error: std::io::Error::other("manifest not open"),
         })
     }
 
@@ -377,9 +355,9 @@ impl ManifestWriter {
         let bytes = serde_json::to_vec(&self.head).map_err(std::io::Error::other);
         bytes
             .and_then(|bytes| durable::write_atomically(&self.head_path, &bytes))
-            .map_err(|source| ManifestError::Head {
+            .map_err(|error| ManifestError::Head {
                 path: self.head_path.clone(),
-                source,
+                error,
             })?;
         self.head_dirty = false;
         Ok(())

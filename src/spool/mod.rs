@@ -85,14 +85,10 @@ pub enum SpoolError {
     DiskLow { path: PathBuf, free_mib: u64, min_mib: u64 },
     #[error("disk full while writing {path}; nothing partial was kept; free space and retry")]
     DiskFull { path: PathBuf },
-    /// Kept whole (not as text) for the log's chain of causes; behind `Arc` because one failed
-    /// group commit answers every request in it.
+    /// The cause kept whole (not as text), behind `Arc` because one failed group commit answers
+    /// every request in it; shown in the message, not also as `source()` (a chain would say it twice).
     #[error("I/O error on {path}: {error}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        error: Arc<std::io::Error>,
-    },
+    Io { path: PathBuf, error: Arc<std::io::Error> },
     #[error("attachment is larger than WICKRIO_INGEST_MAX_FILE ({max} bytes)")]
     TooLarge { max: u64 },
     #[error("the bot is shutting down and takes no new data; retry shortly")]

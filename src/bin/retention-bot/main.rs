@@ -126,7 +126,7 @@ fn settings_help() -> String {
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_malloc();
     let cli = Cli::parse();
     let format = match config::log_format(|k| std::env::var(k).ok()) {
         Ok(f) => f,
@@ -239,17 +239,27 @@ fn banner_out(stdout_open: bool) -> Box<dyn Write> {
 
 /// glibc gives threads heaps of their own, up to eight per core, and keeps freed memory in them;
 /// request bodies of a few hundred KiB, allocated and freed on every worker and blocking thread,
-/// would leave holes in all of them. Two heaps serve two cores, and buffers from 128 KiB up are
-/// mapped on their own and given back whole when freed. Measured under the ingest benchmark's
-/// attack mix with a 64 MiB budget: peak RSS 110–146 MiB before, 96–99 MiB after (docs/benchmarks.md).
-/// Set before any thread starts.
+/// would leave holes in all of them. One heap per core, and buffers from 128 KiB up mapped on their
+/// own and given back whole when freed. Measured under the ingest benchmark's attack mix with a
+/// 64 MiB budget on 2 cores: peak RSS 110–146 MiB before, 96–99 MiB after (docs/benchmarks.md).
+/// glibc's own variables (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`) still win. Set before any
+/// thread starts.
 #[allow(unsafe_code)]
-fn limit_malloc_arenas() {
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt sets a tunable; it takes no pointers.
-    unsafe {
-        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
-        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 << 10);
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = nix::libc::c_int::try_from(cores).unwrap_or(nix::libc::c_int::MAX);
+        let set = |var: &str| std::env::var_os(var).is_some();
+        // SAFETY: mallopt sets a tunable; it takes no pointers.
+        unsafe {
+            if !set("MALLOC_ARENA_MAX") {
+                nix::libc::mallopt(nix::libc::M_ARENA_MAX, arenas);
+            }
+            if !set("MALLOC_MMAP_THRESHOLD_") {
+                nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 << 10);
+            }
+        }
     }
 }
 

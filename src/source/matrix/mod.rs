@@ -54,6 +54,8 @@ const MAX_READS_PER_PAGE: usize = 100;
 /// Tries of a media download before its message is written without the file.
 const MEDIA_TRIES: u32 = 4;
 
+/// The causes are kept whole and shown in the message (not also as `source()`, which would print
+/// them twice in a chain).
 #[derive(Debug, thiserror::Error)]
 pub enum MatrixError {
     /// The homeserver refused the login or the password change: an operator must act.
@@ -66,13 +68,11 @@ pub enum MatrixError {
     #[error("cannot open the Matrix client store in {path}: {error}")]
     Store {
         path: PathBuf,
-        #[source]
         error: Box<matrix_sdk::ClientBuildError>,
     },
     #[error("Matrix request failed: {what}: {error}")]
     Request {
         what: String,
-        #[source]
         error: Box<matrix_sdk::Error>,
     },
     #[error(transparent)]

@@ -104,13 +104,15 @@ pub fn translate(room_id: &str, event: &Value, delivery: &Delivery) -> Result<Tr
             );
             (MSGTYPE_REACTION, key.to_owned())
         }
-        (kind, _) if let Some((msgtype, control)) = control(kind, event, &content, sender) => {
-            fields.insert("control".into(), control);
-            (msgtype, String::new())
-        }
-        // Any other message-like event (stickers, polls, calls...): its body, if any; the event itself
-        // is in `matrix`.
-        _ => (MSGTYPE_TEXT, body),
+        (kind, _) => match control(kind, event, &content, sender) {
+            Some((msgtype, control)) => {
+                fields.insert("control".into(), control);
+                (msgtype, String::new())
+            }
+            // Any other message-like event (stickers, polls, calls...): its body, if any; the event
+            // itself is in `matrix`.
+            None => (MSGTYPE_TEXT, body),
+        },
     };
 
     let mut line = common_fields(room_id, event, event_id, sender, msgtype, text);
