@@ -118,29 +118,37 @@ fn debian_mirror() -> String {
 }
 
 /// The binary the Dockerfile's builder stage makes (`cargo build --profile dist`), where it puts it
-/// (`/out/retention-bot`). Built in `target/image` (its own target directory), where `scripts/test`
-/// builds it in the background while the other tests run: then this finds it done.
+/// (`/out/retention-bot`). `scripts/test` builds it in the background while the other tests run
+/// and names it in `RETENTION_BOT_DIST_BINARY`: run from within `cargo test`, `cargo build` compiled
+/// the whole dependency tree a second time in CI. Without it, the binary is built here.
 fn builder_stage() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let image_target = target_dir().join("image");
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--profile",
-            "dist",
-            "--locked",
-            "--bin",
-            "retention-bot",
-            "--target-dir",
-        ])
-        .arg(&image_target)
-        .current_dir(repo())
-        .status()
-        .unwrap();
-    assert!(status.success(), "cargo build --profile dist failed");
+    let built = match std::env::var_os("RETENTION_BOT_DIST_BINARY") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let image_target = target_dir().join("image");
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--profile",
+                    "dist",
+                    "--locked",
+                    "--bin",
+                    "retention-bot",
+                    "--target-dir",
+                ])
+                .arg(&image_target)
+                .current_dir(repo())
+                .status()
+                .unwrap();
+            assert!(status.success(), "cargo build --profile dist failed");
+            image_target.join("dist/retention-bot")
+        }
+    };
     let stage = target_dir().join("container/builder");
     std::fs::create_dir_all(stage.join("out")).unwrap();
-    std::fs::copy(image_target.join("dist/retention-bot"), stage.join("out/retention-bot")).unwrap();
+    std::fs::copy(&built, stage.join("out/retention-bot"))
+        .unwrap_or_else(|e| panic!("copy {} into the builder stage: {e}", built.display()));
     stage
 }
 
