@@ -20,15 +20,33 @@ use crate::aws::{self, AwsFailure, failure};
 use crate::envelope::{EnvelopeError, StoredEnvelope, gcm};
 use crate::sink::s3::metadata::{self, TYPE};
 
-/// What to restore, and where.
-#[derive(Debug, Clone)]
+/// What to restore, and where: `retention-bot decrypt`'s own options (the defaults are the bot's
+/// settings, so the line that ran the bot also restores its archive).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The bucket the bot uploaded to.
+    #[arg(long, env = "WICKRIO_S3_BUCKET_NAME")]
     pub bucket: String,
+    /// Only objects under this folder.
+    #[arg(long, env = "WICKRIO_S3_FOLDER_NAME", default_value = "", value_parser = folder_prefix)]
     pub prefix: String,
+    /// The bucket's region.
+    #[arg(long, env = "WICKRIO_S3_REGION", default_value = "us-east-1")]
     pub region: String,
-    /// The KMS key's region, when it differs from the bucket's.
+    /// The KMS key's region [default: the bucket's].
+    #[arg(long, env = "WICKRIO_KMS_REGION")]
     pub kms_region: Option<String>,
+    /// Directory to restore into; attachments go to DIR/attachments.
+    #[arg(long, value_name = "DIR")]
     pub dest: PathBuf,
+}
+
+/// A folder as a key prefix: `a/b`, `/a/b/` and `a/b/` all list `a/b/...`; empty lists everything.
+fn folder_prefix(folder: &str) -> Result<String, std::convert::Infallible> {
+    Ok(match folder.trim_matches('/') {
+        "" => String::new(),
+        p => format!("{p}/"),
+    })
 }
 
 /// What happened to one object.
@@ -291,6 +309,15 @@ fn sha256_of_fd(file: &File) -> std::io::Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_lists_its_own_keys_whatever_its_slashes() {
+        for folder in ["a/b", "/a/b/", "a/b/"] {
+            assert_eq!(folder_prefix(folder).unwrap(), "a/b/");
+        }
+        assert_eq!(folder_prefix("").unwrap(), "");
+        assert_eq!(folder_prefix("/").unwrap(), "");
+    }
 
     fn meta(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

@@ -85,6 +85,18 @@ impl Events {
         (Self { tx: Some(tx) }, rx)
     }
 
+    /// Logs `message` at `level` where it arose, then sends it as an event of `kind`: the one line
+    /// an operator reads in the log is the one the topic gets.
+    pub fn announce(&self, level: tracing::Level, kind: EventKind, message: impl Into<String>) {
+        let message = message.into();
+        match level {
+            tracing::Level::ERROR => tracing::error!("{message}"),
+            tracing::Level::WARN => tracing::warn!("{message}"),
+            _ => tracing::info!("{message}"),
+        }
+        self.send(kind, message);
+    }
+
     /// Queues the event for publishing; never blocks. A full queue drops it with a warning.
     pub fn send(&self, kind: EventKind, message: impl Into<String>) {
         let Some(tx) = &self.tx else { return };

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::aws::{Moto, Proxy};
 use common::{Bot, INITIAL_PASSWORD, attachment_form, file_message, metric, text_message, wait_for};
+use retention_bot::report::origin::NOTIFICATION_KEYS;
 
 fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
@@ -28,21 +29,10 @@ fn run_to_exit(extra: &[(String, String)]) -> (Option<i32>, String) {
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-const ORIGINAL_KEYS: [&str; 8] = [
-    "complianceBot",
-    "dateTime",
-    "device",
-    "dockerImage",
-    "dockerTag",
-    "message",
-    "notificationType",
-    "severity",
-];
-
 /// Checks the original's shape and returns the message.
 fn message_of(event: &serde_json::Value) -> String {
     let keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ORIGINAL_KEYS, "{event}");
+    assert_eq!(keys, NOTIFICATION_KEYS, "{event}");
     assert_eq!(event["complianceBot"], "testbot");
     assert_eq!(event["notificationType"], "Bot Event");
     assert_eq!(event["dockerTag"], env!("CARGO_PKG_VERSION"));

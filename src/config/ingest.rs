@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{ConfigError, Secret, ingest_addr, parse_size, parse_u64};
+use super::{ConfigError, Secret, ingest_addr, parse_size, parse_u64, parse_u64_in};
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -66,22 +66,8 @@ pub(super) fn ingest_config(
         ));
     }
     let max_file = parse_size(get, "WICKRIO_INGEST_MAX_FILE", 60 << 30)?;
-    let idle = parse_u64(get, "WICKRIO_INGEST_IDLE_SECS", 30)?;
-    if !(1..=3600).contains(&idle) {
-        return Err(ConfigError::new(
-            "WICKRIO_INGEST_IDLE_SECS",
-            format!("{idle} is out of range"),
-            "1 to 3600 seconds",
-        ));
-    }
-    let max_connections = parse_u64(get, "WICKRIO_INGEST_MAX_CONNECTIONS", 512)?;
-    if !(1..=65_536).contains(&max_connections) {
-        return Err(ConfigError::new(
-            "WICKRIO_INGEST_MAX_CONNECTIONS",
-            format!("{max_connections} is out of range"),
-            "1 to 65536 connections",
-        ));
-    }
+    let idle = parse_u64_in(get, "WICKRIO_INGEST_IDLE_SECS", 30, 1..=3600, "seconds")?;
+    let max_connections = parse_u64_in(get, "WICKRIO_INGEST_MAX_CONNECTIONS", 512, 1..=65_536, "connections")?;
     let grace = parse_u64(get, "WICKRIO_SHUTDOWN_GRACE_SECS", 8)?;
     Ok(IngestConfig {
         addr,

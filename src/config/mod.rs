@@ -235,6 +235,25 @@ pub(super) fn parse_u64(
     }
 }
 
+/// A whole number within `range` (`unit` names what it counts, for the error's hint).
+pub(super) fn parse_u64_in(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Result<u64, ConfigError> {
+    let n = parse_u64(get, var, default)?;
+    if range.contains(&n) {
+        return Ok(n);
+    }
+    Err(ConfigError::new(
+        var,
+        format!("{n} is out of range"),
+        format!("{} to {} {unit}, e.g. {default}", range.start(), range.end()),
+    ))
+}
+
 /// Minutes, whole as in the original or decimal (`0.5` is 30 s); 0 means off.
 fn parse_minutes(
     get: &impl Fn(&str) -> Option<String>,
@@ -359,6 +378,17 @@ mod tests {
     fn parse(pairs: Vec<(&str, String)>) -> Result<Config, ConfigError> {
         let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         Config::from_lookup(lookup(&pairs))
+    }
+
+    #[test]
+    fn a_bounded_number_names_its_range_and_unit() {
+        let get = lookup(&[("N", "0"), ("M", "7"), ("X", "seven")]);
+        let e = parse_u64_in(&get, "N", 5, 1..=10, "seconds").unwrap_err();
+        assert_eq!(e.to_string(), "N: 0 is out of range; 1 to 10 seconds, e.g. 5");
+        assert_eq!(parse_u64_in(&get, "M", 5, 1..=10, "seconds").unwrap(), 7);
+        assert_eq!(parse_u64_in(&get, "unset", 5, 1..=10, "seconds").unwrap(), 5);
+        let e = parse_u64_in(&get, "X", 5, 1..=10, "seconds").unwrap_err();
+        assert!(e.to_string().contains("\"seven\" is not a whole number"), "{e}");
     }
 
     /// The table `--help` and the README print says what the code does: setting each variable to

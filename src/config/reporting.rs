@@ -72,19 +72,9 @@ pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<ReportingCon
     })
 }
 
-/// A whole number of seconds, at least 1.
+/// A whole number of seconds, from 1 s to a day.
 fn seconds(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
-    let Some(text) = get(var) else {
-        return Ok(default);
-    };
-    match text.parse::<u64>() {
-        Ok(n) if (1..=86_400).contains(&n) => Ok(n),
-        _ => Err(ConfigError::new(
-            var,
-            format!("{text:?} is not a number of seconds from 1 to 86400"),
-            format!("a whole number of seconds, e.g. {default}"),
-        )),
-    }
+    super::parse_u64_in(get, var, default, 1..=86_400, "seconds")
 }
 
 #[cfg(test)]

@@ -5,6 +5,19 @@ use serde::Serialize;
 
 use crate::events::{Event, Severity};
 
+/// The keys of the original's SNS message, in the order serde writes them (alphabetical, as the
+/// original's). Subscribers and filter policies match on these: the message has exactly these.
+pub const NOTIFICATION_KEYS: [&str; 8] = [
+    "complianceBot",
+    "dateTime",
+    "device",
+    "dockerImage",
+    "dockerTag",
+    "message",
+    "notificationType",
+    "severity",
+];
+
 /// Who sends the events: the original's `complianceBot`, `device`, `dockerImage` and `dockerTag`.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -83,19 +96,7 @@ mod tests {
         let text = origin.notification(&Event::new(EventKind::LoginFailed, "wrong password"), at);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "complianceBot",
-                "dateTime",
-                "device",
-                "dockerImage",
-                "dockerTag",
-                "message",
-                "notificationType",
-                "severity"
-            ]
-        );
+        assert_eq!(keys, NOTIFICATION_KEYS);
         assert_eq!(v["dateTime"], "2022-10-12T13:05:39");
         assert_eq!(v["notificationType"], "Bot Event");
         assert_eq!(v["severity"], "critical");

@@ -177,34 +177,34 @@ impl Watchdog {
     fn check_stages(&mut self, now: Instant) {
         for stage in &mut self.stages {
             let (pending, progress) = ((stage.pending)(&self.metrics), (stage.progress)(&self.metrics));
-            match stage.stall.observe(pending, progress, now, self.after) {
-                None => {}
-                Some(Change::Warn(stalled)) => {
+            let Some(change) = stage.stall.observe(pending, progress, now, self.after) else {
+                continue;
+            };
+            let (level, kind, message) = match change {
+                Change::Warn(stalled) => {
                     self.metrics.incr(Counter::WatchdogWarnings);
                     let message = format!(
                         "watchdog: the {} has pending work ({pending}) and has made no progress for {} s",
                         stage.name,
                         stalled.as_secs()
                     );
-                    tracing::warn!("{message}");
-                    self.events.send(EventKind::WatchdogWarning, message);
+                    (tracing::Level::WARN, EventKind::WatchdogWarning, message)
                 }
-                Some(Change::Fail(stalled)) => {
+                Change::Fail(stalled) => {
                     self.metrics.incr(Counter::WatchdogFailures);
                     let message = format!(
                         "watchdog: the {} is STALLED: pending work ({pending}) and no progress for {} s; data waits on local disk",
                         stage.name,
                         stalled.as_secs()
                     );
-                    tracing::error!("{message}");
-                    self.events.send(EventKind::WatchdogFailure, message);
+                    (tracing::Level::ERROR, EventKind::WatchdogFailure, message)
                 }
-                Some(Change::Recovered) => {
+                Change::Recovered => {
                     let message = format!("watchdog: the {} is making progress again", stage.name);
-                    tracing::info!("{message}");
-                    self.events.send(EventKind::WatchdogRecovered, message);
+                    (tracing::Level::INFO, EventKind::WatchdogRecovered, message)
                 }
-            }
+            };
+            self.events.announce(level, kind, message);
         }
     }
 
@@ -224,27 +224,28 @@ impl Watchdog {
                 continue;
             }
             let (free_mib, min_mib, dir_shown) = (free >> 20, min_free >> 20, dir.display());
-            match now {
-                Space::Full => {
-                    let m = format!(
+            let (level, kind, message) = match now {
+                Space::Full => (
+                    tracing::Level::ERROR,
+                    EventKind::DiskFull,
+                    format!(
                         "disk full: {free_mib} MiB free under {dir_shown}, below WICKRIO_COMP_MIN_FREE_MB={min_mib}: new messages and files are REFUSED until space is freed"
-                    );
-                    tracing::error!("{m}");
-                    events.send(EventKind::DiskFull, m);
-                }
-                Space::Low => {
-                    let m = format!(
+                    ),
+                ),
+                Space::Low => (
+                    tracing::Level::WARN,
+                    EventKind::DiskLow,
+                    format!(
                         "disk low: {free_mib} MiB free under {dir_shown}; new data will be refused below {min_mib} MiB (WICKRIO_COMP_MIN_FREE_MB)"
-                    );
-                    tracing::warn!("{m}");
-                    events.send(EventKind::DiskLow, m);
-                }
-                Space::Enough => {
-                    let m = format!("disk space recovered: {free_mib} MiB free under {dir_shown}");
-                    tracing::info!("{m}");
-                    events.send(EventKind::DiskRecovered, m);
-                }
-            }
+                    ),
+                ),
+                Space::Enough => (
+                    tracing::Level::INFO,
+                    EventKind::DiskRecovered,
+                    format!("disk space recovered: {free_mib} MiB free under {dir_shown}"),
+                ),
+            };
+            events.announce(level, kind, message);
             *seen = now;
         }
     }

@@ -36,8 +36,8 @@ impl Health {
             let message = format!(
                 "writing the spool failed: {e}; the affected requests were refused (none acknowledged), a message file it hit was closed as suspect, and /readyz answers 503 until a write and an fsync succeed again"
             );
-            tracing::error!("{message}");
-            self.events.send(EventKind::SpoolFailing, message);
+            self.events
+                .announce(tracing::Level::ERROR, EventKind::SpoolFailing, message);
         } else {
             tracing::error!(error = %e, "writing the spool failed again");
         }
@@ -47,8 +47,8 @@ impl Health {
     pub(crate) fn recovered(&self) {
         if !self.healthy.swap(true, Ordering::Relaxed) {
             let message = "writing the spool works again: new data is accepted";
-            tracing::info!("{message}");
-            self.events.send(EventKind::SpoolRecovered, message);
+            self.events
+                .announce(tracing::Level::INFO, EventKind::SpoolRecovered, message);
         }
     }
 }

@@ -132,14 +132,21 @@ pub struct Spool {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    tx: flume::Sender<Request>,
+/// What the writer thread and the attachment path both use: where files go and under which names,
+/// where closed files are announced, what is counted, and the spool's health.
+#[derive(Clone)]
+struct Shared {
     config: SpoolConfig,
     names: Arc<Names>,
     metrics: Arc<Metrics>,
     closed: mpsc::UnboundedSender<ClosedFile>,
     /// Unhealthy after a failed write or sync, until a write and an fsync succeed again.
     health: Arc<Health>,
+}
+
+struct Inner {
+    tx: flume::Sender<Request>,
+    shared: Shared,
     /// Attachments being finished: they run to the end whatever their producer does, and the
     /// writer is closed only after them.
     attachments: TaskTracker,
@@ -181,25 +188,22 @@ impl Spool {
         let names = Arc::new(Names::new());
         let health = Arc::new(Health::new(metrics.clone(), events));
         let (tx, rx) = flume::bounded(QUEUE_DEPTH);
-        let writer = writer::Writer::new(
-            config.clone(),
-            names.clone(),
-            metrics.clone(),
-            closed.clone(),
-            health.clone(),
-        );
+        tracing::info!(instance = names.instance(), dir = %config.mesg_dest.display(), "spool started");
+        let shared = Shared {
+            config,
+            names,
+            metrics,
+            closed,
+            health,
+        };
+        let writer = writer::Writer::new(shared.clone());
         std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))?;
-        tracing::info!(instance = names.instance(), dir = %config.mesg_dest.display(), "spool started");
         Ok(Spool {
             inner: Arc::new(Inner {
                 tx,
-                config,
-                names,
-                metrics,
-                closed,
-                health,
+                shared,
                 attachments: TaskTracker::new(),
             }),
         })
@@ -209,7 +213,7 @@ impl Spool {
     pub async fn append(&self, lines: Lines) -> Result<(), SpoolError> {
         let (done, rx) = oneshot::channel();
         let count = lines.count;
-        let _pending = Pending::new(&self.inner.metrics, count);
+        let _pending = Pending::new(&self.inner.shared.metrics, count);
         if self.inner.tx.send_async(Request::Append { lines, done }).await.is_err() {
             return Err(self.refused(count, SpoolError::ShuttingDown));
         }
@@ -220,7 +224,7 @@ impl Spool {
     pub fn append_blocking(&self, lines: Lines) -> Result<(), SpoolError> {
         let (done, rx) = oneshot::channel();
         let count = lines.count;
-        let _pending = Pending::new(&self.inner.metrics, count);
+        let _pending = Pending::new(&self.inner.shared.metrics, count);
         if self.inner.tx.send(Request::Append { lines, done }).is_err() {
             return Err(self.refused(count, SpoolError::ShuttingDown));
         }
@@ -228,7 +232,10 @@ impl Spool {
     }
 
     fn refused(&self, count: usize, e: SpoolError) -> SpoolError {
-        self.inner.metrics.add(Counter::MessagesSavedFailed, count as u64);
+        self.inner
+            .shared
+            .metrics
+            .add(Counter::MessagesSavedFailed, count as u64);
         e
     }
 
@@ -249,14 +256,14 @@ impl Spool {
         if self.inner.tx.is_disconnected() {
             return Err("spool writer has stopped".into());
         }
-        if !self.inner.health.is_healthy() {
+        if !self.inner.shared.health.is_healthy() {
             return Err("a write or fsync of the spool failed; unready until one succeeds again (see the logs)".into());
         }
         self.check_free_space().map_err(|e| e.to_string())
     }
 
     pub fn check_free_space(&self) -> Result<(), SpoolError> {
-        let c = &self.inner.config;
+        let c = &self.inner.shared.config;
         disk::check_free(&c.mesg_dest, c.min_free_bytes)?;
         disk::check_free(&c.file_dest, c.min_free_bytes)
     }
@@ -264,13 +271,13 @@ impl Spool {
     /// Starts receiving an attachment into a hidden partial file in `FILEDEST`.
     pub async fn begin_attachment(&self, max_bytes: u64) -> Result<PartialAttachment, SpoolError> {
         self.check_free_space()?;
-        let c = &self.inner.config;
+        let c = &self.inner.shared.config;
         PartialAttachment::create(
             &c.file_dest,
-            &self.inner.names,
+            &self.inner.shared.names,
             max_bytes,
             c.min_free_bytes,
-            self.inner.health.clone(),
+            self.inner.shared.health.clone(),
         )
         .await
     }
@@ -294,13 +301,13 @@ impl Spool {
             let saved = partial
                 .finish(&safe_name)
                 .await
-                .inspect_err(|_| spool.inner.metrics.incr(Counter::FilesSavedFailed))?;
+                .inspect_err(|_| spool.inner.shared.metrics.incr(Counter::FilesSavedFailed))?;
             let lines = line(&saved.path.to_string_lossy());
             spool.commit_attachment(saved, lines).await
         };
         self.inner.attachments.spawn(job).await.unwrap_or_else(|e| {
             Err(SpoolError::task(
-                &self.inner.config.file_dest,
+                &self.inner.shared.config.file_dest,
                 format!("attachment: {e}"),
             ))
         })
@@ -311,20 +318,21 @@ impl Spool {
     async fn commit_attachment(&self, saved: SavedAttachment, lines: Lines) -> Result<StoredAttachment, SpoolError> {
         match self.append(lines).await {
             Ok(()) => {
-                self.inner.metrics.incr(Counter::FilesSaved);
-                self.inner.metrics.add(Counter::FilesSavedBytes, saved.bytes);
+                self.inner.shared.metrics.incr(Counter::FilesSaved);
+                self.inner.shared.metrics.add(Counter::FilesSavedBytes, saved.bytes);
                 let stored = StoredAttachment {
                     path: saved.path.clone(),
                     bytes: saved.bytes,
                 };
                 let _ = self
                     .inner
+                    .shared
                     .closed
                     .send(ClosedFile::new(saved.path, FileKind::Attachment, saved.bytes));
                 Ok(stored)
             }
             Err(e) => {
-                self.inner.metrics.incr(Counter::FilesSavedFailed);
+                self.inner.shared.metrics.incr(Counter::FilesSavedFailed);
                 saved.discard().await;
                 Err(e)
             }
@@ -332,6 +340,6 @@ impl Spool {
     }
 
     pub fn file_dest(&self) -> &Path {
-        &self.inner.config.file_dest
+        &self.inner.shared.config.file_dest
     }
 }

@@ -19,18 +19,15 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::health::Health;
-use super::naming::{Names, acked_note, open_name, suspect_name};
-use super::{ClosedFile, FileKind, Request, SpoolError};
-use crate::config::SpoolConfig;
+use super::naming::{acked_note, open_name, suspect_name};
+use super::{ClosedFile, FileKind, Request, Shared, SpoolError};
 use crate::durable;
 use crate::message::Lines;
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::Counter;
 
 /// Stop gathering a group once it holds this many bytes, so one commit stays short.
 const MAX_GROUP_BYTES: usize = 32 << 20;
@@ -41,11 +38,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 type Ack = oneshot::Sender<Result<(), SpoolError>>;
 
 pub(super) struct Writer {
-    config: SpoolConfig,
-    names: Arc<Names>,
-    metrics: Arc<Metrics>,
-    closed: mpsc::UnboundedSender<ClosedFile>,
-    health: Arc<Health>,
+    shared: Shared,
     /// The file new batches go into.
     current: Option<OpenFile>,
     /// Files filled during this commit; closed once it is durable.
@@ -75,19 +68,9 @@ struct Written {
 }
 
 impl Writer {
-    pub(super) fn new(
-        config: SpoolConfig,
-        names: Arc<Names>,
-        metrics: Arc<Metrics>,
-        closed: mpsc::UnboundedSender<ClosedFile>,
-        health: Arc<Health>,
-    ) -> Self {
+    pub(super) fn new(shared: Shared) -> Self {
         Self {
-            config,
-            names,
-            metrics,
-            closed,
-            health,
+            shared,
             current: None,
             sealed: Vec::new(),
             failed: HashMap::new(),
@@ -109,7 +92,7 @@ impl Writer {
                     if rotate_at.is_some_and(|at| Instant::now() >= at) {
                         self.close_current("time limit reached");
                     }
-                    if !self.health.is_healthy() {
+                    if !self.shared.health.is_healthy() {
                         self.probe();
                     }
                     continue;
@@ -163,7 +146,7 @@ impl Writer {
         {
             self.seal_current();
         }
-        if let Err(e) = super::disk::check_free(&self.config.mesg_dest, self.config.min_free_bytes) {
+        if let Err(e) = super::disk::check_free(&self.shared.config.mesg_dest, self.shared.config.min_free_bytes) {
             for (lines, done) in group {
                 self.fail(lines.count, done, e.clone());
             }
@@ -197,25 +180,25 @@ impl Writer {
                 }
                 None => {
                     acked_any = true;
-                    self.metrics.add(Counter::MessagesSaved, w.count as u64);
+                    self.shared.metrics.add(Counter::MessagesSaved, w.count as u64);
                     let _ = w.done.send(Ok(()));
                 }
             }
         }
         if acked_any && self.failed.is_empty() {
-            self.health.recovered();
+            self.shared.health.recovered();
         }
         self.failed.clear();
     }
 
     fn fail(&self, count: usize, done: Ack, e: SpoolError) {
-        self.metrics.add(Counter::MessagesSavedFailed, count as u64);
+        self.shared.metrics.add(Counter::MessagesSavedFailed, count as u64);
         let _ = done.send(Err(e));
     }
 
     /// Writes one batch; returns the files it went into. On error nothing of it is left anywhere.
     fn write_batch(&mut self, bytes: &[u8]) -> Result<Vec<u64>, SpoolError> {
-        let limit = self.config.max_file_bytes;
+        let limit = self.shared.config.max_file_bytes;
         let len = bytes.len() as u64;
         let used = self.current.as_ref().map_or(0, |f| f.len);
         if used > 0 && used + len > limit {
@@ -281,8 +264,11 @@ impl Writer {
     }
 
     fn create(&mut self) -> Result<OpenFile, SpoolError> {
-        let dir = &self.config.mesg_dest;
-        let closed_name = self.names.message_file(&self.config.basename, chrono::Utc::now());
+        let dir = &self.shared.config.mesg_dest;
+        let closed_name = self
+            .shared
+            .names
+            .message_file(&self.shared.config.basename, chrono::Utc::now());
         let closed_path = dir.join(&closed_name);
         let path = dir.join(open_name(&closed_name));
         let created = (|| {
@@ -300,7 +286,7 @@ impl Writer {
         let file = created.map_err(|e| {
             let err = SpoolError::io(&path, &e);
             if !matches!(err, SpoolError::DiskFull { .. }) {
-                self.health.failed(&err);
+                self.shared.health.failed(&err);
             }
             err
         })?;
@@ -313,7 +299,7 @@ impl Writer {
             closed_path,
             len: 0,
             acked: 0,
-            rotate_at: self.config.rotate_after.map(|d| Instant::now() + d),
+            rotate_at: self.shared.config.rotate_after.map(|d| Instant::now() + d),
         })
     }
 
@@ -341,7 +327,7 @@ impl Writer {
     /// Makes this commit's files durable: fsyncs the current file and fsyncs, renames and hands on
     /// the sealed ones. Every failure lands in `failed`; files of a batch in `spread` fail together.
     fn settle_with(&mut self, spread: &[Vec<u64>]) {
-        let dir = self.config.mesg_dest.clone();
+        let dir = self.shared.config.mesg_dest.clone();
         let mut errors = Vec::new();
         for f in &self.sealed {
             if let Err(e) = f.file.sync_all() {
@@ -422,7 +408,7 @@ impl Writer {
     /// file that held nothing acknowledged is removed. Each step is best effort: the device failed.
     fn abandon(&mut self, f: OpenFile) {
         let why = self.failed.get(&f.id).map(ToString::to_string).unwrap_or_default();
-        let dir = self.config.mesg_dest.clone();
+        let dir = self.shared.config.mesg_dest.clone();
         if f.acked == 0 {
             match std::fs::remove_file(&f.path).and_then(|()| durable::sync_dir(&dir)) {
                 Ok(()) => {
@@ -464,7 +450,7 @@ impl Writer {
     /// A failed file that still holds refused lines: it is not handed on. A note beside it tells
     /// the next start's recovery how much of it was acknowledged, so recovery keeps only that.
     fn leave_for_recovery(&self, f: &OpenFile, why: &str) {
-        let open_path = self.config.mesg_dest.join(open_name(
+        let open_path = self.shared.config.mesg_dest.join(open_name(
             &f.closed_path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -484,20 +470,23 @@ impl Writer {
     }
 
     fn hand_on(&self, path: PathBuf, bytes: u64) {
-        self.metrics.incr(Counter::MessageFilesClosed);
-        let _ = self.closed.send(ClosedFile::new(path, FileKind::Messages, bytes));
+        self.shared.metrics.incr(Counter::MessageFilesClosed);
+        let _ = self
+            .shared
+            .closed
+            .send(ClosedFile::new(path, FileKind::Messages, bytes));
     }
 
     /// Marks a file failed because the device failed on it (not merely a full disk refusing a write).
     fn fail_file(&mut self, id: u64, e: SpoolError) {
-        self.health.failed(&e);
+        self.shared.health.failed(&e);
         self.failed.insert(id, e);
     }
 
     /// Without traffic, checks whether both destinations take a write and an fsync again.
     fn probe(&self) {
-        let name = format!(".probe_{}", self.names.instance());
-        let (messages, attachments) = (&self.config.mesg_dest, &self.config.file_dest);
+        let name = format!(".probe_{}", self.shared.names.instance());
+        let (messages, attachments) = (&self.shared.config.mesg_dest, &self.shared.config.file_dest);
         let dirs = if messages == attachments {
             vec![messages]
         } else {
@@ -509,7 +498,7 @@ impl Writer {
                 return;
             }
         }
-        self.health.recovered();
+        self.shared.health.recovered();
     }
 }
 

@@ -93,21 +93,8 @@ enum Command {
     /// ones copied. Each file appears only once its GCM tag checked out. Exit status 1 if any object
     /// failed (each is reported) or, with --public-key, if the restored archive fails `verify`.
     Decrypt {
-        /// The bucket the bot uploaded to.
-        #[arg(long, env = "WICKRIO_S3_BUCKET_NAME")]
-        bucket: String,
-        /// Only objects under this folder.
-        #[arg(long, env = "WICKRIO_S3_FOLDER_NAME", default_value = "")]
-        prefix: String,
-        /// The bucket's region.
-        #[arg(long, env = "WICKRIO_S3_REGION", default_value = "us-east-1")]
-        region: String,
-        /// The KMS key's region [default: the bucket's].
-        #[arg(long, env = "WICKRIO_KMS_REGION")]
-        kms_region: Option<String>,
-        /// Directory to restore into; attachments go to DIR/attachments.
-        #[arg(long, value_name = "DIR")]
-        dest: PathBuf,
+        #[command(flatten)]
+        options: retention_bot::decrypt::Options,
         /// Afterwards, check the restored archive against its signed manifests with this key.
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
@@ -148,27 +135,7 @@ fn main() -> ExitCode {
     match command {
         Command::Healthcheck => return tools::healthcheck(),
         Command::Verify { dir, public_key } => return tools::verify(&dir, public_key),
-        Command::Decrypt {
-            bucket,
-            prefix,
-            region,
-            kms_region,
-            dest,
-            public_key,
-        } => {
-            let prefix = match prefix.trim_matches('/') {
-                "" => String::new(),
-                p => format!("{p}/"),
-            };
-            let options = retention_bot::decrypt::Options {
-                bucket,
-                prefix,
-                region,
-                kms_region,
-                dest,
-            };
-            return tools::decrypt(&options, public_key);
-        }
+        Command::Decrypt { options, public_key } => return tools::decrypt(&options, public_key),
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

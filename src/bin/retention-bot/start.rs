@@ -272,8 +272,7 @@ async fn announce_password(
             let message = format!(
                 "{what}, but it could NOT be stored in the secret: {e}; copy it from the banner (or the new WICKRIO_ROTATE_PASSWORD) into the secret's password key by hand"
             );
-            tracing::error!("{message}");
-            events.send(EventKind::SecretUpdateFailed, message);
+            events.announce(tracing::Level::ERROR, EventKind::SecretUpdateFailed, message);
         }
     }
 }

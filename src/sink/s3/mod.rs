@@ -9,6 +9,7 @@
 //! for long: it waits on its own back-off outside the workers and rejoins the queue, so a file S3
 //! refuses never holds back the files behind it.
 
+mod error;
 pub mod metadata;
 mod upload;
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::Sink;
-use crate::aws::{self, AwsFailure, Retry};
+use crate::aws::{self, Retry};
 use crate::config::S3Config;
 use crate::durable;
 use crate::envelope::{Envelope, gcm};
@@ -28,6 +29,8 @@ use crate::events::{EventKind, Events};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::spool::{ClosedFile, FileKind};
 
+use error::Service;
+pub use error::UploadError;
 use upload::PartBudget;
 
 /// Files uploaded at once.
@@ -49,13 +52,6 @@ struct Queued {
     file: ClosedFile,
     attempts: u64,
     backoff: Duration,
-}
-
-/// Why one attempt did not upload a file.
-enum AttemptError {
-    /// The file is no longer there: nothing to upload.
-    Gone,
-    Failed(Service, AwsFailure),
 }
 
 /// Queues closed files for the uploader task.
@@ -83,15 +79,8 @@ struct Uploader {
     failing: [AtomicBool; 2],
 }
 
-/// Where an attempt failed: each service has its own failing and recovered events.
-#[derive(Debug, Clone, Copy)]
-enum Service {
-    S3 = 0,
-    Kms = 1,
-}
-
 impl Service {
-    fn failing(self, e: &AwsFailure) -> (EventKind, String) {
+    fn failing(self, e: &UploadError) -> (EventKind, String) {
         match self {
             Service::S3 => (
                 EventKind::S3Failing,
@@ -216,11 +205,12 @@ impl Uploader {
     async fn try_upload(&self, mut item: Queued) -> Option<(Queued, Duration)> {
         for try_here in 1..=TRIES_IN_PLACE {
             item.attempts += 1;
-            let attempt = match self.key_for(&item.file).await {
-                Ok(key) => self.upload_once(&item.file, &key).await.map(|bytes| (key, bytes)),
-                Err(e) => Err(AttemptError::Failed(Service::S3, e)),
+            let attempt = async {
+                let key = self.key_for(&item.file).await?;
+                let bytes = self.upload_once(&item.file, &key).await?;
+                Ok::<_, UploadError>((key, bytes))
             };
-            let (service, e) = match attempt {
+            let e = match attempt.await {
                 Ok((key, bytes)) => {
                     self.note_success();
                     self.metrics.incr(Counter::S3Uploads);
@@ -230,16 +220,17 @@ impl Uploader {
                     self.done(&item.file);
                     return None;
                 }
-                Err(AttemptError::Gone) => {
+                Err(e @ UploadError::Gone(_)) => {
+                    tracing::warn!("{e}");
                     self.done(&item.file);
                     return None;
                 }
-                Err(AttemptError::Failed(service, e)) => (service, e),
+                Err(e) => e,
             };
             self.metrics.incr(Counter::S3PostErrors);
-            self.note_failure(service, &e);
+            self.note_failure(&e);
             let file = item.file.path.display();
-            match e.retry {
+            match e.retry() {
                 Retry::Soon => {
                     tracing::warn!(%file, attempt = item.attempts, error = %e, "upload failed; the file waits on disk and is retried");
                     if try_here < TRIES_IN_PLACE {
@@ -271,7 +262,8 @@ impl Uploader {
         self.metrics.lower(Gauge::S3BacklogBytes, file.bytes);
     }
 
-    fn note_failure(&self, service: Service, e: &AwsFailure) {
+    fn note_failure(&self, e: &UploadError) {
+        let service = e.service();
         if !self.failing[service as usize].swap(true, Ordering::Relaxed) {
             let (kind, message) = service.failing(e);
             self.events.send(kind, message);
@@ -282,24 +274,18 @@ impl Uploader {
         for service in [Service::Kms, Service::S3] {
             if self.failing[service as usize].swap(false, Ordering::Relaxed) {
                 let (kind, message) = service.recovered();
-                tracing::info!("{message}");
-                self.events.send(kind, message);
+                self.events.announce(tracing::Level::INFO, kind, message);
             }
         }
     }
 
-    async fn upload_once(&self, file: &ClosedFile, key: &str) -> Result<u64, AttemptError> {
+    async fn upload_once(&self, file: &ClosedFile, key: &str) -> Result<u64, UploadError> {
         if !tokio::fs::try_exists(&file.path).await.unwrap_or(true) {
-            tracing::warn!(file = %file.path.display(), "closed file vanished before its upload; nothing to upload");
-            return Err(AttemptError::Gone);
+            return Err(UploadError::Gone(file.path.clone()));
         }
         // Fail closed: with a key configured there is no path to an unencrypted upload.
         let envelope = match &self.kms {
-            Some((kms, key_arn)) => Some(
-                Envelope::generate(kms, key_arn)
-                    .await
-                    .map_err(|e| AttemptError::Failed(Service::Kms, e))?,
-            ),
+            Some((kms, key_arn)) => Some(Envelope::generate(kms, key_arn).await.map_err(UploadError::Kms)?),
             None => None,
         };
         let target = upload::Target {
@@ -309,41 +295,34 @@ impl Uploader {
             metadata: metadata::for_file(file.kind.as_str(), &file_name(&file.path)),
             metrics: &self.metrics,
         };
-        let uploaded = upload::upload(target, &file.path, envelope, &self.budget)
-            .await
-            .map_err(|e| AttemptError::Failed(Service::S3, e))?;
-        self.check_complete(file, &uploaded)
-            .await
-            .map_err(|e| AttemptError::Failed(Service::S3, e))?;
+        let uploaded = upload::upload(target, &file.path, envelope, &self.budget).await?;
+        self.check_complete(file, &uploaded).await?;
         Ok(uploaded.plain_len)
     }
 
     /// Before the local copy goes: S3 took as many bytes as the object should hold, and the file is
     /// still the size it was when it was closed (and listed). Otherwise the copy is kept.
-    async fn check_complete(&self, file: &ClosedFile, uploaded: &upload::Uploaded) -> Result<(), AwsFailure> {
-        let now = tokio::fs::metadata(&file.path).await.map(|m| m.len()).ok();
-        let expected_sent = uploaded.plain_len + if self.kms.is_some() { gcm::TAG_LEN as u64 } else { 0 };
-        if uploaded.sent == expected_sent && uploaded.plain_len == file.bytes && now == Some(file.bytes) {
+    async fn check_complete(&self, file: &ClosedFile, uploaded: &upload::Uploaded) -> Result<(), UploadError> {
+        let on_disk = tokio::fs::metadata(&file.path).await.map(|m| m.len()).ok();
+        let expected = uploaded.plain_len + if self.kms.is_some() { gcm::TAG_LEN as u64 } else { 0 };
+        if uploaded.sent == expected && uploaded.plain_len == file.bytes && on_disk == Some(file.bytes) {
             return Ok(());
         }
-        Err(AwsFailure::new(
-            Retry::Slowly,
-            format!(
-                "{} is {} bytes on disk and was {} when closed; {} bytes were read and {} sent (expected {expected_sent}): the local copy is kept",
-                file.path.display(),
-                now.map_or_else(|| "unreadable".to_owned(), |n| n.to_string()),
-                file.bytes,
-                uploaded.plain_len,
-                uploaded.sent,
-            ),
-        ))
+        Err(UploadError::Incomplete {
+            path: file.path.clone(),
+            on_disk,
+            closed: file.bytes,
+            read: uploaded.plain_len,
+            sent: uploaded.sent,
+            expected,
+        })
     }
 
     /// `<folder>/<file name>`. Attachment names are a producer's and may repeat (the same name in the
     /// same millisecond on two hosts of one bot, or after the clock stepped back), so their keys
     /// also carry this bot's tag and the start of the file's SHA-256: different files never share
     /// a key, and an upload of the same file again lands on the same key.
-    async fn key_for(&self, file: &ClosedFile) -> Result<String, AwsFailure> {
+    async fn key_for(&self, file: &ClosedFile) -> Result<String, UploadError> {
         let name = file_name(&file.path);
         let Some(rest) = name
             .strip_prefix("attachment_")
@@ -357,12 +336,10 @@ impl Uploader {
                 let path = file.path.clone();
                 tokio::task::spawn_blocking(move || crate::manifest::file_facts(&path, false))
                     .await
-                    .map_err(|e| AwsFailure::new(Retry::Soon, format!("hashing task failed: {e}")))?
-                    .map_err(|e| {
-                        AwsFailure::new(
-                            Retry::Soon,
-                            format!("cannot hash {} for its key: {e}", file.path.display()),
-                        )
+                    .map_err(|error| UploadError::Task { what: "hashing", error })?
+                    .map_err(|error| UploadError::Hash {
+                        path: file.path.clone(),
+                        error,
                     })?
                     .sha256
             }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use super::error::UploadError;
 use crate::aws::{AwsFailure, Retry, failure};
 use crate::envelope::{Envelope, gcm};
 use crate::metrics::{Counter, Metrics};
@@ -44,7 +45,7 @@ struct Part {
     _permit: OwnedSemaphorePermit,
 }
 
-type Parts = mpsc::Receiver<Result<Part, AwsFailure>>;
+type Parts = mpsc::Receiver<Result<Part, UploadError>>;
 
 /// Where an object goes and what it says about itself.
 pub struct Target<'a> {
@@ -71,14 +72,14 @@ pub async fn upload(
     path: &Path,
     envelope: Option<Envelope>,
     budget: &PartBudget,
-) -> Result<Uploaded, AwsFailure> {
+) -> Result<Uploaded, UploadError> {
     let (file, plain_len) = open(path).await?;
     let mut metadata = target.metadata.clone();
     if let Some(envelope) = &envelope {
         metadata.extend(envelope.metadata(plain_len).into_iter().map(|(k, v)| (k.to_owned(), v)));
     }
     let encryptor = match &envelope {
-        Some(e) => Some(e.encryptor().map_err(|e| AwsFailure::new(Retry::Soon, e.to_string()))?),
+        Some(e) => Some(e.encryptor().map_err(UploadError::Cipher)?),
         None => None,
     };
     drop(envelope);
@@ -93,7 +94,7 @@ pub async fn upload(
 }
 
 /// The file and its size, from the blocking pool.
-async fn open(path: &Path) -> Result<(std::fs::File, u64), AwsFailure> {
+async fn open(path: &Path) -> Result<(std::fs::File, u64), UploadError> {
     let owned = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let file = crate::durable::open_regular(&owned)?;
@@ -101,12 +102,15 @@ async fn open(path: &Path) -> Result<(std::fs::File, u64), AwsFailure> {
         Ok((file, len))
     })
     .await
-    .map_err(|e| AwsFailure::new(Retry::Soon, format!("reader task failed: {e}")))?
-    .map_err(|e| local(path, &e))
+    .map_err(|error| UploadError::Task { what: "reader", error })?
+    .map_err(|error| read_error(path, error))
 }
 
-fn local(path: &Path, e: &std::io::Error) -> AwsFailure {
-    AwsFailure::new(Retry::Slowly, format!("cannot read {}: {e}", path.display()))
+fn read_error(path: &Path, error: std::io::Error) -> UploadError {
+    UploadError::Read {
+        path: path.to_owned(),
+        error,
+    }
 }
 
 /// A reader thread: parts of `PART_SIZE` bytes (the last one shorter, and carrying the GCM tag),
@@ -133,7 +137,7 @@ fn read_parts(
             let mut part = Vec::with_capacity(take + if last { gcm::TAG_LEN } else { 0 });
             part.resize(take, 0);
             if let Err(e) = file.read_exact(&mut part) {
-                let _ = tx.blocking_send(Err(local(&path, &e)));
+                let _ = tx.blocking_send(Err(read_error(&path, e)));
                 return;
             }
             left -= take as u64;
@@ -147,7 +151,7 @@ fn read_parts(
                 }),
             };
             if let Err(e) = sealed {
-                let _ = tx.blocking_send(Err(AwsFailure::new(Retry::Soon, e.to_string())));
+                let _ = tx.blocking_send(Err(UploadError::Cipher(e)));
                 return;
             }
             let part = Part {
@@ -162,12 +166,12 @@ fn read_parts(
     rx
 }
 
-async fn next_part(parts: &mut Parts) -> Result<Option<Part>, AwsFailure> {
+async fn next_part(parts: &mut Parts) -> Result<Option<Part>, UploadError> {
     parts.recv().await.transpose()
 }
 
 /// Returns the bytes sent.
-async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<u64, AwsFailure> {
+async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<u64, UploadError> {
     // Held until the request is done: its permit covers the body in memory.
     let part = next_part(&mut parts).await?;
     let body = part.as_ref().map(|p| p.body.clone()).unwrap_or_default();
@@ -182,13 +186,13 @@ async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<u64, AwsFai
         .body(ByteStream::from(body))
         .send()
         .await
-        .map_err(|e| failure(&format!("upload s3://{}/{}", target.bucket, target.key), &e))?;
+        .map_err(|e| UploadError::S3(failure(&format!("upload s3://{}/{}", target.bucket, target.key), &e)))?;
     target.metrics.incr(Counter::S3PartsUploaded);
     Ok(sent)
 }
 
 /// Returns the bytes sent.
-async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<u64, AwsFailure> {
+async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<u64, UploadError> {
     abort_abandoned(target).await;
     let what = format!("upload s3://{}/{}", target.bucket, target.key);
     let created = target
@@ -200,10 +204,15 @@ async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<u64, AwsFail
         .checksum_algorithm(ChecksumAlgorithm::Crc32C)
         .send()
         .await
-        .map_err(|e| failure(&what, &e))?;
+        .map_err(|e| UploadError::S3(failure(&what, &e)))?;
     let upload_id = created
         .upload_id()
-        .ok_or_else(|| AwsFailure::new(Retry::Soon, format!("cannot {what}: S3 returned no upload id")))?
+        .ok_or_else(|| {
+            UploadError::S3(AwsFailure::new(
+                Retry::Soon,
+                format!("cannot {what}: S3 returned no upload id"),
+            ))
+        })?
         .to_owned();
     let result = send_parts(target, &upload_id, parts).await;
     let (completed, sent) = match result {
@@ -230,7 +239,7 @@ async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<u64, AwsFail
         .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
         .send()
         .await
-        .map_err(|e| failure(&what, &e))?;
+        .map_err(|e| UploadError::S3(failure(&what, &e)))?;
     Ok(sent)
 }
 
@@ -239,7 +248,7 @@ async fn send_parts(
     target: &Target<'_>,
     upload_id: &str,
     mut parts: Parts,
-) -> Result<(Vec<CompletedPart>, u64), AwsFailure> {
+) -> Result<(Vec<CompletedPart>, u64), UploadError> {
     let mut in_flight = JoinSet::new();
     let mut completed = Vec::new();
     let mut number = 0;
@@ -268,7 +277,7 @@ async fn send_parts(
         let what = format!("upload part {number} of s3://{}/{}", target.bucket, target.key);
         let metrics = target.metrics.clone();
         in_flight.spawn(async move {
-            let out = request.send().await.map_err(|e| failure(&what, &e))?;
+            let out = request.send().await.map_err(|e| UploadError::S3(failure(&what, &e)))?;
             drop(part);
             metrics.incr(Counter::S3PartsUploaded);
             Ok(CompletedPart::builder()
@@ -286,9 +295,12 @@ async fn send_parts(
 }
 
 fn joined(
-    done: Result<Result<CompletedPart, AwsFailure>, tokio::task::JoinError>,
-) -> Result<CompletedPart, AwsFailure> {
-    done.map_err(|e| AwsFailure::new(Retry::Soon, format!("part upload task failed: {e}")))?
+    done: Result<Result<CompletedPart, UploadError>, tokio::task::JoinError>,
+) -> Result<CompletedPart, UploadError> {
+    done.map_err(|error| UploadError::Task {
+        what: "part upload",
+        error,
+    })?
 }
 
 /// Aborts multipart uploads a crash left behind for this key. Keys are unique to this bot's files,
