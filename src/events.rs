@@ -85,18 +85,6 @@ impl Events {
         (Self { tx: Some(tx) }, rx)
     }
 
-    /// Logs `message` at `level` where it arose, then sends it as an event of `kind`: the one line
-    /// an operator reads in the log is the one the topic gets.
-    pub fn announce(&self, level: tracing::Level, kind: EventKind, message: impl Into<String>) {
-        let message = message.into();
-        match level {
-            tracing::Level::ERROR => tracing::error!("{message}"),
-            tracing::Level::WARN => tracing::warn!("{message}"),
-            _ => tracing::info!("{message}"),
-        }
-        self.send(kind, message);
-    }
-
     /// Queues the event for publishing; never blocks. A full queue drops it with a warning.
     pub fn send(&self, kind: EventKind, message: impl Into<String>) {
         let Some(tx) = &self.tx else { return };
@@ -109,3 +97,16 @@ impl Events {
         }
     }
 }
+
+/// Logs a message at a level and sends it as an event: the one line an operator reads in the log is
+/// the one the topic gets. A macro, so the log line keeps the module it arose in as its target.
+///
+/// `announce!(events, tracing::Level::WARN, EventKind::DiskLow, message)`
+macro_rules! announce {
+    ($events:expr, $level:expr, $kind:expr, $message:expr) => {{
+        let message: String = ($message).into();
+        tracing::event!($level, "{message}");
+        $events.send($kind, message);
+    }};
+}
+pub(crate) use announce;

@@ -221,6 +221,11 @@ fn new_limits_and_the_mask_are_checked_like_every_setting() {
         ("WICKRIO_INGEST_IDLE_SECS", "0", "out of range"),
         ("WICKRIO_INGEST_MAX_CONNECTIONS", "0", "out of range"),
         ("WICKRIO_UMASK", "0777", "leaves the owner read and write"),
+        (
+            "WICKRIO_S3_OBJECT_LOCK_MODE",
+            "GOVERNANCE",
+            "WICKRIO_S3_BUCKET_NAME is not",
+        ),
     ] {
         let (code, stderr, _tmp) = run_expecting_exit(&[(var, value)]);
         assert_eq!(code, Some(2), "{var}={value}: {stderr}");

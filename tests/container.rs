@@ -118,9 +118,9 @@ fn debian_mirror() -> String {
 }
 
 /// The binary the Dockerfile's builder stage makes (`cargo build --profile dist`), where it puts it
-/// (`/out/retention-bot`). `scripts/test` names in `RETENTION_BOT_DIST_BINARY` the same optimised
-/// code it built the tests with (profile `ci`), stripped, so that CI compiles the dependency tree
-/// once. Without it, the `dist` binary is built here.
+/// (`/out/retention-bot`). `scripts/test` builds it in the background while the other tests run
+/// and names it in `RETENTION_BOT_DIST_BINARY`: run from within `cargo test`, `cargo build` compiled
+/// the whole dependency tree a second time in CI. Without it, the binary is built here.
 fn builder_stage() -> PathBuf {
     let built = match std::env::var_os("RETENTION_BOT_DIST_BINARY") {
         Some(path) => PathBuf::from(path),

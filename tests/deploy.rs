@@ -109,7 +109,13 @@ fn trust_policies_let_only_their_service_assume_the_role() {
 fn the_combined_policy_holds_every_feature_policy_of_the_bot() {
     let all = json(&repo("iam/all.json"));
     let combined = all["Statement"].as_array().unwrap();
-    for part in ["s3-kms", "secrets-manager-write-back", "sns", "cloudwatch"] {
+    for part in [
+        "s3-kms",
+        "s3-object-lock",
+        "secrets-manager-write-back",
+        "sns",
+        "cloudwatch",
+    ] {
         for statement in json(&repo(&format!("iam/{part}.json")))["Statement"]
             .as_array()
             .unwrap()
@@ -131,6 +137,7 @@ fn the_deployment_doc_maps_each_aws_setting_to_actions_its_policy_grants() {
     for setting in [
         "WICKRIO_S3_BUCKET_NAME",
         "WICKRIO_KMS_MSTRKEY_ARN",
+        "WICKRIO_S3_OBJECT_LOCK_MODE",
         "AWS_SECRET_NAME",
         "WICKRIO_SECRET_UPDATE",
         "WICKRIO_SNS_TOPIC_ARN",

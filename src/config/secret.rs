@@ -21,6 +21,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("s3_folder_name", "WICKRIO_S3_FOLDER_NAME"),
     ("kms_master_key_arn", "WICKRIO_KMS_MSTRKEY_ARN"),
     ("kms_region", "WICKRIO_KMS_REGION"),
+    ("s3_object_lock_mode", "WICKRIO_S3_OBJECT_LOCK_MODE"),
+    ("s3_retention_days", "WICKRIO_S3_RETENTION_DAYS"),
     ("sns_topic_arn", "WICKRIO_SNS_TOPIC_ARN"),
 ];
 

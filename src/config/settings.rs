@@ -125,6 +125,16 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "key prefix for uploaded objects (<folder>/<file name>), at most 512 bytes",
     },
     Setting {
+        name: "WICKRIO_S3_OBJECT_LOCK_MODE",
+        default: "(none: no lock)",
+        meaning: "GOVERNANCE or COMPLIANCE: write every object under S3 Object Lock retention (the bucket must have Object Lock enabled)",
+    },
+    Setting {
+        name: "WICKRIO_S3_RETENTION_DAYS",
+        default: "(required with a lock mode)",
+        meaning: "days each object is retained after its file was closed, 1 to 36500",
+    },
+    Setting {
         name: "WICKRIO_KMS_MSTRKEY_ARN",
         default: "(none: upload plain)",
         meaning: "encrypt every object client-side (S3 Encryption Client V2 format) under a data key of this KMS key",
@@ -137,7 +147,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "AWS_SECRET_NAME",
         default: "(none)",
-        meaning: "Secrets Manager secret (JSON) whose keys stand in for unset variables: password, s3_bucket_name, s3_region, s3_folder_name, kms_master_key_arn, kms_region, sns_topic_arn",
+        meaning: "Secrets Manager secret (JSON) whose keys stand in for unset variables: password, s3_bucket_name, s3_region, s3_folder_name, s3_object_lock_mode, s3_retention_days, kms_master_key_arn, kms_region, sns_topic_arn",
     },
     Setting {
         name: "AWS_SECRET_REGION",

@@ -18,6 +18,10 @@ pub(super) const S3_DEFAULT_ROTATION: (u64, Option<Duration>) = (1 << 30, Some(D
 /// Longest key prefix: S3 keys are at most 1,024 bytes, and the file names after it need the rest.
 const MAX_FOLDER_BYTES: usize = 512;
 
+/// Longest Object Lock retention accepted: 100 years, as S3's own limit on a bucket's default
+/// retention. Anything longer is a typo (days taken for hours, a year for days).
+const MAX_RETENTION_DAYS: u64 = 36_500;
+
 /// The bucket closed files are uploaded to.
 #[derive(Debug, Clone)]
 pub struct S3Config {
@@ -27,6 +31,34 @@ pub struct S3Config {
     pub folder: String,
     /// `Some`: every object is encrypted client-side; nothing is ever uploaded plain.
     pub kms: Option<KmsConfig>,
+    /// `Some`: every object is written under Object Lock retention (write once, read many).
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// Object Lock retention for every object: S3 refuses to delete or overwrite an object version
+/// until `days` after its file was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+/// S3's two retention modes. Governance: users with `s3:BypassGovernanceRetention` may still delete
+/// early. Compliance: nobody can, not even the account's root user, until the date has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+impl LockMode {
+    /// As S3 spells it (`x-amz-object-lock-mode`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Governance => "GOVERNANCE",
+            Self::Compliance => "COMPLIANCE",
+        }
+    }
 }
 
 impl S3Config {
@@ -50,12 +82,18 @@ pub struct KmsConfig {
 pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<S3Config>, ConfigError> {
     let key_arn = get("WICKRIO_KMS_MSTRKEY_ARN");
     let Some(bucket) = get("WICKRIO_S3_BUCKET_NAME") else {
-        if key_arn.is_some() {
-            return Err(ConfigError::new(
-                "WICKRIO_KMS_MSTRKEY_ARN",
-                "is set, but WICKRIO_S3_BUCKET_NAME is not: encryption applies to uploads only",
-                "set WICKRIO_S3_BUCKET_NAME too, or unset WICKRIO_KMS_MSTRKEY_ARN",
-            ));
+        for (var, what) in [
+            ("WICKRIO_KMS_MSTRKEY_ARN", "encryption applies to uploads only"),
+            ("WICKRIO_S3_OBJECT_LOCK_MODE", "Object Lock applies to uploads only"),
+            ("WICKRIO_S3_RETENTION_DAYS", "Object Lock applies to uploads only"),
+        ] {
+            if get(var).is_some() {
+                return Err(ConfigError::new(
+                    var,
+                    format!("is set, but WICKRIO_S3_BUCKET_NAME is not: {what}"),
+                    format!("set WICKRIO_S3_BUCKET_NAME too, or unset {var}"),
+                ));
+            }
         }
         return Ok(None);
     };
@@ -98,6 +136,47 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
         region,
         folder,
         kms,
+        object_lock: object_lock(get)?,
+    }))
+}
+
+/// `WICKRIO_S3_OBJECT_LOCK_MODE` and `WICKRIO_S3_RETENTION_DAYS`: both or neither.
+fn object_lock(get: &impl Fn(&str) -> Option<String>) -> Result<Option<ObjectLock>, ConfigError> {
+    const DAYS: &str = "WICKRIO_S3_RETENTION_DAYS";
+    let days_accepted = format!("whole days from 1 to {MAX_RETENTION_DAYS}, e.g. 2557 (7 years)");
+    let Some(mode) = get("WICKRIO_S3_OBJECT_LOCK_MODE") else {
+        if get(DAYS).is_some() {
+            return Err(ConfigError::new(
+                DAYS,
+                "is set, but WICKRIO_S3_OBJECT_LOCK_MODE is not: the retention needs a mode",
+                "set WICKRIO_S3_OBJECT_LOCK_MODE to GOVERNANCE or COMPLIANCE too, or unset WICKRIO_S3_RETENTION_DAYS",
+            ));
+        }
+        return Ok(None);
+    };
+    let mode = match mode.to_ascii_uppercase().as_str() {
+        "GOVERNANCE" => LockMode::Governance,
+        "COMPLIANCE" => LockMode::Compliance,
+        _ => {
+            return Err(ConfigError::new(
+                "WICKRIO_S3_OBJECT_LOCK_MODE",
+                format!("{mode:?} is not an Object Lock mode"),
+                "GOVERNANCE or COMPLIANCE (unset: no lock)",
+            ));
+        }
+    };
+    if get(DAYS).is_none() {
+        return Err(ConfigError::new(
+            DAYS,
+            format!("is required with WICKRIO_S3_OBJECT_LOCK_MODE={}", mode.as_str()),
+            days_accepted,
+        ));
+    }
+    let days = super::parse_u64_in(get, DAYS, 2557, 1..=MAX_RETENTION_DAYS, "days")?;
+    Ok(Some(ObjectLock {
+        mode,
+        // At most MAX_RETENTION_DAYS, which fits.
+        days: u32::try_from(days).unwrap_or(u32::MAX),
     }))
 }
 
@@ -163,6 +242,78 @@ mod tests {
     fn kms_without_a_bucket_is_refused() {
         let e = parse(&[("WICKRIO_KMS_MSTRKEY_ARN", "arn:aws:kms:eu-west-1:123456789012:key/abc")]).unwrap_err();
         assert_eq!(e.var, "WICKRIO_KMS_MSTRKEY_ARN");
+    }
+
+    #[test]
+    fn object_lock_takes_a_mode_and_days_together_and_refuses_the_rest() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![("WICKRIO_S3_BUCKET_NAME", "bkt-1")];
+            pairs.extend_from_slice(extra);
+            parse(&pairs)
+        };
+        assert_eq!(with(&[]).unwrap().unwrap().object_lock, None);
+        let c = with(&[
+            ("WICKRIO_S3_OBJECT_LOCK_MODE", "compliance"),
+            ("WICKRIO_S3_RETENTION_DAYS", "2557"),
+        ]);
+        assert_eq!(
+            c.unwrap().unwrap().object_lock,
+            Some(ObjectLock {
+                mode: LockMode::Compliance,
+                days: 2557
+            })
+        );
+        for (pairs, var, says) in [
+            (
+                vec![
+                    ("WICKRIO_S3_OBJECT_LOCK_MODE", "WORM"),
+                    ("WICKRIO_S3_RETENTION_DAYS", "1"),
+                ],
+                "WICKRIO_S3_OBJECT_LOCK_MODE",
+                "not an Object Lock mode",
+            ),
+            (
+                vec![("WICKRIO_S3_OBJECT_LOCK_MODE", "GOVERNANCE")],
+                "WICKRIO_S3_RETENTION_DAYS",
+                "is required",
+            ),
+            (
+                vec![("WICKRIO_S3_RETENTION_DAYS", "30")],
+                "WICKRIO_S3_RETENTION_DAYS",
+                "needs a mode",
+            ),
+            (
+                vec![
+                    ("WICKRIO_S3_OBJECT_LOCK_MODE", "GOVERNANCE"),
+                    ("WICKRIO_S3_RETENTION_DAYS", "0"),
+                ],
+                "WICKRIO_S3_RETENTION_DAYS",
+                "out of range",
+            ),
+            (
+                vec![
+                    ("WICKRIO_S3_OBJECT_LOCK_MODE", "GOVERNANCE"),
+                    ("WICKRIO_S3_RETENTION_DAYS", "36501"),
+                ],
+                "WICKRIO_S3_RETENTION_DAYS",
+                "out of range",
+            ),
+            (
+                vec![
+                    ("WICKRIO_S3_OBJECT_LOCK_MODE", "GOVERNANCE"),
+                    ("WICKRIO_S3_RETENTION_DAYS", "7y"),
+                ],
+                "WICKRIO_S3_RETENTION_DAYS",
+                "not a whole number",
+            ),
+        ] {
+            let e = with(&pairs).unwrap_err();
+            assert_eq!(e.var, var, "{pairs:?}: {e}");
+            assert!(e.to_string().contains(says), "{pairs:?}: {e}");
+        }
+        let e = parse(&[("WICKRIO_S3_OBJECT_LOCK_MODE", "GOVERNANCE")]).unwrap_err();
+        assert_eq!(e.var, "WICKRIO_S3_OBJECT_LOCK_MODE");
+        assert!(e.to_string().contains("WICKRIO_S3_BUCKET_NAME is not"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{EventKind, Events};
 use crate::durable;
+use crate::events::announce;
 use crate::metrics::{Counter, Gauge, Metrics};
 
 /// A failure after this many warning periods without progress.
@@ -180,7 +181,7 @@ impl Watchdog {
             let Some(change) = stage.stall.observe(pending, progress, now, self.after) else {
                 continue;
             };
-            let (level, kind, message) = match change {
+            match change {
                 Change::Warn(stalled) => {
                     self.metrics.incr(Counter::WatchdogWarnings);
                     let message = format!(
@@ -188,7 +189,7 @@ impl Watchdog {
                         stage.name,
                         stalled.as_secs()
                     );
-                    (tracing::Level::WARN, EventKind::WatchdogWarning, message)
+                    announce!(self.events, tracing::Level::WARN, EventKind::WatchdogWarning, message);
                 }
                 Change::Fail(stalled) => {
                     self.metrics.incr(Counter::WatchdogFailures);
@@ -197,14 +198,13 @@ impl Watchdog {
                         stage.name,
                         stalled.as_secs()
                     );
-                    (tracing::Level::ERROR, EventKind::WatchdogFailure, message)
+                    announce!(self.events, tracing::Level::ERROR, EventKind::WatchdogFailure, message);
                 }
                 Change::Recovered => {
                     let message = format!("watchdog: the {} is making progress again", stage.name);
-                    (tracing::Level::INFO, EventKind::WatchdogRecovered, message)
+                    announce!(self.events, tracing::Level::INFO, EventKind::WatchdogRecovered, message);
                 }
-            };
-            self.events.announce(level, kind, message);
+            }
         }
     }
 
@@ -224,28 +224,30 @@ impl Watchdog {
                 continue;
             }
             let (free_mib, min_mib, dir_shown) = (free >> 20, min_free >> 20, dir.display());
-            let (level, kind, message) = match now {
-                Space::Full => (
+            match now {
+                Space::Full => announce!(
+                    events,
                     tracing::Level::ERROR,
                     EventKind::DiskFull,
                     format!(
                         "disk full: {free_mib} MiB free under {dir_shown}, below WICKRIO_COMP_MIN_FREE_MB={min_mib}: new messages and files are REFUSED until space is freed"
-                    ),
+                    )
                 ),
-                Space::Low => (
+                Space::Low => announce!(
+                    events,
                     tracing::Level::WARN,
                     EventKind::DiskLow,
                     format!(
                         "disk low: {free_mib} MiB free under {dir_shown}; new data will be refused below {min_mib} MiB (WICKRIO_COMP_MIN_FREE_MB)"
-                    ),
+                    )
                 ),
-                Space::Enough => (
+                Space::Enough => announce!(
+                    events,
                     tracing::Level::INFO,
                     EventKind::DiskRecovered,
-                    format!("disk space recovered: {free_mib} MiB free under {dir_shown}"),
+                    format!("disk space recovered: {free_mib} MiB free under {dir_shown}")
                 ),
-            };
-            events.announce(level, kind, message);
+            }
             *seen = now;
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::SpoolError;
-use crate::events::{EventKind, Events};
+use crate::events::{EventKind, Events, announce};
 use crate::metrics::{Counter, Metrics};
 
 pub(crate) struct Health {
@@ -36,8 +36,7 @@ impl Health {
             let message = format!(
                 "writing the spool failed: {e}; the affected requests were refused (none acknowledged), a message file it hit was closed as suspect, and /readyz answers 503 until a write and an fsync succeed again"
             );
-            self.events
-                .announce(tracing::Level::ERROR, EventKind::SpoolFailing, message);
+            announce!(self.events, tracing::Level::ERROR, EventKind::SpoolFailing, message);
         } else {
             tracing::error!(error = %e, "writing the spool failed again");
         }
@@ -47,8 +46,7 @@ impl Health {
     pub(crate) fn recovered(&self) {
         if !self.healthy.swap(true, Ordering::Relaxed) {
             let message = "writing the spool works again: new data is accepted";
-            self.events
-                .announce(tracing::Level::INFO, EventKind::SpoolRecovered, message);
+            announce!(self.events, tracing::Level::INFO, EventKind::SpoolRecovered, message);
         }
     }
 }

@@ -188,7 +188,6 @@ impl Spool {
         let names = Arc::new(Names::new());
         let health = Arc::new(Health::new(metrics.clone(), events));
         let (tx, rx) = flume::bounded(QUEUE_DEPTH);
-        tracing::info!(instance = names.instance(), dir = %config.mesg_dest.display(), "spool started");
         let shared = Shared {
             config,
             names,
@@ -200,6 +199,7 @@ impl Spool {
         std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))?;
+        tracing::info!(instance = shared.names.instance(), dir = %shared.config.mesg_dest.display(), "spool started");
         Ok(Spool {
             inner: Arc::new(Inner {
                 tx,

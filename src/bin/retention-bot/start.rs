@@ -139,6 +139,11 @@ impl Started<'_> {
             ));
         }
         let config = Config::from_lookup(lookup).map_err(Refusal::config)?;
+        if let Some(s3) = &config.s3 {
+            self.runtime
+                .block_on(retention_bot::sink::s3::object_lock::check_at_start(s3))
+                .map_err(Refusal::config)?;
+        }
         let command_name = match command {
             Command::Import { .. } => "import",
             _ => "run",
@@ -272,7 +277,8 @@ async fn announce_password(
             let message = format!(
                 "{what}, but it could NOT be stored in the secret: {e}; copy it from the banner (or the new WICKRIO_ROTATE_PASSWORD) into the secret's password key by hand"
             );
-            events.announce(tracing::Level::ERROR, EventKind::SecretUpdateFailed, message);
+            tracing::error!("{message}");
+            events.send(EventKind::SecretUpdateFailed, message);
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod error;
 pub mod metadata;
+pub mod object_lock;
 mod upload;
 
 use std::path::Path;
@@ -25,7 +26,7 @@ use crate::aws::{self, Retry};
 use crate::config::S3Config;
 use crate::durable;
 use crate::envelope::{Envelope, gcm};
-use crate::events::{EventKind, Events};
+use crate::events::{EventKind, Events, announce};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::spool::{ClosedFile, FileKind};
 
@@ -220,8 +221,8 @@ impl Uploader {
                     self.done(&item.file);
                     return None;
                 }
-                Err(e @ UploadError::Gone(_)) => {
-                    tracing::warn!("{e}");
+                Err(UploadError::Gone(path)) => {
+                    tracing::warn!(file = %path.display(), "closed file vanished before its upload; nothing to upload");
                     self.done(&item.file);
                     return None;
                 }
@@ -274,7 +275,7 @@ impl Uploader {
         for service in [Service::Kms, Service::S3] {
             if self.failing[service as usize].swap(false, Ordering::Relaxed) {
                 let (kind, message) = service.recovered();
-                self.events.announce(tracing::Level::INFO, kind, message);
+                announce!(self.events, tracing::Level::INFO, kind, message);
             }
         }
     }
@@ -294,6 +295,7 @@ impl Uploader {
             key,
             metadata: metadata::for_file(file.kind.as_str(), &file_name(&file.path)),
             metrics: &self.metrics,
+            lock: self.config.object_lock,
         };
         let uploaded = upload::upload(target, &file.path, envelope, &self.budget).await?;
         self.check_complete(file, &uploaded).await?;
@@ -337,9 +339,13 @@ impl Uploader {
                 tokio::task::spawn_blocking(move || crate::manifest::file_facts(&path, false))
                     .await
                     .map_err(|error| UploadError::Task { what: "hashing", error })?
-                    .map_err(|error| UploadError::Hash {
-                        path: file.path.clone(),
-                        error,
+                    .map_err(|error| match error.kind() {
+                        // Removed since it was closed: nothing to upload (not a failure to retry).
+                        std::io::ErrorKind::NotFound => UploadError::Gone(file.path.clone()),
+                        _ => UploadError::Hash {
+                            path: file.path.clone(),
+                            error,
+                        },
                     })?
                     .sha256
             }

@@ -17,7 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::error::UploadError;
+use super::object_lock::Retention;
 use crate::aws::{AwsFailure, Retry, failure};
+use crate::config::ObjectLock;
 use crate::envelope::{Envelope, gcm};
 use crate::metrics::{Counter, Metrics};
 
@@ -55,6 +57,8 @@ pub struct Target<'a> {
     pub metadata: HashMap<String, String>,
     /// Counts every part (or single object) S3 accepts: the watchdog's measure of progress.
     pub metrics: &'a Arc<Metrics>,
+    /// Object Lock retention, counted from when the file was closed (its last modification).
+    pub lock: Option<ObjectLock>,
 }
 
 /// What an upload did, for the check before the local copy is deleted.
@@ -73,7 +77,10 @@ pub async fn upload(
     envelope: Option<Envelope>,
     budget: &PartBudget,
 ) -> Result<Uploaded, UploadError> {
-    let (file, plain_len) = open(path).await?;
+    let (file, plain_len, closed) = open(path).await?;
+    let retention = target
+        .lock
+        .map(|lock| Retention::for_file(lock, closed, std::time::SystemTime::now()));
     let mut metadata = target.metadata.clone();
     if let Some(envelope) = &envelope {
         metadata.extend(envelope.metadata(plain_len).into_iter().map(|(k, v)| (k.to_owned(), v)));
@@ -86,20 +93,20 @@ pub async fn upload(
     let parts = read_parts(file, path, plain_len, encryptor, budget.clone());
     let target = Target { metadata, ..target };
     let sent = if plain_len <= PART_SIZE as u64 {
-        put_single(&target, parts).await?
+        put_single(&target, parts, retention).await?
     } else {
-        put_multipart(&target, parts).await?
+        put_multipart(&target, parts, retention).await?
     };
     Ok(Uploaded { plain_len, sent })
 }
 
-/// The file and its size, from the blocking pool.
-async fn open(path: &Path) -> Result<(std::fs::File, u64), UploadError> {
+/// The file, its size and its last modification (when it was closed), from the blocking pool.
+async fn open(path: &Path) -> Result<(std::fs::File, u64, std::time::SystemTime), UploadError> {
     let owned = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let file = crate::durable::open_regular(&owned)?;
-        let len = file.metadata()?.len();
-        Ok((file, len))
+        let facts = file.metadata()?;
+        Ok((file, facts.len(), facts.modified()?))
     })
     .await
     .map_err(|error| UploadError::Task { what: "reader", error })?
@@ -171,7 +178,7 @@ async fn next_part(parts: &mut Parts) -> Result<Option<Part>, UploadError> {
 }
 
 /// Returns the bytes sent.
-async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<u64, UploadError> {
+async fn put_single(target: &Target<'_>, mut parts: Parts, retention: Option<Retention>) -> Result<u64, UploadError> {
     // Held until the request is done: its permit covers the body in memory.
     let part = next_part(&mut parts).await?;
     let body = part.as_ref().map(|p| p.body.clone()).unwrap_or_default();
@@ -182,6 +189,8 @@ async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<u64, Upload
         .bucket(target.bucket)
         .key(target.key)
         .set_metadata(Some(target.metadata.clone()))
+        .set_object_lock_mode(retention.as_ref().map(|r| r.mode.clone()))
+        .set_object_lock_retain_until_date(retention.map(|r| r.until))
         .checksum_algorithm(ChecksumAlgorithm::Crc32C)
         .body(ByteStream::from(body))
         .send()
@@ -192,7 +201,7 @@ async fn put_single(target: &Target<'_>, mut parts: Parts) -> Result<u64, Upload
 }
 
 /// Returns the bytes sent.
-async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<u64, UploadError> {
+async fn put_multipart(target: &Target<'_>, parts: Parts, retention: Option<Retention>) -> Result<u64, UploadError> {
     abort_abandoned(target).await;
     let what = format!("upload s3://{}/{}", target.bucket, target.key);
     let created = target
@@ -201,6 +210,8 @@ async fn put_multipart(target: &Target<'_>, parts: Parts) -> Result<u64, UploadE
         .bucket(target.bucket)
         .key(target.key)
         .set_metadata(Some(target.metadata.clone()))
+        .set_object_lock_mode(retention.as_ref().map(|r| r.mode.clone()))
+        .set_object_lock_retain_until_date(retention.map(|r| r.until))
         .checksum_algorithm(ChecksumAlgorithm::Crc32C)
         .send()
         .await

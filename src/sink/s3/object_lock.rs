@@ -1,0 +1,172 @@
+//! Object Lock (write once, read many): the retention every object is written under, and the
+//! start-up check that the bucket can hold it.
+//!
+//! S3 takes the lock headers on PutObject and CreateMultipartUpload and requires a checksum with
+//! them (every upload here carries CRC32C). Writing them needs `s3:PutObjectRetention`; the check
+//! needs `s3:GetBucketObjectLockConfiguration`.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::DateTime;
+use aws_sdk_s3::types::{ObjectLockEnabled, ObjectLockMode};
+
+use crate::aws;
+use crate::config::{ObjectLock, S3Config};
+
+/// A retention that has run out by the time of its upload (a file that waited on disk longer than
+/// the retention) is extended to this from the upload: S3 refuses a date in the past, and every
+/// object must be locked.
+const LEAST_REMAINING: Duration = Duration::from_secs(24 * 3600);
+
+/// The answer S3 gives for a bucket without Object Lock.
+const NOT_ENABLED: &str = "ObjectLockConfigurationNotFoundError";
+
+/// How long the start-up check may take: an S3 outage must not hold up capture.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The lock headers of one object.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub mode: ObjectLockMode,
+    pub until: DateTime,
+}
+
+impl Retention {
+    /// Retained `lock.days` from `closed` (when the file was closed), and at least a day from `now`.
+    pub fn for_file(lock: ObjectLock, closed: SystemTime, now: SystemTime) -> Self {
+        let until = closed + Duration::from_secs(u64::from(lock.days) * 24 * 3600);
+        Self {
+            mode: ObjectLockMode::from(lock.mode.as_str()),
+            until: DateTime::from(until.max(now + LEAST_REMAINING)),
+        }
+    }
+}
+
+/// The bucket cannot hold what the configuration asks for.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "WICKRIO_S3_OBJECT_LOCK_MODE: bucket {bucket:?} does not have Object Lock enabled, so its objects cannot be retained; enable Object Lock on the bucket (S3 console: Properties, Object Lock; it needs versioning, and cannot be turned off again), or unset WICKRIO_S3_OBJECT_LOCK_MODE and WICKRIO_S3_RETENTION_DAYS"
+)]
+pub struct LockNotEnabled {
+    pub bucket: String,
+}
+
+/// Reads the bucket's Object Lock configuration. A lock mode for a bucket without Object Lock is
+/// refused (every upload would be refused). Otherwise says what applies: this bot's retention, or
+/// the bucket's default. A check that cannot be made (no permission, S3 unreachable) is a warning
+/// when a mode is set, and nothing else: the uploads themselves report a refusal.
+pub async fn check_bucket(client: &aws_sdk_s3::Client, config: &S3Config) -> Result<(), LockNotEnabled> {
+    let bucket = &config.bucket;
+    let call = client.get_object_lock_configuration().bucket(bucket).send();
+    let answer = match tokio::time::timeout(CHECK_TIMEOUT, call).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            if config.object_lock.is_some() {
+                tracing::warn!(
+                    bucket,
+                    "cannot check the bucket's Object Lock configuration: S3 did not answer in {} s; uploads will say if it is missing",
+                    CHECK_TIMEOUT.as_secs()
+                );
+            }
+            return Ok(());
+        }
+    };
+    let lock = match answer {
+        Ok(out) => out.object_lock_configuration,
+        Err(e) if e.as_service_error().and_then(|s| s.code()) == Some(NOT_ENABLED) => None,
+        Err(e) => {
+            if config.object_lock.is_some() {
+                let e = aws::failure(&format!("read the Object Lock configuration of s3://{bucket}"), &e);
+                tracing::warn!(error = %e, "cannot check the bucket's Object Lock configuration (needs s3:GetBucketObjectLockConfiguration); uploads will say if it is missing");
+            }
+            return Ok(());
+        }
+    };
+    let enabled = lock.as_ref().and_then(|l| l.object_lock_enabled()) == Some(&ObjectLockEnabled::Enabled);
+    let default = lock
+        .as_ref()
+        .and_then(|l| l.rule())
+        .and_then(|r| r.default_retention())
+        .map(|d| {
+            let period = match (d.days(), d.years()) {
+                (Some(days), _) => format!("{days} days"),
+                (None, Some(years)) => format!("{years} years"),
+                (None, None) => "an unstated period".to_owned(),
+            };
+            let mode = d.mode().map_or("no mode", |m| m.as_str()).to_owned();
+            format!("{mode} for {period}")
+        });
+    match (config.object_lock, enabled) {
+        (Some(_), false) => Err(LockNotEnabled { bucket: bucket.clone() }),
+        (Some(lock), true) => {
+            tracing::info!(
+                bucket,
+                mode = lock.mode.as_str(),
+                days = lock.days,
+                bucket_default = default.as_deref().unwrap_or("none"),
+                "every object is written under Object Lock retention (this overrides the bucket's default)"
+            );
+            Ok(())
+        }
+        (None, _) => {
+            if let Some(default) = default {
+                tracing::info!(
+                    bucket,
+                    "WICKRIO_S3_OBJECT_LOCK_MODE is not set: the bucket's default Object Lock retention applies to every object: {default}"
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The check at start-up: it holds up the start (at most a few seconds) only when a lock mode is
+/// set, which it can refuse; otherwise it runs alongside, to say what the bucket applies.
+pub async fn check_at_start(config: &S3Config) -> Result<(), LockNotEnabled> {
+    let client = aws::s3_client(&aws::sdk_config(&config.region).await);
+    if config.object_lock.is_some() {
+        return check_bucket(&client, config).await;
+    }
+    let config = config.clone();
+    tokio::spawn(async move {
+        let _ = check_bucket(&client, &config).await;
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LockMode;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn retained_from_the_close_and_never_less_than_a_day_from_the_upload() {
+        let lock = ObjectLock {
+            mode: LockMode::Compliance,
+            days: 30,
+        };
+        let closed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let r = Retention::for_file(lock, closed, closed + DAY);
+        assert_eq!(r.mode, ObjectLockMode::Compliance);
+        assert_eq!(r.until, DateTime::from(closed + 30 * DAY));
+        // Waited on disk 40 days: retained a day from the upload, not in the past.
+        let late = closed + 40 * DAY;
+        assert_eq!(
+            Retention::for_file(lock, closed, late).until,
+            DateTime::from(late + DAY)
+        );
+    }
+
+    #[test]
+    fn the_refusal_says_what_to_change() {
+        let e = LockNotEnabled { bucket: "b".into() }.to_string();
+        assert!(
+            e.starts_with("WICKRIO_S3_OBJECT_LOCK_MODE: bucket \"b\" does not have Object Lock enabled"),
+            "{e}"
+        );
+        assert!(e.contains("unset WICKRIO_S3_OBJECT_LOCK_MODE"), "{e}");
+    }
+}

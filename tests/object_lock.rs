@@ -1,0 +1,182 @@
+//! S3 Object Lock (write once, read many) against a real moto server, which enforces it: every object
+//! (messages, a multipart attachment, manifests) carries the configured mode and a retain-until date
+//! counted from its file's close, the server refuses to delete a locked version, and a lock mode for
+//! a bucket without Object Lock stops the bot at start-up with what to change.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
+use aws_sdk_s3::types::{
+    DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockMode, ObjectLockRetentionMode,
+    ObjectLockRule,
+};
+use common::aws::{Moto, RecordingProxy};
+use common::{Bot, attachment_form, file_message, text_message};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The bucket setting and `extra`.
+fn lock_env(bucket: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![("WICKRIO_S3_BUCKET_NAME".to_owned(), bucket.to_owned())];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+async fn create_locked_bucket(moto: &Moto, bucket: &str) {
+    moto.s3()
+        .await
+        .create_bucket()
+        .bucket(bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_object_is_retained_from_its_close_and_the_server_refuses_to_delete_it() {
+    let moto = Moto::start().await;
+    create_locked_bucket(&moto, "worm-1").await;
+    let proxy = RecordingProxy::start(moto.port).await;
+    let mut env = Moto::env_via(&proxy.endpoint());
+    env.extend(lock_env(
+        "worm-1",
+        &[
+            ("WICKRIO_S3_OBJECT_LOCK_MODE", "governance"),
+            ("WICKRIO_S3_RETENTION_DAYS", "30"),
+        ],
+    ));
+    let mut bot = Bot::start(&refs(&env)).await;
+    let started = SystemTime::now();
+    let r = bot.post("application/json", text_message(1)).await;
+    assert_eq!(r.status(), 202);
+    // Above one 8 MiB part: a multipart upload, whose lock is set on CreateMultipartUpload.
+    let big = vec![7u8; 9 << 20];
+    let part = reqwest::multipart::Part::bytes(big).file_name("big.bin");
+    let r = bot.post_form(attachment_form(&file_message("big.bin"), part)).await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    let window = (
+        started + 30 * DAY - Duration::from_secs(2),
+        SystemTime::now() + 30 * DAY,
+    );
+    let retained = |until: SystemTime| until >= window.0 && until <= window.1;
+
+    // As sent: every request that creates an object (PutObject, CreateMultipartUpload) carries the mode
+    // and the date, and every request with data its checksum, as S3 requires with a lock. (moto keeps
+    // the lock of a PutObject only; real S3 also honours CreateMultipartUpload's.)
+    let requests = proxy.requests();
+    let creating: Vec<_> = requests
+        .iter()
+        .filter(|r| {
+            (r.method == "PUT" && !r.path.contains("partNumber="))
+                || (r.method == "POST" && r.path.ends_with("?uploads"))
+        })
+        .collect();
+    assert_eq!(
+        creating.iter().filter(|r| r.method == "POST").count(),
+        1,
+        "one multipart upload: {creating:?}"
+    );
+    for r in &creating {
+        assert_eq!(r.header("x-amz-object-lock-mode"), Some(&b"GOVERNANCE"[..]), "{r:?}");
+        let until = std::str::from_utf8(r.header("x-amz-object-lock-retain-until-date").unwrap()).unwrap();
+        let until = DateTime::from_str(until, DateTimeFormat::DateTime).unwrap();
+        assert!(retained(SystemTime::try_from(until).unwrap()), "{r:?}");
+    }
+    for r in requests.iter().filter(|r| r.method == "PUT") {
+        assert!(r.header("x-amz-checksum-crc32c").is_some(), "no checksum: {r:?}");
+    }
+
+    // As stored: what moto locked, it refuses to delete.
+    let s3 = moto.s3().await;
+    let keys = moto.keys("worm-1").await;
+    for prefix in ["receivedMessages_", "attachment_", "manifest_"] {
+        assert!(keys.iter().any(|k| k.starts_with(prefix)), "no {prefix}: {keys:?}");
+    }
+    let single: Vec<_> = keys.iter().filter(|k| !k.ends_with("big.bin")).collect();
+    for key in single {
+        let head = s3.head_object().bucket("worm-1").key(key).send().await.unwrap();
+        assert_eq!(head.object_lock_mode(), Some(&ObjectLockMode::Governance), "{key}");
+        let until = SystemTime::try_from(*head.object_lock_retain_until_date().unwrap()).unwrap();
+        assert!(retained(until), "{key}: retained until {until:?}");
+        let deleted = s3
+            .delete_object()
+            .bucket("worm-1")
+            .key(key)
+            .set_version_id(head.version_id().map(str::to_owned))
+            .send()
+            .await;
+        assert!(deleted.is_err(), "{key}: a locked version was deleted");
+    }
+    assert_eq!(moto.keys("worm-1").await, keys);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_mode_for_a_bucket_without_object_lock_stops_the_start_with_status_2() {
+    let moto = Moto::start().await;
+    moto.create_bucket("plain-lock").await;
+    let mut env = moto.env();
+    env.extend(lock_env(
+        "plain-lock",
+        &[
+            ("WICKRIO_S3_OBJECT_LOCK_MODE", "COMPLIANCE"),
+            ("WICKRIO_S3_RETENTION_DAYS", "2557"),
+        ],
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Bot::prepare(tmp.path(), &refs(&env)).command().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("WICKRIO_S3_OBJECT_LOCK_MODE: bucket \"plain-lock\" does not have Object Lock enabled"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("enable Object Lock on the bucket"), "{stderr}");
+    assert!(moto.keys("plain-lock").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_mode_the_bot_says_which_default_retention_the_bucket_applies() {
+    let moto = Moto::start().await;
+    create_locked_bucket(&moto, "worm-default").await;
+    let rule = ObjectLockRule::builder()
+        .default_retention(
+            DefaultRetention::builder()
+                .mode(ObjectLockRetentionMode::Compliance)
+                .days(7)
+                .build(),
+        )
+        .build();
+    moto.s3()
+        .await
+        .put_object_lock_configuration()
+        .bucket("worm-default")
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .rule(rule)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut env = moto.env();
+    env.extend(lock_env("worm-default", &[]));
+    let mut bot = Bot::start(&refs(&env)).await;
+    let says = "the bucket's default Object Lock retention applies to every object: COMPLIANCE for 7 days";
+    common::wait_for(
+        &bot,
+        "the bucket's default retention logged",
+        Duration::from_secs(10),
+        async || bot.log_text().contains(says),
+    )
+    .await;
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+}
