@@ -131,7 +131,13 @@ async fn a_lock_mode_for_a_bucket_without_object_lock_stops_the_start_with_statu
         ],
     ));
     let tmp = tempfile::tempdir().unwrap();
-    let out = Bot::prepare(tmp.path(), &refs(&env)).command().output().unwrap();
+    let mut command = tokio::process::Command::from(Bot::prepare(tmp.path(), &refs(&env)).command());
+    // A bot that does not refuse runs on: killed at the deadline, it fails the test instead of hanging it.
+    command.kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the bot started instead of refusing the bucket")
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -174,7 +180,7 @@ async fn without_a_mode_the_bot_says_which_default_retention_the_bucket_applies(
     common::wait_for(
         &bot,
         "the bucket's default retention logged",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         async || bot.log_text().contains(says),
     )
     .await;

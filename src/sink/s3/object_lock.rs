@@ -23,22 +23,31 @@ const LEAST_REMAINING: Duration = Duration::from_secs(24 * 3600);
 const NOT_ENABLED: &str = "ObjectLockConfigurationNotFoundError";
 
 /// How long the start-up check may take: an S3 outage must not hold up capture.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The lock headers of one object.
 #[derive(Debug, Clone)]
 pub struct Retention {
     pub mode: ObjectLockMode,
     pub until: DateTime,
+    /// The retention counted from the close had already run out (or nearly): the object gets
+    /// [`LEAST_REMAINING`] from the upload instead.
+    pub extended: bool,
 }
 
 impl Retention {
     /// Retained `lock.days` from `closed` (when the file was closed), and at least a day from `now`.
+    /// A close time in the future (a clock stepped back, a touched file) counts as now: a lock
+    /// longer than configured could not be shortened in compliance mode.
     pub fn for_file(lock: ObjectLock, closed: SystemTime, now: SystemTime) -> Self {
-        let until = closed + Duration::from_secs(u64::from(lock.days) * 24 * 3600);
+        let days = Duration::from_secs(u64::from(lock.days) * 24 * 3600);
+        let floor = now + LEAST_REMAINING;
+        // At most 100 years past a time no later than now: this cannot overflow a SystemTime.
+        let until = closed.min(now).checked_add(days).unwrap_or(floor);
         Self {
             mode: ObjectLockMode::from(lock.mode.as_str()),
-            until: DateTime::from(until.max(now + LEAST_REMAINING)),
+            until: DateTime::from(until.max(floor)),
+            extended: until < floor,
         }
     }
 }
@@ -78,7 +87,13 @@ pub async fn check_bucket(client: &aws_sdk_s3::Client, config: &S3Config) -> Res
         Err(e) => {
             if config.object_lock.is_some() {
                 let e = aws::failure(&format!("read the Object Lock configuration of s3://{bucket}"), &e);
-                tracing::warn!(error = %e, "cannot check the bucket's Object Lock configuration (needs s3:GetBucketObjectLockConfiguration); uploads will say if it is missing");
+                // A refusal is most likely the permission; anything else (network, credentials) says itself.
+                let hint = if e.retry == aws::Retry::Slowly {
+                    " (needs s3:GetBucketObjectLockConfiguration)"
+                } else {
+                    ""
+                };
+                tracing::warn!(error = %e, "cannot check the bucket's Object Lock configuration{hint}; uploads will say if it is missing");
             }
             return Ok(());
         }
@@ -152,12 +167,15 @@ mod tests {
         let r = Retention::for_file(lock, closed, closed + DAY);
         assert_eq!(r.mode, ObjectLockMode::Compliance);
         assert_eq!(r.until, DateTime::from(closed + 30 * DAY));
+        assert!(!r.extended);
         // Waited on disk 40 days: retained a day from the upload, not in the past.
         let late = closed + 40 * DAY;
-        assert_eq!(
-            Retention::for_file(lock, closed, late).until,
-            DateTime::from(late + DAY)
-        );
+        let r = Retention::for_file(lock, closed, late);
+        assert_eq!(r.until, DateTime::from(late + DAY));
+        assert!(r.extended);
+        // Closed "in the future" (the clock stepped back): counted from now, never longer.
+        let r = Retention::for_file(lock, closed + 5 * DAY, closed);
+        assert_eq!(r.until, DateTime::from(closed + 30 * DAY));
     }
 
     #[test]

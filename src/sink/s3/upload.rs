@@ -81,6 +81,13 @@ pub async fn upload(
     let retention = target
         .lock
         .map(|lock| Retention::for_file(lock, closed, std::time::SystemTime::now()));
+    if let Some(r) = retention.as_ref().filter(|r| r.extended) {
+        tracing::warn!(
+            file = %path.display(),
+            until = %r.until,
+            "the file was closed longer ago than the Object Lock retention: its object is retained for a day from now instead"
+        );
+    }
     let mut metadata = target.metadata.clone();
     if let Some(envelope) = &envelope {
         metadata.extend(envelope.metadata(plain_len).into_iter().map(|(k, v)| (k.to_owned(), v)));
