@@ -87,6 +87,8 @@ const TRANSIENT_CLIENT_ERRORS: &[&str] = &[
     "ExpiredToken",
     "ExpiredTokenException",
     "LimitExceededException",
+    // Two conditional writes to one key at once: S3 says to retry.
+    "ConditionalRequestConflict",
 ];
 
 /// Describes a failed call: `what` says what was attempted (`"upload s3://b/k"`).

@@ -28,6 +28,8 @@ pub enum EventKind {
     S3Recovered,
     KmsFailing,
     KmsRecovered,
+    /// A file's key in S3 already holds other content: the file is never uploaded over it and waits.
+    S3KeyConflict,
     /// A write or fsync of a message file or attachment failed: requests are refused (not acknowledged).
     SpoolFailing,
     SpoolRecovered,
@@ -43,7 +45,9 @@ impl EventKind {
     pub fn severity(self) -> Severity {
         use EventKind::*;
         match self {
-            Fatal | LoginFailed | SecretUpdateFailed | SpoolFailing | DiskFull | WatchdogFailure => Severity::Critical,
+            Fatal | LoginFailed | SecretUpdateFailed | SpoolFailing | DiskFull | WatchdogFailure | S3KeyConflict => {
+                Severity::Critical
+            }
             _ => Severity::Normal,
         }
     }

@@ -37,6 +37,7 @@ Counter {
     Logins => "Logins", "Successful logins (start-ups with the right password).";
     LoginFailures => "Login_Failures", "Refused logins.";
     S3PostErrors => "S3_Post_Errors", "Failed uploads to S3.";
+    S3KeyConflicts => "S3_Key_Conflicts", "Uploads refused because their key already holds other content (never overwritten: the file waits on disk).";
     WatchdogFailures => "Watchdog_Failures", "Times the watchdog found the pipeline stalled.";
     WatchdogWarnings => "Watchdog_Warnings", "Times the watchdog found the pipeline slow.";
     MessageFilesClosed => "Message_Files_Closed", "Message files closed (rotated, recovered or closed at shutdown).";

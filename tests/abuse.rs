@@ -6,7 +6,7 @@
 //! plus the documented 64 MiB, nothing of a refused request is on disk, and the bot is alive and stops
 //! cleanly at the end.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,6 +1,6 @@
 //! Every kind of bad input gets its status (or exit code) and writes nothing.
 
-mod common;
+use crate::common;
 
 use common::{Bot, attachment_form, file_message, file_names, text_message};
 

@@ -1,11 +1,11 @@
 //! The container image, built from the project's Dockerfile and run with podman (see
 //! docs/testing.md: no Docker engine or registry here, so the Debian base image is made with
-//! debootstrap and the Rust builder stage is replaced by the release binary built on the host).
+//! debootstrap and the Rust builder stage is replaced by the binary the tests built on the host).
 //! The run is the original's: `-ti` with a root-owned volume at /tmp/<bot>, the first-run prompt
 //! answered through a pseudo-terminal, messages over HTTP landing encrypted in S3 (moto), then
 //! `podman stop`. Needs root, podman, runc and debootstrap (`.ci/run` installs them).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -117,38 +117,23 @@ fn debian_mirror() -> String {
         .to_owned()
 }
 
-/// The binary the Dockerfile's builder stage makes (`cargo build --profile dist`), where it puts it
-/// (`/out/retention-bot`). `scripts/test` builds it in the background while the other tests run
-/// and names it in `RETENTION_BOT_DIST_BINARY`: run from within `cargo test`, `cargo build` compiled
-/// the whole dependency tree a second time in CI. Without it, the binary is built here.
+/// What the Dockerfile's builder stage leaves in `/out/retention-bot`: here the binary the other
+/// tests ran, stripped. The image test checks the packaging (user, volume, prompt, signals, S3), which
+/// does not depend on the optimisation level, so CI spends no extra build on it; under
+/// `cargo test --release` the binary is the optimised build, which stripped is the Dockerfile's `dist`
+/// build.
 fn builder_stage() -> PathBuf {
-    let built = match std::env::var_os("RETENTION_BOT_DIST_BINARY") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let image_target = target_dir().join("image");
-            let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "--profile",
-                    "dist",
-                    "--locked",
-                    "--bin",
-                    "retention-bot",
-                    "--target-dir",
-                ])
-                .arg(&image_target)
-                .current_dir(repo())
-                .status()
-                .unwrap();
-            assert!(status.success(), "cargo build --profile dist failed");
-            image_target.join("dist/retention-bot")
-        }
-    };
     let stage = target_dir().join("container/builder");
     std::fs::create_dir_all(stage.join("out")).unwrap();
-    std::fs::copy(&built, stage.join("out/retention-bot"))
-        .unwrap_or_else(|e| panic!("copy {} into the builder stage: {e}", built.display()));
+    let out = stage.join("out/retention-bot");
+    let _ = std::fs::remove_file(&out);
+    let status = Command::new("strip")
+        .arg("-o")
+        .arg(&out)
+        .arg(env!("CARGO_BIN_EXE_retention-bot"))
+        .status()
+        .unwrap_or_else(|e| panic!("strip (binutils) did not run: {e}"));
+    assert!(status.success(), "strip of the tests' binary failed");
     stage
 }
 

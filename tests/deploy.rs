@@ -3,7 +3,7 @@
 //! combined policy holds every feature policy, and the ECS task definition and compose file say what
 //! the deployment doc says they do.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

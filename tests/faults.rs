@@ -3,7 +3,7 @@
 //! kill -9 under load. What each asserts: nothing is acknowledged that is not durable, nothing refused
 //! is kept, and the archive verifies.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

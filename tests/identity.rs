@@ -1,7 +1,7 @@
 //! The first-run password ritual through the real binary: banner, sealed identity, refusals,
 //! the terminal prompt, rotation, and that no password leaks outside the banner.
 
-mod common;
+use crate::common;
 
 use std::process::{Output, Stdio};
 

@@ -1,7 +1,7 @@
 //! The signed manifest through the real binary: `verify` passes on an untouched archive (across a
 //! restart and a kill -9) and catches each kind of tampering.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -2,7 +2,7 @@
 //! captured in the original's shape, an end-to-end-encrypted room captured in plaintext, a room key
 //! that arrives after its event, kill -9 mid-stream, and a restart that keeps its device.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! counted from its file's close, the server refuses to delete a locked version, and a lock mode for
 //! a bucket without Object Lock stops the bot at start-up with what to change.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 

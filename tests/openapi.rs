@@ -3,7 +3,7 @@
 //! description, run against the live bot) finds no server error and no answer the description does
 //! not allow (status, content type, body).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! The pipeline end to end through the real binary: concurrent producers, rotation, graceful
 //! shutdown, crash recovery and metrics.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! moto server: the bot's real binary configured only through a secret, events read back from an
 //! SQS queue subscribed to the topic, metrics read back with GetMetricStatistics.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! official S3 Encryption Client reading what the bot wrote, outages, KMS refusals, kill -9 in the
 //! middle of a multipart upload, and tampering.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -117,6 +117,11 @@ async fn plain_upload_carries_metadata_removes_local_copies_and_decrypt_copies_b
     let (body, meta) = moto.object("plain-1", attachments[0]).await;
     assert_eq!(body, attachment);
     assert_eq!(meta["wickrio-type"], "file");
+    // The content's hash, by which a create-only retry recognises its own earlier upload.
+    assert_eq!(
+        meta["wickrio-sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&attachment))
+    );
     let restored_name = &meta["wickrio-file-path"];
     assert!(restored_name.starts_with("attachment_") && restored_name.ends_with("_report.pdf"));
     assert!(!meta.contains_key("x-amz-key-v2"), "plain upload carries no envelope");

@@ -1,6 +1,6 @@
 //! Attachments, import, and disk-space handling through the real binary.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;

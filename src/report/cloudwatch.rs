@@ -29,6 +29,7 @@ const COUNTERS: &[Counter] = &[
     Counter::WatchdogFailures,
     Counter::WatchdogWarnings,
     Counter::SpoolWriteErrors,
+    Counter::S3KeyConflicts,
 ];
 const LEVELS: &[Gauge] = &[Gauge::S3BacklogFiles, Gauge::S3BacklogBytes];
 

@@ -399,6 +399,7 @@ pub struct RecordingProxy {
     pub port: u16,
     requests: Arc<std::sync::Mutex<Vec<RecordedRequest>>>,
     refuse: Arc<std::sync::Mutex<Option<String>>>,
+    lose: Arc<std::sync::Mutex<Option<(String, usize)>>>,
 }
 
 impl RecordingProxy {
@@ -409,10 +410,11 @@ impl RecordingProxy {
 
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let refuse: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-        let (recorded, refused) = (requests.clone(), refuse.clone());
+        let lose: Arc<std::sync::Mutex<Option<(String, usize)>>> = Arc::default();
+        let (recorded, refused, lost) = (requests.clone(), refuse.clone(), lose.clone());
         let client = reqwest::Client::new();
         let forward = move |req: Request| {
-            let (recorded, refused, client) = (recorded.clone(), refused.clone(), client.clone());
+            let (recorded, refused, lost, client) = (recorded.clone(), refused.clone(), lost.clone(), client.clone());
             async move {
                 let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
                 let method = req.method().clone();
@@ -439,7 +441,7 @@ impl RecordingProxy {
                 let body = axum::body::to_bytes(req.into_body(), usize::MAX)
                     .await
                     .unwrap_or_default();
-                let mut out = client.request(method, format!("http://127.0.0.1:{target_port}{path}"));
+                let mut out = client.request(method.clone(), format!("http://127.0.0.1:{target_port}{path}"));
                 for (name, value) in &headers {
                     if !matches!(
                         name.as_str(),
@@ -452,6 +454,27 @@ impl RecordingProxy {
                     Ok(a) => a,
                     Err(e) => return Response::builder().status(502).body(Body::from(e.to_string())).unwrap(),
                 };
+                // The request reached the server; its answer is "lost" on the way back, as the SDK
+                // sees a dropped answer: a 500 it retries.
+                let lose_this = {
+                    let mut lost = lost.lock().unwrap();
+                    match lost.as_mut() {
+                        Some((marker, left)) if *left > 0 && method == "PUT" && path.contains(marker.as_str()) => {
+                            *left -= 1;
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if lose_this {
+                    return Response::builder()
+                        .status(500)
+                        .header("content-type", "application/xml")
+                        .body(Body::from(
+                            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>answer lost (by the test's proxy)</Message></Error>",
+                        ))
+                        .unwrap();
+                }
                 let mut response = Response::builder().status(answer.status().as_u16());
                 for (name, value) in answer.headers() {
                     if !matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection") {
@@ -467,7 +490,12 @@ impl RecordingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        RecordingProxy { port, requests, refuse }
+        RecordingProxy {
+            port,
+            requests,
+            refuse,
+            lose,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -477,6 +505,12 @@ impl RecordingProxy {
     /// From now on, requests whose path contains `marker` get 403 AccessDenied (`None`: none do).
     pub fn refuse_paths_containing(&self, marker: Option<&str>) {
         *self.refuse.lock().unwrap() = marker.map(str::to_owned);
+    }
+
+    /// The next `count` PUT requests whose path contains `marker` reach the server, but their answers
+    /// are replaced by a 500, as if lost on the way back.
+    pub fn lose_answers_to(&self, marker: &str, count: usize) {
+        *self.lose.lock().unwrap() = Some((marker.to_owned(), count));
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {

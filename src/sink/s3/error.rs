@@ -36,6 +36,12 @@ pub enum UploadError {
         what: &'static str,
         error: tokio::task::JoinError,
     },
+    /// The key already holds an object that is not this file, or that the bot cannot compare with
+    /// it: uploads never overwrite, and the file waits on disk.
+    #[error(
+        "s3://{bucket}/{key} already holds {found}: uploads never overwrite, so the file waits on disk; move that object aside, or find what else writes under this bucket and folder"
+    )]
+    Conflict { bucket: String, key: String, found: String },
     /// S3 took other than what the file holds, or the file changed since it was closed: the local
     /// copy is kept.
     #[error(
@@ -66,7 +72,7 @@ impl UploadError {
     pub fn retry(&self) -> Retry {
         match self {
             Self::Kms(e) | Self::S3(e) => e.retry,
-            Self::Read { .. } | Self::Incomplete { .. } | Self::Gone(_) => Retry::Slowly,
+            Self::Read { .. } | Self::Incomplete { .. } | Self::Gone(_) | Self::Conflict { .. } => Retry::Slowly,
             Self::Hash { .. } | Self::Cipher(_) | Self::Task { .. } => Retry::Soon,
         }
     }

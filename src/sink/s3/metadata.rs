@@ -1,5 +1,7 @@
-//! The bot's own object metadata: `wickrio-type` (what the object holds) and `wickrio-file-path` (the
-//! file's name, where `decrypt` and Wickr's decryption sample restore it).
+//! The bot's own object metadata: `wickrio-type` (what the object holds), `wickrio-file-path` (the
+//! file's name, where `decrypt` and Wickr's decryption sample restore it) and `wickrio-sha256` (the
+//! SHA-256 of the file's plaintext, by which a create-only upload that finds its key taken tells its
+//! own earlier upload from other content: see `create_only`).
 //!
 //! User metadata travels as `x-amz-meta-*` HTTP headers, and S3 takes only US-ASCII there: AWS's
 //! documentation says to use US-ASCII for metadata sent over REST, and a header with other bytes is
@@ -15,6 +17,8 @@ use std::collections::HashMap;
 
 pub const TYPE: &str = "wickrio-type";
 pub const FILE_PATH: &str = "wickrio-file-path";
+/// The hex SHA-256 of the file's content before encryption (the hash its manifest entry holds).
+pub const SHA256: &str = "wickrio-sha256";
 /// Present (`percent`) when `wickrio-file-path` is percent-encoded.
 pub const FILE_PATH_ENCODING: &str = "wickrio-file-path-encoding";
 const PERCENT: &str = "percent";
@@ -22,9 +26,13 @@ const PERCENT: &str = "percent";
 /// Bytes encoded besides everything outside ASCII (which `utf8_percent_encode` always encodes).
 const ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
 
-/// The bot's metadata for a file of `kind` named `name`, in US-ASCII.
-pub fn for_file(kind: &str, name: &str) -> HashMap<String, String> {
-    let mut metadata = HashMap::from([(TYPE.to_owned(), kind.to_owned())]);
+/// The bot's metadata for a file of `kind` named `name` whose content hashes to `sha256` (hex), in
+/// US-ASCII.
+pub fn for_file(kind: &str, name: &str, sha256: &str) -> HashMap<String, String> {
+    let mut metadata = HashMap::from([
+        (TYPE.to_owned(), kind.to_owned()),
+        (SHA256.to_owned(), sha256.to_owned()),
+    ]);
     let encoded = encode_value(name);
     if encoded != name {
         metadata.insert(FILE_PATH_ENCODING.to_owned(), PERCENT.to_owned());
@@ -60,19 +68,19 @@ mod tests {
             "plain-name_1.pdf",
             "emoji 😀.png",
         ] {
-            let metadata = for_file("file", name);
+            let metadata = for_file("file", name, "ab12");
             for value in metadata.values() {
                 assert!(value.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{value}");
             }
             assert_eq!(file_path(&metadata).as_deref(), Some(name));
         }
-        let plain = for_file("file", "plain-name_1.pdf");
+        let plain = for_file("file", "plain-name_1.pdf", "ab12");
         assert_eq!(plain[FILE_PATH], "plain-name_1.pdf");
         assert!(
             !plain.contains_key(FILE_PATH_ENCODING),
             "nothing to encode, nothing marked"
         );
-        let encoded = for_file("file", "résumé 報告.pdf");
+        let encoded = for_file("file", "résumé 報告.pdf", "ab12");
         assert_eq!(encoded[FILE_PATH], "r%C3%A9sum%C3%A9%20%E5%A0%B1%E5%91%8A.pdf");
         assert_eq!(encoded[FILE_PATH_ENCODING], "percent");
     }

@@ -9,6 +9,7 @@
 //! for long: it waits on its own back-off outside the workers and rejoins the queue, so a file S3
 //! refuses never holds back the files behind it.
 
+mod create_only;
 mod error;
 pub mod metadata;
 pub mod object_lock;
@@ -53,6 +54,8 @@ struct Queued {
     file: ClosedFile,
     attempts: u64,
     backoff: Duration,
+    /// Operators have heard (an event) that this file's key holds other content.
+    conflict_said: bool,
 }
 
 /// Queues closed files for the uploader task.
@@ -161,6 +164,7 @@ impl Sink for S3Sink {
             file,
             attempts: 0,
             backoff: Duration::from_secs(1),
+            conflict_said: false,
         };
         if let Some(queue) = &self.queue
             && queue.send(queued).is_err()
@@ -207,8 +211,9 @@ impl Uploader {
         for try_here in 1..=TRIES_IN_PLACE {
             item.attempts += 1;
             let attempt = async {
-                let key = self.key_for(&item.file).await?;
-                let bytes = self.upload_once(&item.file, &key).await?;
+                let sha256 = content_hash(&mut item.file).await?;
+                let key = self.key_for(&item.file, &sha256);
+                let bytes = self.upload_once(&item.file, &key, &sha256).await?;
                 Ok::<_, UploadError>((key, bytes))
             };
             let e = match attempt.await {
@@ -225,6 +230,18 @@ impl Uploader {
                     tracing::warn!(file = %path.display(), "closed file vanished before its upload; nothing to upload");
                     self.done(&item.file);
                     return None;
+                }
+                Err(e @ UploadError::Conflict { .. }) => {
+                    self.metrics.incr(Counter::S3PostErrors);
+                    self.metrics.incr(Counter::S3KeyConflicts);
+                    let message = format!("{e}; retried every {} s", REFUSED_RETRY.as_secs());
+                    if item.conflict_said {
+                        tracing::error!(file = %item.file.path.display(), "{message}");
+                    } else {
+                        item.conflict_said = true;
+                        announce!(self.events, tracing::Level::ERROR, EventKind::S3KeyConflict, message);
+                    }
+                    return Some((item, REFUSED_RETRY));
                 }
                 Err(e) => e,
             };
@@ -280,7 +297,7 @@ impl Uploader {
         }
     }
 
-    async fn upload_once(&self, file: &ClosedFile, key: &str) -> Result<u64, UploadError> {
+    async fn upload_once(&self, file: &ClosedFile, key: &str, sha256: &str) -> Result<u64, UploadError> {
         if !tokio::fs::try_exists(&file.path).await.unwrap_or(true) {
             return Err(UploadError::Gone(file.path.clone()));
         }
@@ -293,7 +310,7 @@ impl Uploader {
             client: &self.s3,
             bucket: &self.config.bucket,
             key,
-            metadata: metadata::for_file(file.kind.as_str(), &file_name(&file.path)),
+            metadata: metadata::for_file(file.kind.as_str(), &file_name(&file.path), sha256),
             metrics: &self.metrics,
             lock: self.config.object_lock,
         };
@@ -324,31 +341,13 @@ impl Uploader {
     /// same millisecond on two hosts of one bot, or after the clock stepped back), so their keys
     /// also carry this bot's tag and the start of the file's SHA-256: different files never share
     /// a key, and an upload of the same file again lands on the same key.
-    async fn key_for(&self, file: &ClosedFile) -> Result<String, UploadError> {
+    fn key_for(&self, file: &ClosedFile, sha256: &str) -> String {
         let name = file_name(&file.path);
         let Some(rest) = name
             .strip_prefix("attachment_")
             .filter(|_| file.kind == FileKind::Attachment)
         else {
-            return Ok(self.config.key_for(&name));
-        };
-        let sha256 = match &file.sha256 {
-            Some(h) => h.clone(),
-            None => {
-                let path = file.path.clone();
-                tokio::task::spawn_blocking(move || crate::manifest::file_facts(&path, false))
-                    .await
-                    .map_err(|error| UploadError::Task { what: "hashing", error })?
-                    .map_err(|error| match error.kind() {
-                        // Removed since it was closed: nothing to upload (not a failure to retry).
-                        std::io::ErrorKind::NotFound => UploadError::Gone(file.path.clone()),
-                        _ => UploadError::Hash {
-                            path: file.path.clone(),
-                            error,
-                        },
-                    })?
-                    .sha256
-            }
+            return self.config.key_for(&name);
         };
         let hash: String = sha256.chars().take(KEY_HASH_DIGITS).collect();
         let unique = format!("{}-{hash}", self.bot_tag);
@@ -357,8 +356,31 @@ impl Uploader {
             Some((time, original)) => format!("attachment_{time}_{unique}_{original}"),
             None => format!("attachment_{unique}_{rest}"),
         };
-        Ok(self.config.key_for(&name))
+        self.config.key_for(&name)
     }
+}
+
+/// The file's SHA-256 (hex): the one its manifest entry holds, or hashed now (a manifest file, a
+/// file recovered before it was listed), and kept for the file's next attempts.
+async fn content_hash(file: &mut ClosedFile) -> Result<String, UploadError> {
+    if let Some(known) = &file.sha256 {
+        return Ok(known.clone());
+    }
+    let path = file.path.clone();
+    let hashed = tokio::task::spawn_blocking(move || crate::manifest::file_facts(&path, false))
+        .await
+        .map_err(|error| UploadError::Task { what: "hashing", error })?
+        .map_err(|error| match error.kind() {
+            // Removed since it was closed: nothing to upload (not a failure to retry).
+            std::io::ErrorKind::NotFound => UploadError::Gone(file.path.clone()),
+            _ => UploadError::Hash {
+                path: file.path.clone(),
+                error,
+            },
+        })?
+        .sha256;
+    file.sha256 = Some(hashed.clone());
+    Ok(hashed)
 }
 
 fn file_name(path: &Path) -> String {

@@ -2,7 +2,8 @@
 //! and send them as a single PutObject or as a multipart upload with a few parts in flight. Every part
 //! in memory holds a permit of a [`PartBudget`] shared by all uploads, so memory stays bounded
 //! (`PART_SIZE * PARTS_IN_MEMORY`, 40 MiB) whatever the files' sizes and however many are under way.
-//! Every request carries a CRC32C checksum that S3 verifies before it stores the data.
+//! Every request carries a CRC32C checksum that S3 verifies before it stores the data, and every
+//! write is create-only (`create_only`).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use super::create_only;
 use super::error::UploadError;
 use super::object_lock::Retention;
 use crate::aws::{AwsFailure, Retry, failure};
@@ -190,7 +192,7 @@ async fn put_single(target: &Target<'_>, mut parts: Parts, retention: Option<Ret
     let part = next_part(&mut parts).await?;
     let body = part.as_ref().map(|p| p.body.clone()).unwrap_or_default();
     let sent = body.len() as u64;
-    target
+    let put = target
         .client
         .put_object()
         .bucket(target.bucket)
@@ -199,11 +201,20 @@ async fn put_single(target: &Target<'_>, mut parts: Parts, retention: Option<Ret
         .set_object_lock_mode(retention.as_ref().map(|r| r.mode.clone()))
         .set_object_lock_retain_until_date(retention.map(|r| r.until))
         .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .if_none_match(create_only::ANY_OBJECT)
         .body(ByteStream::from(body))
         .send()
-        .await
-        .map_err(|e| UploadError::S3(failure(&format!("upload s3://{}/{}", target.bucket, target.key), &e)))?;
-    target.metrics.incr(Counter::S3PartsUploaded);
+        .await;
+    match put {
+        Ok(_) => target.metrics.incr(Counter::S3PartsUploaded),
+        Err(e) if create_only::key_taken(&e) => create_only::settle(target).await?,
+        Err(e) => {
+            return Err(UploadError::S3(failure(
+                &format!("upload s3://{}/{}", target.bucket, target.key),
+                &e,
+            )));
+        }
+    }
     Ok(sent)
 }
 
@@ -236,29 +247,42 @@ async fn put_multipart(target: &Target<'_>, parts: Parts, retention: Option<Rete
     let (completed, sent) = match result {
         Ok(completed) => completed,
         Err(e) => {
-            // Best effort: an upload left behind is also aborted before this file's next attempt.
-            let _ = target
-                .client
-                .abort_multipart_upload()
-                .bucket(target.bucket)
-                .key(target.key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            abort(target, &upload_id).await;
             return Err(e);
         }
     };
-    target
+    let completion = target
         .client
         .complete_multipart_upload()
         .bucket(target.bucket)
         .key(target.key)
         .upload_id(&upload_id)
         .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+        .if_none_match(create_only::ANY_OBJECT)
         .send()
-        .await
-        .map_err(|e| UploadError::S3(failure(&what, &e)))?;
-    Ok(sent)
+        .await;
+    match completion {
+        Ok(_) => Ok(sent),
+        Err(e) if create_only::key_taken(&e) => {
+            // The parts are not an object and never will be: free their storage now.
+            abort(target, &upload_id).await;
+            create_only::settle(target).await?;
+            Ok(sent)
+        }
+        Err(e) => Err(UploadError::S3(failure(&what, &e))),
+    }
+}
+
+/// Best effort: an upload left behind is also aborted before this file's next attempt.
+async fn abort(target: &Target<'_>, upload_id: &str) {
+    let _ = target
+        .client
+        .abort_multipart_upload()
+        .bucket(target.bucket)
+        .key(target.key)
+        .upload_id(upload_id)
+        .send()
+        .await;
 }
 
 /// The completed parts, in order, and the bytes they held.

@@ -1,0 +1,104 @@
+//! Uploads never overwrite. Every PutObject and CompleteMultipartUpload carries `If-None-Match: *`,
+//! so S3 stores the object only if its key is free and answers 412 Precondition Failed otherwise
+//! (AWS: "Conditional writes"; a concurrent conditional write to the same key gets 409
+//! ConditionalRequestConflict, which is retried as passing trouble).
+//!
+//! A 412 has two very different causes. The bot's own earlier attempt at this same file may have
+//! stored the object and lost its answer (a dropped connection, a crash between the upload and the
+//! local delete): then the object is this file, and the upload has succeeded. Or something else put
+//! other content under the key: then the file must neither overwrite it nor be dropped. The object's
+//! `wickrio-sha256` metadata tells them apart (for encrypted objects the ciphertext differs at every
+//! attempt, so the plaintext's hash is the only thing to compare). Reading it takes `s3:GetObject`
+//! on the folder (HeadObject); without it every 412 is treated as other content.
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+use super::error::UploadError;
+use super::metadata;
+use super::upload::Target;
+use crate::aws::{Retry, failure};
+
+/// The `If-None-Match` value that means "only if no object has this key".
+pub const ANY_OBJECT: &str = "*";
+
+/// True when S3 refused a conditional write because the key already holds an object.
+pub fn key_taken<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::ServiceError(e) => e.raw().status().as_u16() == 412 || e.err().code() == Some("PreconditionFailed"),
+        _ => false,
+    }
+}
+
+/// After a 412: `Ok` if the object under the key is this file (an earlier attempt stored it), a
+/// [`UploadError::Conflict`] if it is anything else or cannot be compared.
+pub async fn settle(target: &Target<'_>) -> Result<(), UploadError> {
+    let ours = target
+        .metadata
+        .get(metadata::SHA256)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let conflict = |found: String| UploadError::Conflict {
+        bucket: target.bucket.to_owned(),
+        key: target.key.to_owned(),
+        found,
+    };
+    let head = target
+        .client
+        .head_object()
+        .bucket(target.bucket)
+        .key(target.key)
+        .send()
+        .await;
+    let head = match head {
+        Ok(head) => head,
+        Err(e) => {
+            let e = failure(&format!("read the object s3://{}/{}", target.bucket, target.key), &e);
+            return Err(match e.retry {
+                // Passing trouble, or the object went away since the 412: the next attempt tells.
+                Retry::Soon => UploadError::S3(e),
+                Retry::Slowly => conflict(format!(
+                    "an object the bot cannot read to compare with this file ({e}; with s3:GetObject on the folder it recognises its own earlier upload)"
+                )),
+            });
+        }
+    };
+    match head.metadata().and_then(|m| m.get(metadata::SHA256)) {
+        Some(theirs) if !ours.is_empty() && theirs.eq_ignore_ascii_case(ours) => {
+            tracing::info!(
+                key = target.key,
+                "the object is already in S3 (an earlier attempt stored it and its answer was lost)"
+            );
+            Ok(())
+        }
+        Some(theirs) => Err(conflict(format!(
+            "other content (SHA-256 {theirs}; this file's is {ours})"
+        ))),
+        None => Err(conflict(format!(
+            "an object without {} metadata, so not one this version of the bot wrote (this file's SHA-256 is {ours})",
+            metadata::SHA256
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::put_object::PutObjectError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    fn answered(status: u16, code: &str) -> SdkError<PutObjectError, HttpResponse> {
+        let meta = ErrorMetadata::builder().code(code).build();
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(PutObjectError::generic(meta), raw)
+    }
+
+    #[test]
+    fn only_a_precondition_failure_means_the_key_is_taken() {
+        assert!(key_taken(&answered(412, "PreconditionFailed")));
+        assert!(!key_taken(&answered(409, "ConditionalRequestConflict")));
+        assert!(!key_taken(&answered(403, "AccessDenied")));
+        assert!(!key_taken(&answered(500, "InternalError")));
+    }
+}

@@ -1,0 +1,144 @@
+//! Create-only uploads against a real moto server, which enforces `If-None-Match: *`: an upload whose
+//! first answer was lost is retried, finds its key taken by its own earlier attempt and counts as
+//! done; a file whose key holds other content is never uploaded over it, stays on disk, and is
+//! reported loudly (a critical event and `S3_Key_Conflicts`).
+
+use crate::common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::aws::{Moto, Proxy, RecordingProxy};
+use common::{Bot, closed_message_files, metric, text_message, wait_for};
+
+const FOLDER: &str = "retention/bot1";
+
+fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encrypted_upload_whose_answer_was_lost_is_retried_and_counts_as_uploaded() {
+    let moto = Moto::start().await;
+    moto.create_bucket("once-1").await;
+    let key_arn = moto.create_key().await;
+    let proxy = RecordingProxy::start(moto.port).await;
+    // The first PutObject of a message file reaches moto and stores the object; its answer is lost.
+    proxy.lose_answers_to("receivedMessages_", 1);
+    let mut env = Moto::env_via(&proxy.endpoint());
+    for (k, v) in [
+        ("WICKRIO_S3_BUCKET_NAME", "once-1"),
+        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
+        ("WICKRIO_KMS_MSTRKEY_ARN", &key_arn),
+        ("WICKRIO_COMP_TIMEROTATE", "0.02"),
+    ] {
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let mut bot = Bot::start(&refs(&env)).await;
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+    wait_for(&bot, "the message file's upload", Duration::from_secs(60), async || {
+        metric(&bot, "S3_Uploads").await >= 1 && closed_message_files(&bot.messages_dir()).is_empty()
+    })
+    .await;
+
+    let keys: Vec<String> = moto
+        .keys("once-1")
+        .await
+        .into_iter()
+        .filter(|k| k.contains("receivedMessages_"))
+        .collect();
+    assert_eq!(keys.len(), 1, "one object for the one file: {keys:?}");
+    let puts: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("receivedMessages_"))
+        .collect();
+    assert!(
+        puts.len() >= 2,
+        "the lost answer made the SDK send it again: {} PUTs",
+        puts.len()
+    );
+    for put in &puts {
+        assert_eq!(put.header("if-none-match"), Some(&b"*"[..]), "every PUT is create-only");
+    }
+    // The object is the first attempt's (its encryption), and it opens to the file's content.
+    let plain = moto.read_encrypted("once-1", &keys[0], &key_arn, "official").unwrap();
+    assert_eq!(String::from_utf8(plain).unwrap(), format!("{}\n", text_message(1)));
+    assert_eq!(metric(&bot, "S3_Key_Conflicts").await, 0);
+    assert!(
+        bot.log_text().contains("already in S3 (an earlier attempt stored it"),
+        "{}",
+        bot.log_text()
+    );
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_whose_key_holds_other_content_is_kept_and_reported_never_uploaded_over_it() {
+    let moto = Moto::start().await;
+    moto.create_bucket("once-2").await;
+    let (topic, queue) = moto.topic_with_queue("bot-events").await;
+    let proxy = Proxy::start(moto.port).await;
+    proxy.set_up(false);
+    let sns = moto.endpoint();
+    let mut env = Moto::env_via(&proxy.endpoint());
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL_SNS", sns.as_str()),
+        ("WICKRIO_SNS_TOPIC_ARN", &topic),
+        ("WICKRIO_S3_BUCKET_NAME", "once-2"),
+        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
+        ("WICKRIO_COMP_TIMEROTATE", "0.02"),
+        ("WICKRIO_SHUTDOWN_GRACE_SECS", "1"),
+    ] {
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    // S3 is down: the closed file waits on disk, and is still there after a stop.
+    let mut bot = Bot::start(&refs(&env)).await;
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+    wait_for(&bot, "the message file to close", Duration::from_secs(30), async || {
+        closed_message_files(&bot.messages_dir()).len() == 1
+    })
+    .await;
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    let name = closed_message_files(&bot.messages_dir()).remove(0);
+    let key = format!("{FOLDER}/{name}");
+
+    // Someone else's content under the file's key, then S3 back and the bot again.
+    let theirs = b"someone else's object".to_vec();
+    let stamp = HashMap::from([("wickrio-sha256".to_owned(), "00".repeat(32))]);
+    moto.put_raw("once-2", &key, theirs.clone(), stamp).await;
+    proxy.set_up(true);
+    bot.spawn().await;
+    wait_for(&bot, "the conflict", Duration::from_secs(60), async || {
+        metric(&bot, "S3_Key_Conflicts").await >= 1
+    })
+    .await;
+
+    let (body, _) = moto.object("once-2", &key).await;
+    assert_eq!(body, theirs, "the other object is never overwritten");
+    assert_eq!(
+        closed_message_files(&bot.messages_dir()),
+        vec![name.clone()],
+        "the file waits on disk"
+    );
+    let log = bot.log_text();
+    assert!(log.contains("already holds other content"), "{log}");
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+
+    let events = moto.drain_queue(&queue).await;
+    let conflicts: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&format!("s3://once-2/{key} already holds other content"))
+        })
+        .collect();
+    assert_eq!(conflicts.len(), 1, "one event per file: {events:#?}");
+    assert_eq!(conflicts[0]["severity"], "critical");
+    assert!(
+        closed_message_files(&bot.messages_dir()).contains(&name),
+        "still kept after the stop"
+    );
+}

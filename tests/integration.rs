@@ -1,0 +1,22 @@
+//! Every integration test, as one test binary: each file of tests/ is a module (Cargo.toml's
+//! `autotests = false`). One binary compiles the shared harness (`common`) once and links matrix-sdk
+//! and the AWS SDKs once, where fourteen binaries cost CI minutes. Filter by file with its module
+//! name: `cargo test --test integration s3::`.
+
+mod common;
+
+mod abuse;
+mod bad_input;
+mod container;
+mod create_only;
+mod deploy;
+mod faults;
+mod identity;
+mod manifest;
+mod matrix;
+mod object_lock;
+mod openapi;
+mod pipeline;
+mod reporting;
+mod s3;
+mod storage;
