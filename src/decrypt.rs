@@ -20,10 +20,10 @@ use crate::aws::{self, AwsFailure, failure};
 use crate::envelope::{EnvelopeError, StoredEnvelope, gcm};
 use crate::sink::s3::metadata::{self, TYPE};
 
-/// What to restore, and where: `retention-bot decrypt`'s own options (the defaults are the bot's
-/// settings, so the line that ran the bot also restores its archive).
+/// Which archive in S3 a tool works on (the defaults are the bot's settings, so the line that ran
+/// the bot also names its archive). Shared by `decrypt` and `legal-hold`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Options {
+pub struct Archive {
     /// The bucket the bot uploaded to.
     #[arg(long, env = "WICKRIO_S3_BUCKET_NAME")]
     pub bucket: String,
@@ -36,6 +36,22 @@ pub struct Options {
     /// The KMS key's region [default: the bucket's].
     #[arg(long, env = "WICKRIO_KMS_REGION")]
     pub kms_region: Option<String>,
+}
+
+impl Archive {
+    /// The S3 client for the bucket and the KMS client for its objects' data keys.
+    pub async fn clients(&self) -> (aws_sdk_s3::Client, aws_sdk_kms::Client) {
+        let s3 = aws::s3_client(&aws::sdk_config(&self.region).await);
+        let kms_region = self.kms_region.as_deref().unwrap_or(&self.region);
+        (s3, aws_sdk_kms::Client::new(&aws::sdk_config(kms_region).await))
+    }
+}
+
+/// What to restore, and where: `retention-bot decrypt`'s own options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub archive: Archive,
     /// Directory to restore into; attachments go to DIR/attachments.
     #[arg(long, value_name = "DIR")]
     pub dest: PathBuf,
@@ -86,20 +102,19 @@ pub struct Summary {
 
 /// Lists the bucket under the prefix and restores every object; a failed object does not stop the rest.
 pub async fn run(options: &Options) -> Result<Summary, AwsFailure> {
-    let s3 = aws::s3_client(&aws::sdk_config(&options.region).await);
-    let kms_region = options.kms_region.as_deref().unwrap_or(&options.region);
-    let kms = aws_sdk_kms::Client::new(&aws::sdk_config(kms_region).await);
+    let (s3, kms) = options.archive.clients().await;
     let restorer = Restorer { s3, kms, options };
+    let archive = &options.archive;
     let mut summary = Summary::default();
     let mut pages = restorer
         .s3
         .list_objects_v2()
-        .bucket(&options.bucket)
-        .prefix(&options.prefix)
+        .bucket(&archive.bucket)
+        .prefix(&archive.prefix)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| failure(&format!("list s3://{}/{}", options.bucket, options.prefix), &e))?;
+        let page = page.map_err(|e| failure(&format!("list s3://{}/{}", archive.bucket, archive.prefix), &e))?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
             match restorer.restore(key).await {
@@ -119,7 +134,7 @@ struct Restorer<'a> {
 
 impl Restorer<'_> {
     async fn restore(&self, key: &str) -> Result<Outcome, ObjectError> {
-        let bucket = &self.options.bucket;
+        let bucket = &self.options.archive.bucket;
         let object = self
             .s3
             .get_object()
@@ -130,13 +145,10 @@ impl Restorer<'_> {
             .await
             .map_err(|e| failure(&format!("download s3://{bucket}/{key}"), &e))?;
         let metadata = object.metadata().cloned().unwrap_or_default();
-        let relative = restore_path(key, &self.options.prefix, &metadata)?;
+        let relative = restore_path(key, &self.options.archive.prefix, &metadata)?;
         let target = self.options.dest.join(&relative);
-        let envelope = StoredEnvelope::from_metadata(&metadata)?;
-        let mut decryptor = match &envelope {
-            Some(e) => Some(e.decryptor(&self.kms).await?),
-            None => None,
-        };
+        let mut plain = Plaintext::of(&metadata, &self.kms).await?;
+        let encrypted = plain.is_encrypted();
         let parent = target.parent().unwrap_or(&self.options.dest).to_owned();
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -145,41 +157,17 @@ impl Restorer<'_> {
         let mut out = tokio::fs::File::from_std(unnamed_file_in(&parent).map_err(io(&parent))?);
 
         let mut body = object.body;
-        // The last TAG_LEN bytes seen so far: the tag, if the body ends here.
-        let mut held: Vec<u8> = Vec::new();
-        let mut written = 0u64;
         while let Some(chunk) = body
             .try_next()
             .await
             .map_err(|e| AwsFailure::new(aws::Retry::Soon, format!("download s3://{bucket}/{key}: {e}")))?
         {
-            let mut data = match &mut decryptor {
-                None => chunk.to_vec(),
-                Some(dec) => {
-                    held.extend_from_slice(&chunk);
-                    let ready = held.len().saturating_sub(gcm::TAG_LEN);
-                    let mut data: Vec<u8> = held.drain(..ready).collect();
-                    dec.decrypt(&mut data)?;
-                    data
-                }
-            };
-            written += data.len() as u64;
+            let data = plain.next(&chunk)?;
             tokio::io::AsyncWriteExt::write_all(&mut out, &data)
                 .await
                 .map_err(io(&target))?;
-            data.clear();
         }
-        if let Some(dec) = decryptor {
-            if held.len() < gcm::TAG_LEN {
-                return Err(ObjectError::Truncated);
-            }
-            dec.finish(&held)?;
-            if let Some(expected) = envelope.as_ref().and_then(|e| e.plain_len)
-                && expected != written
-            {
-                return Err(ObjectError::Length { got: written, expected });
-            }
-        }
+        plain.finish()?;
         let file = out.into_std().await;
         let outcome_path = target.clone();
         let own_key = key.to_owned();
@@ -190,12 +178,101 @@ impl Restorer<'_> {
                 error: std::io::Error::other(e),
             })?
             .map_err(io(&outcome_path))?;
-        Ok(match (named, envelope.is_some()) {
+        Ok(match (named, encrypted) {
             (Named::Same(p), _) => Outcome::AlreadyThere(p),
             (Named::New(p), true) => Outcome::Decrypted(p),
             (Named::New(p), false) => Outcome::Copied(p),
         })
     }
+}
+
+/// An object's body turned back into the file's bytes, chunk by chunk: copied when plain, decrypted
+/// when it carries an envelope, with nothing returned as checked until `finish` checked the GCM tag.
+pub struct Plaintext {
+    envelope: Option<(gcm::Decryptor, Option<u64>)>,
+    /// The last TAG_LEN bytes seen so far: the tag, if the body ends here.
+    held: Vec<u8>,
+    written: u64,
+}
+
+impl Plaintext {
+    /// For an object with this metadata (the data key, if any, unwrapped with KMS).
+    pub async fn of(metadata: &HashMap<String, String>, kms: &aws_sdk_kms::Client) -> Result<Self, ObjectError> {
+        let envelope = match StoredEnvelope::from_metadata(metadata)? {
+            Some(e) => Some((e.decryptor(kms).await?, e.plain_len)),
+            None => None,
+        };
+        Ok(Self {
+            envelope,
+            held: Vec::new(),
+            written: 0,
+        })
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.envelope.is_some()
+    }
+
+    /// The plaintext of the next chunk of the body (less the bytes that may be the tag).
+    pub fn next(&mut self, chunk: &[u8]) -> Result<Vec<u8>, ObjectError> {
+        let data = match &mut self.envelope {
+            None => chunk.to_vec(),
+            Some((decryptor, _)) => {
+                self.held.extend_from_slice(chunk);
+                let ready = self.held.len().saturating_sub(gcm::TAG_LEN);
+                let mut data: Vec<u8> = self.held.drain(..ready).collect();
+                decryptor.decrypt(&mut data)?;
+                data
+            }
+        };
+        self.written += data.len() as u64;
+        Ok(data)
+    }
+
+    /// Checks the tag and the length: only then is what `next` returned the file.
+    pub fn finish(self) -> Result<(), ObjectError> {
+        let Some((decryptor, plain_len)) = self.envelope else {
+            return Ok(());
+        };
+        if self.held.len() < gcm::TAG_LEN {
+            return Err(ObjectError::Truncated);
+        }
+        decryptor.finish(&self.held)?;
+        match plain_len {
+            Some(expected) if expected != self.written => Err(ObjectError::Length {
+                got: self.written,
+                expected,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Downloads an object whole and returns its plaintext, checked (for small objects: manifests).
+pub async fn read_whole(
+    s3: &aws_sdk_s3::Client,
+    kms: &aws_sdk_kms::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, ObjectError> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .map_err(|e| failure(&format!("download s3://{bucket}/{key}"), &e))?;
+    let metadata = object.metadata().cloned().unwrap_or_default();
+    let mut plain = Plaintext::of(&metadata, kms).await?;
+    let body = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| AwsFailure::new(aws::Retry::Soon, format!("download s3://{bucket}/{key}: {e}")))?;
+    let out = plain.next(&body.into_bytes())?;
+    plain.finish()?;
+    Ok(out)
 }
 
 /// Where an object goes under the destination: its `wickrio-file-path` (attachments, typed

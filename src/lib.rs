@@ -10,6 +10,7 @@ pub mod durable;
 pub mod envelope;
 pub mod events;
 pub mod identity;
+pub mod legal_hold;
 pub mod lock;
 pub mod manifest;
 pub mod message;

@@ -142,3 +142,150 @@ async fn a_file_whose_key_holds_other_content_is_kept_and_reported_never_uploade
         "still kept after the stop"
     );
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// `retention-bot verify DIR` with each of `keys`.
+fn verify_with(dir: &std::path::Path, keys: &[std::path::PathBuf]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.arg("verify").arg(dir).env_clear();
+    for key in keys {
+        cmd.arg("--public-key").arg(key);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies() {
+    const TASKS: usize = 6;
+    const POSTS: usize = 60;
+    const LINES: usize = 10;
+    let moto = Moto::start().await;
+    moto.create_bucket("shared-1").await;
+    // Two replicas of one bot (one name) behind a load balancer, one bucket and folder, files rotating
+    // every 0.6 s: their uploads interleave throughout.
+    let mut env = Moto::env_via(&moto.endpoint());
+    for (k, v) in [
+        ("WICKRIO_S3_BUCKET_NAME", "shared-1"),
+        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
+        ("WICKRIO_COMP_TIMEROTATE", "0.01"),
+    ] {
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let mut bots = [Bot::start(&refs(&env)).await, Bot::start(&refs(&env)).await];
+    let client = reqwest::Client::new();
+    let mut load = tokio::task::JoinSet::new();
+    for (b, bot) in bots.iter().enumerate() {
+        for task in 0..TASKS {
+            let (client, url) = (client.clone(), bot.url("/v1/messages"));
+            load.spawn(async move {
+                for post in 0..POSTS {
+                    let first = ((b * TASKS + task) * POSTS + post) * LINES;
+                    let body: Vec<String> = (first..first + LINES).map(text_message).collect();
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/x-ndjson")
+                        .body(body.join("\n"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202);
+                }
+            });
+        }
+        // The same attachment name on both bots at once, different content.
+        let part = reqwest::multipart::Part::bytes(vec![b as u8; 50_000]).file_name("report.pdf");
+        let form = common::attachment_form(&common::file_message("report.pdf"), part);
+        assert_eq!(bot.post_form(form).await.status(), 202);
+    }
+    while let Some(done) = load.join_next().await {
+        done.unwrap();
+    }
+    for bot in &bots {
+        wait_for(bot, "every closed file uploaded", Duration::from_secs(60), async || {
+            closed_message_files(&bot.messages_dir()).is_empty() && metric(bot, "S3_Backlog_Files").await == 0
+        })
+        .await;
+        assert_eq!(metric(bot, "S3_Key_Conflicts").await, 0, "{}", bot.log_text());
+    }
+    for bot in &mut bots {
+        assert!(bot.stop().await.success(), "{}", bot.log_text());
+        assert!(!bot.log_text().contains("already holds"), "{}", bot.log_text());
+    }
+
+    // The whole folder, restored, holds every message once and both attachments.
+    let dest = bots[0].root.join("restored");
+    let out = std::process::Command::new(common::BIN)
+        .args(["decrypt", "--bucket", "shared-1", "--prefix", FOLDER, "--dest"])
+        .arg(&dest)
+        .env_clear()
+        .envs(Moto::env_via(&moto.endpoint()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files = files_under(&dest);
+    let mut ids = std::collections::HashSet::new();
+    for path in files.iter().filter(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("receivedMessages_")
+    }) {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            if value["msgtype"] == 1000 {
+                assert!(
+                    ids.insert(value["message_id"].as_str().unwrap().to_owned()),
+                    "{line} twice"
+                );
+            }
+        }
+    }
+    assert_eq!(ids.len(), 2 * TASKS * POSTS * LINES);
+    let message_objects = moto
+        .keys("shared-1")
+        .await
+        .into_iter()
+        .filter(|k| k.contains("/receivedMessages_"))
+        .count();
+    assert!(
+        message_objects >= 4,
+        "files of both bots interleaved: {message_objects} message objects"
+    );
+    let reports = files
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with("_report.pdf"))
+        .count();
+    assert_eq!(reports, 2, "both report.pdf under keys of their own");
+
+    // Each bot's chain verifies under its own key; with one key, the other bot's entries do not.
+    let keys: Vec<_> = bots.iter().map(|b| b.root.join("state/public_key.txt")).collect();
+    let (ok, text) = verify_with(&dest, &keys);
+    assert!(ok && text.contains(" 0 problem(s)"), "{text}");
+    for key in &keys {
+        assert!(
+            text.contains(&format!("{}: ", key.display())),
+            "entries per key: {text}"
+        );
+    }
+    let (ok, text) = verify_with(&dest, &keys[..1]);
+    assert!(!ok && text.contains("BAD SIGNATURE"), "{text}");
+}

@@ -186,3 +186,119 @@ async fn without_a_mode_the_bot_says_which_default_retention_the_bucket_applies(
     .await;
     assert!(bot.stop().await.success(), "{}", bot.log_text());
 }
+
+/// The object's legal hold status (`None`: never set).
+async fn hold_of(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {
+    let out = s3.get_object_legal_hold().bucket(bucket).key(key).send().await.ok()?;
+    out.legal_hold()?.status().map(|s| s.as_str().to_owned())
+}
+
+/// `retention-bot legal-hold ARGS...` against `endpoint`: (success, stdout + stderr).
+fn legal_hold(endpoint: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(common::BIN)
+        .arg("legal-hold")
+        .args(args)
+        .env_clear()
+        .envs(Moto::env_via(endpoint))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legal_holds_follow_the_period_hold_a_version_against_deletion_and_lift_again() {
+    let moto = Moto::start().await;
+    create_locked_bucket(&moto, "hold-1").await;
+    let key_arn = moto.create_key().await;
+    // Encrypted: the manifests the selection reads are decrypted in memory.
+    let mut env = Moto::env_via(&moto.endpoint());
+    env.extend(lock_env("hold-1", &[("WICKRIO_KMS_MSTRKEY_ARN", &key_arn)]));
+    let mut bot = Bot::start(&refs(&env)).await;
+    // A message of 2023-11-14 (msg_ts 1700000000) in one file, one of 2027-01-15 in the next.
+    let old = text_message(1).replace("1691176258.000001", "1700000000.000001");
+    assert_eq!(bot.post("application/json", old).await.status(), 202);
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    bot.spawn().await;
+    let new = text_message(2).replace("1691176258.000002", "1800000000.000002");
+    assert_eq!(bot.post("application/json", new).await.status(), 202);
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    let keys = moto.keys("hold-1").await;
+    let messages: Vec<&String> = keys.iter().filter(|k| k.starts_with("receivedMessages_")).collect();
+    assert_eq!(messages.len(), 2, "{keys:?}");
+    let s3 = moto.s3().await;
+    let mut older = None;
+    for key in &messages {
+        let plain = moto.read_encrypted("hold-1", key, &key_arn, "official").unwrap();
+        if String::from_utf8(plain).unwrap().contains("1700000000") {
+            older = Some((*key).clone());
+        }
+    }
+    let older = older.expect("the 2023 message's file");
+    let newer = messages.iter().find(|k| ***k != older).unwrap().to_string();
+
+    // November 2023: the older file and the manifest listing it, not the newer file.
+    let period = ["--from", "2023-11-01", "--to", "2023-11-30"];
+    let (ok, text) = legal_hold(
+        &moto.endpoint(),
+        &[&["on", "--bucket", "hold-1"][..], &period[..]].concat(),
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains(&format!("legal hold ON: s3://hold-1/{older}")), "{text}");
+    assert!(!text.contains(&newer), "{text}");
+    assert!(
+        text.contains("legal hold ON: s3://hold-1/manifest_"),
+        "its manifest too: {text}"
+    );
+    assert_eq!(hold_of(&s3, "hold-1", &older).await.as_deref(), Some("ON"));
+    assert_eq!(hold_of(&s3, "hold-1", &newer).await, None);
+
+    // Held: the server refuses to delete the version.
+    let version = s3.head_object().bucket("hold-1").key(&older).send().await.unwrap();
+    let version = version.version_id().unwrap().to_owned();
+    let delete = |key: String, version: String| {
+        let s3 = s3.clone();
+        async move {
+            s3.delete_object()
+                .bucket("hold-1")
+                .key(key)
+                .version_id(version)
+                .send()
+                .await
+        }
+    };
+    assert!(
+        delete(older.clone(), version.clone()).await.is_err(),
+        "a held version cannot be deleted"
+    );
+
+    // Again: the same objects, nothing else changes.
+    let (ok, again) = legal_hold(
+        &moto.endpoint(),
+        &[&["on", "--bucket", "hold-1"][..], &period[..]].concat(),
+    );
+    assert!(ok, "{again}");
+    assert_eq!(again, text, "idempotent");
+
+    // Off for every object: the version can go.
+    let (ok, text) = legal_hold(&moto.endpoint(), &["off", "--bucket", "hold-1"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("legal hold OFF on {} object(s)", keys.len())),
+        "{text}"
+    );
+    assert_eq!(hold_of(&s3, "hold-1", &older).await.as_deref(), Some("OFF"));
+    delete(older, version).await.unwrap();
+
+    // A time that is not one: a clear refusal, nothing changed.
+    let (ok, text) = legal_hold(
+        &moto.endpoint(),
+        &["on", "--bucket", "hold-1", "--from", "last tuesday"],
+    );
+    assert!(!ok && text.contains("neither an RFC 3339 time"), "{text}");
+    assert_eq!(hold_of(&s3, "hold-1", &newer).await.as_deref(), Some("OFF"));
+}

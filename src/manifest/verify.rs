@@ -3,6 +3,10 @@
 //! Every manifest entry's signature is checked, then the hash chain (each entry names the hash of the
 //! one before, so a dropped, inserted or reordered entry breaks it), then every listed file's presence,
 //! size and SHA-256; finally every file no entry lists is reported.
+//!
+//! Several bots may write to one folder (replicas behind a load balancer): each signs with its own key
+//! and keeps its own chain. Given their public keys, each entry belongs to the key that signed it, and
+//! each key's entries must form an unbroken chain of their own.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -58,7 +62,10 @@ impl fmt::Display for Problem {
         match self {
             Problem::Unreadable { at, why } => write!(f, "UNREADABLE {at}: {why}"),
             Problem::BadSignature { at } => {
-                write!(f, "BAD SIGNATURE {at}: the entry was altered or not signed by this bot")
+                write!(
+                    f,
+                    "BAD SIGNATURE {at}: the entry was altered or not signed by this bot (no given public key verifies it)"
+                )
             }
             Problem::ChainBroken { at, seq, expected_seq } => write!(
                 f,
@@ -91,6 +98,8 @@ impl fmt::Display for Problem {
 pub struct Report {
     pub manifests: usize,
     pub entries: usize,
+    /// Entries signed by each given key, in the keys' order.
+    pub entries_by_key: Vec<usize>,
     pub problems: Vec<Problem>,
 }
 
@@ -104,11 +113,14 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{}: not a valid Ed25519 public key: {e}", path.display()))
 }
 
-pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
+/// Verifies the archive under `dir` against the public keys of the bots that write to it (one, or
+/// several sharing a folder).
+pub fn verify_dir(dir: &Path, keys: &[VerifyingKey]) -> std::io::Result<Report> {
     let (manifests, files) = scan(dir)?;
 
     let mut report = Report {
         manifests: manifests.len(),
+        entries_by_key: vec![0; keys.len()],
         ..Report::default()
     };
     if manifests.is_empty() {
@@ -116,7 +128,8 @@ pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
         return Ok(report);
     }
     let mut listed = HashSet::new();
-    let mut previous: Option<(u64, String)> = None;
+    // Each key's last entry: its chain so far.
+    let mut previous: Vec<Option<(u64, String)>> = vec![None; keys.len()];
     for manifest in &manifests {
         let reader = BufReader::new(std::fs::File::open(manifest)?);
         for (i, line) in reader.split(b'\n').enumerate() {
@@ -143,23 +156,24 @@ pub fn verify_dir(dir: &Path, key: &VerifyingKey) -> std::io::Result<Report> {
             // The same entry again, byte for byte: a manifest append that failed was written again
             // into the next manifest, and the failed one kept it after all. Nothing is hidden by it.
             let hash = line_hash(line);
-            if previous.as_ref().is_some_and(|(_, h)| *h == hash) {
+            if previous.iter().flatten().any(|(_, h)| *h == hash) {
                 continue;
             }
             report.entries += 1;
-            if !entry.verify(key) {
+            let Some(signer) = keys.iter().position(|key| entry.verify(key)) else {
                 report.problems.push(Problem::BadSignature { at });
                 continue;
-            }
+            };
+            report.entries_by_key[signer] += 1;
             let seq = entry.body.seq;
-            let (expected_seq, expected_prev) = match &previous {
+            let (expected_seq, expected_prev) = match &previous[signer] {
                 Some((s, h)) => (s + 1, h.as_str()),
                 None => (1, GENESIS),
             };
             if seq != expected_seq || entry.body.prev != expected_prev {
                 report.problems.push(Problem::ChainBroken { at, seq, expected_seq });
             }
-            previous = Some((seq, hash));
+            previous[signer] = Some((seq, hash));
             listed.insert(entry.body.name.clone());
             let copies = files.get(&entry.body.name).map(Vec::as_slice).unwrap_or_default();
             check_copies(&entry, copies, &mut report.problems)?;

@@ -84,9 +84,10 @@ enum Command {
         /// /tmp/<botname>/compliance), searched recursively.
         dir: PathBuf,
         /// The bot's public key file [default: $WICKRIO_STATE_DIR/public_key.txt, or
-        /// /tmp/$WICKRIO_BOT_NAME/state/public_key.txt].
+        /// /tmp/$WICKRIO_BOT_NAME/state/public_key.txt]. Repeat it for a folder several bots write
+        /// to: each bot's entries are checked as a chain of their own.
         #[arg(long, value_name = "FILE")]
-        public_key: Option<PathBuf>,
+        public_key: Vec<PathBuf>,
     },
     /// Download every object under a prefix and restore it under DIR: objects in the S3 Encryption
     /// Client V2 format are decrypted (the data key is unwrapped with KMS; needs kms:Decrypt), plain
@@ -95,9 +96,20 @@ enum Command {
     Decrypt {
         #[command(flatten)]
         options: retention_bot::decrypt::Options,
-        /// Afterwards, check the restored archive against its signed manifests with this key.
+        /// Afterwards, check the restored archive against its signed manifests with this key
+        /// (repeat it for a folder several bots write to, as for `verify`).
         #[arg(long, value_name = "FILE")]
-        public_key: Option<PathBuf>,
+        public_key: Vec<PathBuf>,
+    },
+    /// Place (`on`) or lift (`off`) S3 Object Lock legal holds on the archive's objects: every object
+    /// under the folder, or with --from/--to the files whose messages fall in that period (from the
+    /// signed manifests; attachments by when they were closed) and the manifests listing them.
+    /// Prints each object and a summary; running it again changes nothing. Needs a bucket with
+    /// Object Lock and the operator policy iam/legal-hold.json (not the bot's). Exit status 1 if
+    /// any object or manifest failed.
+    LegalHold {
+        #[command(flatten)]
+        options: retention_bot::legal_hold::Options,
     },
 }
 
@@ -136,6 +148,7 @@ fn main() -> ExitCode {
         Command::Healthcheck => return tools::healthcheck(),
         Command::Verify { dir, public_key } => return tools::verify(&dir, public_key),
         Command::Decrypt { options, public_key } => return tools::decrypt(&options, public_key),
+        Command::LegalHold { options } => return tools::legal_hold(&options),
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

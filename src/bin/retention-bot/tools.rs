@@ -1,4 +1,4 @@
-//! The one-shot commands: `healthcheck`, `decrypt` and `verify`.
+//! The one-shot commands: `healthcheck`, `decrypt`, `verify` and `legal-hold`.
 
 use super::*;
 
@@ -36,14 +36,63 @@ pub(super) fn healthcheck() -> ExitCode {
     }
 }
 
-pub(super) fn decrypt(options: &retention_bot::decrypt::Options, public_key: Option<PathBuf>) -> ExitCode {
-    use retention_bot::decrypt::Outcome;
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
+/// A runtime for a one-shot command that talks to AWS.
+fn tool_runtime(command: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
         Err(e) => {
-            esay!("retention-bot decrypt: cannot start the async runtime: {e}");
+            esay!("retention-bot {command}: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+pub(super) fn legal_hold(options: &retention_bot::legal_hold::Options) -> ExitCode {
+    use retention_bot::legal_hold::Hold;
+    let Some(runtime) = tool_runtime("legal-hold") else {
+        return ExitCode::FAILURE;
+    };
+    let summary = match runtime.block_on(retention_bot::legal_hold::run(options)) {
+        Ok(s) => s,
+        Err(e) => {
+            esay!("retention-bot legal-hold: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let (bucket, state) = (
+        &options.archive.bucket,
+        match options.state {
+            Hold::On => "ON",
+            Hold::Off => "OFF",
+        },
+    );
+    for key in &summary.changed {
+        say!("legal hold {state}: s3://{bucket}/{key}");
+    }
+    for (key, e) in &summary.unreadable_manifests {
+        esay!("UNREADABLE manifest s3://{bucket}/{key}: {e} (the files it lists may be missing from the selection)");
+    }
+    for (key, e) in &summary.failed {
+        esay!("FAILED s3://{bucket}/{key}: {e}");
+    }
+    say!(
+        "legal hold {state} on {} object(s) under s3://{bucket}/{}, {} failed, {} manifest(s) unreadable",
+        summary.changed.len(),
+        options.archive.prefix,
+        summary.failed.len(),
+        summary.unreadable_manifests.len()
+    );
+    if summary.failed.is_empty() && summary.unreadable_manifests.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub(super) fn decrypt(options: &retention_bot::decrypt::Options, public_key: Vec<PathBuf>) -> ExitCode {
+    use retention_bot::decrypt::Outcome;
+    let Some(runtime) = tool_runtime("decrypt") else {
+        return ExitCode::FAILURE;
     };
     let summary = match runtime.block_on(retention_bot::decrypt::run(options)) {
         Ok(s) => s,
@@ -52,7 +101,7 @@ pub(super) fn decrypt(options: &retention_bot::decrypt::Options, public_key: Opt
             return ExitCode::FAILURE;
         }
     };
-    let bucket = &options.bucket;
+    let bucket = &options.archive.bucket;
     for (key, outcome) in &summary.restored {
         let (verb, path) = match outcome {
             Outcome::Decrypted(p) => ("decrypted", p),
@@ -70,9 +119,10 @@ pub(super) fn decrypt(options: &retention_bot::decrypt::Options, public_key: Opt
         options.dest.display(),
         summary.failed.len()
     );
-    let verified = match public_key {
-        Some(key) => verify(&options.dest, Some(key)),
-        None => ExitCode::SUCCESS,
+    let verified = if public_key.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        verify(&options.dest, public_key)
     };
     if summary.failed.is_empty() {
         verified
@@ -81,35 +131,52 @@ pub(super) fn decrypt(options: &retention_bot::decrypt::Options, public_key: Opt
     }
 }
 
-pub(super) fn verify(dir: &std::path::Path, public_key: Option<PathBuf>) -> ExitCode {
+pub(super) fn verify(dir: &std::path::Path, public_keys: Vec<PathBuf>) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let key_path = public_key
-        .or_else(|| env("WICKRIO_STATE_DIR").map(|d| PathBuf::from(d).join(identity::PUBLIC_KEY_FILE)))
-        .or_else(|| {
-            env("WICKRIO_BOT_NAME").map(|b| {
-                PathBuf::from("/tmp")
-                    .join(b)
-                    .join("state")
-                    .join(identity::PUBLIC_KEY_FILE)
-            })
-        });
-    let Some(key_path) = key_path else {
-        esay!(
-            "retention-bot verify: no public key: pass --public-key FILE, or set WICKRIO_STATE_DIR or WICKRIO_BOT_NAME"
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let key = match retention_bot::manifest::verify::read_public_key(&key_path) {
-        Ok(k) => k,
-        Err(e) => {
-            esay!("retention-bot verify: {e}");
+    let key_paths = if public_keys.is_empty() {
+        let default = env("WICKRIO_STATE_DIR")
+            .map(|d| PathBuf::from(d).join(identity::PUBLIC_KEY_FILE))
+            .or_else(|| {
+                env("WICKRIO_BOT_NAME").map(|b| {
+                    PathBuf::from("/tmp")
+                        .join(b)
+                        .join("state")
+                        .join(identity::PUBLIC_KEY_FILE)
+                })
+            });
+        let Some(default) = default else {
+            esay!(
+                "retention-bot verify: no public key: pass --public-key FILE, or set WICKRIO_STATE_DIR or WICKRIO_BOT_NAME"
+            );
             return ExitCode::from(EXIT_CONFIG);
-        }
+        };
+        vec![default]
+    } else {
+        public_keys
     };
-    match retention_bot::manifest::verify::verify_dir(dir, &key) {
+    let mut keys = Vec::with_capacity(key_paths.len());
+    for path in &key_paths {
+        match retention_bot::manifest::verify::read_public_key(path) {
+            Ok(k) => keys.push(k),
+            Err(e) => {
+                esay!("retention-bot verify: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    match retention_bot::manifest::verify::verify_dir(dir, &keys) {
         Ok(report) => {
             for p in &report.problems {
                 say!("{p}");
+            }
+            if keys.len() > 1 {
+                for (path, n) in key_paths.iter().zip(&report.entries_by_key) {
+                    say!(
+                        "{}: {n} entr{} signed with this key",
+                        path.display(),
+                        if *n == 1 { "y" } else { "ies" }
+                    );
+                }
             }
             say!(
                 "{}: {} manifest(s), {} entr{}, {} problem(s)",

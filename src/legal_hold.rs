@@ -1,0 +1,289 @@
+//! `retention-bot legal-hold (on|off)`: places or lifts S3 Object Lock legal holds on the archive's
+//! objects, for a litigation or an investigation. A legal hold keeps an object version from being
+//! deleted or overwritten, whatever its retention date, until it is lifted; it needs a bucket with
+//! Object Lock.
+//!
+//! Without `--from`/`--to` every object under the folder is selected. With them, the selection
+//! follows the signed manifests (read from the bucket, decrypted in memory when encrypted): a message
+//! file whose messages' `msg_ts` span meets the period, an attachment closed within it, and every
+//! manifest that lists a selected file (so the proof stays with the files). Setting a hold that is
+//! already set (or lifting one already lifted) changes nothing: the command is idempotent.
+
+use std::collections::HashSet;
+
+use aws_sdk_s3::types::{ObjectLockLegalHold, ObjectLockLegalHoldStatus};
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::aws::{AwsFailure, failure};
+use crate::decrypt::{Archive, ObjectError, read_whole};
+use crate::manifest::{Entry, MANIFEST_BASENAME};
+
+/// `legal-hold`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// `on` places a legal hold on each selected object, `off` lifts it.
+    #[arg(value_enum)]
+    pub state: Hold,
+    #[command(flatten)]
+    pub archive: Archive,
+    /// Only files with messages from this time on (RFC 3339, e.g. 2026-11-01T00:00:00Z, or a date,
+    /// 2026-11-01, meaning its start in UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<DateTime<Utc>>,
+    /// Only files with messages up to this time (as --from; a date means its end in UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_end)]
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hold {
+    On,
+    Off,
+}
+
+impl Hold {
+    fn status(self) -> ObjectLockLegalHoldStatus {
+        match self {
+            Hold::On => ObjectLockLegalHoldStatus::On,
+            Hold::Off => ObjectLockLegalHoldStatus::Off,
+        }
+    }
+}
+
+/// What the command did to each object, and which objects it could not change.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub changed: Vec<String>,
+    pub failed: Vec<(String, AwsFailure)>,
+    /// Manifests that could not be read, so the files they list may be missing from the selection.
+    pub unreadable_manifests: Vec<(String, ObjectError)>,
+}
+
+/// The start of a period: RFC 3339, or a date (its first instant, UTC).
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    parse_instant(text, false)
+}
+
+/// The end of a period: RFC 3339, or a date (its last instant, UTC).
+fn parse_end(text: &str) -> Result<DateTime<Utc>, String> {
+    parse_instant(text, true)
+}
+
+fn parse_instant(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| format!("{text:?} is neither an RFC 3339 time (2026-11-01T09:30:00Z) nor a date (2026-11-01)"))?;
+    let time = if end_of_day {
+        date.and_hms_milli_opt(23, 59, 59, 999)
+    } else {
+        date.and_hms_opt(0, 0, 0)
+    };
+    time.map(|t| t.and_utc())
+        .ok_or_else(|| format!("{text:?} is not a valid date"))
+}
+
+/// A `msg_ts` (seconds since the epoch, with a fraction: `1691176258.901277`) as a time.
+fn msg_time(ts: &str) -> Option<DateTime<Utc>> {
+    let (secs, frac) = ts.split_once('.').unwrap_or((ts, "0"));
+    let nanos: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    DateTime::from_timestamp(secs.parse().ok()?, nanos.parse().ok()?)
+}
+
+/// Whether a manifest entry's file falls in the period.
+fn in_period(entry: &Entry, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> bool {
+    let body = &entry.body;
+    let span = match (
+        body.first_msg_ts.as_deref().and_then(msg_time),
+        body.last_msg_ts.as_deref().and_then(msg_time),
+    ) {
+        (Some(first), Some(last)) => (first.min(last), first.max(last)),
+        // Attachments (and files without message times): when they were closed.
+        _ => match DateTime::parse_from_rfc3339(&body.closed_at) {
+            Ok(t) => (t.with_timezone(&Utc), t.with_timezone(&Utc)),
+            // Unknown time: kept in the selection (a hold too many is safe; one too few is not).
+            Err(_) => return true,
+        },
+    };
+    from.is_none_or(|from| span.1 >= from) && to.is_none_or(|to| span.0 <= to)
+}
+
+/// The object key's last segment: the file name the bot gave it (attachments carry their bot's tag
+/// and hash besides, see `object_for`).
+fn last_segment(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+fn is_manifest(key: &str) -> bool {
+    last_segment(key)
+        .strip_prefix(MANIFEST_BASENAME)
+        .is_some_and(|rest| rest.starts_with('_'))
+}
+
+/// The object an entry lists, among `keys`: message files keep their name; an attachment named
+/// `attachment_<time>_<name>` in its entry was uploaded as `attachment_<time>_<bot>-<sha256 16>_<name>`.
+fn object_for<'a>(entry: &Entry, keys: &'a [String]) -> Option<&'a String> {
+    let name = &entry.body.name;
+    if let Some(key) = keys.iter().find(|k| last_segment(k) == name) {
+        return Some(key);
+    }
+    let (time, original) = name.strip_prefix("attachment_")?.split_once('_')?;
+    let hash = entry.body.sha256.get(..16)?;
+    keys.iter().find(|k| {
+        last_segment(k)
+            .strip_prefix(&format!("attachment_{time}_"))
+            .and_then(|rest| rest.split_once('_'))
+            .is_some_and(|(tag, rest)| tag.ends_with(&format!("-{hash}")) && rest == original)
+    })
+}
+
+/// Lists the folder, selects the objects and sets each one's legal hold.
+pub async fn run(options: &Options) -> Result<Summary, AwsFailure> {
+    let archive = &options.archive;
+    let (s3, kms) = archive.clients().await;
+    let mut keys = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(&archive.bucket)
+        .prefix(&archive.prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| failure(&format!("list s3://{}/{}", archive.bucket, archive.prefix), &e))?;
+        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+    }
+    let mut summary = Summary::default();
+    let selected: Vec<String> = if options.from.is_none() && options.to.is_none() {
+        keys
+    } else {
+        let mut chosen = HashSet::new();
+        for manifest in keys.iter().filter(|k| is_manifest(k)) {
+            let text = match read_whole(&s3, &kms, &archive.bucket, manifest).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    summary.unreadable_manifests.push((manifest.clone(), e));
+                    continue;
+                }
+            };
+            let entries = String::from_utf8_lossy(&text)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Entry>(line).ok())
+                .filter(|entry| in_period(entry, options.from, options.to))
+                .collect::<Vec<_>>();
+            for entry in &entries {
+                if let Some(key) = object_for(entry, &keys) {
+                    chosen.insert(key.clone());
+                }
+            }
+            if !entries.is_empty() {
+                chosen.insert(manifest.clone());
+            }
+        }
+        keys.into_iter().filter(|k| chosen.contains(k)).collect()
+    };
+    let hold = ObjectLockLegalHold::builder().status(options.state.status()).build();
+    for key in selected {
+        let result = s3
+            .put_object_legal_hold()
+            .bucket(&archive.bucket)
+            .key(&key)
+            .legal_hold(hold.clone())
+            .send()
+            .await;
+        match result {
+            Ok(_) => summary.changed.push(key),
+            Err(e) => {
+                let e = failure(&format!("set the legal hold of s3://{}/{key}", archive.bucket), &e);
+                summary.failed.push((key, e));
+            }
+        }
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::EntryBody;
+
+    fn entry(name: &str, first: Option<&str>, last: Option<&str>, closed_at: &str) -> Entry {
+        Entry {
+            body: EntryBody {
+                seq: 1,
+                name: name.into(),
+                kind: "message".into(),
+                size: 1,
+                sha256: "0123456789abcdef0123".into(),
+                first_msg_ts: first.map(Into::into),
+                last_msg_ts: last.map(Into::into),
+                closed_at: closed_at.into(),
+                prev: String::new(),
+            },
+            sig: String::new(),
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_whole_days_and_anything_else_is_refused_clearly() {
+        assert_eq!(
+            parse_time("2026-11-01").unwrap().to_rfc3339(),
+            "2026-11-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_end("2026-11-01").unwrap().to_rfc3339(),
+            "2026-11-01T23:59:59.999+00:00"
+        );
+        assert_eq!(
+            parse_time("2026-11-01T10:00:00+02:00").unwrap().to_rfc3339(),
+            "2026-11-01T08:00:00+00:00"
+        );
+        let e = parse_time("last tuesday").unwrap_err();
+        assert!(e.contains("neither an RFC 3339 time"), "{e}");
+        assert!(parse_time("2026-02-30").is_err());
+    }
+
+    #[test]
+    fn a_file_is_in_the_period_when_its_messages_meet_it() {
+        let day = |d: &str| parse_time(d).ok();
+        let end = |d: &str| parse_end(d).ok();
+        // 1700000000 = 2023-11-14T22:13:20Z, 1700100000 = 2023-11-16T02:00:00Z.
+        let e = entry(
+            "m.txt",
+            Some("1700000000.5"),
+            Some("1700100000"),
+            "2023-11-16T03:00:00Z",
+        );
+        assert!(
+            in_period(&e, day("2023-11-15"), end("2023-11-15")),
+            "the span covers the day"
+        );
+        assert!(in_period(&e, day("2023-11-16"), None));
+        assert!(!in_period(&e, day("2023-11-17"), None));
+        assert!(!in_period(&e, None, end("2023-11-13")));
+        let attachment = entry("attachment_x", None, None, "2023-11-20T10:00:00Z");
+        assert!(in_period(&attachment, day("2023-11-20"), end("2023-11-20")));
+        assert!(!in_period(&attachment, day("2023-11-21"), None));
+        let unknown = entry("odd", Some("soon"), Some("later"), "yesterday");
+        assert!(
+            in_period(&unknown, day("2000-01-01"), end("2000-01-01")),
+            "unknown: held"
+        );
+    }
+
+    #[test]
+    fn an_attachment_entry_finds_its_object_by_time_hash_and_name() {
+        let keys = vec![
+            "f/receivedMessages_1_x.txt".to_owned(),
+            "f/attachment_20261125_ab12cd34-0123456789abcdef_report.pdf".to_owned(),
+            "f/attachment_20261125_ab12cd34-ffffffffffffffff_report.pdf".to_owned(),
+        ];
+        let mut e = entry("attachment_20261125_report.pdf", None, None, "");
+        assert_eq!(object_for(&e, &keys), Some(&keys[1]));
+        e.body.name = "receivedMessages_1_x.txt".into();
+        assert_eq!(object_for(&e, &keys), Some(&keys[0]));
+        e.body.name = "attachment_20261125_other.pdf".into();
+        assert_eq!(object_for(&e, &keys), None);
+        assert!(is_manifest("f/manifest_1_a_000001.txt") && !is_manifest("f/manifests.txt"));
+    }
+}
