@@ -59,9 +59,17 @@ impl Pipeline {
                 let bot_tag = identity.public_key_hex().chars().take(8).collect();
                 let grace = config.ingest.shutdown_grace;
                 let s3 = S3Sink::new(s3.clone(), bot_tag, metrics.clone(), events.clone(), grace).await;
-                tokio::spawn(sink::run(ManifestSink::new(s3, manifest), closed_rx, stop_rx))
+                tokio::spawn(sink::run(
+                    ManifestSink::new(s3, manifest, events.clone()),
+                    closed_rx,
+                    stop_rx,
+                ))
             }
-            None => tokio::spawn(sink::run(ManifestSink::new(LocalSink, manifest), closed_rx, stop_rx)),
+            None => tokio::spawn(sink::run(
+                ManifestSink::new(LocalSink, manifest, events.clone()),
+                closed_rx,
+                stop_rx,
+            )),
         };
         let (spool_config, m, e) = (config.spool.clone(), metrics.clone(), events.clone());
         let spool = tokio::task::spawn_blocking(move || Spool::start(spool_config, m, e, closed_tx))

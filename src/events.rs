@@ -30,6 +30,8 @@ pub enum EventKind {
     KmsRecovered,
     /// A file's key in S3 already holds other content: the file is never uploaded over it and waits.
     S3KeyConflict,
+    /// A manifest closed: its chain head, for a copy off the host.
+    ChainHead,
     /// A write or fsync of a message file or attachment failed: requests are refused (not acknowledged).
     SpoolFailing,
     SpoolRecovered,

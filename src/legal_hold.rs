@@ -6,8 +6,9 @@
 //! Without `--from`/`--to` every object under the folder is selected. With them, the selection
 //! follows the signed manifests (read from the bucket, decrypted in memory when encrypted): a message
 //! file whose messages' `msg_ts` span meets the period, an attachment closed within it, and every
-//! manifest that lists a selected file (so the proof stays with the files). Setting a hold that is
-//! already set (or lifting one already lifted) changes nothing: the command is idempotent.
+//! manifest that lists a selected file, with its chain head record (so the proof stays with the
+//! files). Setting a hold that is already set (or lifting one already lifted) changes nothing: the
+//! command is idempotent.
 
 use std::collections::HashSet;
 
@@ -16,7 +17,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::aws::{AwsFailure, failure};
 use crate::decrypt::{Archive, ObjectError, read_whole};
-use crate::manifest::{Entry, MANIFEST_BASENAME};
+use crate::manifest::{Entry, MANIFEST_BASENAME, head};
 
 /// `legal-hold`'s options.
 #[derive(Debug, Clone, clap::Args)]
@@ -177,7 +178,10 @@ pub async fn run(options: &Options) -> Result<Summary, AwsFailure> {
                 }
             }
             if !entries.is_empty() {
+                // The manifest, and its chain head record if there is one.
                 chosen.insert(manifest.clone());
+                let head = head::file_name(last_segment(manifest));
+                chosen.extend(keys.iter().filter(|k| last_segment(k) == head).cloned());
             }
         }
         keys.into_iter().filter(|k| chosen.contains(k)).collect()

@@ -137,6 +137,14 @@ async fn a_file_whose_key_holds_other_content_is_kept_and_reported_never_uploade
         .collect();
     assert_eq!(conflicts.len(), 1, "one event per file: {events:#?}");
     assert_eq!(conflicts[0]["severity"], "critical");
+    // Each stop closed a manifest: its chain head went out as an event too.
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("manifest chain head: entry ")),
+        "{events:#?}"
+    );
     assert!(
         closed_message_files(&bot.messages_dir()).contains(&name),
         "still kept after the stop"

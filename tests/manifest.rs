@@ -66,6 +66,45 @@ fn verify(dir: &Path, key: &Path) -> (Option<i32>, String) {
     )
 }
 
+fn verify_with_head(dir: &Path, key: &Path, head: &Path) -> (Option<i32>, String) {
+    let out: Output = std::process::Command::new(common::BIN)
+        .env_clear()
+        .arg("verify")
+        .arg(dir)
+        .arg("--public-key")
+        .arg(key)
+        .arg("--head")
+        .arg(head)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// Deletes the newest manifest and every file it lists, as an attacker on the host would to hide
+/// them; returns the manifest's chain head record (left in place).
+fn cut_off_newest(archive: &Path) -> PathBuf {
+    let mut all = manifests(archive);
+    all.sort();
+    let newest = all.pop().unwrap();
+    for line in std::fs::read_to_string(&newest).unwrap().lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        let name = entry["name"].as_str().unwrap();
+        for sub in ["messages", "attachments"] {
+            let _ = std::fs::remove_file(archive.join(sub).join(name));
+        }
+    }
+    std::fs::remove_file(&newest).unwrap();
+    let stem = newest.file_stem().unwrap().to_string_lossy().into_owned();
+    let head = archive.join("messages").join(format!("chainhead_{stem}.json"));
+    assert!(head.exists(), "the newest manifest has its head record beside it");
+    head
+}
+
 fn manifests(archive: &Path) -> Vec<PathBuf> {
     let dir = archive.join("messages");
     file_names(&dir)
@@ -97,7 +136,7 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
         .sum();
     let archived = file_names(&clean.join("messages"))
         .iter()
-        .filter(|n| !n.starts_with("manifest_"))
+        .filter(|n| !n.starts_with("manifest_") && !n.starts_with("chainhead_"))
         .count()
         + file_names(&clean.join("attachments")).len();
     assert_eq!(entries, archived, "one entry per archived file");
@@ -186,6 +225,32 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
         },
         "UNREADABLE",
     );
+    // The newest manifest deleted with every file it lists: its chain head record (shipped beside it,
+    // under Object Lock in S3) shows the archive was cut off; so does a copy kept elsewhere when the
+    // record went too.
+    case(
+        "truncated",
+        &|a| {
+            cut_off_newest(a);
+        },
+        "TRUNCATED: the archive ends at entry",
+    );
+    let cut = copy_archive(&root, &tmp.path().join("truncated-and-its-head"));
+    let head = cut_off_newest(&cut);
+    let kept_elsewhere = tmp.path().join("head-copy.json");
+    std::fs::rename(&head, &kept_elsewhere).unwrap();
+    let (code, out) = verify(&cut, &key);
+    assert_eq!(
+        code,
+        Some(0),
+        "without the head the shorter chain still verifies: {out}"
+    );
+    let (code, out) = verify_with_head(&cut, &key, &kept_elsewhere);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("TRUNCATED"), "{out}");
+    let (code, out) = verify_with_head(&clean, &key, &kept_elsewhere);
+    assert_eq!(code, Some(0), "the whole archive reaches the head: {out}");
+
     // An empty directory (a volume that is not mounted) is not a clean archive.
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();

@@ -40,20 +40,18 @@ pub struct Entry {
     pub sig: String,
 }
 
+/// What an entry's signature covers, before the body's JSON: a signature over one kind of record
+/// can never pass for another's.
+const ENTRY_DOMAIN: &[u8] = b"retention-bot manifest v1\n";
+
 impl Entry {
     pub fn sign(body: EntryBody, key: &SigningKey) -> Entry {
-        let sig = key.sign(&signed_bytes(&body));
-        Entry {
-            body,
-            sig: hex::encode(sig.to_bytes()),
-        }
+        let sig = sign(ENTRY_DOMAIN, &body, key);
+        Entry { body, sig }
     }
 
     pub fn verify(&self, key: &VerifyingKey) -> bool {
-        let Some(sig) = hex::decode(&self.sig).ok().and_then(|b| Signature::from_slice(&b).ok()) else {
-            return false;
-        };
-        key.verify(&signed_bytes(&self.body), &sig).is_ok()
+        verify(ENTRY_DOMAIN, &self.body, &self.sig, key)
     }
 
     /// The line as written (without its newline).
@@ -63,11 +61,24 @@ impl Entry {
     }
 }
 
-fn signed_bytes(body: &EntryBody) -> Vec<u8> {
-    let mut bytes = b"retention-bot manifest v1\n".to_vec();
+fn signed_bytes(domain: &[u8], body: &impl Serialize) -> Vec<u8> {
+    let mut bytes = domain.to_vec();
     // A struct of strings and integers always serialises.
     bytes.extend(serde_json::to_vec(body).unwrap_or_default());
     bytes
+}
+
+/// The hex Ed25519 signature of `domain` and `body`'s JSON.
+pub(super) fn sign(domain: &[u8], body: &impl Serialize, key: &SigningKey) -> String {
+    hex::encode(key.sign(&signed_bytes(domain, body)).to_bytes())
+}
+
+/// Whether `sig` (hex) signs `domain` and `body`'s JSON under `key`.
+pub(super) fn verify(domain: &[u8], body: &impl Serialize, sig: &str, key: &VerifyingKey) -> bool {
+    let Some(sig) = hex::decode(sig).ok().and_then(|b| Signature::from_slice(&b).ok()) else {
+        return false;
+    };
+    key.verify(&signed_bytes(domain, body), &sig).is_ok()
 }
 
 /// SHA-256 of an entry's line: what the next entry's `prev` holds.

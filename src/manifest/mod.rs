@@ -3,6 +3,7 @@
 //! before its sink sees it, and `verify` the offline check anyone with the public key can run.
 
 pub mod entry;
+pub mod head;
 pub mod stage;
 pub mod verify;
 

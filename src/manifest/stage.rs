@@ -2,7 +2,8 @@
 //! appended (and fsync'd) to the open manifest file. Manifests rotate like message files and are
 //! delivered to the same sink, so they travel with the archive. The chain's head (last sequence
 //! number and entry hash) lives in the state directory, so the chain continues across restarts even
-//! when the sink has shipped every earlier manifest away.
+//! when the sink has shipped every earlier manifest away; each closed manifest's head also leaves the
+//! host, as a signed record shipped beside it and as an event (`head`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -14,7 +15,9 @@ use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
 use super::entry::{Entry, EntryBody, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
+use super::head::{self, HeadBody, HeadRecord};
 use crate::config::SpoolConfig;
+use crate::events::{EventKind, Events};
 use crate::sink::Sink;
 
 use crate::durable;
@@ -74,6 +77,8 @@ pub struct ManifestWriter {
     pending: Option<Pending>,
     /// The head moved past what `manifest_head.json` holds.
     head_dirty: bool,
+    /// Heads of manifests closed since the last call to `take_published`, for the operators' events.
+    published: Vec<HeadBody>,
 }
 
 /// A signed entry line not yet durably in a manifest, and the file it lists.
@@ -166,6 +171,7 @@ impl ManifestWriter {
             closed: Vec::new(),
             pending: None,
             head_dirty: true,
+            published: Vec::new(),
         };
         let mut writer = writer;
         writer.store_head()?;
@@ -256,14 +262,8 @@ impl ManifestWriter {
         if let Err(e) = self.store_head() {
             tracing::error!(error = %e, "cannot store the manifest chain head; manifests are held back until it is stored");
         }
-        if full {
-            match self.close() {
-                Ok(Some(manifest)) => self.closed.push(manifest),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot close a full manifest; it is closed by recovery at the next start")
-                }
-            }
+        if full && let Err(e) = self.close() {
+            tracing::error!(error = %e, "cannot close a full manifest; it is closed by recovery at the next start")
         }
         Ok(())
     }
@@ -284,14 +284,10 @@ impl ManifestWriter {
             let _ = std::fs::remove_file(&path).and_then(|()| durable::sync_dir(&self.dir));
             return;
         }
-        match self.close() {
-            // Delivered like a rotated one.
-            Ok(Some(manifest)) => self.closed.push(manifest),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "cannot close the manifest either; it is closed by recovery at the next start");
-                self.open = None;
-            }
+        // Delivered like a rotated one.
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "cannot close the manifest either; it is closed by recovery at the next start");
+            self.open = None;
         }
     }
 
@@ -305,9 +301,15 @@ impl ManifestWriter {
         std::mem::take(&mut self.closed)
     }
 
-    /// Closes the open manifest, if any, for delivery.
-    pub fn close(&mut self) -> Result<Option<ClosedFile>, ManifestError> {
-        let Some(open) = self.open.take() else { return Ok(None) };
+    /// The heads of the manifests closed since the last call.
+    pub fn take_published(&mut self) -> Vec<HeadBody> {
+        std::mem::take(&mut self.published)
+    }
+
+    /// Closes the open manifest, if any, for delivery (with `take_closed`), and writes its head record
+    /// beside it.
+    pub fn close(&mut self) -> Result<(), ManifestError> {
+        let Some(open) = self.open.take() else { return Ok(()) };
         let failed = ManifestError::write(&open.open_path);
         let bytes = open
             .file
@@ -318,7 +320,39 @@ impl ManifestWriter {
             .map_err(failed)?
             .len();
         tracing::info!(file = %open.closed_path.display(), entries = open.entries, "closed manifest");
-        Ok(Some(ClosedFile::new(open.closed_path, FileKind::Manifest, bytes)))
+        let manifest_name = open
+            .closed_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.closed
+            .push(ClosedFile::new(open.closed_path, FileKind::Manifest, bytes));
+        self.write_head_record(manifest_name);
+        Ok(())
+    }
+
+    /// Signs the chain's head as of the manifest just closed and writes it beside the manifest for
+    /// delivery. Best effort: without it the archive is as before, and the next manifest's head
+    /// covers this one's entries.
+    fn write_head_record(&mut self, manifest: String) {
+        let body = HeadBody {
+            seq: self.head.seq,
+            hash: self.head.hash.clone(),
+            manifest,
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        let path = self.dir.join(head::file_name(&body.manifest));
+        let line = HeadRecord::sign(body.clone(), &self.key).to_line();
+        match durable::write_atomically(&path, line.as_bytes()) {
+            Ok(()) => {
+                self.closed
+                    .push(ClosedFile::new(path, FileKind::Manifest, line.len() as u64));
+                self.published.push(body);
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "cannot write the chain head record; the next manifest's covers its entries")
+            }
+        }
     }
 
     fn ensure_open(&mut self) -> Result<&mut OpenManifest, ManifestError> {
@@ -404,6 +438,10 @@ fn closed_files(config: &SpoolConfig, known: &[ClosedFile]) -> std::io::Result<W
                 let bytes = std::fs::metadata(&path)?.len();
                 waiting.manifests.push(ClosedFile::new(path, FileKind::Manifest, bytes));
             }
+        } else if head::is_head_record(&name) {
+            let path = config.mesg_dest.join(&name);
+            let bytes = std::fs::metadata(&path)?.len();
+            waiting.manifests.push(ClosedFile::new(path, FileKind::Manifest, bytes));
         }
     }
     let message_prefix = format!("{}_", config.basename);
@@ -460,16 +498,18 @@ fn file_names(dir: &Path) -> std::io::Result<Vec<String>> {
 pub struct ManifestSink<S> {
     inner: S,
     writer: Option<ManifestWriter>,
+    events: Events,
     /// Files whose entry could not be written yet: they wait on local disk, never delivered unlisted,
     /// and are listed again with every later file (or at the next start).
     unlisted: Vec<ClosedFile>,
 }
 
 impl<S: Sink> ManifestSink<S> {
-    pub fn new(inner: S, writer: ManifestWriter) -> Self {
+    pub fn new(inner: S, writer: ManifestWriter, events: Events) -> Self {
         Self {
             inner,
             writer: Some(writer),
+            events,
             unlisted: Vec::new(),
         }
     }
@@ -502,9 +542,14 @@ impl<S: Sink> ManifestSink<S> {
     /// written the file waits in `unlisted`.
     async fn list_and_deliver(&mut self, mut file: ClosedFile) {
         let listed = file.clone();
-        let outcome = self.with_writer(move |w| (w.record(&listed), w.take_closed())).await;
+        let outcome = self
+            .with_writer(move |w| (w.record(&listed), w.take_closed(), w.take_published()))
+            .await;
         let (recorded, manifests) = match outcome {
-            Some((recorded, manifests)) => (Some(recorded), manifests),
+            Some((recorded, manifests, heads)) => {
+                self.publish(heads);
+                (Some(recorded), manifests)
+            }
             None => (None, Vec::new()),
         };
         match recorded {
@@ -521,6 +566,19 @@ impl<S: Sink> ManifestSink<S> {
         }
         for manifest in manifests {
             self.inner.deliver(manifest).await;
+        }
+    }
+
+    /// Tells the operators each closed manifest's head: a copy off the host of how far the chain went.
+    fn publish(&self, heads: Vec<HeadBody>) {
+        for head in heads {
+            self.events.send(
+                EventKind::ChainHead,
+                format!(
+                    "manifest chain head: entry {} (SHA-256 {}) closes {}; keep it to prove later that the archive goes at least this far (retention-bot verify --head)",
+                    head.seq, head.hash, head.manifest
+                ),
+            );
         }
     }
 
@@ -545,15 +603,19 @@ impl<S: Sink + Send> Sink for ManifestSink<S> {
         for file in &self.unlisted {
             tracing::error!(file = %file.path.display(), "left on local disk without a manifest entry; it is listed and delivered at the next start");
         }
-        let closed = self.with_writer(|w| (w.close(), w.take_closed())).await;
-        if let Some((last, earlier)) = closed {
-            for manifest in earlier {
-                self.inner.deliver(manifest).await;
+        let closed = self
+            .with_writer(|w| {
+                let last = w.close();
+                (last, w.take_closed(), w.take_published())
+            })
+            .await;
+        if let Some((last, manifests, heads)) = closed {
+            if let Err(e) = last {
+                tracing::error!(error = %e, "cannot close the manifest; it is closed at the next start");
             }
-            match last {
-                Ok(Some(manifest)) => self.inner.deliver(manifest).await,
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "cannot close the manifest; it is closed at the next start"),
+            self.publish(heads);
+            for manifest in manifests {
+                self.inner.deliver(manifest).await;
             }
         }
         self.inner.finish().await;

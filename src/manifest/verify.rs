@@ -4,6 +4,9 @@
 //! one before, so a dropped, inserted or reordered entry breaks it), then every listed file's presence,
 //! size and SHA-256; finally every file no entry lists is reported.
 //!
+//! The archive's end is checked against the newest signed chain head record found under the directory
+//! (or given with `--head`): an archive that stops short of it was cut off (`TRUNCATED`).
+//!
 //! Several bots may write to one folder (replicas behind a load balancer): each signs with its own key
 //! and keeps its own chain. Given their public keys, each entry belongs to the key that signed it, and
 //! each key's entries must form an unbroken chain of their own.
@@ -16,6 +19,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 
 use super::entry::{Entry, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
+use super::head::{HeadRecord, is_head_record};
 use crate::spool::naming::{CLOSED_SUFFIX, OPEN_SUFFIX};
 
 /// One thing wrong with the archive.
@@ -55,6 +59,18 @@ pub enum Problem {
     NothingToVerify {
         dir: PathBuf,
     },
+    /// A signed chain head says the chain went further than the archive does.
+    Truncated {
+        head: String,
+        last_seq: u64,
+        head_seq: u64,
+    },
+    /// A signed chain head names an entry the archive holds, but with another hash: the chain was
+    /// rewritten from there.
+    HeadMismatch {
+        head: String,
+        seq: u64,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -84,6 +100,18 @@ impl fmt::Display for Problem {
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
+            ),
+            Problem::Truncated {
+                head,
+                last_seq,
+                head_seq,
+            } => write!(
+                f,
+                "TRUNCATED: the archive ends at entry {last_seq}, but the signed chain head {head} says entry {head_seq} exists: the newest manifests (and the files they list) are missing"
+            ),
+            Problem::HeadMismatch { head, seq } => write!(
+                f,
+                "CHAIN BROKEN at entry {seq}: it is not the entry the signed chain head {head} names (the chain was rewritten from there)"
             ),
             Problem::NothingToVerify { dir } => write!(
                 f,
@@ -115,8 +143,11 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
 
 /// Verifies the archive under `dir` against the public keys of the bots that write to it (one, or
 /// several sharing a folder).
-pub fn verify_dir(dir: &Path, keys: &[VerifyingKey]) -> std::io::Result<Report> {
-    let (manifests, files) = scan(dir)?;
+///
+/// `extra_heads` are head record files kept elsewhere (`--head`), checked like those under `dir`.
+pub fn verify_dir(dir: &Path, keys: &[VerifyingKey], extra_heads: &[PathBuf]) -> std::io::Result<Report> {
+    let (manifests, files, mut heads) = scan(dir)?;
+    heads.extend(extra_heads.iter().cloned());
 
     let mut report = Report {
         manifests: manifests.len(),
@@ -130,6 +161,8 @@ pub fn verify_dir(dir: &Path, keys: &[VerifyingKey]) -> std::io::Result<Report> 
     let mut listed = HashSet::new();
     // Each key's last entry: its chain so far.
     let mut previous: Vec<Option<(u64, String)>> = vec![None; keys.len()];
+    // Each key's entry hashes by sequence number, for the heads.
+    let mut hashes: Vec<HashMap<u64, String>> = vec![HashMap::new(); keys.len()];
     for manifest in &manifests {
         let reader = BufReader::new(std::fs::File::open(manifest)?);
         for (i, line) in reader.split(b'\n').enumerate() {
@@ -173,12 +206,14 @@ pub fn verify_dir(dir: &Path, keys: &[VerifyingKey]) -> std::io::Result<Report> 
             if seq != expected_seq || entry.body.prev != expected_prev {
                 report.problems.push(Problem::ChainBroken { at, seq, expected_seq });
             }
+            hashes[signer].insert(seq, hash.clone());
             previous[signer] = Some((seq, hash));
             listed.insert(entry.body.name.clone());
             let copies = files.get(&entry.body.name).map(Vec::as_slice).unwrap_or_default();
             check_copies(&entry, copies, &mut report.problems)?;
         }
     }
+    check_heads(&heads, keys, &previous, &hashes, &mut report.problems);
     let mut unlisted: Vec<&PathBuf> = files
         .iter()
         .filter(|(n, _)| !listed.contains(*n))
@@ -191,13 +226,64 @@ pub fn verify_dir(dir: &Path, keys: &[VerifyingKey]) -> std::io::Result<Report> 
     Ok(report)
 }
 
+/// Checks each key's chain against the heads it signed: the newest must not lie beyond the chain's
+/// end, and every head must name an entry the chain holds as it is.
+fn check_heads(
+    heads: &[PathBuf],
+    keys: &[VerifyingKey],
+    previous: &[Option<(u64, String)>],
+    hashes: &[HashMap<u64, String>],
+    problems: &mut Vec<Problem>,
+) {
+    // Per key: the newest head, and where it is.
+    let mut newest: Vec<Option<(u64, String)>> = vec![None; keys.len()];
+    for path in heads {
+        let at = path.display().to_string();
+        let record = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str::<HeadRecord>(text.trim()).map_err(|e| e.to_string()));
+        let record = match record {
+            Ok(r) => r,
+            Err(why) => {
+                problems.push(Problem::Unreadable { at, why });
+                continue;
+            }
+        };
+        let Some(signer) = keys.iter().position(|key| record.verify(key)) else {
+            problems.push(Problem::BadSignature { at });
+            continue;
+        };
+        let seq = record.body.seq;
+        match hashes[signer].get(&seq) {
+            Some(hash) if *hash != record.body.hash => problems.push(Problem::HeadMismatch { head: at.clone(), seq }),
+            _ => {}
+        }
+        if newest[signer].as_ref().is_none_or(|(s, _)| seq > *s) {
+            newest[signer] = Some((seq, at));
+        }
+    }
+    for (signer, head) in newest.into_iter().enumerate() {
+        let last_seq = previous[signer].as_ref().map_or(0, |(s, _)| *s);
+        if let Some((head_seq, head)) = head
+            && head_seq > last_seq
+        {
+            problems.push(Problem::Truncated {
+                head,
+                last_seq,
+                head_seq,
+            });
+        }
+    }
+}
+
 /// Each place a file of a name lies.
 type FilesByName = HashMap<String, Vec<PathBuf>>;
 
-/// Every manifest under `dir` (in name order, which is the order they were written) and every other
-/// file, by name, with each place a file of that name lies.
-fn scan(dir: &Path) -> std::io::Result<(Vec<PathBuf>, FilesByName)> {
+/// Every manifest under `dir` (in name order, which is the order they were written), every chain
+/// head record, and every other file, by name, with each place a file of that name lies.
+fn scan(dir: &Path) -> std::io::Result<(Vec<PathBuf>, FilesByName, Vec<PathBuf>)> {
     let mut manifests = Vec::new();
+    let mut heads = Vec::new();
     let mut files: HashMap<String, Vec<PathBuf>> = HashMap::new();
     walk(dir, &mut |path| {
         let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
@@ -209,12 +295,14 @@ fn scan(dir: &Path) -> std::io::Result<(Vec<PathBuf>, FilesByName)> {
             && (name.ends_with(CLOSED_SUFFIX) || name.ends_with(OPEN_SUFFIX));
         if is_manifest {
             manifests.push(path.to_owned());
+        } else if is_head_record(&name) {
+            heads.push(path.to_owned());
         } else if !name.starts_with('.') && !name.ends_with(".open") {
             files.entry(name).or_default().push(path.to_owned());
         }
     })?;
     manifests.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok((manifests, files))
+    Ok((manifests, files, heads))
 }
 
 /// The file an entry lists: there, once, and the same.

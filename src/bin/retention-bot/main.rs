@@ -88,6 +88,11 @@ enum Command {
         /// to: each bot's entries are checked as a chain of their own.
         #[arg(long, value_name = "FILE")]
         public_key: Vec<PathBuf>,
+        /// A chain head record kept elsewhere (a copy of one of the archive's chainhead_*.json): the
+        /// archive must reach it (TRUNCATED otherwise). Repeatable; the head records under DIR are
+        /// always checked.
+        #[arg(long, value_name = "FILE")]
+        head: Vec<PathBuf>,
     },
     /// Download every object under a prefix and restore it under DIR: objects in the S3 Encryption
     /// Client V2 format are decrypted (the data key is unwrapped with KMS; needs kms:Decrypt), plain
@@ -146,7 +151,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Run);
     match command {
         Command::Healthcheck => return tools::healthcheck(),
-        Command::Verify { dir, public_key } => return tools::verify(&dir, public_key),
+        Command::Verify { dir, public_key, head } => return tools::verify(&dir, public_key, &head),
         Command::Decrypt { options, public_key } => return tools::decrypt(&options, public_key),
         Command::LegalHold { options } => return tools::legal_hold(&options),
         _ => {}

@@ -122,7 +122,7 @@ pub(super) fn decrypt(options: &retention_bot::decrypt::Options, public_key: Vec
     let verified = if public_key.is_empty() {
         ExitCode::SUCCESS
     } else {
-        verify(&options.dest, public_key)
+        verify(&options.dest, public_key, &[])
     };
     if summary.failed.is_empty() {
         verified
@@ -131,7 +131,7 @@ pub(super) fn decrypt(options: &retention_bot::decrypt::Options, public_key: Vec
     }
 }
 
-pub(super) fn verify(dir: &std::path::Path, public_keys: Vec<PathBuf>) -> ExitCode {
+pub(super) fn verify(dir: &std::path::Path, public_keys: Vec<PathBuf>, heads: &[PathBuf]) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let key_paths = if public_keys.is_empty() {
         let default = env("WICKRIO_STATE_DIR")
@@ -164,7 +164,7 @@ pub(super) fn verify(dir: &std::path::Path, public_keys: Vec<PathBuf>) -> ExitCo
             }
         }
     }
-    match retention_bot::manifest::verify::verify_dir(dir, &keys) {
+    match retention_bot::manifest::verify::verify_dir(dir, &keys, heads) {
         Ok(report) => {
             for p in &report.problems {
                 say!("{p}");
