@@ -1,0 +1,120 @@
+//! The chains of the bots whose keys `verify` was given, built entry by entry as the manifests are
+//! read in order, wherever they lie (a directory, a bucket), and checked against the signed heads.
+
+use std::collections::HashMap;
+
+use ed25519_dalek::VerifyingKey;
+
+use super::Problem;
+use crate::manifest::entry::{Entry, GENESIS, line_hash};
+use crate::manifest::head::HeadRecord;
+
+pub struct Chains<'k> {
+    keys: &'k [VerifyingKey],
+    /// Each key's last entry: its chain so far.
+    previous: Vec<Option<(u64, String)>>,
+    /// Each key's entry hashes by sequence number, for the heads.
+    hashes: Vec<HashMap<u64, String>>,
+    pub entries: usize,
+    pub entries_by_key: Vec<usize>,
+}
+
+impl<'k> Chains<'k> {
+    pub fn new(keys: &'k [VerifyingKey]) -> Self {
+        Self {
+            keys,
+            previous: vec![None; keys.len()],
+            hashes: vec![HashMap::new(); keys.len()],
+            entries: 0,
+            entries_by_key: vec![0; keys.len()],
+        }
+    }
+
+    /// Takes the next manifest line (`at` says where it is). Returns the entry when it is a signed one
+    /// whose file is to be checked; anything wrong with the line is added to `problems`.
+    pub fn take(&mut self, at: String, line: &[u8], problems: &mut Vec<Problem>) -> Option<Entry> {
+        let line = match std::str::from_utf8(line) {
+            Ok(l) if l.trim().is_empty() => return None,
+            Ok(l) => l,
+            Err(e) => {
+                problems.push(Problem::Unreadable {
+                    at,
+                    why: format!("not UTF-8 ({e})"),
+                });
+                return None;
+            }
+        };
+        let entry: Entry = match serde_json::from_str(line) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(Problem::Unreadable { at, why: e.to_string() });
+                return None;
+            }
+        };
+        // The same entry again, byte for byte: a manifest append that failed was written again into
+        // the next manifest, and the failed one kept it after all. Nothing is hidden by it.
+        let hash = line_hash(line);
+        if self.previous.iter().flatten().any(|(_, h)| *h == hash) {
+            return None;
+        }
+        self.entries += 1;
+        let Some(signer) = self.keys.iter().position(|key| entry.verify(key)) else {
+            problems.push(Problem::BadSignature { at });
+            return None;
+        };
+        self.entries_by_key[signer] += 1;
+        let seq = entry.body.seq;
+        let (expected_seq, expected_prev) = match &self.previous[signer] {
+            Some((s, h)) => (s + 1, h.as_str()),
+            None => (1, GENESIS),
+        };
+        if seq != expected_seq || entry.body.prev != expected_prev {
+            problems.push(Problem::ChainBroken { at, seq, expected_seq });
+        }
+        self.hashes[signer].insert(seq, hash.clone());
+        self.previous[signer] = Some((seq, hash));
+        Some(entry)
+    }
+
+    /// Checks each key's chain against the heads it signed (`(where, its text or why it could not
+    /// be read)`): the newest must not lie beyond the chain's end, and every head must name an entry
+    /// the chain holds as it is.
+    pub fn check_heads(&self, heads: Vec<(String, Result<String, String>)>, problems: &mut Vec<Problem>) {
+        // Per key: the newest head, and where it is.
+        let mut newest: Vec<Option<(u64, String)>> = vec![None; self.keys.len()];
+        for (at, text) in heads {
+            let record =
+                text.and_then(|text| serde_json::from_str::<HeadRecord>(text.trim()).map_err(|e| e.to_string()));
+            let record = match record {
+                Ok(r) => r,
+                Err(why) => {
+                    problems.push(Problem::Unreadable { at, why });
+                    continue;
+                }
+            };
+            let Some(signer) = self.keys.iter().position(|key| record.verify(key)) else {
+                problems.push(Problem::BadSignature { at });
+                continue;
+            };
+            let seq = record.body.seq;
+            if self.hashes[signer].get(&seq).is_some_and(|hash| *hash != record.body.hash) {
+                problems.push(Problem::HeadMismatch { head: at.clone(), seq });
+            }
+            if newest[signer].as_ref().is_none_or(|(s, _)| seq > *s) {
+                newest[signer] = Some((seq, at));
+            }
+        }
+        for (signer, head) in newest.into_iter().enumerate() {
+            let last_seq = self.previous[signer].as_ref().map_or(0, |(s, _)| *s);
+            if let Some((head_seq, head)) = head
+                && head_seq > last_seq
+            {
+                problems.push(Problem::Truncated {
+                    head,
+                    last_seq,
+                    head_seq,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! `retention-bot verify DIR`: proves an archive complete and unaltered with the public key alone.
+//!
+//! Every manifest entry's signature is checked, then the hash chain (each entry names the hash of the
+//! one before, so a dropped, inserted or reordered entry breaks it), then every listed file's presence,
+//! size and SHA-256; finally every file no entry lists is reported.
+//!
+//! The archive's end is checked against the newest signed chain head record found under the directory
+//! (or given with `--head`): an archive that stops short of it was cut off (`TRUNCATED`).
+//!
+//! Several bots may write to one folder (replicas behind a load balancer): each signs with its own key
+//! and keeps its own chain. Given their public keys, each entry belongs to the key that signed it, and
+//! each key's entries must form an unbroken chain of their own.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+
+mod chain;
+mod dir;
+
+pub use dir::verify_dir;
+
+/// One thing wrong with the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Unreadable {
+        at: String,
+        why: String,
+    },
+    BadSignature {
+        at: String,
+    },
+    ChainBroken {
+        at: String,
+        seq: u64,
+        expected_seq: u64,
+    },
+    Missing {
+        name: String,
+        seq: u64,
+    },
+    Altered {
+        name: String,
+        seq: u64,
+        why: String,
+    },
+    Unlisted {
+        path: PathBuf,
+    },
+    /// Several files under the archive carry a listed file's name: one may be a forgery.
+    Duplicate {
+        name: String,
+        seq: u64,
+        paths: Vec<PathBuf>,
+    },
+    /// No manifest at all: an empty directory, a wrong path, or a volume that is not mounted.
+    NothingToVerify {
+        dir: PathBuf,
+    },
+    /// A signed chain head says the chain went further than the archive does.
+    Truncated {
+        head: String,
+        last_seq: u64,
+        head_seq: u64,
+    },
+    /// A signed chain head names an entry the archive holds, but with another hash: the chain was
+    /// rewritten from there.
+    HeadMismatch {
+        head: String,
+        seq: u64,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Unreadable { at, why } => write!(f, "UNREADABLE {at}: {why}"),
+            Problem::BadSignature { at } => {
+                write!(
+                    f,
+                    "BAD SIGNATURE {at}: the entry was altered or not signed by this bot (no given public key verifies it)"
+                )
+            }
+            Problem::ChainBroken { at, seq, expected_seq } => write!(
+                f,
+                "CHAIN BROKEN {at}: entry {seq} does not follow entry {} (entries were dropped, inserted or reordered)",
+                expected_seq.saturating_sub(1)
+            ),
+            Problem::Missing { name, seq } => write!(f, "MISSING {name} (manifest entry {seq})"),
+            Problem::Altered { name, seq, why } => write!(f, "ALTERED {name} (manifest entry {seq}): {why}"),
+            Problem::Unlisted { path } => write!(f, "UNLISTED {}: no manifest entry lists this file", path.display()),
+            Problem::Duplicate { name, seq, paths } => write!(
+                f,
+                "DUPLICATE {name} (manifest entry {seq}): {} files have this name ({}); each is checked, but only one is the archived file",
+                paths.len(),
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Problem::Truncated {
+                head,
+                last_seq,
+                head_seq,
+            } => write!(
+                f,
+                "TRUNCATED: the archive ends at entry {last_seq}, but the signed chain head {head} says entry {head_seq} exists: the newest manifests (and the files they list) are missing"
+            ),
+            Problem::HeadMismatch { head, seq } => write!(
+                f,
+                "CHAIN BROKEN at entry {seq}: it is not the entry the signed chain head {head} names (the chain was rewritten from there)"
+            ),
+            Problem::NothingToVerify { dir } => write!(
+                f,
+                "NOTHING TO VERIFY: no manifest under {} (a wrong path, or a volume that is not mounted?); point verify at the directory holding the message files and manifests",
+                dir.display()
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub manifests: usize,
+    pub entries: usize,
+    /// Entries signed by each given key, in the keys' order.
+    pub entries_by_key: Vec<usize>,
+    pub problems: Vec<Problem>,
+}
+
+/// Reads the public key written at first run: 64 hex digits.
+pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read public key {}: {e}", path.display()))?;
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{} does not hold a 64-hex-digit Ed25519 public key", path.display()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{}: not a valid Ed25519 public key: {e}", path.display()))
+}
+
