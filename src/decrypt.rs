@@ -58,7 +58,7 @@ pub struct Options {
 }
 
 /// A folder as a key prefix: `a/b`, `/a/b/` and `a/b/` all list `a/b/...`; empty lists everything.
-fn folder_prefix(folder: &str) -> Result<String, std::convert::Infallible> {
+pub fn folder_prefix(folder: &str) -> Result<String, std::convert::Infallible> {
     Ok(match folder.trim_matches('/') {
         "" => String::new(),
         p => format!("{p}/"),

@@ -18,6 +18,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::aws::{AwsFailure, failure};
 use crate::decrypt::{Archive, ObjectError, read_whole};
 use crate::manifest::{Entry, MANIFEST_BASENAME, head};
+use crate::sink::s3::keys::{find_listed, object_name};
 
 /// `legal-hold`'s options.
 #[derive(Debug, Clone, clap::Args)]
@@ -110,33 +111,10 @@ fn in_period(entry: &Entry, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc
     from.is_none_or(|from| span.1 >= from) && to.is_none_or(|to| span.0 <= to)
 }
 
-/// The object key's last segment: the file name the bot gave it (attachments carry their bot's tag
-/// and hash besides, see `object_for`).
-fn last_segment(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
-}
-
 fn is_manifest(key: &str) -> bool {
-    last_segment(key)
+    object_name(key)
         .strip_prefix(MANIFEST_BASENAME)
         .is_some_and(|rest| rest.starts_with('_'))
-}
-
-/// The object an entry lists, among `keys`: message files keep their name; an attachment named
-/// `attachment_<time>_<name>` in its entry was uploaded as `attachment_<time>_<bot>-<sha256 16>_<name>`.
-fn object_for<'a>(entry: &Entry, keys: &'a [String]) -> Option<&'a String> {
-    let name = &entry.body.name;
-    if let Some(key) = keys.iter().find(|k| last_segment(k) == name) {
-        return Some(key);
-    }
-    let (time, original) = name.strip_prefix("attachment_")?.split_once('_')?;
-    let hash = entry.body.sha256.get(..16)?;
-    keys.iter().find(|k| {
-        last_segment(k)
-            .strip_prefix(&format!("attachment_{time}_"))
-            .and_then(|rest| rest.split_once('_'))
-            .is_some_and(|(tag, rest)| tag.ends_with(&format!("-{hash}")) && rest == original)
-    })
 }
 
 /// Lists the folder, selects the objects and sets each one's legal hold.
@@ -173,15 +151,15 @@ pub async fn run(options: &Options) -> Result<Summary, AwsFailure> {
                 .filter(|entry| in_period(entry, options.from, options.to))
                 .collect::<Vec<_>>();
             for entry in &entries {
-                if let Some(key) = object_for(entry, &keys) {
+                if let Some(key) = find_listed(&entry.body.name, &entry.body.sha256, &keys) {
                     chosen.insert(key.clone());
                 }
             }
             if !entries.is_empty() {
                 // The manifest, and its chain head record if there is one.
                 chosen.insert(manifest.clone());
-                let head = head::file_name(last_segment(manifest));
-                chosen.extend(keys.iter().filter(|k| last_segment(k) == head).cloned());
+                let head = head::file_name(object_name(manifest));
+                chosen.extend(keys.iter().filter(|k| object_name(k) == head).cloned());
             }
         }
         keys.into_iter().filter(|k| chosen.contains(k)).collect()
@@ -276,18 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn an_attachment_entry_finds_its_object_by_time_hash_and_name() {
-        let keys = vec![
-            "f/receivedMessages_1_x.txt".to_owned(),
-            "f/attachment_20261125_ab12cd34-0123456789abcdef_report.pdf".to_owned(),
-            "f/attachment_20261125_ab12cd34-ffffffffffffffff_report.pdf".to_owned(),
-        ];
-        let mut e = entry("attachment_20261125_report.pdf", None, None, "");
-        assert_eq!(object_for(&e, &keys), Some(&keys[1]));
-        e.body.name = "receivedMessages_1_x.txt".into();
-        assert_eq!(object_for(&e, &keys), Some(&keys[0]));
-        e.body.name = "attachment_20261125_other.pdf".into();
-        assert_eq!(object_for(&e, &keys), None);
+    fn manifests_are_known_by_name() {
         assert!(is_manifest("f/manifest_1_a_000001.txt") && !is_manifest("f/manifests.txt"));
     }
 }

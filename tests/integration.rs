@@ -20,3 +20,4 @@ mod pipeline;
 mod reporting;
 mod s3;
 mod storage;
+mod verify_s3;

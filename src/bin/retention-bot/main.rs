@@ -36,6 +36,7 @@ macro_rules! esay {
 
 mod start;
 mod tools;
+mod verify;
 
 use start::start;
 
@@ -76,23 +77,14 @@ enum Command {
     },
     /// Exit 0 if the daemon at WICKRIO_INGEST_ADDR answers GET /healthz (for container HEALTHCHECK).
     Healthcheck,
-    /// Check an archive against its signed manifests with the bot's public key (no password
-    /// needed): every signature, the hash chain, and every file's presence and SHA-256. Reports
-    /// each missing, altered, reordered or unlisted file; exit status 1 if there is any.
+    /// Check an archive against its signed manifests with the bots' public keys (no password
+    /// needed): every signature, the hash chains, the signed chain heads, and every file's presence,
+    /// size and SHA-256. Reports each missing, altered, reordered, truncated or unlisted file; exit
+    /// status 1 if there is any. The archive is a directory or, checked in place without restoring
+    /// it, s3://BUCKET/PREFIX.
     Verify {
-        /// The archive: a directory holding the message files, attachments and manifests (e.g.
-        /// /tmp/<botname>/compliance), searched recursively.
-        dir: PathBuf,
-        /// The bot's public key file [default: $WICKRIO_STATE_DIR/public_key.txt, or
-        /// /tmp/$WICKRIO_BOT_NAME/state/public_key.txt]. Repeat it for a folder several bots write
-        /// to: each bot's entries are checked as a chain of their own.
-        #[arg(long, value_name = "FILE")]
-        public_key: Vec<PathBuf>,
-        /// A chain head record kept elsewhere (a copy of one of the archive's chainhead_*.json): the
-        /// archive must reach it (TRUNCATED otherwise). Repeatable; the head records under DIR are
-        /// always checked.
-        #[arg(long, value_name = "FILE")]
-        head: Vec<PathBuf>,
+        #[command(flatten)]
+        args: verify::Args,
     },
     /// Download every object under a prefix and restore it under DIR: objects in the S3 Encryption
     /// Client V2 format are decrypted (the data key is unwrapped with KMS; needs kms:Decrypt), plain
@@ -151,7 +143,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Run);
     match command {
         Command::Healthcheck => return tools::healthcheck(),
-        Command::Verify { dir, public_key, head } => return tools::verify(&dir, public_key, &head),
+        Command::Verify { args } => return verify::run(args),
         Command::Decrypt { options, public_key } => return tools::decrypt(&options, public_key),
         Command::LegalHold { options } => return tools::legal_hold(&options),
         _ => {}

@@ -1,4 +1,4 @@
-//! The one-shot commands: `healthcheck`, `decrypt`, `verify` and `legal-hold`.
+//! The one-shot commands: `healthcheck`, `decrypt` and `legal-hold` (`verify` has its own file).
 
 use super::*;
 
@@ -37,7 +37,7 @@ pub(super) fn healthcheck() -> ExitCode {
 }
 
 /// A runtime for a one-shot command that talks to AWS.
-fn tool_runtime(command: &str) -> Option<tokio::runtime::Runtime> {
+pub(super) fn tool_runtime(command: &str) -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => Some(rt),
         Err(e) => {
@@ -122,79 +122,11 @@ pub(super) fn decrypt(options: &retention_bot::decrypt::Options, public_key: Vec
     let verified = if public_key.is_empty() {
         ExitCode::SUCCESS
     } else {
-        verify(&options.dest, public_key, &[])
+        super::verify::verify_dir_with(&options.dest, public_key)
     };
     if summary.failed.is_empty() {
         verified
     } else {
         ExitCode::FAILURE
-    }
-}
-
-pub(super) fn verify(dir: &std::path::Path, public_keys: Vec<PathBuf>, heads: &[PathBuf]) -> ExitCode {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let key_paths = if public_keys.is_empty() {
-        let default = env("WICKRIO_STATE_DIR")
-            .map(|d| PathBuf::from(d).join(identity::PUBLIC_KEY_FILE))
-            .or_else(|| {
-                env("WICKRIO_BOT_NAME").map(|b| {
-                    PathBuf::from("/tmp")
-                        .join(b)
-                        .join("state")
-                        .join(identity::PUBLIC_KEY_FILE)
-                })
-            });
-        let Some(default) = default else {
-            esay!(
-                "retention-bot verify: no public key: pass --public-key FILE, or set WICKRIO_STATE_DIR or WICKRIO_BOT_NAME"
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        };
-        vec![default]
-    } else {
-        public_keys
-    };
-    let mut keys = Vec::with_capacity(key_paths.len());
-    for path in &key_paths {
-        match retention_bot::manifest::verify::read_public_key(path) {
-            Ok(k) => keys.push(k),
-            Err(e) => {
-                esay!("retention-bot verify: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        }
-    }
-    match retention_bot::manifest::verify::verify_dir(dir, &keys, heads) {
-        Ok(report) => {
-            for p in &report.problems {
-                say!("{p}");
-            }
-            if keys.len() > 1 {
-                for (path, n) in key_paths.iter().zip(&report.entries_by_key) {
-                    say!(
-                        "{}: {n} entr{} signed with this key",
-                        path.display(),
-                        if *n == 1 { "y" } else { "ies" }
-                    );
-                }
-            }
-            say!(
-                "{}: {} manifest(s), {} entr{}, {} problem(s)",
-                dir.display(),
-                report.manifests,
-                report.entries,
-                if report.entries == 1 { "y" } else { "ies" },
-                report.problems.len()
-            );
-            if report.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            esay!("retention-bot verify: cannot read {}: {e}", dir.display());
-            ExitCode::FAILURE
-        }
     }
 }

@@ -97,7 +97,10 @@ impl<'k> Chains<'k> {
                 continue;
             };
             let seq = record.body.seq;
-            if self.hashes[signer].get(&seq).is_some_and(|hash| *hash != record.body.hash) {
+            if self.hashes[signer]
+                .get(&seq)
+                .is_some_and(|hash| *hash != record.body.hash)
+            {
                 problems.push(Problem::HeadMismatch { head: at.clone(), seq });
             }
             if newest[signer].as_ref().is_none_or(|(s, _)| seq > *s) {

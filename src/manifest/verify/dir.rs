@@ -45,7 +45,12 @@ pub fn verify_dir(dir: &Path, keys: &[VerifyingKey], extra_heads: &[PathBuf]) ->
     }
     let heads = heads
         .iter()
-        .map(|p| (p.display().to_string(), std::fs::read_to_string(p).map_err(|e| e.to_string())))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(p).map_err(|e| e.to_string()),
+            )
+        })
         .collect();
     chains.check_heads(heads, &mut report.problems);
     report.entries = chains.entries;

@@ -16,9 +16,11 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
+mod bucket;
 mod chain;
 mod dir;
 
+pub use bucket::{BucketCheck, BucketReport, ObjectFacts, Progress};
 pub use dir::verify_dir;
 
 /// One thing wrong with the archive.
@@ -57,6 +59,11 @@ pub enum Problem {
     /// No manifest at all: an empty directory, a wrong path, or a volume that is not mounted.
     NothingToVerify {
         dir: PathBuf,
+    },
+    /// An object retained for less than `--min-retention-days` (or not at all).
+    ShortRetention {
+        at: String,
+        why: String,
     },
     /// A signed chain head says the chain went further than the archive does.
     Truncated {
@@ -108,6 +115,7 @@ impl fmt::Display for Problem {
                 f,
                 "TRUNCATED: the archive ends at entry {last_seq}, but the signed chain head {head} says entry {head_seq} exists: the newest manifests (and the files they list) are missing"
             ),
+            Problem::ShortRetention { at, why } => write!(f, "SHORT RETENTION {at}: {why}"),
             Problem::HeadMismatch { head, seq } => write!(
                 f,
                 "CHAIN BROKEN at entry {seq}: it is not the entry the signed chain head {head} names (the chain was rewritten from there)"
@@ -139,4 +147,3 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
         .ok_or_else(|| format!("{} does not hold a 64-hex-digit Ed25519 public key", path.display()))?;
     VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{}: not a valid Ed25519 public key: {e}", path.display()))
 }
-

@@ -11,6 +11,7 @@
 
 mod create_only;
 mod error;
+pub mod keys;
 pub mod metadata;
 pub mod object_lock;
 mod upload;
@@ -46,8 +47,6 @@ const IN_PLACE_WAIT: Duration = Duration::from_secs(1);
 /// Refusals (access denied, no such bucket, key disabled, a key or request S3 will not take) retry
 /// this often: they need an operator, or concern this one file.
 const REFUSED_RETRY: Duration = Duration::from_secs(120);
-/// Hex digits of a file's SHA-256 in its attachment key.
-const KEY_HASH_DIGITS: usize = 16;
 
 /// A file on its way to S3, with its own retry state.
 struct Queued {
@@ -343,19 +342,11 @@ impl Uploader {
     /// a key, and an upload of the same file again lands on the same key.
     fn key_for(&self, file: &ClosedFile, sha256: &str) -> String {
         let name = file_name(&file.path);
-        let Some(rest) = name
-            .strip_prefix("attachment_")
-            .filter(|_| file.kind == FileKind::Attachment)
-        else {
-            return self.config.key_for(&name);
-        };
-        let hash: String = sha256.chars().take(KEY_HASH_DIGITS).collect();
-        let unique = format!("{}-{hash}", self.bot_tag);
-        // attachment_<time>_<name> → attachment_<time>_<bot tag>-<hash>_<name>
-        let name = match rest.split_once('_') {
-            Some((time, original)) => format!("attachment_{time}_{unique}_{original}"),
-            None => format!("attachment_{unique}_{rest}"),
-        };
+        if file.kind == FileKind::Attachment && name.starts_with("attachment_") {
+            return self
+                .config
+                .key_for(&keys::attachment_object_name(&name, &self.bot_tag, sha256));
+        }
         self.config.key_for(&name)
     }
 }

@@ -1,0 +1,194 @@
+//! `retention-bot verify s3://BUCKET/PREFIX` against a real moto server with Object Lock: a good,
+//! encrypted, locked bucket passes with each object's retention reported (text and JSON), a retention
+//! floor above the bucket's names every object, and each kind of damage is named: a deleted object,
+//! a flipped byte in an encrypted object, a dropped manifest, the newest manifest deleted with its
+//! files, and a foreign object.
+
+use crate::common;
+
+use std::process::Command;
+
+use common::aws::Moto;
+use common::{Bot, attachment_form, file_message, text_message};
+
+const BUCKET: &str = "audit-1";
+const FOLDER: &str = "retention/bot1";
+
+fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// `retention-bot verify s3://BUCKET/FOLDER ARGS...`: (exit status, stdout + stderr).
+fn verify_bucket(moto: &Moto, key: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(common::BIN)
+        .arg("verify")
+        .arg(format!("s3://{BUCKET}/{FOLDER}"))
+        .arg("--public-key")
+        .arg(key)
+        .args(args)
+        .env_clear()
+        .envs(Moto::env_via(&moto.endpoint()))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage() {
+    let moto = Moto::start().await;
+    moto.s3()
+        .await
+        .create_bucket()
+        .bucket(BUCKET)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let key_arn = moto.create_key().await;
+    let mut env = Moto::env_via(&moto.endpoint());
+    for (k, v) in [
+        ("WICKRIO_S3_BUCKET_NAME", BUCKET),
+        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
+        ("WICKRIO_KMS_MSTRKEY_ARN", &key_arn),
+        ("WICKRIO_S3_OBJECT_LOCK_MODE", "GOVERNANCE"),
+        ("WICKRIO_S3_RETENTION_DAYS", "30"),
+    ] {
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    // Three runs: three manifests, each listing a message file and an attachment.
+    let mut bot = Bot::start(&refs(&env)).await;
+    for run in 0..3 {
+        if run > 0 {
+            bot.spawn().await;
+        }
+        assert_eq!(bot.post("application/json", text_message(run + 1)).await.status(), 202);
+        let part = reqwest::multipart::Part::bytes(vec![run as u8; 70_000]).file_name("scan.pdf");
+        let r = bot.post_form(attachment_form(&file_message("scan.pdf"), part)).await;
+        assert_eq!(r.status(), 202);
+        assert!(bot.stop().await.success(), "{}", bot.log_text());
+    }
+    let public_key = bot.root.join("state/public_key.txt");
+
+    // Untouched: it passes, every object locked as configured.
+    let (code, text) = verify_bucket(&moto, &public_key, &["--min-retention-days", "30"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(", 0 problem(s)"), "{text}");
+    let keys = moto.keys(BUCKET).await;
+    assert!(
+        text.contains(&format!("{} object(s)", keys.len()))
+            && text.contains("0 COMPLIANCE, ")
+            && text.contains(" GOVERNANCE, 0 none)"),
+        "every object checked and locked: {text}"
+    );
+    let (code, json) = verify_bucket(&moto, &public_key, &["--json"]);
+    assert_eq!(code, Some(0), "{json}");
+    let report: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["manifests"], 3);
+    let objects = report["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), keys.len());
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["lock_mode"] == "GOVERNANCE" && o["retain_until"].is_string()),
+        "{json}"
+    );
+    // A floor above what the objects carry names each of them.
+    let (code, text) = verify_bucket(&moto, &public_key, &["--min-retention-days", "31"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(text.matches("SHORT RETENTION").count(), keys.len(), "{text}");
+
+    // The damage, done with governance bypass where the lock stands in the way.
+    let s3 = moto.s3().await;
+    let remove = async |key: &str| {
+        let version = s3.head_object().bucket(BUCKET).key(key).send().await.unwrap();
+        s3.delete_object()
+            .bucket(BUCKET)
+            .key(key)
+            .set_version_id(version.version_id().map(str::to_owned))
+            .bypass_governance_retention(true)
+            .send()
+            .await
+            .unwrap();
+    };
+    let named = |prefix: &str| {
+        let mut found: Vec<String> = keys
+            .iter()
+            .filter(|k| k.rsplit('/').next().unwrap().starts_with(prefix))
+            .cloned()
+            .collect();
+        found.sort();
+        found
+    };
+    let (manifests, messages, attachments) = (named("manifest_"), named("receivedMessages_"), named("attachment_"));
+    assert_eq!(
+        (manifests.len(), messages.len(), attachments.len()),
+        (3, 3, 3),
+        "{keys:?}"
+    );
+    let listed_by = |manifest: &str| {
+        let plain = moto.read_encrypted(BUCKET, manifest, &key_arn, "official").unwrap();
+        String::from_utf8(plain)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    // Whether `names` (a manifest's entries) list the object `key`: its name, or for an attachment
+    // (`attachment_<time>_<bot>-<hash>_<name>`) the same time and name.
+    let lists = |names: &[String], key: &str| {
+        let object = key.rsplit('/').next().unwrap();
+        names.iter().any(|n| {
+            n == object
+                || (n.starts_with("attachment_")
+                    && n.split('_').nth(1) == object.split('_').nth(1)
+                    && n.rsplit('_').next() == object.rsplit('_').next())
+        })
+    };
+    // The middle run's files: its message file deleted, its attachment's ciphertext flipped.
+    let middle = listed_by(&manifests[1]);
+    let message = messages.iter().find(|k| lists(&middle, k)).unwrap();
+    remove(message).await;
+    let attachment = attachments.iter().find(|k| lists(&middle, k)).unwrap();
+    let (mut body, metadata) = moto.object(BUCKET, attachment).await;
+    body[100] ^= 0x01;
+    moto.put_raw(BUCKET, attachment, body, metadata).await;
+    // The first manifest dropped; the newest deleted with its files (its head record stays, locked).
+    remove(&manifests[0]).await;
+    let newest = listed_by(&manifests[2]);
+    for key in messages.iter().chain(&attachments).filter(|k| lists(&newest, k)) {
+        remove(key).await;
+    }
+    remove(&manifests[2]).await;
+    // And something no bot wrote.
+    moto.put_raw(
+        BUCKET,
+        &format!("{FOLDER}/notes.txt"),
+        b"planted".to_vec(),
+        Default::default(),
+    )
+    .await;
+
+    let (code, text) = verify_bucket(&moto, &public_key, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    for expected in [
+        format!("MISSING {}", message.rsplit('/').next().unwrap()),
+        "ALTERED attachment_".to_owned(),
+        "it does not decrypt".to_owned(),
+        "CHAIN BROKEN".to_owned(),
+        "TRUNCATED: the archive ends at entry".to_owned(),
+        format!("UNLISTED s3://{BUCKET}/{FOLDER}/notes.txt"),
+    ] {
+        assert!(text.contains(&expected), "expected {expected:?} in:\n{text}");
+    }
+}
