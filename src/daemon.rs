@@ -13,6 +13,7 @@ use crate::config::{Config, Network};
 use crate::identity::Identity;
 use crate::manifest::{ManifestSink, ManifestWriter};
 use crate::metrics::{Gauge, Metrics};
+use crate::report::archive_check::ArchiveCheck;
 use crate::report::watchdog::Watchdog;
 use crate::report::{EventKind, Events};
 use crate::serve::{self, Status};
@@ -83,6 +84,17 @@ impl Pipeline {
             config.spool.min_free_bytes,
         );
         tokio::spawn(watchdog.run(stop_sink.subscribe()));
+        if let Some(check) = config.s3.as_ref().and_then(|s3| {
+            ArchiveCheck::new(
+                s3,
+                identity.signing_key().verifying_key(),
+                [config.spool.mesg_dest.clone(), config.spool.file_dest.clone()],
+                metrics.clone(),
+                events.clone(),
+            )
+        }) {
+            tokio::spawn(check.run(stop_sink.subscribe()));
+        }
         Ok(Self {
             spool,
             metrics,

@@ -32,6 +32,12 @@ pub enum EventKind {
     S3KeyConflict,
     /// A manifest closed: its chain head, for a copy off the host.
     ChainHead,
+    /// The scheduled check of the bucket found nothing wrong.
+    ArchiveCheckPassed,
+    /// The scheduled check of the bucket found problems.
+    ArchiveCheckFailed,
+    /// The scheduled check could not run to the end (S3 or KMS unreachable).
+    ArchiveCheckIncomplete,
     /// A write or fsync of a message file or attachment failed: requests are refused (not acknowledged).
     SpoolFailing,
     SpoolRecovered,
@@ -47,9 +53,8 @@ impl EventKind {
     pub fn severity(self) -> Severity {
         use EventKind::*;
         match self {
-            Fatal | LoginFailed | SecretUpdateFailed | SpoolFailing | DiskFull | WatchdogFailure | S3KeyConflict => {
-                Severity::Critical
-            }
+            Fatal | LoginFailed | SecretUpdateFailed | SpoolFailing | DiskFull | WatchdogFailure | S3KeyConflict
+            | ArchiveCheckFailed => Severity::Critical,
             _ => Severity::Normal,
         }
     }

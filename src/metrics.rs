@@ -46,6 +46,7 @@ Counter {
     S3Uploads => "S3_Uploads", "Files uploaded to S3 (and then deleted locally).";
     S3UploadedBytes => "S3_Uploaded_Bytes", "Bytes of files uploaded to S3 (before encryption).";
     S3PartsUploaded => "S3_Parts_Uploaded", "Parts and single-request objects S3 accepted: the watchdog's measure of upload progress.";
+    ArchiveChecks => "Archive_Checks", "Scheduled checks of the bucket (WICKRIO_VERIFY_EVERY_HOURS) that ran to the end.";
     SnsPublishErrors => "SNS_Publish_Errors", "Events that could not be published to SNS (after retries).";
     CloudWatchErrors => "CloudWatch_Errors", "Failed publications to CloudWatch (their counts go out with the next one).";
 }
@@ -57,6 +58,7 @@ Gauge {
     MessagesPending => "Messages_Pending", "Messages handed to the spool writer and not yet written or refused.";
     S3BacklogFiles => "S3_Backlog_Files", "Closed files waiting on local disk for their upload to S3.";
     S3BacklogBytes => "S3_Backlog_Bytes", "Bytes of closed files waiting on local disk for their upload to S3.";
+    ArchiveProblems => "Archive_Problems", "Problems the last scheduled check of the bucket found (0: the archive verified).";
 }
 }
 
@@ -97,6 +99,10 @@ impl Metrics {
     pub fn lower(&self, gauge: Gauge, n: u64) {
         let _ = self.gauges[gauge as usize]
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+
+    pub fn set(&self, gauge: Gauge, n: u64) {
+        self.gauges[gauge as usize].store(n, Ordering::Relaxed);
     }
 
     pub fn level(&self, gauge: Gauge) -> u64 {

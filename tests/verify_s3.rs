@@ -192,3 +192,80 @@ async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage()
         assert!(text.contains(&expected), "expected {expected:?} in:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_checks_its_bucket_on_schedule_and_reports_damage_as_a_critical_event() {
+    let moto = Moto::start().await;
+    moto.create_bucket("sched-1").await;
+    let (topic, queue) = moto.topic_with_queue("bot-events").await;
+    let mut env = Moto::env_via(&moto.endpoint());
+    for (k, v) in [
+        ("WICKRIO_S3_BUCKET_NAME", "sched-1"),
+        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
+        ("WICKRIO_SNS_TOPIC_ARN", topic.as_str()),
+        ("WICKRIO_COMP_TIMEROTATE", "0.02"),
+        // Every 3.6 s.
+        ("WICKRIO_VERIFY_EVERY_HOURS", "0.001"),
+        ("WICKRIO_EVENT_REPEAT_SECS", "1"),
+    ] {
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let mut bot = Bot::start(&refs(&env)).await;
+    // Files keep closing and uploading while the checks run; the open manifest lists uploaded files
+    // that no manifest in the bucket lists yet: none of that is a problem.
+    for n in 1..=8 {
+        assert_eq!(bot.post("application/json", text_message(n)).await.status(), 202);
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    }
+    common::wait_for(
+        &bot,
+        "two scheduled checks",
+        std::time::Duration::from_secs(30),
+        async || common::metric(&bot, "Archive_Checks").await >= 2,
+    )
+    .await;
+    assert_eq!(common::metric(&bot, "Archive_Problems").await, 0, "{}", bot.log_text());
+
+    // An uploaded file deleted from the bucket: the next check names it.
+    let gone = moto
+        .keys("sched-1")
+        .await
+        .into_iter()
+        .find(|k| k.contains("/receivedMessages_"))
+        .unwrap();
+    moto.s3()
+        .await
+        .delete_object()
+        .bucket("sched-1")
+        .key(&gone)
+        .send()
+        .await
+        .unwrap();
+    let name = gone.rsplit('/').next().unwrap().to_owned();
+    // Its entry must be in a manifest in the bucket for the check to miss it: close the open one.
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    bot.spawn().await;
+    common::wait_for(
+        &bot,
+        "a check that finds the damage",
+        std::time::Duration::from_secs(30),
+        async || common::metric(&bot, "Archive_Problems").await > 0,
+    )
+    .await;
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    let events = moto.drain_queue(&queue).await;
+    let message = |e: &serde_json::Value| e["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        events
+            .iter()
+            .any(|e| message(e).starts_with("archive check passed: s3://sched-1/")),
+        "{events:#?}"
+    );
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| message(e).starts_with("archive check FAILED: s3://sched-1/"))
+        .collect();
+    assert!(!failed.is_empty(), "{events:#?}");
+    assert_eq!(failed[0]["severity"], "critical");
+    assert!(message(failed[0]).contains(&format!("MISSING {name}")), "{failed:#?}");
+}

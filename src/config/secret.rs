@@ -23,6 +23,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("kms_region", "WICKRIO_KMS_REGION"),
     ("s3_object_lock_mode", "WICKRIO_S3_OBJECT_LOCK_MODE"),
     ("s3_retention_days", "WICKRIO_S3_RETENTION_DAYS"),
+    ("verify_every_hours", "WICKRIO_VERIFY_EVERY_HOURS"),
     ("sns_topic_arn", "WICKRIO_SNS_TOPIC_ARN"),
 ];
 

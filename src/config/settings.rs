@@ -135,6 +135,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "days each object is retained after its file was closed, 1 to 36500",
     },
     Setting {
+        name: "WICKRIO_VERIFY_EVERY_HOURS",
+        default: "(none: no scheduled check)",
+        meaning: "check the bucket as `verify s3://` does this often (hours, decimals allowed), the result as an event and the Archive_Problems gauge",
+    },
+    Setting {
         name: "WICKRIO_KMS_MSTRKEY_ARN",
         default: "(none: upload plain)",
         meaning: "encrypt every object client-side (S3 Encryption Client V2 format) under a data key of this KMS key",

@@ -33,6 +33,8 @@ pub struct S3Config {
     pub kms: Option<KmsConfig>,
     /// `Some`: every object is written under Object Lock retention (write once, read many).
     pub object_lock: Option<ObjectLock>,
+    /// `Some`: the daemon checks the bucket as `verify s3://` does, this often.
+    pub verify_every: Option<std::time::Duration>,
 }
 
 /// Object Lock retention for every object: S3 refuses to delete or overwrite an object version
@@ -86,6 +88,7 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
             ("WICKRIO_KMS_MSTRKEY_ARN", "encryption applies to uploads only"),
             ("WICKRIO_S3_OBJECT_LOCK_MODE", "Object Lock applies to uploads only"),
             ("WICKRIO_S3_RETENTION_DAYS", "Object Lock applies to uploads only"),
+            ("WICKRIO_VERIFY_EVERY_HOURS", "the scheduled check reads the bucket"),
         ] {
             if get(var).is_some() {
                 return Err(ConfigError::new(
@@ -137,7 +140,25 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
         folder,
         kms,
         object_lock: object_lock(get)?,
+        verify_every: verify_every(get)?,
     }))
+}
+
+/// Longest interval between scheduled archive checks: a year.
+const MAX_VERIFY_HOURS: f64 = 8760.0;
+
+/// `WICKRIO_VERIFY_EVERY_HOURS`: hours, decimals allowed (`0.25` is 15 minutes); unset is off.
+fn verify_every(get: &impl Fn(&str) -> Option<String>) -> Result<Option<std::time::Duration>, ConfigError> {
+    const VAR: &str = "WICKRIO_VERIFY_EVERY_HOURS";
+    let Some(text) = get(VAR) else { return Ok(None) };
+    let accepted = "hours from 0.001 to 8760, e.g. 24 for a daily check (unset: no scheduled check)";
+    let hours: f64 = text
+        .parse()
+        .map_err(|_| ConfigError::new(VAR, format!("{text:?} is not a number of hours"), accepted))?;
+    if !hours.is_finite() || !(0.001..=MAX_VERIFY_HOURS).contains(&hours) {
+        return Err(ConfigError::new(VAR, format!("{text:?} is out of range"), accepted));
+    }
+    Ok(Some(std::time::Duration::from_secs_f64(hours * 3600.0)))
 }
 
 /// `WICKRIO_S3_OBJECT_LOCK_MODE` and `WICKRIO_S3_RETENTION_DAYS`: both or neither.
@@ -242,6 +263,36 @@ mod tests {
     fn kms_without_a_bucket_is_refused() {
         let e = parse(&[("WICKRIO_KMS_MSTRKEY_ARN", "arn:aws:kms:eu-west-1:123456789012:key/abc")]).unwrap_err();
         assert_eq!(e.var, "WICKRIO_KMS_MSTRKEY_ARN");
+    }
+
+    #[test]
+    fn the_scheduled_check_takes_hours_with_a_bucket_and_refuses_the_rest() {
+        let bucket = [("WICKRIO_S3_BUCKET_NAME", "b")];
+        let with = |extra: &[(&str, &str)]| {
+            let vars: Vec<(&str, &str)> = bucket.iter().chain(extra).copied().collect();
+            s3_config(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+        };
+        assert_eq!(with(&[]).unwrap().unwrap().verify_every, None);
+        assert_eq!(
+            with(&[("WICKRIO_VERIFY_EVERY_HOURS", "24")])
+                .unwrap()
+                .unwrap()
+                .verify_every,
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            with(&[("WICKRIO_VERIFY_EVERY_HOURS", "0.25")])
+                .unwrap()
+                .unwrap()
+                .verify_every,
+            Some(std::time::Duration::from_secs(900))
+        );
+        for bad in ["0", "-1", "nan", "1e9", "daily"] {
+            let e = with(&[("WICKRIO_VERIFY_EVERY_HOURS", bad)]).unwrap_err().to_string();
+            assert!(e.contains("WICKRIO_VERIFY_EVERY_HOURS"), "{bad}: {e}");
+        }
+        let alone = s3_config(&|k| (k == "WICKRIO_VERIFY_EVERY_HOURS").then(|| "24".to_owned()));
+        assert!(alone.unwrap_err().to_string().contains("WICKRIO_S3_BUCKET_NAME"));
     }
 
     #[test]

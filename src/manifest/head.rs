@@ -57,6 +57,15 @@ pub fn file_name(manifest: &str) -> String {
     format!("{HEAD_RECORD_PREFIX}{stem}{HEAD_RECORD_SUFFIX}")
 }
 
+/// The manifest a head record file (`chainhead_<stem>.json`) belongs to: `<stem>.txt`.
+pub fn manifest_of(head: &str) -> String {
+    let stem = head
+        .strip_prefix(HEAD_RECORD_PREFIX)
+        .and_then(|rest| rest.strip_suffix(HEAD_RECORD_SUFFIX))
+        .unwrap_or(head);
+    format!("{stem}.txt")
+}
+
 pub fn is_head_record(name: &str) -> bool {
     name.starts_with(HEAD_RECORD_PREFIX) && name.ends_with(HEAD_RECORD_SUFFIX)
 }
@@ -114,5 +123,6 @@ mod tests {
         let name = file_name("manifest_20261126T080000000Z_abc_000001.txt");
         assert_eq!(name, "chainhead_manifest_20261126T080000000Z_abc_000001.json");
         assert!(is_head_record(&name) && !is_head_record("manifest_1.txt"));
+        assert_eq!(manifest_of(&name), "manifest_20261126T080000000Z_abc_000001.txt");
     }
 }

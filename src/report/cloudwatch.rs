@@ -31,7 +31,7 @@ const COUNTERS: &[Counter] = &[
     Counter::SpoolWriteErrors,
     Counter::S3KeyConflicts,
 ];
-const LEVELS: &[Gauge] = &[Gauge::S3BacklogFiles, Gauge::S3BacklogBytes];
+const LEVELS: &[Gauge] = &[Gauge::S3BacklogFiles, Gauge::S3BacklogBytes, Gauge::ArchiveProblems];
 
 pub struct CloudWatchExporter {
     client: aws_sdk_cloudwatch::Client,

@@ -3,6 +3,7 @@
 //! disk into events and metrics. Nothing here can slow or stop capture: events are queued without
 //! waiting, and every publishing failure is logged and counted, never fatal.
 
+pub mod archive_check;
 pub mod cloudwatch;
 pub mod collapse;
 pub mod origin;

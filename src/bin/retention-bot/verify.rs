@@ -69,6 +69,7 @@ pub(super) fn run(args: Args) -> ExitCode {
             keys: &keys,
             extra_heads: &args.head,
             min_retention_days: args.min_retention_days,
+            in_flight: None,
         };
         let line = ProgressLine::new(!args.json && std::io::stderr().is_terminal());
         let checked = runtime.block_on(check.run(&|p| line.show(p)));

@@ -18,8 +18,8 @@ use super::{Problem, Report};
 use crate::aws::{self, AwsFailure, failure};
 use crate::decrypt::{Archive, ObjectError, Plaintext};
 use crate::manifest::entry::{Entry, MANIFEST_BASENAME};
-use crate::manifest::head::is_head_record;
-use crate::sink::s3::keys::{find_listed, object_name};
+use crate::manifest::head::{is_head_record, manifest_of};
+use crate::sink::s3::keys::{find_listed, listed_name, object_name};
 
 /// Objects checked at once.
 const AT_ONCE: usize = 4;
@@ -73,6 +73,31 @@ pub struct BucketCheck<'a> {
     pub keys: &'a [VerifyingKey],
     pub extra_heads: &'a [PathBuf],
     pub min_retention_days: Option<u64>,
+    /// The daemon's own check: what is still on its way to the bucket.
+    pub in_flight: Option<&'a InFlight>,
+}
+
+/// What a running bot has not uploaded yet: the files still on its disk and the entries of its
+/// manifests not uploaded yet (the open one, and closed ones waiting). Their absence from the bucket,
+/// or an object listed only by them, is not a problem of the bucket.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// Names of the files on local disk (message files, attachments, manifests).
+    pub files: HashSet<String>,
+    /// Names the local manifests list.
+    pub listed: HashSet<String>,
+}
+
+impl InFlight {
+    fn waiting(&self, name: &str) -> bool {
+        self.files.contains(name)
+    }
+
+    /// An object (by its name) that a local manifest lists: an attachment's object name carries the
+    /// bot's tag and hash, which its file name does not.
+    fn listed_here(&self, object: &str) -> bool {
+        self.listed.contains(object) || listed_name(object).is_some_and(|name| self.listed.contains(&name))
+    }
 }
 
 impl BucketCheck<'_> {
@@ -90,9 +115,19 @@ impl BucketCheck<'_> {
         let keys: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
         let mut manifests: Vec<&Listed> = listed.iter().filter(|o| is_manifest(&o.key)).collect();
         manifests.sort_by(|a, b| object_name(&a.key).cmp(object_name(&b.key)));
-        let heads: Vec<&Listed> = listed.iter().filter(|o| is_head_record(object_name(&o.key))).collect();
+        // A head whose manifest is still on its way up says nothing yet.
+        let heads: Vec<&Listed> = listed
+            .iter()
+            .filter(|o| is_head_record(object_name(&o.key)))
+            .filter(|o| {
+                !self
+                    .in_flight
+                    .is_some_and(|f| f.waiting(&manifest_of(object_name(&o.key))))
+            })
+            .collect();
         out.report.manifests = manifests.len();
-        if manifests.is_empty() {
+        // A running bot whose first manifest has not closed yet has nothing in the bucket to prove.
+        if manifests.is_empty() && self.in_flight.is_none() {
             out.report.problems.push(Problem::NothingToVerify {
                 dir: PathBuf::from(self.location("")),
             });
@@ -124,6 +159,7 @@ impl BucketCheck<'_> {
                 if let Some(entry) = chains.take(at, line, &mut out.report.problems) {
                     match find_listed(&entry.body.name, &entry.body.sha256, &keys) {
                         Some(object) => entries.push((entry, object.clone())),
+                        None if self.in_flight.is_some_and(|f| f.waiting(&entry.body.name)) => {}
                         None => out.report.problems.push(Problem::Missing {
                             name: entry.body.name.clone(),
                             seq: entry.body.seq,
@@ -194,7 +230,10 @@ impl BucketCheck<'_> {
             }
         }
         drop(checks);
-        for object in listed.iter().filter(|o| !seen.contains(&o.key)) {
+        let in_flight = |key: &str| {
+            self.in_flight.is_some_and(|f| f.listed_here(object_name(key))) || is_head_record(object_name(key))
+        };
+        for object in listed.iter().filter(|o| !seen.contains(&o.key) && !in_flight(&o.key)) {
             out.report.problems.push(Problem::Unlisted {
                 path: PathBuf::from(self.location(&object.key)),
             });

@@ -20,7 +20,7 @@ mod bucket;
 mod chain;
 mod dir;
 
-pub use bucket::{BucketCheck, BucketReport, ObjectFacts, Progress};
+pub use bucket::{BucketCheck, BucketReport, InFlight, ObjectFacts, Progress};
 pub use dir::verify_dir;
 
 /// One thing wrong with the archive.

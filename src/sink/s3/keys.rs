@@ -45,6 +45,16 @@ pub fn find_listed<'a>(name: &str, sha256: &str, keys: &'a [String]) -> Option<&
     })
 }
 
+/// The file name an object name stands for: an attachment's without the bot's tag and hash
+/// (`None` for anything else).
+pub fn listed_name(object: &str) -> Option<String> {
+    let (time, rest) = object.strip_prefix(ATTACHMENT_PREFIX)?.split_once('_')?;
+    let (unique, original) = rest.split_once('_')?;
+    let (_tag, hash) = unique.split_once('-')?;
+    (hash.len() == KEY_HASH_DIGITS && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("{ATTACHMENT_PREFIX}{time}_{original}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +76,7 @@ mod tests {
         assert_eq!(find_listed("receivedMessages_1_x.txt", "", &keys), Some(&keys[0]));
         assert_eq!(find_listed("attachment_20261125_other.pdf", sha, &keys), None);
         assert_eq!(object_name("a/b/c.txt"), "c.txt");
+        assert_eq!(listed_name(&name).as_deref(), Some("attachment_20261125_report.pdf"));
+        assert_eq!(listed_name("receivedMessages_1_x.txt"), None);
     }
 }
