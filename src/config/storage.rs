@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn the_scheduled_check_takes_hours_with_a_bucket_and_refuses_the_rest() {
-        let bucket = [("WICKRIO_S3_BUCKET_NAME", "b")];
+        let bucket = [("WICKRIO_S3_BUCKET_NAME", "archive-1")];
         let with = |extra: &[(&str, &str)]| {
             let vars: Vec<(&str, &str)> = bucket.iter().chain(extra).copied().collect();
             s3_config(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
