@@ -297,3 +297,49 @@ async fn two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies
     let (ok, text) = verify_with(&dest, &keys[..1]);
     assert!(!ok && text.contains("BAD SIGNATURE"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_altered_after_it_was_listed_is_never_stored() {
+    let moto = Moto::start().await;
+    moto.create_bucket("once-3").await;
+    let proxy = Proxy::start(moto.port).await;
+    proxy.set_up(false);
+    let mut env = Moto::env_via(&proxy.endpoint());
+    for (k, v) in [
+        ("WICKRIO_S3_BUCKET_NAME", "once-3"),
+        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
+        ("WICKRIO_COMP_TIMEROTATE", "0.02"),
+        ("WICKRIO_SHUTDOWN_GRACE_SECS", "1"),
+    ] {
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let mut bot = Bot::start(&refs(&env)).await;
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+    wait_for(&bot, "the message file to close", Duration::from_secs(30), async || {
+        closed_message_files(&bot.messages_dir()).len() == 1
+    })
+    .await;
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    // Listed, then changed on disk (same length): what the manifest proves is no longer there.
+    let name = closed_message_files(&bot.messages_dir()).remove(0);
+    let path = bot.messages_dir().join(&name);
+    let altered = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("test message 1", "test message X");
+    std::fs::write(&path, altered).unwrap();
+    proxy.set_up(true);
+    bot.spawn().await;
+    wait_for(&bot, "the refusal", Duration::from_secs(60), async || {
+        bot.log_text().contains("no longer holds what its manifest entry lists")
+    })
+    .await;
+    assert!(
+        !moto.keys("once-3").await.iter().any(|k| k.ends_with(&name)),
+        "nothing stored under the file's key"
+    );
+    assert!(
+        closed_message_files(&bot.messages_dir()).contains(&name),
+        "the file waits on disk"
+    );
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+}

@@ -17,7 +17,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use super::error::UploadError;
 use super::metadata;
 use super::upload::Target;
-use crate::aws::{Retry, failure};
+use crate::aws::{AwsFailure, Retry, failure};
 
 /// The `If-None-Match` value that means "only if no object has this key".
 pub const ANY_OBJECT: &str = "*";
@@ -30,9 +30,11 @@ pub fn key_taken<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> 
     }
 }
 
-/// After a 412: `Ok` if the object under the key is this file (an earlier attempt stored it), a
-/// [`UploadError::Conflict`] if it is anything else or cannot be compared.
-pub async fn settle(target: &Target<'_>) -> Result<(), UploadError> {
+/// After a 412: `Ok` if the object under the key is this file (an earlier attempt stored it: same
+/// `wickrio-sha256` and plaintext length), a [`UploadError::Conflict`] if it is anything else or
+/// cannot be compared. The bot stores an object only once its bytes were hashed and found to be the
+/// listed ones (`upload::read_parts`), so its own `wickrio-sha256` is the content's.
+pub async fn settle(target: &Target<'_>, plain_len: u64) -> Result<(), UploadError> {
     let ours = target
         .metadata
         .get(metadata::SHA256)
@@ -53,17 +55,30 @@ pub async fn settle(target: &Target<'_>) -> Result<(), UploadError> {
     let head = match head {
         Ok(head) => head,
         Err(e) => {
+            let gone = e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
             let e = failure(&format!("read the object s3://{}/{}", target.bucket, target.key), &e);
-            return Err(match e.retry {
+            return Err(if gone || e.retry == Retry::Soon {
                 // Passing trouble, or the object went away since the 412: the next attempt tells.
-                Retry::Soon => UploadError::S3(e),
-                Retry::Slowly => conflict(format!(
-                    "an object the bot cannot read to compare with this file ({e}; with s3:GetObject on the folder it recognises its own earlier upload)"
-                )),
+                UploadError::S3(AwsFailure::new(Retry::Soon, e.message))
+            } else {
+                conflict(format!(
+                    "an object the bot may not read to compare with this file, most likely its own earlier upload ({e}): grant the bot s3:GetObject on the folder so that it can tell"
+                ))
             });
         }
     };
+    let stored_len = head
+        .metadata()
+        .and_then(|m| m.get(crate::envelope::meta::PLAIN_LEN))
+        .and_then(|n| n.parse::<u64>().ok())
+        .or_else(|| head.content_length().and_then(|n| u64::try_from(n).ok()));
     match head.metadata().and_then(|m| m.get(metadata::SHA256)) {
+        Some(theirs) if !ours.is_empty() && theirs.eq_ignore_ascii_case(ours) && stored_len != Some(plain_len) => {
+            Err(conflict(format!(
+                "an object with this file's SHA-256 but {} bytes of content, where this file has {plain_len}",
+                stored_len.map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string())
+            )))
+        }
         Some(theirs) if !ours.is_empty() && theirs.eq_ignore_ascii_case(ours) => {
             tracing::info!(
                 key = target.key,

@@ -36,6 +36,16 @@ pub enum UploadError {
         what: &'static str,
         error: tokio::task::JoinError,
     },
+    /// The file no longer holds what its manifest entry lists: nothing was stored.
+    #[error(
+        "{} no longer holds what its manifest entry lists (SHA-256 read {read}, listed {listed}): nothing was stored; the local copy is kept",
+        path.display()
+    )]
+    Changed {
+        path: PathBuf,
+        listed: String,
+        read: String,
+    },
     /// The key already holds an object that is not this file, or that the bot cannot compare with
     /// it: uploads never overwrite, and the file waits on disk.
     #[error(
@@ -72,7 +82,11 @@ impl UploadError {
     pub fn retry(&self) -> Retry {
         match self {
             Self::Kms(e) | Self::S3(e) => e.retry,
-            Self::Read { .. } | Self::Incomplete { .. } | Self::Gone(_) | Self::Conflict { .. } => Retry::Slowly,
+            Self::Read { .. }
+            | Self::Incomplete { .. }
+            | Self::Changed { .. }
+            | Self::Gone(_)
+            | Self::Conflict { .. } => Retry::Slowly,
             Self::Hash { .. } | Self::Cipher(_) | Self::Task { .. } => Retry::Soon,
         }
     }

@@ -14,6 +14,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
@@ -99,12 +100,13 @@ pub async fn upload(
         None => None,
     };
     drop(envelope);
-    let parts = read_parts(file, path, plain_len, encryptor, budget.clone());
+    let listed = metadata.get(super::metadata::SHA256).cloned().unwrap_or_default();
+    let parts = read_parts(file, path, plain_len, listed, encryptor, budget.clone());
     let target = Target { metadata, ..target };
     let sent = if plain_len <= PART_SIZE as u64 {
-        put_single(&target, parts, retention).await?
+        put_single(&target, parts, retention, plain_len).await?
     } else {
-        put_multipart(&target, parts, retention).await?
+        put_multipart(&target, parts, retention, plain_len).await?
     };
     Ok(Uploaded { plain_len, sent })
 }
@@ -130,11 +132,15 @@ fn read_error(path: &Path, error: std::io::Error) -> UploadError {
 }
 
 /// A reader thread: parts of `PART_SIZE` bytes (the last one shorter, and carrying the GCM tag),
-/// one waiting in the channel while the next is read.
+/// one waiting in the channel while the next is read. The bytes are hashed as they are read, and the
+/// last part is sent only if they are what the manifest lists (`listed`, the SHA-256 the object's
+/// `wickrio-sha256` carries): an object S3 stores, whole, always is the listed file, which is what
+/// lets a create-only retry trust that metadata.
 fn read_parts(
     mut file: std::fs::File,
     path: &Path,
     plain_len: u64,
+    listed: String,
     mut encryptor: Option<gcm::Encryptor>,
     budget: PartBudget,
 ) -> Parts {
@@ -143,6 +149,7 @@ fn read_parts(
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut left = plain_len;
+        let mut hasher = Sha256::new();
         loop {
             // Waits (off the async threads) until the budget has room for one more part.
             let Ok(permit) = runtime.block_on(budget.0.clone().acquire_owned()) else {
@@ -157,6 +164,18 @@ fn read_parts(
                 return;
             }
             left -= take as u64;
+            hasher.update(&part);
+            if last {
+                let read = hex::encode(std::mem::take(&mut hasher).finalize());
+                if read != listed {
+                    let _ = tx.blocking_send(Err(UploadError::Changed {
+                        path: path.clone(),
+                        listed: listed.clone(),
+                        read,
+                    }));
+                    return;
+                }
+            }
             let sealed = match (encryptor.as_mut(), last) {
                 (None, _) => Ok(()),
                 (Some(enc), false) => enc.encrypt(&mut part),
@@ -187,7 +206,12 @@ async fn next_part(parts: &mut Parts) -> Result<Option<Part>, UploadError> {
 }
 
 /// Returns the bytes sent.
-async fn put_single(target: &Target<'_>, mut parts: Parts, retention: Option<Retention>) -> Result<u64, UploadError> {
+async fn put_single(
+    target: &Target<'_>,
+    mut parts: Parts,
+    retention: Option<Retention>,
+    plain_len: u64,
+) -> Result<u64, UploadError> {
     // Held until the request is done: its permit covers the body in memory.
     let part = next_part(&mut parts).await?;
     let body = part.as_ref().map(|p| p.body.clone()).unwrap_or_default();
@@ -207,7 +231,7 @@ async fn put_single(target: &Target<'_>, mut parts: Parts, retention: Option<Ret
         .await;
     match put {
         Ok(_) => target.metrics.incr(Counter::S3PartsUploaded),
-        Err(e) if create_only::key_taken(&e) => create_only::settle(target).await?,
+        Err(e) if create_only::key_taken(&e) => create_only::settle(target, plain_len).await?,
         Err(e) => {
             return Err(UploadError::S3(failure(
                 &format!("upload s3://{}/{}", target.bucket, target.key),
@@ -219,7 +243,12 @@ async fn put_single(target: &Target<'_>, mut parts: Parts, retention: Option<Ret
 }
 
 /// Returns the bytes sent.
-async fn put_multipart(target: &Target<'_>, parts: Parts, retention: Option<Retention>) -> Result<u64, UploadError> {
+async fn put_multipart(
+    target: &Target<'_>,
+    parts: Parts,
+    retention: Option<Retention>,
+    plain_len: u64,
+) -> Result<u64, UploadError> {
     abort_abandoned(target).await;
     let what = format!("upload s3://{}/{}", target.bucket, target.key);
     let created = target
@@ -266,7 +295,7 @@ async fn put_multipart(target: &Target<'_>, parts: Parts, retention: Option<Rete
         Err(e) if create_only::key_taken(&e) => {
             // The parts are not an object and never will be: free their storage now.
             abort(target, &upload_id).await;
-            create_only::settle(target).await?;
+            create_only::settle(target, plain_len).await?;
             Ok(sent)
         }
         Err(e) => Err(UploadError::S3(failure(&what, &e))),
