@@ -39,6 +39,26 @@ pub struct Archive {
 }
 
 impl Archive {
+    /// Every object under the prefix: key and stored size.
+    pub async fn list(&self, s3: &aws_sdk_s3::Client) -> Result<Vec<(String, u64)>, AwsFailure> {
+        let mut listed = Vec::new();
+        let mut pages = s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| failure(&format!("list s3://{}/{}", self.bucket, self.prefix), &e))?;
+            listed.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| Some((o.key()?.to_owned(), o.size().unwrap_or(0).max(0) as u64))),
+            );
+        }
+        Ok(listed)
+    }
+
     /// The S3 client for the bucket and the KMS client for its objects' data keys.
     pub async fn clients(&self) -> (aws_sdk_s3::Client, aws_sdk_kms::Client) {
         let s3 = aws::s3_client(&aws::sdk_config(&self.region).await);
@@ -91,6 +111,8 @@ pub enum ObjectError {
     UnsafePath(String),
     #[error("cannot write {path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
+    #[error("{size} bytes, more than the {limit} bytes a manifest or head record may hold")]
+    TooLarge { size: u64, limit: u64 },
 }
 
 /// Every object's outcome, in key order.
@@ -104,23 +126,11 @@ pub struct Summary {
 pub async fn run(options: &Options) -> Result<Summary, AwsFailure> {
     let (s3, kms) = options.archive.clients().await;
     let restorer = Restorer { s3, kms, options };
-    let archive = &options.archive;
     let mut summary = Summary::default();
-    let mut pages = restorer
-        .s3
-        .list_objects_v2()
-        .bucket(&archive.bucket)
-        .prefix(&archive.prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| failure(&format!("list s3://{}/{}", archive.bucket, archive.prefix), &e))?;
-        for object in page.contents() {
-            let Some(key) = object.key() else { continue };
-            match restorer.restore(key).await {
-                Ok(outcome) => summary.restored.push((key.to_owned(), outcome)),
-                Err(e) => summary.failed.push((key.to_owned(), e)),
-            }
+    for (key, _) in options.archive.list(&restorer.s3).await? {
+        match restorer.restore(&key).await {
+            Ok(outcome) => summary.restored.push((key, outcome)),
+            Err(e) => summary.failed.push((key, e)),
         }
     }
     Ok(summary)
@@ -248,13 +258,32 @@ impl Plaintext {
     }
 }
 
-/// Downloads an object whole and returns its plaintext, checked (for small objects: manifests).
-pub async fn read_whole(
+/// The most of an object `stream` keeps in memory (manifests and head records are far smaller): a
+/// planted object under such a name cannot exhaust the reader's memory.
+pub const MAX_KEPT: u64 = 64 << 20;
+
+/// One object read through: its plaintext's length and SHA-256, the plaintext itself when asked
+/// for, and what its retention counts from and until.
+pub struct Streamed {
+    pub plain_len: u64,
+    pub sha256: String,
+    pub text: Option<Vec<u8>>,
+    pub lock_mode: Option<String>,
+    pub retain_until: Option<std::time::SystemTime>,
+    /// The file's close (`wickrio-closed-at`), else the upload.
+    pub retained_from: Option<std::time::SystemTime>,
+}
+
+/// Streams one object through its decryption and a hash, in memory: nothing touches the disk. Keeps
+/// the plaintext only if `keep` (manifests and heads, refused above [`MAX_KEPT`]).
+pub async fn stream(
     s3: &aws_sdk_s3::Client,
     kms: &aws_sdk_kms::Client,
     bucket: &str,
     key: &str,
-) -> Result<Vec<u8>, ObjectError> {
+    keep: bool,
+) -> Result<Streamed, ObjectError> {
+    use std::time::SystemTime;
     let object = s3
         .get_object()
         .bucket(bucket)
@@ -263,15 +292,41 @@ pub async fn read_whole(
         .send()
         .await
         .map_err(|e| failure(&format!("download s3://{bucket}/{key}"), &e))?;
+    let size = object.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+    if keep && size > MAX_KEPT {
+        return Err(ObjectError::TooLarge { size, limit: MAX_KEPT });
+    }
     let metadata = object.metadata().cloned().unwrap_or_default();
+    let to_time = |t: &aws_sdk_s3::primitives::DateTime| SystemTime::try_from(*t).ok();
+    let closed_at = metadata
+        .get(metadata::CLOSED_AT)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(SystemTime::from);
+    let mut out = Streamed {
+        plain_len: 0,
+        sha256: String::new(),
+        text: keep.then(Vec::new),
+        lock_mode: object.object_lock_mode().map(|m| m.as_str().to_owned()),
+        retain_until: object.object_lock_retain_until_date().and_then(to_time),
+        retained_from: closed_at.or_else(|| object.last_modified().and_then(to_time)),
+    };
     let mut plain = Plaintext::of(&metadata, kms).await?;
-    let body = object
-        .body
-        .collect()
+    let mut hasher = Sha256::new();
+    let mut body = object.body;
+    while let Some(chunk) = body
+        .try_next()
         .await
-        .map_err(|e| AwsFailure::new(aws::Retry::Soon, format!("download s3://{bucket}/{key}: {e}")))?;
-    let out = plain.next(&body.into_bytes())?;
+        .map_err(|e| AwsFailure::new(aws::Retry::Soon, format!("download s3://{bucket}/{key}: {e}")))?
+    {
+        let data = plain.next(&chunk)?;
+        hasher.update(&data);
+        out.plain_len += data.len() as u64;
+        if let Some(text) = &mut out.text {
+            text.extend_from_slice(&data);
+        }
+    }
     plain.finish()?;
+    out.sha256 = hex::encode(hasher.finalize());
     Ok(out)
 }
 

@@ -16,9 +16,9 @@ use aws_sdk_s3::types::{ObjectLockLegalHold, ObjectLockLegalHoldStatus};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::aws::{AwsFailure, failure};
-use crate::decrypt::{Archive, ObjectError, read_whole};
-use crate::manifest::{Entry, MANIFEST_BASENAME, head};
-use crate::sink::s3::keys::{find_listed, object_name};
+use crate::decrypt::{Archive, ObjectError, stream};
+use crate::manifest::{Entry, head, is_manifest_name};
+use crate::sink::s3::keys::{ListedObjects, object_name};
 
 /// `legal-hold`'s options.
 #[derive(Debug, Clone, clap::Args)]
@@ -93,69 +93,67 @@ fn msg_time(ts: &str) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(secs.parse().ok()?, nanos.parse().ok()?)
 }
 
-/// Whether a manifest entry's file falls in the period.
+/// Whether a manifest entry's file falls in the period. A time that cannot be read keeps the file in
+/// the selection: a hold too many is safe, one too few is not.
 fn in_period(entry: &Entry, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> bool {
     let body = &entry.body;
-    let span = match (
-        body.first_msg_ts.as_deref().and_then(msg_time),
-        body.last_msg_ts.as_deref().and_then(msg_time),
-    ) {
-        (Some(first), Some(last)) => (first.min(last), first.max(last)),
-        // Attachments (and files without message times): when they were closed.
-        _ => match DateTime::parse_from_rfc3339(&body.closed_at) {
+    let span = match (body.first_msg_ts.as_deref(), body.last_msg_ts.as_deref()) {
+        (None, None) => match DateTime::parse_from_rfc3339(&body.closed_at) {
+            // Attachments: when they were closed.
             Ok(t) => (t.with_timezone(&Utc), t.with_timezone(&Utc)),
-            // Unknown time: kept in the selection (a hold too many is safe; one too few is not).
             Err(_) => return true,
+        },
+        (first, last) => match (first.and_then(msg_time), last.and_then(msg_time)) {
+            (Some(first), Some(last)) => (first.min(last), first.max(last)),
+            _ => return true,
         },
     };
     from.is_none_or(|from| span.1 >= from) && to.is_none_or(|to| span.0 <= to)
 }
 
-fn is_manifest(key: &str) -> bool {
-    object_name(key)
-        .strip_prefix(MANIFEST_BASENAME)
-        .is_some_and(|rest| rest.starts_with('_'))
+/// The entries of one manifest that the period selects: those in it, and every attachment listed
+/// beside a selected message file (an attachment is closed, and so dated, when it is listed, which a
+/// backlog or a restart can put after its message).
+fn selected(entries: &[Entry], from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Vec<&Entry> {
+    let message_selected = entries
+        .iter()
+        .any(|e| e.body.first_msg_ts.is_some() && in_period(e, from, to));
+    entries
+        .iter()
+        .filter(|e| in_period(e, from, to) || (message_selected && e.body.first_msg_ts.is_none()))
+        .collect()
 }
 
 /// Lists the folder, selects the objects and sets each one's legal hold.
 pub async fn run(options: &Options) -> Result<Summary, AwsFailure> {
     let archive = &options.archive;
     let (s3, kms) = archive.clients().await;
-    let mut keys = Vec::new();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(&archive.bucket)
-        .prefix(&archive.prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| failure(&format!("list s3://{}/{}", archive.bucket, archive.prefix), &e))?;
-        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
-    }
+    let keys: Vec<String> = archive.list(&s3).await?.into_iter().map(|(k, _)| k).collect();
     let mut summary = Summary::default();
     let selected: Vec<String> = if options.from.is_none() && options.to.is_none() {
         keys
     } else {
+        let objects = ListedObjects::new(&keys);
         let mut chosen = HashSet::new();
-        for manifest in keys.iter().filter(|k| is_manifest(k)) {
-            let text = match read_whole(&s3, &kms, &archive.bucket, manifest).await {
-                Ok(bytes) => bytes,
+        for manifest in keys.iter().filter(|k| is_manifest_name(object_name(k))) {
+            let text = match stream(&s3, &kms, &archive.bucket, manifest, true).await {
+                Ok(read) => read.text.unwrap_or_default(),
                 Err(e) => {
                     summary.unreadable_manifests.push((manifest.clone(), e));
                     continue;
                 }
             };
-            let entries = String::from_utf8_lossy(&text)
+            let entries: Vec<Entry> = String::from_utf8_lossy(&text)
                 .lines()
                 .filter_map(|line| serde_json::from_str::<Entry>(line).ok())
-                .filter(|entry| in_period(entry, options.from, options.to))
-                .collect::<Vec<_>>();
-            for entry in &entries {
-                if let Some(key) = find_listed(&entry.body.name, &entry.body.sha256, &keys) {
+                .collect();
+            let picked = selected(&entries, options.from, options.to);
+            for entry in &picked {
+                if let Some(key) = objects.find(&entry.body.name, &entry.body.sha256, None) {
                     chosen.insert(key.clone());
                 }
             }
-            if !entries.is_empty() {
+            if !picked.is_empty() {
                 // The manifest, and its chain head record if there is one.
                 chosen.insert(manifest.clone());
                 let head = head::file_name(object_name(manifest));
@@ -246,15 +244,29 @@ mod tests {
         let attachment = entry("attachment_x", None, None, "2023-11-20T10:00:00Z");
         assert!(in_period(&attachment, day("2023-11-20"), end("2023-11-20")));
         assert!(!in_period(&attachment, day("2023-11-21"), None));
-        let unknown = entry("odd", Some("soon"), Some("later"), "yesterday");
+        let unknown = entry("odd", Some("soon"), Some("later"), "2023-11-16T03:00:00Z");
         assert!(
             in_period(&unknown, day("2000-01-01"), end("2000-01-01")),
-            "unknown: held"
+            "unreadable msg_ts: held"
+        );
+        let undated = entry("attachment_y", None, None, "yesterday");
+        assert!(
+            in_period(&undated, day("2000-01-01"), end("2000-01-01")),
+            "unreadable closed_at: held"
         );
     }
 
     #[test]
-    fn manifests_are_known_by_name() {
-        assert!(is_manifest("f/manifest_1_a_000001.txt") && !is_manifest("f/manifests.txt"));
+    fn an_attachment_listed_beside_a_selected_message_file_is_selected_too() {
+        let day = |d: &str| parse_time(d).ok();
+        let end = |d: &str| parse_end(d).ok();
+        let entries = [
+            entry("m.txt", Some("1700000000"), Some("1700000001"), "2023-11-14T22:14:00Z"),
+            // Listed two days later, after a backlog.
+            entry("attachment_late", None, None, "2023-11-16T10:00:00Z"),
+        ];
+        let picked = selected(&entries, day("2023-11-14"), end("2023-11-14"));
+        assert_eq!(picked.len(), 2, "{picked:?}");
+        assert!(selected(&entries, day("2023-11-20"), None).is_empty());
     }
 }

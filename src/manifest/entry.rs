@@ -14,6 +14,13 @@ use sha2::{Digest, Sha256};
 
 /// Manifest files are message-file-like: `manifest_<time>_<instance>_<seq>.txt` in `MESGDEST`.
 pub const MANIFEST_BASENAME: &str = "manifest";
+/// Whether a file (or object) name is a manifest's, closed or still open.
+pub fn is_manifest_name(name: &str) -> bool {
+    name.strip_prefix(MANIFEST_BASENAME)
+        .is_some_and(|rest| rest.starts_with('_'))
+        && (name.ends_with(crate::spool::naming::CLOSED_SUFFIX) || name.ends_with(crate::spool::naming::OPEN_SUFFIX))
+}
+
 /// The `prev` of the very first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -7,5 +7,5 @@ pub mod head;
 pub mod stage;
 pub mod verify;
 
-pub use entry::{Entry, EntryBody, FileFacts, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
+pub use entry::{Entry, EntryBody, FileFacts, GENESIS, MANIFEST_BASENAME, file_facts, is_manifest_name, line_hash};
 pub use stage::{ManifestError, ManifestSink, ManifestWriter};

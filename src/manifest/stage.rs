@@ -78,7 +78,7 @@ pub struct ManifestWriter {
     /// The head moved past what `manifest_head.json` holds.
     head_dirty: bool,
     /// Heads of manifests closed since the last call to `take_published`, for the operators' events.
-    published: Vec<HeadBody>,
+    published: Vec<HeadRecord>,
 }
 
 /// A signed entry line not yet durably in a manifest, and the file it lists.
@@ -302,7 +302,7 @@ impl ManifestWriter {
     }
 
     /// The heads of the manifests closed since the last call.
-    pub fn take_published(&mut self) -> Vec<HeadBody> {
+    pub fn take_published(&mut self) -> Vec<HeadRecord> {
         std::mem::take(&mut self.published)
     }
 
@@ -342,12 +342,13 @@ impl ManifestWriter {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         };
         let path = self.dir.join(head::file_name(&body.manifest));
-        let line = HeadRecord::sign(body.clone(), &self.key).to_line();
+        let record = HeadRecord::sign(body, &self.key);
+        let line = record.to_line();
         match durable::write_atomically(&path, line.as_bytes()) {
             Ok(()) => {
                 self.closed
                     .push(ClosedFile::new(path, FileKind::Manifest, line.len() as u64));
-                self.published.push(body);
+                self.published.push(record);
             }
             Err(e) => {
                 tracing::error!(file = %path.display(), error = %e, "cannot write the chain head record; the next manifest's covers its entries")
@@ -438,6 +439,13 @@ fn closed_files(config: &SpoolConfig, known: &[ClosedFile]) -> std::io::Result<W
                 let bytes = std::fs::metadata(&path)?.len();
                 waiting.manifests.push(ClosedFile::new(path, FileKind::Manifest, bytes));
             }
+        } else if let Some(stem) = name
+            .strip_prefix(head::HEAD_RECORD_PREFIX)
+            .and_then(|n| n.strip_suffix(".tmp"))
+        {
+            // A head record a crash interrupted: written again when its manifest's successor closes.
+            tracing::warn!(file = %name, manifest = stem, "removing an unfinished chain head record");
+            let _ = std::fs::remove_file(config.mesg_dest.join(&name));
         } else if head::is_head_record(&name) {
             let path = config.mesg_dest.join(&name);
             let bytes = std::fs::metadata(&path)?.len();
@@ -570,13 +578,17 @@ impl<S: Sink> ManifestSink<S> {
     }
 
     /// Tells the operators each closed manifest's head: a copy off the host of how far the chain went.
-    fn publish(&self, heads: Vec<HeadBody>) {
+    fn publish(&self, heads: Vec<HeadRecord>) {
         for head in heads {
+            let body = &head.body;
             self.events.send(
                 EventKind::ChainHead,
                 format!(
-                    "manifest chain head: entry {} (SHA-256 {}) closes {}; keep it to prove later that the archive goes at least this far (retention-bot verify --head)",
-                    head.seq, head.hash, head.manifest
+                    "manifest chain head: entry {} (SHA-256 {}) closes {}; to prove later that the archive goes at least this far, keep this signed record as a file for retention-bot verify --head: {}",
+                    body.seq,
+                    body.hash,
+                    body.manifest,
+                    head.to_line().trim_end()
                 ),
             );
         }

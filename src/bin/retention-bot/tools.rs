@@ -49,6 +49,12 @@ pub(super) fn tool_runtime(command: &str) -> Option<tokio::runtime::Runtime> {
 
 pub(super) fn legal_hold(options: &retention_bot::legal_hold::Options) -> ExitCode {
     use retention_bot::legal_hold::Hold;
+    if let (Some(from), Some(to)) = (options.from, options.to)
+        && from > to
+    {
+        esay!("retention-bot legal-hold: --from {from} is after --to {to}: the period is empty");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let Some(runtime) = tool_runtime("legal-hold") else {
         return ExitCode::FAILURE;
     };
@@ -82,6 +88,13 @@ pub(super) fn legal_hold(options: &retention_bot::legal_hold::Options) -> ExitCo
         summary.failed.len(),
         summary.unreadable_manifests.len()
     );
+    if summary.changed.is_empty() && summary.failed.is_empty() {
+        esay!(
+            "retention-bot legal-hold: nothing selected under s3://{bucket}/{}: check --prefix (and the period)",
+            options.archive.prefix
+        );
+        return ExitCode::FAILURE;
+    }
     if summary.failed.is_empty() && summary.unreadable_manifests.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -41,8 +41,20 @@ pub(super) struct Args {
     json: bool,
 }
 
-/// Exit status 0: no problem; 1: problems (each printed); 2: bad arguments or keys.
+/// Exit status 0: no problem; 1: problems (each printed), or the archive could not be read; 2: bad
+/// arguments or keys.
 pub(super) fn run(args: Args) -> ExitCode {
+    let cannot = |why: String| {
+        if args.json {
+            say!(
+                "{}",
+                serde_json::json!({"archive": args.archive, "ok": false, "error": why})
+            );
+        } else {
+            esay!("retention-bot verify: {why}");
+        }
+        ExitCode::FAILURE
+    };
     let Some((paths, keys)) = keys(args.public_key) else {
         return ExitCode::from(EXIT_CONFIG);
     };
@@ -76,10 +88,7 @@ pub(super) fn run(args: Args) -> ExitCode {
         line.clear();
         match checked {
             Ok(r) => (r.report, Some(r.objects), r.bytes),
-            Err(e) => {
-                esay!("retention-bot verify: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(e) => return cannot(e.to_string()),
         }
     } else {
         if args.min_retention_days.is_some() {
@@ -88,10 +97,7 @@ pub(super) fn run(args: Args) -> ExitCode {
         }
         match verify_dir(Path::new(&args.archive), &keys, &args.head) {
             Ok(report) => (report, None, 0),
-            Err(e) => {
-                esay!("retention-bot verify: cannot read {}: {e}", args.archive);
-                return ExitCode::FAILURE;
-            }
+            Err(e) => return cannot(format!("cannot read {}: {e}", args.archive)),
         }
     };
     if args.json {

@@ -30,9 +30,10 @@ impl<'k> Chains<'k> {
         }
     }
 
-    /// Takes the next manifest line (`at` says where it is). Returns the entry when it is a signed one
-    /// whose file is to be checked; anything wrong with the line is added to `problems`.
-    pub fn take(&mut self, at: String, line: &[u8], problems: &mut Vec<Problem>) -> Option<Entry> {
+    /// Takes the next manifest line (`at` says where it is). Returns the entry, and which key signed
+    /// it, when it is a signed one whose file is to be checked; anything wrong with the line is added
+    /// to `problems`.
+    pub fn take(&mut self, at: String, line: &[u8], problems: &mut Vec<Problem>) -> Option<(Entry, usize)> {
         let line = match std::str::from_utf8(line) {
             Ok(l) if l.trim().is_empty() => return None,
             Ok(l) => l,
@@ -73,7 +74,22 @@ impl<'k> Chains<'k> {
         }
         self.hashes[signer].insert(seq, hash.clone());
         self.previous[signer] = Some((seq, hash));
-        Some(entry)
+        Some((entry, signer))
+    }
+
+    /// With several keys, each must have signed something: a key with no entry at all is a bot whose
+    /// whole archive is missing (or a key given by mistake).
+    pub fn check_every_key_signed(&self, problems: &mut Vec<Problem>) {
+        if self.keys.len() < 2 {
+            return;
+        }
+        for (key, n) in self.keys.iter().zip(&self.entries_by_key) {
+            if *n == 0 {
+                problems.push(Problem::NoEntries {
+                    key: hex::encode(key.as_bytes()),
+                });
+            }
+        }
     }
 
     /// Checks each key's chain against the heads it signed (`(where, its text or why it could not

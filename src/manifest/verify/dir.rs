@@ -8,9 +8,8 @@ use ed25519_dalek::VerifyingKey;
 
 use super::chain::Chains;
 use super::{Problem, Report};
-use crate::manifest::entry::{Entry, MANIFEST_BASENAME, file_facts};
+use crate::manifest::entry::{Entry, file_facts, is_manifest_name};
 use crate::manifest::head::is_head_record;
-use crate::spool::naming::{CLOSED_SUFFIX, OPEN_SUFFIX};
 
 /// Verifies the archive under `dir` against the public keys of the bots that write to it (one, or
 /// several sharing a folder).
@@ -35,7 +34,7 @@ pub fn verify_dir(dir: &Path, keys: &[VerifyingKey], extra_heads: &[PathBuf]) ->
         let reader = BufReader::new(std::fs::File::open(manifest)?);
         for (i, line) in reader.split(b'\n').enumerate() {
             let at = format!("{}:{}", manifest.display(), i + 1);
-            let Some(entry) = chains.take(at, &line?, &mut report.problems) else {
+            let Some((entry, _signer)) = chains.take(at, &line?, &mut report.problems) else {
                 continue;
             };
             listed.insert(entry.body.name.clone());
@@ -43,16 +42,9 @@ pub fn verify_dir(dir: &Path, keys: &[VerifyingKey], extra_heads: &[PathBuf]) ->
             check_copies(&entry, copies, &mut report.problems)?;
         }
     }
-    let heads = heads
-        .iter()
-        .map(|p| {
-            (
-                p.display().to_string(),
-                std::fs::read_to_string(p).map_err(|e| e.to_string()),
-            )
-        })
-        .collect();
+    let heads = super::read_heads(&heads);
     chains.check_heads(heads, &mut report.problems);
+    chains.check_every_key_signed(&mut report.problems);
     report.entries = chains.entries;
     report.entries_by_key = chains.entries_by_key;
     let mut unlisted: Vec<&PathBuf> = files
@@ -80,11 +72,7 @@ fn scan(dir: &Path) -> std::io::Result<(Vec<PathBuf>, FilesByName, Vec<PathBuf>)
         let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             return;
         };
-        let is_manifest = name
-            .strip_prefix(MANIFEST_BASENAME)
-            .is_some_and(|rest| rest.starts_with('_'))
-            && (name.ends_with(CLOSED_SUFFIX) || name.ends_with(OPEN_SUFFIX));
-        if is_manifest {
+        if is_manifest_name(&name) {
             manifests.push(path.to_owned());
         } else if is_head_record(&name) {
             heads.push(path.to_owned());

@@ -60,6 +60,10 @@ pub enum Problem {
     NothingToVerify {
         dir: PathBuf,
     },
+    /// With several keys, one signed no entry at all.
+    NoEntries {
+        key: String,
+    },
     /// An object retained for less than `--min-retention-days` (or not at all).
     ShortRetention {
         at: String,
@@ -116,6 +120,10 @@ impl fmt::Display for Problem {
                 "TRUNCATED: the archive ends at entry {last_seq}, but the signed chain head {head} says entry {head_seq} exists: the newest manifests (and the files they list) are missing"
             ),
             Problem::ShortRetention { at, why } => write!(f, "SHORT RETENTION {at}: {why}"),
+            Problem::NoEntries { key } => write!(
+                f,
+                "NO ENTRIES for public key {key}: no manifest entry is signed with it (that bot's whole archive is missing, or the key was given by mistake)"
+            ),
             Problem::HeadMismatch { head, seq } => write!(
                 f,
                 "CHAIN BROKEN at entry {seq}: it is not the entry the signed chain head {head} names (the chain was rewritten from there)"
@@ -136,6 +144,19 @@ pub struct Report {
     /// Entries signed by each given key, in the keys' order.
     pub entries_by_key: Vec<usize>,
     pub problems: Vec<Problem>,
+}
+
+/// Head record files kept elsewhere (`--head`): where each is, and its text or why it is unreadable.
+fn read_heads(paths: &[PathBuf]) -> Vec<(String, Result<String, String>)> {
+    paths
+        .iter()
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(p).map_err(|e| e.to_string()),
+            )
+        })
+        .collect()
 }
 
 /// Reads the public key written at first run: 64 hex digits.

@@ -7,6 +7,8 @@
 //! `attachment_<time>_<bot tag>-<16 hex digits>_<name>`. Different files never share a key, and an
 //! upload of the same file again lands on the same key. Every other file keeps its name.
 
+use std::collections::HashMap;
+
 /// Hex digits of a file's SHA-256 in its attachment key.
 const KEY_HASH_DIGITS: usize = 16;
 const ATTACHMENT_PREFIX: &str = "attachment_";
@@ -27,32 +29,55 @@ pub fn object_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 
-/// Among `keys`, the object of the file a manifest entry lists (`name`, `sha256`), whichever bot
-/// uploaded it.
-pub fn find_listed<'a>(name: &str, sha256: &str, keys: &'a [String]) -> Option<&'a String> {
-    if let Some(key) = keys.iter().find(|k| object_name(k) == name) {
-        return Some(key);
+/// The objects under a folder, by the file name each stands for, to find a manifest entry's object
+/// at once however many objects there are.
+#[derive(Debug, Default)]
+pub struct ListedObjects {
+    by_file: HashMap<String, Vec<String>>,
+}
+
+impl ListedObjects {
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a String>) -> Self {
+        let mut by_file: HashMap<String, Vec<String>> = HashMap::new();
+        for key in keys {
+            let name = object_name(key);
+            let file = listed_name(name).unwrap_or_else(|| name.to_owned());
+            by_file.entry(file).or_default().push(key.clone());
+        }
+        Self { by_file }
     }
-    let (time, original) = name.strip_prefix(ATTACHMENT_PREFIX)?.split_once('_')?;
-    let hash = sha256.get(..KEY_HASH_DIGITS)?;
-    let start = format!("{ATTACHMENT_PREFIX}{time}_");
-    let tag_end = format!("-{hash}");
-    keys.iter().find(|k| {
-        object_name(k)
-            .strip_prefix(&start)
-            .and_then(|rest| rest.split_once('_'))
-            .is_some_and(|(tag, rest)| tag.ends_with(&tag_end) && rest == original)
-    })
+
+    /// The object of the file an entry lists (`name`, `sha256`): under its own name, or for an
+    /// attachment under its name with the start of `sha256` and, when known, the signing bot's tag
+    /// (another bot's copy of the same file is not this one's).
+    pub fn find(&self, name: &str, sha256: &str, bot_tag: Option<&str>) -> Option<&String> {
+        let candidates = self.by_file.get(name)?;
+        if let Some(own) = candidates.iter().find(|k| object_name(k) == name) {
+            return Some(own);
+        }
+        let hash = sha256.get(..KEY_HASH_DIGITS)?;
+        candidates.iter().find(|k| {
+            attachment_unique(object_name(k))
+                .is_some_and(|(tag, h)| h == hash && bot_tag.is_none_or(|want| tag == want))
+        })
+    }
+}
+
+/// An attachment object name's `<bot tag>` and `<hash>`.
+fn attachment_unique(object: &str) -> Option<(&str, &str)> {
+    let (_time, rest) = object.strip_prefix(ATTACHMENT_PREFIX)?.split_once('_')?;
+    let (unique, _original) = rest.split_once('_')?;
+    let (tag, hash) = unique.split_once('-')?;
+    (hash.len() == KEY_HASH_DIGITS && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some((tag, hash))
 }
 
 /// The file name an object name stands for: an attachment's without the bot's tag and hash
 /// (`None` for anything else).
 pub fn listed_name(object: &str) -> Option<String> {
+    attachment_unique(object)?;
     let (time, rest) = object.strip_prefix(ATTACHMENT_PREFIX)?.split_once('_')?;
-    let (unique, original) = rest.split_once('_')?;
-    let (_tag, hash) = unique.split_once('-')?;
-    (hash.len() == KEY_HASH_DIGITS && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| format!("{ATTACHMENT_PREFIX}{time}_{original}"))
+    let (_unique, original) = rest.split_once('_')?;
+    Some(format!("{ATTACHMENT_PREFIX}{time}_{original}"))
 }
 
 #[cfg(test)]
@@ -68,13 +93,23 @@ mod tests {
             "f/receivedMessages_1_x.txt".to_owned(),
             format!("f/{name}"),
             "f/attachment_20261125_ab12cd34-ffffffffffffffff_report.pdf".to_owned(),
+            "f/attachment_20261125_99999999-0123456789abcdef_report.pdf".to_owned(),
         ];
+        let objects = ListedObjects::new(&keys);
+        let entry = "attachment_20261125_report.pdf";
+        assert_eq!(objects.find(entry, sha, Some("ab12cd34")), Some(&keys[1]));
         assert_eq!(
-            find_listed("attachment_20261125_report.pdf", sha, &keys),
-            Some(&keys[1])
+            objects.find(entry, sha, Some("99999999")),
+            Some(&keys[3]),
+            "the other bot's copy"
         );
-        assert_eq!(find_listed("receivedMessages_1_x.txt", "", &keys), Some(&keys[0]));
-        assert_eq!(find_listed("attachment_20261125_other.pdf", sha, &keys), None);
+        assert_eq!(
+            objects.find(entry, sha, Some("00000000")),
+            None,
+            "a third bot's is missing"
+        );
+        assert_eq!(objects.find("receivedMessages_1_x.txt", "", None), Some(&keys[0]));
+        assert_eq!(objects.find("attachment_20261125_other.pdf", sha, None), None);
         assert_eq!(object_name("a/b/c.txt"), "c.txt");
         assert_eq!(listed_name(&name).as_deref(), Some("attachment_20261125_report.pdf"));
         assert_eq!(listed_name("receivedMessages_1_x.txt"), None);

@@ -1,7 +1,8 @@
 //! The bot's own object metadata: `wickrio-type` (what the object holds), `wickrio-file-path` (the
 //! file's name, where `decrypt` and Wickr's decryption sample restore it) and `wickrio-sha256` (the
 //! SHA-256 of the file's plaintext, by which a create-only upload that finds its key taken tells its
-//! own earlier upload from other content: see `create_only`).
+//! own earlier upload from other content: see `create_only`) and `wickrio-closed-at` (when the file
+//! was closed, which its Object Lock retention counts from).
 //!
 //! User metadata travels as `x-amz-meta-*` HTTP headers, and S3 takes only US-ASCII there: AWS's
 //! documentation says to use US-ASCII for metadata sent over REST, and a header with other bytes is
@@ -19,6 +20,9 @@ pub const TYPE: &str = "wickrio-type";
 pub const FILE_PATH: &str = "wickrio-file-path";
 /// The hex SHA-256 of the file's content before encryption (the hash its manifest entry holds).
 pub const SHA256: &str = "wickrio-sha256";
+/// When the file was closed (its last modification, RFC 3339 UTC): what its Object Lock retention
+/// counts from, for `verify --min-retention-days`.
+pub const CLOSED_AT: &str = "wickrio-closed-at";
 /// Present (`percent`) when `wickrio-file-path` is percent-encoded.
 pub const FILE_PATH_ENCODING: &str = "wickrio-file-path-encoding";
 const PERCENT: &str = "percent";
@@ -48,6 +52,11 @@ pub fn file_path(metadata: &HashMap<String, String>) -> Option<String> {
         Some(PERCENT) => percent_decode_str(value).decode_utf8_lossy().into_owned(),
         _ => value.clone(),
     })
+}
+
+/// A time as `wickrio-closed-at` holds it.
+pub fn time_value(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A metadata value S3 takes: printable US-ASCII only.

@@ -92,6 +92,10 @@ pub async fn upload(
         );
     }
     let mut metadata = target.metadata.clone();
+    metadata.insert(
+        super::metadata::CLOSED_AT.to_owned(),
+        super::metadata::time_value(closed),
+    );
     if let Some(envelope) = &envelope {
         metadata.extend(envelope.metadata(plain_len).into_iter().map(|(k, v)| (k.to_owned(), v)));
     }
