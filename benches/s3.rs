@@ -3,7 +3,11 @@
 //!   `openssl speed -evp aes-256-gcm` (target: at least 70% of it);
 //! - upload throughput of the real bot to a local `s3s-fs` server against `aws s3 cp` of the same
 //!   files to the same server (target: at least as fast), plain and encrypted;
-//! - the bot's peak RSS (VmHWM) while it encrypts and uploads a 4 GiB file (target: under 64 MiB).
+//! - the bot's peak RSS (VmHWM) while it encrypts and uploads a 4 GiB file (target: under 64 MiB);
+//! - `verify s3://` of an encrypted archive of 1 GiB in place, against `decrypt` to a directory then
+//!   `verify DIR` of the same archive (target: faster, and a peak RSS under 64 MiB).
+//!
+//! `S3_BENCH=verify` runs only the last comparison.
 //!
 //! Needs `s3s-fs` (`cargo install s3s-fs@0.14.1 --features binary`) and, in `.venv`, moto (KMS for
 //! the encrypted runs) and awscli (`.venv/bin/pip install awscli`).
@@ -157,6 +161,7 @@ fn bot_upload(root: &Path, files: &[PathBuf], folder: &str, s3_port: u16, kms: O
     }
     let start = Instant::now();
     // The first-run banner needs a reader: the bot refuses to seal a password nobody sees.
+    // (Stopped with SIGTERM at the end, so that its manifest closes and is uploaded too.)
     let banner = std::fs::File::create(root.join("banner.txt")).expect("create the banner file");
     let bot = Guard(cmd.stdin(Stdio::null()).stdout(banner).spawn().expect("start the bot"));
     let pid = bot.0.id();
@@ -177,7 +182,86 @@ fn bot_upload(root: &Path, files: &[PathBuf], folder: &str, s3_port: u16, kms: O
     }
     let secs = start.elapsed().as_secs_f64();
     let rss = vm_mib(pid, "VmHWM:");
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let mut bot = bot;
+    let _ = bot.0.wait();
     (secs, rss)
+}
+
+/// Runs `cmd` under `/usr/bin/time`: (seconds, peak RSS in MiB). Panics, with its output, if it fails.
+fn timed(cmd: &mut Command) -> (f64, f64) {
+    let figures = tempfile::NamedTempFile::new().expect("a file for the figures");
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-o")
+        .arg(figures.path())
+        .args(["-f", "%e %M"])
+        .arg(cmd.get_program());
+    timed.args(cmd.get_args());
+    // The command's own environment, nothing else (the tools' settings come from it).
+    timed.env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            timed.env(k, v);
+        }
+    }
+    let out = timed.output().expect("/usr/bin/time");
+    assert!(
+        out.status.success(),
+        "{:?} failed:\n{}{}",
+        cmd.get_program(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(figures.path()).expect("read the figures");
+    let mut it = text.split_whitespace();
+    let secs: f64 = it.next().and_then(|t| t.parse().ok()).expect("elapsed seconds");
+    let kib: f64 = it.next().and_then(|t| t.parse().ok()).expect("peak RSS");
+    (secs, kib / 1024.0)
+}
+
+/// `verify s3://` against `decrypt` then `verify DIR`, over one encrypted archive of `files`.
+/// Returns ((in place secs, RSS), (two steps secs, RSS)).
+fn verify_comparison(dir: &Path, files: &[PathBuf], s3_port: u16, kms: (&str, u16)) -> ((f64, f64), (f64, f64)) {
+    let root = dir.join("verifyrun");
+    bot_upload(&root, files, "verify", s3_port, Some(kms));
+    let key = root.join("state/public_key.txt");
+    let tool = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_retention-bot"));
+        cmd.env_clear()
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{s3_port}"))
+            .env("AWS_ENDPOINT_URL_KMS", format!("http://127.0.0.1:{}", kms.1))
+            .args(args);
+        aws_env(&mut cmd);
+        cmd
+    };
+    let key_arg = key.display().to_string();
+    let mut best_in_place = (f64::MAX, 0f64);
+    let mut best_two_steps = (f64::MAX, 0f64);
+    for round in 0..2 {
+        settle();
+        let (secs, rss) = timed(&mut tool(&[
+            "verify",
+            &format!("s3://{BUCKET}/verify"),
+            "--public-key",
+            &key_arg,
+        ]));
+        best_in_place = (best_in_place.0.min(secs), best_in_place.1.max(rss));
+
+        settle();
+        let dest = dir.join(format!("restored{round}"));
+        let dest_arg = dest.display().to_string();
+        let (d_secs, d_rss) = timed(&mut tool(&[
+            "decrypt", "--bucket", BUCKET, "--prefix", "verify", "--dest", &dest_arg,
+        ]));
+        let (v_secs, v_rss) = timed(&mut tool(&["verify", &dest_arg, "--public-key", &key_arg]));
+        best_two_steps = (
+            best_two_steps.0.min(d_secs + v_secs),
+            best_two_steps.1.max(d_rss).max(v_rss),
+        );
+        std::fs::remove_dir_all(&dest).expect("clean up");
+    }
+    (best_in_place, best_two_steps)
 }
 
 /// Sizes of the objects s3s-fs stored under `folder`, which must be the sources' sizes plus `extra`.
@@ -249,6 +333,19 @@ fn main() {
     let (count, size) = (8, 128 << 20);
     let files = make_files(&dir.join("src"), count, size);
     let total_mb = (count * size) as f64 / 1e6;
+
+    let ((in_place, in_place_rss), (two_steps, two_steps_rss)) =
+        verify_comparison(dir, &files, s3_port, (arn.as_str(), kms_port));
+    println!(
+        "verify of {count} x {} MiB encrypted (best of 2): s3:// in place {in_place:.2} s (peak RSS {in_place_rss:.1} MiB); decrypt + verify DIR {two_steps:.2} s (peak RSS {two_steps_rss:.1} MiB)",
+        size >> 20
+    );
+    if std::env::var("S3_BENCH").is_ok_and(|v| v == "verify") {
+        println!();
+        row("summary", "figure".into(), "target / baseline", None);
+        verify_rows(in_place, in_place_rss, two_steps);
+        return;
+    }
 
     // Each contender runs twice, alternating, each time after a `sync` so that no run pays for the
     // write-back of the one before; the better time of the two counts.
@@ -322,5 +419,21 @@ fn main() {
         format!("{big_rss:.1}"),
         "< 64",
         Some(big_rss < 64.0),
+    );
+    verify_rows(in_place, in_place_rss, two_steps);
+}
+
+fn verify_rows(in_place: f64, in_place_rss: f64, two_steps: f64) {
+    row(
+        "verify s3:// s, 1 GiB enc.",
+        format!("{in_place:.2}"),
+        &format!("< decrypt + verify DIR {two_steps:.2}"),
+        Some(in_place < two_steps),
+    );
+    row(
+        "verify s3:// peak RSS MiB",
+        format!("{in_place_rss:.1}"),
+        "< 64",
+        Some(in_place_rss < 64.0),
     );
 }

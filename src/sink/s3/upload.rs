@@ -392,13 +392,20 @@ async fn abort_abandoned(target: &Target<'_>) {
     {
         Ok(listed) => listed,
         Err(e) => {
+            // An S3-compatible store without the call (501) is told once, like a missing permission.
+            let unsupported = e.raw_response().is_some_and(|r| r.status().as_u16() == 501);
             let e = failure(&format!("list unfinished uploads in s3://{}", target.bucket), &e);
             // A missing permission (the original's policy has only s3:PutObject) is said once, not
             // for every file; a passing trouble every time.
             static REFUSAL_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-            let refusal = e.retry == Retry::Slowly;
+            let refusal = e.retry == Retry::Slowly || unsupported;
             if !refusal || !REFUSAL_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!(error = %e, "cannot look for unfinished uploads to abort (needs s3:ListBucketMultipartUploads); a crash may have left some behind");
+                let why = if unsupported {
+                    "the store does not implement ListMultipartUploads"
+                } else {
+                    "needs s3:ListBucketMultipartUploads"
+                };
+                tracing::warn!(error = %e, "cannot look for unfinished uploads to abort ({why}); a crash may have left some behind");
             } else {
                 tracing::debug!(error = %e, "cannot look for unfinished uploads to abort");
             }
