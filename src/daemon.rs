@@ -18,7 +18,11 @@ use crate::report::watchdog::Watchdog;
 use crate::report::{EventKind, Events};
 use crate::serve::{self, Status};
 use crate::shutdown::{self, Drain, Trigger};
-use crate::sink::{self, local::LocalSink, s3::S3Sink};
+use crate::sink::{
+    self,
+    local::LocalSink,
+    s3::{ContentMac, S3Sink},
+};
 use crate::source::Intake;
 use crate::source::http::{self, HttpState};
 use crate::source::matrix::{self, MatrixSource};
@@ -59,7 +63,8 @@ impl Pipeline {
                 // The first 8 hex digits of the public key: stable for this installation.
                 let bot_tag = identity.public_key_hex().chars().take(8).collect();
                 let grace = config.ingest.shutdown_grace;
-                let s3 = S3Sink::new(s3.clone(), bot_tag, metrics.clone(), events.clone(), grace).await;
+                let mac = ContentMac::new(identity.signing_key());
+                let s3 = S3Sink::new(s3.clone(), bot_tag, mac, metrics.clone(), events.clone(), grace).await;
                 tokio::spawn(sink::run(
                     ManifestSink::new(s3, manifest, events.clone()),
                     closed_rx,

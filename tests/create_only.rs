@@ -105,7 +105,7 @@ async fn a_file_whose_key_holds_other_content_is_kept_and_reported_never_uploade
 
     // Someone else's content under the file's key, then S3 back and the bot again.
     let theirs = b"someone else's object".to_vec();
-    let stamp = HashMap::from([("wickrio-sha256".to_owned(), "00".repeat(32))]);
+    let stamp = HashMap::from([("wickrio-content-mac".to_owned(), "00".repeat(32))]);
     moto.put_raw("once-2", &key, theirs.clone(), stamp).await;
     proxy.set_up(true);
     bot.spawn().await;

@@ -117,11 +117,12 @@ async fn plain_upload_carries_metadata_removes_local_copies_and_decrypt_copies_b
     let (body, meta) = moto.object("plain-1", attachments[0]).await;
     assert_eq!(body, attachment);
     assert_eq!(meta["wickrio-type"], "file");
-    // The content's hash, by which a create-only retry recognises its own earlier upload.
-    assert_eq!(
-        meta["wickrio-sha256"],
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&attachment))
-    );
+    // A keyed hash of the content, by which a create-only retry recognises its own earlier upload:
+    // not the content's plain SHA-256, which would let a reader of the metadata confirm a guess.
+    let mac = &meta["wickrio-content-mac"];
+    assert!(mac.len() == 64 && mac.bytes().all(|b| b.is_ascii_hexdigit()), "{mac}");
+    assert_ne!(*mac, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&attachment)));
+    assert!(!meta.contains_key("wickrio-sha256"));
     let restored_name = &meta["wickrio-file-path"];
     assert!(restored_name.starts_with("attachment_") && restored_name.ends_with("_report.pdf"));
     assert!(!meta.contains_key("x-amz-key-v2"), "plain upload carries no envelope");

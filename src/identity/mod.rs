@@ -47,6 +47,17 @@ impl std::fmt::Debug for Identity {
     }
 }
 
+/// A key for one purpose, derived from the bot's signing key: only the bot's password unlocks the
+/// signing key, and unlike the password it survives rotation, so what it keys need not be re-keyed.
+/// (The salt names the Matrix store, its first use: changing it would lock that store.)
+pub fn derived_key(signing_key: &SigningKey, purpose: &str) -> zeroize::Zeroizing<[u8; 32]> {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"retention-bot matrix"), signing_key.as_bytes());
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's limit of 8160, so `expand` cannot fail.
+    let _ = hk.expand(purpose.as_bytes(), key.as_mut());
+    key
+}
+
 impl Identity {
     pub fn signing_key(&self) -> &SigningKey {
         &self.signing_key

@@ -7,7 +7,7 @@
 //! stored the object and lost its answer (a dropped connection, a crash between the upload and the
 //! local delete): then the object is this file, and the upload has succeeded. Or something else put
 //! other content under the key: then the file must neither overwrite it nor be dropped. The object's
-//! `wickrio-sha256` metadata tells them apart (for encrypted objects the ciphertext differs at every
+//! `wickrio-content-mac` metadata (a keyed hash of the content, see `ContentMac`) tells them apart (for encrypted objects the ciphertext differs at every
 //! attempt, so the plaintext's hash is the only thing to compare). Reading it takes `s3:GetObject`
 //! on the folder (HeadObject); without it every 412 is treated as other content.
 
@@ -18,6 +18,31 @@ use super::error::UploadError;
 use super::metadata;
 use super::upload::Target;
 use crate::aws::{AwsFailure, Retry, failure};
+
+/// `wickrio-content-mac`: a keyed hash (HMAC-SHA256 under a key derived from the bot's signing key) of
+/// the file's SHA-256. A plain SHA-256 in the metadata would let anyone who may read the bucket's
+/// metadata, but not decrypt its objects, confirm a guess of a file's content; the keyed one tells
+/// only this bot that an object is its file.
+pub struct ContentMac(zeroize::Zeroizing<[u8; 32]>);
+
+impl ContentMac {
+    pub fn new(signing_key: &ed25519_dalek::SigningKey) -> Self {
+        Self(crate::identity::derived_key(signing_key, "s3 content mac"))
+    }
+
+    /// The metadata value for a file whose SHA-256 is `sha256` (hex).
+    pub fn of(&self, sha256: &str) -> String {
+        // HKDF's extract step is HMAC-SHA256(salt, input): here (the key, the file's hash).
+        let (mac, _) = hkdf::Hkdf::<sha2::Sha256>::extract(Some(self.0.as_ref()), sha256.as_bytes());
+        hex::encode(mac)
+    }
+}
+
+impl std::fmt::Debug for ContentMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentMac(..)")
+    }
+}
 
 /// The `If-None-Match` value that means "only if no object has this key".
 pub const ANY_OBJECT: &str = "*";
@@ -31,13 +56,13 @@ pub fn key_taken<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> 
 }
 
 /// After a 412: `Ok` if the object under the key is this file (an earlier attempt stored it: same
-/// `wickrio-sha256` and plaintext length), a [`UploadError::Conflict`] if it is anything else or
+/// `wickrio-content-mac` and plaintext length), a [`UploadError::Conflict`] if it is anything else or
 /// cannot be compared. The bot stores an object only once its bytes were hashed and found to be the
-/// listed ones (`upload::read_parts`), so its own `wickrio-sha256` is the content's.
+/// listed ones (`upload::read_parts`), so its own `wickrio-content-mac` is the content's.
 pub async fn settle(target: &Target<'_>, plain_len: u64) -> Result<(), UploadError> {
     let ours = target
         .metadata
-        .get(metadata::SHA256)
+        .get(metadata::CONTENT_MAC)
         .map(String::as_str)
         .unwrap_or_default();
     let conflict = |found: String| UploadError::Conflict {
@@ -72,7 +97,7 @@ pub async fn settle(target: &Target<'_>, plain_len: u64) -> Result<(), UploadErr
         .and_then(|m| m.get(crate::envelope::meta::PLAIN_LEN))
         .and_then(|n| n.parse::<u64>().ok())
         .or_else(|| head.content_length().and_then(|n| u64::try_from(n).ok()));
-    match head.metadata().and_then(|m| m.get(metadata::SHA256)) {
+    match head.metadata().and_then(|m| m.get(metadata::CONTENT_MAC)) {
         Some(theirs) if !ours.is_empty() && theirs.eq_ignore_ascii_case(ours) && stored_len != Some(plain_len) => {
             Err(conflict(format!(
                 "an object with this file's SHA-256 but {} bytes of content, where this file has {plain_len}",
@@ -91,7 +116,7 @@ pub async fn settle(target: &Target<'_>, plain_len: u64) -> Result<(), UploadErr
         ))),
         None => Err(conflict(format!(
             "an object without {} metadata, so not one this version of the bot wrote (this file's SHA-256 is {ours})",
-            metadata::SHA256
+            metadata::CONTENT_MAC
         ))),
     }
 }
@@ -107,6 +132,20 @@ mod tests {
         let meta = ErrorMetadata::builder().code(code).build();
         let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
         SdkError::service_error(PutObjectError::generic(meta), raw)
+    }
+
+    #[test]
+    fn the_content_mac_is_keyed_by_the_bot_and_hides_the_hash() {
+        let (a, b) = (
+            ContentMac::new(&ed25519_dalek::SigningKey::from_bytes(&[1; 32])),
+            ContentMac::new(&ed25519_dalek::SigningKey::from_bytes(&[2; 32])),
+        );
+        let sha = "ab".repeat(32);
+        assert_eq!(a.of(&sha), a.of(&sha));
+        assert_ne!(a.of(&sha), b.of(&sha), "another bot's key, another value");
+        assert_ne!(a.of(&sha), a.of(&"cd".repeat(32)));
+        assert_ne!(a.of(&sha), sha);
+        assert_eq!(format!("{a:?}"), "ContentMac(..)");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The bot's own object metadata: `wickrio-type` (what the object holds), `wickrio-file-path` (the
-//! file's name, where `decrypt` and Wickr's decryption sample restore it) and `wickrio-sha256` (the
-//! SHA-256 of the file's plaintext, by which a create-only upload that finds its key taken tells its
-//! own earlier upload from other content: see `create_only`) and `wickrio-closed-at` (when the file
+//! file's name, where `decrypt` and Wickr's decryption sample restore it), `wickrio-content-mac` (a
+//! keyed hash of the file's plaintext, by which a create-only upload that finds its key taken tells
+//! its own earlier upload from other content: see `create_only`) and `wickrio-closed-at` (when the file
 //! was closed, which its Object Lock retention counts from).
 //!
 //! User metadata travels as `x-amz-meta-*` HTTP headers, and S3 takes only US-ASCII there: AWS's
@@ -18,8 +18,8 @@ use std::collections::HashMap;
 
 pub const TYPE: &str = "wickrio-type";
 pub const FILE_PATH: &str = "wickrio-file-path";
-/// The hex SHA-256 of the file's content before encryption (the hash its manifest entry holds).
-pub const SHA256: &str = "wickrio-sha256";
+/// The keyed hash of the file's content before encryption (`create_only::ContentMac`).
+pub const CONTENT_MAC: &str = "wickrio-content-mac";
 /// When the file was closed (its last modification, RFC 3339 UTC): what its Object Lock retention
 /// counts from, for `verify --min-retention-days`.
 pub const CLOSED_AT: &str = "wickrio-closed-at";
@@ -30,12 +30,12 @@ const PERCENT: &str = "percent";
 /// Bytes encoded besides everything outside ASCII (which `utf8_percent_encode` always encodes).
 const ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
 
-/// The bot's metadata for a file of `kind` named `name` whose content hashes to `sha256` (hex), in
-/// US-ASCII.
-pub fn for_file(kind: &str, name: &str, sha256: &str) -> HashMap<String, String> {
+/// The bot's metadata for a file of `kind` named `name` whose content's keyed hash is `content_mac`,
+/// in US-ASCII.
+pub fn for_file(kind: &str, name: &str, content_mac: &str) -> HashMap<String, String> {
     let mut metadata = HashMap::from([
         (TYPE.to_owned(), kind.to_owned()),
-        (SHA256.to_owned(), sha256.to_owned()),
+        (CONTENT_MAC.to_owned(), content_mac.to_owned()),
     ]);
     let encoded = encode_value(name);
     if encoded != name {

@@ -32,6 +32,7 @@ use crate::events::{EventKind, Events, announce};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::spool::{ClosedFile, FileKind};
 
+pub use create_only::ContentMac;
 use error::Service;
 pub use error::UploadError;
 use upload::PartBudget;
@@ -80,6 +81,7 @@ struct Uploader {
     /// Per [`Service`]: failing since its last success. Operators hear of the first failure and
     /// of the recovery, not of every retry.
     failing: [AtomicBool; 2],
+    content_mac: ContentMac,
 }
 
 impl Service {
@@ -111,6 +113,7 @@ impl S3Sink {
     pub async fn new(
         config: S3Config,
         bot_tag: String,
+        content_mac: ContentMac,
         metrics: Arc<Metrics>,
         events: Events,
         finish_grace: Duration,
@@ -139,6 +142,7 @@ impl S3Sink {
             budget: PartBudget::default(),
             events,
             failing: Default::default(),
+            content_mac,
         });
         let (tx, rx) = flume::unbounded();
         let mut workers = JoinSet::new();
@@ -309,11 +313,11 @@ impl Uploader {
             client: &self.s3,
             bucket: &self.config.bucket,
             key,
-            metadata: metadata::for_file(file.kind.as_str(), &file_name(&file.path), sha256),
+            metadata: metadata::for_file(file.kind.as_str(), &file_name(&file.path), &self.content_mac.of(sha256)),
             metrics: &self.metrics,
             lock: self.config.object_lock,
         };
-        let uploaded = upload::upload(target, &file.path, envelope, &self.budget).await?;
+        let uploaded = upload::upload(target, &file.path, sha256, envelope, &self.budget).await?;
         self.check_complete(file, &uploaded).await?;
         Ok(uploaded.plain_len)
     }

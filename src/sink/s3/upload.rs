@@ -73,10 +73,12 @@ pub struct Uploaded {
     pub sent: u64,
 }
 
-/// Uploads `path`, encrypted under `envelope` when one is given.
+/// Uploads `path`, encrypted under `envelope` when one is given, if it still holds what its manifest
+/// entry lists (`listed`, its SHA-256).
 pub async fn upload(
     target: Target<'_>,
     path: &Path,
+    listed: &str,
     envelope: Option<Envelope>,
     budget: &PartBudget,
 ) -> Result<Uploaded, UploadError> {
@@ -104,8 +106,7 @@ pub async fn upload(
         None => None,
     };
     drop(envelope);
-    let listed = metadata.get(super::metadata::SHA256).cloned().unwrap_or_default();
-    let parts = read_parts(file, path, plain_len, listed, encryptor, budget.clone());
+    let parts = read_parts(file, path, plain_len, listed.to_owned(), encryptor, budget.clone());
     let target = Target { metadata, ..target };
     let sent = if plain_len <= PART_SIZE as u64 {
         put_single(&target, parts, retention, plain_len).await?
@@ -138,8 +139,8 @@ fn read_error(path: &Path, error: std::io::Error) -> UploadError {
 /// A reader thread: parts of `PART_SIZE` bytes (the last one shorter, and carrying the GCM tag),
 /// one waiting in the channel while the next is read. The bytes are hashed as they are read, and the
 /// last part is sent only if they are what the manifest lists (`listed`, the SHA-256 the object's
-/// `wickrio-sha256` carries): an object S3 stores, whole, always is the listed file, which is what
-/// lets a create-only retry trust that metadata.
+/// `wickrio-content-mac` is keyed from): an object S3 stores, whole, always is the listed file, which
+/// is what lets a create-only retry trust that metadata.
 fn read_parts(
     mut file: std::fs::File,
     path: &Path,

@@ -13,32 +13,21 @@ use std::time::Duration;
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use ed25519_dalek::SigningKey;
-use hkdf::Hkdf;
 use matrix_sdk::Client;
 use matrix_sdk::ruma::api::client::uiaa::{AuthData, MatrixUserIdentifier, Password, UserIdentifier};
 use matrix_sdk::ruma::api::error::ErrorKind;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::MatrixError;
 use crate::config::Secret;
 use crate::durable;
+use crate::identity::derived_key;
 
 const DEVICE_FILE: &str = "device_id";
 const PENDING_FILE: &str = "pending_password.json";
 /// The name the bot's device shows in other users' device lists.
 const DEVICE_NAME: &str = "retention-bot";
-
-/// A key for one purpose, derived from the bot's signing key: only the bot's password unlocks the
-/// signing key, and unlike the password it survives rotation, so the store need not be re-keyed.
-pub fn derived_key(signing_key: &SigningKey, purpose: &str) -> Zeroizing<[u8; 32]> {
-    let hk = Hkdf::<Sha256>::new(Some(b"retention-bot matrix"), signing_key.as_bytes());
-    let mut key = Zeroizing::new([0u8; 32]);
-    // 32 bytes is far below HKDF-SHA256's limit of 8160, so `expand` cannot fail.
-    let _ = hk.expand(purpose.as_bytes(), key.as_mut());
-    key
-}
 
 /// The passphrase of matrix-sdk's SQLite state and crypto store.
 pub fn store_passphrase(signing_key: &SigningKey) -> Secret {
