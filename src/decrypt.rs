@@ -145,15 +145,7 @@ struct Restorer<'a> {
 impl Restorer<'_> {
     async fn restore(&self, key: &str) -> Result<Outcome, ObjectError> {
         let bucket = &self.options.archive.bucket;
-        let object = self
-            .s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await
-            .map_err(|e| failure(&format!("download s3://{bucket}/{key}"), &e))?;
+        let object = get(&self.s3, bucket, key).await?;
         let metadata = object.metadata().cloned().unwrap_or_default();
         let relative = restore_path(key, &self.options.archive.prefix, &metadata)?;
         let target = self.options.dest.join(&relative);
@@ -167,12 +159,7 @@ impl Restorer<'_> {
         let mut out = tokio::fs::File::from_std(unnamed_file_in(&parent).map_err(io(&parent))?);
 
         let mut body = object.body;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| AwsFailure::new(aws::Retry::Soon, format!("download s3://{bucket}/{key}: {e}")))?
-        {
-            let data = plain.next(&chunk)?;
+        while let Some(data) = plain.read(&mut body, bucket, key).await? {
             tokio::io::AsyncWriteExt::write_all(&mut out, &data)
                 .await
                 .map_err(io(&target))?;
@@ -239,7 +226,21 @@ impl Plaintext {
         Ok(data)
     }
 
-    /// Checks the tag and the length: only then is what `next` returned the file.
+    /// The plaintext of the next chunk of `body` (the object `bucket`/`key`); `None` at its end.
+    pub async fn read(
+        &mut self,
+        body: &mut aws_sdk_s3::primitives::ByteStream,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, ObjectError> {
+        let chunk = body
+            .try_next()
+            .await
+            .map_err(|e| AwsFailure::new(aws::Retry::Soon, format!("download s3://{bucket}/{key}: {e}")))?;
+        chunk.map(|chunk| self.next(&chunk)).transpose()
+    }
+
+    /// Checks the tag and the length: only then is what `next` and `read` returned the file.
     pub fn finish(self) -> Result<(), ObjectError> {
         let Some((decryptor, plain_len)) = self.envelope else {
             return Ok(());
@@ -256,6 +257,21 @@ impl Plaintext {
             _ => Ok(()),
         }
     }
+}
+
+/// GetObject, with S3's checksum of what it sends checked by the SDK.
+async fn get(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, AwsFailure> {
+    s3.get_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .map_err(|e| failure(&format!("download s3://{bucket}/{key}"), &e))
 }
 
 /// The most of an object `stream` keeps in memory (manifests and head records are far smaller): a
@@ -284,14 +300,7 @@ pub async fn stream(
     keep: bool,
 ) -> Result<Streamed, ObjectError> {
     use std::time::SystemTime;
-    let object = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .checksum_mode(ChecksumMode::Enabled)
-        .send()
-        .await
-        .map_err(|e| failure(&format!("download s3://{bucket}/{key}"), &e))?;
+    let object = get(s3, bucket, key).await?;
     let size = object.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
     if keep && size > MAX_KEPT {
         return Err(ObjectError::TooLarge { size, limit: MAX_KEPT });
@@ -313,12 +322,7 @@ pub async fn stream(
     let mut plain = Plaintext::of(&metadata, kms).await?;
     let mut hasher = Sha256::new();
     let mut body = object.body;
-    while let Some(chunk) = body
-        .try_next()
-        .await
-        .map_err(|e| AwsFailure::new(aws::Retry::Soon, format!("download s3://{bucket}/{key}: {e}")))?
-    {
-        let data = plain.next(&chunk)?;
+    while let Some(data) = plain.read(&mut body, bucket, key).await? {
         hasher.update(&data);
         out.plain_len += data.len() as u64;
         if let Some(text) = &mut out.text {

@@ -17,6 +17,35 @@ fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
+/// A bot (settings `extra`) uploading to `bucket` through a proxy that is down: one message file closes
+/// and waits on disk, and the bot is stopped. Returns the proxy (still down), the bot and the file's
+/// name.
+async fn file_left_waiting(moto: &Moto, bucket: &str, extra: &[(&str, &str)]) -> (Proxy, Bot, String) {
+    let proxy = Proxy::start(moto.port).await;
+    proxy.set_up(false);
+    let mut env = Moto::env_via(&proxy.endpoint());
+    for (k, v) in [
+        ("WICKRIO_S3_BUCKET_NAME", bucket),
+        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
+        ("WICKRIO_COMP_TIMEROTATE", "0.02"),
+        ("WICKRIO_SHUTDOWN_GRACE_SECS", "1"),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        env.push((k.to_string(), v.to_string()));
+    }
+    let mut bot = Bot::start(&refs(&env)).await;
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+    wait_for(&bot, "the message file to close", Duration::from_secs(30), async || {
+        closed_message_files(&bot.messages_dir()).len() == 1
+    })
+    .await;
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    let name = closed_message_files(&bot.messages_dir()).remove(0);
+    (proxy, bot, name)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_encrypted_upload_whose_answer_was_lost_is_retried_and_counts_as_uploaded() {
     let moto = Moto::start().await;
@@ -78,29 +107,16 @@ async fn a_file_whose_key_holds_other_content_is_kept_and_reported_never_uploade
     let moto = Moto::start().await;
     moto.create_bucket("once-2").await;
     let (topic, queue) = moto.topic_with_queue("bot-events").await;
-    let proxy = Proxy::start(moto.port).await;
-    proxy.set_up(false);
     let sns = moto.endpoint();
-    let mut env = Moto::env_via(&proxy.endpoint());
-    for (k, v) in [
-        ("AWS_ENDPOINT_URL_SNS", sns.as_str()),
-        ("WICKRIO_SNS_TOPIC_ARN", &topic),
-        ("WICKRIO_S3_BUCKET_NAME", "once-2"),
-        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
-        ("WICKRIO_COMP_TIMEROTATE", "0.02"),
-        ("WICKRIO_SHUTDOWN_GRACE_SECS", "1"),
-    ] {
-        env.push((k.to_owned(), v.to_owned()));
-    }
-    // S3 is down: the closed file waits on disk, and is still there after a stop.
-    let mut bot = Bot::start(&refs(&env)).await;
-    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
-    wait_for(&bot, "the message file to close", Duration::from_secs(30), async || {
-        closed_message_files(&bot.messages_dir()).len() == 1
-    })
+    let (proxy, mut bot, name) = file_left_waiting(
+        &moto,
+        "once-2",
+        &[
+            ("AWS_ENDPOINT_URL_SNS", sns.as_str()),
+            ("WICKRIO_SNS_TOPIC_ARN", &topic),
+        ],
+    )
     .await;
-    assert!(bot.stop().await.success(), "{}", bot.log_text());
-    let name = closed_message_files(&bot.messages_dir()).remove(0);
     let key = format!("{FOLDER}/{name}");
 
     // Someone else's content under the file's key, then S3 back and the bot again.
@@ -172,13 +188,8 @@ fn verify_with(dir: &std::path::Path, keys: &[std::path::PathBuf]) -> (bool, Str
     for key in keys {
         cmd.arg("--public-key").arg(key);
     }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let (code, text) = common::run_to_end(&mut cmd);
+    (code == Some(0), text)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,6 +227,8 @@ async fn two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies
                         .await
                         .unwrap();
                     assert_eq!(r.status(), 202);
+                    // Spread over more than two rotation periods (0.6 s): several files per bot.
+                    tokio::time::sleep(Duration::from_millis(25)).await;
                 }
             });
         }
@@ -302,26 +315,8 @@ async fn two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies
 async fn a_file_altered_after_it_was_listed_is_never_stored() {
     let moto = Moto::start().await;
     moto.create_bucket("once-3").await;
-    let proxy = Proxy::start(moto.port).await;
-    proxy.set_up(false);
-    let mut env = Moto::env_via(&proxy.endpoint());
-    for (k, v) in [
-        ("WICKRIO_S3_BUCKET_NAME", "once-3"),
-        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
-        ("WICKRIO_COMP_TIMEROTATE", "0.02"),
-        ("WICKRIO_SHUTDOWN_GRACE_SECS", "1"),
-    ] {
-        env.push((k.to_owned(), v.to_owned()));
-    }
-    let mut bot = Bot::start(&refs(&env)).await;
-    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
-    wait_for(&bot, "the message file to close", Duration::from_secs(30), async || {
-        closed_message_files(&bot.messages_dir()).len() == 1
-    })
-    .await;
-    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    let (proxy, mut bot, name) = file_left_waiting(&moto, "once-3", &[]).await;
     // Listed, then changed on disk (same length): what the manifest proves is no longer there.
-    let name = closed_message_files(&bot.messages_dir()).remove(0);
     let path = bot.messages_dir().join(&name);
     let altered = std::fs::read_to_string(&path)
         .unwrap()

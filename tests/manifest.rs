@@ -4,7 +4,6 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::{Bot, attachment_form, file_message, file_names, text_message};
 
@@ -48,41 +47,21 @@ fn copy_archive(root: &Path, to: &Path) -> PathBuf {
 
 fn verify(dir: &Path, key: &Path) -> (Option<i32>, String) {
     // No password, no bot settings: only the public key.
-    let out: Output = std::process::Command::new(common::BIN)
-        .env_clear()
-        .arg("verify")
-        .arg(dir)
-        .arg("--public-key")
-        .arg(key)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.env_clear().arg("verify").arg(dir).arg("--public-key").arg(key);
+    common::run_to_end(&mut cmd)
 }
 
 fn verify_with_head(dir: &Path, key: &Path, head: &Path) -> (Option<i32>, String) {
-    let out: Output = std::process::Command::new(common::BIN)
-        .env_clear()
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.env_clear()
         .arg("verify")
         .arg(dir)
         .arg("--public-key")
         .arg(key)
         .arg("--head")
-        .arg(head)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+        .arg(head);
+    common::run_to_end(&mut cmd)
 }
 
 /// Deletes the newest manifest and every file it lists, as an attacker on the host would to hide

@@ -195,19 +195,13 @@ async fn hold_of(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Str
 
 /// `retention-bot legal-hold ARGS...` against `endpoint`: (success, stdout + stderr).
 fn legal_hold(endpoint: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(common::BIN)
-        .arg("legal-hold")
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.arg("legal-hold")
         .args(args)
         .env_clear()
-        .envs(Moto::env_via(endpoint))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .envs(Moto::env_via(endpoint));
+    let (code, text) = common::run_to_end(&mut cmd);
+    (code == Some(0), text)
 }
 
 #[tokio::test(flavor = "multi_thread")]

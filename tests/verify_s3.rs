@@ -20,22 +20,15 @@ fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 
 /// `retention-bot verify s3://BUCKET/FOLDER ARGS...`: (exit status, stdout + stderr).
 fn verify_bucket(moto: &Moto, key: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(common::BIN)
-        .arg("verify")
+    let mut cmd = Command::new(common::BIN);
+    cmd.arg("verify")
         .arg(format!("s3://{BUCKET}/{FOLDER}"))
         .arg("--public-key")
         .arg(key)
         .args(args)
         .env_clear()
-        .envs(Moto::env_via(&moto.endpoint()))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+        .envs(Moto::env_via(&moto.endpoint()));
+    common::run_to_end(&mut cmd)
 }
 
 #[tokio::test(flavor = "multi_thread")]

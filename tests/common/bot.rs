@@ -249,6 +249,18 @@ pub async fn metric(bot: &Bot, name: &str) -> u64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
+/// Runs one of the binary's one-shot commands (`verify`, `decrypt`, `legal-hold`) to its end: its exit
+/// status, and what it printed (stdout, then stderr).
+pub fn run_to_end(cmd: &mut Command) -> (Option<i32>, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 /// Waits until `check` passes; on time-out, fails with the bot's log.
 pub async fn wait_for(bot: &Bot, what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
