@@ -165,6 +165,21 @@ async fn a_file_whose_key_holds_other_content_is_kept_and_reported_never_uploade
         closed_message_files(&bot.messages_dir()).contains(&name),
         "still kept after the stop"
     );
+
+    // The operator moves the other object aside: the next attempt uploads the file.
+    let s3 = moto.s3().await;
+    s3.delete_object().bucket("once-2").key(&key).send().await.unwrap();
+    bot.spawn().await;
+    wait_for(
+        &bot,
+        "the upload once the key is free",
+        Duration::from_secs(60),
+        async || !closed_message_files(&bot.messages_dir()).contains(&name),
+    )
+    .await;
+    let (body, _) = moto.object("once-2", &key).await;
+    assert_eq!(String::from_utf8(body).unwrap(), format!("{}\n", text_message(1)));
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
 }
 
 /// Every file under `dir`, recursively.

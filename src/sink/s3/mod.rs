@@ -213,9 +213,13 @@ impl Uploader {
     async fn try_upload(&self, mut item: Queued) -> Option<(Queued, Duration)> {
         for try_here in 1..=TRIES_IN_PLACE {
             item.attempts += 1;
+            let conflict_said = item.conflict_said;
             let attempt = async {
                 let sha256 = content_hash(&mut item.file).await?;
                 let key = self.key_for(&item.file, &sha256);
+                if conflict_said && let Some(outcome) = self.recheck(&item.file, &key, &sha256).await {
+                    return outcome.map(|bytes| (key, bytes));
+                }
                 let bytes = self.upload_once(&item.file, &key, &sha256).await?;
                 Ok::<_, UploadError>((key, bytes))
             };
@@ -300,6 +304,30 @@ impl Uploader {
         }
     }
 
+    /// A file whose key held other content is looked at again before it is uploaded again (a whole
+    /// upload and a KMS data key every time, for nothing, while the other object stays). `Some` when
+    /// the key still holds an object: this file after all (the bot may read it now), or still not;
+    /// `None` when it is gone, or cannot be looked at, and the file is uploaded (create-only).
+    async fn recheck(&self, file: &ClosedFile, key: &str, sha256: &str) -> Option<Result<u64, UploadError>> {
+        let target = self.target(file, key, sha256);
+        match create_only::settle(&target, file.bytes).await {
+            Ok(()) => Some(Ok(file.bytes)),
+            Err(e @ UploadError::Conflict { .. }) => Some(Err(e)),
+            Err(_) => None,
+        }
+    }
+
+    fn target<'a>(&'a self, file: &ClosedFile, key: &'a str, sha256: &str) -> upload::Target<'a> {
+        upload::Target {
+            client: &self.s3,
+            bucket: &self.config.bucket,
+            key,
+            metadata: metadata::for_file(file.kind.as_str(), &file_name(&file.path), &self.content_mac.of(sha256)),
+            metrics: &self.metrics,
+            lock: self.config.object_lock,
+        }
+    }
+
     async fn upload_once(&self, file: &ClosedFile, key: &str, sha256: &str) -> Result<u64, UploadError> {
         if !tokio::fs::try_exists(&file.path).await.unwrap_or(true) {
             return Err(UploadError::Gone(file.path.clone()));
@@ -309,14 +337,7 @@ impl Uploader {
             Some((kms, key_arn)) => Some(Envelope::generate(kms, key_arn).await.map_err(UploadError::Kms)?),
             None => None,
         };
-        let target = upload::Target {
-            client: &self.s3,
-            bucket: &self.config.bucket,
-            key,
-            metadata: metadata::for_file(file.kind.as_str(), &file_name(&file.path), &self.content_mac.of(sha256)),
-            metrics: &self.metrics,
-            lock: self.config.object_lock,
-        };
+        let target = self.target(file, key, sha256);
         let uploaded = upload::upload(target, &file.path, sha256, envelope, &self.budget).await?;
         self.check_complete(file, &uploaded).await?;
         Ok(uploaded.plain_len)
