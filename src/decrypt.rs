@@ -286,7 +286,9 @@ pub struct Streamed {
     pub text: Option<Vec<u8>>,
     pub lock_mode: Option<String>,
     pub retain_until: Option<std::time::SystemTime>,
-    /// The file's close (`wickrio-closed-at`), else the upload.
+    /// What the retention counts from: the file's close (`wickrio-closed-at`); for an object
+    /// without it (written before the bot recorded it), a day before the upload, as the upload may
+    /// have come that long after the close.
     pub retained_from: Option<std::time::SystemTime>,
 }
 
@@ -317,7 +319,10 @@ pub async fn stream(
         text: keep.then(Vec::new),
         lock_mode: object.object_lock_mode().map(|m| m.as_str().to_owned()),
         retain_until: object.object_lock_retain_until_date().and_then(to_time),
-        retained_from: closed_at.or_else(|| object.last_modified().and_then(to_time)),
+        retained_from: closed_at.or_else(|| {
+            let uploaded = object.last_modified().and_then(to_time)?;
+            uploaded.checked_sub(std::time::Duration::from_secs(24 * 3600))
+        }),
     };
     let mut plain = Plaintext::of(&metadata, kms).await?;
     let mut hasher = Sha256::new();
@@ -326,6 +331,12 @@ pub async fn stream(
         hasher.update(&data);
         out.plain_len += data.len() as u64;
         if let Some(text) = &mut out.text {
+            if (text.len() + data.len()) as u64 > MAX_KEPT {
+                return Err(ObjectError::TooLarge {
+                    size: (text.len() + data.len()) as u64,
+                    limit: MAX_KEPT,
+                });
+            }
             text.extend_from_slice(&data);
         }
     }

@@ -149,9 +149,12 @@ pub async fn run(options: &Options) -> Result<Summary, AwsFailure> {
                 .collect();
             let picked = selected(&entries, options.from, options.to);
             for entry in &picked {
-                if let Some(key) = objects.find(&entry.body.name, &entry.body.sha256, None) {
-                    chosen.insert(key.clone());
-                }
+                chosen.extend(
+                    objects
+                        .find_all(&entry.body.name, &entry.body.sha256)
+                        .into_iter()
+                        .cloned(),
+                );
             }
             if !picked.is_empty() {
                 // The manifest, and its chain head record if there is one.

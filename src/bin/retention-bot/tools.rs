@@ -88,7 +88,7 @@ pub(super) fn legal_hold(options: &retention_bot::legal_hold::Options) -> ExitCo
         summary.failed.len(),
         summary.unreadable_manifests.len()
     );
-    if summary.changed.is_empty() && summary.failed.is_empty() {
+    if summary.changed.is_empty() && summary.failed.is_empty() && summary.unreadable_manifests.is_empty() {
         esay!(
             "retention-bot legal-hold: nothing selected under s3://{bucket}/{}: check --prefix (and the period)",
             options.archive.prefix

@@ -55,11 +55,19 @@ pub fn key_taken<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> 
     }
 }
 
-/// After a 412: `Ok` if the object under the key is this file (an earlier attempt stored it: same
-/// `wickrio-content-mac` and plaintext length), a [`UploadError::Conflict`] if it is anything else or
-/// cannot be compared. The bot stores an object only once its bytes were hashed and found to be the
-/// listed ones (`upload::read_parts`), so its own `wickrio-content-mac` is the content's.
-pub async fn settle(target: &Target<'_>, plain_len: u64) -> Result<(), UploadError> {
+/// What the key holds, as far as the bot can tell.
+pub enum Found {
+    /// This file: same `wickrio-content-mac` and plaintext length.
+    Ours,
+    /// An object that is not this file.
+    Other(UploadError),
+    /// Nothing, or the bot cannot look (no object now, no `s3:GetObject`, S3 unreachable): what it
+    /// would mean after a 412.
+    Unknown(UploadError),
+}
+
+/// Looks at the object under the key (HeadObject) and compares it with this file.
+pub async fn look(target: &Target<'_>, plain_len: u64) -> Found {
     let ours = target
         .metadata
         .get(metadata::CONTENT_MAC)
@@ -82,7 +90,7 @@ pub async fn settle(target: &Target<'_>, plain_len: u64) -> Result<(), UploadErr
         Err(e) => {
             let gone = e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
             let e = failure(&format!("read the object s3://{}/{}", target.bucket, target.key), &e);
-            return Err(if gone || e.retry == Retry::Soon {
+            return Found::Unknown(if gone || e.retry == Retry::Soon {
                 // Passing trouble, or the object went away since the 412: the next attempt tells.
                 UploadError::S3(AwsFailure::new(Retry::Soon, e.message))
             } else {
@@ -99,25 +107,37 @@ pub async fn settle(target: &Target<'_>, plain_len: u64) -> Result<(), UploadErr
         .or_else(|| head.content_length().and_then(|n| u64::try_from(n).ok()));
     match head.metadata().and_then(|m| m.get(metadata::CONTENT_MAC)) {
         Some(theirs) if !ours.is_empty() && theirs.eq_ignore_ascii_case(ours) && stored_len != Some(plain_len) => {
-            Err(conflict(format!(
-                "an object with this file's SHA-256 but {} bytes of content, where this file has {plain_len}",
+            Found::Other(conflict(format!(
+                "an object with this file's content MAC but {} bytes of content, where this file has {plain_len}",
                 stored_len.map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string())
             )))
         }
-        Some(theirs) if !ours.is_empty() && theirs.eq_ignore_ascii_case(ours) => {
+        Some(theirs) if !ours.is_empty() && theirs.eq_ignore_ascii_case(ours) => Found::Ours,
+        Some(theirs) => Found::Other(conflict(format!(
+            "other content (its {} is {theirs}; this file's is {ours})",
+            metadata::CONTENT_MAC
+        ))),
+        None => Found::Other(conflict(format!(
+            "an object without {} metadata, so not one this version of the bot wrote",
+            metadata::CONTENT_MAC
+        ))),
+    }
+}
+
+/// After a 412: `Ok` if the object under the key is this file (an earlier attempt stored it), a
+/// [`UploadError::Conflict`] if it is anything else or cannot be compared. The bot stores an object
+/// only once its bytes were hashed and found to be the listed ones (`upload::read_parts`), so its own
+/// `wickrio-content-mac` is the content's.
+pub async fn settle(target: &Target<'_>, plain_len: u64) -> Result<(), UploadError> {
+    match look(target, plain_len).await {
+        Found::Ours => {
             tracing::info!(
                 key = target.key,
                 "the object is already in S3 (an earlier attempt stored it and its answer was lost)"
             );
             Ok(())
         }
-        Some(theirs) => Err(conflict(format!(
-            "other content (SHA-256 {theirs}; this file's is {ours})"
-        ))),
-        None => Err(conflict(format!(
-            "an object without {} metadata, so not one this version of the bot wrote (this file's SHA-256 is {ours})",
-            metadata::CONTENT_MAC
-        ))),
+        Found::Other(e) | Found::Unknown(e) => Err(e),
     }
 }
 

@@ -47,19 +47,39 @@ impl ListedObjects {
         Self { by_file }
     }
 
-    /// The object of the file an entry lists (`name`, `sha256`): under its own name, or for an
-    /// attachment under its name with the start of `sha256` and, when known, the signing bot's tag
-    /// (another bot's copy of the same file is not this one's).
+    /// The object of the file an entry lists (`name`, `sha256`) as the bot with `bot_tag` uploaded
+    /// it: an attachment under its name with the start of `sha256` and that tag (another bot's copy
+    /// of the same file is not this one's); anything else, or an attachment an older version uploaded
+    /// untagged, under its own name.
     pub fn find(&self, name: &str, sha256: &str, bot_tag: Option<&str>) -> Option<&String> {
-        let candidates = self.by_file.get(name)?;
-        if let Some(own) = candidates.iter().find(|k| object_name(k) == name) {
-            return Some(own);
+        self.tagged(name, sha256)
+            .find(|(tag, _)| bot_tag.is_none_or(|want| *tag == want))
+            .map(|(_, key)| key)
+            .or_else(|| self.untagged(name))
+    }
+
+    /// Every object that may be the file an entry lists, whichever bot uploaded it (legal holds take
+    /// them all).
+    pub fn find_all(&self, name: &str, sha256: &str) -> Vec<&String> {
+        let tagged: Vec<&String> = self.tagged(name, sha256).map(|(_, key)| key).collect();
+        if tagged.is_empty() {
+            self.untagged(name).into_iter().collect()
+        } else {
+            tagged
         }
-        let hash = sha256.get(..KEY_HASH_DIGITS)?;
-        candidates.iter().find(|k| {
-            attachment_unique(object_name(k))
-                .is_some_and(|(tag, h)| h == hash && bot_tag.is_none_or(|want| tag == want))
+    }
+
+    /// Attachment objects of the file: (their bot tag, key), those whose hash matches.
+    fn tagged<'s>(&'s self, name: &str, sha256: &str) -> impl Iterator<Item = (&'s str, &'s String)> {
+        let hash = sha256.get(..KEY_HASH_DIGITS);
+        self.by_file.get(name).into_iter().flatten().filter_map(move |key| {
+            let (tag, h) = attachment_unique(object_name(key))?;
+            (Some(h) == hash).then_some((tag, key))
         })
+    }
+
+    fn untagged(&self, name: &str) -> Option<&String> {
+        self.by_file.get(name)?.iter().find(|k| object_name(k) == name)
     }
 }
 
@@ -110,6 +130,18 @@ mod tests {
         );
         assert_eq!(objects.find("receivedMessages_1_x.txt", "", None), Some(&keys[0]));
         assert_eq!(objects.find("attachment_20261125_other.pdf", sha, None), None);
+        assert_eq!(
+            objects.find_all(entry, sha),
+            vec![&keys[1], &keys[3]],
+            "both bots' copies"
+        );
+        // An untagged object under the entry's own name (an older upload, or a planted one) does not
+        // shadow the tagged one; it is taken only where nothing tagged matches.
+        let mut shadowed = keys.clone();
+        shadowed.insert(0, format!("f/{entry}"));
+        let objects = ListedObjects::new(&shadowed);
+        assert_eq!(objects.find(entry, sha, Some("ab12cd34")), Some(&shadowed[2]));
+        assert_eq!(objects.find(entry, &"9".repeat(64), None), Some(&shadowed[0]));
         assert_eq!(object_name("a/b/c.txt"), "c.txt");
         assert_eq!(listed_name(&name).as_deref(), Some("attachment_20261125_report.pdf"));
         assert_eq!(listed_name("receivedMessages_1_x.txt"), None);

@@ -306,15 +306,36 @@ impl Uploader {
 
     /// A file whose key held other content is looked at again before it is uploaded again (a whole
     /// upload and a KMS data key every time, for nothing, while the other object stays). `Some` when
-    /// the key still holds an object: this file after all (the bot may read it now), or still not;
-    /// `None` when it is gone, or cannot be looked at, and the file is uploaded (create-only).
+    /// the key holds an object the bot could read: this file after all (checked on disk again before
+    /// its local copy goes), or still another. `None` when the bot cannot tell (the key is free, or it
+    /// may not look): the file is uploaded, and `If-None-Match` decides.
     async fn recheck(&self, file: &ClosedFile, key: &str, sha256: &str) -> Option<Result<u64, UploadError>> {
         let target = self.target(file, key, sha256);
-        match create_only::settle(&target, file.bytes).await {
-            Ok(()) => Some(Ok(file.bytes)),
-            Err(e @ UploadError::Conflict { .. }) => Some(Err(e)),
-            Err(_) => None,
+        match create_only::look(&target, file.bytes).await {
+            create_only::Found::Ours => Some(self.still_listed(file, sha256).await.map(|()| file.bytes)),
+            create_only::Found::Other(e) => Some(Err(e)),
+            create_only::Found::Unknown(_) => None,
         }
+    }
+
+    /// The file on disk is still what its entry lists (before its local copy goes without an upload).
+    async fn still_listed(&self, file: &ClosedFile, sha256: &str) -> Result<(), UploadError> {
+        let path = file.path.clone();
+        let facts = tokio::task::spawn_blocking(move || crate::manifest::file_facts(&path, false))
+            .await
+            .map_err(|error| UploadError::Task { what: "hashing", error })?
+            .map_err(|error| UploadError::Hash {
+                path: file.path.clone(),
+                error,
+            })?;
+        if facts.sha256 == sha256 && facts.size == file.bytes {
+            return Ok(());
+        }
+        Err(UploadError::Changed {
+            path: file.path.clone(),
+            listed: sha256.to_owned(),
+            read: facts.sha256,
+        })
     }
 
     fn target<'a>(&'a self, file: &ClosedFile, key: &'a str, sha256: &str) -> upload::Target<'a> {

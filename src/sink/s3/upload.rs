@@ -94,9 +94,11 @@ pub async fn upload(
         );
     }
     let mut metadata = target.metadata.clone();
+    // What the retention counts from: the close, or now if the close lies ahead (a clock stepped back).
+    let counted_from = closed.min(std::time::SystemTime::now());
     metadata.insert(
         super::metadata::CLOSED_AT.to_owned(),
-        super::metadata::time_value(closed),
+        super::metadata::time_value(counted_from),
     );
     if let Some(envelope) = &envelope {
         metadata.extend(envelope.metadata(plain_len).into_iter().map(|(k, v)| (k.to_owned(), v)));
