@@ -4,8 +4,10 @@
 
 pub mod entry;
 pub mod head;
+mod sink;
 pub mod stage;
 pub mod verify;
 
 pub use entry::{Entry, EntryBody, FileFacts, GENESIS, MANIFEST_BASENAME, file_facts, is_manifest_name, line_hash};
-pub use stage::{ManifestError, ManifestSink, ManifestWriter};
+pub use sink::ManifestSink;
+pub use stage::{ManifestError, ManifestWriter};

@@ -1,0 +1,141 @@
+//! The manifest stage's seam with the sink: every closed file gets its signed entry (written by the
+//! [`ManifestWriter`] on the blocking pool) before the inner sink takes it, closed manifests and their
+//! chain head records follow the files they list, and each head also goes out as an event.
+
+use super::head::HeadRecord;
+use super::stage::ManifestWriter;
+use crate::events::{EventKind, Events};
+use crate::sink::Sink;
+use crate::spool::{ClosedFile, FileKind};
+
+/// Wraps a sink: every file gets its manifest entry before the inner sink takes it.
+pub struct ManifestSink<S> {
+    inner: S,
+    writer: Option<ManifestWriter>,
+    events: Events,
+    /// Files whose entry could not be written yet: they wait on local disk, never delivered unlisted,
+    /// and are listed again with every later file (or at the next start).
+    unlisted: Vec<ClosedFile>,
+}
+
+impl<S: Sink> ManifestSink<S> {
+    pub fn new(inner: S, writer: ManifestWriter, events: Events) -> Self {
+        Self {
+            inner,
+            writer: Some(writer),
+            events,
+            unlisted: Vec::new(),
+        }
+    }
+
+    /// Runs `job` on the writer on the blocking pool. `None`: the writer was lost (a panic in `job`),
+    /// which is logged; the archive then carries on unsigned rather than stopping.
+    async fn with_writer<T: Send + 'static>(
+        &mut self,
+        job: impl FnOnce(&mut ManifestWriter) -> T + Send + 'static,
+    ) -> Option<T> {
+        let mut writer = self.writer.take()?;
+        match tokio::task::spawn_blocking(move || {
+            let r = job(&mut writer);
+            (writer, r)
+        })
+        .await
+        {
+            Ok((writer, result)) => {
+                self.writer = Some(writer);
+                Some(result)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "manifest writer failed; files are no longer listed in manifests");
+                None
+            }
+        }
+    }
+
+    /// Lists `file` and delivers it (and the manifests closed meanwhile). If the entry cannot be
+    /// written the file waits in `unlisted`.
+    async fn list_and_deliver(&mut self, mut file: ClosedFile) {
+        let listed = file.clone();
+        let outcome = self
+            .with_writer(move |w| (w.record(&listed), w.take_closed(), w.take_published()))
+            .await;
+        let (recorded, manifests) = match outcome {
+            Some((recorded, manifests, heads)) => {
+                self.publish(heads);
+                (Some(recorded), manifests)
+            }
+            None => (None, Vec::new()),
+        };
+        match recorded {
+            Some(Ok(recorded)) => {
+                file.sha256 = Some(recorded.sha256);
+                self.inner.deliver(file).await;
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, file = %file.path.display(), "cannot write the manifest; the file waits on local disk until its entry can be written");
+                self.unlisted.push(file);
+            }
+            // The writer is lost: the archive carries on unsigned rather than holding data back.
+            None => self.inner.deliver(file).await,
+        }
+        for manifest in manifests {
+            self.inner.deliver(manifest).await;
+        }
+    }
+
+    /// Tells the operators each closed manifest's head: a copy off the host of how far the chain went.
+    fn publish(&self, heads: Vec<HeadRecord>) {
+        for head in heads {
+            let body = &head.body;
+            self.events.send(
+                EventKind::ChainHead,
+                format!(
+                    "manifest chain head: entry {} (SHA-256 {}) closes {}; to prove later that the archive goes at least this far, keep this signed record as a file for retention-bot verify --head: {}",
+                    body.seq,
+                    body.hash,
+                    body.manifest,
+                    head.to_line().trim_end()
+                ),
+            );
+        }
+    }
+
+    async fn retry_unlisted(&mut self) {
+        for file in std::mem::take(&mut self.unlisted) {
+            self.list_and_deliver(file).await;
+        }
+    }
+}
+
+impl<S: Sink + Send> Sink for ManifestSink<S> {
+    async fn deliver(&mut self, file: ClosedFile) {
+        if file.kind == FileKind::Manifest {
+            return self.inner.deliver(file).await;
+        }
+        self.retry_unlisted().await;
+        self.list_and_deliver(file).await;
+    }
+
+    async fn finish(&mut self) {
+        self.retry_unlisted().await;
+        for file in &self.unlisted {
+            tracing::error!(file = %file.path.display(), "left on local disk without a manifest entry; it is listed and delivered at the next start");
+        }
+        let closed = self
+            .with_writer(|w| {
+                let last = w.close();
+                (last, w.take_closed(), w.take_published())
+            })
+            .await;
+        if let Some((last, manifests, heads)) = closed {
+            if let Err(e) = last {
+                tracing::error!(error = %e, "cannot close the manifest; it is closed at the next start");
+            }
+            self.publish(heads);
+            for manifest in manifests {
+                self.inner.deliver(manifest).await;
+            }
+        }
+        self.inner.finish().await;
+    }
+}
