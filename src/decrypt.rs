@@ -301,33 +301,23 @@ pub async fn stream(
     key: &str,
     keep: bool,
 ) -> Result<Streamed, ObjectError> {
-    use std::time::SystemTime;
-    let object = get(s3, bucket, key).await?;
-    let size = object.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-    if keep && size > MAX_KEPT {
-        return Err(ObjectError::TooLarge { size, limit: MAX_KEPT });
+    let mut object = Opened::open(s3, kms, bucket, key).await?;
+    if keep && object.size > MAX_KEPT {
+        return Err(ObjectError::TooLarge {
+            size: object.size,
+            limit: MAX_KEPT,
+        });
     }
-    let metadata = object.metadata().cloned().unwrap_or_default();
-    let to_time = |t: &aws_sdk_s3::primitives::DateTime| SystemTime::try_from(*t).ok();
-    let closed_at = metadata
-        .get(metadata::CLOSED_AT)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(SystemTime::from);
     let mut out = Streamed {
         plain_len: 0,
         sha256: String::new(),
         text: keep.then(Vec::new),
-        lock_mode: object.object_lock_mode().map(|m| m.as_str().to_owned()),
-        retain_until: object.object_lock_retain_until_date().and_then(to_time),
-        retained_from: closed_at.or_else(|| {
-            let uploaded = object.last_modified().and_then(to_time)?;
-            uploaded.checked_sub(std::time::Duration::from_secs(24 * 3600))
-        }),
+        lock_mode: object.lock_mode.take(),
+        retain_until: object.retain_until,
+        retained_from: object.retained_from,
     };
-    let mut plain = Plaintext::of(&metadata, kms).await?;
     let mut hasher = Sha256::new();
-    let mut body = object.body;
-    while let Some(data) = plain.read(&mut body, bucket, key).await? {
+    while let Some(data) = object.read().await? {
         hasher.update(&data);
         out.plain_len += data.len() as u64;
         if let Some(text) = &mut out.text {
@@ -340,9 +330,60 @@ pub async fn stream(
             text.extend_from_slice(&data);
         }
     }
-    plain.finish()?;
+    object.plain.finish()?;
     out.sha256 = hex::encode(hasher.finalize());
     Ok(out)
+}
+
+/// An object being read: its plaintext chunk by chunk (authenticated only once `plain.finish()`
+/// checked the tag), and what it says of its retention.
+pub struct Opened {
+    body: aws_sdk_s3::primitives::ByteStream,
+    pub plain: Plaintext,
+    bucket: String,
+    key: String,
+    /// Bytes stored.
+    pub size: u64,
+    pub lock_mode: Option<String>,
+    pub retain_until: Option<std::time::SystemTime>,
+    /// See [`Streamed::retained_from`].
+    pub retained_from: Option<std::time::SystemTime>,
+}
+
+impl Opened {
+    pub async fn open(
+        s3: &aws_sdk_s3::Client,
+        kms: &aws_sdk_kms::Client,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Opened, ObjectError> {
+        use std::time::SystemTime;
+        let object = get(s3, bucket, key).await?;
+        let metadata = object.metadata().cloned().unwrap_or_default();
+        let to_time = |t: &aws_sdk_s3::primitives::DateTime| SystemTime::try_from(*t).ok();
+        let closed_at = metadata
+            .get(metadata::CLOSED_AT)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(SystemTime::from);
+        Ok(Opened {
+            size: object.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            lock_mode: object.object_lock_mode().map(|m| m.as_str().to_owned()),
+            retain_until: object.object_lock_retain_until_date().and_then(to_time),
+            retained_from: closed_at.or_else(|| {
+                let uploaded = object.last_modified().and_then(to_time)?;
+                uploaded.checked_sub(std::time::Duration::from_secs(24 * 3600))
+            }),
+            plain: Plaintext::of(&metadata, kms).await?,
+            body: object.body,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    /// The plaintext of the next chunk; `None` at the end (then call `plain.finish()`).
+    pub async fn read(&mut self) -> Result<Option<Vec<u8>>, ObjectError> {
+        self.plain.read(&mut self.body, &self.bucket, &self.key).await
+    }
 }
 
 /// Where an object goes under the destination: its `wickrio-file-path` (attachments, typed

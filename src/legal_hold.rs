@@ -13,11 +13,13 @@
 use std::collections::HashSet;
 
 use aws_sdk_s3::types::{ObjectLockLegalHold, ObjectLockLegalHoldStatus};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::aws::{AwsFailure, failure};
 use crate::decrypt::{Archive, ObjectError, stream};
 use crate::manifest::{Entry, head, is_manifest_name};
+use crate::message::msg_time;
+use crate::period::{parse_end, parse_time};
 use crate::sink::s3::keys::{ListedObjects, object_name};
 
 /// `legal-hold`'s options.
@@ -61,51 +63,23 @@ pub struct Summary {
     pub unreadable_manifests: Vec<(String, ObjectError)>,
 }
 
-/// The start of a period: RFC 3339, or a date (its first instant, UTC).
-fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
-    parse_instant(text, false)
-}
-
-/// The end of a period: RFC 3339, or a date (its last instant, UTC).
-fn parse_end(text: &str) -> Result<DateTime<Utc>, String> {
-    parse_instant(text, true)
-}
-
-fn parse_instant(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| format!("{text:?} is neither an RFC 3339 time (2026-11-01T09:30:00Z) nor a date (2026-11-01)"))?;
-    let time = if end_of_day {
-        date.and_hms_milli_opt(23, 59, 59, 999)
-    } else {
-        date.and_hms_opt(0, 0, 0)
-    };
-    time.map(|t| t.and_utc())
-        .ok_or_else(|| format!("{text:?} is not a valid date"))
-}
-
-/// A `msg_ts` (seconds since the epoch, with a fraction: `1691176258.901277`) as a time.
-fn msg_time(ts: &str) -> Option<DateTime<Utc>> {
-    let (secs, frac) = ts.split_once('.').unwrap_or((ts, "0"));
-    let nanos: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
-    DateTime::from_timestamp(secs.parse().ok()?, nanos.parse().ok()?)
-}
-
 /// Whether a manifest entry's file falls in the period. A time that cannot be read keeps the file in
 /// the selection: a hold too many is safe, one too few is not.
 fn in_period(entry: &Entry, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> bool {
     let body = &entry.body;
-    let span = match (body.first_msg_ts.as_deref(), body.last_msg_ts.as_deref()) {
-        (None, None) => match DateTime::parse_from_rfc3339(&body.closed_at) {
-            // Attachments: when they were closed.
-            Ok(t) => (t.with_timezone(&Utc), t.with_timezone(&Utc)),
-            Err(_) => return true,
-        },
-        (first, last) => match (first.and_then(msg_time), last.and_then(msg_time)) {
-            (Some(first), Some(last)) => (first.min(last), first.max(last)),
-            _ => return true,
+    let span = match entry.msg_span() {
+        Some(span) => span,
+        // Entries written before `earliest_msg_ts` existed: their first and last lines.
+        None => match (body.first_msg_ts.as_deref(), body.last_msg_ts.as_deref()) {
+            (None, None) => match DateTime::parse_from_rfc3339(&body.closed_at) {
+                // Attachments: when they were closed.
+                Ok(t) => (t.with_timezone(&Utc), t.with_timezone(&Utc)),
+                Err(_) => return true,
+            },
+            (first, last) => match (first.and_then(msg_time), last.and_then(msg_time)) {
+                (Some(first), Some(last)) => (first.min(last), first.max(last)),
+                _ => return true,
+            },
         },
     };
     from.is_none_or(|from| span.1 >= from) && to.is_none_or(|to| span.0 <= to)
@@ -200,30 +174,13 @@ mod tests {
                 sha256: "0123456789abcdef0123".into(),
                 first_msg_ts: first.map(Into::into),
                 last_msg_ts: last.map(Into::into),
+                earliest_msg_ts: None,
+                latest_msg_ts: None,
                 closed_at: closed_at.into(),
                 prev: String::new(),
             },
             sig: String::new(),
         }
-    }
-
-    #[test]
-    fn times_are_rfc3339_or_whole_days_and_anything_else_is_refused_clearly() {
-        assert_eq!(
-            parse_time("2026-11-01").unwrap().to_rfc3339(),
-            "2026-11-01T00:00:00+00:00"
-        );
-        assert_eq!(
-            parse_end("2026-11-01").unwrap().to_rfc3339(),
-            "2026-11-01T23:59:59.999+00:00"
-        );
-        assert_eq!(
-            parse_time("2026-11-01T10:00:00+02:00").unwrap().to_rfc3339(),
-            "2026-11-01T08:00:00+00:00"
-        );
-        let e = parse_time("last tuesday").unwrap_err();
-        assert!(e.contains("neither an RFC 3339 time"), "{e}");
-        assert!(parse_time("2026-02-30").is_err());
     }
 
     #[test]

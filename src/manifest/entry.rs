@@ -8,9 +8,13 @@
 use std::io::Read;
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
+
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::message::msg_time;
 
 /// Manifest files are message-file-like: `manifest_<time>_<instance>_<seq>.txt` in `MESGDEST`.
 pub const MANIFEST_BASENAME: &str = "manifest";
@@ -36,6 +40,13 @@ pub struct EntryBody {
     pub first_msg_ts: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_msg_ts: Option<String>,
+    /// The earliest and latest `msg_ts` in the file, which need not be its first and last lines (a
+    /// producer may post older messages late): what tells `export` a file cannot hold a period.
+    /// Entries written before these existed lack them, and such files are always read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_msg_ts: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_msg_ts: Option<String>,
     pub closed_at: String,
     pub prev: String,
 }
@@ -59,6 +70,15 @@ impl Entry {
 
     pub fn verify(&self, key: &VerifyingKey) -> bool {
         verify(ENTRY_DOMAIN, &self.body, &self.sig, key)
+    }
+
+    /// The span of times a message file's messages lie in, if its entry bounds them: from
+    /// `earliest_msg_ts`/`latest_msg_ts`. `None` for an attachment, for an entry written before
+    /// those fields existed, or for a time that does not parse: such a file may hold any time.
+    pub fn msg_span(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let earliest = msg_time(self.body.earliest_msg_ts.as_deref()?)?;
+        let latest = msg_time(self.body.latest_msg_ts.as_deref()?)?;
+        Some((earliest, latest))
     }
 
     /// The line as written (without its newline).
@@ -94,13 +114,15 @@ pub fn line_hash(line: &str) -> String {
 }
 
 /// What a file holds, for its entry: size and SHA-256, and for message files the `msg_ts` of the
-/// first and last line. Streams the file.
+/// first and last line, and the earliest and latest. Streams the file.
 #[derive(Debug, Default, PartialEq)]
 pub struct FileFacts {
     pub size: u64,
     pub sha256: String,
     pub first_msg_ts: Option<String>,
     pub last_msg_ts: Option<String>,
+    pub earliest_msg_ts: Option<String>,
+    pub latest_msg_ts: Option<String>,
 }
 
 pub fn file_facts(path: &Path, message_lines: bool) -> std::io::Result<FileFacts> {
@@ -118,14 +140,28 @@ pub fn file_facts(path: &Path, message_lines: bool) -> std::io::Result<FileFacts
             facts.size += n as u64;
         }
     } else {
+        let mut span: Option<((DateTime<Utc>, String), (DateTime<Utc>, String))> = None;
         let last = crate::durable::for_each_line(file, |line| {
             hasher.update(line);
             facts.size += line.len() as u64;
+            let ts = msg_ts(line);
             if facts.first_msg_ts.is_none() && facts.size == line.len() as u64 {
-                facts.first_msg_ts = msg_ts(line);
+                facts.first_msg_ts = ts.clone();
+            }
+            if let Some((ts, time)) = ts.and_then(|ts| msg_time(&ts).map(|t| (ts, t))) {
+                span = Some(match span.take() {
+                    None => ((time, ts.clone()), (time, ts)),
+                    Some((lo, hi)) => (
+                        if time < lo.0 { (time, ts.clone()) } else { lo },
+                        if time > hi.0 { (time, ts) } else { hi },
+                    ),
+                });
             }
         })?;
         facts.last_msg_ts = msg_ts(&last);
+        if let Some(((_, earliest), (_, latest))) = span {
+            (facts.earliest_msg_ts, facts.latest_msg_ts) = (Some(earliest), Some(latest));
+        }
     }
     facts.sha256 = hex::encode(hasher.finalize());
     Ok(facts)
@@ -152,6 +188,8 @@ mod tests {
             sha256: "ab".into(),
             first_msg_ts: Some("1.0".into()),
             last_msg_ts: Some("2.0".into()),
+            earliest_msg_ts: Some("1.0".into()),
+            latest_msg_ts: Some("2.0".into()),
             closed_at: "2026-11-22T00:00:00Z".into(),
             prev: GENESIS.into(),
         }
@@ -174,13 +212,18 @@ mod tests {
     fn facts_of_a_message_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.txt");
-        std::fs::write(&p, "{\"msg_ts\":\"1.5\"}\n{\"msg_ts\":\"2.5\"}\n{\"msg_ts\":\"3.5\"}\n").unwrap();
+        // Out of order, as a late producer leaves it; "10.0" is later than "9.5" as a time, not as text.
+        std::fs::write(&p, "{\"msg_ts\":\"9.5\"}\n{\"msg_ts\":\"10.0\"}\n{\"msg_ts\":\"1.5\"}\n").unwrap();
         let f = file_facts(&p, true).unwrap();
         assert_eq!(
             (f.first_msg_ts.as_deref(), f.last_msg_ts.as_deref()),
-            (Some("1.5"), Some("3.5"))
+            (Some("9.5"), Some("1.5"))
         );
-        assert_eq!(f.size, 51);
+        assert_eq!(
+            (f.earliest_msg_ts.as_deref(), f.latest_msg_ts.as_deref()),
+            (Some("1.5"), Some("10.0"))
+        );
+        assert_eq!(f.size, 52);
         assert_eq!(f.sha256, file_facts(&p, false).unwrap().sha256);
     }
 }

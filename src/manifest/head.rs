@@ -110,6 +110,8 @@ mod tests {
                 sha256: String::new(),
                 first_msg_ts: None,
                 last_msg_ts: None,
+                earliest_msg_ts: None,
+                latest_msg_ts: None,
                 closed_at: String::new(),
                 prev: String::new(),
             },

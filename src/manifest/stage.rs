@@ -203,6 +203,8 @@ impl ManifestWriter {
             sha256: facts.sha256.clone(),
             first_msg_ts: facts.first_msg_ts,
             last_msg_ts: facts.last_msg_ts,
+            earliest_msg_ts: facts.earliest_msg_ts,
+            latest_msg_ts: facts.latest_msg_ts,
             closed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             prev: self.head.hash.clone(),
         };

@@ -42,6 +42,18 @@ pub const MSGTYPE_MODIFY_ROOM: i64 = 4004;
 /// `msgtype` of a control message: a message was deleted.
 pub const MSGTYPE_DELETE_MESSAGE: i64 = 4011;
 
+/// A `msg_ts` (seconds since the epoch, with a fraction: `1691176258.901277`) as a time; `None` for
+/// text that is not one (the format requires only a string).
+pub fn msg_time(ts: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (secs, frac) = ts.split_once('.').unwrap_or((ts, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(secs) || !(frac.is_empty() || digits(frac)) {
+        return None;
+    }
+    let nanos: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+    chrono::DateTime::from_timestamp(secs.parse().ok()?, nanos.parse().ok()?)
+}
+
 /// A validated message, kept as the JSON object it arrived as.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {

@@ -34,6 +34,8 @@ macro_rules! esay {
     }};
 }
 
+mod export;
+mod progress;
 mod start;
 mod tools;
 mod verify;
@@ -108,6 +110,23 @@ enum Command {
         #[command(flatten)]
         options: retention_bot::legal_hold::Options,
     },
+    /// Find and produce messages for e-discovery: every message matching the selection (period,
+    /// sender, participant, room, type, id, text), in msg_ts order with the edits, reactions and
+    /// deletes that refer to them, and their attachments, read from a bucket in place or a directory,
+    /// each file checked against its signed manifest entry as it streams. Writes messages.jsonl,
+    /// messages.csv, attachments/, and a chain-of-custody report (custody.json, signed with the
+    /// bot's key when its state directory and password are at hand, and custody.txt). Lines from a
+    /// file that fails its check go to unverified/. Exit status 1 if there was any problem.
+    Export {
+        #[command(flatten)]
+        args: export::Args,
+    },
+    /// Check an export before relying on it: custody.json's signature with the bot's public key,
+    /// and every output file against the SHA-256 the report lists. Exit status 1 if anything differs.
+    VerifyExport {
+        #[command(flatten)]
+        args: export::CheckArgs,
+    },
 }
 
 fn settings_help() -> String {
@@ -146,6 +165,8 @@ fn main() -> ExitCode {
         Command::Verify { args } => return verify::run(args),
         Command::Decrypt { options, public_key } => return tools::decrypt(&options, public_key),
         Command::LegalHold { options } => return tools::legal_hold(&options),
+        Command::Export { args } => return export::run(args),
+        Command::VerifyExport { args } => return export::check(args),
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

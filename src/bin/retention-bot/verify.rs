@@ -2,12 +2,11 @@
 //! on a terminal), JSON for a scheduled job.
 
 use std::io::IsTerminal as _;
-use std::sync::Mutex;
-use std::time::Instant;
 
 use retention_bot::decrypt::{Archive, folder_prefix};
-use retention_bot::manifest::verify::{BucketCheck, ObjectFacts, Progress, Report, read_public_key, verify_dir};
+use retention_bot::manifest::verify::{BucketCheck, ObjectFacts, Report, read_public_key, verify_dir};
 
+use super::progress::ProgressLine;
 use super::*;
 
 #[derive(clap::Args)]
@@ -134,7 +133,7 @@ pub(super) fn verify_dir_with(dir: &Path, public_keys: Vec<PathBuf>) -> ExitCode
 }
 
 /// The key files (given, or the bot's own) and the keys they hold; `None` after saying why not.
-fn keys(public_keys: Vec<PathBuf>) -> Option<(Vec<PathBuf>, Vec<ed25519_dalek::VerifyingKey>)> {
+pub(super) fn keys(public_keys: Vec<PathBuf>) -> Option<(Vec<PathBuf>, Vec<ed25519_dalek::VerifyingKey>)> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let paths = if public_keys.is_empty() {
         let default = env("WICKRIO_STATE_DIR")
@@ -215,62 +214,4 @@ fn print_json(archive: &str, paths: &[PathBuf], report: &Report, objects: Option
         "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
     });
     say!("{value}");
-}
-
-/// The progress of a bucket check on one terminal line (stderr): objects and bytes, rate, time left.
-struct ProgressLine {
-    on: bool,
-    started: Instant,
-    last: Mutex<Option<Instant>>,
-}
-
-impl ProgressLine {
-    fn new(on: bool) -> Self {
-        Self {
-            on,
-            started: Instant::now(),
-            last: Mutex::new(None),
-        }
-    }
-
-    fn show(&self, p: Progress) {
-        if !self.on {
-            return;
-        }
-        let Ok(mut last) = self.last.lock() else { return };
-        let done = p.objects == p.objects_total;
-        if !done && last.is_some_and(|t| t.elapsed().as_millis() < 200) {
-            return;
-        }
-        *last = Some(Instant::now());
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = p.bytes as f64 / secs;
-        let left = if rate > 0.0 {
-            format!("{:.0} s", p.bytes_total.saturating_sub(p.bytes) as f64 / rate)
-        } else {
-            "?".to_owned()
-        };
-        let mib = |b: u64| b as f64 / f64::from(1 << 20);
-        esay_inline(&format!(
-            "\r{}/{} objects, {:.1}/{:.1} MiB, {:.1} MiB/s, {left} left   ",
-            p.objects,
-            p.objects_total,
-            mib(p.bytes),
-            mib(p.bytes_total),
-            mib(rate as u64)
-        ));
-    }
-
-    fn clear(&self) {
-        if self.on {
-            esay_inline("\r\x1b[2K");
-        }
-    }
-}
-
-fn esay_inline(text: &str) {
-    use std::io::Write as _;
-    let mut err = std::io::stderr();
-    let _ = err.write_all(text.as_bytes());
-    let _ = err.flush();
 }

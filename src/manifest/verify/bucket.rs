@@ -23,6 +23,31 @@ use crate::sink::s3::keys::{ListedObjects, listed_name, object_name};
 const AT_ONCE: usize = 4;
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
+/// The signing bot's tag in its attachments' object names: the first 8 hex digits of its public key.
+pub fn bot_tag(key: &VerifyingKey) -> String {
+    hex::encode(&key.as_bytes()[..4])
+}
+
+/// What is wrong with a file (at `location`) read against the entry that lists it, given its
+/// plaintext's length and SHA-256, or why it could not be read.
+pub fn content_problem(entry: &Entry, location: &str, read: Result<(u64, &str), &ObjectError>) -> Option<Problem> {
+    let (name, seq) = (format!("{} ({location})", entry.body.name), entry.body.seq);
+    let altered = |why: String| Some(Problem::Altered { name, seq, why });
+    match read {
+        // The GCM tag or the stated length refuted the object: it was altered.
+        Err(e @ (ObjectError::Cipher(_) | ObjectError::Truncated | ObjectError::Length { .. })) => {
+            altered(format!("it does not decrypt: {e}"))
+        }
+        Err(e) => Some(Problem::Unreadable {
+            at: location.to_owned(),
+            why: e.to_string(),
+        }),
+        Ok((len, _)) if len != entry.body.size => altered(format!("{len} bytes, listed as {}", entry.body.size)),
+        Ok((_, sha256)) if sha256 != entry.body.sha256 => altered("content differs (SHA-256 mismatch)".into()),
+        Ok(_) => None,
+    }
+}
+
 /// What `verify` found about one object besides its content.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ObjectFacts {
@@ -140,19 +165,14 @@ impl BucketCheck<'_> {
             let Some(text) = self.readable(&key, fetched, &mut tally).and_then(|f| f.text) else {
                 continue;
             };
-            for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-                let at = format!("{}:{}", self.location(&key), i + 1);
-                if let Some((entry, signer)) = chains.take(at, line, &mut tally.out.report.problems) {
-                    // The signing bot's tag: the first 8 hex digits of its public key.
-                    let tag = hex::encode(&self.keys[signer].as_bytes()[..4]);
-                    match objects.find(&entry.body.name, &entry.body.sha256, Some(&tag)) {
-                        Some(object) => entries.push((entry, object.clone())),
-                        None if self.in_flight.is_some_and(|f| f.waiting(&entry.body.name)) => {}
-                        None => tally.out.report.problems.push(Problem::Missing {
-                            name: entry.body.name.clone(),
-                            seq: entry.body.seq,
-                        }),
-                    }
+            for (entry, signer) in chains.take_all(&self.location(&key), &text, &mut tally.out.report.problems) {
+                match objects.find(&entry.body.name, &entry.body.sha256, Some(&bot_tag(&self.keys[signer]))) {
+                    Some(object) => entries.push((entry, object.clone())),
+                    None if self.in_flight.is_some_and(|f| f.waiting(&entry.body.name)) => {}
+                    None => tally.out.report.problems.push(Problem::Missing {
+                        name: entry.body.name.clone(),
+                        seq: entry.body.seq,
+                    }),
                 }
             }
         }
@@ -201,29 +221,8 @@ impl BucketCheck<'_> {
 
     /// An object read against the entry that lists it.
     fn compare(&self, entry: &Entry, key: &str, fetched: Result<Streamed, ObjectError>, problems: &mut Vec<Problem>) {
-        let (name, seq) = (format!("{} ({})", entry.body.name, self.location(key)), entry.body.seq);
-        let altered = |why: String| Problem::Altered {
-            name: name.clone(),
-            seq,
-            why,
-        };
-        match fetched {
-            // The GCM tag or the stated length refuted the object: it was altered.
-            Err(e @ (ObjectError::Cipher(_) | ObjectError::Truncated | ObjectError::Length { .. })) => {
-                problems.push(altered(format!("it does not decrypt: {e}")));
-            }
-            Err(e) => problems.push(Problem::Unreadable {
-                at: self.location(key),
-                why: e.to_string(),
-            }),
-            Ok(f) if f.plain_len != entry.body.size => {
-                problems.push(altered(format!("{} bytes, listed as {}", f.plain_len, entry.body.size)))
-            }
-            Ok(f) if f.sha256 != entry.body.sha256 => {
-                problems.push(altered("content differs (SHA-256 mismatch)".into()));
-            }
-            Ok(_) => {}
-        }
+        let read = fetched.as_ref().map(|f| (f.plain_len, f.sha256.as_str()));
+        problems.extend(content_problem(entry, &self.location(key), read));
     }
 
     fn location(&self, key: &str) -> String {

@@ -77,6 +77,15 @@ impl<'k> Chains<'k> {
         Some((entry, signer))
     }
 
+    /// Takes every line of one manifest (`at` says where it is), in order: its signed entries,
+    /// each with the key that signed it.
+    pub fn take_all(&mut self, at: &str, text: &[u8], problems: &mut Vec<Problem>) -> Vec<(Entry, usize)> {
+        text.split(|b| *b == b'\n')
+            .enumerate()
+            .filter_map(|(i, line)| self.take(format!("{at}:{}", i + 1), line, problems))
+            .collect()
+    }
+
     /// With several keys, each must have signed something: a key with no entry at all is a bot whose
     /// whole archive is missing (or a key given by mistake).
     pub fn check_every_key_signed(&self, problems: &mut Vec<Problem>) {

@@ -60,11 +60,11 @@ pub fn verify_dir(dir: &Path, keys: &[VerifyingKey], extra_heads: &[PathBuf]) ->
 }
 
 /// Each place a file of a name lies.
-type FilesByName = HashMap<String, Vec<PathBuf>>;
+pub type FilesByName = HashMap<String, Vec<PathBuf>>;
 
 /// Every manifest under `dir` (in name order, which is the order they were written), every chain
 /// head record, and every other file, by name, with each place a file of that name lies.
-fn scan(dir: &Path) -> std::io::Result<(Vec<PathBuf>, FilesByName, Vec<PathBuf>)> {
+pub fn scan(dir: &Path) -> std::io::Result<(Vec<PathBuf>, FilesByName, Vec<PathBuf>)> {
     let mut manifests = Vec::new();
     let mut heads = Vec::new();
     let mut files: HashMap<String, Vec<PathBuf>> = HashMap::new();

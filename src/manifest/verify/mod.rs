@@ -20,8 +20,9 @@ mod bucket;
 mod chain;
 mod dir;
 
-pub use bucket::{BucketCheck, BucketReport, InFlight, ObjectFacts, Progress};
-pub use dir::verify_dir;
+pub use bucket::{BucketCheck, BucketReport, InFlight, ObjectFacts, Progress, bot_tag, content_problem};
+pub use chain::Chains;
+pub use dir::{scan, verify_dir};
 
 /// One thing wrong with the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +148,7 @@ pub struct Report {
 }
 
 /// Head record files kept elsewhere (`--head`): where each is, and its text or why it is unreadable.
-fn read_heads(paths: &[PathBuf]) -> Vec<(String, Result<String, String>)> {
+pub fn read_heads(paths: &[PathBuf]) -> Vec<(String, Result<String, String>)> {
     paths
         .iter()
         .map(|p| {

@@ -1,0 +1,273 @@
+//! `retention-bot export` and `verify-export`: the command line of e-discovery. The export itself is
+//! the library's (`retention_bot::export`); here are its flags, the bot's key for signing the custody
+//! report, and what is printed.
+
+use std::io::IsTerminal as _;
+
+use retention_bot::decrypt::{Archive, folder_prefix};
+use retention_bot::export::{Counts, Export, ExportError, Place, Plan, Selection, Signing, custody};
+use retention_bot::identity::sealed::SealedIdentity;
+
+use super::progress::ProgressLine;
+use super::*;
+
+#[derive(clap::Args)]
+pub(super) struct Args {
+    /// The bucket holding the archive, read in place: objects are streamed, and decrypted in memory
+    /// when encrypted (needs kms:Decrypt), never written to disk outside --out.
+    #[arg(long, required_unless_present = "dir", conflicts_with = "dir")]
+    bucket: Option<String>,
+    /// With --bucket: the bot's folder in it (WICKRIO_S3_FOLDER_NAME).
+    #[arg(long, default_value = "", value_parser = folder_prefix, requires = "bucket")]
+    prefix: String,
+    /// With --bucket: the bucket's region.
+    #[arg(long, env = "WICKRIO_S3_REGION", default_value = "us-east-1")]
+    region: String,
+    /// With --bucket: the KMS key's region [default: the bucket's].
+    #[arg(long, env = "WICKRIO_KMS_REGION")]
+    kms_region: Option<String>,
+    /// A directory holding the archive instead (the bot's own destinations, or what `decrypt`
+    /// restored), searched recursively.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    selection: Selection,
+    /// Where to write the export: a new or empty directory.
+    #[arg(long, value_name = "DIR", required_unless_present = "dry_run")]
+    out: Option<PathBuf>,
+    /// The bot's public key file, which the archive's manifests are checked with [default:
+    /// $WICKRIO_STATE_DIR/public_key.txt, or /tmp/$WICKRIO_BOT_NAME/state/public_key.txt].
+    /// Repeat it for a folder several bots write to.
+    #[arg(long, value_name = "FILE")]
+    public_key: Vec<PathBuf>,
+    /// Stop at the first problem (a file that fails its check, a broken chain, a missing
+    /// attachment), writing nothing, instead of reporting it and marking what it touches.
+    #[arg(long)]
+    strict: bool,
+    /// Print the files the export would read and their size, and stop (reads only the manifests).
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Exit status 0: exported, no problem; 1: exported with problems (each in the custody report and
+/// on stderr), or nothing exported (--strict, an unreadable archive); 2: bad arguments or keys;
+/// 3: the bot's password was refused.
+pub(super) fn run(args: Args) -> ExitCode {
+    let judge_check = retention_bot::export::selection::Judge::new(&args.selection);
+    if let Err(e) = judge_check {
+        esay!("retention-bot export: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Some(out) = &args.out
+        && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some())
+    {
+        esay!("retention-bot export: {}", ExportError::OutNotEmpty(out.clone()));
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let Some((_, keys)) = verify::keys(args.public_key.clone()) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    // Unlocked before anything is read: a refused password must not cost a whole export.
+    let signing_key = if args.dry_run { Ok(None) } else { signing_key() };
+    let signing_key = match signing_key {
+        Ok(k) => k,
+        Err(code) => return code,
+    };
+    let Some(runtime) = tools::tool_runtime("export") else {
+        return ExitCode::FAILURE;
+    };
+    let place = match (&args.bucket, &args.dir) {
+        (Some(bucket), _) => {
+            let archive = Archive {
+                bucket: bucket.clone(),
+                prefix: args.prefix.clone(),
+                region: args.region.clone(),
+                kms_region: args.kms_region.clone(),
+            };
+            let (s3, kms) = runtime.block_on(archive.clients());
+            Place::Bucket { archive, s3, kms }
+        }
+        (None, Some(dir)) => Place::Dir(dir.clone()),
+        (None, None) => return ExitCode::from(EXIT_CONFIG),
+    };
+    let export = Export {
+        place: &place,
+        keys: &keys,
+        selection: &args.selection,
+        strict: args.strict,
+    };
+    let plan = match runtime.block_on(export.plan()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            esay!("retention-bot export: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.dry_run {
+        print_plan(&place, &plan);
+        return ExitCode::SUCCESS;
+    }
+    let Some(out) = args.out else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let signing = match &signing_key {
+        Some((key, _)) => Signing::Key(key),
+        None => Signing::Unsigned(unsigned_reason()),
+    };
+    let line = ProgressLine::new(std::io::stderr().is_terminal());
+    let done = runtime.block_on(export.run(plan, &out, signing, &|p| line.show(p)));
+    line.clear();
+    match done {
+        Ok(counts) => report(&out, &counts, signing_key.as_ref().map(|(_, hex)| hex.as_str())),
+        Err(e) => {
+            esay!("retention-bot export: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_plan(place: &Place, plan: &Plan) {
+    for p in &plan.catalogue.problems {
+        esay!("{p}");
+    }
+    for i in &plan.to_read {
+        let source = &plan.catalogue.messages[*i];
+        say!("{:>12} {}", source.stored, place.describe_file(&source.at));
+    }
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    say!(
+        "would read {} of {} message file(s), {:.1} MiB; {} skipped by their signed time spans ({:.1} MiB); plus the attachments selected file messages refer to; {} manifest(s) and head record(s) read",
+        plan.to_read.len(),
+        plan.catalogue.messages.len(),
+        mib(plan.bytes()),
+        plan.skipped,
+        mib(plan.skipped_bytes),
+        plan.catalogue.records.len()
+    );
+}
+
+fn report(out: &Path, counts: &Counts, signed_by: Option<&str>) -> ExitCode {
+    let custody = out.join(custody::CUSTODY_JSON);
+    let problems = std::fs::read(&custody)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["problems"].as_array().cloned())
+        .unwrap_or_default();
+    for p in &problems {
+        esay!("{}", p.as_str().unwrap_or_default());
+    }
+    say!(
+        "exported {} message(s), {} related edit(s)/reaction(s)/delete(s) and {} attachment(s) to {}; read {} file(s) ({:.1} MiB), {} skipped by their signed time spans",
+        counts.messages,
+        counts.related,
+        counts.attachments,
+        out.display(),
+        counts.files_read,
+        counts.bytes_read as f64 / f64::from(1 << 20),
+        counts.files_skipped,
+    );
+    if counts.unverified + counts.attachments_unverified > 0 {
+        say!(
+            "UNVERIFIED: {} line(s) and {} attachment(s) from files that failed their check are in {}",
+            counts.unverified,
+            counts.attachments_unverified,
+            out.join("unverified").display()
+        );
+    }
+    match signed_by {
+        Some(key) => say!("custody report {} signed by {key}", custody.display()),
+        None => say!("custody report {} NOT SIGNED: {}", custody.display(), unsigned_reason()),
+    }
+    say!("{} problem(s)", problems.len());
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The bot's state directory, as the daemon finds it.
+fn state_dir() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    env("WICKRIO_STATE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| env("WICKRIO_BOT_NAME").map(|b| PathBuf::from("/tmp").join(b).join("state")))
+}
+
+fn unsigned_reason() -> String {
+    match state_dir() {
+        None => "no bot state directory (set WICKRIO_STATE_DIR or WICKRIO_BOT_NAME, with the bot's password in WICKRIO_BOT_PASSWORD, to sign)".into(),
+        Some(dir) if !dir.join(identity::IDENTITY_FILE).exists() => {
+            format!("no bot identity in {}", dir.display())
+        }
+        Some(_) => "no password given (set WICKRIO_BOT_PASSWORD, or run on a terminal to be asked)".into(),
+    }
+}
+
+/// The bot's signing key and its public key (hex), when its state directory and password are at
+/// hand; `Ok(None)` when not (the report goes unsigned, and says why); the exit code when the
+/// password was refused or the identity cannot be read.
+#[allow(clippy::result_large_err)]
+fn signing_key() -> Result<Option<(ed25519_dalek::SigningKey, String)>, ExitCode> {
+    let Some(path) = state_dir().map(|d| d.join(identity::IDENTITY_FILE)).filter(|p| p.exists()) else {
+        return Ok(None);
+    };
+    let sealed = SealedIdentity::load(&path).map_err(|e| {
+        esay!("retention-bot export: cannot read the bot's identity {}: {e}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let password = match std::env::var("WICKRIO_BOT_PASSWORD").ok().filter(|p| !p.is_empty()) {
+        Some(p) => config::Secret::new(p),
+        None if std::io::stdin().is_terminal() => {
+            match rpassword::prompt_password("The bot's password (to sign the custody report; empty to leave it unsigned): ") {
+                Ok(p) if !p.is_empty() => config::Secret::new(p),
+                _ => return Ok(None),
+            }
+        }
+        None => return Ok(None),
+    };
+    match sealed.unseal(&password, &path) {
+        Ok(key) => {
+            let public = hex::encode(key.verifying_key().as_bytes());
+            Ok(Some((key, public)))
+        }
+        Err(e) => {
+            esay!(
+                "retention-bot export: the bot's password does not open {} ({e}); give the right one in WICKRIO_BOT_PASSWORD, or unset it to export unsigned",
+                path.display()
+            );
+            Err(ExitCode::from(EXIT_LOGIN))
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub(super) struct CheckArgs {
+    /// The export's directory (the --out of `retention-bot export`).
+    dir: PathBuf,
+    /// The public key the custody report must be signed with (the bot's public_key.txt).
+    #[arg(long, value_name = "FILE", required = true)]
+    public_key: Vec<PathBuf>,
+}
+
+/// `verify-export`: the signature of custody.json, and every file it lists.
+pub(super) fn check(args: CheckArgs) -> ExitCode {
+    let Some((_, keys)) = verify::keys(args.public_key) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    match custody::check(&args.dir, &keys) {
+        Ok(checked) => {
+            say!(
+                "{}: custody report signed by {}; {} file(s), each as the report lists it",
+                args.dir.display(),
+                checked.signed_by,
+                checked.files
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say!("{}: {e}", args.dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Where an export reads from, a bucket or a directory, and what is there: the signed manifests read
+//! through (their chains and heads checked as `verify` checks them), every listed file with its
+//! entry, and every message file no entry lists. Files are then read chunk by chunk, decrypted in
+//! memory when encrypted: no plaintext reaches the disk outside `--out`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt as _;
+
+use super::ExportError;
+use crate::decrypt::{Archive, MAX_KEPT, ObjectError, Opened, stream};
+use crate::manifest::entry::{Entry, is_manifest_name};
+use crate::manifest::head::is_head_record;
+use crate::manifest::verify::{Chains, Problem, bot_tag, scan};
+use crate::sink::s3::keys::{ListedObjects, object_name};
+
+/// The archive an export reads.
+pub enum Place {
+    Dir(PathBuf),
+    Bucket {
+        archive: Archive,
+        s3: aws_sdk_s3::Client,
+        kms: aws_sdk_kms::Client,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Manifest,
+    Head,
+    Messages,
+    Attachment,
+}
+
+/// One file of the archive an export may read: where it is, how big it is stored, and the signed
+/// entry that lists it (none for a message file no entry lists).
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The object key, or the path.
+    pub at: String,
+    pub kind: Kind,
+    pub stored: u64,
+    pub entry: Option<Entry>,
+    /// The public key (hex) whose chain holds the entry.
+    pub signer: Option<String>,
+}
+
+/// A manifest or head record read while cataloguing, for the custody report.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub source: Source,
+    pub sha256: Option<String>,
+    pub problem: Option<String>,
+}
+
+/// What the archive holds, as its signed manifests tell it.
+#[derive(Debug, Default)]
+pub struct Catalogue {
+    pub records: Vec<Read>,
+    /// Listed message files in manifest order, then unlisted ones in name order.
+    pub messages: Vec<Source>,
+    /// Listed attachments, by archived name.
+    pub attachments: HashMap<String, Vec<Source>>,
+    pub problems: Vec<Problem>,
+    pub entries: usize,
+}
+
+impl Place {
+    pub fn describe(&self) -> String {
+        match self {
+            Place::Dir(dir) => dir.display().to_string(),
+            Place::Bucket { archive, .. } => format!("s3://{}/{}", archive.bucket, archive.prefix),
+        }
+    }
+
+    /// Reads the manifests and heads, and catalogues every file they list.
+    pub async fn catalogue(&self, keys: &[VerifyingKey]) -> Result<Catalogue, ExportError> {
+        let found = self.find().await?;
+        let mut cat = Catalogue::default();
+        if found.manifests.is_empty() {
+            cat.problems.push(Problem::NothingToVerify {
+                dir: PathBuf::from(self.describe()),
+            });
+        }
+        let mut chains = Chains::new(keys);
+        let mut listed_names = std::collections::HashSet::new();
+        for manifest in &found.manifests {
+            let (text, read) = self.read_small(manifest, Kind::Manifest).await;
+            cat.records.push(read);
+            let Some(text) = text else { continue };
+            for (entry, signer) in chains.take_all(&self.describe_file(&manifest.at), &text, &mut cat.problems) {
+                let signer_hex = hex::encode(keys[signer].as_bytes());
+                let copies = found.copies(&entry, &bot_tag(&keys[signer]));
+                if copies.is_empty() {
+                    cat.problems.push(Problem::Missing {
+                        name: entry.body.name.clone(),
+                        seq: entry.body.seq,
+                    });
+                }
+                listed_names.extend(copies.iter().map(|(at, _)| at.clone()));
+                for (at, stored) in copies {
+                    let source = Source {
+                        at,
+                        kind: if entry.body.kind == crate::spool::FileKind::Messages.as_str() {
+                            Kind::Messages
+                        } else {
+                            Kind::Attachment
+                        },
+                        stored,
+                        entry: Some(entry.clone()),
+                        signer: Some(signer_hex.clone()),
+                    };
+                    match source.kind {
+                        Kind::Attachment => cat
+                            .attachments
+                            .entry(entry.body.name.clone())
+                            .or_default()
+                            .push(source),
+                        _ => cat.messages.push(source),
+                    }
+                }
+            }
+        }
+        let mut heads = Vec::new();
+        for head in &found.heads {
+            let (text, read) = self.read_small(head, Kind::Head).await;
+            let text = match (&text, &read.problem) {
+                (Some(t), _) => Ok(String::from_utf8_lossy(t).into_owned()),
+                (None, why) => Err(why.clone().unwrap_or_default()),
+            };
+            heads.push((self.describe_file(&head.at), text));
+            cat.records.push(read);
+        }
+        chains.check_heads(heads, &mut cat.problems);
+        chains.check_every_key_signed(&mut cat.problems);
+        cat.entries = chains.entries;
+        // Message files no entry lists: read too, their lines marked unverified.
+        let mut unlisted: Vec<&(String, u64)> = found
+            .others
+            .iter()
+            .filter(|(at, _)| !listed_names.contains(at) && looks_like_message_file(object_name(at)))
+            .collect();
+        unlisted.sort();
+        for (at, stored) in unlisted {
+            cat.problems.push(Problem::Unlisted {
+                path: PathBuf::from(self.describe_file(at)),
+            });
+            cat.messages.push(Source {
+                at: at.clone(),
+                kind: Kind::Messages,
+                stored: *stored,
+                entry: None,
+                signer: None,
+            });
+        }
+        Ok(cat)
+    }
+
+    /// Lists what is there: manifests (in order), heads, and every other file.
+    async fn find(&self) -> Result<Found, ExportError> {
+        let mut found = Found::default();
+        match self {
+            Place::Bucket { archive, s3, .. } => {
+                for (key, size) in archive.list(s3).await? {
+                    let name = object_name(&key);
+                    let source = |kind| Source {
+                        at: key.clone(),
+                        kind,
+                        stored: size,
+                        entry: None,
+                        signer: None,
+                    };
+                    if is_manifest_name(name) {
+                        found.manifests.push(source(Kind::Manifest));
+                    } else if is_head_record(name) {
+                        found.heads.push(source(Kind::Head));
+                    } else {
+                        found.others.push((key, size));
+                    }
+                }
+                found.manifests.sort_by(|a, b| object_name(&a.at).cmp(object_name(&b.at)));
+                found.objects = Some(ListedObjects::new(found.others.iter().map(|(k, _)| k)));
+            }
+            Place::Dir(dir) => {
+                let dir = dir.clone();
+                let read_err = |error| ExportError::Read {
+                    path: PathBuf::from(self.describe()),
+                    error,
+                };
+                let (manifests, files, heads) = tokio::task::spawn_blocking(move || scan(&dir))
+                    .await
+                    .map_err(|e| read_err(std::io::Error::other(e)))?
+                    .map_err(read_err)?;
+                let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                let source = |p: &Path, kind| Source {
+                    at: p.display().to_string(),
+                    kind,
+                    stored: size(p),
+                    entry: None,
+                    signer: None,
+                };
+                found.manifests = manifests.iter().map(|p| source(p, Kind::Manifest)).collect();
+                found.heads = heads.iter().map(|p| source(p, Kind::Head)).collect();
+                for (name, paths) in files {
+                    for p in &paths {
+                        found.others.push((p.display().to_string(), size(p)));
+                    }
+                    found.by_name.insert(name, paths);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// A manifest or head record, whole (they are small; a planted big one is refused).
+    async fn read_small(&self, source: &Source, kind: Kind) -> (Option<Vec<u8>>, Read) {
+        let text = match self {
+            Place::Bucket { archive, s3, kms } => stream(s3, kms, &archive.bucket, &source.at, true)
+                .await
+                .map(|s| s.text.unwrap_or_default()),
+            Place::Dir(_) if source.stored > MAX_KEPT => Err(ObjectError::TooLarge {
+                size: source.stored,
+                limit: MAX_KEPT,
+            }),
+            Place::Dir(_) => tokio::fs::read(&source.at).await.map_err(|error| ObjectError::Io {
+                path: PathBuf::from(&source.at),
+                error,
+            }),
+        };
+        let mut read = Read {
+            source: Source {
+                kind,
+                ..source.clone()
+            },
+            sha256: None,
+            problem: None,
+        };
+        match text {
+            Ok(text) => {
+                read.sha256 = Some(hex::encode(Sha256::digest(&text)));
+                (Some(text), read)
+            }
+            Err(e) => {
+                read.problem = Some(e.to_string());
+                (None, read)
+            }
+        }
+    }
+
+    /// Opens a file of the archive for reading, chunk by chunk.
+    pub async fn open(&self, source: &Source) -> Result<Reader, ObjectError> {
+        match self {
+            Place::Bucket { archive, s3, kms } => Ok(Reader::Object(Box::new(
+                Opened::open(s3, kms, &archive.bucket, &source.at).await?,
+            ))),
+            Place::Dir(_) => {
+                let path = PathBuf::from(&source.at);
+                let io = |error| ObjectError::Io {
+                    path: path.clone(),
+                    error,
+                };
+                let file = crate::durable::open_regular(&path).map_err(io)?;
+                Ok(Reader::File(tokio::fs::File::from_std(file), path))
+            }
+        }
+    }
+}
+
+/// What a listing found.
+#[derive(Default)]
+struct Found {
+    manifests: Vec<Source>,
+    heads: Vec<Source>,
+    /// Every other file: where, and its stored size.
+    others: Vec<(String, u64)>,
+    /// A bucket's objects by the names they stand for.
+    objects: Option<ListedObjects>,
+    /// A directory's files by name.
+    by_name: HashMap<String, Vec<PathBuf>>,
+}
+
+impl Found {
+    /// Where the file an entry lists lies: in a bucket, its object (the signer's, if it has one);
+    /// in a directory, every file of its name (one may be a forgery: each is read and checked).
+    fn copies(&self, entry: &Entry, tag: &str) -> Vec<(String, u64)> {
+        let stored = |at: &str| self.others.iter().find(|(k, _)| k == at).map_or(0, |(_, n)| *n);
+        match &self.objects {
+            Some(objects) => objects
+                .find(&entry.body.name, &entry.body.sha256, Some(tag))
+                .map(|k| vec![(k.clone(), stored(k))])
+                .unwrap_or_default(),
+            None => {
+                let mut paths: Vec<String> = self
+                    .by_name
+                    .get(&entry.body.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                paths.sort();
+                paths.into_iter().map(|p| (p.clone(), stored(&p))).collect()
+            }
+        }
+    }
+}
+
+/// A message file's name: `<basename>_<yyyymmddThhmmssmmmZ>_<instance>_<seq>.txt`.
+fn looks_like_message_file(name: &str) -> bool {
+    name.ends_with(crate::spool::naming::CLOSED_SUFFIX)
+        && name.split('_').any(|part| {
+            part.len() == 19
+                && part.ends_with('Z')
+                && part.as_bytes()[8] == b'T'
+                && part
+                    .bytes()
+                    .enumerate()
+                    .all(|(i, b)| i == 8 || i == 18 || b.is_ascii_digit())
+        })
+}
+
+/// A file of the archive being read.
+pub enum Reader {
+    File(tokio::fs::File, PathBuf),
+    Object(Box<Opened>),
+}
+
+/// Bytes read from a file at once.
+const CHUNK: usize = 256 << 10;
+
+impl Reader {
+    /// The next chunk of plaintext; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, ObjectError> {
+        match self {
+            Reader::Object(object) => object.read().await,
+            Reader::File(file, path) => {
+                let mut buf = vec![0u8; CHUNK];
+                let n = file.read(&mut buf).await.map_err(|error| ObjectError::Io {
+                    path: path.clone(),
+                    error,
+                })?;
+                buf.truncate(n);
+                Ok((n > 0).then_some(buf))
+            }
+        }
+    }
+
+    /// Checks the GCM tag of an encrypted object: only then is what `next` returned authentic.
+    pub fn finish(self) -> Result<(), ObjectError> {
+        match self {
+            Reader::Object(object) => object.plain.finish(),
+            Reader::File(..) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_files_are_told_by_their_names() {
+        assert!(looks_like_message_file(
+            "receivedMessages_20260101T000000123Z_0a1b2c3d4e5f_000001.txt"
+        ));
+        assert!(looks_like_message_file(
+            "msgs_20260101T000000123Z_0a1b2c3d4e5f_000001.suspect.txt"
+        ));
+        assert!(!looks_like_message_file("public_key.txt"));
+        assert!(!looks_like_message_file("notes_2026.txt"));
+        assert!(!looks_like_message_file(
+            "receivedMessages_20260101T000000123Z_0a1b2c3d4e5f_000001.txt.open"
+        ));
+    }
+}

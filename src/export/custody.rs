@@ -1,0 +1,311 @@
+//! The chain-of-custody report: what was asked, from where, by which tool and when; every file of
+//! the archive read, with its SHA-256, manifest entry and check; the counts; and the SHA-256 of every
+//! file the export wrote. `custody.json` is signed with the bot's Ed25519 key when it is available
+//! (the signature covers `retention-bot custody v1\n` and the report's compact JSON without its
+//! `signature` field); `custody.txt` says the same for a person.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer as _, Verifier as _, VerifyingKey};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::archive::{Kind, Read, Source};
+use super::selection::Selection;
+use super::{Counts, ExportError, Signing};
+
+pub const CUSTODY_STEM: &str = "custody";
+pub const CUSTODY_JSON: &str = "custody.json";
+pub const CUSTODY_TXT: &str = "custody.txt";
+const DOMAIN: &[u8] = b"retention-bot custody v1\n";
+
+/// One file of the archive the export read.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceRecord {
+    pub at: String,
+    pub kind: Kind,
+    /// Bytes stored (ciphertext and tag, when encrypted).
+    pub stored_bytes: u64,
+    /// SHA-256 of its content (decrypted), as read.
+    pub sha256: Option<String>,
+    pub manifest_seq: Option<u64>,
+    /// The public key whose signed chain lists it.
+    pub signed_by: Option<String>,
+    /// `verified`, or what is wrong.
+    pub result: String,
+}
+
+impl SourceRecord {
+    pub fn of(source: &Source, location: &str) -> Self {
+        Self {
+            at: location.to_owned(),
+            kind: source.kind,
+            stored_bytes: source.stored,
+            sha256: None,
+            manifest_seq: source.entry.as_ref().map(|e| e.body.seq),
+            signed_by: source.signer.clone(),
+            result: String::new(),
+        }
+    }
+
+    pub fn of_read(read: &Read, location: &str) -> Self {
+        Self {
+            sha256: read.sha256.clone(),
+            result: match &read.problem {
+                Some(why) => format!("UNREADABLE: {why}"),
+                None => "read".into(),
+            },
+            ..Self::of(&read.source, location)
+        }
+    }
+}
+
+/// What the report says, before the output files' hashes and the signature.
+pub struct Report<'a> {
+    pub archive: String,
+    pub selection: &'a Selection,
+    pub strict: bool,
+    pub public_keys: Vec<String>,
+    pub sources: Vec<SourceRecord>,
+    pub problems: Vec<String>,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct OutputFile {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Writes `custody.json` and `custody.txt` into `dir`, after hashing every other file there.
+pub fn write(dir: &Path, report: Report<'_>, signing: Signing<'_>) -> Result<(), ExportError> {
+    let outputs = hash_outputs(dir)?;
+    let body = serde_json::json!({
+        "format": "retention-bot custody v1",
+        "tool": format!("retention-bot {}", env!("CARGO_PKG_VERSION")),
+        "created_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "archive": report.archive,
+        "selection": report.selection,
+        "strict": report.strict,
+        "public_keys": report.public_keys,
+        "counts": report.counts,
+        "problems": report.problems,
+        "outputs": outputs,
+        "sources": report.sources,
+    });
+    let Value::Object(mut doc) = body else {
+        return Ok(());
+    };
+    let signature = match &signing {
+        Signing::Key(key) => serde_json::json!({
+            "public_key": hex::encode(key.verifying_key().as_bytes()),
+            "ed25519": hex::encode(key.sign(&signed_bytes(&doc)).to_bytes()),
+        }),
+        Signing::Unsigned(why) => serde_json::json!({ "unsigned": why }),
+    };
+    doc.insert("signature".into(), signature);
+    let json_path = dir.join(CUSTODY_JSON);
+    let mut json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    json.push(b'\n');
+    write_synced(&json_path, &json)?;
+    write_synced(&dir.join(CUSTODY_TXT), text(&doc).as_bytes())
+}
+
+fn signed_bytes(doc: &Map<String, Value>) -> Vec<u8> {
+    let mut bytes = DOMAIN.to_vec();
+    // A map of JSON values always serialises.
+    bytes.extend(serde_json::to_vec(doc).unwrap_or_default());
+    bytes
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    use std::io::Write as _;
+    let err = |error| ExportError::Write {
+        path: path.to_owned(),
+        error,
+    };
+    let mut file = std::fs::File::create(path).map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    file.sync_all().map_err(err)
+}
+
+/// Every file under `dir` (but the custody report and work files), by relative path, in order.
+fn hash_outputs(dir: &Path) -> Result<Vec<OutputFile>, ExportError> {
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    files.sort();
+    files
+        .into_iter()
+        .map(|(relative, path)| {
+            let err = |error| ExportError::Read {
+                path: path.clone(),
+                error,
+            };
+            let mut file = std::fs::File::open(&path).map_err(err)?;
+            let mut hasher = Sha256::new();
+            let bytes = std::io::copy(&mut file, &mut hasher).map_err(err)?;
+            Ok(OutputFile {
+                path: relative,
+                bytes,
+                sha256: hex::encode(hasher.finalize()),
+            })
+        })
+        .collect()
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), ExportError> {
+    let err = |error| ExportError::Read {
+        path: dir.to_owned(),
+        error,
+    };
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().map_err(err)?.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if !name.starts_with('.') && !name.starts_with(CUSTODY_STEM) {
+            let relative = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+            out.push((relative, path));
+        }
+    }
+    Ok(())
+}
+
+/// The report for a person.
+fn text(doc: &Map<String, Value>) -> String {
+    let s = |k: &str| doc.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).unwrap_or_default();
+    let mut out = String::new();
+    out.push_str("CHAIN OF CUSTODY: retention-bot export\n\n");
+    out.push_str(&format!("Tool:      {}\nCreated:   {}\nArchive:   {}\n", s("tool"), s("created_at"), s("archive")));
+    out.push_str(&format!("Selection: {}\nStrict:    {}\n", s("selection"), s("strict")));
+    if let Some(Value::Array(keys)) = doc.get("public_keys") {
+        for key in keys {
+            out.push_str(&format!("Public key (verifies the archive's manifests): {}\n", key.as_str().unwrap_or_default()));
+        }
+    }
+    match doc.get("signature") {
+        Some(sig) if sig.get("ed25519").is_some() => out.push_str(&format!(
+            "Signed:    custody.json is signed by the bot's key {} (Ed25519)\n",
+            sig["public_key"].as_str().unwrap_or_default()
+        )),
+        Some(sig) => out.push_str(&format!(
+            "Signed:    NO: {}\n",
+            sig["unsigned"].as_str().unwrap_or_default()
+        )),
+        None => {}
+    }
+    out.push_str("\nCounts:\n");
+    if let Some(Value::Object(counts)) = doc.get("counts") {
+        for (k, v) in counts {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+    }
+    let problems = doc.get("problems").and_then(Value::as_array).cloned().unwrap_or_default();
+    out.push_str(&format!("\nProblems: {}\n", problems.len()));
+    for p in &problems {
+        out.push_str(&format!("  {}\n", p.as_str().unwrap_or_default()));
+    }
+    out.push_str("\nOutput files (SHA-256, bytes, path):\n");
+    for f in doc.get("outputs").and_then(Value::as_array).into_iter().flatten() {
+        out.push_str(&format!("  {} {:>12} {}\n", f["sha256"].as_str().unwrap_or_default(), f["bytes"], f["path"].as_str().unwrap_or_default()));
+    }
+    out.push_str("\nArchive files read (SHA-256 of content, manifest entry, result, location):\n");
+    for f in doc.get("sources").and_then(Value::as_array).into_iter().flatten() {
+        out.push_str(&format!(
+            "  {} {:>8} {} {}\n",
+            f["sha256"].as_str().unwrap_or("-"),
+            f["manifest_seq"].as_u64().map_or("-".to_owned(), |s| format!("#{s}")),
+            f["result"].as_str().unwrap_or_default(),
+            f["at"].as_str().unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// What checking an export found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// The public key that signed the report.
+    pub signed_by: String,
+    pub files: usize,
+}
+
+/// Checks an export directory: `custody.json`'s signature under one of `keys`, and every output
+/// file it lists against its SHA-256 (and that no file is there that it does not list).
+pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
+    let path = dir.join(CUSTODY_JSON);
+    let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut doc: Map<String, Value> =
+        serde_json::from_slice(&text).map_err(|e| format!("{} is not a custody report: {e}", path.display()))?;
+    let signature = doc.remove("signature").unwrap_or(Value::Null);
+    let Some(sig_hex) = signature.get("ed25519").and_then(Value::as_str) else {
+        return Err(format!(
+            "{} is not signed: {}",
+            path.display(),
+            signature["unsigned"].as_str().unwrap_or("no signature")
+        ));
+    };
+    let sig = hex::decode(sig_hex)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or("the signature is not 64 bytes of hex")?;
+    let signed = signed_bytes(&doc);
+    let signer = keys
+        .iter()
+        .find(|k| k.verify(&signed, &sig).is_ok())
+        .ok_or("BAD SIGNATURE: custody.json was altered, or not signed by any of the given keys")?;
+    let listed: Vec<OutputFile> = serde_json::from_value(doc.get("outputs").cloned().unwrap_or_default())
+        .map_err(|e| format!("custody.json's outputs: {e}"))?;
+    let there = hash_outputs(dir).map_err(|e| e.to_string())?;
+    for want in &listed {
+        match there.iter().find(|f| f.path == want.path) {
+            None => return Err(format!("MISSING {}: custody.json lists it", want.path)),
+            Some(f) if f != want => return Err(format!("ALTERED {}: its SHA-256 is not custody.json's", want.path)),
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = there.iter().find(|f| !listed.iter().any(|w| w.path == f.path)) {
+        return Err(format!("UNLISTED {}: custody.json does not list it", extra.path));
+    }
+    Ok(Checked {
+        signed_by: hex::encode(signer.as_bytes()),
+        files: listed.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_report_checks_out_and_any_change_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("messages.jsonl"), "{}\n").unwrap();
+        let key = crate::identity::sealed::new_signing_key();
+        let selection = Selection::default();
+        let report = Report {
+            archive: "s3://b/p/".into(),
+            selection: &selection,
+            strict: false,
+            public_keys: vec![hex::encode(key.verifying_key().as_bytes())],
+            sources: Vec::new(),
+            problems: Vec::new(),
+            counts: Counts::default(),
+        };
+        write(dir.path(), report, Signing::Key(&key)).unwrap();
+        let keys = [key.verifying_key()];
+        assert_eq!(check(dir.path(), &keys).unwrap().files, 1);
+        let other = crate::identity::sealed::new_signing_key().verifying_key();
+        assert!(check(dir.path(), &[other]).unwrap_err().contains("BAD SIGNATURE"));
+
+        std::fs::write(dir.path().join("messages.jsonl"), "{}\n{}\n").unwrap();
+        assert!(check(dir.path(), &keys).unwrap_err().contains("ALTERED messages.jsonl"));
+        std::fs::write(dir.path().join("messages.jsonl"), "{}\n").unwrap();
+        let path = dir.path().join(CUSTODY_JSON);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("s3://b/p/", "s3://b/q/")).unwrap();
+        assert!(check(dir.path(), &keys).unwrap_err().contains("BAD SIGNATURE"));
+    }
+}
