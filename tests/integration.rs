@@ -10,6 +10,7 @@ mod bad_input;
 mod container;
 mod create_only;
 mod deploy;
+mod export;
 mod faults;
 mod identity;
 mod manifest;

@@ -115,11 +115,7 @@ impl Place {
                         signer: Some(signer_hex.clone()),
                     };
                     match source.kind {
-                        Kind::Attachment => cat
-                            .attachments
-                            .entry(entry.body.name.clone())
-                            .or_default()
-                            .push(source),
+                        Kind::Attachment => cat.attachments.entry(entry.body.name.clone()).or_default().push(source),
                         _ => cat.messages.push(source),
                     }
                 }
@@ -182,7 +178,9 @@ impl Place {
                         found.others.push((key, size));
                     }
                 }
-                found.manifests.sort_by(|a, b| object_name(&a.at).cmp(object_name(&b.at)));
+                found
+                    .manifests
+                    .sort_by(|a, b| object_name(&a.at).cmp(object_name(&b.at)));
                 found.objects = Some(ListedObjects::new(found.others.iter().map(|(k, _)| k)));
             }
             Place::Dir(dir) => {
@@ -232,10 +230,7 @@ impl Place {
             }),
         };
         let mut read = Read {
-            source: Source {
-                kind,
-                ..source.clone()
-            },
+            source: Source { kind, ..source.clone() },
             sha256: None,
             problem: None,
         };

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
+use super::ExportError;
 use super::archive::{Catalogue, Place, Source};
 use super::custody::SourceRecord;
 use super::output::{ATTACHMENTS, UNVERIFIED};
-use super::ExportError;
 use crate::decrypt::ObjectError;
 use crate::manifest::verify::content_problem;
 
@@ -25,11 +25,7 @@ pub struct Fetched {
 
 /// A name that is a plain file name, which cannot climb out of the output directory.
 fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.starts_with('.')
-        && !name.contains(['/', '\0'])
+    !name.is_empty() && name != "." && name != ".." && !name.starts_with('.') && !name.contains(['/', '\0'])
 }
 
 pub async fn fetch(

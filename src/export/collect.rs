@@ -221,9 +221,7 @@ mod tests {
     use crate::export::selection::Selection;
 
     fn line(id: &str, ts: u32, sender: &str, extra: &str) -> String {
-        format!(
-            r#"{{"message_id":"{id}","msg_ts":"{ts}.0","msgtype":1000,"sender":"{sender}","vgroupid":"R"{extra}}}"#
-        )
+        format!(r#"{{"message_id":"{id}","msg_ts":"{ts}.0","msgtype":1000,"sender":"{sender}","vgroupid":"R"{extra}}}"#)
     }
 
     fn run(selection: Selection, lines: &[String], verified: bool) -> Vec<String> {
@@ -255,7 +253,12 @@ mod tests {
         let lines = vec![
             line("b", 20, "bob", ""),
             line("a", 10, "alice", ""),
-            line("e", 30, "bob", r#","msgtype":9000,"edit":{"message_id":"a","message":"x"}"#),
+            line(
+                "e",
+                30,
+                "bob",
+                r#","msgtype":9000,"edit":{"message_id":"a","message":"x"}"#,
+            ),
             line("c", 15, "alice", ""),
             line("z", 99, "bob", r#","edit":{"message_id":"b"}"#),
         ];

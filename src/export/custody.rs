@@ -175,14 +175,26 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> R
 
 /// The report for a person.
 fn text(doc: &Map<String, Value>) -> String {
-    let s = |k: &str| doc.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).unwrap_or_default();
+    let s = |k: &str| {
+        doc.get(k)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_default()
+    };
     let mut out = String::new();
     out.push_str("CHAIN OF CUSTODY: retention-bot export\n\n");
-    out.push_str(&format!("Tool:      {}\nCreated:   {}\nArchive:   {}\n", s("tool"), s("created_at"), s("archive")));
+    out.push_str(&format!(
+        "Tool:      {}\nCreated:   {}\nArchive:   {}\n",
+        s("tool"),
+        s("created_at"),
+        s("archive")
+    ));
     out.push_str(&format!("Selection: {}\nStrict:    {}\n", s("selection"), s("strict")));
     if let Some(Value::Array(keys)) = doc.get("public_keys") {
         for key in keys {
-            out.push_str(&format!("Public key (verifies the archive's manifests): {}\n", key.as_str().unwrap_or_default()));
+            out.push_str(&format!(
+                "Public key (verifies the archive's manifests): {}\n",
+                key.as_str().unwrap_or_default()
+            ));
         }
     }
     match doc.get("signature") {
@@ -202,14 +214,23 @@ fn text(doc: &Map<String, Value>) -> String {
             out.push_str(&format!("  {k}: {v}\n"));
         }
     }
-    let problems = doc.get("problems").and_then(Value::as_array).cloned().unwrap_or_default();
+    let problems = doc
+        .get("problems")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     out.push_str(&format!("\nProblems: {}\n", problems.len()));
     for p in &problems {
         out.push_str(&format!("  {}\n", p.as_str().unwrap_or_default()));
     }
     out.push_str("\nOutput files (SHA-256, bytes, path):\n");
     for f in doc.get("outputs").and_then(Value::as_array).into_iter().flatten() {
-        out.push_str(&format!("  {} {:>12} {}\n", f["sha256"].as_str().unwrap_or_default(), f["bytes"], f["path"].as_str().unwrap_or_default()));
+        out.push_str(&format!(
+            "  {} {:>12} {}\n",
+            f["sha256"].as_str().unwrap_or_default(),
+            f["bytes"],
+            f["path"].as_str().unwrap_or_default()
+        ));
     }
     out.push_str("\nArchive files read (SHA-256 of content, manifest entry, result, location):\n");
     for f in doc.get("sources").and_then(Value::as_array).into_iter().flatten() {

@@ -49,9 +49,7 @@ pub enum ExportError {
     Read { path: PathBuf, error: std::io::Error },
     #[error("cannot write {path}: {error}")]
     Write { path: PathBuf, error: std::io::Error },
-    #[error(
-        "--out {0} already holds files: give a new or empty directory (an export never mixes with another)"
-    )]
+    #[error("--out {0} already holds files: give a new or empty directory (an export never mixes with another)")]
     OutNotEmpty(PathBuf),
     #[error("--strict: {0}; nothing was written")]
     Strict(String),
@@ -189,14 +187,17 @@ impl Export<'_> {
             bytes_total: plan.bytes(),
         };
         let mut records: Vec<Option<SourceRecord>> = vec![None; sources.len()];
+        let mut read_problems = Vec::new();
         let mut verified = vec![false; sources.len()];
         let mut counts = Counts {
             files_skipped: plan.skipped,
             ..Counts::default()
         };
-        let mut reads = futures_util::stream::iter(plan.to_read.iter().map(|&i| async move {
-            (i, self.read_file(&sources[i], judge).await)
-        }))
+        let mut reads = futures_util::stream::iter(
+            plan.to_read
+                .iter()
+                .map(|&i| async move { (i, self.read_file(&sources[i], judge).await) }),
+        )
         .buffer_unordered(AT_ONCE);
         while let Some((i, read)) = reads.next().await {
             let source = &sources[i];
@@ -220,6 +221,7 @@ impl Export<'_> {
                 (None, n) => format!("verified; {n} line(s) over {MAX_LINE} bytes skipped"),
             };
             records[i] = Some(record);
+            read_problems.extend(problem);
             let number = u32::try_from(i).unwrap_or(u32::MAX);
             tokio::task::block_in_place(|| collector.add(number, read.judged)).map_err(write_err(&work))?;
             counts.files_read += 1;
@@ -253,6 +255,7 @@ impl Export<'_> {
         all_records.extend(records.into_iter().flatten());
         all_records.extend(fetched.records);
         let mut problems: Vec<String> = plan.catalogue.problems.iter().map(ToString::to_string).collect();
+        problems.extend(read_problems);
         problems.extend(fetched.problems);
         let report = custody::Report {
             archive: self.place.describe(),

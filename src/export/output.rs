@@ -85,10 +85,12 @@ pub fn write_lines(staging: &Path, collector: &Collector, resolved: &Resolved) -
     let mut names = std::collections::BTreeSet::new();
     let work = staging.join(".lines");
     for line in &resolved.lines {
-        let text = collector.line(line.offset, line.len).map_err(|error| ExportError::Read {
-            path: work.clone(),
-            error,
-        })?;
+        let text = collector
+            .line(line.offset, line.len)
+            .map_err(|error| ExportError::Read {
+                path: work.clone(),
+                error,
+            })?;
         let (out, path) = if line.verified {
             match line.related {
                 true => written.related += 1,

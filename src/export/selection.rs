@@ -75,7 +75,11 @@ const MSGTYPE_NAMES: &[(&str, &[i64])] = &[
 fn parse_msgtype(text: &str) -> Result<MsgTypes, String> {
     let numbers = match text.trim().parse::<i64>() {
         Ok(n) if n > 0 => vec![n],
-        Ok(_) => return Err(format!("{text:?} is not a msgtype (they are positive numbers, e.g. 1000)")),
+        Ok(_) => {
+            return Err(format!(
+                "{text:?} is not a msgtype (they are positive numbers, e.g. 1000)"
+            ));
+        }
         Err(_) => MSGTYPE_NAMES
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(text.trim()))
@@ -276,7 +280,10 @@ impl Judge {
     pub fn shows_member(&self, line: &Line) -> bool {
         self.has_participants()
             && line.room.is_some()
-            && (line.sender.as_deref().is_some_and(|s| self.participants.contains(&s.to_lowercase()))
+            && (line
+                .sender
+                .as_deref()
+                .is_some_and(|s| self.participants.contains(&s.to_lowercase()))
                 || line
                     .members
                     .iter()
@@ -339,7 +346,10 @@ mod tests {
         assert_eq!(line.msgtype, Some(1000));
         let edit = r#"{"msgtype":9000,"message_id":"e","msg_ts":"1","sender":"a","edit":{"message_id":"m1","message":"new words"}}"#;
         let edit = read_line(edit.as_bytes()).unwrap();
-        assert_eq!((edit.refers_to.as_deref(), edit.text.as_deref()), (Some("m1"), Some("new words")));
+        assert_eq!(
+            (edit.refers_to.as_deref(), edit.text.as_deref()),
+            (Some("m1"), Some("new words"))
+        );
         let delete = r#"{"msgtype":4011,"message_id":"d","msg_ts":"1","sender":"a","control":{"message_id":"m1"}}"#;
         assert_eq!(read_line(delete.as_bytes()).unwrap().refers_to.as_deref(), Some("m1"));
         let file = r#"{"msgtype":6000,"message_id":"f","msg_ts":"1","sender":"a","receiver":7,"file":{"filename":"a.pdf","localfilename":"/x/attachment_1_a.pdf"}}"#;
@@ -356,7 +366,10 @@ mod tests {
         let verdict = |args: &[&str]| judge(args).unwrap().judge(&line);
         assert_eq!(verdict(&[]), Verdict::Yes);
         assert_eq!(verdict(&["--sender", "ALICE@example"]), Verdict::Yes);
-        assert_eq!(verdict(&["--sender", "carol", "--sender", "alice@example"]), Verdict::Yes);
+        assert_eq!(
+            verdict(&["--sender", "carol", "--sender", "alice@example"]),
+            Verdict::Yes
+        );
         assert_eq!(verdict(&["--sender", "alice@example", "--room", "S2"]), Verdict::No);
         assert_eq!(verdict(&["--participant", "bob@example"]), Verdict::Yes);
         assert_eq!(verdict(&["--participant", "dan"]), Verdict::IfMember("S1".into()));
@@ -368,7 +381,11 @@ mod tests {
         assert_eq!(verdict(&["--message-id", "m1"]), Verdict::Yes);
         // 1700000000 is 2023-11-14T22:13:20Z.
         assert_eq!(verdict(&["--from", "2023-11-14", "--to", "2023-11-14"]), Verdict::Yes);
-        assert_eq!(verdict(&["--to", "2023-11-14T22:13:20Z"]), Verdict::No, "0.25 s after --to");
+        assert_eq!(
+            verdict(&["--to", "2023-11-14T22:13:20Z"]),
+            Verdict::No,
+            "0.25 s after --to"
+        );
         assert_eq!(verdict(&["--from", "2023-11-15"]), Verdict::No);
     }
 

@@ -140,7 +140,9 @@ pub fn file_facts(path: &Path, message_lines: bool) -> std::io::Result<FileFacts
             facts.size += n as u64;
         }
     } else {
-        let mut span: Option<((DateTime<Utc>, String), (DateTime<Utc>, String))> = None;
+        // The earliest and latest times seen, each with its text as written.
+        type Seen = (DateTime<Utc>, String);
+        let mut span: Option<(Seen, Seen)> = None;
         let last = crate::durable::for_each_line(file, |line| {
             hasher.update(line);
             facts.size += line.len() as u64;
@@ -213,7 +215,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.txt");
         // Out of order, as a late producer leaves it; "10.0" is later than "9.5" as a time, not as text.
-        std::fs::write(&p, "{\"msg_ts\":\"9.5\"}\n{\"msg_ts\":\"10.0\"}\n{\"msg_ts\":\"1.5\"}\n").unwrap();
+        std::fs::write(
+            &p,
+            "{\"msg_ts\":\"9.5\"}\n{\"msg_ts\":\"10.0\"}\n{\"msg_ts\":\"1.5\"}\n",
+        )
+        .unwrap();
         let f = file_facts(&p, true).unwrap();
         assert_eq!(
             (f.first_msg_ts.as_deref(), f.last_msg_ts.as_deref()),

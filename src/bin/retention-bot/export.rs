@@ -209,17 +209,25 @@ fn unsigned_reason() -> String {
 /// password was refused or the identity cannot be read.
 #[allow(clippy::result_large_err)]
 fn signing_key() -> Result<Option<(ed25519_dalek::SigningKey, String)>, ExitCode> {
-    let Some(path) = state_dir().map(|d| d.join(identity::IDENTITY_FILE)).filter(|p| p.exists()) else {
+    let Some(path) = state_dir()
+        .map(|d| d.join(identity::IDENTITY_FILE))
+        .filter(|p| p.exists())
+    else {
         return Ok(None);
     };
     let sealed = SealedIdentity::load(&path).map_err(|e| {
-        esay!("retention-bot export: cannot read the bot's identity {}: {e}", path.display());
+        esay!(
+            "retention-bot export: cannot read the bot's identity {}: {e}",
+            path.display()
+        );
         ExitCode::from(EXIT_CONFIG)
     })?;
     let password = match std::env::var("WICKRIO_BOT_PASSWORD").ok().filter(|p| !p.is_empty()) {
         Some(p) => config::Secret::new(p),
         None if std::io::stdin().is_terminal() => {
-            match rpassword::prompt_password("The bot's password (to sign the custody report; empty to leave it unsigned): ") {
+            match rpassword::prompt_password(
+                "The bot's password (to sign the custody report; empty to leave it unsigned): ",
+            ) {
                 Ok(p) if !p.is_empty() => config::Secret::new(p),
                 _ => return Ok(None),
             }
