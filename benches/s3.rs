@@ -20,29 +20,7 @@ use std::time::{Duration, Instant};
 use retention_bot::envelope::gcm::Encryptor;
 
 mod support;
-use support::{Guard, free_port, row, vm_mib};
-
-const BUCKET: &str = "bench";
-
-fn venv(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
-    assert!(
-        path.exists(),
-        "{} missing: .venv/bin/pip install 'moto[server]' awscli",
-        path.display()
-    );
-    path
-}
-
-fn s3s_fs() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let path = Path::new(&home).join(".cargo/bin/s3s-fs");
-    assert!(
-        path.exists(),
-        "s3s-fs missing: cargo install s3s-fs@0.14.1 --features binary"
-    );
-    path
-}
+use support::{BUCKET, Guard, Stores, aws_env, bot_command, row, settle, timed, venv, vm_mib};
 
 /// OpenSSL's single-core AES-256-GCM figure on 16 KiB blocks, MB/s.
 fn openssl_speed() -> f64 {
@@ -88,21 +66,6 @@ fn our_speed() -> f64 {
     bytes as f64 / secs / 1e6
 }
 
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn aws_env(cmd: &mut Command) -> &mut Command {
-    cmd.env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-}
-
 /// Writes `count` files of `size` bytes of pseudo-random data under `dir`.
 fn make_files(dir: &Path, count: usize, size: usize) -> Vec<PathBuf> {
     std::fs::create_dir_all(dir).expect("create the source dir");
@@ -141,24 +104,8 @@ fn bot_upload(root: &Path, files: &[PathBuf], folder: &str, s3_port: u16, kms: O
         )
         .expect("link a source file");
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_retention-bot"));
-    cmd.env_clear()
-        .env("WICKRIO_BOT_NAME", "bench")
-        .env("WICKRIO_COMP_MESGDEST", root.join("m"))
-        .env("WICKRIO_COMP_FILEDEST", &attachments)
-        .env("WICKRIO_INGEST_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("WICKRIO_COMP_MIN_FREE_MB", "64")
-        .env("WICKRIO_STATE_DIR", root.join("state"))
-        .env("WICKRIO_BOT_PASSWORD", "bench-only-password")
-        .env("WICKRIO_S3_BUCKET_NAME", BUCKET)
-        .env("WICKRIO_S3_FOLDER_NAME", folder)
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{s3_port}"))
-        .env("RUST_LOG", "warn");
-    aws_env(&mut cmd);
-    if let Some((arn, kms_port)) = kms {
-        cmd.env("WICKRIO_KMS_MSTRKEY_ARN", arn)
-            .env("AWS_ENDPOINT_URL_KMS", format!("http://127.0.0.1:{kms_port}"));
-    }
+    let mut cmd = bot_command(root, folder, s3_port, kms);
+    cmd.env("WICKRIO_COMP_FILEDEST", &attachments);
     let start = Instant::now();
     // The first-run banner needs a reader: the bot refuses to seal a password nobody sees.
     // (Stopped with SIGTERM at the end, so that its manifest closes and is uploaded too.)
@@ -186,38 +133,6 @@ fn bot_upload(root: &Path, files: &[PathBuf], folder: &str, s3_port: u16, kms: O
     let mut bot = bot;
     let _ = bot.0.wait();
     (secs, rss)
-}
-
-/// Runs `cmd` under `/usr/bin/time`: (seconds, peak RSS in MiB). Panics, with its output, if it fails.
-fn timed(cmd: &mut Command) -> (f64, f64) {
-    let figures = tempfile::NamedTempFile::new().expect("a file for the figures");
-    let mut timed = Command::new("/usr/bin/time");
-    timed
-        .arg("-o")
-        .arg(figures.path())
-        .args(["-f", "%e %M"])
-        .arg(cmd.get_program());
-    timed.args(cmd.get_args());
-    // The command's own environment, nothing else (the tools' settings come from it).
-    timed.env_clear();
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            timed.env(k, v);
-        }
-    }
-    let out = timed.output().expect("/usr/bin/time");
-    assert!(
-        out.status.success(),
-        "{:?} failed:\n{}{}",
-        cmd.get_program(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(figures.path()).expect("read the figures");
-    let mut it = text.split_whitespace();
-    let secs: f64 = it.next().and_then(|t| t.parse().ok()).expect("elapsed seconds");
-    let kib: f64 = it.next().and_then(|t| t.parse().ok()).expect("peak RSS");
-    (secs, kib / 1024.0)
 }
 
 /// `verify s3://` against `decrypt` then `verify DIR`, over one encrypted archive of `files`.
@@ -278,11 +193,6 @@ fn check_stored(root: &Path, folder: &str, files: &[PathBuf], extra: u64) {
     assert!(stored.iter().all(|s| *s == size + extra), "stored sizes {stored:?}");
 }
 
-/// Flushes dirty pages to disk, so the next timed run starts from a quiet disk.
-fn settle() {
-    let _ = Command::new("sync").status();
-}
-
 fn main() {
     let parent = std::env::var("BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
     let tmp = tempfile::tempdir_in(parent).expect("create the temp dir");
@@ -294,41 +204,8 @@ fn main() {
     let ours = our_speed();
     println!("AES-256-GCM: openssl speed {openssl:.0} MB/s; retention-bot encryptor {ours:.0} MB/s");
 
-    let store = dir.join("s3s");
-    std::fs::create_dir_all(store.join(BUCKET)).expect("create the bucket dir");
-    let s3_port = free_port();
-    let _s3s = Guard(
-        Command::new(s3s_fs())
-            .args(["--host", "127.0.0.1", "--port", &s3_port.to_string()])
-            .args(["--access-key", "test", "--secret-key", "test"])
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs"),
-    );
-    let kms_port = free_port();
-    let _moto = Guard(
-        Command::new(venv("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &kms_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto"),
-    );
-    wait_port(s3_port, "s3s-fs");
-    wait_port(kms_port, "moto");
-    let out = aws_env(&mut Command::new(venv("aws")))
-        .args([
-            "kms",
-            "create-key",
-            "--endpoint-url",
-            &format!("http://127.0.0.1:{kms_port}"),
-        ])
-        .output()
-        .expect("aws kms create-key");
-    let key: serde_json::Value = serde_json::from_slice(&out.stdout).expect("create-key output");
-    let arn = key["KeyMetadata"]["Arn"].as_str().expect("key ARN").to_owned();
+    let stores = Stores::start(dir);
+    let (store, s3_port, kms_port, arn) = (stores.root.clone(), stores.s3_port, stores.kms_port, stores.arn.clone());
 
     let (count, size) = (8, 128 << 20);
     let files = make_files(&dir.join("src"), count, size);
