@@ -7,7 +7,8 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     parse_instant(text, false)
 }
 
-/// The end of a period: RFC 3339, or a date (its last instant, UTC).
+/// The end of a period: RFC 3339, or a date (its last instant, UTC: 23:59:59.999999999, so that
+/// every `msg_ts` of the day, whatever its digits, is in it).
 pub fn parse_end(text: &str) -> Result<DateTime<Utc>, String> {
     parse_instant(text, true)
 }
@@ -19,7 +20,7 @@ fn parse_instant(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> 
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map_err(|_| format!("{text:?} is neither an RFC 3339 time (2026-11-01T09:30:00Z) nor a date (2026-11-01)"))?;
     let time = if end_of_day {
-        date.and_hms_milli_opt(23, 59, 59, 999)
+        date.and_hms_nano_opt(23, 59, 59, 999_999_999)
     } else {
         date.and_hms_opt(0, 0, 0)
     };
@@ -39,7 +40,7 @@ mod tests {
         );
         assert_eq!(
             parse_end("2026-11-01").unwrap().to_rfc3339(),
-            "2026-11-01T23:59:59.999+00:00"
+            "2026-11-01T23:59:59.999999999+00:00"
         );
         assert_eq!(
             parse_time("2026-11-01T10:00:00+02:00").unwrap().to_rfc3339(),

@@ -452,6 +452,15 @@ fn selections() -> Vec<(Vec<&'static str>, Sel)> {
             },
         ),
         (
+            // Membership shows in March's control messages, outside the period: still found.
+            vec!["--participant", "dan@example", "--from", "2026-05-01"],
+            Sel {
+                participant: vec![PEOPLE[3]],
+                from: Some(MARCH_1 + 61 * DAY),
+                ..Sel::default()
+            },
+        ),
+        (
             vec!["--participant", "carol@example", "--sender", "bob@example"],
             Sel {
                 participant: vec![PEOPLE[2]],
@@ -657,8 +666,15 @@ async fn a_tampered_file_is_reported_its_lines_kept_apart_and_strict_writes_noth
     assert!(custody.contains(&format!("ALTERED {name}")), "{custody}");
     let csv = std::fs::read_to_string(out.join("messages.csv")).unwrap();
     assert!(
-        csv.lines().any(|l| l.starts_with("20") && l.ends_with(",no")),
-        "unverified rows are marked"
+        !csv.lines().any(|l| l.trim_end().ends_with(",no")),
+        "no unverified row among the verified ones"
+    );
+    let csv = std::fs::read_to_string(out.join("unverified/messages.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), unverified.len());
+    assert!(
+        rows.iter().all(|l| l.trim_end().ends_with(",no")),
+        "unverified rows are marked: {csv}"
     );
 
     // --strict: the same problem is fatal, and nothing is left behind.
@@ -666,7 +682,31 @@ async fn a_tampered_file_is_reported_its_lines_kept_apart_and_strict_writes_noth
     let (code, report) = exporter.run(&["--strict", "--out", strict.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{report}");
     assert!(report.contains("--strict: ALTERED"), "{report}");
-    assert_eq!(std::fs::read_dir(&strict).unwrap().count(), 0, "nothing written");
+    assert!(!strict.exists(), "nothing written, not even the directory");
+
+    // A planted file no manifest lists, claiming eve is a member of room 1 and replying to m001:
+    // it cannot bring room 1's verified messages into eve's export, nor pass for verified.
+    std::fs::write(&file, &text).unwrap();
+    let mut join = generate()[0].clone();
+    (join.id, join.msgtype, join.members) = ("x1".into(), 4002, vec!["eve@example"]);
+    let mut reply = generate()[0].clone();
+    (reply.id, reply.msgtype, reply.sender) = ("x2".into(), 9000, "eve@example");
+    reply.refers_to = Some("m001".into());
+    let planted = bot
+        .messages_dir()
+        .join("receivedMessages_20260701T000000000Z_0a0b0c0d0e0f_000001.txt");
+    std::fs::write(&planted, format!("{}\n{}\n", join.json(), reply.json())).unwrap();
+    let eve = tmp.path().join("eve");
+    let (code, report) = exporter.run(&["--participant", "eve@example", "--out", eve.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("UNLISTED"), "{report}");
+    assert_eq!(
+        ids_in(&eve.join("messages.jsonl")),
+        Vec::<String>::new(),
+        "nothing verified is eve's"
+    );
+    // eve's own line, kept apart; the planted membership counts for nothing, even for itself.
+    assert_eq!(ids_in(&eve.join("unverified/messages.jsonl")), ["x2"]);
 }
 
 #[test]

@@ -88,13 +88,14 @@ impl Place {
         }
         let mut chains = Chains::new(keys);
         let mut listed_names = std::collections::HashSet::new();
+        let sizes: HashMap<&str, u64> = found.others.iter().map(|(at, n)| (at.as_str(), *n)).collect();
         for manifest in &found.manifests {
             let (text, read) = self.read_small(manifest, Kind::Manifest).await;
             cat.records.push(read);
             let Some(text) = text else { continue };
             for (entry, signer) in chains.take_all(&self.describe_file(&manifest.at), &text, &mut cat.problems) {
                 let signer_hex = hex::encode(keys[signer].as_bytes());
-                let copies = found.copies(&entry, &bot_tag(&keys[signer]));
+                let copies = found.copies(&entry, &bot_tag(&keys[signer]), &sizes);
                 if copies.is_empty() {
                     cat.problems.push(Problem::Missing {
                         name: entry.body.name.clone(),
@@ -281,8 +282,8 @@ struct Found {
 impl Found {
     /// Where the file an entry lists lies: in a bucket, its object (the signer's, if it has one);
     /// in a directory, every file of its name (one may be a forgery: each is read and checked).
-    fn copies(&self, entry: &Entry, tag: &str) -> Vec<(String, u64)> {
-        let stored = |at: &str| self.others.iter().find(|(k, _)| k == at).map_or(0, |(_, n)| *n);
+    fn copies(&self, entry: &Entry, tag: &str, sizes: &HashMap<&str, u64>) -> Vec<(String, u64)> {
+        let stored = |at: &str| sizes.get(at).copied().unwrap_or(0);
         match &self.objects {
             Some(objects) => objects
                 .find(&entry.body.name, &entry.body.sha256, Some(tag))

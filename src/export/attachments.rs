@@ -1,6 +1,6 @@
 //! The attachments the exported lines refer to, each read from the archive, checked against its
 //! signed entry as it streams, and written under its archived name: to `attachments/` when it checks
-//! out, to `unverified/attachments/` when not.
+//! out and a verified line refers to it, to `unverified/attachments/` when not.
 
 use std::path::{Path, PathBuf};
 
@@ -31,11 +31,11 @@ fn safe_name(name: &str) -> bool {
 pub async fn fetch(
     place: &Place,
     catalogue: &Catalogue,
-    names: &[String],
+    names: &[(String, bool)],
     staging: &Path,
 ) -> Result<Fetched, ExportError> {
     let mut fetched = Fetched::default();
-    for name in names {
+    for (name, verified_ref) in names {
         if !safe_name(name) {
             fetched.problems.push(format!(
                 "UNSAFE attachment name {name:?} in a selected message: not written (it could name a place outside --out)"
@@ -62,6 +62,12 @@ pub async fn fetch(
                 continue;
             };
             match problem {
+                // Authentic, but only an unverified line asks for it.
+                None if !verified_ref && !kept => {
+                    move_to(&path, &staging.join(UNVERIFIED).join(ATTACHMENTS).join(name))?;
+                    fetched.unverified += 1;
+                    kept = true;
+                }
                 None if !kept => {
                     move_to(&path, &staging.join(ATTACHMENTS).join(name))?;
                     fetched.verified += 1;

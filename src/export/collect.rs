@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::selection::{Judge, Line, Verdict, read_line};
+use super::selection::{Judge, Verdict, read_line};
 
 /// A 128-bit digest standing for a string (an id, a room, a line): compact, and never colliding in
 /// practice.
@@ -51,42 +51,55 @@ struct Kept {
     line: Digest128,
 }
 
-/// One line of a file, judged.
+/// One line of a file, judged as it may belong in the export.
 pub struct Judged {
     /// The line, without its newline.
     pub text: Vec<u8>,
     pub number: u32,
-    cond: Option<Cond>,
+    cond: Cond,
     time: i64,
     id: Option<Digest128>,
     refers_to: Option<Digest128>,
-    /// A room a participant was seen to be a member of.
-    pub member_of: Option<Digest128>,
+}
+
+/// What one line is to the export.
+pub enum Judgement {
+    /// It may belong (and may show a room membership).
+    Kept(Judged, Option<Digest128>),
+    /// It does not belong, but shows a participant is a member of this room.
+    Member(Digest128),
+    Dropped,
+    /// Not a JSON object: no message line.
+    NotJson,
 }
 
 /// Judges one line: whether it may belong in the export, and what it shows of room membership.
-pub fn judge_line(judge: &Judge, text: &[u8], number: u32) -> Option<Judged> {
-    let line: Line = read_line(text)?;
+pub fn judge_line(judge: &Judge, text: &[u8], number: u32) -> Judgement {
+    let Some(line) = read_line(text) else {
+        return Judgement::NotJson;
+    };
     let digest_of = |s: &Option<std::borrow::Cow<str>>| s.as_deref().map(|s| digest(s.as_bytes()));
     let member_of = judge.shows_member(&line).then(|| digest_of(&line.room)).flatten();
     let cond = match judge.judge(&line) {
-        Verdict::Yes => Some(Cond::Selected),
-        Verdict::IfMember(room) => Some(Cond::IfMember(digest(room.as_bytes()))),
-        Verdict::No if line.refers_to.is_some() && judge.in_period(&line) => Some(Cond::IfReferred),
-        Verdict::No => None,
+        Verdict::Yes => Cond::Selected,
+        Verdict::IfMember(room) => Cond::IfMember(digest(room.as_bytes())),
+        Verdict::No if line.refers_to.is_some() && judge.in_period(&line) => Cond::IfReferred,
+        Verdict::No => {
+            return match member_of {
+                Some(room) => Judgement::Member(room),
+                None => Judgement::Dropped,
+            };
+        }
     };
-    if cond.is_none() && member_of.is_none() {
-        return None;
-    }
-    Some(Judged {
-        text: if cond.is_some() { text.to_vec() } else { Vec::new() },
+    let judged = Judged {
+        text: text.to_vec(),
         number,
         cond,
         time: line.time.map_or(i64::MIN, |t| t.timestamp_micros()),
         id: digest_of(&line.message_id),
         refers_to: digest_of(&line.refers_to),
-        member_of,
-    })
+    };
+    Judgement::Kept(judged, member_of)
 }
 
 /// The lines kept so far, and the rooms participants were seen in.
@@ -130,30 +143,34 @@ impl Collector {
         })
     }
 
-    /// Adds the judged lines of file number `file`.
-    pub fn add(&mut self, file: u32, lines: Vec<Judged>) -> std::io::Result<()> {
-        for judged in lines {
-            if let Some(room) = judged.member_of {
-                self.rooms.insert(room);
-            }
-            let Some(cond) = judged.cond else { continue };
-            self.work.write_all(&judged.text)?;
-            self.kept.push(Kept {
-                time: judged.time,
-                order: (file, judged.number),
-                offset: self.written,
-                len: u32::try_from(judged.text.len()).unwrap_or(u32::MAX),
-                id: judged.id,
-                refers_to: judged.refers_to,
-                cond,
-                line: digest(&judged.text),
-            });
-            self.written += judged.text.len() as u64;
-        }
+    /// Adds a kept line of file number `file`.
+    pub fn add(&mut self, file: u32, judged: Judged) -> std::io::Result<()> {
+        self.work.write_all(&judged.text)?;
+        self.kept.push(Kept {
+            time: judged.time,
+            order: (file, judged.number),
+            offset: self.written,
+            len: u32::try_from(judged.text.len()).unwrap_or(u32::MAX),
+            id: judged.id,
+            refers_to: judged.refers_to,
+            cond: judged.cond,
+            line: digest(&judged.text),
+        });
+        self.written += judged.text.len() as u64;
         Ok(())
     }
 
+    /// The rooms a file showed participants to be members of: taken only from a file that checked
+    /// out, so that no planted or altered file can bring a room's messages into the export.
+    pub fn add_rooms(&mut self, rooms: impl IntoIterator<Item = Digest128>) {
+        self.rooms.extend(rooms);
+    }
+
     /// Decides every kept line and orders them. `verified(file)` says whether a file checked out.
+    ///
+    /// A line that refers to a selected message (an edit, a reaction, a delete, or an edit of an
+    /// edit) is written right after it; a line from a file that checked out is attached only to a
+    /// message from such a file, so an altered or planted file cannot move or hide verified lines.
     pub fn resolve(&mut self, verified: &dyn Fn(u32) -> bool) -> std::io::Result<Resolved> {
         self.work.flush()?;
         let selected = |k: &Kept| match k.cond {
@@ -161,42 +178,86 @@ impl Collector {
             Cond::IfMember(room) => self.rooms.contains(&room),
             Cond::IfReferred => false,
         };
-        let mut sorted: Vec<&Kept> = self.kept.iter().collect();
-        sorted.sort_by_key(|k| (k.time, k.order));
-        let selected_ids: HashSet<Digest128> = sorted.iter().filter(|k| selected(k)).filter_map(|k| k.id).collect();
-        // Each selected message's edits, reactions and deletes, in time order.
-        let mut replies: HashMap<Digest128, Vec<&Kept>> = HashMap::new();
+        let mut sorted: Vec<usize> = (0..self.kept.len()).collect();
+        sorted.sort_by_key(|i| (self.kept[*i].time, self.kept[*i].order));
+        let kept = &self.kept;
+        let is_verified = |k: &Kept| verified(k.order.0);
+        // The selected messages' ids, and the ids of the lines that refer to them, and to those...
+        let ids = |only_verified: bool| -> HashSet<Digest128> {
+            let counted = |k: &&Kept| !only_verified || is_verified(k);
+            let mut ids: HashSet<Digest128> = kept
+                .iter()
+                .filter(counted)
+                .filter(|k| selected(k))
+                .filter_map(|k| k.id)
+                .collect();
+            loop {
+                let before = ids.len();
+                for k in kept.iter().filter(counted) {
+                    if let (Some(id), Some(target)) = (k.id, k.refers_to)
+                        && ids.contains(&target)
+                    {
+                        ids.insert(id);
+                    }
+                }
+                if ids.len() == before {
+                    return ids;
+                }
+            }
+        };
+        let (verified_ids, all_ids) = (ids(true), ids(false));
+        // Each selected message's replies, in time order.
+        let mut replies: HashMap<Digest128, Vec<usize>> = HashMap::new();
+        let mut top = Vec::new();
+        for &i in &sorted {
+            let k = &kept[i];
+            let targets = if is_verified(k) { &verified_ids } else { &all_ids };
+            match k.refers_to.filter(|r| targets.contains(r) && Some(*r) != k.id) {
+                Some(target) => replies.entry(target).or_default().push(i),
+                None if selected(k) => top.push(i),
+                None => {}
+            }
+        }
         let mut out = Resolved {
             lines: Vec::new(),
             duplicates: 0,
         };
-        let mut top = Vec::new();
-        for k in sorted {
-            match k.refers_to.filter(|r| selected_ids.contains(r) && Some(*r) != k.id) {
-                Some(target) => replies.entry(target).or_default().push(k),
-                None if selected(k) => top.push(k),
-                None => {}
-            }
-        }
         let mut seen = HashSet::new();
-        let mut emit = |k: &Kept, out: &mut Resolved| {
-            let verified = verified(k.order.0);
-            if !seen.insert((k.line, verified)) {
-                out.duplicates += 1;
-                return;
+        let mut emitted = vec![false; kept.len()];
+        let mut emit_tree = |root: usize, replies: &mut HashMap<Digest128, Vec<usize>>, out: &mut Resolved| {
+            // Depth first, each line's replies after it; a line is written once, so a cycle of
+            // replies ends.
+            let mut stack = vec![root];
+            while let Some(i) = stack.pop() {
+                if std::mem::replace(&mut emitted[i], true) {
+                    continue;
+                }
+                let k = &kept[i];
+                if seen.insert((k.line, is_verified(k))) {
+                    out.lines.push(OutLine {
+                        offset: k.offset,
+                        len: k.len,
+                        verified: is_verified(k),
+                        related: !selected(k),
+                    });
+                } else {
+                    out.duplicates += 1;
+                }
+                if let Some(children) = k.id.and_then(|id| replies.remove(&id)) {
+                    stack.extend(children.into_iter().rev());
+                }
             }
-            out.lines.push(OutLine {
-                offset: k.offset,
-                len: k.len,
-                verified,
-                related: !selected(k),
-            });
         };
-        for k in top {
-            emit(k, &mut out);
-            for reply in k.id.and_then(|id| replies.remove(&id)).unwrap_or_default() {
-                emit(reply, &mut out);
-            }
+        for i in top {
+            emit_tree(i, &mut replies, &mut out);
+        }
+        // Replies whose message was itself only a reply's reply already came out; any left (their
+        // message is in no tree: a cycle) come out in time order.
+        let mut left: Vec<usize> = replies.into_values().flatten().collect();
+        left.sort_by_key(|i| (kept[*i].time, kept[*i].order));
+        let mut none = HashMap::new();
+        for i in left {
+            emit_tree(i, &mut none, &mut out);
         }
         Ok(out)
     }
@@ -230,8 +291,14 @@ mod tests {
         let judge = Judge::new(&selection).unwrap();
         // Read "in no order": the last line first.
         for (i, text) in lines.iter().enumerate().rev() {
-            let judged = judge_line(&judge, text.as_bytes(), i as u32).into_iter().collect();
-            c.add(i as u32, judged).unwrap();
+            match judge_line(&judge, text.as_bytes(), i as u32) {
+                Judgement::Kept(judged, room) => {
+                    c.add(i as u32, judged).unwrap();
+                    c.add_rooms(room);
+                }
+                Judgement::Member(room) => c.add_rooms([room]),
+                Judgement::Dropped | Judgement::NotJson => {}
+            }
         }
         let resolved = c.resolve(&|_| verified).unwrap();
         resolved
@@ -283,6 +350,27 @@ mod tests {
             ..Selection::default()
         };
         assert_eq!(run(dan, &lines, true), ["q", "a"]);
+    }
+
+    #[test]
+    fn an_edit_of_an_edit_follows_it_and_a_cycle_of_replies_ends() {
+        let lines = vec![
+            line("a", 1, "x", ""),
+            line("e1", 2, "y", r#","edit":{"message_id":"a"}"#),
+            line("e2", 3, "z", r#","edit":{"message_id":"e1"}"#),
+            line("p", 4, "x", r#","edit":{"message_id":"q"}"#),
+            line("q", 5, "x", r#","edit":{"message_id":"p"}"#),
+        ];
+        let x = Selection {
+            sender: vec!["x".into()],
+            ..Selection::default()
+        };
+        // e1 and e2 are not x's but refer to what is (e2 through e1); p and q refer to each other.
+        let got = run(x, &lines, true);
+        assert_eq!(&got[..3], ["a", "e1", "e2"]);
+        let mut rest = got[3..].to_vec();
+        rest.sort();
+        assert_eq!(rest, ["p", "q"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `messages.csv`: a flat view of the export a reviewer opens in a spreadsheet. The JSONL is the
 //! record; this is for reading, so a cell a spreadsheet would run as a formula (starting with `=`,
-//! `+`, `-`, `@`, a tab or a carriage return) is prefixed with `'`.
+//! `+`, `-`, `@`, `|`, a tab or a carriage return, after any spaces, or a full-width sign) is
+//! prefixed with `'`.
 
 use std::io::Write;
 
@@ -88,8 +89,9 @@ fn type_name(msgtype: Option<i64>) -> &'static str {
 }
 
 fn defuse(cell: &str) -> String {
-    match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+    // Spreadsheets skip leading spaces, and some read full-width signs as their ASCII forms.
+    match cell.trim_start_matches([' ', '\u{3000}']).chars().next() {
+        Some('=' | '+' | '-' | '@' | '|' | '\t' | '\r' | '＝' | '＋' | '－' | '＠') => format!("'{cell}"),
         _ => cell.to_owned(),
     }
 }
@@ -111,5 +113,9 @@ mod tests {
         assert_eq!(&row[4], "text");
         assert_eq!(&row[8], "'=HYPERLINK(\"x\"), then\na new line");
         assert_eq!(&row[11], "yes");
+        for risky in [" =1+1", "＝1", "|cmd", "-2"] {
+            assert!(defuse(risky).starts_with('\''), "{risky:?}");
+        }
+        assert_eq!(defuse("a = b"), "a = b");
     }
 }

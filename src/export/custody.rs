@@ -95,28 +95,49 @@ pub fn write(dir: &Path, report: Report<'_>, signing: Signing<'_>) -> Result<(),
         "sources": report.sources,
     });
     let Value::Object(mut doc) = body else {
-        return Ok(());
+        return Err(ExportError::Write {
+            path: dir.join(CUSTODY_JSON),
+            error: std::io::Error::other("the report is not a JSON object"),
+        });
     };
+    let signed_by = match &signing {
+        Signing::Key(key) => Ok(hex::encode(key.verifying_key().as_bytes())),
+        Signing::Unsigned(why) => Err(why.clone()),
+    };
+    // The text for a person, its SHA-256 under the signature.
+    let text = text(&doc, &signed_by);
+    doc.insert(
+        "custody_txt_sha256".into(),
+        hex::encode(Sha256::digest(text.as_bytes())).into(),
+    );
     let signature = match &signing {
         Signing::Key(key) => serde_json::json!({
             "public_key": hex::encode(key.verifying_key().as_bytes()),
-            "ed25519": hex::encode(key.sign(&signed_bytes(&doc)).to_bytes()),
+            "ed25519": hex::encode(key.sign(&signed_bytes(&doc)?).to_bytes()),
         }),
         Signing::Unsigned(why) => serde_json::json!({ "unsigned": why }),
     };
     doc.insert("signature".into(), signature);
     let json_path = dir.join(CUSTODY_JSON);
-    let mut json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    let mut json = serde_json::to_vec_pretty(&doc).map_err(|e| ExportError::Write {
+        path: json_path.clone(),
+        error: e.into(),
+    })?;
     json.push(b'\n');
-    write_synced(&json_path, &json)?;
-    write_synced(&dir.join(CUSTODY_TXT), text(&doc).as_bytes())
+    write_synced(&dir.join(CUSTODY_TXT), text.as_bytes())?;
+    write_synced(&json_path, &json)
 }
 
-fn signed_bytes(doc: &Map<String, Value>) -> Vec<u8> {
+/// What the signature covers: the domain, then the report's compact JSON without `signature`,
+/// keys in the order written (`check` refuses a report that names a key twice, so no reader can
+/// see other values than those signed).
+fn signed_bytes(doc: &Map<String, Value>) -> Result<Vec<u8>, ExportError> {
     let mut bytes = DOMAIN.to_vec();
-    // A map of JSON values always serialises.
-    bytes.extend(serde_json::to_vec(doc).unwrap_or_default());
-    bytes
+    serde_json::to_writer(&mut bytes, doc).map_err(|e| ExportError::Write {
+        path: PathBuf::from(CUSTODY_JSON),
+        error: e.into(),
+    })?;
+    Ok(bytes)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
@@ -130,7 +151,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     file.sync_all().map_err(err)
 }
 
-/// Every file under `dir` (but the custody report and work files), by relative path, in order.
+/// Every file under `dir` but the custody report itself, by relative path, in order.
 fn hash_outputs(dir: &Path) -> Result<Vec<OutputFile>, ExportError> {
     let mut files = Vec::new();
     collect_files(dir, dir, &mut files)?;
@@ -165,7 +186,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> R
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.file_type().map_err(err)?.is_dir() {
             collect_files(root, &path, out)?;
-        } else if !name.starts_with('.') && !name.starts_with(CUSTODY_STEM) {
+        } else if !(dir == root && (name == CUSTODY_JSON || name == CUSTODY_TXT)) {
             let relative = path.strip_prefix(root).unwrap_or(&path).display().to_string();
             out.push((relative, path));
         }
@@ -174,7 +195,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> R
 }
 
 /// The report for a person.
-fn text(doc: &Map<String, Value>) -> String {
+fn text(doc: &Map<String, Value>, signed_by: &Result<String, String>) -> String {
     let s = |k: &str| {
         doc.get(k)
             .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
@@ -197,16 +218,11 @@ fn text(doc: &Map<String, Value>) -> String {
             ));
         }
     }
-    match doc.get("signature") {
-        Some(sig) if sig.get("ed25519").is_some() => out.push_str(&format!(
-            "Signed:    custody.json is signed by the bot's key {} (Ed25519)\n",
-            sig["public_key"].as_str().unwrap_or_default()
+    match signed_by {
+        Ok(key) => out.push_str(&format!(
+            "Signed:    custody.json is signed by the bot's key {key} (Ed25519); it holds this text's SHA-256\n"
         )),
-        Some(sig) => out.push_str(&format!(
-            "Signed:    NO: {}\n",
-            sig["unsigned"].as_str().unwrap_or_default()
-        )),
-        None => {}
+        Err(why) => out.push_str(&format!("Signed:    NO: {why}\n")),
     }
     out.push_str("\nCounts:\n");
     if let Some(Value::Object(counts)) = doc.get("counts") {
@@ -258,6 +274,8 @@ pub struct Checked {
 pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
     let path = dir.join(CUSTODY_JSON);
     let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_slice::<NoDuplicates>(&text)
+        .map_err(|e| format!("{} is not a custody report as written: {e}", path.display()))?;
     let mut doc: Map<String, Value> =
         serde_json::from_slice(&text).map_err(|e| format!("{} is not a custody report: {e}", path.display()))?;
     let signature = doc.remove("signature").unwrap_or(Value::Null);
@@ -272,7 +290,7 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
         .ok()
         .and_then(|b| Signature::from_slice(&b).ok())
         .ok_or("the signature is not 64 bytes of hex")?;
-    let signed = signed_bytes(&doc);
+    let signed = signed_bytes(&doc).map_err(|e| e.to_string())?;
     let signer = keys
         .iter()
         .find(|k| k.verify(&signed, &sig).is_ok())
@@ -287,6 +305,10 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
             Some(_) => {}
         }
     }
+    let txt = std::fs::read(dir.join(CUSTODY_TXT)).map_err(|e| format!("cannot read {CUSTODY_TXT}: {e}"))?;
+    if doc.get("custody_txt_sha256").and_then(Value::as_str) != Some(&hex::encode(Sha256::digest(&txt))) {
+        return Err(format!("ALTERED {CUSTODY_TXT}: its SHA-256 is not custody.json's"));
+    }
     if let Some(extra) = there.iter().find(|f| !listed.iter().any(|w| w.path == f.path)) {
         return Err(format!("UNLISTED {}: custody.json does not list it", extra.path));
     }
@@ -294,6 +316,57 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
         signed_by: hex::encode(signer.as_bytes()),
         files: listed.len(),
     })
+}
+
+/// A JSON document read only to refuse one whose objects name a key twice: serde_json keeps the
+/// last, another reader (or a person) may take the first.
+struct NoDuplicates;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicatesVisitor)
+    }
+}
+
+struct NoDuplicatesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicatesVisitor {
+    type Value = NoDuplicates;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicates, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("key `{key}` appears twice")));
+            }
+            map.next_value::<NoDuplicates>()?;
+        }
+        Ok(NoDuplicates)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NoDuplicates, A::Error> {
+        while seq.next_element::<NoDuplicates>()?.is_some() {}
+        Ok(NoDuplicates)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_unit<E>(self) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
 }
 
 #[cfg(test)]
@@ -328,5 +401,18 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("s3://b/p/", "s3://b/q/")).unwrap();
         assert!(check(dir.path(), &keys).unwrap_err().contains("BAD SIGNATURE"));
+        // A second "archive" before the signed one: what serde_json keeps is signed, what a
+        // first-key reader sees is not.
+        std::fs::write(
+            &path,
+            text.replacen("  \"archive\"", "  \"archive\": \"s3://evil/\",\n  \"archive\"", 1),
+        )
+        .unwrap();
+        assert!(check(dir.path(), &keys).unwrap_err().contains("appears twice"));
+        std::fs::write(&path, &text).unwrap();
+        assert!(check(dir.path(), &keys).is_ok());
+        let txt = dir.path().join(CUSTODY_TXT);
+        std::fs::write(&txt, "CHAIN OF CUSTODY: all fine\n").unwrap();
+        assert!(check(dir.path(), &keys).unwrap_err().contains("ALTERED custody.txt"));
     }
 }

@@ -18,26 +18,22 @@ pub mod collect;
 mod csv;
 pub mod custody;
 mod output;
+mod read;
 pub mod selection;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use futures_util::StreamExt as _;
-use sha2::{Digest, Sha256};
 
 use crate::aws::AwsFailure;
-use crate::decrypt::ObjectError;
-use crate::manifest::verify::{Problem, Progress, content_problem};
+use crate::manifest::verify::{Progress, content_problem};
 pub use archive::{Catalogue, Place, Source};
-use collect::{Collector, Judged, judge_line};
+use collect::Collector;
 pub use custody::SourceRecord;
+use read::{Event, FileRead, MAX_LINE};
 pub use selection::Selection;
 
-/// Files read at once.
-const AT_ONCE: usize = 4;
-/// The longest line kept: a longer one (no message is) is skipped and reported.
-const MAX_LINE: usize = 64 << 20;
 /// Where the output is assembled, under `--out`.
 pub const PARTIAL_DIR: &str = ".export-partial";
 
@@ -58,10 +54,10 @@ pub enum ExportError {
 }
 
 /// What an export reads and what it was asked for.
-pub struct Export<'a> {
-    pub place: &'a Place,
-    pub keys: &'a [VerifyingKey],
-    pub selection: &'a Selection,
+pub struct Export {
+    pub place: Arc<Place>,
+    pub keys: Vec<VerifyingKey>,
+    pub selection: Selection,
     pub strict: bool,
 }
 
@@ -85,7 +81,14 @@ pub enum Signing<'a> {
     Unsigned(String),
 }
 
-/// What an export produced.
+/// What an export produced, and what was wrong on the way (each problem also in the custody
+/// report).
+#[derive(Debug, Default)]
+pub struct Exported {
+    pub counts: Counts,
+    pub problems: Vec<String>,
+}
+
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Counts {
     /// Lines selected, in verified files.
@@ -104,21 +107,11 @@ pub struct Counts {
     pub bytes_read: u64,
 }
 
-/// What a file read showed: its plaintext's length and SHA-256, the lines that may belong, and
-/// what went wrong.
-struct FileRead {
-    judged: Vec<Judged>,
-    plain_len: u64,
-    sha256: String,
-    error: Option<ObjectError>,
-    long_lines: usize,
-}
-
-impl Export<'_> {
+impl Export {
     /// Reads the manifests and decides which files to read.
     pub async fn plan(&self) -> Result<Plan, ExportError> {
-        let judge = selection::Judge::new(self.selection).map_err(ExportError::Selection)?;
-        let catalogue = self.place.catalogue(self.keys).await?;
+        let judge = selection::Judge::new(&self.selection).map_err(ExportError::Selection)?;
+        let catalogue = self.place.catalogue(&self.keys).await?;
         let mut plan = Plan {
             to_read: Vec::new(),
             skipped: 0,
@@ -127,7 +120,9 @@ impl Export<'_> {
         };
         for (i, source) in plan.catalogue.messages.iter().enumerate() {
             let span = source.entry.as_ref().and_then(|e| e.msg_span());
-            if judge.may_hold(span) {
+            // Who is a member of a room shows in its control messages, whenever they were sent:
+            // with --participant every file is read.
+            if judge.has_participants() || judge.may_hold(span) {
                 plan.to_read.push(i);
             } else {
                 plan.skipped += 1;
@@ -137,24 +132,25 @@ impl Export<'_> {
         Ok(plan)
     }
 
-    /// Reads the planned files and writes the export into `out`.
+    /// Reads the planned files and writes the export into `out` (a new or empty directory; on
+    /// failure it is left as it was found).
     pub async fn run(
         &self,
         plan: Plan,
         out: &Path,
         signing: Signing<'_>,
         progress: &(dyn Fn(Progress) + Sync),
-    ) -> Result<Counts, ExportError> {
-        let judge = selection::Judge::new(self.selection).map_err(ExportError::Selection)?;
-        let staging = output::prepare(out)?;
-        let result = self.produce(plan, &judge, &staging, signing, progress).await;
-        match result {
-            Ok(counts) => {
-                output::publish(&staging, out)?;
-                Ok(counts)
-            }
+    ) -> Result<Exported, ExportError> {
+        let judge = Arc::new(selection::Judge::new(&self.selection).map_err(ExportError::Selection)?);
+        let (staging, created) = output::prepare(out)?;
+        let result = self.produce(plan, judge, &staging, signing, progress).await;
+        match result.and_then(|exported| output::publish(&staging, out).map(|()| exported)) {
+            Ok(exported) => Ok(exported),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staging);
+                if created {
+                    let _ = std::fs::remove_dir(out);
+                }
                 Err(e)
             }
         }
@@ -163,23 +159,21 @@ impl Export<'_> {
     async fn produce(
         &self,
         plan: Plan,
-        judge: &selection::Judge,
+        judge: Arc<selection::Judge>,
         staging: &Path,
         signing: Signing<'_>,
         progress: &(dyn Fn(Progress) + Sync),
-    ) -> Result<Counts, ExportError> {
-        let strict = |problems: &[Problem]| match problems.first() {
-            Some(p) if self.strict => Err(ExportError::Strict(p.to_string())),
-            _ => Ok(()),
-        };
-        strict(&plan.catalogue.problems)?;
+    ) -> Result<Exported, ExportError> {
+        if let Some(p) = plan.catalogue.problems.first().filter(|_| self.strict) {
+            return Err(ExportError::Strict(p.to_string()));
+        }
         let work = staging.join(".lines");
         let write_err = |path: &Path| {
             let path = path.to_owned();
             move |error| ExportError::Write { path, error }
         };
         let mut collector = Collector::new(&work).map_err(write_err(&work))?;
-        let sources = &plan.catalogue.messages;
+        let sources: Arc<[Source]> = plan.catalogue.messages.clone().into();
         let mut done = Progress {
             objects: 0,
             objects_total: plan.to_read.len(),
@@ -187,50 +181,55 @@ impl Export<'_> {
             bytes_total: plan.bytes(),
         };
         let mut records: Vec<Option<SourceRecord>> = vec![None; sources.len()];
-        let mut read_problems = Vec::new();
+        let mut problems: Vec<String> = plan.catalogue.problems.iter().map(ToString::to_string).collect();
         let mut verified = vec![false; sources.len()];
         let mut counts = Counts {
             files_skipped: plan.skipped,
             ..Counts::default()
         };
-        let mut reads = futures_util::stream::iter(
-            plan.to_read
-                .iter()
-                .map(|&i| async move { (i, self.read_file(&sources[i], judge).await) }),
-        )
-        .buffer_unordered(AT_ONCE);
-        while let Some((i, read)) = reads.next().await {
+        let (events, received) = read::channel();
+        let reading = tokio::spawn(read::read_all(
+            self.place.clone(),
+            judge,
+            sources.clone(),
+            plan.to_read.clone(),
+            events,
+        ));
+        // Stops the readers when this returns early (--strict, a write error).
+        let _stop = AbortOnDrop(reading.abort_handle());
+        while let Ok(event) = received.recv_async().await {
+            let (i, read) = match event {
+                Event::Line(file, judged) => {
+                    tokio::task::block_in_place(|| collector.add(file, judged)).map_err(write_err(&work))?;
+                    continue;
+                }
+                Event::Done(file, read) => (file as usize, read),
+            };
             let source = &sources[i];
             let location = self.place.describe_file(&source.at);
-            let problem = match (&source.entry, &read.error) {
-                (None, _) => Some(format!("UNLISTED {location}: no signed manifest entry lists this file")),
-                (Some(entry), Some(e)) => content_problem(entry, &location, Err(e)).map(|p| p.to_string()),
-                (Some(entry), None) => {
-                    content_problem(entry, &location, Ok((read.plain_len, &read.sha256))).map(|p| p.to_string())
-                }
-            };
+            let problem = file_problem(source, &location, &read);
             if let Some(p) = problem.as_ref().filter(|_| self.strict) {
                 return Err(ExportError::Strict(p.clone()));
             }
             verified[i] = problem.is_none();
+            if verified[i] {
+                collector.add_rooms(read.rooms.iter().copied());
+            }
             let mut record = SourceRecord::of(source, &location);
             record.sha256 = read.error.is_none().then(|| read.sha256.clone());
-            record.result = match (&problem, read.long_lines) {
-                (Some(p), _) => p.clone(),
-                (None, 0) => "verified".into(),
-                (None, n) => format!("verified; {n} line(s) over {MAX_LINE} bytes skipped"),
-            };
+            record.result = problem.clone().unwrap_or_else(|| "verified".into());
             records[i] = Some(record);
-            read_problems.extend(problem);
-            let number = u32::try_from(i).unwrap_or(u32::MAX);
-            tokio::task::block_in_place(|| collector.add(number, read.judged)).map_err(write_err(&work))?;
+            problems.extend(problem);
+            problems.extend(line_problems(&location, &read));
             counts.files_read += 1;
             counts.bytes_read += source.stored;
             done.objects += 1;
             done.bytes += source.stored;
             progress(done);
         }
-        drop(reads);
+        if let Some(p) = problems.iter().find(|_| self.strict) {
+            return Err(ExportError::Strict(p.clone()));
+        }
 
         let resolved =
             tokio::task::block_in_place(|| collector.resolve(&|i| verified[i as usize])).map_err(write_err(&work))?;
@@ -239,7 +238,7 @@ impl Export<'_> {
         (counts.messages, counts.related, counts.unverified) = (written.selected, written.related, written.unverified);
         collector.remove().map_err(write_err(&work))?;
 
-        let fetched = attachments::fetch(self.place, &plan.catalogue, &written.attachments, staging).await?;
+        let fetched = attachments::fetch(&self.place, &plan.catalogue, &written.attachments, staging).await?;
         if let Some(p) = fetched.problems.first().filter(|_| self.strict) {
             return Err(ExportError::Strict(p.clone()));
         }
@@ -254,77 +253,57 @@ impl Export<'_> {
             .collect();
         all_records.extend(records.into_iter().flatten());
         all_records.extend(fetched.records);
-        let mut problems: Vec<String> = plan.catalogue.problems.iter().map(ToString::to_string).collect();
-        problems.extend(read_problems);
         problems.extend(fetched.problems);
         let report = custody::Report {
             archive: self.place.describe(),
-            selection: self.selection,
+            selection: &self.selection,
             strict: self.strict,
             public_keys: self.keys.iter().map(|k| hex::encode(k.as_bytes())).collect(),
             sources: all_records,
-            problems,
+            problems: problems.clone(),
             counts: counts.clone(),
         };
         tokio::task::block_in_place(|| custody::write(staging, report, signing))?;
-        Ok(counts)
+        Ok(Exported { counts, problems })
     }
+}
 
-    /// Reads one file through: its lines judged, its plaintext hashed.
-    async fn read_file(&self, source: &Source, judge: &selection::Judge) -> FileRead {
-        let mut read = FileRead {
-            judged: Vec::new(),
-            plain_len: 0,
-            sha256: String::new(),
-            error: None,
-            long_lines: 0,
-        };
-        let mut hasher = Sha256::new();
-        let mut carry: Vec<u8> = Vec::new();
-        let mut number = 0u32;
-        let mut too_long = false;
-        let mut take = |line: &[u8], read: &mut FileRead, too_long: bool| {
-            number += 1;
-            if too_long {
-                read.long_lines += 1;
-            } else if let Some(judged) = judge_line(judge, line, number) {
-                read.judged.push(judged);
-            }
-        };
-        let result: Result<(), ObjectError> = async {
-            let mut reader = self.place.open(source).await?;
-            while let Some(chunk) = reader.next().await? {
-                hasher.update(&chunk);
-                read.plain_len += chunk.len() as u64;
-                let mut rest = &chunk[..];
-                while let Some(end) = memchr::memchr(b'\n', rest) {
-                    if carry.is_empty() {
-                        take(&rest[..end], &mut read, too_long);
-                    } else {
-                        carry.extend_from_slice(&rest[..end]);
-                        take(&carry, &mut read, too_long);
-                        carry.clear();
-                    }
-                    too_long = false;
-                    rest = &rest[end + 1..];
-                }
-                if carry.len() + rest.len() > MAX_LINE {
-                    too_long = true;
-                    carry.clear();
-                } else if !too_long {
-                    carry.extend_from_slice(rest);
-                }
-            }
-            reader.finish()
-        }
-        .await;
-        if !carry.is_empty() || too_long {
-            take(&carry, &mut read, too_long);
-        }
-        read.sha256 = hex::encode(hasher.finalize());
-        read.error = result.err();
-        read
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
+}
+
+/// What is wrong with a file read against its signed entry (or that it has none).
+fn file_problem(source: &Source, location: &str, read: &FileRead) -> Option<String> {
+    match (&source.entry, &read.error) {
+        (None, _) => Some(format!("UNLISTED {location}: no signed manifest entry lists this file")),
+        (Some(entry), Some(e)) => content_problem(entry, location, Err(e)).map(|p| p.to_string()),
+        (Some(entry), None) => {
+            content_problem(entry, location, Ok((read.plain_len, &read.sha256))).map(|p| p.to_string())
+        }
+    }
+}
+
+/// Lines of a file that could not be judged: skipped, and said.
+fn line_problems(location: &str, read: &FileRead) -> Vec<String> {
+    let mut problems = Vec::new();
+    if read.long_lines > 0 {
+        problems.push(format!(
+            "LONG LINES {location}: {} line(s) over {MAX_LINE} bytes skipped (no message is that long)",
+            read.long_lines
+        ));
+    }
+    if read.not_json > 0 {
+        problems.push(format!(
+            "NOT JSON {location}: {} line(s) are not JSON objects, so no message; skipped",
+            read.not_json
+        ));
+    }
+    problems
 }
 
 impl Place {

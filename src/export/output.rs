@@ -22,22 +22,25 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
     }
 }
 
-/// Makes `out` (which must be new or empty) and the staging directory in it.
-pub fn prepare(out: &Path) -> Result<PathBuf, ExportError> {
-    match std::fs::read_dir(out) {
+/// Makes `out` (which must be new or empty) and the staging directory in it; says whether `out`
+/// was made here (to be removed again if the export fails).
+pub fn prepare(out: &Path) -> Result<(PathBuf, bool), ExportError> {
+    let created = match std::fs::read_dir(out) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(ExportError::OutNotEmpty(out.to_owned()));
             }
+            false
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(out).map_err(write_error(out))?;
+            true
         }
         Err(e) => return Err(write_error(out)(e)),
-    }
+    };
     let staging = out.join(PARTIAL_DIR);
     std::fs::create_dir(&staging).map_err(write_error(&staging))?;
-    Ok(staging)
+    Ok((staging, created))
 }
 
 /// Moves everything from the staging directory into `out`, custody report last: an `out` with a
@@ -56,33 +59,55 @@ pub fn publish(staging: &Path, out: &Path) -> Result<(), ExportError> {
     crate::durable::sync_dir(out).map_err(write_error(out))
 }
 
-/// What writing the lines found: the unverified counts, and the attachments the lines refer to
-/// (archived name, and whether a verified line refers to it).
+/// What writing the lines found: the counts, and the attachments the lines refer to (archived
+/// name, and whether a verified line refers to it).
 #[derive(Debug, Default)]
 pub struct Written {
     pub selected: usize,
     pub related: usize,
     pub unverified: usize,
-    pub attachments: Vec<String>,
+    pub attachments: Vec<(String, bool)>,
 }
 
-/// Writes `messages.jsonl`, `unverified/messages.jsonl` (when there are such lines) and
-/// `messages.csv`, in the resolved order.
+/// One output's JSONL and CSV.
+struct Pair {
+    jsonl: (BufWriter<File>, PathBuf),
+    csv: (super::csv::Writer<BufWriter<File>>, PathBuf),
+}
+
+impl Pair {
+    fn create(dir: &Path) -> Result<Pair, ExportError> {
+        std::fs::create_dir_all(dir).map_err(write_error(dir))?;
+        let open = |name: &str| -> Result<(BufWriter<File>, PathBuf), ExportError> {
+            let path = dir.join(name);
+            let file = File::create(&path).map_err(write_error(&path))?;
+            Ok((BufWriter::new(file), path))
+        };
+        let (csv, csv_path) = open(MESSAGES_CSV)?;
+        Ok(Pair {
+            jsonl: open(MESSAGES)?,
+            csv: (super::csv::Writer::new(csv), csv_path),
+        })
+    }
+
+    fn finish(self) -> Result<(), ExportError> {
+        let sync = |w: BufWriter<File>, path: &Path| -> Result<(), ExportError> {
+            let file = w.into_inner().map_err(|e| write_error(path)(e.into_error()))?;
+            file.sync_all().map_err(write_error(path))
+        };
+        sync(self.jsonl.0, &self.jsonl.1)?;
+        let csv = self.csv.0.into_inner().map_err(write_error(&self.csv.1))?;
+        sync(csv, &self.csv.1)
+    }
+}
+
+/// Writes `messages.jsonl` and `messages.csv`, and `unverified/messages.jsonl` and `.csv` when
+/// there are such lines, in the resolved order.
 pub fn write_lines(staging: &Path, collector: &Collector, resolved: &Resolved) -> Result<Written, ExportError> {
-    let create = |path: &Path| -> Result<BufWriter<File>, ExportError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(write_error(dir))?;
-        }
-        Ok(BufWriter::new(File::create(path).map_err(write_error(path))?))
-    };
-    let jsonl = staging.join(MESSAGES);
-    let unverified_path = staging.join(UNVERIFIED).join(MESSAGES);
-    let csv_path = staging.join(MESSAGES_CSV);
-    let mut verified_out = create(&jsonl)?;
-    let mut unverified_out: Option<BufWriter<File>> = None;
-    let mut csv = super::csv::Writer::new(create(&csv_path)?);
+    let mut verified_out = Pair::create(staging)?;
+    let mut unverified_out: Option<Pair> = None;
     let mut written = Written::default();
-    let mut names = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeMap::new();
     let work = staging.join(".lines");
     for line in &resolved.lines {
         let text = collector
@@ -91,38 +116,35 @@ pub fn write_lines(staging: &Path, collector: &Collector, resolved: &Resolved) -
                 path: work.clone(),
                 error,
             })?;
-        let (out, path) = if line.verified {
+        let out = if line.verified {
             match line.related {
                 true => written.related += 1,
                 false => written.selected += 1,
             }
-            (&mut verified_out, &jsonl)
+            &mut verified_out
         } else {
             written.unverified += 1;
-            if unverified_out.is_none() {
-                unverified_out = Some(create(&unverified_path)?);
+            match &mut unverified_out {
+                Some(out) => out,
+                None => unverified_out.insert(Pair::create(&staging.join(UNVERIFIED))?),
             }
-            (unverified_out.as_mut().unwrap_or(&mut verified_out), &unverified_path)
         };
-        out.write_all(&text)
-            .and_then(|()| out.write_all(b"\n"))
-            .map_err(write_error(path))?;
+        out.jsonl
+            .0
+            .write_all(&text)
+            .and_then(|()| out.jsonl.0.write_all(b"\n"))
+            .map_err(write_error(&out.jsonl.1))?;
         if let Some(fields) = read_line(&text) {
             if let Some(name) = &fields.attachment {
-                names.insert(name.to_string());
+                *names.entry(name.to_string()).or_insert(false) |= line.verified;
             }
-            csv.row(&fields, line.verified).map_err(write_error(&csv_path))?;
+            out.csv.0.row(&fields, line.verified).map_err(write_error(&out.csv.1))?;
         }
     }
     written.attachments = names.into_iter().collect();
-    let finish = |w: BufWriter<File>, path: &Path| -> Result<(), ExportError> {
-        let file = w.into_inner().map_err(|e| write_error(path)(e.into_error()))?;
-        file.sync_all().map_err(write_error(path))
-    };
-    finish(verified_out, &jsonl)?;
-    if let Some(w) = unverified_out {
-        finish(w, &unverified_path)?;
+    verified_out.finish()?;
+    if let Some(out) = unverified_out {
+        out.finish()?;
     }
-    finish(csv.into_inner().map_err(write_error(&csv_path))?, &csv_path)?;
     Ok(written)
 }

@@ -387,6 +387,12 @@ mod tests {
             "0.25 s after --to"
         );
         assert_eq!(verdict(&["--from", "2023-11-15"]), Verdict::No);
+        // The last fraction of a second of a --to date is in it.
+        let late = TEXT.replace("1700000000.25", "1700006399.9999995");
+        let late = read_line(late.as_bytes()).unwrap();
+        let judge = judge(&["--to", "2023-11-14"]).unwrap();
+        assert_eq!(judge.judge(&late), Verdict::Yes);
+        assert!(judge.may_hold(Some((late.time.unwrap(), late.time.unwrap()))));
     }
 
     #[test]

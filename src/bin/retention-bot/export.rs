@@ -5,7 +5,9 @@
 use std::io::IsTerminal as _;
 
 use retention_bot::decrypt::{Archive, folder_prefix};
-use retention_bot::export::{Counts, Export, ExportError, Place, Plan, Selection, Signing, custody};
+use std::sync::Arc;
+
+use retention_bot::export::{Export, ExportError, Exported, Place, Plan, Selection, Signing, custody};
 use retention_bot::identity::sealed::SealedIdentity;
 
 use super::progress::ProgressLine;
@@ -58,7 +60,7 @@ pub(super) fn run(args: Args) -> ExitCode {
         esay!("retention-bot export: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    if let Some(out) = &args.out
+    if let Some(out) = args.out.as_ref().filter(|_| !args.dry_run)
         && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some())
     {
         esay!("retention-bot export: {}", ExportError::OutNotEmpty(out.clone()));
@@ -91,9 +93,9 @@ pub(super) fn run(args: Args) -> ExitCode {
         (None, None) => return ExitCode::from(EXIT_CONFIG),
     };
     let export = Export {
-        place: &place,
-        keys: &keys,
-        selection: &args.selection,
+        place: Arc::new(place),
+        keys,
+        selection: args.selection,
         strict: args.strict,
     };
     let plan = match runtime.block_on(export.plan()) {
@@ -104,7 +106,7 @@ pub(super) fn run(args: Args) -> ExitCode {
         }
     };
     if args.dry_run {
-        print_plan(&place, &plan);
+        print_plan(&export.place, &plan);
         return ExitCode::SUCCESS;
     }
     let Some(out) = args.out else {
@@ -118,7 +120,7 @@ pub(super) fn run(args: Args) -> ExitCode {
     let done = runtime.block_on(export.run(plan, &out, signing, &|p| line.show(p)));
     line.clear();
     match done {
-        Ok(counts) => report(&out, &counts, signing_key.as_ref().map(|(_, hex)| hex.as_str())),
+        Ok(exported) => report(&out, &exported, signing_key.as_ref().map(|(_, hex)| hex.as_str())),
         Err(e) => {
             esay!("retention-bot export: {e}");
             ExitCode::FAILURE
@@ -146,15 +148,11 @@ fn print_plan(place: &Place, plan: &Plan) {
     );
 }
 
-fn report(out: &Path, counts: &Counts, signed_by: Option<&str>) -> ExitCode {
+fn report(out: &Path, exported: &Exported, signed_by: Option<&str>) -> ExitCode {
+    let (counts, problems) = (&exported.counts, &exported.problems);
     let custody = out.join(custody::CUSTODY_JSON);
-    let problems = std::fs::read(&custody)
-        .ok()
-        .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["problems"].as_array().cloned())
-        .unwrap_or_default();
-    for p in &problems {
-        esay!("{}", p.as_str().unwrap_or_default());
+    for p in problems {
+        esay!("{p}");
     }
     say!(
         "exported {} message(s), {} related edit(s)/reaction(s)/delete(s) and {} attachment(s) to {}; read {} file(s) ({:.1} MiB), {} skipped by their signed time spans",
