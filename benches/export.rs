@@ -60,6 +60,8 @@ fn generate(dir: &Path, messages: usize) {
 /// goes up too).
 fn upload(root: &Path, stores: &Stores) {
     let mut cmd = bot_command(root, FOLDER, stores.s3_port, Some((&stores.arn, stores.kms_port)));
+    // A hundred files found at start-up, each worth a warning: only errors matter here.
+    cmd.env("RUST_LOG", "error");
     let banner = std::fs::File::create(root.join("banner.txt")).expect("create the banner file");
     let mut bot = Guard(cmd.stdin(Stdio::null()).stdout(banner).spawn().expect("start the bot"));
     let deadline = Instant::now() + Duration::from_secs(1200);

@@ -1,0 +1,291 @@
+//! `retention-bot export` against archives the real bot wrote: a local directory, and moto buckets
+//! (plain and KMS-encrypted). The archive is generated here with a known answer: four people, two
+//! rooms and direct messages, texts, files with attachments, calls, locations, edits, reactions and
+//! deletes, spread over five months, written over several rotations and restarts, and with a late
+//! producer posting March messages in July (a file whose lines are out of time order). Every
+//! selection must return exactly the ids the model below computes, in order; attachments must be
+//! byte-identical; the CSV must parse with Python's csv module and agree with the JSONL; the custody
+//! report must be signed and hash every output. Then the attacks: a tampered file, `--strict`, and
+//! bad flags.
+
+use crate::common;
+
+mod archive;
+
+use std::process::Command;
+
+use archive::*;
+use common::Bot;
+use common::aws::{Moto, RecordingProxy};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_from_a_directory_answers_every_selection_exactly_with_a_signed_custody_report() {
+    let msgs = generate();
+    let mut bot = Bot::start(&rotating()).await;
+    write_archive(&mut bot, &msgs).await;
+    let mut env = bot.env.clone();
+    env.retain(|(k, _)| k == "WICKRIO_STATE_DIR" || k == "WICKRIO_BOT_PASSWORD");
+    let exporter = Exporter {
+        source: vec!["--dir".into(), bot.root.display().to_string()],
+        env,
+        public_key: bot.root.join("state/public_key.txt"),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for (args, sel) in selections() {
+        outs.push(check_selection(&exporter, &msgs, &sel, &args, tmp.path()));
+    }
+    // The late March messages sit in a July file: a March export still finds them.
+    let march = std::fs::read_to_string(outs[2].join("messages.jsonl")).unwrap();
+    assert!(march.contains("\"late0\"") && march.contains("\"late1\""), "{march}");
+
+    // Signed with the bot's key: `verify-export` accepts it, and notices an altered output.
+    let (code, text) = common::run_to_end(
+        Command::new(common::BIN)
+            .arg("verify-export")
+            .arg(&outs[1])
+            .arg("--public-key")
+            .arg(&exporter.public_key),
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("custody report signed by"), "{text}");
+    let csv = outs[1].join("messages.csv");
+    let mut altered = std::fs::read(&csv).unwrap();
+    altered.extend_from_slice(b"x,y\n");
+    std::fs::write(&csv, altered).unwrap();
+    let (code, text) = common::run_to_end(
+        Command::new(common::BIN)
+            .arg("verify-export")
+            .arg(&outs[1])
+            .arg("--public-key")
+            .arg(&exporter.public_key),
+    );
+    assert_eq!((code, text.contains("ALTERED messages.csv")), (Some(1), true), "{text}");
+
+    // The time spans of the signed entries prune: a fortnight reads far fewer files than everything.
+    let all = files_to_read(&exporter, &[]);
+    let fortnight = files_to_read(&exporter, &["--from", "2026-04-01", "--to", "2026-04-14"]);
+    assert!(all >= 10 && fortnight * 3 < all, "{fortnight} of {all} files");
+
+    // Without the bot's state, the report goes unsigned and says so.
+    let unsigned = Exporter {
+        env: Vec::new(),
+        ..exporter
+    };
+    let out = tmp.path().join("unsigned");
+    let (code, text) = unsigned.run(&["--sender", "bob@example", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("NOT SIGNED: no bot state directory"), "{text}");
+    let custody: Value = serde_json::from_slice(&std::fs::read(out.join("custody.json")).unwrap()).unwrap();
+    assert!(custody["signature"]["unsigned"].is_string(), "{custody}");
+    assert!(
+        std::fs::read_to_string(out.join("custody.txt"))
+            .unwrap()
+            .contains("Signed:    NO:")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_reads_plain_and_encrypted_buckets_in_place_and_only_the_objects_a_period_needs() {
+    let msgs = generate();
+    let moto = Moto::start().await;
+    let key_arn = moto.create_key().await;
+    for (bucket, encrypted) in [("export-plain", false), ("export-enc", true)] {
+        moto.s3().await.create_bucket().bucket(bucket).send().await.unwrap();
+        let env = Moto::env_via(&moto.endpoint());
+        let mut extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        extra.extend(rotating());
+        extra.extend([("WICKRIO_S3_BUCKET_NAME", bucket), ("WICKRIO_S3_FOLDER_NAME", FOLDER)]);
+        if encrypted {
+            extra.push(("WICKRIO_KMS_MSTRKEY_ARN", &key_arn));
+        }
+        let mut bot = Bot::start(&extra).await;
+        write_archive(&mut bot, &msgs).await;
+
+        let proxy = RecordingProxy::start(moto.port).await;
+        let mut env = Moto::env_via(&proxy.endpoint());
+        env.extend(
+            bot.env
+                .iter()
+                .filter(|(k, _)| k.starts_with("WICKRIO_STATE") || k == "WICKRIO_BOT_PASSWORD")
+                .cloned(),
+        );
+        let exporter = Exporter {
+            source: vec!["--bucket".into(), bucket.into(), "--prefix".into(), FOLDER.into()],
+            env,
+            public_key: bot.root.join("state/public_key.txt"),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        for (args, sel) in selections() {
+            check_selection(&exporter, &msgs, &sel, &args, tmp.path());
+        }
+
+        // Counted at the server: a fortnight's export GETs a fraction of the message objects.
+        let message_objects = moto
+            .keys(bucket)
+            .await
+            .iter()
+            .filter(|k| k.contains("receivedMessages_"))
+            .count();
+        let before = proxy.requests().len();
+        let out = tmp.path().join("fortnight");
+        let (code, text) = exporter.run(&[
+            "--from",
+            "2026-04-01",
+            "--to",
+            "2026-04-14",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(0), "{text}");
+        let gets = proxy.requests()[before..]
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("receivedMessages_"))
+            .count();
+        assert!(
+            gets > 0 && gets * 3 < message_objects,
+            "{bucket}: {gets} message objects read of {message_objects}"
+        );
+        assert!(text.contains("skipped by their signed time spans"), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_file_is_reported_its_lines_kept_apart_and_strict_writes_nothing() {
+    let msgs = generate();
+    let mut bot = Bot::start(&rotating()).await;
+    write_archive(&mut bot, &msgs).await;
+    let exporter = Exporter {
+        source: vec!["--dir".into(), bot.root.display().to_string()],
+        env: Vec::new(),
+        public_key: bot.root.join("state/public_key.txt"),
+    };
+    // Alter a word of one message in its archived file: the JSON stays valid.
+    let name = common::closed_message_files(&bot.messages_dir())
+        .into_iter()
+        .find(|n| {
+            std::fs::read_to_string(bot.messages_dir().join(n))
+                .unwrap()
+                .contains("\"message 40 from")
+        })
+        .unwrap();
+    let file = bot.messages_dir().join(&name);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let tampered_ids: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["message_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    std::fs::write(&file, text.replace("\"message 40 from", "\"message 41 from")).unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("all");
+    let (code, report) = exporter.run(&["--out", out.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("ALTERED") && report.contains("UNVERIFIED:"), "{report}");
+    let verified = ids_in(&out.join("messages.jsonl"));
+    let unverified = ids_in(&out.join("unverified/messages.jsonl"));
+    assert!(!unverified.is_empty());
+    for id in &tampered_ids {
+        assert!(!verified.contains(id), "{id} is not mixed in with the verified lines");
+    }
+    assert!(unverified.iter().all(|id| tampered_ids.contains(id)), "{unverified:?}");
+    let expected: Vec<String> = model(&msgs, &Sel::default())
+        .into_iter()
+        .filter(|id| !tampered_ids.contains(id))
+        .collect();
+    assert_eq!(verified, expected, "every other line, in order");
+    let custody = std::fs::read_to_string(out.join("custody.json")).unwrap();
+    assert!(custody.contains(&format!("ALTERED {name}")), "{custody}");
+    let csv = std::fs::read_to_string(out.join("messages.csv")).unwrap();
+    assert!(
+        !csv.lines().any(|l| l.trim_end().ends_with(",no")),
+        "no unverified row among the verified ones"
+    );
+    let csv = std::fs::read_to_string(out.join("unverified/messages.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), unverified.len());
+    assert!(
+        rows.iter().all(|l| l.trim_end().ends_with(",no")),
+        "unverified rows are marked: {csv}"
+    );
+
+    // --strict: the same problem is fatal, and nothing is left behind.
+    let strict = tmp.path().join("strict");
+    let (code, report) = exporter.run(&["--strict", "--out", strict.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("--strict: ALTERED"), "{report}");
+    assert!(!strict.exists(), "nothing written, not even the directory");
+
+    // A planted file no manifest lists, claiming eve is a member of room 1 and replying to m001:
+    // it cannot bring room 1's verified messages into eve's export, nor pass for verified.
+    std::fs::write(&file, &text).unwrap();
+    let mut join = generate()[0].clone();
+    (join.id, join.msgtype, join.members) = ("x1".into(), 4002, vec!["eve@example"]);
+    let mut reply = generate()[0].clone();
+    (reply.id, reply.msgtype, reply.sender) = ("x2".into(), 9000, "eve@example");
+    reply.refers_to = Some("m001".into());
+    let planted = bot
+        .messages_dir()
+        .join("receivedMessages_20260701T000000000Z_0a0b0c0d0e0f_000001.txt");
+    std::fs::write(&planted, format!("{}\n{}\n", join.json(), reply.json())).unwrap();
+    let eve = tmp.path().join("eve");
+    let (code, report) = exporter.run(&["--participant", "eve@example", "--out", eve.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("UNLISTED"), "{report}");
+    assert_eq!(
+        ids_in(&eve.join("messages.jsonl")),
+        Vec::<String>::new(),
+        "nothing verified is eve's"
+    );
+    // eve's own line, kept apart; the planted membership counts for nothing, even for itself.
+    assert_eq!(ids_in(&eve.join("unverified/messages.jsonl")), ["x2"]);
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_clear_error_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("public_key.txt");
+    std::fs::write(&key, "11".repeat(32)).unwrap();
+    let out = tmp.path().join("out");
+    let full = tmp.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("earlier.txt"), "x").unwrap();
+    let dir = tmp.path().display().to_string();
+    let out_s = out.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--msgtype", "txt"], "is not a message type"),
+        (vec!["--from", "March"], "neither an RFC 3339 time"),
+        (vec!["--from", "2026-05-01", "--to", "2026-04-01"], "is after --to"),
+        (vec!["--sender", ""], "an empty value selects nothing"),
+        (vec!["--colour", "red"], "--colour"),
+        (vec!["--bucket", "b"], "cannot be used with"),
+    ];
+    for (args, says) in cases {
+        let mut cmd = Command::new(common::BIN);
+        cmd.args(["export", "--dir", &dir, "--out", &out_s, "--public-key"])
+            .arg(&key)
+            .args(&args)
+            .env_clear();
+        let (code, text) = common::run_to_end(&mut cmd);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+        assert!(!out.exists(), "{args:?} wrote nothing");
+    }
+    let (code, text) = common::run_to_end(
+        Command::new(common::BIN)
+            .args(["export", "--dir", &dir, "--public-key"])
+            .arg(&key)
+            .arg("--out")
+            .arg(&full)
+            .env_clear(),
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("already holds files"), "{text}");
+    assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
+}
