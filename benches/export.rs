@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{BUCKET, Guard, Stores, bot_command, row, settle, timed, timed_output};
+use support::{BUCKET, Guard, Stores, bot_command, row, settle, timed, timed_output, wait_until_shipped};
 
 const FOLDER: &str = "export";
 const FILES: usize = 100;
@@ -64,21 +64,7 @@ fn upload(root: &Path, stores: &Stores) {
     cmd.env("RUST_LOG", "error");
     let banner = std::fs::File::create(root.join("banner.txt")).expect("create the banner file");
     let mut bot = Guard(cmd.stdin(Stdio::null()).stdout(banner).spawn().expect("start the bot"));
-    let deadline = Instant::now() + Duration::from_secs(1200);
-    loop {
-        let left = std::fs::read_dir(root.join("m"))
-            .expect("read the message dir")
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("receivedMessages_"))
-            })
-            .count();
-        if left == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "upload did not finish in 20 minutes");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_shipped(&root.join("m"), "receivedMessages_", Duration::from_secs(1200));
     let _ = Command::new("kill").args(["-TERM", &bot.0.id().to_string()]).status();
     let _ = bot.0.wait();
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use retention_bot::envelope::gcm::Encryptor;
 
 mod support;
-use support::{BUCKET, Guard, Stores, aws_env, bot_command, row, settle, timed, venv, vm_mib};
+use support::{BUCKET, Guard, Stores, aws_env, bot_command, row, settle, timed, venv, vm_mib, wait_until_shipped};
 
 /// OpenSSL's single-core AES-256-GCM figure on 16 KiB blocks, MB/s.
 fn openssl_speed() -> f64 {
@@ -112,21 +112,7 @@ fn bot_upload(root: &Path, files: &[PathBuf], folder: &str, s3_port: u16, kms: O
     let banner = std::fs::File::create(root.join("banner.txt")).expect("create the banner file");
     let bot = Guard(cmd.stdin(Stdio::null()).stdout(banner).spawn().expect("start the bot"));
     let pid = bot.0.id();
-    let deadline = start + Duration::from_secs(600);
-    loop {
-        let left = std::fs::read_dir(&attachments)
-            .expect("read the attachment dir")
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("attachment_"))
-            })
-            .count();
-        if left == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "upload did not finish in 10 minutes");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_shipped(&attachments, "attachment_", Duration::from_secs(600));
     let secs = start.elapsed().as_secs_f64();
     let rss = vm_mib(pid, "VmHWM:");
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();

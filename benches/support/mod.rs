@@ -201,3 +201,22 @@ pub fn bot_command(root: &Path, folder: &str, s3_port: u16, kms: Option<(&str, u
     }
     cmd
 }
+
+/// Waits until no file of `dir` starts with `prefix` (the bot deletes each once S3 has it).
+pub fn wait_until_shipped(dir: &Path, prefix: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = std::fs::read_dir(dir)
+            .expect("read the bot's directory")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            })
+            .count();
+        if left == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "upload did not finish in {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -263,9 +263,12 @@ impl Exporter {
 }
 
 pub(super) fn ids_in(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
+    ids_of(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// The `message_id` of each line of a JSONL text.
+pub(super) fn ids_of(text: &str) -> Vec<String> {
+    text.lines()
         .map(|l| {
             serde_json::from_str::<Value>(l).unwrap()["message_id"]
                 .as_str()

@@ -41,26 +41,23 @@ async fn export_from_a_directory_answers_every_selection_exactly_with_a_signed_c
     assert!(march.contains("\"late0\"") && march.contains("\"late1\""), "{march}");
 
     // Signed with the bot's key: `verify-export` accepts it, and notices an altered output.
-    let (code, text) = common::run_to_end(
-        Command::new(common::BIN)
-            .arg("verify-export")
-            .arg(&outs[1])
-            .arg("--public-key")
-            .arg(&exporter.public_key),
-    );
+    let verify_export = || {
+        common::run_to_end(
+            Command::new(common::BIN)
+                .arg("verify-export")
+                .arg(&outs[1])
+                .arg("--public-key")
+                .arg(&exporter.public_key),
+        )
+    };
+    let (code, text) = verify_export();
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("custody report signed by"), "{text}");
     let csv = outs[1].join("messages.csv");
     let mut altered = std::fs::read(&csv).unwrap();
     altered.extend_from_slice(b"x,y\n");
     std::fs::write(&csv, altered).unwrap();
-    let (code, text) = common::run_to_end(
-        Command::new(common::BIN)
-            .arg("verify-export")
-            .arg(&outs[1])
-            .arg("--public-key")
-            .arg(&exporter.public_key),
-    );
+    let (code, text) = verify_export();
     assert_eq!((code, text.contains("ALTERED messages.csv")), (Some(1), true), "{text}");
 
     // The time spans of the signed entries prune: a fortnight reads far fewer files than everything.
@@ -172,15 +169,7 @@ async fn a_tampered_file_is_reported_its_lines_kept_apart_and_strict_writes_noth
         .unwrap();
     let file = bot.messages_dir().join(&name);
     let text = std::fs::read_to_string(&file).unwrap();
-    let tampered_ids: Vec<String> = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["message_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let tampered_ids = ids_of(&text);
     std::fs::write(&file, text.replace("\"message 40 from", "\"message 41 from")).unwrap();
 
     let tmp = tempfile::tempdir().unwrap();
