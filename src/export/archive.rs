@@ -190,26 +190,33 @@ impl Place {
                     path: PathBuf::from(self.describe()),
                     error,
                 };
-                let (manifests, files, heads) = tokio::task::spawn_blocking(move || scan(&dir))
+                let scanned = tokio::task::spawn_blocking(move || {
+                    let (manifests, files, heads) = scan(&dir)?;
+                    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                    let source = |p: &Path, kind| Source {
+                        at: p.display().to_string(),
+                        kind,
+                        stored: size(p),
+                        entry: None,
+                        signer: None,
+                    };
+                    let mut found = Found {
+                        manifests: manifests.iter().map(|p| source(p, Kind::Manifest)).collect(),
+                        heads: heads.iter().map(|p| source(p, Kind::Head)).collect(),
+                        ..Found::default()
+                    };
+                    for (name, paths) in files {
+                        for p in &paths {
+                            found.others.push((p.display().to_string(), size(p)));
+                        }
+                        found.by_name.insert(name, paths);
+                    }
+                    Ok::<_, std::io::Error>(found)
+                });
+                found = scanned
                     .await
                     .map_err(|e| read_err(std::io::Error::other(e)))?
                     .map_err(read_err)?;
-                let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-                let source = |p: &Path, kind| Source {
-                    at: p.display().to_string(),
-                    kind,
-                    stored: size(p),
-                    entry: None,
-                    signer: None,
-                };
-                found.manifests = manifests.iter().map(|p| source(p, Kind::Manifest)).collect();
-                found.heads = heads.iter().map(|p| source(p, Kind::Head)).collect();
-                for (name, paths) in files {
-                    for p in &paths {
-                        found.others.push((p.display().to_string(), size(p)));
-                    }
-                    found.by_name.insert(name, paths);
-                }
             }
         }
         Ok(found)

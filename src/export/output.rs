@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use super::collect::{Collector, Resolved};
@@ -34,12 +35,17 @@ pub fn prepare(out: &Path) -> Result<(PathBuf, bool), ExportError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(out).map_err(write_error(out))?;
+            // Plaintext of the archive: for its owner only, whatever the umask.
+            std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700)).map_err(write_error(out))?;
             true
         }
         Err(e) => return Err(write_error(out)(e)),
     };
     let staging = out.join(PARTIAL_DIR);
-    std::fs::create_dir(&staging).map_err(write_error(&staging))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(write_error(&staging))?;
     Ok((staging, created))
 }
 

@@ -292,6 +292,9 @@ pub(super) fn check_selection(exporter: &Exporter, msgs: &[Msg], sel: &Sel, args
     all.extend(["--out", &out_arg]);
     let (code, text) = exporter.run(&all);
     assert_eq!(code, Some(0), "{args:?}: {text}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the archive's plaintext is for its owner only");
     let expected = model(msgs, sel);
     assert!(!expected.is_empty(), "{args:?} selects something");
     assert_eq!(ids_in(&out.join("messages.jsonl")), expected, "{args:?}");
