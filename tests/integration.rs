@@ -9,6 +9,7 @@ mod abuse;
 mod bad_input;
 mod container;
 mod create_only;
+mod data_keys;
 mod deploy;
 mod export;
 mod faults;

@@ -150,6 +150,16 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "region of the KMS key",
     },
     Setting {
+        name: "WICKRIO_KMS_DATAKEY_MAX_OBJECTS",
+        default: "(off: a data key per object; 1000 when only the age is set)",
+        meaning: "reuse a data key for up to this many objects (1 to 1048576), each with a fresh random IV, then drop and wipe it",
+    },
+    Setting {
+        name: "WICKRIO_KMS_DATAKEY_MAX_AGE_SECS",
+        default: "(off; 300 when only the object count is set)",
+        meaning: "drop a reused data key after this many seconds (1 to 86400)",
+    },
+    Setting {
         name: "AWS_SECRET_NAME",
         default: "(none)",
         meaning: "Secrets Manager secret (JSON) whose keys stand in for unset variables: password, s3_bucket_name, s3_region, s3_folder_name, s3_object_lock_mode, s3_retention_days, kms_master_key_arn, kms_region, sns_topic_arn",

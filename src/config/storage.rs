@@ -79,6 +79,45 @@ impl S3Config {
 pub struct KmsConfig {
     pub key_arn: String,
     pub region: String,
+    /// `Some`: a data key serves several objects (each with its own random IV) before it is dropped.
+    pub reuse: Option<DataKeyReuse>,
+}
+
+/// How long, and for how many objects, one data key is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataKeyReuse {
+    pub max_age: Duration,
+    pub max_objects: u64,
+}
+
+/// Most objects under one data key: AES-GCM with random 96-bit IVs stays far inside its bound
+/// (2^32 messages per key, NIST SP 800-38D) at 2^20.
+pub const MAX_DATAKEY_OBJECTS: u64 = 1 << 20;
+/// Longest a data key is kept: a day.
+const MAX_DATAKEY_AGE_SECS: u64 = 86_400;
+/// The other bound when only one is set.
+const DEFAULT_DATAKEY_AGE_SECS: u64 = 300;
+const DEFAULT_DATAKEY_OBJECTS: u64 = 1000;
+
+/// `WICKRIO_KMS_DATAKEY_MAX_AGE_SECS` and `WICKRIO_KMS_DATAKEY_MAX_OBJECTS`: off unless one is set.
+fn datakey_reuse(get: &impl Fn(&str) -> Option<String>) -> Result<Option<DataKeyReuse>, ConfigError> {
+    const AGE: &str = "WICKRIO_KMS_DATAKEY_MAX_AGE_SECS";
+    const OBJECTS: &str = "WICKRIO_KMS_DATAKEY_MAX_OBJECTS";
+    if get(AGE).is_none() && get(OBJECTS).is_none() {
+        return Ok(None);
+    }
+    let age = super::parse_u64_in(get, AGE, DEFAULT_DATAKEY_AGE_SECS, 1..=MAX_DATAKEY_AGE_SECS, "seconds")?;
+    let objects = super::parse_u64_in(
+        get,
+        OBJECTS,
+        DEFAULT_DATAKEY_OBJECTS,
+        1..=MAX_DATAKEY_OBJECTS,
+        "objects",
+    )?;
+    Ok(Some(DataKeyReuse {
+        max_age: Duration::from_secs(age),
+        max_objects: objects,
+    }))
 }
 
 pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<S3Config>, ConfigError> {
@@ -86,6 +125,8 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
     let Some(bucket) = get("WICKRIO_S3_BUCKET_NAME") else {
         for (var, what) in [
             ("WICKRIO_KMS_MSTRKEY_ARN", "encryption applies to uploads only"),
+            ("WICKRIO_KMS_DATAKEY_MAX_AGE_SECS", "data keys encrypt uploads only"),
+            ("WICKRIO_KMS_DATAKEY_MAX_OBJECTS", "data keys encrypt uploads only"),
             ("WICKRIO_S3_OBJECT_LOCK_MODE", "Object Lock applies to uploads only"),
             ("WICKRIO_S3_RETENTION_DAYS", "Object Lock applies to uploads only"),
             ("WICKRIO_VERIFY_EVERY_HOURS", "the scheduled check reads the bucket"),
@@ -126,12 +167,27 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
         ));
     }
     let kms = match key_arn {
-        None => None,
+        None => {
+            for var in ["WICKRIO_KMS_DATAKEY_MAX_AGE_SECS", "WICKRIO_KMS_DATAKEY_MAX_OBJECTS"] {
+                if get(var).is_some() {
+                    return Err(ConfigError::new(
+                        var,
+                        "is set, but WICKRIO_KMS_MSTRKEY_ARN is not: there are no data keys to reuse",
+                        format!("set WICKRIO_KMS_MSTRKEY_ARN too, or unset {var}"),
+                    ));
+                }
+            }
+            None
+        }
         Some(key_arn) => {
             let arn_region = arn_region("WICKRIO_KMS_MSTRKEY_ARN", &key_arn, &KMS_KEY)?;
             let region = get("WICKRIO_KMS_REGION").unwrap_or(arn_region);
             check_region("WICKRIO_KMS_REGION", &region)?;
-            Some(KmsConfig { key_arn, region })
+            Some(KmsConfig {
+                key_arn,
+                region,
+                reuse: datakey_reuse(get)?,
+            })
         }
     };
     Ok(Some(S3Config {

@@ -4,7 +4,10 @@
 //! `{"aws:x-amz-cek-alg":"AES/GCM/NoPadding"}`; the body is AES-256-GCM with a random 12-byte IV and
 //! the 16-byte tag appended; the wrapped key, IV and context travel in the object's metadata.
 
+mod data_keys;
 pub mod gcm;
+
+pub use data_keys::DataKeys;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -49,29 +52,33 @@ fn context() -> HashMap<String, String> {
     HashMap::from([(CONTEXT_KEY.to_owned(), CEK_ALG.to_owned())])
 }
 
+/// Asks KMS for a fresh data key under `key_arn`: its plaintext (wiped on drop) and wrapped form.
+async fn generate_data_key(
+    kms: &aws_sdk_kms::Client,
+    key_arn: &str,
+) -> Result<(Zeroizing<[u8; gcm::KEY_LEN]>, Vec<u8>), AwsFailure> {
+    let out = kms
+        .generate_data_key()
+        .key_id(key_arn)
+        .key_spec(DataKeySpec::Aes256)
+        .set_encryption_context(Some(context()))
+        .send()
+        .await
+        .map_err(|e| failure(&format!("get a data key from KMS key {key_arn}"), &e))?;
+    let bad = || AwsFailure::new(Retry::Soon, "KMS GenerateDataKey returned no usable key");
+    let plaintext = Zeroizing::new(out.plaintext.ok_or_else(bad)?.into_inner());
+    let key: [u8; gcm::KEY_LEN] = plaintext.as_slice().try_into().map_err(|_| bad())?;
+    let wrapped = out.ciphertext_blob.ok_or_else(bad)?.into_inner();
+    Ok((Zeroizing::new(key), wrapped))
+}
+
 impl Envelope {
-    /// Asks KMS for a fresh data key under `key_arn`. Failing here means nothing is uploaded.
-    pub async fn generate(kms: &aws_sdk_kms::Client, key_arn: &str) -> Result<Self, AwsFailure> {
-        let out = kms
-            .generate_data_key()
-            .key_id(key_arn)
-            .key_spec(DataKeySpec::Aes256)
-            .set_encryption_context(Some(context()))
-            .send()
-            .await
-            .map_err(|e| failure(&format!("get a data key from KMS key {key_arn}"), &e))?;
-        let bad = || AwsFailure::new(Retry::Soon, "KMS GenerateDataKey returned no usable key");
-        let plaintext = out.plaintext.ok_or_else(bad)?.into_inner();
-        let plaintext = Zeroizing::new(plaintext);
-        let key: [u8; gcm::KEY_LEN] = plaintext.as_slice().try_into().map_err(|_| bad())?;
-        let wrapped = out.ciphertext_blob.ok_or_else(bad)?.into_inner();
+    /// One object's envelope: a data key (its plaintext and its KMS-wrapped form) and a fresh
+    /// random IV, never used before with this key.
+    pub fn new(key: Zeroizing<[u8; gcm::KEY_LEN]>, wrapped: Vec<u8>) -> Result<Self, AwsFailure> {
         let mut iv = [0u8; gcm::IV_LEN];
         getrandom::fill(&mut iv).map_err(|e| AwsFailure::new(Retry::Soon, format!("no random IV: {e}")))?;
-        Ok(Self {
-            key: Zeroizing::new(key),
-            wrapped,
-            iv,
-        })
+        Ok(Self { key, wrapped, iv })
     }
 
     pub fn encryptor(&self) -> Result<gcm::Encryptor, gcm::GcmError> {

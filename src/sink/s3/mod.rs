@@ -27,7 +27,7 @@ use super::Sink;
 use crate::aws::{self, Retry};
 use crate::config::S3Config;
 use crate::durable;
-use crate::envelope::{Envelope, gcm};
+use crate::envelope::{DataKeys, gcm};
 use crate::events::{EventKind, Events, announce};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::spool::{ClosedFile, FileKind};
@@ -70,7 +70,7 @@ pub struct S3Sink {
 /// What the uploader needs to turn a file into an object.
 struct Uploader {
     s3: aws_sdk_s3::Client,
-    kms: Option<(aws_sdk_kms::Client, String)>,
+    kms: Option<DataKeys>,
     config: S3Config,
     /// Stable for this installation and distinct between bots: keeps attachment keys unique when
     /// two bots share a folder (message file names carry their own random instance id).
@@ -120,9 +120,11 @@ impl S3Sink {
     ) -> Self {
         let s3 = aws::s3_client(&aws::sdk_config(&config.region).await);
         let kms = match &config.kms {
-            Some(kms) => Some((
+            Some(kms) => Some(DataKeys::new(
                 aws_sdk_kms::Client::new(&aws::sdk_config(&kms.region).await),
                 kms.key_arn.clone(),
+                kms.reuse,
+                metrics.clone(),
             )),
             None => None,
         };
@@ -355,7 +357,7 @@ impl Uploader {
         }
         // Fail closed: with a key configured there is no path to an unencrypted upload.
         let envelope = match &self.kms {
-            Some((kms, key_arn)) => Some(Envelope::generate(kms, key_arn).await.map_err(UploadError::Kms)?),
+            Some(keys) => Some(keys.envelope().await.map_err(UploadError::Kms)?),
             None => None,
         };
         let target = self.target(file, key, sha256);
