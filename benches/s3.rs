@@ -7,7 +7,10 @@
 //! - `verify s3://` of an encrypted archive of 1 GiB in place, against `decrypt` to a directory then
 //!   `verify DIR` of the same archive (target: faster, and a peak RSS under 64 MiB).
 //!
-//! `S3_BENCH=verify` runs only the last comparison.
+//! - 1,000 small attachments uploaded encrypted with a data key each, and with one data key reused
+//!   for all of them (`WICKRIO_KMS_DATAKEY_MAX_OBJECTS`): KMS calls and files/s.
+//!
+//! `S3_BENCH=verify` runs only the verify comparison, `S3_BENCH=datakeys` only the data-key one.
 //!
 //! Needs `s3s-fs` (`cargo install s3s-fs@0.14.1 --features binary`) and, in `.venv`, moto (KMS for
 //! the encrypted runs) and awscli (`.venv/bin/pip install awscli`).
@@ -95,17 +98,44 @@ fn make_files(dir: &Path, count: usize, size: usize) -> Vec<PathBuf> {
 /// them as closed attachments) to `folder`; returns seconds from start until the last local copy is
 /// gone (deleted only once S3 confirmed it), and the bot's peak RSS in MiB.
 fn bot_upload(root: &Path, files: &[PathBuf], folder: &str, s3_port: u16, kms: Option<(&str, u16)>) -> (f64, f64) {
+    let up = bot_upload_with(root, files, folder, s3_port, kms, &[]);
+    (up.secs, up.rss)
+}
+
+/// What one bot run's upload took.
+struct Upload {
+    secs: f64,
+    rss: f64,
+    /// The bot's `KMS_Requests` once the files were up.
+    kms_requests: u64,
+}
+
+/// [`bot_upload`] with `extra` settings, and the KMS calls it made.
+fn bot_upload_with(
+    root: &Path,
+    files: &[PathBuf],
+    folder: &str,
+    s3_port: u16,
+    kms: Option<(&str, u16)>,
+    extra: &[(&str, &str)],
+) -> Upload {
     let attachments = root.join("f");
     std::fs::create_dir_all(&attachments).expect("create the attachment dir");
     for (i, file) in files.iter().enumerate() {
         std::fs::hard_link(
             file,
-            attachments.join(format!("attachment_20260101000000{i:03}_bench.bin")),
+            attachments.join(format!("attachment_20260101000000{i:03}_bench{i}.bin")),
         )
         .expect("link a source file");
     }
     let mut cmd = bot_command(root, folder, s3_port, kms);
-    cmd.env("WICKRIO_COMP_FILEDEST", &attachments);
+    cmd.env("WICKRIO_COMP_FILEDEST", &attachments)
+        .envs(extra.iter().copied());
+    let ingest = cmd
+        .get_envs()
+        .find(|(k, _)| *k == "WICKRIO_INGEST_ADDR")
+        .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+        .expect("the bot's address");
     let start = Instant::now();
     // The first-run banner needs a reader: the bot refuses to seal a password nobody sees.
     // (Stopped with SIGTERM at the end, so that its manifest closes and is uploaded too.)
@@ -115,10 +145,65 @@ fn bot_upload(root: &Path, files: &[PathBuf], folder: &str, s3_port: u16, kms: O
     wait_until_shipped(&attachments, "attachment_", Duration::from_secs(600));
     let secs = start.elapsed().as_secs_f64();
     let rss = vm_mib(pid, "VmHWM:");
+    let kms_requests = metric(&ingest, "KMS_Requests");
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let mut bot = bot;
     let _ = bot.0.wait();
-    (secs, rss)
+    Upload {
+        secs,
+        rss,
+        kms_requests,
+    }
+}
+
+/// A counter from the bot's `GET /metrics` at `addr` (one HTTP/1.0 request).
+fn metric(addr: &str, name: &str) -> u64 {
+    use std::io::Read as _;
+    let mut conn = std::net::TcpStream::connect(addr).expect("reach the bot");
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .expect("ask for the metrics");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("read the metrics");
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the bot's metrics"))
+}
+
+/// 1,000 small attachments uploaded encrypted, a data key each against one key for all of them
+/// (`WICKRIO_KMS_DATAKEY_MAX_OBJECTS=1000`): (files/s, KMS calls) each, best of two.
+fn datakey_comparison(dir: &Path, s3_port: u16, kms: (&str, u16)) -> ((f64, u64), (f64, u64)) {
+    let files = make_small_files(&dir.join("small"), 1000, 4096);
+    let mut best = [(0f64, 0u64); 2];
+    for round in 0..2 {
+        for (i, extra) in [&[][..], &[("WICKRIO_KMS_DATAKEY_MAX_OBJECTS", "1000")][..]]
+            .into_iter()
+            .enumerate()
+        {
+            settle();
+            let folder = format!("keys{i}-{round}");
+            let up = bot_upload_with(&dir.join(&folder), &files, &folder, s3_port, Some(kms), extra);
+            let rate = files.len() as f64 / up.secs;
+            if rate > best[i].0 {
+                best[i] = (rate, up.kms_requests);
+            }
+        }
+    }
+    (best[0], best[1])
+}
+
+/// `count` files of `size` pseudo-random bytes under `dir`.
+fn make_small_files(dir: &Path, count: usize, size: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).expect("create the source dir");
+    (0..count)
+        .map(|i| {
+            let path = dir.join(format!("small{i:04}.bin"));
+            let bytes: Vec<u8> = (0..size).map(|b| (b * 31 + i * 7) as u8).collect();
+            std::fs::write(&path, bytes).expect("write a small file");
+            path
+        })
+        .collect()
 }
 
 /// `verify s3://` against `decrypt` then `verify DIR`, over one encrypted archive of `files`.
@@ -192,6 +277,18 @@ fn main() {
 
     let stores = Stores::start(dir);
     let (store, s3_port, kms_port, arn) = (stores.root.clone(), stores.s3_port, stores.kms_port, stores.arn.clone());
+
+    let datakeys = datakey_comparison(dir, s3_port, (arn.as_str(), kms_port));
+    let ((own_rate, own_calls), (reuse_rate, reuse_calls)) = datakeys;
+    println!(
+        "1,000 x 4 KiB encrypted (best of 2): a data key each {own_rate:.0} files/s, {own_calls} KMS calls; one key for 1,000 objects {reuse_rate:.0} files/s, {reuse_calls} KMS calls"
+    );
+    if std::env::var("S3_BENCH").is_ok_and(|v| v == "datakeys") {
+        println!();
+        row("summary", "figure".into(), "target / baseline", None);
+        datakey_rows(datakeys.0, datakeys.1);
+        return;
+    }
 
     let (count, size) = (8, 128 << 20);
     let files = make_files(&dir.join("src"), count, size);
@@ -284,6 +381,22 @@ fn main() {
         Some(big_rss < 64.0),
     );
     verify_rows(in_place, in_place_rss, two_steps);
+    datakey_rows(datakeys.0, datakeys.1);
+}
+
+fn datakey_rows(own: (f64, u64), reuse: (f64, u64)) {
+    row(
+        "KMS calls, 1,000 files",
+        format!("{}", reuse.1),
+        &format!("reuse, against {} without", own.1),
+        None,
+    );
+    row(
+        "files/s, 1,000 x 4 KiB enc.",
+        format!("{:.0}", reuse.0),
+        &format!("reuse, against {:.0} without", own.0),
+        None,
+    );
 }
 
 fn verify_rows(in_place: f64, in_place_rss: f64, two_steps: f64) {
