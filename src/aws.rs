@@ -1,24 +1,51 @@
 //! Building AWS clients and reading their errors, shared by the S3 sink and the `decrypt` tool.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, timeout::TimeoutConfig};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+use crate::config::AssumeRole;
+
+/// The role every client assumes (`WICKRIO_ROLE_ARN`), set once at start-up.
+static ROLE: OnceLock<AssumeRole> = OnceLock::new();
+
+/// From now on every client of [`sdk_config`] uses credentials from STS AssumeRole of `role`, on
+/// top of the default chain. Set once, before any client is built.
+pub fn assume_role(role: AssumeRole) {
+    if ROLE.set(role).is_err() {
+        tracing::warn!("the role to assume was already set; keeping the first");
+    }
+}
+
 /// Loads credentials and endpoint settings the standard way (environment, profile, container or
-/// instance role; `AWS_ENDPOINT_URL`) for one region.
+/// instance role; `AWS_ENDPOINT_URL`; `AWS_USE_FIPS_ENDPOINT`) for one region; with a role to
+/// assume, its temporary credentials, which the SDK's identity cache renews before they expire.
 pub async fn sdk_config(region: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                // One attempt of one request: a part of at most a few MiB, or a small call.
-                .operation_attempt_timeout(Duration::from_secs(300))
-                .build(),
-        )
-        .load()
-        .await
+    let loader = || {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    // One attempt of one request: a part of at most a few MiB, or a small call.
+                    .operation_attempt_timeout(Duration::from_secs(300))
+                    .build(),
+            )
+    };
+    let base = loader().load().await;
+    let Some(role) = ROLE.get() else {
+        return base;
+    };
+    let mut assume = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
+        .session_name(&role.session_name)
+        .region(Region::new(region.to_owned()));
+    if let Some(id) = &role.external_id {
+        assume = assume.external_id(id);
+    }
+    let provider = assume.configure(&base).build().await;
+    loader().credentials_provider(provider).load().await
 }
 
 /// An S3 client. A custom endpoint (an S3-compatible store or a test server, often on an IP

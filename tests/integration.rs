@@ -6,6 +6,7 @@
 mod common;
 
 mod abuse;
+mod assumed_role;
 mod bad_input;
 mod container;
 mod create_only;

@@ -83,6 +83,7 @@ async fn cloudwatch_shows_each_metric_with_the_workload_counts_after_one_interva
         ("Watchdog_Failures", 0.0),
         ("Watchdog_Warnings", 0.0),
         ("Spool_Write_Errors", 0.0),
+        ("KMS_Requests", 0.0),
         ("S3_Backlog_Files", 0.0),
         ("S3_Backlog_Bytes", 0.0),
     ];

@@ -160,6 +160,21 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "drop a reused data key after this many seconds (1 to 86400)",
     },
     Setting {
+        name: "WICKRIO_ROLE_ARN",
+        default: "(none: the default credential chain)",
+        meaning: "an IAM role every AWS client assumes (STS AssumeRole on top of the default chain, renewed before expiry), e.g. to write to another account's bucket",
+    },
+    Setting {
+        name: "WICKRIO_ROLE_EXTERNAL_ID",
+        default: "(none)",
+        meaning: "the external ID the role's trust policy requires (sts:ExternalId)",
+    },
+    Setting {
+        name: "WICKRIO_ROLE_SESSION_NAME",
+        default: "retention-bot",
+        meaning: "the role session's name, as the other account's CloudTrail shows it",
+    },
+    Setting {
         name: "AWS_SECRET_NAME",
         default: "(none)",
         meaning: "Secrets Manager secret (JSON) whose keys stand in for unset variables: password, s3_bucket_name, s3_region, s3_folder_name, s3_object_lock_mode, s3_retention_days, kms_master_key_arn, kms_region, sns_topic_arn",

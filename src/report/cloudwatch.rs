@@ -1,5 +1,6 @@
 //! Publishes the counters to CloudWatch: every interval one `PutMetricData` to namespace `WickrIO`,
-//! each of the original's twelve metrics (and `Spool_Write_Errors`, which an operator alarms on) as
+//! each of the original's twelve metrics (and `Spool_Write_Errors`, `S3_Key_Conflicts` and
+//! `KMS_Requests`, which an operator alarms or bills on) as
 //! what it counted during the interval, plus the S3 backlog levels, all with the dimension `BotName`.
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ const COUNTERS: &[Counter] = &[
     Counter::WatchdogWarnings,
     Counter::SpoolWriteErrors,
     Counter::S3KeyConflicts,
+    Counter::KmsRequests,
 ];
 const LEVELS: &[Gauge] = &[Gauge::S3BacklogFiles, Gauge::S3BacklogBytes, Gauge::ArchiveProblems];
 

@@ -159,6 +159,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
+    // Before any AWS client is built, the tools' included: each then assumes the role.
+    match config::assume_role(&|k| std::env::var(k).ok().filter(|v| !v.is_empty())) {
+        Ok(Some(role)) => retention_bot::aws::assume_role(role),
+        Ok(None) => {}
+        Err(e) => {
+            esay!("retention-bot: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let command = cli.command.unwrap_or(Command::Run);
     match command {
         Command::Healthcheck => return tools::healthcheck(),
