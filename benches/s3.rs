@@ -10,7 +10,10 @@
 //! - 1,000 small attachments uploaded encrypted with a data key each, and with one data key reused
 //!   for all of them (`WICKRIO_KMS_DATAKEY_MAX_OBJECTS`): KMS calls and files/s.
 //!
-//! `S3_BENCH=verify` runs only the verify comparison, `S3_BENCH=datakeys` only the data-key one.
+//! - the bot's per-object encryption in the committing V3 format against V2 (target: at least 95%).
+//!
+//! `S3_BENCH=verify` runs only the verify comparison, `S3_BENCH=datakeys` only the data-key one,
+//! `S3_BENCH=formats` only the encryption figures.
 //!
 //! Needs `s3s-fs` (`cargo install s3s-fs@0.14.1 --features binary`) and, in `.venv`, moto (KMS for
 //! the encrypted runs) and awscli (`.venv/bin/pip install awscli`).
@@ -21,6 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use retention_bot::envelope::gcm::Encryptor;
+use retention_bot::envelope::{Envelope, Format};
 
 mod support;
 use support::{BUCKET, Guard, Stores, aws_env, bot_command, row, settle, timed, venv, vm_mib, wait_until_shipped};
@@ -67,6 +71,31 @@ fn our_speed() -> f64 {
     let secs = start.elapsed().as_secs_f64();
     std::hint::black_box(enc.finish().expect("tag"));
     bytes as f64 / secs / 1e6
+}
+
+/// The bot's per-object encryption path in `format` (an envelope, its encryptor, the body in 1 MiB
+/// objects, the tag, the metadata: for V3 the key derivation and commitment too) for about 3 s, MB/s.
+fn format_speed(format: Format) -> f64 {
+    let mut object = vec![0x5au8; 1 << 20];
+    let (start, mut bytes) = (Instant::now(), 0u64);
+    while start.elapsed() < Duration::from_secs(3) {
+        let envelope = Envelope::new(format, zeroize::Zeroizing::new([7; 32]), vec![1; 184]).expect("envelope");
+        let mut enc = envelope.encryptor().expect("encryptor");
+        enc.encrypt(&mut object).expect("encrypt");
+        std::hint::black_box((enc.finish().expect("tag"), envelope.metadata(object.len() as u64)));
+        bytes += object.len() as u64;
+    }
+    bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+/// V2 against V3, alternating, best of three each: (V2 MB/s, V3 MB/s).
+fn format_comparison() -> (f64, f64) {
+    let (mut v2, mut v3) = (0f64, 0f64);
+    for _ in 0..3 {
+        v2 = v2.max(format_speed(Format::V2));
+        v3 = v3.max(format_speed(Format::V3));
+    }
+    (v2, v3)
 }
 
 /// Writes `count` files of `size` bytes of pseudo-random data under `dir`.
@@ -273,6 +302,17 @@ fn main() {
 
     let openssl = openssl_speed();
     let ours = our_speed();
+    let (v2_speed, v3_speed) = format_comparison();
+    println!(
+        "per-object encryption in 1 MiB objects (best of 3): V2 {v2_speed:.0} MB/s; V3 (committing) {v3_speed:.0} MB/s ({:.1}%)",
+        v3_speed / v2_speed * 100.0
+    );
+    if std::env::var("S3_BENCH").is_ok_and(|v| v == "formats") {
+        println!();
+        row("summary", "figure".into(), "target / baseline", None);
+        format_rows(v2_speed, v3_speed);
+        return;
+    }
     println!("AES-256-GCM: openssl speed {openssl:.0} MB/s; retention-bot encryptor {ours:.0} MB/s");
 
     let stores = Stores::start(dir);
@@ -382,6 +422,16 @@ fn main() {
     );
     verify_rows(in_place, in_place_rss, two_steps);
     datakey_rows(datakeys.0, datakeys.1);
+    format_rows(v2_speed, v3_speed);
+}
+
+fn format_rows(v2: f64, v3: f64) {
+    row(
+        "V3 encryption MB/s",
+        format!("{v3:.0}"),
+        &format!(">= 95% of V2 {v2:.0} ({:.1}%)", v3 / v2 * 100.0),
+        Some(v3 >= 0.95 * v2),
+    );
 }
 
 fn datakey_rows(own: (f64, u64), reuse: (f64, u64)) {

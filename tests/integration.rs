@@ -8,6 +8,7 @@ mod common;
 mod abuse;
 mod assumed_role;
 mod bad_input;
+mod committing;
 mod container;
 mod create_only;
 mod data_keys;

@@ -193,7 +193,7 @@ pub fn bot_command(root: &Path, folder: &str, s3_port: u16, kms: Option<(&str, u
         .env("WICKRIO_S3_BUCKET_NAME", BUCKET)
         .env("WICKRIO_S3_FOLDER_NAME", folder)
         .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{s3_port}"))
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "error");
     aws_env(&mut cmd);
     if let Some((arn, kms_port)) = kms {
         cmd.env("WICKRIO_KMS_MSTRKEY_ARN", arn)

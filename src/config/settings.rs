@@ -150,6 +150,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "region of the KMS key",
     },
     Setting {
+        name: "WICKRIO_S3_ENCRYPTION_FORMAT",
+        default: "(v2; set only with WICKRIO_KMS_MSTRKEY_ARN)",
+        meaning: "v2 (the original's S3 Encryption Client format) or v3 (key commitment, ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY, what current official clients read by default); decrypt, verify and export read both",
+    },
+    Setting {
         name: "WICKRIO_KMS_DATAKEY_MAX_OBJECTS",
         default: "(off: a data key per object; 1000 when only the age is set)",
         meaning: "reuse a data key for up to this many objects (1 to 1048576), each with a fresh random IV, then drop and wipe it",

@@ -81,7 +81,25 @@ pub struct KmsConfig {
     pub region: String,
     /// `Some`: a data key serves several objects (each with its own random IV) before it is dropped.
     pub reuse: Option<DataKeyReuse>,
+    /// `WICKRIO_S3_ENCRYPTION_FORMAT`: V2 (the original's) or V3 (key commitment).
+    pub format: crate::envelope::Format,
 }
+
+/// `WICKRIO_S3_ENCRYPTION_FORMAT`: `v2` (the default) or `v3`.
+fn encryption_format(get: &impl Fn(&str) -> Option<String>) -> Result<crate::envelope::Format, ConfigError> {
+    use crate::envelope::Format;
+    match get(FORMAT).map(|f| f.to_ascii_lowercase()).as_deref() {
+        None | Some("v2") => Ok(Format::V2),
+        Some("v3") => Ok(Format::V3),
+        Some(other) => Err(ConfigError::new(
+            FORMAT,
+            format!("{other:?} is not an encryption format"),
+            "v2 (what the original bot and its decryption sample read) or v3 (key commitment, what current official S3 Encryption Clients read by default)",
+        )),
+    }
+}
+
+const FORMAT: &str = "WICKRIO_S3_ENCRYPTION_FORMAT";
 
 /// How long, and for how many objects, one data key is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +145,7 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
             ("WICKRIO_KMS_MSTRKEY_ARN", "encryption applies to uploads only"),
             ("WICKRIO_KMS_DATAKEY_MAX_AGE_SECS", "data keys encrypt uploads only"),
             ("WICKRIO_KMS_DATAKEY_MAX_OBJECTS", "data keys encrypt uploads only"),
+            (FORMAT, "encryption applies to uploads only"),
             ("WICKRIO_S3_OBJECT_LOCK_MODE", "Object Lock applies to uploads only"),
             ("WICKRIO_S3_RETENTION_DAYS", "Object Lock applies to uploads only"),
             ("WICKRIO_VERIFY_EVERY_HOURS", "the scheduled check reads the bucket"),
@@ -168,11 +187,15 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
     }
     let kms = match key_arn {
         None => {
-            for var in ["WICKRIO_KMS_DATAKEY_MAX_AGE_SECS", "WICKRIO_KMS_DATAKEY_MAX_OBJECTS"] {
+            for var in [
+                "WICKRIO_KMS_DATAKEY_MAX_AGE_SECS",
+                "WICKRIO_KMS_DATAKEY_MAX_OBJECTS",
+                FORMAT,
+            ] {
                 if get(var).is_some() {
                     return Err(ConfigError::new(
                         var,
-                        "is set, but WICKRIO_KMS_MSTRKEY_ARN is not: there are no data keys to reuse",
+                        "is set, but WICKRIO_KMS_MSTRKEY_ARN is not: nothing is encrypted",
                         format!("set WICKRIO_KMS_MSTRKEY_ARN too, or unset {var}"),
                     ));
                 }
@@ -187,6 +210,7 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
                 key_arn,
                 region,
                 reuse: datakey_reuse(get)?,
+                format: encryption_format(get)?,
             })
         }
     };

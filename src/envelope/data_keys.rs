@@ -2,14 +2,16 @@
 //! or, with reuse on (`WICKRIO_KMS_DATAKEY_MAX_AGE_SECS`, `WICKRIO_KMS_DATAKEY_MAX_OBJECTS`), one
 //! key for several objects, each with its own random IV, until it is old enough or has served enough
 //! objects; then it is dropped (and its plaintext wiped) and the next object gets a new one. An
-//! attachment-heavy network makes one KMS call per batch of objects instead of one per object.
+//! attachment-heavy network makes one KMS call per batch of objects instead of one per object. (In
+//! the V3 format each object's key is derived from the data key and its own Message ID, so objects
+//! sharing a data key never share a content key either.)
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use zeroize::Zeroizing;
 
-use super::{Envelope, gcm};
+use super::{Envelope, Format, gcm};
 use crate::aws::AwsFailure;
 use crate::config::DataKeyReuse;
 use crate::metrics::{Counter, Metrics};
@@ -18,6 +20,7 @@ use crate::metrics::{Counter, Metrics};
 pub struct DataKeys {
     kms: aws_sdk_kms::Client,
     key_arn: String,
+    format: Format,
     reuse: Option<DataKeyReuse>,
     current: tokio::sync::Mutex<Option<Current>>,
     metrics: Arc<Metrics>,
@@ -41,10 +44,17 @@ impl std::fmt::Debug for DataKeys {
 }
 
 impl DataKeys {
-    pub fn new(kms: aws_sdk_kms::Client, key_arn: String, reuse: Option<DataKeyReuse>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        kms: aws_sdk_kms::Client,
+        key_arn: String,
+        format: Format,
+        reuse: Option<DataKeyReuse>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             kms,
             key_arn,
+            format,
             reuse,
             current: tokio::sync::Mutex::new(None),
             metrics,
@@ -56,7 +66,7 @@ impl DataKeys {
     pub async fn envelope(&self) -> Result<Envelope, AwsFailure> {
         let Some(reuse) = self.reuse else {
             let (key, wrapped) = self.generate().await?;
-            return Envelope::new(key, wrapped);
+            return Envelope::new(self.format, key, wrapped);
         };
         let mut current = self.current.lock().await;
         let spent = |c: &Current| c.used >= reuse.max_objects || c.born.elapsed() >= reuse.max_age;
@@ -75,11 +85,11 @@ impl DataKeys {
             return Err(AwsFailure::new(crate::aws::Retry::Soon, "no data key"));
         };
         c.used += 1;
-        Envelope::new(c.key.clone(), c.wrapped.clone())
+        Envelope::new(self.format, c.key.clone(), c.wrapped.clone())
     }
 
     async fn generate(&self) -> Result<(Zeroizing<[u8; gcm::KEY_LEN]>, Vec<u8>), AwsFailure> {
         self.metrics.incr(Counter::KmsRequests);
-        super::generate_data_key(&self.kms, &self.key_arn).await
+        super::generate_data_key(&self.kms, &self.key_arn, self.format).await
     }
 }

@@ -1,11 +1,13 @@
-//! Client-side envelope encryption in the Amazon S3 Encryption Client V2 format, so that the official
-//! S3 Encryption Clients (and the original bot's decryption sample) open what the bot uploads: each
-//! object gets a fresh AES-256 data key from KMS `GenerateDataKey`, bound to the encryption context
-//! `{"aws:x-amz-cek-alg":"AES/GCM/NoPadding"}`; the body is AES-256-GCM with a random 12-byte IV and
-//! the 16-byte tag appended; the wrapped key, IV and context travel in the object's metadata.
+//! Client-side envelope encryption in the Amazon S3 Encryption Client formats, so that the official
+//! S3 Encryption Clients (and, for V2, the original bot's decryption sample) open what the bot
+//! uploads. V2 (the default): each object gets an AES-256 data key from KMS `GenerateDataKey`, bound
+//! to the encryption context `{"aws:x-amz-cek-alg":"AES/GCM/NoPadding"}`; the body is AES-256-GCM
+//! with a random 12-byte IV and the 16-byte tag appended; the wrapped key, IV and context travel in
+//! the object's metadata. V3, with key commitment, is in [`v3`]. Readers take both.
 
 mod data_keys;
 pub mod gcm;
+pub mod v3;
 
 pub use data_keys::DataKeys;
 
@@ -35,11 +37,39 @@ pub mod meta {
     pub const PLAIN_LEN: &str = "x-amz-unencrypted-content-length";
 }
 
-/// One object's data key and IV. The plaintext key is wiped on drop and never printed.
+/// Which message format objects are written in (`WICKRIO_S3_ENCRYPTION_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// What the original bot and its decryption sample read.
+    #[default]
+    V2,
+    /// Key commitment (`ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY`), what current official clients read
+    /// by default.
+    V3,
+}
+
+impl Format {
+    /// The KMS encryption context a data key of this format is bound to.
+    fn context(self) -> HashMap<String, String> {
+        match self {
+            Format::V2 => context(),
+            Format::V3 => v3::context(),
+        }
+    }
+}
+
+/// One object's data key and IV (V2) or Message ID (V3). The plaintext key is wiped on drop and
+/// never printed.
 pub struct Envelope {
     key: Zeroizing<[u8; gcm::KEY_LEN]>,
     wrapped: Vec<u8>,
-    iv: [u8; gcm::IV_LEN],
+    nonce: Nonce,
+}
+
+/// What makes an object's encryption unique under a (possibly reused) data key.
+enum Nonce {
+    Iv([u8; gcm::IV_LEN]),
+    MessageId([u8; v3::MESSAGE_ID_LEN]),
 }
 
 impl fmt::Debug for Envelope {
@@ -56,12 +86,13 @@ fn context() -> HashMap<String, String> {
 async fn generate_data_key(
     kms: &aws_sdk_kms::Client,
     key_arn: &str,
+    format: Format,
 ) -> Result<(Zeroizing<[u8; gcm::KEY_LEN]>, Vec<u8>), AwsFailure> {
     let out = kms
         .generate_data_key()
         .key_id(key_arn)
         .key_spec(DataKeySpec::Aes256)
-        .set_encryption_context(Some(context()))
+        .set_encryption_context(Some(format.context()))
         .send()
         .await
         .map_err(|e| failure(&format!("get a data key from KMS key {key_arn}"), &e))?;
@@ -75,28 +106,48 @@ async fn generate_data_key(
 impl Envelope {
     /// One object's envelope: a data key (its plaintext and its KMS-wrapped form) and a fresh
     /// random IV, never used before with this key.
-    pub fn new(key: Zeroizing<[u8; gcm::KEY_LEN]>, wrapped: Vec<u8>) -> Result<Self, AwsFailure> {
-        let mut iv = [0u8; gcm::IV_LEN];
-        getrandom::fill(&mut iv).map_err(|e| AwsFailure::new(Retry::Soon, format!("no random IV: {e}")))?;
-        Ok(Self { key, wrapped, iv })
+    pub fn new(format: Format, key: Zeroizing<[u8; gcm::KEY_LEN]>, wrapped: Vec<u8>) -> Result<Self, AwsFailure> {
+        let random = |bytes: &mut [u8]| {
+            getrandom::fill(bytes).map_err(|e| AwsFailure::new(Retry::Soon, format!("no random IV: {e}")))
+        };
+        let nonce = match format {
+            Format::V2 => {
+                let mut iv = [0u8; gcm::IV_LEN];
+                random(&mut iv)?;
+                Nonce::Iv(iv)
+            }
+            Format::V3 => {
+                let mut id = [0u8; v3::MESSAGE_ID_LEN];
+                random(&mut id)?;
+                Nonce::MessageId(id)
+            }
+        };
+        Ok(Self { key, wrapped, nonce })
     }
 
     pub fn encryptor(&self) -> Result<gcm::Encryptor, gcm::GcmError> {
-        gcm::Encryptor::new(&self.key, &self.iv)
+        match &self.nonce {
+            Nonce::Iv(iv) => gcm::Encryptor::new(&self.key, iv),
+            Nonce::MessageId(id) => gcm::Encryptor::with_aad(&v3::derive(&self.key, id).key, &v3::IV, &v3::SUITE_ID),
+        }
     }
 
     /// The object's user metadata, for a plaintext of `plain_len` bytes.
     pub fn metadata(&self, plain_len: u64) -> Vec<(&'static str, String)> {
-        vec![
-            (meta::KEY_V2, B64.encode(&self.wrapped)),
-            (meta::IV, B64.encode(self.iv)),
-            (meta::CEK_ALG, CEK_ALG.to_owned()),
-            (meta::TAG_LEN, (gcm::TAG_LEN * 8).to_string()),
-            (meta::WRAP_ALG, WRAP_ALG.to_owned()),
-            // Serialising a map of two strings cannot fail.
-            (meta::MATDESC, serde_json::to_string(&context()).unwrap_or_default()),
-            (meta::PLAIN_LEN, plain_len.to_string()),
-        ]
+        let mut metadata = match &self.nonce {
+            Nonce::Iv(iv) => vec![
+                (meta::KEY_V2, B64.encode(&self.wrapped)),
+                (meta::IV, B64.encode(iv)),
+                (meta::CEK_ALG, CEK_ALG.to_owned()),
+                (meta::TAG_LEN, (gcm::TAG_LEN * 8).to_string()),
+                (meta::WRAP_ALG, WRAP_ALG.to_owned()),
+                // Serialising a map of two strings cannot fail.
+                (meta::MATDESC, serde_json::to_string(&context()).unwrap_or_default()),
+            ],
+            Nonce::MessageId(id) => v3::metadata(&self.wrapped, id, &v3::derive(&self.key, id).commitment),
+        };
+        metadata.push((meta::PLAIN_LEN, plain_len.to_string()));
+        metadata
     }
 }
 
@@ -123,14 +174,41 @@ pub enum EnvelopeError {
 #[derive(Debug)]
 pub struct StoredEnvelope {
     wrapped: Vec<u8>,
-    iv: [u8; gcm::IV_LEN],
     context: HashMap<String, String>,
+    stored: Stored,
     pub plain_len: Option<u64>,
 }
 
+#[derive(Debug)]
+enum Stored {
+    V2 { iv: [u8; gcm::IV_LEN] },
+    V3(v3::Stored),
+}
+
 impl StoredEnvelope {
-    /// `None` when the object carries no V2 envelope (it was uploaded plain).
+    /// `None` when the object carries no envelope (it was uploaded plain).
     pub fn from_metadata(metadata: &HashMap<String, String>) -> Result<Option<Self>, EnvelopeError> {
+        let plain_len = match metadata.get(meta::PLAIN_LEN) {
+            None => None,
+            Some(n) => Some(
+                n.parse()
+                    .map_err(|_| EnvelopeError::Invalid(meta::PLAIN_LEN, format!("{n:?} is not a length")))?,
+            ),
+        };
+        if metadata.contains_key(meta::KEY_V2) && metadata.contains_key(v3::meta::KEY) {
+            return Err(EnvelopeError::Invalid(
+                v3::meta::KEY,
+                format!("an object holds one envelope, but this one has {} too", meta::KEY_V2),
+            ));
+        }
+        if let Some(stored) = v3::read(metadata)? {
+            return Ok(Some(Self {
+                wrapped: stored.wrapped.clone(),
+                context: stored.context.clone(),
+                stored: Stored::V3(stored),
+                plain_len,
+            }));
+        }
         let Some(wrapped) = metadata.get(meta::KEY_V2) else {
             return Ok(None);
         };
@@ -171,22 +249,16 @@ impl StoredEnvelope {
                 format!("the KMS context must hold \"{CONTEXT_KEY}\": \"{CEK_ALG}\""),
             ));
         }
-        let plain_len = match metadata.get(meta::PLAIN_LEN) {
-            None => None,
-            Some(n) => Some(
-                n.parse()
-                    .map_err(|_| EnvelopeError::Invalid(meta::PLAIN_LEN, format!("{n:?} is not a length")))?,
-            ),
-        };
         Ok(Some(Self {
             wrapped,
-            iv,
             context,
+            stored: Stored::V2 { iv },
             plain_len,
         }))
     }
 
-    /// Unwraps the data key with KMS (which checks the context) and returns a decryptor.
+    /// Unwraps the data key with KMS (which checks the context) and returns a decryptor; a V3
+    /// object's key commitment is checked first.
     pub async fn decryptor(&self, kms: &aws_sdk_kms::Client) -> Result<gcm::Decryptor, EnvelopeError> {
         let out = kms
             .decrypt()
@@ -204,7 +276,10 @@ impl StoredEnvelope {
             <[u8; gcm::KEY_LEN]>::try_from(plaintext.as_slice())
                 .map_err(|_| EnvelopeError::Invalid(meta::KEY_V2, "the data key is not 32 bytes".into()))?,
         );
-        Ok(gcm::Decryptor::new(&key, &self.iv)?)
+        match &self.stored {
+            Stored::V2 { iv } => Ok(gcm::Decryptor::new(&key, iv)?),
+            Stored::V3(v3) => v3.decryptor(&key),
+        }
     }
 }
 
@@ -230,7 +305,7 @@ mod tests {
     fn reads_back_what_it_writes() {
         let e = stored(GOOD).unwrap().unwrap();
         assert_eq!(e.wrapped, vec![0, 1, 2]);
-        assert_eq!(e.iv, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert!(matches!(e.stored, Stored::V2 { iv } if iv == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]));
         assert_eq!(e.plain_len, Some(5));
         assert!(stored(&[("wickrio-type", "file")]).unwrap().is_none());
     }
@@ -262,7 +337,7 @@ mod tests {
         let env = Envelope {
             key: Zeroizing::new([42; 32]),
             wrapped: vec![1, 2, 3],
-            iv: [7; 12],
+            nonce: Nonce::Iv([7; 12]),
         };
         let m: HashMap<String, String> = env.metadata(10).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(m[meta::MATDESC], r#"{"aws:x-amz-cek-alg":"AES/GCM/NoPadding"}"#);
@@ -270,7 +345,22 @@ mod tests {
         assert_eq!(m[meta::WRAP_ALG], "kms+context");
         assert_eq!(m[meta::PLAIN_LEN], "10");
         let back = StoredEnvelope::from_metadata(&m).unwrap().unwrap();
-        assert_eq!((back.wrapped, back.iv), (vec![1, 2, 3], [7; 12]));
+        assert_eq!(back.wrapped, vec![1, 2, 3]);
+        assert!(matches!(back.stored, Stored::V2 { iv } if iv == [7; 12]));
         assert!(!format!("{env:?}").contains("42"));
+    }
+
+    #[test]
+    fn a_v3_envelope_reads_back_and_both_envelopes_at_once_are_refused() {
+        let env = Envelope::new(Format::V3, Zeroizing::new([42; 32]), vec![1, 2, 3]).unwrap();
+        let mut m: HashMap<String, String> = env.metadata(10).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        assert_eq!(m[v3::meta::CONTENT_CIPHER], "115");
+        assert_eq!(m[v3::meta::CONTEXT], r#"{"aws:x-amz-cek-alg":"115"}"#);
+        assert!(!m.contains_key(meta::KEY_V2) && !m.contains_key(meta::IV));
+        let back = StoredEnvelope::from_metadata(&m).unwrap().unwrap();
+        assert_eq!((back.wrapped.as_slice(), back.plain_len), (&[1u8, 2, 3][..], Some(10)));
+        assert!(matches!(back.stored, Stored::V3(_)));
+        m.insert(meta::KEY_V2.into(), "AAEC".into());
+        assert!(StoredEnvelope::from_metadata(&m).is_err());
     }
 }

@@ -123,6 +123,7 @@ impl S3Sink {
             Some(kms) => Some(DataKeys::new(
                 aws_sdk_kms::Client::new(&aws::sdk_config(&kms.region).await),
                 kms.key_arn.clone(),
+                kms.format,
                 kms.reuse,
                 metrics.clone(),
             )),
