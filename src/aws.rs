@@ -10,6 +10,12 @@ use crate::config::AssumeRole;
 
 /// The role every client assumes (`WICKRIO_ROLE_ARN`), set once at start-up.
 static ROLE: OnceLock<AssumeRole> = OnceLock::new();
+/// The role's credentials and their cache, shared by every client: one role session, renewed once
+/// for all of them (before it expires), whatever the number of clients.
+static ROLE_CREDENTIALS: tokio::sync::OnceCell<(
+    aws_sdk_s3::config::SharedCredentialsProvider,
+    aws_sdk_s3::config::SharedIdentityCache,
+)> = tokio::sync::OnceCell::const_new();
 
 /// From now on every client of [`sdk_config`] uses credentials from STS AssumeRole of `role`, on
 /// top of the default chain. Set once, before any client is built.
@@ -34,18 +40,31 @@ pub async fn sdk_config(region: &str) -> SdkConfig {
                     .build(),
             )
     };
-    let base = loader().load().await;
     let Some(role) = ROLE.get() else {
-        return base;
+        return loader().load().await;
     };
-    let mut assume = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
-        .session_name(&role.session_name)
-        .region(Region::new(region.to_owned()));
-    if let Some(id) = &role.external_id {
-        assume = assume.external_id(id);
-    }
-    let provider = assume.configure(&base).build().await;
-    loader().credentials_provider(provider).load().await
+    let (provider, cache) = ROLE_CREDENTIALS
+        .get_or_init(|| async {
+            let base = loader().load().await;
+            let mut assume = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
+                .session_name(&role.session_name)
+                .region(Region::new(region.to_owned()));
+            if let Some(id) = &role.external_id {
+                assume = assume.external_id(id);
+            }
+            let provider = assume.configure(&base).build().await;
+            (
+                aws_sdk_s3::config::SharedCredentialsProvider::new(provider),
+                aws_config::identity::IdentityCache::lazy().build(),
+            )
+        })
+        .await
+        .clone();
+    loader()
+        .credentials_provider(provider)
+        .identity_cache(cache)
+        .load()
+        .await
 }
 
 /// An S3 client. A custom endpoint (an S3-compatible store or a test server, often on an IP

@@ -46,7 +46,7 @@ Counter {
     S3Uploads => "S3_Uploads", "Files uploaded to S3 (and then deleted locally).";
     S3UploadedBytes => "S3_Uploaded_Bytes", "Bytes of files uploaded to S3 (before encryption).";
     S3PartsUploaded => "S3_Parts_Uploaded", "Parts and single-request objects S3 accepted: the watchdog's measure of upload progress.";
-    KmsRequests => "KMS_Requests", "Data keys asked of KMS (GenerateDataKey): one per encrypted object, or one per batch with WICKRIO_KMS_DATAKEY_MAX_OBJECTS/_MAX_AGE_SECS.";
+    KmsRequests => "KMS_Requests", "Data keys KMS issued (GenerateDataKey calls answered): one per encrypted object, or one per batch with WICKRIO_KMS_DATAKEY_MAX_OBJECTS/_MAX_AGE_SECS.";
     ArchiveChecks => "Archive_Checks", "Scheduled checks of the bucket (WICKRIO_VERIFY_EVERY_HOURS) that ran to the end.";
     SnsPublishErrors => "SNS_Publish_Errors", "Events that could not be published to SNS (after retries).";
     CloudWatchErrors => "CloudWatch_Errors", "Failed publications to CloudWatch (their counts go out with the next one).";

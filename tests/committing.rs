@@ -81,9 +81,12 @@ async fn v3_objects_open_with_the_official_clients_default_policy_and_every_read
         .into_iter()
         .find(|k| k.contains("receivedMessages_"))
         .unwrap();
+    let refused = moto
+        .read_encrypted("committing-v2", &v2_key, &key_arn, "official-default")
+        .unwrap_err();
     assert!(
-        moto.read_encrypted("committing-v2", &v2_key, &key_arn, "official-default")
-            .is_err()
+        refused.to_lowercase().contains("commit"),
+        "refused for its commitment policy: {refused}"
     );
 
     // The bot's own readers: decrypt (and verify the restored copy), verify in place, export.

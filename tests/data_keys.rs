@@ -90,12 +90,16 @@ async fn reused_data_keys_cost_one_kms_call_per_batch_and_never_repeat_an_iv() {
         moto.s3().await.create_bucket().bucket(bucket).send().await.unwrap();
     }
 
-    // Ten attachments, four objects to a key.
+    // Ten attachments, four objects to a key; the count goes to CloudWatch too.
     let mut b = bot(
         &proxy,
         "keys-reused",
         &key_arn,
-        &[("WICKRIO_KMS_DATAKEY_MAX_OBJECTS", "4")],
+        &[
+            ("WICKRIO_KMS_DATAKEY_MAX_OBJECTS", "4"),
+            ("WICKRIO_METRICS_TYPE", "cloudwatch"),
+            ("WICKRIO_METRICS_INTERVAL_SECS", "2"),
+        ],
     )
     .await;
     for i in 0..10 {
@@ -119,6 +123,11 @@ async fn reused_data_keys_cost_one_kms_call_per_batch_and_never_repeat_an_iv() {
         objects.len().div_ceil(4),
         "{} objects",
         objects.len()
+    );
+    assert_eq!(
+        moto.metric_sum("KMS_Requests", "testbot").await,
+        Some(data_key_calls(&proxy) as f64),
+        "CloudWatch has every call (the last datapoint goes out at shutdown)"
     );
     let mut by_key: HashMap<&str, usize> = HashMap::new();
     for (wrapped, _) in &objects {

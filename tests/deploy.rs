@@ -151,6 +151,34 @@ fn the_combined_policy_holds_every_feature_policy_of_the_bot() {
     assert!(!actions(&all).iter().any(|a| a.ends_with(":*")), "no wildcard actions");
 }
 
+/// Every KMS statement's context condition lets both envelope formats through: a policy that
+/// allowed only V2's would refuse every V3 data key on real AWS (moto does not enforce IAM).
+#[test]
+fn kms_statements_allow_both_encryption_formats() {
+    let mut seen = 0;
+    for file in policies() {
+        for statement in json(&file)["Statement"].as_array().unwrap() {
+            let condition = &statement["Condition"]["StringEquals"]["kms:EncryptionContext:aws:x-amz-cek-alg"];
+            if condition.is_null() {
+                continue;
+            }
+            seen += 1;
+            let allowed: Vec<&str> = condition
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            assert!(
+                allowed.contains(&"AES/GCM/NoPadding") && allowed.contains(&"115"),
+                "{}: {allowed:?}",
+                file.display()
+            );
+        }
+    }
+    assert!(seen >= 4, "the KMS statements: {seen}");
+}
+
 #[test]
 fn the_deployment_doc_maps_each_aws_setting_to_actions_its_policy_grants() {
     let doc = std::fs::read_to_string(repo("docs/deployment.md")).unwrap();

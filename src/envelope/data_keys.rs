@@ -88,8 +88,10 @@ impl DataKeys {
         Envelope::new(self.format, c.key.clone(), c.wrapped.clone())
     }
 
+    /// A new data key; `KMS_Requests` counts each one KMS issued.
     async fn generate(&self) -> Result<(Zeroizing<[u8; gcm::KEY_LEN]>, Vec<u8>), AwsFailure> {
+        let key = super::generate_data_key(&self.kms, &self.key_arn, self.format).await?;
         self.metrics.incr(Counter::KmsRequests);
-        super::generate_data_key(&self.kms, &self.key_arn, self.format).await
+        Ok(key)
     }
 }

@@ -61,7 +61,6 @@ impl Context {
         Ok(ctx)
     }
 
-    /// Encrypts or decrypts `data` in place (GCM is a stream mode: output length = input length).
     /// Additional authenticated data, before any of the body.
     fn aad(&mut self, aad: &[u8], encrypt: bool) -> Result<(), GcmError> {
         let mut out_len: c_int = 0;
@@ -80,6 +79,7 @@ impl Context {
         Ok(())
     }
 
+    /// Encrypts or decrypts `data` in place (GCM is a stream mode: output length = input length).
     fn update(&mut self, data: &mut [u8], encrypt: bool) -> Result<(), GcmError> {
         for chunk in data.chunks_mut(MAX_UPDATE) {
             let mut out_len: c_int = 0;

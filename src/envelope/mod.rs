@@ -69,7 +69,8 @@ pub struct Envelope {
 /// What makes an object's encryption unique under a (possibly reused) data key.
 enum Nonce {
     Iv([u8; gcm::IV_LEN]),
-    MessageId([u8; v3::MESSAGE_ID_LEN]),
+    /// V3: the Message ID, and the content key and commitment derived from it.
+    MessageId([u8; v3::MESSAGE_ID_LEN], v3::Derived),
 }
 
 impl fmt::Debug for Envelope {
@@ -119,7 +120,8 @@ impl Envelope {
             Format::V3 => {
                 let mut id = [0u8; v3::MESSAGE_ID_LEN];
                 random(&mut id)?;
-                Nonce::MessageId(id)
+                let derived = v3::derive(&key, &id);
+                Nonce::MessageId(id, derived)
             }
         };
         Ok(Self { key, wrapped, nonce })
@@ -128,7 +130,7 @@ impl Envelope {
     pub fn encryptor(&self) -> Result<gcm::Encryptor, gcm::GcmError> {
         match &self.nonce {
             Nonce::Iv(iv) => gcm::Encryptor::new(&self.key, iv),
-            Nonce::MessageId(id) => gcm::Encryptor::with_aad(&v3::derive(&self.key, id).key, &v3::IV, &v3::SUITE_ID),
+            Nonce::MessageId(_, derived) => gcm::Encryptor::with_aad(&derived.key, &v3::IV, &v3::SUITE_ID),
         }
     }
 
@@ -144,7 +146,7 @@ impl Envelope {
                 // Serialising a map of two strings cannot fail.
                 (meta::MATDESC, serde_json::to_string(&context()).unwrap_or_default()),
             ],
-            Nonce::MessageId(id) => v3::metadata(&self.wrapped, id, &v3::derive(&self.key, id).commitment),
+            Nonce::MessageId(id, derived) => v3::metadata(&self.wrapped, id, &derived.commitment),
         };
         metadata.push((meta::PLAIN_LEN, plain_len.to_string()));
         metadata
@@ -200,6 +202,19 @@ impl StoredEnvelope {
                 v3::meta::KEY,
                 format!("an object holds one envelope, but this one has {} too", meta::KEY_V2),
             ));
+        }
+        // V3 keys without V3's wrapped key: not a V2 object with extras, but a V3 one stripped of
+        // its key (the official clients refuse it too).
+        if !metadata.contains_key(v3::meta::KEY)
+            && let Some(key) = [v3::meta::CONTENT_CIPHER, v3::meta::COMMITMENT, v3::meta::MESSAGE_ID]
+                .into_iter()
+                .find(|k| metadata.contains_key(*k))
+        {
+            return Err(EnvelopeError::Missing(if metadata.contains_key(meta::KEY_V2) {
+                v3::meta::KEY
+            } else {
+                key
+            }));
         }
         if let Some(stored) = v3::read(metadata)? {
             return Ok(Some(Self {
@@ -269,12 +284,12 @@ impl StoredEnvelope {
             .map_err(|e| failure("unwrap the data key with KMS", &e))?;
         let plaintext = Zeroizing::new(
             out.plaintext
-                .ok_or(EnvelopeError::Invalid(meta::KEY_V2, "KMS returned no key".into()))?
+                .ok_or(EnvelopeError::Invalid("data key", "KMS returned no key".into()))?
                 .into_inner(),
         );
         let key = Zeroizing::new(
             <[u8; gcm::KEY_LEN]>::try_from(plaintext.as_slice())
-                .map_err(|_| EnvelopeError::Invalid(meta::KEY_V2, "the data key is not 32 bytes".into()))?,
+                .map_err(|_| EnvelopeError::Invalid("data key", "the data key is not 32 bytes".into()))?,
         );
         match &self.stored {
             Stored::V2 { iv } => Ok(gcm::Decryptor::new(&key, iv)?),
@@ -362,5 +377,9 @@ mod tests {
         assert!(matches!(back.stored, Stored::V3(_)));
         m.insert(meta::KEY_V2.into(), "AAEC".into());
         assert!(StoredEnvelope::from_metadata(&m).is_err());
+        // Stripped of its V3 key, with V2's put in: refused, not read as V2.
+        m.remove(v3::meta::KEY);
+        let err = StoredEnvelope::from_metadata(&m).unwrap_err().to_string();
+        assert!(err.contains(v3::meta::KEY), "{err}");
     }
 }
