@@ -10,12 +10,9 @@ use crate::config::AssumeRole;
 
 /// The role every client assumes (`WICKRIO_ROLE_ARN`), set once at start-up.
 static ROLE: OnceLock<AssumeRole> = OnceLock::new();
-/// The role's credentials and their cache, shared by every client: one role session, renewed once
-/// for all of them (before it expires), whatever the number of clients.
-static ROLE_CREDENTIALS: tokio::sync::OnceCell<(
-    aws_sdk_s3::config::SharedCredentialsProvider,
-    aws_sdk_s3::config::SharedIdentityCache,
-)> = tokio::sync::OnceCell::const_new();
+/// The configuration with the role's credentials (and their cache), shared by every client: one
+/// role session, renewed once for all of them before it expires.
+static ROLE_CONFIG: tokio::sync::OnceCell<SdkConfig> = tokio::sync::OnceCell::const_new();
 
 /// From now on every client of [`sdk_config`] uses credentials from STS AssumeRole of `role`, on
 /// top of the default chain. Set once, before any client is built.
@@ -43,7 +40,10 @@ pub async fn sdk_config(region: &str) -> SdkConfig {
     let Some(role) = ROLE.get() else {
         return loader().load().await;
     };
-    let (provider, cache) = ROLE_CREDENTIALS
+    // One configuration carries the role's credentials for every client: a loader wraps a given
+    // provider anew each time (a new cache partition, so a new role session per client), a copy of
+    // one configuration keeps the same provider and cache.
+    let shared = ROLE_CONFIG
         .get_or_init(|| async {
             let base = loader().load().await;
             let mut assume = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
@@ -53,18 +53,10 @@ pub async fn sdk_config(region: &str) -> SdkConfig {
                 assume = assume.external_id(id);
             }
             let provider = assume.configure(&base).build().await;
-            (
-                aws_sdk_s3::config::SharedCredentialsProvider::new(provider),
-                aws_config::identity::IdentityCache::lazy().build(),
-            )
+            loader().credentials_provider(provider).load().await
         })
-        .await
-        .clone();
-    loader()
-        .credentials_provider(provider)
-        .identity_cache(cache)
-        .load()
-        .await
+        .await;
+    shared.to_builder().region(Region::new(region.to_owned())).build()
 }
 
 /// An S3 client. A custom endpoint (an S3-compatible store or a test server, often on an IP

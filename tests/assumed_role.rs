@@ -53,6 +53,28 @@ async fn every_s3_and_kms_request_carries_the_assumed_roles_credentials() {
         signed.iter().any(|(id, service)| id == own && service == "sts"),
         "STS is asked with the bot's own credentials: {signed:?}"
     );
+    // What STS was asked: the role, the session name and the external ID.
+    let asked: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter_map(|r| r.form.clone())
+        .filter(|f| f.contains("Action=AssumeRole"))
+        .collect();
+    assert!(!asked.is_empty(), "an AssumeRole request: {signed:?}");
+    for form in &asked {
+        assert!(
+            form.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fretention-writer")
+                && form.contains("RoleSessionName=retention-bot-test")
+                && form.contains("ExternalId=tenant-42"),
+            "{form}"
+        );
+    }
+    let order: Vec<String> = proxy
+        .requests()
+        .iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, signer(r).map(|s| s.1).unwrap_or_default()))
+        .collect();
+    assert_eq!(asked.len(), 1, "one role session, shared by every client: {order:#?}");
     let data: Vec<&(String, String)> = signed.iter().filter(|(_, s)| s == "s3" || s == "kms").collect();
     assert!(
         data.iter().any(|(_, s)| s == "s3") && data.iter().any(|(_, s)| s == "kms"),

@@ -384,6 +384,8 @@ pub struct RecordedRequest {
     pub path: String,
     /// Header names (lower case) and their values' raw bytes, as sent.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The body of a form-encoded request (the STS and SNS query APIs), as sent.
+    pub form: Option<String>,
 }
 
 impl RecordedRequest {
@@ -423,10 +425,19 @@ impl RecordingProxy {
                     .iter()
                     .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
                     .collect();
+                let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                // Form bodies (the STS and SNS query APIs) are small and say what was asked.
+                let form = headers
+                    .iter()
+                    .any(|(n, v)| n == "content-type" && v.starts_with(b"application/x-www-form-urlencoded"))
+                    .then(|| String::from_utf8_lossy(&body).into_owned());
                 recorded.lock().unwrap().push(RecordedRequest {
                     method: method.to_string(),
                     path: path.clone(),
                     headers: headers.clone(),
+                    form,
                 });
                 let marker = refused.lock().unwrap().clone();
                 if marker.is_some_and(|m| path.contains(&m)) {
@@ -438,9 +449,6 @@ impl RecordingProxy {
                         ))
                         .unwrap();
                 }
-                let body = axum::body::to_bytes(req.into_body(), usize::MAX)
-                    .await
-                    .unwrap_or_default();
                 let mut out = client.request(method.clone(), format!("http://127.0.0.1:{target_port}{path}"));
                 for (name, value) in &headers {
                     if !matches!(
