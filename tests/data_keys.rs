@@ -86,7 +86,7 @@ async fn reused_data_keys_cost_one_kms_call_per_batch_and_never_repeat_an_iv() {
     let moto = Moto::start().await;
     let key_arn = moto.create_key().await;
     let proxy = RecordingProxy::start(moto.port).await;
-    for bucket in ["keys-reused", "keys-own", "keys-aged"] {
+    for bucket in ["keys-reused", "keys-own", "keys-aged", "keys-v3"] {
         moto.s3().await.create_bucket().bucket(bucket).send().await.unwrap();
     }
 
@@ -178,6 +178,42 @@ async fn reused_data_keys_cost_one_kms_call_per_batch_and_never_repeat_an_iv() {
         keys.len()
     );
     decrypts_and_verifies(&moto, "keys-aged", &b);
+
+    // The committing format with one reused key: one wrapped key, a Message ID (so a content key)
+    // per object, and the official client's default policy opens them.
+    let mut b = bot(
+        &proxy,
+        "keys-v3",
+        &key_arn,
+        &[
+            ("WICKRIO_KMS_DATAKEY_MAX_OBJECTS", "100"),
+            ("WICKRIO_S3_ENCRYPTION_FORMAT", "v3"),
+        ],
+    )
+    .await;
+    for i in 0..3 {
+        post_attachment(&b, i).await;
+    }
+    assert!(b.stop().await.success(), "{}", b.log_text());
+    let mut wrapped = HashSet::new();
+    let mut ids = HashSet::new();
+    let keys = moto.keys("keys-v3").await;
+    for key in &keys {
+        let (_, meta) = moto.object("keys-v3", key).await;
+        wrapped.insert(meta["x-amz-3"].clone());
+        ids.insert(meta["x-amz-i"].clone());
+    }
+    assert_eq!(
+        (wrapped.len(), ids.len()),
+        (1, keys.len()),
+        "one data key, a Message ID each"
+    );
+    let attachment = keys.iter().find(|k| k.contains("attachment_")).unwrap();
+    let plain = moto
+        .read_encrypted("keys-v3", attachment, &key_arn, "official-default")
+        .unwrap();
+    assert!(plain.len() >= 3000);
+    decrypts_and_verifies(&moto, "keys-v3", &b);
 }
 
 #[test]
