@@ -22,6 +22,19 @@ fn signer(request: &common::aws::RecordedRequest) -> Option<(String, String)> {
     Some((parts.first()?.to_string(), parts.get(3)?.to_string()))
 }
 
+/// A bot with `env` takes one message, uploads it to `bucket` and stops.
+async fn one_message_up(moto: &Moto, env: &[(String, String)], bucket: &str) -> Bot {
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut bot = Bot::start(&refs).await;
+    assert_eq!(
+        bot.post("application/json", common::text_message(1)).await.status(),
+        202
+    );
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    assert!(!moto.keys(bucket).await.is_empty(), "the files went up");
+    bot
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_s3_and_kms_request_carries_the_assumed_roles_credentials() {
     let moto = Moto::start().await;
@@ -38,14 +51,7 @@ async fn every_s3_and_kms_request_carries_the_assumed_roles_credentials() {
     ] {
         env.push((k.to_owned(), v.to_owned()));
     }
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut bot = Bot::start(&refs).await;
-    assert_eq!(
-        bot.post("application/json", common::text_message(1)).await.status(),
-        202
-    );
-    assert!(bot.stop().await.success(), "{}", bot.log_text());
-    assert!(!moto.keys(BUCKET).await.is_empty(), "the files went up");
+    let bot = one_message_up(&moto, &env, BUCKET).await;
 
     let signed: Vec<(String, String)> = proxy.requests().iter().filter_map(signer).collect();
     let own = "test";
@@ -143,14 +149,7 @@ async fn proxy_variables_route_every_aws_request_through_the_proxy() {
     ] {
         env.push((k.to_owned(), v.to_owned()));
     }
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut bot = Bot::start(&refs).await;
-    assert_eq!(
-        bot.post("application/json", common::text_message(1)).await.status(),
-        202
-    );
-    assert!(bot.stop().await.success(), "{}", bot.log_text());
-    assert!(!moto.keys("proxied-1").await.is_empty(), "the files went up");
+    one_message_up(&moto, &env, "proxied-1").await;
     let services: Vec<String> = proxy.requests().iter().filter_map(signer).map(|(_, s)| s).collect();
     assert!(
         services.iter().any(|s| s == "s3") && services.iter().any(|s| s == "kms"),

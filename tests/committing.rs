@@ -113,15 +113,18 @@ async fn v3_objects_open_with_the_official_clients_default_policy_and_every_read
         std::fs::read(dest.join("attachments").join(&restored[0])).unwrap(),
         attachment
     );
-    let (code, text) = tool(
-        &moto,
-        &[
-            "verify",
-            &format!("s3://committing-1/{FOLDER}"),
-            "--public-key",
-            key_arg,
-        ],
-    );
+    let verify = || {
+        tool(
+            &moto,
+            &[
+                "verify",
+                &format!("s3://committing-1/{FOLDER}"),
+                "--public-key",
+                key_arg,
+            ],
+        )
+    };
+    let (code, text) = verify();
     assert_eq!(code, Some(0), "{text}");
     let out = b.root.join("export");
     let (code, text) = tool(
@@ -161,15 +164,7 @@ async fn v3_objects_open_with_the_official_clients_default_policy_and_every_read
         .send()
         .await
         .unwrap();
-    let (code, text) = tool(
-        &moto,
-        &[
-            "verify",
-            &format!("s3://committing-1/{FOLDER}"),
-            "--public-key",
-            key_arg,
-        ],
-    );
+    let (code, text) = verify();
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("key commitment does not match"), "{text}");
 }
