@@ -45,6 +45,7 @@ impl Pipeline {
         identity: &Identity,
         events: &Events,
     ) -> anyhow::Result<Self> {
+        crate::clock::start();
         let (closed_tx, closed_rx) = mpsc::unbounded_channel();
         let (stop_sink, stop_rx) = shutdown::channel();
         let (spool, state, key) = (
@@ -65,8 +66,9 @@ impl Pipeline {
                 let grace = config.ingest.shutdown_grace;
                 let mac = ContentMac::new(identity.signing_key());
                 let s3 = S3Sink::new(s3.clone(), bot_tag, mac, metrics.clone(), events.clone(), grace).await;
+                let keys = s3.key_ring();
                 tokio::spawn(sink::run(
-                    ManifestSink::new(s3, manifest, events.clone()),
+                    ManifestSink::new(s3, manifest, events.clone()).with_keys(keys),
                     closed_rx,
                     stop_rx,
                 ))

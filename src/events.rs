@@ -28,6 +28,11 @@ pub enum EventKind {
     S3Recovered,
     KmsFailing,
     KmsRecovered,
+    /// A period's KMS key (from the alias template) does not exist or cannot be used: that period's
+    /// files wait on local disk, never uploaded in the clear.
+    PeriodKeyMissing,
+    /// The bot created a coming period's KMS key and alias (`WICKRIO_KMS_CREATE_PERIOD_KEYS`).
+    PeriodKeyCreated,
     /// A file's key in S3 already holds other content: the file is never uploaded over it and waits.
     S3KeyConflict,
     /// A manifest closed: its chain head, for a copy off the host.
@@ -54,7 +59,7 @@ impl EventKind {
         use EventKind::*;
         match self {
             Fatal | LoginFailed | SecretUpdateFailed | SpoolFailing | DiskFull | WatchdogFailure | S3KeyConflict
-            | ArchiveCheckFailed => Severity::Critical,
+            | ArchiveCheckFailed | PeriodKeyMissing => Severity::Critical,
             _ => Severity::Normal,
         }
     }

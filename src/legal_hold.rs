@@ -176,6 +176,7 @@ mod tests {
                 last_msg_ts: last.map(Into::into),
                 earliest_msg_ts: None,
                 latest_msg_ts: None,
+                kms_key: None,
                 closed_at: closed_at.into(),
                 prev: String::new(),
             },

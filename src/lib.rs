@@ -3,6 +3,7 @@
 //! for the data path.
 
 pub mod aws;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decrypt;
@@ -20,6 +21,7 @@ pub mod period;
 pub mod privileges;
 pub mod report;
 pub mod serve;
+pub mod shred;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

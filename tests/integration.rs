@@ -20,6 +20,7 @@ mod manifest;
 mod matrix;
 mod object_lock;
 mod openapi;
+mod period_keys;
 mod pipeline;
 mod reporting;
 mod s3;

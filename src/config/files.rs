@@ -62,6 +62,7 @@ pub(super) fn spool_config(
         max_file_bytes,
         rotate_after,
         min_free_bytes: min_free_mb.saturating_mul(1 << 20),
+        key_period: None,
     })
 }
 

@@ -85,6 +85,9 @@ pub struct SpoolConfig {
     pub rotate_after: Option<std::time::Duration>,
     /// Refuse new data while free space is under this many bytes.
     pub min_free_bytes: u64,
+    /// `Some` with per-period KMS keys: a message file (and a manifest) rotates at each period's
+    /// end, so none spans two periods' keys.
+    pub key_period: Option<crate::period::Granularity>,
 }
 
 /// Where the bot's identity lives and how its password is given or changed.
@@ -167,7 +170,8 @@ impl Config {
         let network = network::from_lookup(&get, &bot_name)?;
 
         let s3 = storage::s3_config(&get)?;
-        let spool = files::spool_config(&get, &bot_name, s3.is_some())?;
+        let mut spool = files::spool_config(&get, &bot_name, s3.is_some())?;
+        spool.key_period = s3.as_ref().and_then(|s3| s3.kms.as_ref()).and_then(|kms| kms.period);
 
         let ingest = ingest::ingest_config(&env, &get)?;
         if s3.as_ref().is_some_and(|s3| s3.kms.is_some()) {

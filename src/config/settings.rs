@@ -142,7 +142,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WICKRIO_KMS_MSTRKEY_ARN",
         default: "(none: upload plain)",
-        meaning: "encrypt every object client-side (S3 Encryption Client V2 format) under a data key of this KMS key",
+        meaning: "encrypt every object client-side (S3 Encryption Client V2 format) under a data key of this KMS key; an alias template (...:alias/retention-{yyyy}-{mm} or -{yyyy}) gives each month or year its own key, which `shred` can destroy",
+    },
+    Setting {
+        name: "WICKRIO_KMS_CREATE_PERIOD_KEYS",
+        default: "false",
+        meaning: "with a period template: create the coming period's KMS key and alias a day ahead when they do not exist (iam/period-keys-create.json)",
     },
     Setting {
         name: "WICKRIO_KMS_REGION",

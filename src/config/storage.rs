@@ -77,7 +77,12 @@ impl S3Config {
 /// The KMS key that wraps each object's data key.
 #[derive(Debug, Clone)]
 pub struct KmsConfig {
+    /// The key or alias ARN; with `period` set, a template holding `{yyyy}` (and `{mm}`).
     pub key_arn: String,
+    /// `Some`: each year's or month's files go under that period's key (the template filled in).
+    pub period: Option<crate::period::Granularity>,
+    /// `WICKRIO_KMS_CREATE_PERIOD_KEYS`: the bot creates a coming period's key and alias itself.
+    pub create_period_keys: bool,
     pub region: String,
     /// `Some`: a data key serves several objects (each with its own random IV) before it is dropped.
     pub reuse: Option<DataKeyReuse>,
@@ -100,6 +105,23 @@ fn encryption_format(get: &impl Fn(&str) -> Option<String>) -> Result<crate::env
 }
 
 const FORMAT: &str = "WICKRIO_S3_ENCRYPTION_FORMAT";
+const CREATE_KEYS: &str = "WICKRIO_KMS_CREATE_PERIOD_KEYS";
+
+/// A period template (`{yyyy}`, `{mm}`) in `WICKRIO_KMS_MSTRKEY_ARN`: only in an alias, since a
+/// key's id is random and cannot name a period.
+fn key_period(key_arn: &str) -> Result<Option<crate::period::Granularity>, ConfigError> {
+    const VAR: &str = "WICKRIO_KMS_MSTRKEY_ARN";
+    let accepted = "a key or alias ARN, or an alias template such as arn:aws:kms:eu-west-1:111122223333:alias/retention-{yyyy}-{mm} (a key per month) or ...:alias/retention-{yyyy} (a key per year)";
+    let period = crate::period::Granularity::of_template(key_arn).map_err(|e| ConfigError::new(VAR, e, accepted))?;
+    if period.is_some() && !key_arn.contains(":alias/") {
+        return Err(ConfigError::new(
+            VAR,
+            format!("{key_arn:?} puts a period placeholder in a key ARN; only an alias can name a period"),
+            accepted,
+        ));
+    }
+    Ok(period)
+}
 
 /// How long, and for how many objects, one data key is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +167,7 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
             ("WICKRIO_KMS_MSTRKEY_ARN", "encryption applies to uploads only"),
             ("WICKRIO_KMS_DATAKEY_MAX_AGE_SECS", "data keys encrypt uploads only"),
             ("WICKRIO_KMS_DATAKEY_MAX_OBJECTS", "data keys encrypt uploads only"),
+            (CREATE_KEYS, "period keys encrypt uploads only"),
             (FORMAT, "encryption applies to uploads only"),
             ("WICKRIO_S3_OBJECT_LOCK_MODE", "Object Lock applies to uploads only"),
             ("WICKRIO_S3_RETENTION_DAYS", "Object Lock applies to uploads only"),
@@ -190,6 +213,7 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
             for var in [
                 "WICKRIO_KMS_DATAKEY_MAX_AGE_SECS",
                 "WICKRIO_KMS_DATAKEY_MAX_OBJECTS",
+                CREATE_KEYS,
                 FORMAT,
             ] {
                 if get(var).is_some() {
@@ -203,11 +227,25 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
             None
         }
         Some(key_arn) => {
-            let arn_region = arn_region("WICKRIO_KMS_MSTRKEY_ARN", &key_arn, &KMS_KEY)?;
+            let period = key_period(&key_arn)?;
+            let sample = crate::period::Granularity::Month
+                .period_of(chrono::Utc::now())
+                .fill(&key_arn);
+            let arn_region = arn_region("WICKRIO_KMS_MSTRKEY_ARN", &sample, &KMS_KEY)?;
             let region = get("WICKRIO_KMS_REGION").unwrap_or(arn_region);
             check_region("WICKRIO_KMS_REGION", &region)?;
+            let create_period_keys = super::parse_bool(get, CREATE_KEYS)?;
+            if create_period_keys && period.is_none() {
+                return Err(ConfigError::new(
+                    CREATE_KEYS,
+                    "is true, but WICKRIO_KMS_MSTRKEY_ARN names one key, not a period template",
+                    "an alias template such as arn:aws:kms:eu-west-1:111122223333:alias/retention-{yyyy}-{mm}, or unset WICKRIO_KMS_CREATE_PERIOD_KEYS",
+                ));
+            }
             Some(KmsConfig {
                 key_arn,
+                period,
+                create_period_keys,
                 region,
                 reuse: datakey_reuse(get)?,
                 format: encryption_format(get)?,

@@ -7,9 +7,11 @@
 
 mod data_keys;
 pub mod gcm;
+mod key_ring;
 pub mod v3;
 
 pub use data_keys::DataKeys;
+pub use key_ring::{KeyRing, PERIOD_TAG};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -47,6 +47,10 @@ pub struct EntryBody {
     pub earliest_msg_ts: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_msg_ts: Option<String>,
+    /// The KMS key (its ARN, resolved from the period's alias) the file is encrypted under: what
+    /// `shred` destroys to make it unreadable. `None` for a plain upload or local files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key: Option<String>,
     pub closed_at: String,
     pub prev: String,
 }
@@ -96,12 +100,12 @@ fn signed_bytes(domain: &[u8], body: &impl Serialize) -> Vec<u8> {
 }
 
 /// The hex Ed25519 signature of `domain` and `body`'s JSON.
-pub(super) fn sign(domain: &[u8], body: &impl Serialize, key: &SigningKey) -> String {
+pub(crate) fn sign(domain: &[u8], body: &impl Serialize, key: &SigningKey) -> String {
     hex::encode(key.sign(&signed_bytes(domain, body)).to_bytes())
 }
 
 /// Whether `sig` (hex) signs `domain` and `body`'s JSON under `key`.
-pub(super) fn verify(domain: &[u8], body: &impl Serialize, sig: &str, key: &VerifyingKey) -> bool {
+pub(crate) fn verify(domain: &[u8], body: &impl Serialize, sig: &str, key: &VerifyingKey) -> bool {
     let Some(sig) = hex::decode(sig).ok().and_then(|b| Signature::from_slice(&b).ok()) else {
         return false;
     };
@@ -192,6 +196,7 @@ mod tests {
             last_msg_ts: Some("2.0".into()),
             earliest_msg_ts: Some("1.0".into()),
             latest_msg_ts: Some("2.0".into()),
+            kms_key: None,
             closed_at: "2026-11-22T00:00:00Z".into(),
             prev: GENESIS.into(),
         }

@@ -112,6 +112,7 @@ mod tests {
                 last_msg_ts: None,
                 earliest_msg_ts: None,
                 latest_msg_ts: None,
+                kms_key: None,
                 closed_at: String::new(),
                 prev: String::new(),
             },

@@ -2,8 +2,11 @@
 //! [`ManifestWriter`] on the blocking pool) before the inner sink takes it, closed manifests and their
 //! chain head records follow the files they list, and each head also goes out as an event.
 
+use std::sync::Arc;
+
 use super::head::HeadRecord;
 use super::stage::ManifestWriter;
+use crate::envelope::KeyRing;
 use crate::events::{EventKind, Events};
 use crate::sink::Sink;
 use crate::spool::{ClosedFile, FileKind};
@@ -16,6 +19,9 @@ pub struct ManifestSink<S> {
     /// Files whose entry could not be written yet: they wait on local disk, never delivered unlisted,
     /// and are listed again with every later file (or at the next start).
     unlisted: Vec<ClosedFile>,
+    /// With encryption: each entry names the KMS key its file goes under, so a file waits (in
+    /// `unlisted`) while its period's key is missing.
+    keys: Option<Arc<KeyRing>>,
 }
 
 impl<S: Sink> ManifestSink<S> {
@@ -25,7 +31,14 @@ impl<S: Sink> ManifestSink<S> {
             writer: Some(writer),
             events,
             unlisted: Vec::new(),
+            keys: None,
         }
+    }
+
+    /// Entries name the key of `keys` their file is encrypted under.
+    pub fn with_keys(mut self, keys: Option<Arc<KeyRing>>) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// Runs `job` on the writer on the blocking pool. `None`: the writer was lost (a panic in `job`),
@@ -55,6 +68,21 @@ impl<S: Sink> ManifestSink<S> {
     /// Lists `file` and delivers it (and the manifests closed meanwhile). If the entry cannot be
     /// written the file waits in `unlisted`.
     async fn list_and_deliver(&mut self, mut file: ClosedFile) {
+        if let Some(keys) = &self.keys {
+            let name = file
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match keys.key_for(&name).await {
+                Ok(key) => file.kms_key = Some(key),
+                Err(e) => {
+                    tracing::warn!(file = %file.path.display(), error = %e.message, "the file waits on local disk for its KMS key");
+                    self.unlisted.push(file);
+                    return;
+                }
+            }
+        }
         let listed = file.clone();
         let outcome = self
             .with_writer(move |w| (w.record(&listed), w.take_closed(), w.take_published()))
@@ -108,6 +136,25 @@ impl<S: Sink> ManifestSink<S> {
 }
 
 impl<S: Sink + Send> Sink for ManifestSink<S> {
+    async fn tick(&mut self) {
+        if !self.unlisted.is_empty() {
+            self.retry_unlisted().await;
+        }
+        let closed = self
+            .with_writer(|w| (w.close_past_period(), w.take_closed(), w.take_published()))
+            .await;
+        if let Some((closing, manifests, heads)) = closed {
+            if let Err(e) = closing {
+                tracing::error!(error = %e, "cannot close the last period's manifest; it is closed at the next start");
+            }
+            self.publish(heads);
+            for manifest in manifests {
+                self.inner.deliver(manifest).await;
+            }
+        }
+        self.inner.tick().await;
+    }
+
     async fn deliver(&mut self, file: ClosedFile) {
         if file.kind == FileKind::Manifest {
             return self.inner.deliver(file).await;

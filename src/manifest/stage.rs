@@ -77,6 +77,8 @@ pub struct ManifestWriter {
     head_dirty: bool,
     /// Heads of manifests closed since the last call to `take_published`, for the operators' events.
     published: Vec<HeadRecord>,
+    /// With per-period KMS keys, manifests rotate at each period's end.
+    key_period: Option<crate::period::Granularity>,
 }
 
 /// A signed entry line not yet durably in a manifest, and the file it lists.
@@ -170,6 +172,7 @@ impl ManifestWriter {
             pending: None,
             head_dirty: true,
             published: Vec::new(),
+            key_period: config.key_period,
         };
         let mut writer = writer;
         writer.store_head()?;
@@ -182,6 +185,7 @@ impl ManifestWriter {
     /// (a crash, with a device that kept what it said it had lost), `verify` finds the same entry
     /// twice, which it accepts; never two different entries with one number, and never a gap.
     pub fn record(&mut self, file: &ClosedFile) -> Result<Recorded, ManifestError> {
+        self.close_past_period()?;
         self.flush_pending()?;
         if let Some(sha256) = self.already_listed.remove(&file.path) {
             return Ok(Recorded { sha256 });
@@ -205,6 +209,7 @@ impl ManifestWriter {
             last_msg_ts: facts.last_msg_ts,
             earliest_msg_ts: facts.earliest_msg_ts,
             latest_msg_ts: facts.latest_msg_ts,
+            kms_key: file.kms_key.clone(),
             closed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             prev: self.head.hash.clone(),
         };
@@ -301,6 +306,25 @@ impl ManifestWriter {
         std::mem::take(&mut self.closed)
     }
 
+    /// Closes the open manifest if it was opened in an earlier key period than now's: a manifest is
+    /// encrypted under its own period's key, and must not list the next period's files (shredding
+    /// one period must leave the next one's entries readable).
+    pub fn close_past_period(&mut self) -> Result<(), ManifestError> {
+        let (Some(granularity), Some(open)) = (self.key_period, &self.open) else {
+            return Ok(());
+        };
+        let name = open
+            .closed_path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let opened_in = crate::period::name_time(&name).map(|t| granularity.period_of(t));
+        if opened_in.is_some_and(|p| !p.contains(crate::clock::now())) {
+            self.close()?;
+        }
+        Ok(())
+    }
+
     /// The heads of the manifests closed since the last call.
     pub fn take_published(&mut self) -> Vec<HeadRecord> {
         std::mem::take(&mut self.published)
@@ -358,7 +382,7 @@ impl ManifestWriter {
 
     fn ensure_open(&mut self) -> Result<&mut OpenManifest, ManifestError> {
         if self.open.is_none() {
-            let closed_name = self.names.message_file(MANIFEST_BASENAME, chrono::Utc::now());
+            let closed_name = self.names.message_file(MANIFEST_BASENAME, crate::clock::now());
             let open_path = self.dir.join(open_name(&closed_name));
             let file = OpenOptions::new()
                 .append(true)

@@ -33,7 +33,12 @@ const COUNTERS: &[Counter] = &[
     Counter::S3KeyConflicts,
     Counter::KmsRequests,
 ];
-const LEVELS: &[Gauge] = &[Gauge::S3BacklogFiles, Gauge::S3BacklogBytes, Gauge::ArchiveProblems];
+const LEVELS: &[Gauge] = &[
+    Gauge::S3BacklogFiles,
+    Gauge::S3BacklogBytes,
+    Gauge::ArchiveProblems,
+    Gauge::KmsPeriodKeysMissing,
+];
 
 pub struct CloudWatchExporter {
     client: aws_sdk_cloudwatch::Client,

@@ -13,10 +13,19 @@ use tokio::sync::mpsc;
 
 use crate::spool::ClosedFile;
 
+/// How often [`Sink::tick`] runs.
+const TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A destination for closed files.
 pub trait Sink: Send + 'static {
     /// Takes ownership of a closed file. Runs one file at a time, in closing order.
     fn deliver(&mut self, file: ClosedFile) -> impl Future<Output = ()> + Send;
+
+    /// Called every few seconds between deliveries, for work that waits on time (files held back
+    /// until their key exists, a manifest due to close at a period's end).
+    fn tick(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 
     /// Called once at shutdown, after the last delivery.
     fn finish(&mut self) -> impl Future<Output = ()> + Send {
@@ -31,12 +40,15 @@ pub async fn run<S: Sink>(
     mut files: mpsc::UnboundedReceiver<ClosedFile>,
     mut stop: crate::shutdown::Shutdown,
 ) {
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             file = files.recv() => match file {
                 Some(file) => sink.deliver(file).await,
                 None => break,
             },
+            _ = ticks.tick() => sink.tick().await,
             () = stop.recv() => break,
         }
     }

@@ -188,7 +188,7 @@ impl PartialAttachment {
 /// Hard-links `from` under the first free `attachment_...` name (link never overwrites), removes
 /// `from`, and fsyncs the directory. If a step after the link fails, the new name is removed again.
 fn link_under_free_name(dir: &Path, safe_name: &str, from: &Path) -> std::io::Result<PathBuf> {
-    let now = chrono::Utc::now();
+    let now = crate::clock::now();
     for n in 0..10_000 {
         let path = dir.join(attachment_name(safe_name, now, n));
         match std::fs::hard_link(from, &path) {

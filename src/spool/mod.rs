@@ -56,6 +56,8 @@ pub struct ClosedFile {
     pub bytes: u64,
     /// Its SHA-256 (hex), once the manifest stage has listed it: attachment keys carry part of it.
     pub sha256: Option<String>,
+    /// The KMS key it is to be encrypted under, as its manifest entry names it.
+    pub kms_key: Option<String>,
 }
 
 impl ClosedFile {
@@ -65,6 +67,7 @@ impl ClosedFile {
             kind,
             bytes,
             sha256: None,
+            kms_key: None,
         }
     }
 }

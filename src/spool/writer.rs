@@ -265,10 +265,8 @@ impl Writer {
 
     fn create(&mut self) -> Result<OpenFile, SpoolError> {
         let dir = &self.shared.config.mesg_dest;
-        let closed_name = self
-            .shared
-            .names
-            .message_file(&self.shared.config.basename, chrono::Utc::now());
+        let now = crate::clock::now();
+        let closed_name = self.shared.names.message_file(&self.shared.config.basename, now);
         let closed_path = dir.join(&closed_name);
         let path = dir.join(open_name(&closed_name));
         let created = (|| {
@@ -299,8 +297,22 @@ impl Writer {
             closed_path,
             len: 0,
             acked: 0,
-            rotate_at: self.shared.config.rotate_after.map(|d| Instant::now() + d),
+            rotate_at: self.rotate_at(now),
         })
+    }
+
+    /// When a file opened `now` is due: after `WICKRIO_COMP_TIMEROTATE`, and with per-period KMS keys
+    /// at the period's end at the latest, so that no file holds two periods' messages.
+    fn rotate_at(&self, now: chrono::DateTime<chrono::Utc>) -> Option<Instant> {
+        let after = self.shared.config.rotate_after.map(|d| Instant::now() + d);
+        let period_end = self.shared.config.key_period.map(|granularity| {
+            let end = granularity.period_of(now).next().start();
+            Instant::now() + (end - now).to_std().unwrap_or_default()
+        });
+        match (after, period_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The current file is full (or due): it is closed when this commit settles.

@@ -32,8 +32,20 @@ pub struct Moto {
 
 impl Moto {
     pub async fn start() -> Moto {
+        Self::start_with(Command::new(venv_bin("moto_server"))).await
+    }
+
+    /// moto with AWS's rule that a KMS key pending deletion (or disabled) refuses every
+    /// cryptographic operation, which moto alone does not enforce (`tests/python/strict_moto.py`).
+    pub async fn start_strict() -> Moto {
+        let mut python = Command::new(venv_bin("python"));
+        python.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/strict_moto.py"));
+        Self::start_with(python).await
+    }
+
+    async fn start_with(mut command: Command) -> Moto {
         let port = free_port();
-        let child = Command::new(venv_bin("moto_server"))
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

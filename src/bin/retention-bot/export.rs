@@ -8,9 +8,9 @@ use retention_bot::decrypt::{Archive, folder_prefix};
 use std::sync::Arc;
 
 use retention_bot::export::{Export, ExportError, Exported, Place, Plan, Selection, Signing, custody};
-use retention_bot::identity::sealed::SealedIdentity;
 
 use super::progress::ProgressLine;
+use super::signing::{self, unsigned_reason};
 use super::*;
 
 #[derive(clap::Args)]
@@ -70,7 +70,15 @@ pub(super) fn run(args: Args) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     };
     // Unlocked before anything is read: a refused password must not cost a whole export.
-    let signing_key = if args.dry_run { Ok(None) } else { signing_key() };
+    let signing_key = if args.dry_run {
+        Ok(None)
+    } else {
+        signing::signing_key(
+            "export",
+            "to sign the custody report; empty to leave it unsigned",
+            "or unset it to export unsigned",
+        )
+    };
     let signing_key = match signing_key {
         Ok(k) => k,
         Err(code) => return code,
@@ -181,69 +189,6 @@ fn report(out: &Path, exported: &Exported, signed_by: Option<&str>) -> ExitCode 
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// The bot's state directory, as the daemon finds it.
-fn state_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    env("WICKRIO_STATE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| env("WICKRIO_BOT_NAME").map(|b| PathBuf::from("/tmp").join(b).join("state")))
-}
-
-fn unsigned_reason() -> String {
-    match state_dir() {
-        None => "no bot state directory (set WICKRIO_STATE_DIR or WICKRIO_BOT_NAME, with the bot's password in WICKRIO_BOT_PASSWORD, to sign)".into(),
-        Some(dir) if !dir.join(identity::IDENTITY_FILE).exists() => {
-            format!("no bot identity in {}", dir.display())
-        }
-        Some(_) => "no password given (set WICKRIO_BOT_PASSWORD, or run on a terminal to be asked)".into(),
-    }
-}
-
-/// The bot's signing key and its public key (hex), when its state directory and password are at
-/// hand; `Ok(None)` when not (the report goes unsigned, and says why); the exit code when the
-/// password was refused or the identity cannot be read.
-#[allow(clippy::result_large_err)]
-fn signing_key() -> Result<Option<(ed25519_dalek::SigningKey, String)>, ExitCode> {
-    let Some(path) = state_dir()
-        .map(|d| d.join(identity::IDENTITY_FILE))
-        .filter(|p| p.exists())
-    else {
-        return Ok(None);
-    };
-    let sealed = SealedIdentity::load(&path).map_err(|e| {
-        esay!(
-            "retention-bot export: cannot read the bot's identity {}: {e}",
-            path.display()
-        );
-        ExitCode::from(EXIT_CONFIG)
-    })?;
-    let password = match std::env::var("WICKRIO_BOT_PASSWORD").ok().filter(|p| !p.is_empty()) {
-        Some(p) => config::Secret::new(p),
-        None if std::io::stdin().is_terminal() => {
-            match rpassword::prompt_password(
-                "The bot's password (to sign the custody report; empty to leave it unsigned): ",
-            ) {
-                Ok(p) if !p.is_empty() => config::Secret::new(p),
-                _ => return Ok(None),
-            }
-        }
-        None => return Ok(None),
-    };
-    match sealed.unseal(&password, &path) {
-        Ok(key) => {
-            let public = hex::encode(key.verifying_key().as_bytes());
-            Ok(Some((key, public)))
-        }
-        Err(e) => {
-            esay!(
-                "retention-bot export: the bot's password does not open {} ({e}); give the right one in WICKRIO_BOT_PASSWORD, or unset it to export unsigned",
-                path.display()
-            );
-            Err(ExitCode::from(EXIT_LOGIN))
-        }
     }
 }
 

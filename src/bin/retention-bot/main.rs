@@ -36,6 +36,8 @@ macro_rules! esay {
 
 mod export;
 mod progress;
+mod shred;
+mod signing;
 mod start;
 mod tools;
 mod verify;
@@ -121,6 +123,17 @@ enum Command {
         #[command(flatten)]
         args: export::Args,
     },
+    /// Crypto-shred a period: with per-period KMS keys (WICKRIO_KMS_MSTRKEY_ARN=...:alias/name-{yyyy}-{mm}),
+    /// schedule the deletion of the period's key, which makes every object of the period unreadable
+    /// for good (backups and replicas too), and upload a signed record (shredding_<period>.json) so
+    /// that `verify` reports those objects as SHREDDED. Refuses, changing nothing, while the period
+    /// is not over, while any of its objects is under Object Lock retention or a legal hold, or when
+    /// its key also protects another period's files. Needs the bot's state directory and password
+    /// (to sign) and the operator policy iam/shred.json. Exit status 2 when refused, 1 on failure.
+    Shred {
+        #[command(flatten)]
+        options: retention_bot::shred::Options,
+    },
     /// Check an export before relying on it: custody.json's signature with the bot's public key,
     /// and every output file against the SHA-256 the report lists. Exit status 1 if anything differs.
     VerifyExport {
@@ -176,6 +189,7 @@ fn main() -> ExitCode {
         Command::LegalHold { options } => return tools::legal_hold(&options),
         Command::Export { args } => return export::run(args),
         Command::VerifyExport { args } => return export::check(args),
+        Command::Shred { options } => return shred::run(&options),
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

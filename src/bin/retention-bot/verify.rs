@@ -174,6 +174,9 @@ fn entries(n: usize) -> String {
 }
 
 fn print_text(archive: &str, paths: &[PathBuf], report: &Report, objects: Option<&[ObjectFacts]>, bytes: u64) {
+    for shredded in &report.shredded {
+        say!("{shredded}");
+    }
     for p in &report.problems {
         say!("{p}");
     }
@@ -212,6 +215,7 @@ fn print_json(archive: &str, paths: &[PathBuf], report: &Report, objects: Option
         "objects": objects,
         "bytes": bytes,
         "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "shredded": report.shredded,
     });
     say!("{value}");
 }

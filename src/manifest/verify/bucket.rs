@@ -12,6 +12,7 @@ use ed25519_dalek::VerifyingKey;
 use futures_util::StreamExt as _;
 
 use super::chain::Chains;
+use super::shredded::ShredRecords;
 use super::{Problem, Report};
 use crate::aws::AwsFailure;
 use crate::decrypt::{Archive, ObjectError, Streamed, stream};
@@ -156,17 +157,43 @@ impl BucketCheck<'_> {
         };
         let objects = ListedObjects::new(listed.iter().map(|(k, _)| k));
         let mut chains = Chains::new(self.keys);
+        let shreds = ShredRecords::load(
+            &s3,
+            &kms,
+            &self.archive.bucket,
+            &listed,
+            self.keys,
+            &mut tally.out.report.problems,
+        )
+        .await;
+        tally.seen.extend(shreds.records.iter().cloned());
+        tally.out.report.shredded.clone_from(&shreds.periods);
+        // A shredded period's manifest or head: the record's copy.
+        let kept = |key: &str, tally: &mut Tally<'_>| {
+            let text = shreds.kept.get(key)?;
+            tally.seen.insert(key.to_owned());
+            Some(text.clone().into_bytes())
+        };
 
         // The manifests, in order, one at a time: the chains are built in order.
         let mut entries: Vec<(Entry, String)> = Vec::new();
         for manifest in manifests {
-            let (key, fetched) = fetch(manifest.clone(), true).await;
-            let fetched = self.facts(&key, sizes[key.as_str()], fetched, &mut tally);
-            let Some(text) = self.readable(&key, fetched, &mut tally).and_then(|f| f.text) else {
-                continue;
+            let text = match kept(manifest, &mut tally) {
+                Some(text) => text,
+                None => {
+                    let (key, fetched) = fetch(manifest.clone(), true).await;
+                    let fetched = self.facts(&key, sizes[key.as_str()], fetched, &mut tally);
+                    let Some(text) = self.readable(&key, fetched, &mut tally).and_then(|f| f.text) else {
+                        continue;
+                    };
+                    text
+                }
             };
-            for (entry, signer) in chains.take_all(&self.location(&key), &text, &mut tally.out.report.problems) {
+            for (entry, signer) in chains.take_all(&self.location(manifest), &text, &mut tally.out.report.problems) {
                 match objects.find(&entry.body.name, &entry.body.sha256, Some(&bot_tag(&self.keys[signer]))) {
+                    Some(object) if shreds.objects.contains(object) => {
+                        tally.seen.insert(object.clone());
+                    }
                     Some(object) => entries.push((entry, object.clone())),
                     None if self.in_flight.is_some_and(|f| f.waiting(&entry.body.name)) => {}
                     None => tally.out.report.problems.push(Problem::Missing {
@@ -183,6 +210,10 @@ impl BucketCheck<'_> {
             is_head_record(object_name(k)) && !self.in_flight.is_some_and(|f| f.waiting(&manifest_of(object_name(k))))
         });
         for head in heads {
+            if let Some(text) = kept(head, &mut tally) {
+                head_texts.push((self.location(head), Ok(String::from_utf8_lossy(&text).into_owned())));
+                continue;
+            }
             let (key, fetched) = fetch(head.clone(), true).await;
             let text = match self.facts(&key, sizes[key.as_str()], fetched, &mut tally) {
                 Ok(f) => Ok(String::from_utf8_lossy(&f.text.unwrap_or_default()).into_owned()),
@@ -209,7 +240,9 @@ impl BucketCheck<'_> {
         drop(checks);
 
         let in_flight = |key: &str| {
-            self.in_flight.is_some_and(|f| f.listed_here(object_name(key))) || is_head_record(object_name(key))
+            self.in_flight.is_some_and(|f| f.listed_here(object_name(key)))
+                || is_head_record(object_name(key))
+                || shreds.objects.contains(key)
         };
         for (key, _) in listed.iter().filter(|(k, _)| !tally.seen.contains(k) && !in_flight(k)) {
             tally.out.report.problems.push(Problem::Unlisted {

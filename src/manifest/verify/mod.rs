@@ -19,6 +19,7 @@ use ed25519_dalek::VerifyingKey;
 mod bucket;
 mod chain;
 mod dir;
+mod shredded;
 
 pub use bucket::{BucketCheck, BucketReport, InFlight, ObjectFacts, Progress, bot_tag, content_problem};
 pub use chain::Chains;
@@ -145,6 +146,31 @@ pub struct Report {
     /// Entries signed by each given key, in the keys' order.
     pub entries_by_key: Vec<usize>,
     pub problems: Vec<Problem>,
+    /// Periods crypto-shredded on purpose (`shred`), whose objects are expected to be unreadable.
+    pub shredded: Vec<Shredded>,
+}
+
+/// A period a signed shredding record says was destroyed: its objects are reported, not checked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Shredded {
+    pub period: String,
+    pub record: String,
+    pub keys: Vec<String>,
+    /// The period's objects still in the bucket (the record lists them).
+    pub objects: usize,
+}
+
+impl fmt::Display for Shredded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SHREDDED {}: {} object(s) destroyed on purpose with KMS key(s) {} (signed record {}); expected, not a problem",
+            self.period,
+            self.objects,
+            self.keys.join(", "),
+            self.record
+        )
+    }
 }
 
 /// Head record files kept elsewhere (`--head`): where each is, and its text or why it is unreadable.

@@ -27,7 +27,7 @@ use super::Sink;
 use crate::aws::{self, Retry};
 use crate::config::S3Config;
 use crate::durable;
-use crate::envelope::{DataKeys, gcm};
+use crate::envelope::{KeyRing, gcm};
 use crate::events::{EventKind, Events, announce};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::spool::{ClosedFile, FileKind};
@@ -65,12 +65,13 @@ pub struct S3Sink {
     metrics: Arc<Metrics>,
     /// How long `finish` lets the uploader empty its queue before leaving the rest for next start.
     finish_grace: Duration,
+    keys: Option<Arc<KeyRing>>,
 }
 
 /// What the uploader needs to turn a file into an object.
 struct Uploader {
     s3: aws_sdk_s3::Client,
-    kms: Option<DataKeys>,
+    kms: Option<Arc<KeyRing>>,
     config: S3Config,
     /// Stable for this installation and distinct between bots: keeps attachment keys unique when
     /// two bots share a folder (message file names carry their own random instance id).
@@ -120,13 +121,16 @@ impl S3Sink {
     ) -> Self {
         let s3 = aws::s3_client(&aws::sdk_config(&config.region).await);
         let kms = match &config.kms {
-            Some(kms) => Some(DataKeys::new(
-                aws_sdk_kms::Client::new(&aws::sdk_config(&kms.region).await),
-                kms.key_arn.clone(),
-                kms.format,
-                kms.reuse,
-                metrics.clone(),
-            )),
+            Some(kms) => {
+                let ring = Arc::new(KeyRing::new(
+                    aws_sdk_kms::Client::new(&aws::sdk_config(&kms.region).await),
+                    kms,
+                    metrics.clone(),
+                    events.clone(),
+                ));
+                tokio::spawn(ring.clone().look_ahead());
+                Some(ring)
+            }
             None => None,
         };
         tracing::info!(
@@ -158,7 +162,13 @@ impl S3Sink {
             workers,
             metrics,
             finish_grace,
+            keys: uploader.kms.clone(),
         }
+    }
+
+    /// The keys files are encrypted under, for their manifest entries; `None` when uploads are plain.
+    pub fn key_ring(&self) -> Option<Arc<KeyRing>> {
+        self.keys.clone()
     }
 }
 
@@ -358,7 +368,14 @@ impl Uploader {
         }
         // Fail closed: with a key configured there is no path to an unencrypted upload.
         let envelope = match &self.kms {
-            Some(keys) => Some(keys.envelope().await.map_err(UploadError::Kms)?),
+            Some(ring) => {
+                // The key the file's entry names; a file listed before this start is looked up again.
+                let key_arn = match &file.kms_key {
+                    Some(key_arn) => key_arn.clone(),
+                    None => ring.key_for(&file_name(&file.path)).await.map_err(UploadError::Kms)?,
+                };
+                Some(ring.data_keys(&key_arn).envelope().await.map_err(UploadError::Kms)?)
+            }
             None => None,
         };
         let target = self.target(file, key, sha256);

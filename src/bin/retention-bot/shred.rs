@@ -1,0 +1,114 @@
+//! `retention-bot shred`: the command line of crypto-shredding (the work is
+//! `retention_bot::shred`'s). The record is signed with the bot's key, so the state directory and
+//! password are needed unless it is a dry run.
+
+use retention_bot::shred::{self, Options, Plan, ShredError, record::ShredRecord};
+
+use super::signing::{signing_key, unsigned_reason};
+use super::*;
+
+pub(super) fn run(options: &Options) -> ExitCode {
+    let signer = if options.dry_run {
+        None
+    } else {
+        match signing_key(
+            "shred",
+            "to sign the shredding record",
+            "or run as the operator who has it",
+        ) {
+            Ok(Some((key, _))) => Some(key),
+            Ok(None) => {
+                esay!(
+                    "retention-bot shred: the shredding record must be signed with the bot's key, and {}; nothing was changed",
+                    unsigned_reason()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(code) => return code,
+        }
+    };
+    let Some(runtime) = tools::tool_runtime("shred") else {
+        return ExitCode::FAILURE;
+    };
+    let done = runtime.block_on(async {
+        match &signer {
+            Some(signer) if options.cancel => shred::cancel(options, signer).await.map(Some),
+            _ => {
+                let plan = shred::plan(options).await?;
+                print_plan(options, &plan);
+                match &signer {
+                    Some(signer) => shred::shred(options, plan, signer).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        }
+    });
+    match done {
+        Ok(Some((record, uploaded))) => report(&record, uploaded),
+        Ok(None) => {
+            say!("dry run: nothing was changed");
+            ExitCode::SUCCESS
+        }
+        Err(e @ (ShredError::NotOver { .. } | ShredError::Held(_) | ShredError::SharedKey { .. })) => {
+            esay!("retention-bot shred: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            esay!("retention-bot shred: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_plan(options: &Options, plan: &Plan) {
+    let bytes: u64 = plan.objects.iter().map(|(_, n)| n).sum();
+    say!(
+        "period {}: {} object(s), {bytes} bytes, under s3://{}/{}",
+        options.period,
+        plan.objects.len(),
+        options.archive.bucket,
+        options.archive.prefix
+    );
+    for key in &plan.keys {
+        say!("KMS key {key}: deletion after {} days", options.pending_days);
+    }
+    for key in &plan.unread {
+        esay!(
+            "note: manifest s3://{}/{key} could not be read (a period shredded before?): the check that no other period shares the key did not cover it",
+            options.archive.bucket
+        );
+    }
+}
+
+fn report(record: &ShredRecord, uploaded: Result<String, retention_bot::aws::AwsFailure>) -> ExitCode {
+    let body = &record.body;
+    for key in &body.keys {
+        match (&body.state, &key.deletion_date) {
+            (shred::record::State::Scheduled, date) => say!(
+                "SHREDDING {}: KMS deletes key {} on {}; its objects can no longer be decrypted",
+                body.period,
+                key.arn,
+                date.as_deref().unwrap_or("(date not given)")
+            ),
+            (shred::record::State::Cancelled, _) => say!(
+                "CANCELLED {}: KMS key {} is kept and enabled again",
+                body.period,
+                key.arn
+            ),
+        }
+    }
+    match uploaded {
+        Ok(location) => {
+            say!("signed record: {location}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            esay!(
+                "retention-bot shred: the keys are done as above, but the signed record could not be uploaded ({e}); keep it, and upload it as shredding_{}.json beside the archive:",
+                body.period
+            );
+            say!("{}", record.to_json());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Which KMS key a file is encrypted under. One configured key for ever, or, with a period template
+//! (`alias/retention-{yyyy}-{mm}`), the key the period's alias points to: the period is the one in
+//! the file's name (UTC), so a whole period can later be crypto-shredded by deleting its one key.
+//!
+//! A period's alias is resolved (`DescribeKey`) once and kept: every entry and upload of the period
+//! names the same key id, and a KMS outage mid-period costs nothing but data keys. A look-ahead task
+//! resolves the current period and the one starting within a day, and raises an event and the
+//! `KMS_Period_Keys_Missing` gauge when one has no usable key (or creates it, with
+//! `WICKRIO_KMS_CREATE_PERIOD_KEYS`). A file whose key is missing waits on local disk: it is never
+//! uploaded in the clear and never under another period's key.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, Tag};
+
+use super::{DataKeys, Format};
+use crate::aws::{AwsFailure, Retry, failure};
+use crate::config::{DataKeyReuse, KmsConfig};
+use crate::events::{EventKind, Events};
+use crate::metrics::{Gauge, Metrics};
+use crate::period::{Granularity, Period, name_time};
+
+/// How often the look-ahead runs; it looks a day ahead, so an hour leaves 23 hours to act.
+const LOOK_AHEAD_EVERY: Duration = Duration::from_secs(3600);
+/// How soon the look-ahead tries again while a key is missing.
+const RETRY_MISSING: Duration = Duration::from_secs(60);
+/// How far ahead a coming period's key must exist.
+const LOOK_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(1);
+/// The tag the bot puts on keys it creates, holding the period.
+pub const PERIOD_TAG: &str = "retention-bot-period";
+
+/// The keys files are encrypted under, and their data keys.
+pub struct KeyRing {
+    kms: aws_sdk_kms::Client,
+    template: String,
+    period: Option<Granularity>,
+    create: bool,
+    format: Format,
+    reuse: Option<DataKeyReuse>,
+    /// Each period's key ARN, once resolved to an enabled key.
+    resolved: Mutex<HashMap<Period, String>>,
+    /// Periods whose missing key the operators have heard of (once each, until it appears).
+    said_missing: Mutex<HashSet<Period>>,
+    data_keys: Mutex<HashMap<String, Arc<DataKeys>>>,
+    metrics: Arc<Metrics>,
+    events: Events,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("template", &self.template)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    pub fn new(kms: aws_sdk_kms::Client, config: &KmsConfig, metrics: Arc<Metrics>, events: Events) -> Self {
+        Self {
+            kms,
+            template: config.key_arn.clone(),
+            period: config.period,
+            create: config.create_period_keys,
+            format: config.format,
+            reuse: config.reuse,
+            resolved: Mutex::default(),
+            said_missing: Mutex::default(),
+            data_keys: Mutex::default(),
+            metrics,
+            events,
+        }
+    }
+
+    /// The key a file named `name` is encrypted under (and its entry names): the configured one, or
+    /// its period's, resolved. Fails while that key is missing or unusable: the file must wait.
+    pub async fn key_for(&self, name: &str) -> Result<String, AwsFailure> {
+        let Some(granularity) = self.period else {
+            return Ok(self.template.clone());
+        };
+        let time = name_time(name).unwrap_or_else(crate::clock::now);
+        self.resolve(granularity.period_of(time)).await
+    }
+
+    /// The data keys of `key_arn` (one reuse state per key, so a key is never reused across periods).
+    pub fn data_keys(&self, key_arn: &str) -> Arc<DataKeys> {
+        let mut all = self.data_keys.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(key_arn.to_owned())
+            .or_insert_with(|| {
+                Arc::new(DataKeys::new(
+                    self.kms.clone(),
+                    key_arn.to_owned(),
+                    self.format,
+                    self.reuse,
+                    self.metrics.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    /// The key ARN of `period`'s alias, if it names an enabled key.
+    async fn resolve(&self, period: Period) -> Result<String, AwsFailure> {
+        if let Some(arn) = self.cached(period) {
+            return Ok(arn);
+        }
+        let alias = period.fill(&self.template);
+        let found = match self.describe(&alias).await {
+            Ok(found) => found,
+            Err(e) => return Err(e),
+        };
+        let arn = match found {
+            Some((arn, KeyState::Enabled)) => arn,
+            Some((arn, state)) => {
+                return Err(self.missing(
+                    period,
+                    &alias,
+                    &format!("names key {arn}, which is {}, not enabled", state.as_str()),
+                ));
+            }
+            None if self.create => self.create_key(period, &alias).await?,
+            None => return Err(self.missing(period, &alias, "does not exist")),
+        };
+        self.said_missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&period);
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(period, arn.clone());
+        Ok(arn)
+    }
+
+    fn cached(&self, period: Period) -> Option<String> {
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&period)
+            .cloned()
+    }
+
+    /// `DescribeKey` of an alias: the key's ARN and state, or `None` when the alias does not exist.
+    async fn describe(&self, alias: &str) -> Result<Option<(String, KeyState)>, AwsFailure> {
+        match self.kms.describe_key().key_id(alias).send().await {
+            Ok(out) => {
+                let meta = out.key_metadata.ok_or_else(|| {
+                    AwsFailure::new(Retry::Soon, format!("KMS DescribeKey of {alias} returned no key"))
+                })?;
+                let state = meta.key_state.clone().unwrap_or(KeyState::Unavailable);
+                Ok(Some((meta.arn.unwrap_or(meta.key_id), state)))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => Ok(None),
+            Err(e) => Err(failure(&format!("look up KMS alias {alias}"), &e)),
+        }
+    }
+
+    /// Tells the operators (once per period) that `period`'s key is missing; the error for the file.
+    fn missing(&self, period: Period, alias: &str, what: &str) -> AwsFailure {
+        let message = format!(
+            "the KMS key for the period {period} (from {start}): {alias} {what}; create the key and alias \
+             (or set WICKRIO_KMS_CREATE_PERIOD_KEYS=true), until then that period's files wait on local disk, never uploaded unencrypted",
+            start = period.start().format("%Y-%m-%dT%H:%MZ"),
+        );
+        if self
+            .said_missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(period)
+        {
+            tracing::error!("{message}");
+            self.events.send(EventKind::PeriodKeyMissing, message.clone());
+        }
+        // Soon: the files should go up within seconds of someone making the key.
+        AwsFailure::new(Retry::Soon, message)
+    }
+
+    /// Creates `period`'s key (symmetric, tagged with the period) and its alias.
+    async fn create_key(&self, period: Period, alias: &str) -> Result<String, AwsFailure> {
+        let out = self
+            .kms
+            .create_key()
+            .description(format!(
+                "retention-bot: messages and files of {period} (UTC); delete it to shred them"
+            ))
+            .key_usage(KeyUsageType::EncryptDecrypt)
+            .key_spec(KeySpec::SymmetricDefault)
+            .tags(
+                Tag::builder()
+                    .tag_key(PERIOD_TAG)
+                    .tag_value(period.to_string())
+                    .build()
+                    .map_err(|e| AwsFailure::new(Retry::Slowly, e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| failure(&format!("create the KMS key for {period}"), &e))?;
+        let meta = out
+            .key_metadata
+            .ok_or_else(|| AwsFailure::new(Retry::Soon, "KMS CreateKey returned no key"))?;
+        let arn = meta.arn.unwrap_or(meta.key_id.clone());
+        // CreateAlias takes the alias's name (`alias/...`), not its ARN.
+        let alias_name = alias.rsplit_once(':').map_or(alias, |(_, name)| name);
+        if let Err(e) = self
+            .kms
+            .create_alias()
+            .alias_name(alias_name)
+            .target_key_id(&meta.key_id)
+            .send()
+            .await
+        {
+            // Another bot may have made it first: its key is the period's.
+            if let Ok(Some((theirs, KeyState::Enabled))) = self.describe(alias).await {
+                return Ok(theirs);
+            }
+            return Err(failure(&format!("create KMS alias {alias_name} for {period}"), &e));
+        }
+        let message = format!("created the KMS key {arn} and alias {alias_name} for the period {period}");
+        tracing::info!("{message}");
+        self.events.send(EventKind::PeriodKeyCreated, message);
+        Ok(arn)
+    }
+
+    /// Resolves the current period's key and the next one's when it starts within a day, every hour,
+    /// so that a missing key is known (and, if allowed, created) before a file needs it.
+    pub async fn look_ahead(self: Arc<Self>) {
+        let Some(granularity) = self.period else { return };
+        loop {
+            let now = crate::clock::now();
+            let mut periods = vec![granularity.period_of(now)];
+            let coming = granularity.period_of(now + LOOK_AHEAD);
+            if coming != periods[0] {
+                periods.push(coming);
+            }
+            let mut missing = 0;
+            for period in periods {
+                if let Err(e) = self.resolve(period).await {
+                    missing += 1;
+                    tracing::warn!(period = %period, error = %e.message, "period key not ready");
+                }
+            }
+            self.metrics.set(Gauge::KmsPeriodKeysMissing, missing);
+            // A missing key is looked for again soon, so the gauge clears once someone makes it.
+            tokio::time::sleep(if missing > 0 { RETRY_MISSING } else { LOOK_AHEAD_EVERY }).await;
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Per-period KMS keys and crypto-shredding against moto made strict where AWS KMS is (a key pending
+//! deletion refuses to decrypt: `tests/python/strict_moto.py`). The bot's clock starts seconds before
+//! a month's end (`RETENTION_BOT_TEST_CLOCK`), so one run writes two periods:
+//!
+//! - each period's files go under that period's key (the wrapped data key of every object is KMS's
+//!   answer for that key, and every manifest entry names it), and no file holds messages of both;
+//! - the coming period's missing key raises the event and the gauge, and its files wait on local
+//!   disk, never uploaded, until the key appears;
+//! - `shred` refuses a period not over, and one whose objects are under a legal hold or retention
+//!   (naming them), then schedules the key's deletion: the period's objects no longer decrypt while
+//!   the other period's do, `verify` reports them SHREDDED and passes, and `--cancel` undoes it.
+
+use crate::common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_kms::types::KeyState;
+use aws_sdk_s3::types::{ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockRetention, ObjectLockRetentionMode};
+use base64::Engine as _;
+use common::aws::Moto;
+use common::{Bot, attachment_form, file_message, metric, run_to_end, text_message, wait_for};
+
+const BUCKET: &str = "periods";
+const FOLDER: &str = "archive";
+const TEMPLATE: &str = "arn:aws:kms:us-east-1:123456789012:alias/retention-{yyyy}-{mm}";
+/// The bot's clock starts here: the month ends 25 seconds later.
+const CLOCK: &str = "2025-03-31T23:59:35Z";
+const TO_BOUNDARY: Duration = Duration::from_secs(25);
+
+/// A key with an alias, as an operator makes one; its ARN.
+async fn key_with_alias(moto: &Moto, alias: &str) -> String {
+    let arn = moto.create_key().await;
+    moto.kms()
+        .await
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(&arn)
+        .send()
+        .await
+        .unwrap();
+    arn
+}
+
+async fn key_state(moto: &Moto, arn: &str) -> KeyState {
+    let out = moto.kms().await.describe_key().key_id(arn).send().await.unwrap();
+    out.key_metadata.unwrap().key_state.unwrap()
+}
+
+/// The period (`2025-03`) of a bot file name's time.
+fn period_of(name: &str) -> &'static str {
+    if name.contains("20250331") {
+        "2025-03"
+    } else if name.contains("20250401") {
+        "2025-04"
+    } else {
+        panic!("{name} is named in neither period")
+    }
+}
+
+fn last_segment(key: &str) -> &str {
+    key.rsplit('/').next().unwrap()
+}
+
+/// The KMS key each object's wrapped data key belongs to, as KMS says when it unwraps it.
+async fn wrapping_keys(moto: &Moto) -> Vec<(String, String)> {
+    let kms = moto.kms().await;
+    let mut out = Vec::new();
+    for key in moto.keys(BUCKET).await {
+        if last_segment(&key).starts_with("shredding_") {
+            continue;
+        }
+        let (_, meta) = moto.object(BUCKET, &key).await;
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .decode(&meta["x-amz-key-v2"])
+            .unwrap();
+        let answer = kms
+            .decrypt()
+            .ciphertext_blob(wrapped.into())
+            .encryption_context("aws:x-amz-cek-alg", "AES/GCM/NoPadding")
+            .send()
+            .await
+            .unwrap();
+        out.push((key, answer.key_id.unwrap()));
+    }
+    out
+}
+
+/// `decrypt` of the bucket into `dest`: (exit code, output).
+fn decrypt(moto: &Moto, dest: &Path) -> (Option<i32>, String) {
+    run_to_end(
+        Command::new(common::BIN)
+            .args(["decrypt", "--bucket", BUCKET, "--prefix", FOLDER, "--dest"])
+            .arg(dest)
+            .env_clear()
+            .envs(moto.env()),
+    )
+}
+
+/// `retention-bot shred` with the bot's state directory and password (it signs its record).
+fn shred(moto: &Moto, bot: &Bot, args: &[&str]) -> (Option<i32>, String) {
+    let mut env = bot.env.clone();
+    env.retain(|(k, _)| k == "WICKRIO_STATE_DIR" || k == "WICKRIO_BOT_PASSWORD");
+    run_to_end(
+        Command::new(common::BIN)
+            .args(["shred", "--bucket", BUCKET, "--prefix", FOLDER])
+            .args(args)
+            .env_clear()
+            .envs(moto.env())
+            .envs(env),
+    )
+}
+
+fn verify(moto: &Moto, bot: &Bot) -> (Option<i32>, String) {
+    run_to_end(
+        Command::new(common::BIN)
+            .args(["verify", &format!("s3://{BUCKET}/{FOLDER}"), "--public-key"])
+            .arg(bot.root.join("state/public_key.txt"))
+            .env_clear()
+            .envs(moto.env()),
+    )
+}
+
+/// The message ids in a restored message file.
+fn ids_in(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["message_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_destroys_one_period() {
+    let moto = Moto::start_strict().await;
+    moto.s3()
+        .await
+        .create_bucket()
+        .bucket(BUCKET)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let (topic, queue) = moto.topic_with_queue("period-events").await;
+    let march_key = key_with_alias(&moto, "alias/retention-2025-03").await;
+    let mut env = moto.env();
+    for (k, v) in [
+        ("WICKRIO_S3_BUCKET_NAME", BUCKET),
+        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
+        ("WICKRIO_KMS_MSTRKEY_ARN", TEMPLATE),
+        ("WICKRIO_SNS_TOPIC_ARN", &topic),
+        ("WICKRIO_COMP_TIMEROTATE", "0.05"),
+        ("RETENTION_BOT_TEST_CLOCK", CLOCK),
+    ] {
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let launched = Instant::now();
+    let mut bot = Bot::start(&env).await;
+    let up = Instant::now();
+
+    // March: messages 1..=4 and an attachment, well before the month's end.
+    let mut posted: HashMap<&str, BTreeSet<String>> = HashMap::new();
+    for id in 1..=4 {
+        assert_eq!(bot.post("application/json", text_message(id)).await.status(), 202);
+        posted.entry("2025-03").or_default().insert(format!("{id:032x}"));
+    }
+    let part = reqwest::multipart::Part::bytes(vec![3u8; 5000]).file_name("march.bin");
+    let r = bot.post_form(attachment_form(&file_message("march.bin"), part)).await;
+    assert_eq!(r.status(), 202);
+    // (file_message's id)
+    posted.entry("2025-03").or_default().insert("f1".into());
+    assert!(
+        launched.elapsed() < TO_BOUNDARY - Duration::from_secs(5),
+        "the March messages must be in before the bot's month ends"
+    );
+
+    // The coming period has no key: the look-ahead (a day ahead) says so at once.
+    wait_for(
+        &bot,
+        "the look-ahead to miss April's key",
+        Duration::from_secs(10),
+        async || metric(&bot, "KMS_Period_Keys_Missing").await == 1,
+    )
+    .await;
+
+    // April: messages 101..=104 and an attachment, after the boundary.
+    tokio::time::sleep((up + TO_BOUNDARY + Duration::from_secs(1)).saturating_duration_since(Instant::now())).await;
+    for id in 101..=104 {
+        assert_eq!(bot.post("application/json", text_message(id)).await.status(), 202);
+        posted.entry("2025-04").or_default().insert(format!("{id:032x}"));
+    }
+    let part = reqwest::multipart::Part::bytes(vec![4u8; 5000]).file_name("april.bin");
+    let r = bot.post_form(attachment_form(&file_message("april.bin"), part)).await;
+    assert_eq!(r.status(), 202);
+    posted.entry("2025-04").or_default().insert("f1".into());
+
+    // March's files go up; April's wait, closed, on local disk.
+    let local_april = |bot: &Bot| {
+        let mut names = common::file_names(&bot.messages_dir());
+        names.extend(common::file_names(&bot.attachments_dir()));
+        names
+            .into_iter()
+            .filter(|n| n.contains("20250401") && n.ends_with(".txt") || n.starts_with("attachment_20250401"))
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        &bot,
+        "a closed April message file and the April attachment",
+        Duration::from_secs(20),
+        async || {
+            let names = local_april(&bot);
+            names.iter().any(|n| n.starts_with("attachment_")) && names.iter().any(|n| !n.starts_with("attachment_"))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!local_april(&bot).is_empty(), "April's files must wait for their key");
+    let uploaded = moto.keys(BUCKET).await;
+    assert!(
+        uploaded.iter().any(|k| k.contains("attachment_20250331")),
+        "{uploaded:?}"
+    );
+    for key in &uploaded {
+        assert_eq!(
+            period_of(last_segment(key)),
+            "2025-03",
+            "uploaded without its key: {key}"
+        );
+    }
+    let events: Vec<String> = moto
+        .drain_queue(&queue)
+        .await
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|m| m.contains("period 2025-04") && m.contains("alias/retention-2025-04 does not exist")),
+        "{events:?}"
+    );
+
+    // The operator makes April's key: the waiting files go up under it.
+    let april_key = key_with_alias(&moto, "alias/retention-2025-04").await;
+    // (A manifest that waited too retries on the uploader's back-off, at most a minute apart.)
+    wait_for(&bot, "April's files to go up", Duration::from_secs(90), async || {
+        local_april(&bot).is_empty()
+    })
+    .await;
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+
+    // Every object is under its period's key, as KMS itself says.
+    let expected = |name: &str| match period_of(name) {
+        "2025-03" => march_key.clone(),
+        _ => april_key.clone(),
+    };
+    let wrapped = wrapping_keys(&moto).await;
+    assert!(wrapped.iter().any(|(k, _)| k.contains("20250401")));
+    for (key, kms_key) in &wrapped {
+        assert_eq!(kms_key, &expected(last_segment(key)), "{key}");
+    }
+    // Restored: the archive verifies, every entry names its file's key, and each period's files
+    // hold exactly that period's messages.
+    let restored = bot.root.join("restored");
+    let (code, out) = decrypt(&moto, &restored);
+    assert_eq!(code, Some(0), "{out}");
+    let mut found: HashMap<&str, BTreeSet<String>> = HashMap::new();
+    for name in common::file_names(&restored) {
+        let path = restored.join(&name);
+        if name.starts_with("manifest_") {
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+                let listed = entry["name"].as_str().unwrap();
+                assert_eq!(entry["kms_key"].as_str(), Some(expected(listed).as_str()), "{line}");
+            }
+        } else if name.starts_with("receivedMessages_") {
+            found.entry(period_of(&name)).or_default().extend(ids_in(&path));
+        }
+    }
+    assert_eq!(found, posted);
+
+    // shred: a period not over is refused.
+    let (code, out) = shred(&moto, &bot, &["--period", "2099-01"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("is not over"), "{out}");
+    // Held objects are named, and nothing changes.
+    let march_objects: Vec<String> = moto
+        .keys(BUCKET)
+        .await
+        .into_iter()
+        .filter(|k| last_segment(k).contains("20250331"))
+        .collect();
+    let s3 = moto.s3().await;
+    let (held, retained) = (&march_objects[0], &march_objects[1]);
+    let hold = |status| ObjectLockLegalHold::builder().status(status).build();
+    s3.put_object_legal_hold()
+        .bucket(BUCKET)
+        .key(held)
+        .legal_hold(hold(ObjectLockLegalHoldStatus::On))
+        .send()
+        .await
+        .unwrap();
+    let until = SystemTime::now() + Duration::from_secs(15);
+    s3.put_object_retention()
+        .bucket(BUCKET)
+        .key(retained)
+        .retention(
+            ObjectLockRetention::builder()
+                .mode(ObjectLockRetentionMode::Governance)
+                .retain_until_date(until.into())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (code, out) = shred(&moto, &bot, &["--period", "2025-03", "--pending-days", "7"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&format!("{held}: under a legal hold")), "{out}");
+    assert!(
+        out.contains(&format!("{retained}: under GOVERNANCE retention until")),
+        "{out}"
+    );
+    assert_eq!(key_state(&moto, &march_key).await, KeyState::Enabled);
+
+    // Once the hold is lifted and the retention has run out: a dry run, then the shred.
+    s3.put_object_legal_hold()
+        .bucket(BUCKET)
+        .key(held)
+        .legal_hold(hold(ObjectLockLegalHoldStatus::Off))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(until.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_secs(1)).await;
+    let (code, out) = shred(&moto, &bot, &["--period", "2025-03", "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&march_key) && out.contains("dry run: nothing was changed"),
+        "{out}"
+    );
+    assert!(!out.contains(&april_key), "{out}");
+    assert_eq!(key_state(&moto, &march_key).await, KeyState::Enabled);
+    let (code, out) = shred(&moto, &bot, &["--period", "2025-03", "--pending-days", "7"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("SHREDDING 2025-03: KMS deletes key {march_key}")),
+        "{out}"
+    );
+    assert_eq!(key_state(&moto, &march_key).await, KeyState::PendingDeletion);
+    assert_eq!(key_state(&moto, &april_key).await, KeyState::Enabled);
+
+    // March no longer decrypts; April does; verify passes, reporting March as shredded.
+    let (code, out) = decrypt(&moto, &bot.root.join("after-shred"));
+    assert_eq!(code, Some(1), "{out}");
+    for key in moto.keys(BUCKET).await {
+        let name = last_segment(&key);
+        if name.contains("20250331") {
+            assert!(
+                out.contains(&format!("FAILED s3://{BUCKET}/{key}")),
+                "{key} still decrypts: {out}"
+            );
+        } else if name.contains("20250401") {
+            assert!(!out.contains(&format!("FAILED s3://{BUCKET}/{key}")), "{key}: {out}");
+        }
+    }
+    assert!(out.contains("pending deletion"), "{out}");
+    let (code, out) = verify(&moto, &bot);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("SHREDDED 2025-03"), "{out}");
+
+    // Cancelled within the window: the key is enabled again and March decrypts.
+    let (code, out) = shred(&moto, &bot, &["--period", "2025-03", "--cancel"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(key_state(&moto, &march_key).await, KeyState::Enabled);
+    let (code, out) = decrypt(&moto, &bot.root.join("after-cancel"));
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = verify(&moto, &bot);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("SHREDDED"), "{out}");
+}
