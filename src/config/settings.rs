@@ -146,7 +146,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "WICKRIO_KMS_CREATE_PERIOD_KEYS",
-        default: "false",
+        default: "(false; set only with a period template)",
         meaning: "with a period template: create the coming period's KMS key and alias a day ahead when they do not exist (iam/period-keys-create.json)",
     },
     Setting {

@@ -486,6 +486,56 @@ mod tests {
     }
 
     #[test]
+    fn a_period_template_names_its_granularity_and_a_bad_one_is_refused() {
+        use crate::period::Granularity;
+        let kms = |arn: &str, extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![("WICKRIO_S3_BUCKET_NAME", "bkt-1"), ("WICKRIO_KMS_MSTRKEY_ARN", arn)];
+            pairs.extend_from_slice(extra);
+            parse(&pairs).map(|c| c.and_then(|c| c.kms))
+        };
+        let monthly = kms("arn:aws:kms:eu-west-1:111122223333:alias/retention-{yyyy}-{mm}", &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (monthly.period, monthly.region.as_str()),
+            (Some(Granularity::Month), "eu-west-1")
+        );
+        let yearly = kms(
+            "arn:aws:kms:eu-west-1:111122223333:alias/retention-{yyyy}",
+            &[("WICKRIO_KMS_CREATE_PERIOD_KEYS", "true")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(yearly.period, Some(Granularity::Year));
+        assert!(yearly.create_period_keys);
+        for (arn, extra, says) in [
+            (
+                "arn:aws:kms:eu-west-1:111122223333:key/{yyyy}",
+                &[][..],
+                "only an alias",
+            ),
+            (
+                "arn:aws:kms:eu-west-1:111122223333:alias/r-{mm}",
+                &[][..],
+                "without {yyyy}",
+            ),
+            (
+                "arn:aws:kms:eu-west-1:111122223333:alias/r-{dd}",
+                &[][..],
+                "placeholder other",
+            ),
+            (
+                "arn:aws:kms:eu-west-1:111122223333:key/abc",
+                &[("WICKRIO_KMS_CREATE_PERIOD_KEYS", "true")][..],
+                "not a period template",
+            ),
+        ] {
+            let e = kms(arn, extra).unwrap_err();
+            assert!(e.to_string().contains(says), "{arn}: {e}");
+        }
+    }
+
+    #[test]
     fn folder_is_trimmed_and_keys_join_it() {
         let c = parse(&[("WICKRIO_S3_BUCKET_NAME", "bkt-1"), ("WICKRIO_S3_FOLDER_NAME", "/a/b/")])
             .unwrap()
