@@ -88,7 +88,9 @@ impl Period {
     pub fn parse(text: &str) -> Result<Period, String> {
         let bad = || format!("{text:?} is not a period: a year (2025) or a month (2025-03)");
         let (year, month) = match text.split_once('-') {
-            Some((y, m)) if m.len() == 2 => (y, Some(m.parse::<u32>().map_err(|_| bad())?)),
+            Some((y, m)) if m.len() == 2 && m.bytes().all(|b| b.is_ascii_digit()) => {
+                (y, Some(m.parse::<u32>().map_err(|_| bad())?))
+            }
             Some(_) => return Err(bad()),
             None => (text, None),
         };
@@ -160,19 +162,24 @@ impl fmt::Display for Period {
 }
 
 /// The time a file of the bot's was opened, from its name: `attachment_<yyyyMMddHHmmssSSS>_...`, or
-/// a `<yyyyMMdd>T<HHmmssSSS>Z` segment between underscores (message files, manifests and their head
-/// records). `None` for a name the bot did not give.
+/// `<basename>_<yyyyMMdd>T<HHmmssSSS>Z_<instance>_<seq>.txt` (message files, manifests, and their
+/// head records in `.json`), read from the right so that no basename can pass for a time. `None`
+/// for a name the bot did not give.
 pub fn name_time(name: &str) -> Option<DateTime<Utc>> {
-    if let Some(rest) = name.strip_prefix("attachment_") {
-        let digits = rest.get(..17)?;
-        return parse_compact(digits, "%Y%m%d%H%M%S%3f");
+    let attachment = name
+        .strip_prefix("attachment_")
+        .and_then(|rest| rest.get(..17))
+        .and_then(|digits| parse_compact(digits, "%Y%m%d%H%M%S%3f"));
+    if attachment.is_some() {
+        return attachment;
     }
-    name.split(['_', '.']).find_map(|part| {
-        let stamp = part.strip_suffix('Z')?;
-        (stamp.len() == 18 && stamp.as_bytes().get(8) == Some(&b'T'))
-            .then(|| parse_compact(stamp, "%Y%m%dT%H%M%S%3f"))
-            .flatten()
-    })
+    let stem = [".txt.open", ".txt", ".json"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))?;
+    let time = stem.rsplit('_').nth(2)?.strip_suffix('Z')?;
+    (time.len() == 18 && time.as_bytes().get(8) == Some(&b'T'))
+        .then(|| parse_compact(time, "%Y%m%dT%H%M%S%3f"))
+        .flatten()
 }
 
 fn parse_compact(text: &str, format: &str) -> Option<DateTime<Utc>> {
@@ -200,7 +207,17 @@ mod tests {
         );
         assert_eq!(march.fill("alias/r-{yyyy}-{mm}"), "alias/r-2025-03");
         assert_eq!(Period::parse("2025").unwrap().fill("alias/r-{yyyy}"), "alias/r-2025");
-        for bad in ["2025-13", "2025-3", "25", "2025-00", "march", "2025-03-01", ""] {
+        for bad in [
+            "2025-13",
+            "2025-3",
+            "25",
+            "2025-00",
+            "march",
+            "2025-03-01",
+            "",
+            "2025-+3",
+            "+025",
+        ] {
             assert!(Period::parse(bad).unwrap_err().contains("is not a period"), "{bad}");
         }
         let last = Utc.with_ymd_and_hms(2025, 3, 31, 23, 59, 59).unwrap();
@@ -246,6 +263,13 @@ mod tests {
         assert_eq!(t("attachment_20250331235958123_tag-0123456789abcdef_a.pdf"), want);
         assert_eq!(t("notes.txt"), None);
         assert_eq!(t("attachment_2025_x"), None);
+        // A basename holding a time of its own is not read for the file's.
+        assert_eq!(
+            t("log_20200101T000000000Z_x_20250331T235958123Z_0a1b2c3d4e5f_000001.txt"),
+            want
+        );
+        // An attachment's own name cannot move it to another period.
+        assert_eq!(t("attachment_20250331235958123_x_20990101T000000000Z_a_1.txt"), want);
     }
 
     #[test]

@@ -109,6 +109,7 @@ fn shred(moto: &Moto, bot: &Bot, args: &[&str]) -> (Option<i32>, String) {
             .args(args)
             .env_clear()
             .envs(moto.env())
+            .env("WICKRIO_KMS_MSTRKEY_ARN", TEMPLATE)
             .envs(env),
     )
 }
@@ -290,7 +291,36 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
     // shred: a period not over is refused.
     let (code, out) = shred(&moto, &bot, &["--period", "2099-01"]);
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("is not over"), "{out}");
+    assert!(out.contains("may be shredded from 2099-02-02"), "{out}");
+    // A manifest that cannot be read might list another period's file under the key: refused. So
+    // is any entry of another period naming the key (even unsigned: refusing is the safe side).
+    let planted = format!("{FOLDER}/manifest_20250215T000000000Z_0a0b0c0d0e0f_000001.txt");
+    let bogus_envelope = HashMap::from([("x-amz-key-v2".to_owned(), "AAEC".to_owned())]);
+    moto.put_raw(BUCKET, &planted, b"not a manifest".to_vec(), bogus_envelope)
+        .await;
+    let (code, out) = shred(&moto, &bot, &["--period", "2025-03"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("cannot be read") && out.contains(&planted), "{out}");
+    let entry = serde_json::json!({
+        "seq": 1, "name": "receivedMessages_20250215T000000000Z_0a0b0c0d0e0f_000002.txt", "kind": "messages",
+        "size": 1, "sha256": "00", "kms_key": march_key, "closed_at": "2025-02-15T00:00:01Z",
+        "prev": "0", "sig": "00",
+    });
+    moto.put_raw(BUCKET, &planted, format!("{entry}\n").into_bytes(), HashMap::new())
+        .await;
+    let (code, out) = shred(&moto, &bot, &["--period", "2025-03"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("of the period 2025-02, too"), "{out}");
+    moto.s3()
+        .await
+        .delete_object()
+        .bucket(BUCKET)
+        .key(&planted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(key_state(&moto, &march_key).await, KeyState::Enabled);
+
     // Held objects are named, and nothing changes.
     let march_objects: Vec<String> = moto
         .keys(BUCKET)
@@ -375,6 +405,69 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("SHREDDED 2025-03"), "{out}");
 
+    // export reads around the shredded period: April's messages, March's files in the custody
+    // report as shredded, and no problem.
+    let out_dir = bot.root.join("export");
+    let (code, out) = run_to_end(
+        Command::new(common::BIN)
+            .args(["export", "--bucket", BUCKET, "--prefix", FOLDER, "--public-key"])
+            .arg(bot.root.join("state/public_key.txt"))
+            .arg("--out")
+            .arg(&out_dir)
+            .env_clear()
+            .envs(moto.env()),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(ids_in(&out_dir.join("messages.jsonl")), posted["2025-04"]);
+    let custody: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("custody.json")).unwrap()).unwrap();
+    let shredded: Vec<&str> = custody["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["result"]
+                .as_str()
+                .unwrap()
+                .starts_with("SHREDDED: the period 2025-03")
+        })
+        .map(|s| s["at"].as_str().unwrap())
+        .collect();
+    assert!(
+        shredded.iter().any(|at| at.contains("attachment_20250331")),
+        "{custody}"
+    );
+    assert!(
+        shredded.iter().any(|at| at.contains("receivedMessages_20250331")),
+        "{custody}"
+    );
+
+    // A forged record (April's, made from March's, so its signature does not hold) hides nothing.
+    let (record, _) = moto.object(BUCKET, &format!("{FOLDER}/shredding_2025-03.json")).await;
+    let april_objects: Vec<String> = moto
+        .keys(BUCKET)
+        .await
+        .into_iter()
+        .filter(|k| last_segment(k).contains("20250401"))
+        .collect();
+    let mut forged: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    forged["period"] = "2025-04".into();
+    forged["objects"] = april_objects
+        .iter()
+        .map(|k| serde_json::json!({"key": k, "size": 1}))
+        .collect();
+    let forged_key = format!("{FOLDER}/shredding_2025-04.json");
+    moto.put_raw(BUCKET, &forged_key, forged.to_string().into_bytes(), HashMap::new())
+        .await;
+    let (code, out) = verify(&moto, &bot);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("BAD SIGNATURE s3://{BUCKET}/{forged_key}")),
+        "{out}"
+    );
+    assert!(!out.contains("SHREDDED 2025-04"), "{out}");
+    s3.delete_object().bucket(BUCKET).key(&forged_key).send().await.unwrap();
+
     // Cancelled within the window: the key is enabled again and March decrypts.
     let (code, out) = shred(&moto, &bot, &["--period", "2025-03", "--cancel"]);
     assert_eq!(code, Some(0), "{out}");
@@ -384,4 +477,78 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
     let (code, out) = verify(&moto, &bot);
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains("SHREDDED"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_key_creation_on_the_bot_makes_the_current_and_coming_periods_keys_itself() {
+    let moto = Moto::start_strict().await;
+    moto.create_bucket(BUCKET).await;
+    let (topic, queue) = moto.topic_with_queue("created-events").await;
+    let mut env = moto.env();
+    for (k, v) in [
+        ("WICKRIO_S3_BUCKET_NAME", BUCKET),
+        ("WICKRIO_S3_FOLDER_NAME", FOLDER),
+        ("WICKRIO_KMS_MSTRKEY_ARN", TEMPLATE),
+        ("WICKRIO_KMS_CREATE_PERIOD_KEYS", "true"),
+        ("WICKRIO_SNS_TOPIC_ARN", &topic),
+        // Within a day of April: the look-ahead wants both months' keys.
+        ("RETENTION_BOT_TEST_CLOCK", "2025-03-31T12:00:00Z"),
+    ] {
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut bot = Bot::start(&env).await;
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+    let kms = moto.kms().await;
+    wait_for(&bot, "the coming period's key", Duration::from_secs(20), async || {
+        kms.describe_key()
+            .key_id("alias/retention-2025-04")
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+
+    let mut created = HashMap::new();
+    for period in ["2025-03", "2025-04"] {
+        let alias = format!("alias/retention-{period}");
+        let key = kms
+            .describe_key()
+            .key_id(&alias)
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap();
+        assert_eq!(key.key_state, Some(KeyState::Enabled), "{alias}");
+        let tags = kms.list_resource_tags().key_id(&key.key_id).send().await.unwrap();
+        let tag = tags
+            .tags()
+            .iter()
+            .find(|t| t.tag_key() == "retention-bot-period")
+            .unwrap();
+        assert_eq!(tag.tag_value(), period);
+        created.insert(period, key.arn.unwrap());
+    }
+    let wrapped = wrapping_keys(&moto).await;
+    assert!(!wrapped.is_empty());
+    for (key, kms_key) in &wrapped {
+        assert_eq!(kms_key, &created["2025-03"], "{key}");
+    }
+    let events: Vec<String> = moto
+        .drain_queue(&queue)
+        .await
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    for period in ["2025-03", "2025-04"] {
+        assert!(
+            events
+                .iter()
+                .any(|m| m.contains("created the KMS key") && m.contains(&format!("for the period {period}"))),
+            "{events:?}"
+        );
+    }
+    assert!(!events.iter().any(|m| m.contains("does not exist")), "{events:?}");
 }

@@ -26,6 +26,13 @@ pub(super) fn spool_config(
             "any other name, e.g. receivedMessages",
         ));
     }
+    if basename.starts_with("attachment_") {
+        return Err(ConfigError::new(
+            "WICKRIO_COMP_BASENAME",
+            format!("{basename:?} begins like the bot's attachment names (attachment_<time>_...)"),
+            "any other name, e.g. receivedMessages",
+        ));
+    }
 
     let size_kib = parse_u64(get, "WICKRIO_COMP_FILESIZE", 1_000_000_000)?;
     if size_kib == 0 {

@@ -494,6 +494,8 @@ mod tests {
             ("WICKRIO_INGEST_MAX_BODY", "12 parsecs"),
             ("WICKRIO_INGEST_ADDR", "localhost"),
             ("WICKRIO_COMP_BASENAME", "../x"),
+            ("WICKRIO_COMP_BASENAME", "manifest"),
+            ("WICKRIO_COMP_BASENAME", "attachment_x"),
             ("WICKRIO_INGEST_MAX_BUFFER", "1KiB"),
         ] {
             let err = parse(with_dirs(dir.path(), &[(var, value)])).unwrap_err();

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, Tag};
 
@@ -24,6 +24,8 @@ use crate::period::{Granularity, Period, name_time};
 
 /// How often the look-ahead runs; it looks a day ahead, so an hour leaves 23 hours to act.
 const LOOK_AHEAD_EVERY: Duration = Duration::from_secs(3600);
+/// How long a period found without a key is not asked about again.
+const ASK_AGAIN: Duration = Duration::from_secs(5);
 /// How soon the look-ahead tries again while a key is missing.
 const RETRY_MISSING: Duration = Duration::from_secs(60);
 /// How far ahead a coming period's key must exist.
@@ -43,6 +45,11 @@ pub struct KeyRing {
     resolved: Mutex<HashMap<Period, String>>,
     /// Periods whose missing key the operators have heard of (once each, until it appears).
     said_missing: Mutex<HashSet<Period>>,
+    /// Periods found without a usable key, and until when KMS is not asked again: files waiting
+    /// for the key retry every few seconds, which must not become a DescribeKey per file.
+    missing_until: Mutex<HashMap<Period, Instant>>,
+    /// One resolution at a time: the look-ahead and the sink must not both create a period's key.
+    resolving: tokio::sync::Mutex<()>,
     data_keys: Mutex<HashMap<String, Arc<DataKeys>>>,
     metrics: Arc<Metrics>,
     events: Events,
@@ -67,6 +74,8 @@ impl KeyRing {
             reuse: config.reuse,
             resolved: Mutex::default(),
             said_missing: Mutex::default(),
+            missing_until: Mutex::default(),
+            resolving: tokio::sync::Mutex::new(()),
             data_keys: Mutex::default(),
             metrics,
             events,
@@ -79,13 +88,19 @@ impl KeyRing {
         let Some(granularity) = self.period else {
             return Ok(self.template.clone());
         };
-        let time = name_time(name).unwrap_or_else(crate::clock::now);
+        // Fail closed: a file whose period is unknown waits rather than going under a guess.
+        let time = name_time(name).ok_or_else(|| {
+            AwsFailure::new(
+                Retry::Slowly,
+                format!("cannot tell the key period of {name} from its name; it waits on local disk"),
+            )
+        })?;
         self.resolve(granularity.period_of(time)).await
     }
 
     /// The data keys of `key_arn` (one reuse state per key, so a key is never reused across periods).
     pub fn data_keys(&self, key_arn: &str) -> Arc<DataKeys> {
-        let mut all = self.data_keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = lock(&self.data_keys);
         all.entry(key_arn.to_owned())
             .or_insert_with(|| {
                 Arc::new(DataKeys::new(
@@ -105,39 +120,59 @@ impl KeyRing {
             return Ok(arn);
         }
         let alias = period.fill(&self.template);
-        let found = match self.describe(&alias).await {
-            Ok(found) => found,
-            Err(e) => return Err(e),
-        };
-        let arn = match found {
+        let _one_at_a_time = self.resolving.lock().await;
+        if let Some(arn) = self.cached(period) {
+            return Ok(arn);
+        }
+        let recently_missing = lock(&self.missing_until)
+            .get(&period)
+            .is_some_and(|until| Instant::now() < *until);
+        if recently_missing {
+            return Err(AwsFailure::new(
+                Retry::Soon,
+                format!("the KMS key for the period {period} ({alias}) was missing moments ago"),
+            ));
+        }
+        let resolved = self.resolve_now(period, &alias).await;
+        if resolved.is_err() {
+            lock(&self.missing_until).insert(period, Instant::now() + ASK_AGAIN);
+        }
+        resolved
+    }
+
+    async fn resolve_now(&self, period: Period, alias: &str) -> Result<String, AwsFailure> {
+        let arn = match self.describe(alias).await? {
             Some((arn, KeyState::Enabled)) => arn,
             Some((arn, state)) => {
                 return Err(self.missing(
                     period,
-                    &alias,
+                    alias,
                     &format!("names key {arn}, which is {}, not enabled", state.as_str()),
                 ));
             }
-            None if self.create => self.create_key(period, &alias).await?,
-            None => return Err(self.missing(period, &alias, "does not exist")),
+            None if self.create => self.create_key(period, alias).await?,
+            None => return Err(self.missing(period, alias, "does not exist")),
         };
-        self.said_missing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&period);
-        self.resolved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(period, arn.clone());
+        // One key per period: shredding one period must never take another with it.
+        let shared = lock(&self.resolved)
+            .iter()
+            .find(|(p, a)| **p != period && **a == arn)
+            .map(|(p, _)| *p);
+        if let Some(other) = shared {
+            return Err(self.missing(
+                period,
+                alias,
+                &format!("names key {arn}, which is the period {other}'s key too (a shred of one would destroy both)"),
+            ));
+        }
+        lock(&self.said_missing).remove(&period);
+        lock(&self.missing_until).remove(&period);
+        lock(&self.resolved).insert(period, arn.clone());
         Ok(arn)
     }
 
     fn cached(&self, period: Period) -> Option<String> {
-        self.resolved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&period)
-            .cloned()
+        lock(&self.resolved).get(&period).cloned()
     }
 
     /// `DescribeKey` of an alias: the key's ARN and state, or `None` when the alias does not exist.
@@ -162,12 +197,7 @@ impl KeyRing {
              (or set WICKRIO_KMS_CREATE_PERIOD_KEYS=true), until then that period's files wait on local disk, never uploaded unencrypted",
             start = period.start().format("%Y-%m-%dT%H:%MZ"),
         );
-        if self
-            .said_missing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(period)
-        {
+        if lock(&self.said_missing).insert(period) {
             tracing::error!("{message}");
             self.events.send(EventKind::PeriodKeyMissing, message.clone());
         }
@@ -213,7 +243,16 @@ impl KeyRing {
             if let Ok(Some((theirs, KeyState::Enabled))) = self.describe(alias).await {
                 return Ok(theirs);
             }
-            return Err(failure(&format!("create KMS alias {alias_name} for {period}"), &e));
+            let failed = failure(&format!("create KMS alias {alias_name} for {period}"), &e);
+            // The bot may not delete keys (that is shred's, an operator's): it says which to delete.
+            return Err(self.missing(
+                period,
+                alias,
+                &format!(
+                    "could not be created ({}); the key {arn} made for it has no alias and can be deleted",
+                    failed.message
+                ),
+            ));
         }
         let message = format!("created the KMS key {arn} and alias {alias_name} for the period {period}");
         tracing::info!("{message}");
@@ -244,4 +283,9 @@ impl KeyRing {
             tokio::time::sleep(if missing > 0 { RETRY_MISSING } else { LOOK_AHEAD_EVERY }).await;
         }
     }
+}
+
+/// A std mutex's guard; a panic elsewhere while it was held leaves plain maps behind, still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -274,6 +274,28 @@ impl StoredEnvelope {
         }))
     }
 
+    /// The KMS key (its ARN, as KMS answers) that wraps this object's data key: `shred` asks, so as
+    /// to destroy only keys that protect the period's objects. The unwrapped key is wiped at once.
+    pub async fn wrapping_key(&self, kms: &aws_sdk_kms::Client) -> Result<String, EnvelopeError> {
+        let out = kms
+            .decrypt()
+            .ciphertext_blob(Blob::new(self.wrapped.clone()))
+            .set_encryption_context(Some(self.context.clone()))
+            .send()
+            .await
+            .map_err(|e| failure("unwrap the data key with KMS", &e))?;
+        drop(out.plaintext.map(|p| Zeroizing::new(p.into_inner())));
+        out.key_id.ok_or(EnvelopeError::Invalid(
+            "data key",
+            "KMS did not say which key unwrapped it".into(),
+        ))
+    }
+
+    /// The wrapped data key as stored: objects that share one share their KMS key.
+    pub fn wrapped(&self) -> &[u8] {
+        &self.wrapped
+    }
+
     /// Unwraps the data key with KMS (which checks the context) and returns a decryptor; a V3
     /// object's key commitment is checked first.
     pub async fn decryptor(&self, kms: &aws_sdk_kms::Client) -> Result<gcm::Decryptor, EnvelopeError> {

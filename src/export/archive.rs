@@ -14,7 +14,7 @@ use super::ExportError;
 use crate::decrypt::{Archive, MAX_KEPT, ObjectError, Opened, stream};
 use crate::manifest::entry::{Entry, is_manifest_name};
 use crate::manifest::head::is_head_record;
-use crate::manifest::verify::{Chains, Problem, bot_tag, scan};
+use crate::manifest::verify::{Chains, Problem, ShredRecords, bot_tag, scan};
 use crate::sink::s3::keys::{ListedObjects, object_name};
 
 /// The archive an export reads.
@@ -67,6 +67,9 @@ pub struct Catalogue {
     pub attachments: HashMap<String, Vec<Source>>,
     pub problems: Vec<Problem>,
     pub entries: usize,
+    /// Files of periods crypto-shredded on purpose (`shred`): not read, reported in the custody
+    /// report with the record that says so.
+    pub shredded: Vec<(Source, String)>,
 }
 
 impl Place {
@@ -89,8 +92,30 @@ impl Place {
         let mut chains = Chains::new(keys);
         let mut listed_names = std::collections::HashSet::new();
         let sizes: HashMap<&str, u64> = found.others.iter().map(|(at, n)| (at.as_str(), *n)).collect();
+        let shreds = match self {
+            Place::Bucket { archive, s3, kms } => {
+                ShredRecords::load(s3, kms, &archive.bucket, &found.listed, keys, &mut cat.problems).await
+            }
+            Place::Dir(_) => ShredRecords::default(),
+        };
+        let shredded_by = |at: &str| {
+            shreds
+                .periods
+                .iter()
+                .find(|p| p.objects_listed.iter().any(|k| k == at))
+                .map(|p| {
+                    format!(
+                        "SHREDDED: the period {} was destroyed on purpose ({})",
+                        p.period, p.record
+                    )
+                })
+        };
         for manifest in &found.manifests {
-            let (text, read) = self.read_small(manifest, Kind::Manifest).await;
+            let (text, read) = match shreds.kept.get(&manifest.at) {
+                // A shredded period's manifest: the signed record's copy (its entries are signed too).
+                Some(kept) => Self::kept_copy(manifest, kept),
+                None => self.read_small(manifest, Kind::Manifest).await,
+            };
             cat.records.push(read);
             let Some(text) = text else { continue };
             for (entry, signer) in chains.take_all(&self.describe_file(&manifest.at), &text, &mut cat.problems) {
@@ -104,6 +129,7 @@ impl Place {
                 }
                 listed_names.extend(copies.iter().map(|(at, _)| at.clone()));
                 for (at, stored) in copies {
+                    let shredded = shredded_by(&at);
                     let source = Source {
                         at,
                         kind: if entry.body.kind == crate::spool::FileKind::Messages.as_str() {
@@ -115,6 +141,10 @@ impl Place {
                         entry: Some(entry.clone()),
                         signer: Some(signer_hex.clone()),
                     };
+                    if let Some(why) = shredded {
+                        cat.shredded.push((source, why));
+                        continue;
+                    }
                     match source.kind {
                         Kind::Attachment => cat.attachments.entry(entry.body.name.clone()).or_default().push(source),
                         _ => cat.messages.push(source),
@@ -124,7 +154,10 @@ impl Place {
         }
         let mut heads = Vec::new();
         for head in &found.heads {
-            let (text, read) = self.read_small(head, Kind::Head).await;
+            let (text, read) = match shreds.kept.get(&head.at) {
+                Some(kept) => Self::kept_copy(head, kept),
+                None => self.read_small(head, Kind::Head).await,
+            };
             let text = match (&text, &read.problem) {
                 (Some(t), _) => Ok(String::from_utf8_lossy(t).into_owned()),
                 (None, why) => Err(why.clone().unwrap_or_default()),
@@ -139,7 +172,9 @@ impl Place {
         let mut unlisted: Vec<&(String, u64)> = found
             .others
             .iter()
-            .filter(|(at, _)| !listed_names.contains(at) && looks_like_message_file(object_name(at)))
+            .filter(|(at, _)| {
+                !listed_names.contains(at) && !shreds.objects.contains(at) && looks_like_message_file(object_name(at))
+            })
             .collect();
         unlisted.sort();
         for (at, stored) in unlisted {
@@ -162,7 +197,8 @@ impl Place {
         let mut found = Found::default();
         match self {
             Place::Bucket { archive, s3, .. } => {
-                for (key, size) in archive.list(s3).await? {
+                found.listed = archive.list(s3).await?;
+                for (key, size) in found.listed.clone() {
                     let name = object_name(&key);
                     let source = |kind| Source {
                         at: key.clone(),
@@ -220,6 +256,16 @@ impl Place {
             }
         }
         Ok(found)
+    }
+
+    /// A shredded period's manifest or head, from the signed shredding record that kept it.
+    fn kept_copy(source: &Source, text: &str) -> (Option<Vec<u8>>, Read) {
+        let read = Read {
+            source: source.clone(),
+            sha256: Some(hex::encode(Sha256::digest(text.as_bytes()))),
+            problem: None,
+        };
+        (Some(text.as_bytes().to_vec()), read)
     }
 
     /// A manifest or head record, whole (they are small; a planted big one is refused).
@@ -280,6 +326,8 @@ struct Found {
     heads: Vec<Source>,
     /// Every other file: where, and its stored size.
     others: Vec<(String, u64)>,
+    /// A bucket's whole listing.
+    listed: Vec<(String, u64)>,
     /// A bucket's objects by the names they stand for.
     objects: Option<ListedObjects>,
     /// A directory's files by name.

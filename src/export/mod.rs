@@ -252,6 +252,10 @@ impl Export {
             .map(|r| SourceRecord::of_read(r, &self.place.describe_file(&r.source.at)))
             .collect();
         all_records.extend(records.into_iter().flatten());
+        all_records.extend(plan.catalogue.shredded.iter().map(|(source, why)| SourceRecord {
+            result: why.clone(),
+            ..SourceRecord::of(source, &self.place.describe_file(&source.at))
+        }));
         all_records.extend(fetched.records);
         problems.extend(fetched.problems);
         let report = custody::Report {

@@ -47,8 +47,9 @@ pub struct EntryBody {
     pub earliest_msg_ts: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_msg_ts: Option<String>,
-    /// The KMS key (its ARN, resolved from the period's alias) the file is encrypted under: what
-    /// `shred` destroys to make it unreadable. `None` for a plain upload or local files.
+    /// The KMS key the file is encrypted under: with a period template, the ARN the period's alias
+    /// resolved to (what `shred` destroys); with one fixed key, that key as configured. `None` for
+    /// a plain upload or local files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key: Option<String>,
     pub closed_at: String,

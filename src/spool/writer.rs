@@ -58,6 +58,17 @@ struct OpenFile {
     /// Bytes acknowledged by earlier commits: all that survives if the file fails.
     acked: u64,
     rotate_at: Option<Instant>,
+    /// With per-period keys, the period its name puts it in.
+    period: Option<crate::period::Period>,
+}
+
+impl OpenFile {
+    /// Due to close: its time is up, or (the monotonic clock aside: a suspend, a clock step) the
+    /// wall clock has left its period.
+    fn due(&self) -> bool {
+        self.rotate_at.is_some_and(|at| Instant::now() >= at)
+            || self.period.is_some_and(|p| !p.contains(crate::clock::now()))
+    }
 }
 
 /// A batch written in this commit, waiting for its files to become durable.
@@ -138,12 +149,7 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        if self
-            .current
-            .as_ref()
-            .and_then(|o| o.rotate_at)
-            .is_some_and(|at| Instant::now() >= at)
-        {
+        if self.current.as_ref().is_some_and(OpenFile::due) {
             self.seal_current();
         }
         if let Err(e) = super::disk::check_free(&self.shared.config.mesg_dest, self.shared.config.min_free_bytes) {
@@ -298,6 +304,7 @@ impl Writer {
             len: 0,
             acked: 0,
             rotate_at: self.rotate_at(now),
+            period: self.shared.config.key_period.map(|g| g.period_of(now)),
         })
     }
 

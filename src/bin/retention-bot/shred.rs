@@ -27,6 +27,14 @@ pub(super) fn run(options: &Options) -> ExitCode {
             Err(code) => return code,
         }
     };
+    // Whose signed entries count: the signer's, or for a dry run the bot's public key file.
+    let bot = match &signer {
+        Some(key) => key.verifying_key(),
+        None => match verify::keys(Vec::new()) {
+            Some((_, keys)) if !keys.is_empty() => keys[0],
+            _ => return ExitCode::from(EXIT_CONFIG),
+        },
+    };
     let Some(runtime) = tools::tool_runtime("shred") else {
         return ExitCode::FAILURE;
     };
@@ -34,7 +42,7 @@ pub(super) fn run(options: &Options) -> ExitCode {
         match &signer {
             Some(signer) if options.cancel => shred::cancel(options, signer).await.map(Some),
             _ => {
-                let plan = shred::plan(options).await?;
+                let plan = shred::plan(options, &bot).await?;
                 print_plan(options, &plan);
                 match &signer {
                     Some(signer) => shred::shred(options, plan, signer).await.map(Some),
@@ -49,13 +57,14 @@ pub(super) fn run(options: &Options) -> ExitCode {
             say!("dry run: nothing was changed");
             ExitCode::SUCCESS
         }
-        Err(e @ (ShredError::NotOver { .. } | ShredError::Held(_) | ShredError::SharedKey { .. })) => {
-            esay!("retention-bot shred: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        }
-        Err(e) => {
+        Err(e @ (ShredError::Aws(_) | ShredError::Envelope { .. })) => {
             esay!("retention-bot shred: {e}");
             ExitCode::FAILURE
+        }
+        Err(e) => {
+            // Refused: nothing was changed.
+            esay!("retention-bot shred: {e}");
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }
@@ -69,14 +78,14 @@ fn print_plan(options: &Options, plan: &Plan) {
         options.archive.bucket,
         options.archive.prefix
     );
-    for key in &plan.keys {
-        say!("KMS key {key}: deletion after {} days", options.pending_days);
-    }
-    for key in &plan.unread {
-        esay!(
-            "note: manifest s3://{}/{key} could not be read (a period shredded before?): the check that no other period shares the key did not cover it",
-            options.archive.bucket
-        );
+    say!(
+        "KMS key {} ({}): deletion after {} days",
+        plan.key,
+        plan.key_state.as_ref().map_or("state unknown", |s| s.as_str()),
+        options.pending_days
+    );
+    for (key, why) in &plan.left {
+        say!("left out: s3://{}/{key}: {why}", options.archive.bucket);
     }
 }
 

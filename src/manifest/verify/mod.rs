@@ -24,6 +24,7 @@ mod shredded;
 pub use bucket::{BucketCheck, BucketReport, InFlight, ObjectFacts, Progress, bot_tag, content_problem};
 pub use chain::Chains;
 pub use dir::{scan, verify_dir};
+pub use shredded::ShredRecords;
 
 /// One thing wrong with the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +84,14 @@ pub enum Problem {
         head: String,
         seq: u64,
     },
+    /// A signed shredding record whose key KMS does not hold pending deletion: the shred was
+    /// cancelled outside `shred --cancel`, or an old record was put back.
+    ShredNotInEffect {
+        record: String,
+        period: String,
+        key: String,
+        state: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -130,6 +139,15 @@ impl fmt::Display for Problem {
                 f,
                 "CHAIN BROKEN at entry {seq}: it is not the entry the signed chain head {head} names (the chain was rewritten from there)"
             ),
+            Problem::ShredNotInEffect {
+                record,
+                period,
+                key,
+                state,
+            } => write!(
+                f,
+                "SHRED NOT IN EFFECT {record}: it says the period {period} is shredded, but KMS key {key} is {state}, not pending deletion; the period's objects are checked as usual"
+            ),
             Problem::NothingToVerify { dir } => write!(
                 f,
                 "NOTHING TO VERIFY: no manifest under {} (a wrong path, or a volume that is not mounted?); point verify at the directory holding the message files and manifests",
@@ -158,6 +176,8 @@ pub struct Shredded {
     pub keys: Vec<String>,
     /// The period's objects still in the bucket (the record lists them).
     pub objects: usize,
+    #[serde(skip)]
+    pub objects_listed: Vec<String>,
 }
 
 impl fmt::Display for Shredded {

@@ -6,12 +6,34 @@
 
 use std::collections::{HashMap, HashSet};
 
+use aws_sdk_kms::types::KeyState;
 use ed25519_dalek::VerifyingKey;
 
 use super::{Problem, Shredded};
 use crate::decrypt::stream;
 use crate::shred::record::{ShredRecord, State, is_record_name};
 use crate::sink::s3::keys::object_name;
+
+/// The first key of a record that KMS does not hold pending deletion (or deleted), with its state.
+async fn not_in_effect(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> Option<(String, String)> {
+    for key in &record.body.keys {
+        match kms.describe_key().key_id(&key.arn).send().await {
+            Ok(out) => match out.key_metadata.and_then(|m| m.key_state) {
+                Some(KeyState::PendingDeletion | KeyState::PendingReplicaDeletion) => {}
+                state => {
+                    return Some((
+                        key.arn.clone(),
+                        state.map_or("unknown".into(), |s| s.as_str().to_owned()),
+                    ));
+                }
+            },
+            // Deleted: the shred is complete.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => {}
+            Err(e) => return Some((key.arn.clone(), crate::aws::failure("look up the key", &e).message)),
+        }
+    }
+    None
+}
 
 #[derive(Debug, Default)]
 pub struct ShredRecords {
@@ -56,6 +78,17 @@ impl ShredRecords {
             if record.body.state != State::Scheduled {
                 continue;
             }
+            // The record says so; KMS must agree, or the period's objects are checked as usual (a
+            // cancelled deletion, or an old record put back, hides nothing).
+            if let Some((key, state)) = not_in_effect(kms, &record).await {
+                problems.push(Problem::ShredNotInEffect {
+                    record: at,
+                    period: record.body.period.clone(),
+                    key,
+                    state,
+                });
+                continue;
+            }
             let present: HashSet<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
             let objects: Vec<String> = record
                 .body
@@ -69,6 +102,7 @@ impl ShredRecords {
                 record: at,
                 keys: record.body.keys.iter().map(|k| k.arn.clone()).collect(),
                 objects: objects.len(),
+                objects_listed: objects.clone(),
             });
             out.objects.extend(objects);
             out.kept.extend(record.body.kept.into_iter().map(|t| (t.key, t.text)));
