@@ -28,21 +28,10 @@ fn lock_env(bucket: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     env
 }
 
-async fn create_locked_bucket(moto: &Moto, bucket: &str) {
-    moto.s3()
-        .await
-        .create_bucket()
-        .bucket(bucket)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_object_is_retained_from_its_close_and_the_server_refuses_to_delete_it() {
     let moto = Moto::start().await;
-    create_locked_bucket(&moto, "worm-1").await;
+    moto.create_locked_bucket("worm-1").await;
     let proxy = RecordingProxy::start(moto.port).await;
     let mut env = Moto::env_via(&proxy.endpoint());
     env.extend(lock_env(
@@ -151,7 +140,7 @@ async fn a_lock_mode_for_a_bucket_without_object_lock_stops_the_start_with_statu
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_mode_the_bot_says_which_default_retention_the_bucket_applies() {
     let moto = Moto::start().await;
-    create_locked_bucket(&moto, "worm-default").await;
+    moto.create_locked_bucket("worm-default").await;
     let rule = ObjectLockRule::builder()
         .default_retention(
             DefaultRetention::builder()
@@ -207,7 +196,7 @@ fn legal_hold(endpoint: &str, args: &[&str]) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn legal_holds_follow_the_period_hold_a_version_against_deletion_and_lift_again() {
     let moto = Moto::start().await;
-    create_locked_bucket(&moto, "hold-1").await;
+    moto.create_locked_bucket("hold-1").await;
     let key_arn = moto.create_key().await;
     // Encrypted: the manifests the selection reads are decrypted in memory.
     let mut env = Moto::env_via(&moto.endpoint());

@@ -124,6 +124,30 @@ fn verify(moto: &Moto, bot: &Bot) -> (Option<i32>, String) {
     )
 }
 
+/// Posts text messages `ids` and a file message with an attachment named `file`; their ids.
+async fn post_messages(bot: &Bot, ids: std::ops::RangeInclusive<usize>, file: &str) -> BTreeSet<String> {
+    let mut posted = BTreeSet::new();
+    for id in ids {
+        assert_eq!(bot.post("application/json", text_message(id)).await.status(), 202);
+        posted.insert(format!("{id:032x}"));
+    }
+    let part = reqwest::multipart::Part::bytes(vec![7u8; 5000]).file_name(file.to_owned());
+    let r = bot.post_form(attachment_form(&file_message(file), part)).await;
+    assert_eq!(r.status(), 202);
+    // file_message's id.
+    posted.insert("f1".into());
+    posted
+}
+
+/// The messages of the events in the queue (taken from it).
+async fn event_messages(moto: &Moto, queue: &str) -> Vec<String> {
+    let events = moto.drain_queue(queue).await;
+    events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// The message ids in a restored message file.
 fn ids_in(path: &Path) -> BTreeSet<String> {
     std::fs::read_to_string(path)
@@ -141,14 +165,7 @@ fn ids_in(path: &Path) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_destroys_one_period() {
     let moto = Moto::start_strict().await;
-    moto.s3()
-        .await
-        .create_bucket()
-        .bucket(BUCKET)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
+    moto.create_locked_bucket(BUCKET).await;
     let (topic, queue) = moto.topic_with_queue("period-events").await;
     let march_key = key_with_alias(&moto, "alias/retention-2025-03").await;
     let mut env = moto.env();
@@ -169,15 +186,7 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
 
     // March: messages 1..=4 and an attachment, well before the month's end.
     let mut posted: HashMap<&str, BTreeSet<String>> = HashMap::new();
-    for id in 1..=4 {
-        assert_eq!(bot.post("application/json", text_message(id)).await.status(), 202);
-        posted.entry("2025-03").or_default().insert(format!("{id:032x}"));
-    }
-    let part = reqwest::multipart::Part::bytes(vec![3u8; 5000]).file_name("march.bin");
-    let r = bot.post_form(attachment_form(&file_message("march.bin"), part)).await;
-    assert_eq!(r.status(), 202);
-    // (file_message's id)
-    posted.entry("2025-03").or_default().insert("f1".into());
+    posted.insert("2025-03", post_messages(&bot, 1..=4, "march.bin").await);
     assert!(
         launched.elapsed() < TO_BOUNDARY - Duration::from_secs(5),
         "the March messages must be in before the bot's month ends"
@@ -194,14 +203,7 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
 
     // April: messages 101..=104 and an attachment, after the boundary.
     tokio::time::sleep((up + TO_BOUNDARY + Duration::from_secs(1)).saturating_duration_since(Instant::now())).await;
-    for id in 101..=104 {
-        assert_eq!(bot.post("application/json", text_message(id)).await.status(), 202);
-        posted.entry("2025-04").or_default().insert(format!("{id:032x}"));
-    }
-    let part = reqwest::multipart::Part::bytes(vec![4u8; 5000]).file_name("april.bin");
-    let r = bot.post_form(attachment_form(&file_message("april.bin"), part)).await;
-    assert_eq!(r.status(), 202);
-    posted.entry("2025-04").or_default().insert("f1".into());
+    posted.insert("2025-04", post_messages(&bot, 101..=104, "april.bin").await);
 
     // March's files go up; April's wait, closed, on local disk.
     let local_april = |bot: &Bot| {
@@ -236,12 +238,7 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
             "uploaded without its key: {key}"
         );
     }
-    let events: Vec<String> = moto
-        .drain_queue(&queue)
-        .await
-        .iter()
-        .map(|e| e["message"].as_str().unwrap().to_owned())
-        .collect();
+    let events = event_messages(&moto, &queue).await;
     assert!(
         events
             .iter()
@@ -330,14 +327,12 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
         .collect();
     let s3 = moto.s3().await;
     let (held, retained) = (&march_objects[0], &march_objects[1]);
-    let hold = |status| ObjectLockLegalHold::builder().status(status).build();
-    s3.put_object_legal_hold()
-        .bucket(BUCKET)
-        .key(held)
-        .legal_hold(hold(ObjectLockLegalHoldStatus::On))
-        .send()
-        .await
-        .unwrap();
+    let hold = async |status| {
+        let hold = ObjectLockLegalHold::builder().status(status).build();
+        let put = s3.put_object_legal_hold().bucket(BUCKET).key(held).legal_hold(hold);
+        put.send().await.unwrap();
+    };
+    hold(ObjectLockLegalHoldStatus::On).await;
     let until = SystemTime::now() + Duration::from_secs(15);
     s3.put_object_retention()
         .bucket(BUCKET)
@@ -361,13 +356,7 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
     assert_eq!(key_state(&moto, &march_key).await, KeyState::Enabled);
 
     // Once the hold is lifted and the retention has run out: a dry run, then the shred.
-    s3.put_object_legal_hold()
-        .bucket(BUCKET)
-        .key(held)
-        .legal_hold(hold(ObjectLockLegalHoldStatus::Off))
-        .send()
-        .await
-        .unwrap();
+    hold(ObjectLockLegalHoldStatus::Off).await;
     tokio::time::sleep(until.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_secs(1)).await;
     let (code, out) = shred(&moto, &bot, &["--period", "2025-03", "--dry-run"]);
     assert_eq!(code, Some(0), "{out}");
@@ -536,12 +525,7 @@ async fn with_key_creation_on_the_bot_makes_the_current_and_coming_periods_keys_
     for (key, kms_key) in &wrapped {
         assert_eq!(kms_key, &created["2025-03"], "{key}");
     }
-    let events: Vec<String> = moto
-        .drain_queue(&queue)
-        .await
-        .iter()
-        .map(|e| e["message"].as_str().unwrap().to_owned())
-        .collect();
+    let events = event_messages(&moto, &queue).await;
     for period in ["2025-03", "2025-04"] {
         assert!(
             events

@@ -34,14 +34,7 @@ fn verify_bucket(moto: &Moto, key: &std::path::Path, args: &[&str]) -> (Option<i
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage() {
     let moto = Moto::start().await;
-    moto.s3()
-        .await
-        .create_bucket()
-        .bucket(BUCKET)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
+    moto.create_locked_bucket(BUCKET).await;
     let key_arn = moto.create_key().await;
     let mut env = Moto::env_via(&moto.endpoint());
     for (k, v) in [

@@ -277,18 +277,26 @@ impl StoredEnvelope {
     /// The KMS key (its ARN, as KMS answers) that wraps this object's data key: `shred` asks, so as
     /// to destroy only keys that protect the period's objects. The unwrapped key is wiped at once.
     pub async fn wrapping_key(&self, kms: &aws_sdk_kms::Client) -> Result<String, EnvelopeError> {
-        let out = kms
-            .decrypt()
-            .ciphertext_blob(Blob::new(self.wrapped.clone()))
-            .set_encryption_context(Some(self.context.clone()))
-            .send()
-            .await
-            .map_err(|e| failure("unwrap the data key with KMS", &e))?;
+        let out = self.unwrap(kms).await?;
         drop(out.plaintext.map(|p| Zeroizing::new(p.into_inner())));
         out.key_id.ok_or(EnvelopeError::Invalid(
             "data key",
             "KMS did not say which key unwrapped it".into(),
         ))
+    }
+
+    /// KMS `Decrypt` of the wrapped data key, under the stored context (which KMS checks).
+    async fn unwrap(
+        &self,
+        kms: &aws_sdk_kms::Client,
+    ) -> Result<aws_sdk_kms::operation::decrypt::DecryptOutput, EnvelopeError> {
+        Ok(kms
+            .decrypt()
+            .ciphertext_blob(Blob::new(self.wrapped.clone()))
+            .set_encryption_context(Some(self.context.clone()))
+            .send()
+            .await
+            .map_err(|e| failure("unwrap the data key with KMS", &e))?)
     }
 
     /// The wrapped data key as stored: objects that share one share their KMS key.
@@ -299,13 +307,7 @@ impl StoredEnvelope {
     /// Unwraps the data key with KMS (which checks the context) and returns a decryptor; a V3
     /// object's key commitment is checked first.
     pub async fn decryptor(&self, kms: &aws_sdk_kms::Client) -> Result<gcm::Decryptor, EnvelopeError> {
-        let out = kms
-            .decrypt()
-            .ciphertext_blob(Blob::new(self.wrapped.clone()))
-            .set_encryption_context(Some(self.context.clone()))
-            .send()
-            .await
-            .map_err(|e| failure("unwrap the data key with KMS", &e))?;
+        let out = self.unwrap(kms).await?;
         let plaintext = Zeroizing::new(
             out.plaintext
                 .ok_or(EnvelopeError::Invalid("data key", "KMS returned no key".into()))?

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::head::HeadRecord;
-use super::stage::ManifestWriter;
+use super::stage::{ManifestError, ManifestWriter};
 use crate::envelope::KeyRing;
 use crate::events::{EventKind, Events};
 use crate::sink::Sink;
@@ -128,6 +128,27 @@ impl<S: Sink> ManifestSink<S> {
         }
     }
 
+    /// Closes the open manifest as `close` decides, then tells the heads and delivers whatever
+    /// closed; `failed` is logged if closing failed.
+    async fn close_and_deliver(
+        &mut self,
+        close: fn(&mut ManifestWriter) -> Result<(), ManifestError>,
+        failed: &'static str,
+    ) {
+        let closed = self
+            .with_writer(move |w| (close(w), w.take_closed(), w.take_published()))
+            .await;
+        if let Some((closing, manifests, heads)) = closed {
+            if let Err(e) = closing {
+                tracing::error!(error = %e, "{failed}");
+            }
+            self.publish(heads);
+            for manifest in manifests {
+                self.inner.deliver(manifest).await;
+            }
+        }
+    }
+
     async fn retry_unlisted(&mut self) {
         for file in std::mem::take(&mut self.unlisted) {
             self.list_and_deliver(file).await;
@@ -140,18 +161,11 @@ impl<S: Sink + Send> Sink for ManifestSink<S> {
         if !self.unlisted.is_empty() {
             self.retry_unlisted().await;
         }
-        let closed = self
-            .with_writer(|w| (w.close_past_period(), w.take_closed(), w.take_published()))
-            .await;
-        if let Some((closing, manifests, heads)) = closed {
-            if let Err(e) = closing {
-                tracing::error!(error = %e, "cannot close the last period's manifest; it is closed at the next start");
-            }
-            self.publish(heads);
-            for manifest in manifests {
-                self.inner.deliver(manifest).await;
-            }
-        }
+        self.close_and_deliver(
+            ManifestWriter::close_past_period,
+            "cannot close the last period's manifest; it is closed at the next start",
+        )
+        .await;
         self.inner.tick().await;
     }
 
@@ -168,21 +182,11 @@ impl<S: Sink + Send> Sink for ManifestSink<S> {
         for file in &self.unlisted {
             tracing::error!(file = %file.path.display(), "left on local disk without a manifest entry; it is listed and delivered at the next start");
         }
-        let closed = self
-            .with_writer(|w| {
-                let last = w.close();
-                (last, w.take_closed(), w.take_published())
-            })
-            .await;
-        if let Some((last, manifests, heads)) = closed {
-            if let Err(e) = last {
-                tracing::error!(error = %e, "cannot close the manifest; it is closed at the next start");
-            }
-            self.publish(heads);
-            for manifest in manifests {
-                self.inner.deliver(manifest).await;
-            }
-        }
+        self.close_and_deliver(
+            ManifestWriter::close,
+            "cannot close the manifest; it is closed at the next start",
+        )
+        .await;
         self.inner.finish().await;
     }
 }

@@ -290,6 +290,23 @@ async fn describe(kms: &aws_sdk_kms::Client, alias: &str) -> Result<(String, Opt
     }
 }
 
+/// A key's id, which every KMS API takes (moto's key-state calls take nothing else), and its
+/// metadata.
+async fn key_metadata(
+    kms: &aws_sdk_kms::Client,
+    arn: &str,
+) -> Result<(String, Option<aws_sdk_kms::types::KeyMetadata>), AwsFailure> {
+    let meta = kms
+        .describe_key()
+        .key_id(arn)
+        .send()
+        .await
+        .map_err(|e| failure(&format!("look up KMS key {arn}"), &e))?
+        .key_metadata;
+    let id = meta.as_ref().map_or(arn, |m| m.key_id.as_str()).to_owned();
+    Ok((id, meta))
+}
+
 /// Why S3 must still keep an object: a legal hold, or retention until after `now`.
 fn held_by(
     object: &str,
@@ -326,15 +343,7 @@ pub async fn shred(
 ) -> Result<(ShredRecord, Result<String, AwsFailure>), ShredError> {
     let (_, kms) = options.archive.clients().await;
     let arn = &plan.key;
-    let described = kms
-        .describe_key()
-        .key_id(arn)
-        .send()
-        .await
-        .map_err(|e| failure(&format!("look up KMS key {arn}"), &e))?;
-    let meta = described.key_metadata;
-    // The key's id, which every KMS API takes (moto's key-state calls take nothing else).
-    let id = meta.as_ref().map_or(arn.as_str(), |m| m.key_id.as_str()).to_owned();
+    let (id, meta) = key_metadata(&kms, arn).await?;
     let date = match meta.as_ref().and_then(|m| m.key_state.clone()) {
         Some(KeyState::PendingDeletion) => meta.and_then(|m| m.deletion_date).map(|d| d.secs()),
         _ => kms
@@ -391,14 +400,7 @@ pub async fn cancel(
     }
     for shredded in &body.keys {
         let arn = &shredded.arn;
-        let described = kms
-            .describe_key()
-            .key_id(arn)
-            .send()
-            .await
-            .map_err(|e| failure(&format!("look up KMS key {arn}"), &e))?;
-        let meta = described.key_metadata;
-        let id = meta.as_ref().map_or(arn.as_str(), |m| m.key_id.as_str()).to_owned();
+        let (id, meta) = key_metadata(&kms, arn).await?;
         if meta.and_then(|m| m.key_state) == Some(KeyState::PendingDeletion) {
             kms.cancel_key_deletion()
                 .key_id(&id)

@@ -90,6 +90,18 @@ impl Moto {
         self.s3().await.create_bucket().bucket(bucket).send().await.unwrap();
     }
 
+    /// A bucket with Object Lock enabled (versioned, as S3 requires).
+    pub async fn create_locked_bucket(&self, bucket: &str) {
+        self.s3()
+            .await
+            .create_bucket()
+            .bucket(bucket)
+            .object_lock_enabled_for_bucket(true)
+            .send()
+            .await
+            .unwrap();
+    }
+
     pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
         aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
     }
