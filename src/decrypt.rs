@@ -301,17 +301,29 @@ pub async fn stream(
     key: &str,
     keep: bool,
 ) -> Result<Streamed, ObjectError> {
+    stream_keeping(s3, kms, bucket, key, keep.then_some(MAX_KEPT)).await
+}
+
+/// As [`stream`], keeping the plaintext up to `keep` bytes (a larger object is refused).
+pub async fn stream_keeping(
+    s3: &aws_sdk_s3::Client,
+    kms: &aws_sdk_kms::Client,
+    bucket: &str,
+    key: &str,
+    keep: Option<u64>,
+) -> Result<Streamed, ObjectError> {
     let mut object = Opened::open(s3, kms, bucket, key).await?;
-    if keep && object.size > MAX_KEPT {
+    let limit = keep.unwrap_or(0);
+    if keep.is_some() && object.size > limit {
         return Err(ObjectError::TooLarge {
             size: object.size,
-            limit: MAX_KEPT,
+            limit,
         });
     }
     let mut out = Streamed {
         plain_len: 0,
         sha256: String::new(),
-        text: keep.then(Vec::new),
+        text: keep.map(|_| Vec::new()),
         lock_mode: object.lock_mode.take(),
         retain_until: object.retain_until,
         retained_from: object.retained_from,
@@ -321,10 +333,10 @@ pub async fn stream(
         hasher.update(&data);
         out.plain_len += data.len() as u64;
         if let Some(text) = &mut out.text {
-            if (text.len() + data.len()) as u64 > MAX_KEPT {
+            if (text.len() + data.len()) as u64 > limit {
                 return Err(ObjectError::TooLarge {
                     size: (text.len() + data.len()) as u64,
-                    limit: MAX_KEPT,
+                    limit,
                 });
             }
             text.extend_from_slice(&data);

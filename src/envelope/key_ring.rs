@@ -48,6 +48,8 @@ pub struct KeyRing {
     /// Periods found without a usable key, and until when KMS is not asked again: files waiting
     /// for the key retry every few seconds, which must not become a DescribeKey per file.
     missing_until: Mutex<HashMap<Period, Instant>>,
+    /// Keys the bot created whose alias could not be made yet: used when it is tried again.
+    orphans: Mutex<HashMap<Period, (String, String)>>,
     /// One resolution at a time: the look-ahead and the sink must not both create a period's key.
     resolving: tokio::sync::Mutex<()>,
     data_keys: Mutex<HashMap<String, Arc<DataKeys>>>,
@@ -75,6 +77,7 @@ impl KeyRing {
             resolved: Mutex::default(),
             said_missing: Mutex::default(),
             missing_until: Mutex::default(),
+            orphans: Mutex::default(),
             resolving: tokio::sync::Mutex::new(()),
             data_keys: Mutex::default(),
             metrics,
@@ -205,37 +208,45 @@ impl KeyRing {
         AwsFailure::new(Retry::Soon, message)
     }
 
-    /// Creates `period`'s key (symmetric, tagged with the period) and its alias.
+    /// Creates `period`'s key (symmetric, tagged with the period) and its alias. A key made before
+    /// whose alias could not be made is used again, never a second one.
     async fn create_key(&self, period: Period, alias: &str) -> Result<String, AwsFailure> {
-        let out = self
-            .kms
-            .create_key()
-            .description(format!(
-                "retention-bot: messages and files of {period} (UTC); delete it to shred them"
-            ))
-            .key_usage(KeyUsageType::EncryptDecrypt)
-            .key_spec(KeySpec::SymmetricDefault)
-            .tags(
-                Tag::builder()
+        let made = lock(&self.orphans).get(&period).cloned();
+        let (key_id, arn) = match made {
+            Some(made) => made,
+            None => {
+                let tag = Tag::builder()
                     .tag_key(PERIOD_TAG)
                     .tag_value(period.to_string())
                     .build()
-                    .map_err(|e| AwsFailure::new(Retry::Slowly, e.to_string()))?,
-            )
-            .send()
-            .await
-            .map_err(|e| failure(&format!("create the KMS key for {period}"), &e))?;
-        let meta = out
-            .key_metadata
-            .ok_or_else(|| AwsFailure::new(Retry::Soon, "KMS CreateKey returned no key"))?;
-        let arn = meta.arn.unwrap_or(meta.key_id.clone());
+                    .map_err(|e| AwsFailure::new(Retry::Slowly, e.to_string()))?;
+                let out = self
+                    .kms
+                    .create_key()
+                    .description(format!(
+                        "retention-bot: messages and files of {period} (UTC); delete it to shred them"
+                    ))
+                    .key_usage(KeyUsageType::EncryptDecrypt)
+                    .key_spec(KeySpec::SymmetricDefault)
+                    .tags(tag)
+                    .send()
+                    .await
+                    .map_err(|e| failure(&format!("create the KMS key for {period}"), &e))?;
+                let meta = out
+                    .key_metadata
+                    .ok_or_else(|| AwsFailure::new(Retry::Soon, "KMS CreateKey returned no key"))?;
+                let made = (meta.key_id.clone(), meta.arn.unwrap_or(meta.key_id));
+                lock(&self.orphans).insert(period, made.clone());
+                made
+            }
+        };
         // CreateAlias takes the alias's name (`alias/...`), not its ARN.
         let alias_name = alias.rsplit_once(':').map_or(alias, |(_, name)| name);
         if let Err(e) = self
             .kms
             .create_alias()
             .alias_name(alias_name)
-            .target_key_id(&meta.key_id)
+            .target_key_id(&key_id)
             .send()
             .await
         {
@@ -244,20 +255,38 @@ impl KeyRing {
                 return Ok(theirs);
             }
             let failed = failure(&format!("create KMS alias {alias_name} for {period}"), &e);
-            // The bot may not delete keys (that is shred's, an operator's): it says which to delete.
+            // The bot may not delete keys (that is shred's, an operator's): it says which key it made.
             return Err(self.missing(
                 period,
                 alias,
                 &format!(
-                    "could not be created ({}); the key {arn} made for it has no alias and can be deleted",
+                    "could not be created ({}); the key {arn} made for it is used once the alias can be made",
                     failed.message
                 ),
             ));
         }
+        lock(&self.orphans).remove(&period);
         let message = format!("created the KMS key {arn} and alias {alias_name} for the period {period}");
         tracing::info!("{message}");
         self.events.send(EventKind::PeriodKeyCreated, message);
         Ok(arn)
+    }
+
+    /// The cached key of `period`, if KMS no longer holds it enabled (disabled, or scheduled for
+    /// deletion by a shred): dropped from the cache, so the next file asks again and waits.
+    async fn recheck(&self, period: Period) {
+        let Some(arn) = self.cached(period) else { return };
+        if let Ok(Some((_, state))) = self.describe(&arn).await
+            && state != KeyState::Enabled
+        {
+            lock(&self.resolved).remove(&period);
+        }
+    }
+
+    /// Drops the reused data keys (wiping them) of every key but `keep`'s: a past period's plaintext
+    /// data key must not outlive its use, nor a shred of its period.
+    fn prune_data_keys(&self, keep: &[String]) {
+        lock(&self.data_keys).retain(|arn, _| keep.contains(arn));
     }
 
     /// Resolves the current period's key and the next one's when it starts within a day, every hour,
@@ -272,12 +301,18 @@ impl KeyRing {
                 periods.push(coming);
             }
             let mut missing = 0;
+            let mut keep = Vec::new();
             for period in periods {
-                if let Err(e) = self.resolve(period).await {
-                    missing += 1;
-                    tracing::warn!(period = %period, error = %e.message, "period key not ready");
+                self.recheck(period).await;
+                match self.resolve(period).await {
+                    Ok(arn) => keep.push(arn),
+                    Err(e) => {
+                        missing += 1;
+                        tracing::warn!(period = %period, error = %e.message, "period key not ready");
+                    }
                 }
             }
+            self.prune_data_keys(&keep);
             self.metrics.set(Gauge::KmsPeriodKeysMissing, missing);
             // A missing key is looked for again soon, so the gauge clears once someone makes it.
             tokio::time::sleep(if missing > 0 { RETRY_MISSING } else { LOOK_AHEAD_EVERY }).await;

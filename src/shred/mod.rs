@@ -24,13 +24,13 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::aws::{AwsFailure, failure};
-use crate::decrypt::{Archive, stream};
+use crate::decrypt::{Archive, stream, stream_keeping};
 use crate::envelope::StoredEnvelope;
 use crate::manifest::head::is_head_record;
 use crate::manifest::verify::ShredRecords;
 use crate::manifest::{Entry, is_manifest_name};
 use crate::period::{Granularity, Period, name_time};
-use crate::sink::s3::keys::object_name;
+use crate::sink::s3::keys::{ListedObjects, object_name};
 use record::{KeptText, ShredBody, ShredRecord, ShreddedKey, ShreddedObject, State};
 
 /// How long after a period's end it may be shredded: its last files, its last manifest (closed at
@@ -59,6 +59,10 @@ pub struct Options {
     /// Cancel a shred still in its pending window: the key is kept and enabled again.
     #[arg(long, conflicts_with = "dry_run")]
     pub cancel: bool,
+    /// With --dry-run (which needs no password): the bot's public key file, whose signed entries
+    /// count [default: $WICKRIO_STATE_DIR/public_key.txt]. Otherwise the key that signs is used.
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub public_key: Option<std::path::PathBuf>,
 }
 
 /// Why `shred` changed nothing.
@@ -158,14 +162,16 @@ pub async fn plan(options: &Options, bot: &VerifyingKey) -> Result<Plan, ShredEr
             prefix: archive.prefix.clone(),
         });
     }
-    // Periods shredded before: their manifests are read from their records.
+    // Periods shredded before: their manifests are read from their records. A record that cannot
+    // be read, or is not this bot's, leaves its manifests unknown: refused below, saying why.
+    let mut record_problems = Vec::new();
     let earlier = ShredRecords::load(
         &s3,
         &kms,
         &archive.bucket,
         &listed,
         std::slice::from_ref(bot),
-        &mut Vec::new(),
+        &mut record_problems,
     )
     .await;
     let mut plan = Plan {
@@ -173,10 +179,15 @@ pub async fn plan(options: &Options, bot: &VerifyingKey) -> Result<Plan, ShredEr
         key_state: key_state.clone(),
         ..Plan::default()
     };
-    let mut unreadable = Vec::new();
+    let mut unreadable: Vec<(String, String)> = record_problems
+        .iter()
+        .map(|p| ("a shredding record".to_owned(), p.to_string()))
+        .collect();
     let mut signed_naming_key = false;
-    // Every entry (signed or not: a false refusal is safe) of another period naming the key.
-    let mut elsewhere: BTreeMap<String, String> = BTreeMap::new();
+    // Other periods' entries (signed or not: a false refusal is safe): one file per key value they
+    // name, and one file per period whose entries name none (an older fixed key, or plain).
+    let mut named_elsewhere: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut unnamed_elsewhere: BTreeMap<String, Entry> = BTreeMap::new();
     for (object, _) in listed
         .iter()
         .filter(|(k, _)| is_manifest_name(object_name(k)) || is_head_record(object_name(k)))
@@ -198,14 +209,18 @@ pub async fn plan(options: &Options, bot: &VerifyingKey) -> Result<Plan, ShredEr
             });
         }
         for entry in text.lines().filter_map(|line| serde_json::from_str::<Entry>(line).ok()) {
-            if entry.body.kms_key.as_deref() != Some(key.as_str()) {
+            let time = name_time(&entry.body.name);
+            if time.is_some_and(|t| period.contains(t)) {
+                signed_naming_key |= entry.body.kms_key.as_deref() == Some(key.as_str()) && entry.verify(bot);
                 continue;
             }
-            match name_time(&entry.body.name) {
-                Some(t) if period.contains(t) => signed_naming_key |= entry.verify(bot),
-                t => {
-                    let other = t.map_or("unknown".to_owned(), |t| period.granularity().period_of(t).to_string());
-                    elsewhere.entry(entry.body.name).or_insert(other);
+            let other = time.map_or("unknown".to_owned(), |t| period.granularity().period_of(t).to_string());
+            match entry.body.kms_key.clone() {
+                Some(named) => {
+                    named_elsewhere.entry(named).or_insert((entry.body.name, other));
+                }
+                None => {
+                    unnamed_elsewhere.entry(other).or_insert(entry);
                 }
             }
         }
@@ -213,8 +228,32 @@ pub async fn plan(options: &Options, bot: &VerifyingKey) -> Result<Plan, ShredEr
     if !unreadable.is_empty() {
         return Err(ShredError::Unreadable(unreadable));
     }
-    if let Some((name, other)) = elsewhere.into_iter().next() {
-        return Err(ShredError::SharedKey { key, name, other });
+    // The key may be named by its ARN, its id or an alias: each name is asked of KMS. (A name
+    // KMS will not describe to this operator is not a period key: the policy lets it see those.)
+    for (named, (name, other)) in named_elsewhere {
+        let arn = if named == key {
+            Some(key.clone())
+        } else {
+            describe(&kms, &named).await.ok().map(|(arn, _)| arn)
+        };
+        if arn.as_deref() == Some(key.as_str()) {
+            return Err(ShredError::SharedKey { key, name, other });
+        }
+    }
+    // Files of other periods whose entries name no key: one of each period, unwrapped, must not be
+    // under it either (an alias pointed at the key the bot used before its template).
+    let objects = ListedObjects::new(listed.iter().map(|(k, _)| k));
+    for (other, entry) in unnamed_elsewhere {
+        let Some(object) = objects.find(&entry.body.name, &entry.body.sha256, None) else {
+            continue;
+        };
+        if under_key(&s3, &kms, &archive.bucket, object, &key).await? {
+            return Err(ShredError::SharedKey {
+                key,
+                name: entry.body.name,
+                other,
+            });
+        }
     }
     if !signed_naming_key {
         return Err(ShredError::NoEntry { period, key, alias });
@@ -248,7 +287,9 @@ pub async fn plan(options: &Options, bot: &VerifyingKey) -> Result<Plan, ShredEr
                     under
                 }
                 // A shred run again: the key already refuses to unwrap anything.
-                Err(_) if key_state == Some(KeyState::PendingDeletion) => key.clone(),
+                Err(e) if key_state == Some(KeyState::PendingDeletion) && pending_deletion(&e.to_string()) => {
+                    key.clone()
+                }
                 Err(e) => {
                     return Err(ShredError::Envelope {
                         key: object.clone(),
@@ -270,6 +311,43 @@ pub async fn plan(options: &Options, bot: &VerifyingKey) -> Result<Plan, ShredEr
         return Err(ShredError::Held(held));
     }
     Ok(plan)
+}
+
+/// Whether KMS refused because the key is pending deletion (`KMSInvalidStateException`).
+fn pending_deletion(error: &str) -> bool {
+    error.contains("KMSInvalidStateException")
+}
+
+/// Whether `object` is encrypted under `key`: KMS says so when it unwraps the object's data key,
+/// or refuses because that key is pending deletion. A plain object, or one under another key
+/// (or one KMS will not unwrap for another reason), is not.
+async fn under_key(
+    s3: &aws_sdk_s3::Client,
+    kms: &aws_sdk_kms::Client,
+    bucket: &str,
+    object: &str,
+    key: &str,
+) -> Result<bool, ShredError> {
+    let head = s3
+        .head_object()
+        .bucket(bucket)
+        .key(object)
+        .send()
+        .await
+        .map_err(|e| failure(&format!("read s3://{bucket}/{object}"), &e))?;
+    let metadata = head.metadata().cloned().unwrap_or_default();
+    let Ok(Some(envelope)) = StoredEnvelope::from_metadata(&metadata) else {
+        return Ok(false);
+    };
+    Ok(match envelope.wrapping_key(kms).await {
+        Ok(under) => under == key,
+        Err(e) => {
+            pending_deletion(&e.to_string())
+                && describe(kms, key)
+                    .await
+                    .is_ok_and(|(_, s)| s == Some(KeyState::PendingDeletion))
+        }
+    })
 }
 
 /// The key ARN an alias names, and its state.
@@ -383,7 +461,7 @@ pub async fn cancel(
     let (s3, kms) = archive.clients().await;
     let key = record_key(options);
     let no_record = |why: String| ShredError::NoRecord { key: key.clone(), why };
-    let previous = stream(&s3, &kms, &archive.bucket, &key, true)
+    let previous = stream_keeping(&s3, &kms, &archive.bucket, &key, Some(record::MAX_RECORD))
         .await
         .map_err(|e| no_record(e.to_string()))?;
     let previous: ShredRecord = serde_json::from_slice(&previous.text.unwrap_or_default())

@@ -15,6 +15,9 @@ use crate::manifest::entry::{sign, verify};
 use crate::period::Period;
 
 const DOMAIN: &[u8] = b"retention-bot shredding v1\n";
+/// The largest record a reader takes: a year of a busy bot's manifests (about 800 bytes a file)
+/// fits many times over.
+pub const MAX_RECORD: u64 = 1 << 30;
 const PREFIX: &str = "shredding_";
 const SUFFIX: &str = ".json";
 

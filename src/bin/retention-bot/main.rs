@@ -126,10 +126,12 @@ enum Command {
     /// Crypto-shred a period: with per-period KMS keys (WICKRIO_KMS_MSTRKEY_ARN=...:alias/name-{yyyy}-{mm}),
     /// schedule the deletion of the period's key, which makes every object of the period unreadable
     /// for good (backups and replicas too), and upload a signed record (shredding_<period>.json) so
-    /// that `verify` reports those objects as SHREDDED. Refuses, changing nothing, while the period
-    /// is not over, while any of its objects is under Object Lock retention or a legal hold, or when
-    /// its key also protects another period's files. Needs the bot's state directory and password
-    /// (to sign) and the operator policy iam/shred.json. Exit status 2 when refused, 1 on failure.
+    /// that `verify` reports those objects as SHREDDED. The key is the one the period's alias names,
+    /// and only objects KMS says it protects count. Refuses, changing nothing, until a day after the
+    /// period's end, while any of its objects is under Object Lock retention or a legal hold, when
+    /// any manifest cannot be read, or when the key also protects another period's files. Needs the
+    /// bot's state directory and password (to sign) and the operator policy iam/shred.json. Exit
+    /// status 2 when refused, 1 on failure.
     Shred {
         #[command(flatten)]
         options: retention_bot::shred::Options,

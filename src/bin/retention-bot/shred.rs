@@ -4,7 +4,7 @@
 
 use retention_bot::shred::{self, Options, Plan, ShredError, record::ShredRecord};
 
-use super::signing::{signing_key, unsigned_reason};
+use super::signing::{self, signing_key, unsigned_reason};
 use super::*;
 
 pub(super) fn run(options: &Options) -> ExitCode {
@@ -30,10 +30,25 @@ pub(super) fn run(options: &Options) -> ExitCode {
     // Whose signed entries count: the signer's, or for a dry run the bot's public key file.
     let bot = match &signer {
         Some(key) => key.verifying_key(),
-        None => match verify::keys(Vec::new()) {
-            Some((_, keys)) if !keys.is_empty() => keys[0],
-            _ => return ExitCode::from(EXIT_CONFIG),
-        },
+        None => {
+            let path = options
+                .public_key
+                .clone()
+                .or_else(|| signing::state_dir().map(|d| d.join(retention_bot::identity::PUBLIC_KEY_FILE)));
+            let Some(path) = path else {
+                esay!(
+                    "retention-bot shred: a dry run needs the bot's public key: pass --public-key FILE, or set WICKRIO_STATE_DIR"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            match retention_bot::manifest::verify::read_public_key(&path) {
+                Ok(key) => key,
+                Err(e) => {
+                    esay!("retention-bot shred: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
     };
     let Some(runtime) = tools::tool_runtime("shred") else {
         return ExitCode::FAILURE;

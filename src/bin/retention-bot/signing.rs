@@ -8,7 +8,8 @@ use retention_bot::identity::{self, sealed::SealedIdentity};
 
 use super::*;
 
-fn state_dir() -> Option<PathBuf> {
+/// The bot's state directory, as the daemon finds it.
+pub(super) fn state_dir() -> Option<PathBuf> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     env("WICKRIO_STATE_DIR")
         .map(PathBuf::from)

@@ -10,8 +10,8 @@ use aws_sdk_kms::types::KeyState;
 use ed25519_dalek::VerifyingKey;
 
 use super::{Problem, Shredded};
-use crate::decrypt::stream;
-use crate::shred::record::{ShredRecord, State, is_record_name};
+use crate::decrypt::stream_keeping;
+use crate::shred::record::{MAX_RECORD, ShredRecord, State, is_record_name};
 use crate::sink::s3::keys::object_name;
 
 /// The first key of a record that KMS does not hold pending deletion (or deleted), with its state.
@@ -59,7 +59,7 @@ impl ShredRecords {
         for (key, _) in listed.iter().filter(|(k, _)| is_record_name(object_name(k))) {
             out.records.push(key.clone());
             let at = format!("s3://{bucket}/{key}");
-            let record = match stream(s3, kms, bucket, key, true).await {
+            let record = match stream_keeping(s3, kms, bucket, key, Some(MAX_RECORD)).await {
                 Ok(read) => serde_json::from_slice::<ShredRecord>(&read.text.unwrap_or_default())
                     .map_err(|e| format!("not a shredding record: {e}")),
                 Err(e) => Err(e.to_string()),
