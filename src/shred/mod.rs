@@ -268,7 +268,6 @@ pub async fn plan(options: &Options, bot: &VerifyingKey) -> Result<Plan, ShredEr
             .send()
             .await
             .map_err(|e| failure(&format!("read s3://{}/{object}", archive.bucket), &e))?;
-        held.extend(held_by(object, &head, now));
         let metadata = head.metadata().cloned().unwrap_or_default();
         let envelope = StoredEnvelope::from_metadata(&metadata).map_err(|e| ShredError::Envelope {
             key: object.clone(),
@@ -299,6 +298,8 @@ pub async fn plan(options: &Options, bot: &VerifyingKey) -> Result<Plan, ShredEr
             },
         };
         if under == key {
+            // Only what would be destroyed is held back by a hold.
+            held.extend(held_by(object, &head, now));
             plan.objects.push((object.clone(), *size));
         } else {
             plan.left.push((
