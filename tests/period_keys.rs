@@ -246,6 +246,26 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
         "{events:?}"
     );
 
+    // A stop while they wait loses nothing: they are still there, closed, at the next start (the
+    // bot's clock then starts in April).
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    let waiting = local_april(&bot);
+    assert!(!waiting.is_empty());
+    assert!(
+        moto.keys(BUCKET).await.iter().all(|k| !k.contains("20250401")),
+        "nothing of April went up at the stop"
+    );
+    bot.set_env("RETENTION_BOT_TEST_CLOCK", "2025-04-01T00:01:00Z");
+    bot.spawn().await;
+    for name in &waiting {
+        let dir = if name.starts_with("attachment_") {
+            bot.attachments_dir()
+        } else {
+            bot.messages_dir()
+        };
+        assert!(dir.join(name).exists(), "{name} is gone after the restart");
+    }
+
     // The operator makes April's key: the waiting files go up under it.
     let april_key = key_with_alias(&moto, "alias/retention-2025-04").await;
     // (A manifest that waited too retries on the uploader's back-off, at most a minute apart.)
