@@ -84,6 +84,9 @@ pub enum Retry {
 pub struct AwsFailure {
     pub retry: Retry,
     pub message: String,
+    /// The service's error code (`KMSInvalidStateException`, `NoSuchKey`), when it answered: what
+    /// callers match on, never the message's text.
+    pub code: Option<String>,
 }
 
 impl AwsFailure {
@@ -91,7 +94,13 @@ impl AwsFailure {
         Self {
             retry,
             message: message.into(),
+            code: None,
         }
+    }
+
+    /// Whether the service answered with this error code.
+    pub fn is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
     }
 }
 
@@ -134,6 +143,10 @@ pub fn failure<E>(what: &str, error: &SdkError<E, aws_sdk_s3::config::http::Http
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    let code = match error {
+        SdkError::ServiceError(e) => e.err().code().map(str::to_owned),
+        _ => None,
+    };
     let retry = match error {
         SdkError::ServiceError(e) => {
             let code = e.err().code().unwrap_or_default();
@@ -151,7 +164,10 @@ where
         SdkError::ConstructionFailure(_) => Retry::Slowly,
         _ => Retry::Soon,
     };
-    AwsFailure::new(retry, format!("cannot {what}: {}", one_line(error)))
+    AwsFailure {
+        code,
+        ..AwsFailure::new(retry, format!("cannot {what}: {}", one_line(error)))
+    }
 }
 
 /// An operator's line for a failed call: a service's answer as its code, message and HTTP status
@@ -200,6 +216,7 @@ mod tests {
             "cannot upload s3://b/k: AccessDenied: Access Denied (HTTP 403)"
         );
         assert_eq!(e.retry, Retry::Slowly);
+        assert!(e.is("AccessDenied") && !e.is("Access Denied"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::shutdown::{self, Drain, Trigger};
 use crate::sink::{
     self,
     local::LocalSink,
-    s3::{ContentMac, S3Sink},
+    s3::{BotKeys, ContentMac, S3Sink},
 };
 use crate::source::Intake;
 use crate::source::http::{self, HttpState};
@@ -62,13 +62,16 @@ impl Pipeline {
         let sink_task = match &config.s3 {
             Some(s3) => {
                 // The first 8 hex digits of the public key: stable for this installation.
-                let bot_tag = identity.public_key_hex().chars().take(8).collect();
+                let bot = BotKeys {
+                    tag: identity.public_key_hex().chars().take(8).collect(),
+                    content_mac: ContentMac::new(identity.signing_key()),
+                    public_key: identity.signing_key().verifying_key(),
+                };
                 let grace = config.ingest.shutdown_grace;
-                let mac = ContentMac::new(identity.signing_key());
-                let s3 = S3Sink::new(s3.clone(), bot_tag, mac, metrics.clone(), events.clone(), grace).await;
-                let keys = s3.key_ring();
+                let mut s3 = S3Sink::new(s3.clone(), bot, metrics.clone(), events.clone(), grace).await;
+                let (keys, discards) = (s3.key_ring(), s3.take_discards());
                 tokio::spawn(sink::run(
-                    ManifestSink::new(s3, manifest, events.clone()).with_keys(keys),
+                    ManifestSink::new(s3, manifest, events.clone()).with_keys(keys, discards),
                     closed_rx,
                     stop_rx,
                 ))
@@ -96,6 +99,7 @@ impl Pipeline {
                 s3,
                 identity.signing_key().verifying_key(),
                 [config.spool.mesg_dest.clone(), config.spool.file_dest.clone()],
+                config.identity.state_dir.clone(),
                 metrics.clone(),
                 events.clone(),
             )

@@ -111,7 +111,9 @@ pub enum ObjectError {
     UnsafePath(String),
     #[error("cannot write {path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
-    #[error("{size} bytes, more than the {limit} bytes a manifest or head record may hold")]
+    #[error(
+        "{size} bytes, more than the {limit} bytes the bot ever writes in an object of this kind (planted?); not read"
+    )]
     TooLarge { size: u64, limit: u64 },
 }
 
@@ -145,7 +147,7 @@ struct Restorer<'a> {
 impl Restorer<'_> {
     async fn restore(&self, key: &str) -> Result<Outcome, ObjectError> {
         let bucket = &self.options.archive.bucket;
-        let object = get(&self.s3, bucket, key).await?;
+        let object = get(&self.s3, bucket, key, None).await?;
         let metadata = object.metadata().cloned().unwrap_or_default();
         let relative = restore_path(key, &self.options.archive.prefix, &metadata)?;
         let target = self.options.dest.join(&relative);
@@ -259,19 +261,25 @@ impl Plaintext {
     }
 }
 
-/// GetObject, with S3's checksum of what it sends checked by the SDK.
+/// GetObject (of one version, or the current one), with S3's checksum of what it sends checked by
+/// the SDK.
 async fn get(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
+    version: Option<&str>,
 ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, AwsFailure> {
     s3.get_object()
         .bucket(bucket)
         .key(key)
+        .set_version_id(version.map(str::to_owned))
         .checksum_mode(ChecksumMode::Enabled)
         .send()
         .await
-        .map_err(|e| failure(&format!("download s3://{bucket}/{key}"), &e))
+        .map_err(|e| match version {
+            Some(v) => failure(&format!("download s3://{bucket}/{key} (version {v})"), &e),
+            None => failure(&format!("download s3://{bucket}/{key}"), &e),
+        })
 }
 
 /// The most of an object `stream` keeps in memory (manifests and head records are far smaller): a
@@ -301,18 +309,20 @@ pub async fn stream(
     key: &str,
     keep: bool,
 ) -> Result<Streamed, ObjectError> {
-    stream_keeping(s3, kms, bucket, key, keep.then_some(MAX_KEPT)).await
+    stream_keeping(s3, kms, bucket, key, None, keep.then_some(MAX_KEPT)).await
 }
 
-/// As [`stream`], keeping the plaintext up to `keep` bytes (a larger object is refused).
+/// As [`stream`], of one version (or the current one), keeping the plaintext up to `keep` bytes (a
+/// larger object is refused before it is read).
 pub async fn stream_keeping(
     s3: &aws_sdk_s3::Client,
     kms: &aws_sdk_kms::Client,
     bucket: &str,
     key: &str,
+    version: Option<&str>,
     keep: Option<u64>,
 ) -> Result<Streamed, ObjectError> {
-    let mut object = Opened::open(s3, kms, bucket, key).await?;
+    let mut object = Opened::open(s3, kms, bucket, key, version).await?;
     let limit = keep.unwrap_or(0);
     if keep.is_some() && object.size > limit {
         return Err(ObjectError::TooLarge {
@@ -368,9 +378,10 @@ impl Opened {
         kms: &aws_sdk_kms::Client,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
     ) -> Result<Opened, ObjectError> {
         use std::time::SystemTime;
-        let object = get(s3, bucket, key).await?;
+        let object = get(s3, bucket, key, version).await?;
         let metadata = object.metadata().cloned().unwrap_or_default();
         let to_time = |t: &aws_sdk_s3::primitives::DateTime| SystemTime::try_from(*t).ok();
         let closed_at = metadata

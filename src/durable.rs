@@ -23,6 +23,15 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Removes a file and makes the removal durable (its directory fsync'd).
+pub fn remove_durably(path: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(path)?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// fsyncs the directory holding `path`.
 pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {

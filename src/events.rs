@@ -33,6 +33,9 @@ pub enum EventKind {
     PeriodKeyMissing,
     /// The bot created a coming period's KMS key and alias (`WICKRIO_KMS_CREATE_PERIOD_KEYS`).
     PeriodKeyCreated,
+    /// A file of a period shredded while it waited on the bot's disk was removed unsent, as the
+    /// period's signed shredding record says (and recorded as such in the manifest chain).
+    ShreddedFileDiscarded,
     /// A file's key in S3 already holds other content: the file is never uploaded over it and waits.
     S3KeyConflict,
     /// A manifest closed: its chain head, for a copy off the host.

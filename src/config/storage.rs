@@ -105,15 +105,17 @@ fn encryption_format(get: &impl Fn(&str) -> Option<String>) -> Result<crate::env
 }
 
 const FORMAT: &str = "WICKRIO_S3_ENCRYPTION_FORMAT";
+/// KMS takes key ARNs of at most 2,048 bytes; manifest entries name the key, within their bound.
+const MAX_KEY_NAME: usize = 2048;
 const CREATE_KEYS: &str = "WICKRIO_KMS_CREATE_PERIOD_KEYS";
 
 /// A period template (`{yyyy}`, `{mm}`) in `WICKRIO_KMS_MSTRKEY_ARN`: only in an alias, since a
 /// key's id is random and cannot name a period.
 fn key_period(key_arn: &str) -> Result<Option<crate::period::Granularity>, ConfigError> {
     const VAR: &str = "WICKRIO_KMS_MSTRKEY_ARN";
-    let accepted = "a key or alias ARN, or an alias template such as arn:aws:kms:eu-west-1:111122223333:alias/retention-{yyyy}-{mm} (a key per month) or ...:alias/retention-{yyyy} (a key per year)";
+    let accepted = "a key or alias ARN, alias/<name>, or an alias template such as arn:aws:kms:eu-west-1:111122223333:alias/retention-{yyyy}-{mm} or alias/retention-{yyyy}-{mm} (a key per month), or ...alias/retention-{yyyy} (a key per year)";
     let period = crate::period::Granularity::of_template(key_arn).map_err(|e| ConfigError::new(VAR, e, accepted))?;
-    if period.is_some() && !key_arn.contains(":alias/") {
+    if period.is_some() && !key_arn.contains(":alias/") && !key_arn.starts_with("alias/") {
         return Err(ConfigError::new(
             VAR,
             format!("{key_arn:?} puts a period placeholder in a key ARN; only an alias can name a period"),
@@ -228,10 +230,21 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
         }
         Some(key_arn) => {
             let period = key_period(&key_arn)?;
+            if key_arn.len() > MAX_KEY_NAME {
+                return Err(ConfigError::new(
+                    "WICKRIO_KMS_MSTRKEY_ARN",
+                    format!("is {} bytes long", key_arn.len()),
+                    format!("a key or alias ARN of at most {MAX_KEY_NAME} bytes, as KMS allows"),
+                ));
+            }
             let sample = crate::period::Granularity::Month
                 .period_of(chrono::Utc::now())
                 .fill(&key_arn);
-            let arn_region = arn_region("WICKRIO_KMS_MSTRKEY_ARN", &sample, &KMS_KEY)?;
+            // `alias/<name>` names an alias in WICKRIO_KMS_REGION, or else in the bucket's region.
+            let arn_region = match sample.strip_prefix("alias/") {
+                Some(name) if !name.is_empty() && !name.contains(':') => region.clone(),
+                _ => arn_region("WICKRIO_KMS_MSTRKEY_ARN", &sample, &KMS_KEY)?,
+            };
             let region = get("WICKRIO_KMS_REGION").unwrap_or(arn_region);
             check_region("WICKRIO_KMS_REGION", &region)?;
             let create_period_keys = super::parse_bool(get, CREATE_KEYS)?;
@@ -533,6 +546,42 @@ mod tests {
             let e = kms(arn, extra).unwrap_err();
             assert!(e.to_string().contains(says), "{arn}: {e}");
         }
+    }
+
+    #[test]
+    fn a_short_alias_and_a_short_alias_template_take_their_region_from_the_settings() {
+        use crate::period::Granularity;
+        let kms = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = vec![("WICKRIO_S3_BUCKET_NAME", "bkt-1"), ("WICKRIO_S3_REGION", "eu-west-2")];
+            all.extend_from_slice(pairs);
+            parse(&all).map(|c| c.and_then(|c| c.kms))
+        };
+        let fixed = kms(&[("WICKRIO_KMS_MSTRKEY_ARN", "alias/retention-archive")])
+            .unwrap()
+            .unwrap();
+        assert_eq!((fixed.period, fixed.region.as_str()), (None, "eu-west-2"));
+        let monthly = kms(&[
+            ("WICKRIO_KMS_MSTRKEY_ARN", "alias/retention-{yyyy}-{mm}"),
+            ("WICKRIO_KMS_REGION", "us-west-2"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (monthly.period, monthly.region.as_str()),
+            (Some(Granularity::Month), "us-west-2")
+        );
+        let yearly = kms(&[("WICKRIO_KMS_MSTRKEY_ARN", "alias/retention-{yyyy}")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(yearly.period, Some(Granularity::Year));
+        for bad in ["alias/", "alias/a:b", "key/{yyyy}", "retention-{yyyy}"] {
+            let pairs = [("WICKRIO_KMS_MSTRKEY_ARN", bad)];
+            let e = kms(&pairs).unwrap_err();
+            assert_eq!(e.var, "WICKRIO_KMS_MSTRKEY_ARN", "{bad}: {e}");
+        }
+        let long = format!("alias/{}", "a".repeat(MAX_KEY_NAME));
+        let e = kms(&[("WICKRIO_KMS_MSTRKEY_ARN", long.leak())]).unwrap_err();
+        assert!(e.to_string().contains("bytes long"), "{e}");
     }
 
     #[test]

@@ -153,7 +153,16 @@ impl KeyRing {
                     &format!("names key {arn}, which is {}, not enabled", state.as_str()),
                 ));
             }
-            None if self.create => self.create_key(period, alias).await?,
+            // Never for a period that has ended: its key may be gone because it was shredded, and a
+            // new one would bring the shredded period back from a file still waiting here.
+            None if self.create && !ended(period) => self.create_key(period, alias).await?,
+            None if self.create => {
+                return Err(self.missing(
+                    period,
+                    alias,
+                    "does not exist, and the period has ended, so the bot does not create its key (it may have been shredded); if it was not, create the key and alias by hand",
+                ));
+            }
             None => return Err(self.missing(period, alias, "does not exist")),
         };
         // One key per period: shredding one period must never take another with it.
@@ -318,6 +327,11 @@ impl KeyRing {
             tokio::time::sleep(if missing > 0 { RETRY_MISSING } else { LOOK_AHEAD_EVERY }).await;
         }
     }
+}
+
+/// Whether `period` is over by the bot's clock.
+fn ended(period: Period) -> bool {
+    period.next().start() <= crate::clock::now()
 }
 
 /// A std mutex's guard; a panic elsewhere while it was held leaves plain maps behind, still usable.

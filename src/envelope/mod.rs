@@ -10,7 +10,7 @@ pub mod gcm;
 mod key_ring;
 pub mod v3;
 
-pub use data_keys::DataKeys;
+pub use data_keys::{DataKeys, TEST_KEY_FRESHNESS_VAR, key_freshness};
 pub use key_ring::{KeyRing, PERIOD_TAG};
 
 use std::collections::HashMap;
@@ -275,9 +275,20 @@ impl StoredEnvelope {
     }
 
     /// The KMS key (its ARN, as KMS answers) that wraps this object's data key: `shred` asks, so as
-    /// to destroy only keys that protect the period's objects. The unwrapped key is wiped at once.
+    /// to destroy only keys that protect the period's objects. Asked under the stored context, and
+    /// when KMS takes that for a wrong ciphertext, under the format's own: a context altered in the
+    /// metadata must not hide which key the data key is under. The unwrapped key is wiped at once.
     pub async fn wrapping_key(&self, kms: &aws_sdk_kms::Client) -> Result<String, EnvelopeError> {
-        let out = self.unwrap(kms).await?;
+        let canonical = match self.stored {
+            Stored::V2 { .. } => Format::V2.context(),
+            Stored::V3(_) => Format::V3.context(),
+        };
+        let out = match self.unwrap_under(kms, &self.context).await {
+            Err(EnvelopeError::Kms(e)) if e.is("InvalidCiphertextException") && self.context != canonical => {
+                self.unwrap_under(kms, &canonical).await?
+            }
+            out => out?,
+        };
         drop(out.plaintext.map(|p| Zeroizing::new(p.into_inner())));
         out.key_id.ok_or(EnvelopeError::Invalid(
             "data key",
@@ -290,10 +301,18 @@ impl StoredEnvelope {
         &self,
         kms: &aws_sdk_kms::Client,
     ) -> Result<aws_sdk_kms::operation::decrypt::DecryptOutput, EnvelopeError> {
+        self.unwrap_under(kms, &self.context).await
+    }
+
+    async fn unwrap_under(
+        &self,
+        kms: &aws_sdk_kms::Client,
+        context: &HashMap<String, String>,
+    ) -> Result<aws_sdk_kms::operation::decrypt::DecryptOutput, EnvelopeError> {
         Ok(kms
             .decrypt()
             .ciphertext_blob(Blob::new(self.wrapped.clone()))
-            .set_encryption_context(Some(self.context.clone()))
+            .set_encryption_context(Some(context.clone()))
             .send()
             .await
             .map_err(|e| failure("unwrap the data key with KMS", &e))?)

@@ -14,7 +14,7 @@ use super::ExportError;
 use crate::decrypt::{Archive, MAX_KEPT, ObjectError, Opened, stream};
 use crate::manifest::entry::{Entry, is_manifest_name};
 use crate::manifest::head::is_head_record;
-use crate::manifest::verify::{Chains, Problem, ShredRecords, bot_tag, scan};
+use crate::manifest::verify::{Chains, Listing, ObjectReader, Problem, ShredRecords, bot_tag, scan};
 use crate::sink::s3::keys::{ListedObjects, object_name};
 
 /// The archive an export reads.
@@ -94,7 +94,13 @@ impl Place {
         let sizes: HashMap<&str, u64> = found.others.iter().map(|(at, n)| (at.as_str(), *n)).collect();
         let shreds = match self {
             Place::Bucket { archive, s3, kms } => {
-                ShredRecords::load(s3, kms, &archive.bucket, &found.listed, keys, &mut cat.problems).await
+                let reader = ObjectReader {
+                    s3: s3.clone(),
+                    kms: kms.clone(),
+                    bucket: archive.bucket.clone(),
+                };
+                let listing = Listing::unversioned(&found.listed);
+                ShredRecords::load(&reader, &archive.prefix, &listing, keys, &mut cat.problems).await
             }
             Place::Dir(_) => ShredRecords::default(),
         };
@@ -119,9 +125,12 @@ impl Place {
             cat.records.push(read);
             let Some(text) = text else { continue };
             for (entry, signer) in chains.take_all(&self.describe_file(&manifest.at), &text, &mut cat.problems) {
+                if entry.is_discarded() {
+                    continue;
+                }
                 let signer_hex = hex::encode(keys[signer].as_bytes());
                 let copies = found.copies(&entry, &bot_tag(&keys[signer]), &sizes);
-                if copies.is_empty() {
+                if copies.is_empty() && shreds.covering(&entry).is_none() {
                     cat.problems.push(Problem::Missing {
                         name: entry.body.name.clone(),
                         seq: entry.body.seq,
@@ -304,7 +313,7 @@ impl Place {
     pub async fn open(&self, source: &Source) -> Result<Reader, ObjectError> {
         match self {
             Place::Bucket { archive, s3, kms } => Ok(Reader::Object(Box::new(
-                Opened::open(s3, kms, &archive.bucket, &source.at).await?,
+                Opened::open(s3, kms, &archive.bucket, &source.at, None).await?,
             ))),
             Place::Dir(_) => {
                 let path = PathBuf::from(&source.at);

@@ -25,6 +25,23 @@ pub fn is_manifest_name(name: &str) -> bool {
         && (name.ends_with(crate::spool::naming::CLOSED_SUFFIX) || name.ends_with(crate::spool::naming::OPEN_SUFFIX))
 }
 
+/// A manifest closes after this many entries (or an hour, `stage`), so its size is bounded.
+pub const MAX_ENTRIES: usize = 1000;
+/// The longest `msg_ts` text an entry records; a longer one (a producer's odd string) is left out
+/// of the entry, whose file then counts as holding any time.
+pub const MAX_TS: usize = 64;
+/// The longest entry line the bot writes: a file name of at most 255 bytes (each escaped at worst
+/// as `\u00XX`), four times of at most [`MAX_TS`] bytes, a key ARN of at most 2,048 bytes, hashes
+/// and a signature fit in well under half of it. The manifest stage refuses a longer one.
+pub const MAX_ENTRY_LINE: usize = 8 << 10;
+/// The largest manifest the bot writes (every entry, one of them written again after a failed
+/// append, plus newlines): what a reader takes whole at most; anything larger was planted.
+pub const MAX_MANIFEST: u64 = ((MAX_ENTRIES + 1) * (MAX_ENTRY_LINE + 1)) as u64;
+
+/// Whether an entry records a file the bot removed unsent because its period was shredded before
+/// it could be uploaded: no object is expected for it.
+pub const DISCARDED: &str = "discarded";
+
 /// The `prev` of the very first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -84,6 +101,11 @@ impl Entry {
         let earliest = msg_time(self.body.earliest_msg_ts.as_deref()?)?;
         let latest = msg_time(self.body.latest_msg_ts.as_deref()?)?;
         Some((earliest, latest))
+    }
+
+    /// A file removed unsent (its period shredded first): no object is expected for it.
+    pub fn is_discarded(&self) -> bool {
+        self.body.kind == DISCARDED
     }
 
     /// The line as written (without its newline).
@@ -148,14 +170,17 @@ pub fn file_facts(path: &Path, message_lines: bool) -> std::io::Result<FileFacts
         // The earliest and latest times seen, each with its text as written.
         type Seen = (DateTime<Utc>, String);
         let mut span: Option<(Seen, Seen)> = None;
+        // A time too long to record leaves the span open: the file may hold any time.
+        let mut unbounded = false;
         let last = crate::durable::for_each_line(file, |line| {
             hasher.update(line);
             facts.size += line.len() as u64;
             let ts = msg_ts(line);
             if facts.first_msg_ts.is_none() && facts.size == line.len() as u64 {
-                facts.first_msg_ts = ts.clone();
+                facts.first_msg_ts = ts.clone().filter(|t| t.len() <= MAX_TS);
             }
             if let Some((ts, time)) = ts.and_then(|ts| msg_time(&ts).map(|t| (ts, t))) {
+                unbounded |= ts.len() > MAX_TS;
                 span = Some(match span.take() {
                     None => ((time, ts.clone()), (time, ts)),
                     Some((lo, hi)) => (
@@ -165,8 +190,8 @@ pub fn file_facts(path: &Path, message_lines: bool) -> std::io::Result<FileFacts
                 });
             }
         })?;
-        facts.last_msg_ts = msg_ts(&last);
-        if let Some(((_, earliest), (_, latest))) = span {
+        facts.last_msg_ts = msg_ts(&last).filter(|t| t.len() <= MAX_TS);
+        if let Some(((_, earliest), (_, latest))) = span.filter(|_| !unbounded) {
             (facts.earliest_msg_ts, facts.latest_msg_ts) = (Some(earliest), Some(latest));
         }
     }

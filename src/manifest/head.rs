@@ -16,6 +16,9 @@ use super::entry::{sign, verify};
 pub const HEAD_RECORD_PREFIX: &str = "chainhead_";
 const HEAD_RECORD_SUFFIX: &str = ".json";
 const HEAD_DOMAIN: &[u8] = b"retention-bot chain head v1\n";
+/// The largest head record the bot writes (a manifest name of the bot's own making, a hash, a
+/// time and a signature take a few hundred bytes): what a reader takes whole at most.
+pub const MAX_HEAD_RECORD: u64 = 4 << 10;
 
 /// The signed part: which entry was the chain's newest when `manifest` closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,9 @@ use super::head::HeadRecord;
 use super::stage::{ManifestError, ManifestWriter};
 use crate::envelope::KeyRing;
 use crate::events::{EventKind, Events};
+use crate::shred::{Discarded, ShredWatch};
 use crate::sink::Sink;
+use crate::sink::s3::Discards;
 use crate::spool::{ClosedFile, FileKind};
 
 /// Wraps a sink: every file gets its manifest entry before the inner sink takes it.
@@ -22,6 +24,8 @@ pub struct ManifestSink<S> {
     /// With encryption: each entry names the KMS key its file goes under, so a file waits (in
     /// `unlisted`) while its period's key is missing.
     keys: Option<Arc<KeyRing>>,
+    /// With per-period keys: files of shredded periods to record as discarded and remove.
+    discards: Option<Discards>,
 }
 
 impl<S: Sink> ManifestSink<S> {
@@ -32,12 +36,15 @@ impl<S: Sink> ManifestSink<S> {
             events,
             unlisted: Vec::new(),
             keys: None,
+            discards: None,
         }
     }
 
-    /// Entries name the key of `keys` their file is encrypted under.
-    pub fn with_keys(mut self, keys: Option<Arc<KeyRing>>) -> Self {
+    /// Entries name the key of `keys` their file is encrypted under; with `discards`, a file of a
+    /// shredded period is recorded as discarded and removed instead.
+    pub fn with_keys(mut self, keys: Option<Arc<KeyRing>>, discards: Option<Discards>) -> Self {
         self.keys = keys;
+        self.discards = discards;
         self
     }
 
@@ -68,12 +75,18 @@ impl<S: Sink> ManifestSink<S> {
     /// Lists `file` and delivers it (and the manifests closed meanwhile). If the entry cannot be
     /// written the file waits in `unlisted`.
     async fn list_and_deliver(&mut self, mut file: ClosedFile) {
-        if let Some(keys) = &self.keys {
+        // A file listed before this start keeps the key its entry names.
+        if let Some(keys) = self.keys.as_ref().filter(|_| file.kms_key.is_none()) {
             let name = file
                 .path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            // A file of a shredded period goes under no key, whatever its alias names now.
+            let watch = self.discards.as_ref().map(|d| d.watch.clone());
+            if let Some(record) = shredded(watch, &name).await {
+                return self.discard(Discarded { file, record }).await;
+            }
             match keys.key_for(&name).await {
                 Ok(key) => file.kms_key = Some(key),
                 Err(e) => {
@@ -149,6 +162,64 @@ impl<S: Sink> ManifestSink<S> {
         }
     }
 
+    /// Records a file of a shredded period as discarded, then removes it; if the entry cannot be
+    /// written the file stays, and is tried again at the next tick.
+    async fn discard(&mut self, discarded: Discarded) {
+        let file = discarded.file.clone();
+        let outcome = self
+            .with_writer(move |w| (w.record_discarded(&file), w.take_closed(), w.take_published()))
+            .await;
+        let Some((recorded, manifests, heads)) = outcome else {
+            return;
+        };
+        self.publish(heads);
+        match recorded {
+            Ok(_) => {
+                let path = discarded.file.path.clone();
+                let removed = tokio::task::spawn_blocking(move || crate::durable::remove_durably(&path)).await;
+                let message = format!(
+                    "{} was removed unsent: its period was shredded while it waited on this bot's disk (signed record {}); a `discarded` entry in the manifest chain says so",
+                    discarded.file.path.display(),
+                    discarded.record
+                );
+                match removed {
+                    Ok(Ok(())) => {
+                        crate::events::announce!(
+                            self.events,
+                            tracing::Level::WARN,
+                            EventKind::ShreddedFileDiscarded,
+                            message
+                        )
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(file = %discarded.file.path.display(), error = %e, "recorded as discarded, but cannot remove it; remove it by hand")
+                    }
+                    Err(e) => tracing::error!(error = %e, "the removal task failed"),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, file = %discarded.file.path.display(), "cannot record a shredded period's file as discarded; it stays on disk and is tried again");
+                self.unlisted.push(discarded.file);
+            }
+        }
+        for manifest in manifests {
+            self.inner.deliver(manifest).await;
+        }
+    }
+
+    /// Files the uploader gave up on because their period was shredded.
+    async fn take_discards(&mut self) {
+        let mut handed_back = Vec::new();
+        if let Some(discards) = &mut self.discards {
+            while let Ok(discarded) = discards.files.try_recv() {
+                handed_back.push(discarded);
+            }
+        }
+        for discarded in handed_back {
+            self.discard(discarded).await;
+        }
+    }
+
     async fn retry_unlisted(&mut self) {
         for file in std::mem::take(&mut self.unlisted) {
             self.list_and_deliver(file).await;
@@ -156,8 +227,15 @@ impl<S: Sink> ManifestSink<S> {
     }
 }
 
+/// The record that shows the (ended) period of the file named `name` shredded, if one does.
+async fn shredded(watch: Option<Arc<ShredWatch>>, name: &str) -> Option<String> {
+    let watch = watch?;
+    watch.in_effect(watch.ended_period(name)?).await
+}
+
 impl<S: Sink + Send> Sink for ManifestSink<S> {
     async fn tick(&mut self) {
+        self.take_discards().await;
         if !self.unlisted.is_empty() {
             self.retry_unlisted().await;
         }

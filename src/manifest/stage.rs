@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
-use super::entry::{Entry, EntryBody, GENESIS, MANIFEST_BASENAME, file_facts, line_hash};
+use super::entry::{Entry, EntryBody, GENESIS, MANIFEST_BASENAME, MAX_ENTRIES, MAX_ENTRY_LINE, file_facts, line_hash};
 use super::head::{self, HeadBody, HeadRecord};
 use crate::config::SpoolConfig;
 
@@ -22,7 +22,8 @@ use crate::durable;
 use crate::spool::naming::{CLOSED_SUFFIX, Names, open_name};
 use crate::spool::{ClosedFile, FileKind, recovery};
 
-const HEAD_FILE: &str = "manifest_head.json";
+/// The chain head in the state directory: `{"seq": N, "hash": "..."}`.
+pub const HEAD_FILE: &str = "manifest_head.json";
 
 /// Why the manifest stage could not list a file, each naming the file to look at. The cause is kept
 /// whole and shown in the message (not also as `source()`, which would print it twice in a chain).
@@ -36,6 +37,10 @@ pub enum ManifestError {
     Hash { path: PathBuf, error: std::io::Error },
     #[error("cannot write manifest {path}: {error}")]
     Write { path: PathBuf, error: std::io::Error },
+    #[error(
+        "the manifest entry for {path} would be {len} bytes, more than the {MAX_ENTRY_LINE} readers take; check WICKRIO_KMS_MSTRKEY_ARN's length"
+    )]
+    EntryTooLong { path: PathBuf, len: usize },
     #[error("cannot recover the manifests and closed files under {dir}: {error}")]
     Recover { dir: PathBuf, error: std::io::Error },
 }
@@ -48,13 +53,12 @@ impl ManifestError {
         }
     }
 }
-/// A manifest is closed (and shipped) after this many entries or this long, whichever comes first.
-const MAX_ENTRIES: usize = 1000;
+/// A manifest is closed (and shipped) after MAX_ENTRIES entries or this long, whichever comes first.
 const MAX_AGE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Head {
-    seq: u64,
+pub(crate) struct Head {
+    pub seq: u64,
     hash: String,
 }
 
@@ -190,6 +194,19 @@ impl ManifestWriter {
         if let Some(sha256) = self.already_listed.remove(&file.path) {
             return Ok(Recorded { sha256 });
         }
+        self.append_entry(file, file.kind.as_str())
+    }
+
+    /// Appends a `discarded` entry for `file`: the bot removes it unsent, its period shredded
+    /// while it waited (whether or not an entry already lists it).
+    pub fn record_discarded(&mut self, file: &ClosedFile) -> Result<Recorded, ManifestError> {
+        self.close_past_period()?;
+        self.flush_pending()?;
+        self.already_listed.remove(&file.path);
+        self.append_entry(file, super::entry::DISCARDED)
+    }
+
+    fn append_entry(&mut self, file: &ClosedFile, kind: &str) -> Result<Recorded, ManifestError> {
         let facts = file_facts(&file.path, file.kind == FileKind::Messages).map_err(|error| ManifestError::Hash {
             path: file.path.clone(),
             error,
@@ -202,7 +219,7 @@ impl ManifestWriter {
         let body = EntryBody {
             seq: self.head.seq + 1,
             name,
-            kind: file.kind.as_str().to_owned(),
+            kind: kind.to_owned(),
             size: facts.size,
             sha256: facts.sha256.clone(),
             first_msg_ts: facts.first_msg_ts,
@@ -213,10 +230,18 @@ impl ManifestWriter {
             closed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             prev: self.head.hash.clone(),
         };
+        let line = Entry::sign(body, &self.key).to_line();
+        // Readers take a manifest whole only up to what the bot writes: an entry stays within it.
+        if line.len() > MAX_ENTRY_LINE {
+            return Err(ManifestError::EntryTooLong {
+                path: file.path.clone(),
+                len: line.len(),
+            });
+        }
         let pending = Pending {
             path: file.path.clone(),
             sha256: facts.sha256.clone(),
-            line: Entry::sign(body, &self.key).to_line(),
+            line,
         };
         self.append(pending)?;
         Ok(Recorded { sha256: facts.sha256 })
@@ -456,7 +481,7 @@ fn closed_files(config: &SpoolConfig, known: &[ClosedFile]) -> std::io::Result<W
                             hash: line_hash(&line),
                         });
                     }
-                    listed_names.insert(entry.body.name, entry.body.sha256);
+                    listed_names.insert(entry.body.name, (entry.body.sha256, entry.body.kms_key));
                 }
             }
             if !known_paths.contains(path.as_path()) {
@@ -492,8 +517,11 @@ fn closed_files(config: &SpoolConfig, known: &[ClosedFile]) -> std::io::Result<W
             }
             let bytes = std::fs::metadata(&path)?.len();
             let mut file = ClosedFile::new(path, kind, bytes);
-            if let Some(sha256) = listed_names.get(&name) {
+            // Listed: it goes up as its entry says, under the key the entry names (never one an
+            // alias names now: the period may have been shredded since).
+            if let Some((sha256, kms_key)) = listed_names.get(&name) {
                 file.sha256 = Some(sha256.clone());
+                file.kms_key.clone_from(kms_key);
                 waiting.listed.push(file);
             } else {
                 tracing::warn!(file = %file.path.display(), "closed file not listed in any manifest (a crash came between); listing it now");

@@ -15,6 +15,7 @@ use ed25519_dalek::VerifyingKey;
 use crate::config::S3Config;
 use crate::decrypt::{Archive, folder_prefix};
 use crate::events::{EventKind, Events, announce};
+use crate::manifest::stage::{HEAD_FILE, Head};
 use crate::manifest::verify::{BucketCheck, InFlight};
 use crate::manifest::{Entry, MANIFEST_BASENAME};
 use crate::metrics::{Counter, Gauge, Metrics};
@@ -29,6 +30,8 @@ pub struct ArchiveCheck {
     min_retention_days: Option<u64>,
     every: Duration,
     dirs: [PathBuf; 2],
+    /// Where the bot keeps its chain head: the bucket must reach it, less what waits on disk.
+    state_dir: PathBuf,
     metrics: Arc<Metrics>,
     events: Events,
 }
@@ -39,6 +42,7 @@ impl ArchiveCheck {
         s3: &S3Config,
         key: VerifyingKey,
         dirs: [PathBuf; 2],
+        state_dir: PathBuf,
         metrics: Arc<Metrics>,
         events: Events,
     ) -> Option<Self> {
@@ -53,6 +57,7 @@ impl ArchiveCheck {
             min_retention_days: s3.object_lock.map(|lock| u64::from(lock.days)),
             every: s3.verify_every?,
             dirs,
+            state_dir,
             metrics,
             events,
         })
@@ -70,8 +75,8 @@ impl ArchiveCheck {
 
     async fn check_once(&self) {
         let location = format!("s3://{}/{}", self.archive.bucket, self.archive.prefix);
-        let dirs = self.dirs.clone();
-        let in_flight = match tokio::task::spawn_blocking(move || in_flight(&dirs)).await {
+        let (dirs, state_dir) = (self.dirs.clone(), self.state_dir.clone());
+        let in_flight = match tokio::task::spawn_blocking(move || in_flight(&dirs, &state_dir)).await {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => return self.incomplete(&location, &format!("cannot read the local destinations: {e}")),
             Err(e) => return self.incomplete(&location, &format!("the local scan failed: {e}")),
@@ -91,15 +96,17 @@ impl ArchiveCheck {
         self.metrics.incr(Counter::ArchiveChecks);
         self.metrics.set(Gauge::ArchiveProblems, problems.len() as u64);
         if problems.is_empty() {
+            let note = found.report.versioning.and_then(|v| v.note());
             announce!(
                 self.events,
                 tracing::Level::INFO,
                 EventKind::ArchiveCheckPassed,
                 format!(
-                    "archive check passed: {location}: {} manifest(s), {} entries, {} object(s) verified",
+                    "archive check passed: {location}: {} manifest(s), {} entries, {} object(s) verified, the chain as far as this bot's own head{}",
                     found.report.manifests,
                     found.report.entries,
-                    found.objects.len()
+                    found.objects.len(),
+                    note.map(|n| format!("; note: {n}")).unwrap_or_default()
                 )
             );
         } else {
@@ -128,9 +135,19 @@ impl ArchiveCheck {
     }
 }
 
-/// The files on this host and the names its manifests list: what has not reached the bucket yet.
-fn in_flight(dirs: &[PathBuf; 2]) -> std::io::Result<InFlight> {
+/// The files on this host and the names its manifests list: what has not reached the bucket yet;
+/// and the entry the bucket must reach: the chain head, read first (every entry up to it is then in
+/// a local manifest or already uploaded), less the entries local manifests hold.
+fn in_flight(dirs: &[PathBuf; 2], state_dir: &Path) -> std::io::Result<InFlight> {
+    let head = match std::fs::read(state_dir.join(HEAD_FILE)) {
+        Ok(bytes) => serde_json::from_slice::<Head>(&bytes)
+            .map(|h| h.seq)
+            .map_err(std::io::Error::other)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
     let mut found = InFlight::default();
+    let mut first_local: Option<u64> = None;
     for dir in dirs {
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -141,21 +158,24 @@ fn in_flight(dirs: &[PathBuf; 2]) -> std::io::Result<InFlight> {
             // Open files carry `.open`: they are listed and uploaded under the closed name.
             let closed = name.strip_suffix(".open").unwrap_or(&name).to_owned();
             if closed.starts_with(&format!("{MANIFEST_BASENAME}_")) {
-                listed_by(&entry.path(), &mut found.listed);
+                listed_by(&entry.path(), &mut found.listed, &mut first_local);
             }
             found.files.insert(closed);
         }
     }
+    found.reach = Some(first_local.map_or(head, |first| head.min(first.saturating_sub(1))));
     Ok(found)
 }
 
-/// Adds the names a local manifest lists (its readable lines; a torn last line is skipped).
-fn listed_by(manifest: &Path, names: &mut HashSet<String>) {
+/// Adds the names a local manifest lists (its readable lines; a torn last line is skipped), and
+/// lowers `first` to its first entry.
+fn listed_by(manifest: &Path, names: &mut HashSet<String>, first: &mut Option<u64>) {
     let Ok(file) = std::fs::File::open(manifest) else {
         return;
     };
     for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
         if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
+            *first = Some(first.map_or(entry.body.seq, |f| f.min(entry.body.seq)));
             names.insert(entry.body.name);
         }
     }

@@ -3,35 +3,50 @@
 //! under that period's one KMS key, so scheduling that key's deletion makes the whole period
 //! unreadable for good, in backups and replicas too, while every other period stays readable.
 //!
-//! What is destroyed is decided from sources an attacker with write access to the folder cannot
-//! forge: the key is the one the period's alias names (from the template), a manifest entry signed
-//! by the bot must name it, and each object counts as the period's only if KMS itself says that key
-//! wraps its data key. Before anything changes, `shred` refuses when the period ended less than a
-//! day ago (its last files may still be on their way up), when any manifest cannot be read (it could
-//! list another period's file under the key), when any entry of another period names the key, and
-//! when any of the period's objects is still under Object Lock retention or a legal hold, naming
-//! each. Then KMS schedules the deletion (7 to 30 days, during which `shred --cancel` undoes it) and
-//! a signed record goes to the bucket.
+//! It is made against someone who can write to the bucket (delete, hide, replace, plant) but holds
+//! no KMS rights and no bot key. What is destroyed is decided from what they cannot forge:
+//!
+//! - the key is the one the period's alias names (from the template), and a manifest entry of the
+//!   period signed by the bot must name it;
+//! - KMS itself is asked about every version of every object outside the period (each distinct
+//!   wrapped data key once: about 10⁶ HeadObject and at most 10⁶ KMS Decrypt calls for a bucket of
+//!   10⁶ object versions, far fewer Decrypts with data-key reuse), and a single one under the key
+//!   refuses the shred: nothing hidden, deleted from view or left out of a manifest can make it
+//!   destroy another period ([`wrapping`]);
+//! - each bot's chain (every version of its manifests read, as `verify` reads them) must be whole up
+//!   to its newest head, and every file of the period it lists must be in the bucket: a backlog
+//!   still on a bot's disk holds the shred back ([`survey`]).
+//!
+//! It also refuses when the period ended less than a day ago, when any manifest cannot be read, when
+//! any signed entry of another period names the key, and when any version of the period's objects
+//! is under Object Lock retention or a legal hold, naming each. Then KMS schedules the deletion (7 to
+//! 30 days, during which `shred --cancel` undoes it); `shred` waits longer than the bots' bound on a
+//! reused data key ([`crate::envelope::key_freshness`]), counts the period's objects again, and puts
+//! the signed record in the bucket.
 
 pub mod record;
+mod survey;
+mod watch;
+mod wrapping;
 
-use std::collections::{BTreeMap, HashMap};
+pub use watch::{Discarded, ShredWatch};
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use aws_sdk_kms::types::KeyState;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ObjectLockLegalHoldStatus;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::aws::{AwsFailure, failure};
-use crate::decrypt::{Archive, stream, stream_keeping};
-use crate::envelope::StoredEnvelope;
-use crate::manifest::head::is_head_record;
-use crate::manifest::verify::ShredRecords;
-use crate::manifest::{Entry, is_manifest_name};
+use crate::decrypt::Archive;
+use crate::manifest::verify::{Listing, ObjectReader, Problem, ShredRecords, Version, read_record};
 use crate::period::{Granularity, Period, name_time};
-use crate::sink::s3::keys::{ListedObjects, object_name};
-use record::{KeptText, ShredBody, ShredRecord, ShreddedKey, ShreddedObject, State};
+use crate::sink::s3::keys::object_name;
+use record::{Contents, KeptText, RecordReader, ShredBody, ShredRecord, ShreddedKey, ShreddedObject, State};
+use wrapping::{Looked, Verdict, Witness, held_by};
 
 /// How long after a period's end it may be shredded: its last files, its last manifest (closed at
 /// the next tick) and any backlog must have reached the bucket, or they would be left out.
@@ -59,10 +74,19 @@ pub struct Options {
     /// Cancel a shred still in its pending window: the key is kept and enabled again.
     #[arg(long, conflicts_with = "dry_run")]
     pub cancel: bool,
-    /// With --dry-run (which needs no password): the bot's public key file, whose signed entries
-    /// count [default: $WICKRIO_STATE_DIR/public_key.txt]. Otherwise the key that signs is used.
-    #[arg(long, value_name = "FILE", requires = "dry_run")]
-    pub public_key: Option<std::path::PathBuf>,
+    /// With --cancel: the signed record to cancel, from a file (a saved copy, when the bucket's is
+    /// gone). Its signature and period are checked as the bucket's would be.
+    #[arg(long, value_name = "FILE", requires = "cancel")]
+    pub record: Option<PathBuf>,
+    /// The public key file of a bot that writes to the archive: its chain is checked whole and its
+    /// signed entries count. Repeat it for each bot; the signing bot's own key always counts (for a
+    /// dry run, which needs no password: [default: $WICKRIO_STATE_DIR/public_key.txt]).
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Vec<PathBuf>,
+    /// A chain head record kept elsewhere (a copy of a chainhead_*.json, or of a chain-head event):
+    /// each bot's chain in the bucket must reach its newest head. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub head: Vec<PathBuf>,
 }
 
 /// Why `shred` changed nothing.
@@ -89,7 +113,11 @@ pub enum ShredError {
     )]
     NoEntry { period: Period, key: String, alias: String },
     #[error(
-        "{} manifest(s) cannot be read, so whether they list another period's file under the key is unknown; nothing was changed:\n{}",
+        "no object of the period {period} is under KMS key {key}, as KMS answers this operator (check kms:Decrypt on the period keys); nothing was changed"
+    )]
+    NothingUnderKey { period: Period, key: String },
+    #[error(
+        "{} manifest(s) or shredding record(s) cannot be read, so what they list is unknown; nothing was changed:\n{}",
         .0.len(),
         list(.0)
     )]
@@ -98,6 +126,17 @@ pub enum ShredError {
         "KMS key {key} protects {name}, of the period {other}, too: destroying it would shred that as well; nothing was changed"
     )]
     SharedKey { key: String, name: String, other: String },
+    #[error(
+        "{} file(s) of the period are listed by a bot's signed entries but are not in the bucket (a backlog still on a bot's disk): shred once they are uploaded; nothing was changed:\n  {}",
+        .0.len(),
+        .0.join("\n  ")
+    )]
+    Backlog(Vec<String>),
+    #[error(
+        "a bot's chain cannot be proven whole, so files it lists beyond the break are unknown; nothing was changed:\n  {}",
+        .0.join("\n  ")
+    )]
+    Unproven(Vec<String>),
     #[error("{} of the period's objects must still be kept, so nothing was changed:\n{}", .0.len(), list(.0))]
     Held(Vec<(String, String)>),
     #[error("cannot tell which KMS key protects {key}: {why}; nothing was changed")]
@@ -120,17 +159,72 @@ pub struct Plan {
     /// The period's key, as its alias names it, and its state.
     pub key: String,
     pub key_state: Option<KeyState>,
-    pub objects: Vec<(String, u64)>,
+    /// The period's object versions under the key: key, version id, stored size.
+    pub objects: Vec<(String, Option<String>, u64)>,
     /// Objects named in the period that its key does not protect (plain, or under another key):
     /// they stay readable, and the record leaves them out.
     pub left: Vec<(String, String)>,
     pub kept: Vec<KeptText>,
+    /// Object versions outside the period asked about, and the S3 and KMS calls it took.
+    pub outside: usize,
+    pub calls: (usize, usize),
+    /// Wrapped data keys KMS said are under the key.
+    wrapped: HashSet<Vec<u8>>,
 }
 
 /// The period's key, objects and the plaintext of its manifests and head records; refuses as the
-/// module says. `bot` is the public key whose signed entries count.
-pub async fn plan(options: &Options, bot: &VerifyingKey) -> Result<Plan, ShredError> {
+/// module says. `bots` are the public keys whose signed entries and chains count (the first is the
+/// signer's).
+pub async fn plan(options: &Options, bots: &[VerifyingKey]) -> Result<Plan, ShredError> {
     let (period, archive) = (options.period, &options.archive);
+    check_when(options)?;
+    let (s3, kms) = archive.clients().await;
+    let alias = period.fill(&options.key_template);
+    let (key, key_state) = describe(&kms, &alias).await?;
+    if !matches!(key_state, Some(KeyState::Enabled | KeyState::PendingDeletion)) {
+        return Err(ShredError::Alias {
+            alias,
+            why: format!(
+                "names key {key}, which is {}: enable it first, so that KMS can say what it protects",
+                key_state.as_ref().map_or("of unknown state", |s| s.as_str())
+            ),
+        });
+    }
+    let listing = Listing::read(archive, &s3).await?;
+    let in_period = |k: &str| name_time(object_name(k)).is_some_and(|t| period.contains(t));
+    if !listing.with_data().any(|k| in_period(k)) {
+        return Err(ShredError::NoObjects {
+            period,
+            bucket: archive.bucket.clone(),
+            prefix: archive.prefix.clone(),
+        });
+    }
+    let reader = ObjectReader {
+        s3,
+        kms,
+        bucket: archive.bucket.clone(),
+    };
+    let earlier = earlier_shreds(&reader, archive, &listing, bots).await?;
+    let survey = survey::survey(&reader, &listing, &earlier, bots, &options.head, period, &key).await;
+    judge(&reader.kms, &survey, period, &key, &alias).await?;
+    let witness = Witness::new(&reader, key.clone());
+    let mut plan = Plan {
+        key: key.clone(),
+        key_state: key_state.clone(),
+        kept: survey.kept,
+        ..Plan::default()
+    };
+    let pending = key_state == Some(KeyState::PendingDeletion);
+    inside(&witness, &listing, period, pending, &mut plan).await?;
+    outside(&witness, &listing, &earlier, period, pending, &mut plan).await?;
+    plan.calls = witness.calls();
+    Ok(plan)
+}
+
+/// The template names the period's kind, and the period is a day past its end (on the real clock:
+/// a test clock left in an operator's shell must not move what is "over").
+fn check_when(options: &Options) -> Result<(), ShredError> {
+    let period = options.period;
     if Granularity::of_template(&options.key_template).map_err(ShredError::Usage)? != Some(period.granularity()) {
         return Err(ShredError::Usage(format!(
             "the key template {:?} does not name a key per {} as --period {period} needs (set --key-template or WICKRIO_KMS_MSTRKEY_ARN to the bot's template)",
@@ -142,213 +236,189 @@ pub async fn plan(options: &Options, bot: &VerifyingKey) -> Result<Plan, ShredEr
             }
         )));
     }
-    // The real clock: a test clock left in an operator's shell must not move what is "over".
-    let now = Utc::now();
-    if now < period.next().start() + GRACE {
+    let from = period.next().start() + GRACE;
+    if Utc::now() < from {
         return Err(ShredError::NotOver {
             period,
-            from: (period.next().start() + GRACE).to_rfc3339(),
+            from: from.to_rfc3339(),
         });
     }
-    let (s3, kms) = archive.clients().await;
-    let alias = period.fill(&options.key_template);
-    let (key, key_state) = describe(&kms, &alias).await?;
-    let listed = archive.list(&s3).await?;
-    let in_period = |key: &str| name_time(object_name(key)).is_some_and(|t| period.contains(t));
-    if !listed.iter().any(|(k, _)| in_period(k)) {
-        return Err(ShredError::NoObjects {
-            period,
-            bucket: archive.bucket.clone(),
-            prefix: archive.prefix.clone(),
-        });
-    }
-    // Periods shredded before: their manifests are read from their records. A record that cannot
-    // be read, or is not this bot's, leaves its manifests unknown: refused below, saying why.
-    let mut record_problems = Vec::new();
-    let earlier = ShredRecords::load(
-        &s3,
-        &kms,
-        &archive.bucket,
-        &listed,
-        std::slice::from_ref(bot),
-        &mut record_problems,
-    )
-    .await;
-    let mut plan = Plan {
-        key: key.clone(),
-        key_state: key_state.clone(),
-        ..Plan::default()
-    };
-    let mut unreadable: Vec<(String, String)> = record_problems
+    Ok(())
+}
+
+/// Periods shredded before, whose manifests are read from their records. A record that cannot be
+/// read, or is not one of the bots', leaves its manifests unknown: refused.
+async fn earlier_shreds(
+    reader: &ObjectReader,
+    archive: &Archive,
+    listing: &Listing,
+    bots: &[VerifyingKey],
+) -> Result<ShredRecords, ShredError> {
+    let mut problems = Vec::new();
+    let earlier = ShredRecords::load(reader, &archive.prefix, listing, bots, &mut problems).await;
+    let unreadable: Vec<(String, String)> = problems
         .iter()
+        .filter(|p| matches!(p, Problem::BadSignature { .. } | Problem::Unreadable { .. }))
         .map(|p| ("a shredding record".to_owned(), p.to_string()))
         .collect();
-    let mut signed_naming_key = false;
-    // Other periods' entries (signed or not: a false refusal is safe): one file per key value they
-    // name, and one file per period whose entries name none (an older fixed key, or plain).
-    let mut named_elsewhere: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let mut unnamed_elsewhere: BTreeMap<String, Entry> = BTreeMap::new();
-    for (object, _) in listed
-        .iter()
-        .filter(|(k, _)| is_manifest_name(object_name(k)) || is_head_record(object_name(k)))
-    {
-        let text = match earlier.kept.get(object) {
-            Some(text) => text.clone(),
-            None => match stream(&s3, &kms, &archive.bucket, object, true).await {
-                Ok(read) => String::from_utf8_lossy(&read.text.unwrap_or_default()).into_owned(),
-                Err(e) => {
-                    unreadable.push((object.clone(), e.to_string()));
-                    continue;
-                }
-            },
-        };
-        if in_period(object) {
-            plan.kept.push(KeptText {
-                key: object.clone(),
-                text: text.clone(),
-            });
-        }
-        for entry in text.lines().filter_map(|line| serde_json::from_str::<Entry>(line).ok()) {
-            let time = name_time(&entry.body.name);
-            if time.is_some_and(|t| period.contains(t)) {
-                signed_naming_key |= entry.body.kms_key.as_deref() == Some(key.as_str()) && entry.verify(bot);
-                continue;
-            }
-            let other = time.map_or("unknown".to_owned(), |t| period.granularity().period_of(t).to_string());
-            match entry.body.kms_key.clone() {
-                Some(named) => {
-                    named_elsewhere.entry(named).or_insert((entry.body.name, other));
-                }
-                None => {
-                    unnamed_elsewhere.entry(other).or_insert(entry);
-                }
-            }
-        }
+    if unreadable.is_empty() {
+        Ok(earlier)
+    } else {
+        Err(ShredError::Unreadable(unreadable))
     }
-    if !unreadable.is_empty() {
-        return Err(ShredError::Unreadable(unreadable));
+}
+
+/// The survey's refusals, in the order an operator fixes them.
+async fn judge(
+    kms: &aws_sdk_kms::Client,
+    survey: &survey::Survey,
+    period: Period,
+    key: &str,
+    alias: &str,
+) -> Result<(), ShredError> {
+    if !survey.unreadable.is_empty() {
+        return Err(ShredError::Unreadable(survey.unreadable.clone()));
     }
-    // The key may be named by its ARN, its id or an alias: each name is asked of KMS. (A name
-    // KMS will not describe to this operator is not a period key: the policy lets it see those.)
-    for (named, (name, other)) in named_elsewhere {
-        let arn = if named == key {
-            Some(key.clone())
-        } else {
-            describe(&kms, &named).await.ok().map(|(arn, _)| arn)
-        };
-        if arn.as_deref() == Some(key.as_str()) {
-            return Err(ShredError::SharedKey { key, name, other });
-        }
+    if !survey.unproven.is_empty() {
+        return Err(ShredError::Unproven(survey.unproven.clone()));
     }
-    // Files of other periods whose entries name no key: one of each period, unwrapped, must not be
-    // under it either (an alias pointed at the key the bot used before its template).
-    let objects = ListedObjects::new(listed.iter().map(|(k, _)| k));
-    for (other, entry) in unnamed_elsewhere {
-        let Some(object) = objects.find(&entry.body.name, &entry.body.sha256, None) else {
-            continue;
-        };
-        if under_key(&s3, &kms, &archive.bucket, object, &key).await? {
+    if !survey.backlog.is_empty() {
+        return Err(ShredError::Backlog(survey.backlog.clone()));
+    }
+    if let Some((name, other)) = survey.shares_key.clone() {
+        return Err(ShredError::SharedKey {
+            key: key.to_owned(),
+            name,
+            other,
+        });
+    }
+    // The key may be named by its id or an alias: each name is asked of KMS. (A name KMS will not
+    // describe to this operator is not a period key: the policy lets it see those.)
+    for (named, (name, other)) in &survey.named_elsewhere {
+        if describe(kms, named).await.is_ok_and(|(arn, _)| arn == key) {
             return Err(ShredError::SharedKey {
-                key,
-                name: entry.body.name,
-                other,
+                key: key.to_owned(),
+                name: name.clone(),
+                other: other.clone(),
             });
         }
     }
-    if !signed_naming_key {
-        return Err(ShredError::NoEntry { period, key, alias });
+    if !survey.signed_naming_key {
+        return Err(ShredError::NoEntry {
+            period,
+            key: key.to_owned(),
+            alias: alias.to_owned(),
+        });
     }
+    Ok(())
+}
+
+/// Every version of the period's objects: under the key (destroyed, so none may be held), or left.
+async fn inside(
+    witness: &Witness<'_>,
+    listing: &Listing,
+    period: Period,
+    pending: bool,
+    plan: &mut Plan,
+) -> Result<(), ShredError> {
+    let looked = witness.look_all(versions(listing, |k| in_period(period, k))).await?;
+    let now = Utc::now();
     let mut held = Vec::new();
-    let mut wrapping: HashMap<Vec<u8>, String> = HashMap::new();
-    for (object, size) in listed.iter().filter(|(k, _)| in_period(k)) {
-        let head = s3
-            .head_object()
-            .bucket(&archive.bucket)
-            .key(object)
-            .send()
-            .await
-            .map_err(|e| failure(&format!("read s3://{}/{object}", archive.bucket), &e))?;
-        let metadata = head.metadata().cloned().unwrap_or_default();
-        let envelope = StoredEnvelope::from_metadata(&metadata).map_err(|e| ShredError::Envelope {
-            key: object.clone(),
-            why: e.to_string(),
-        })?;
-        let Some(envelope) = envelope else {
-            plan.left
-                .push((object.clone(), "not encrypted: it stays readable".into()));
-            continue;
-        };
-        let under = match wrapping.get(envelope.wrapped()) {
-            Some(under) => under.clone(),
-            None => match envelope.wrapping_key(&kms).await {
-                Ok(under) => {
-                    wrapping.insert(envelope.wrapped().to_vec(), under.clone());
-                    under
-                }
-                // A shred run again: the key already refuses to unwrap anything.
-                Err(e) if key_state == Some(KeyState::PendingDeletion) && pending_deletion(&e.to_string()) => {
-                    key.clone()
-                }
-                Err(e) => {
-                    return Err(ShredError::Envelope {
-                        key: object.clone(),
-                        why: e.to_string(),
-                    });
-                }
-            },
-        };
-        if under == key {
-            // Only what would be destroyed is held back by a hold.
-            held.extend(held_by(object, &head, now));
-            plan.objects.push((object.clone(), *size));
+    for looked in looked {
+        // A shred run again: the key already refuses to unwrap anything.
+        let ours = looked.verdict == Verdict::Ours || (pending && looked.verdict == Verdict::Pending);
+        if ours {
+            held.extend(held_by(&looked, now));
+            plan.take(looked);
         } else {
-            plan.left.push((
-                object.clone(),
-                format!("under KMS key {under}, not {key}: it stays readable"),
-            ));
+            plan.left.push((looked.key.clone(), left_why(&looked.verdict)));
         }
     }
     if !held.is_empty() {
         return Err(ShredError::Held(held));
     }
-    Ok(plan)
+    if plan.objects.is_empty() {
+        return Err(ShredError::NothingUnderKey {
+            period,
+            key: plan.key.clone(),
+        });
+    }
+    Ok(())
 }
 
-/// Whether KMS refused because the key is pending deletion (`KMSInvalidStateException`).
-fn pending_deletion(error: &str) -> bool {
-    error.contains("KMSInvalidStateException")
-}
-
-/// Whether `object` is encrypted under `key`: KMS says so when it unwraps the object's data key,
-/// or refuses because that key is pending deletion. A plain object, or one under another key
-/// (or one KMS will not unwrap for another reason), is not.
-async fn under_key(
-    s3: &aws_sdk_s3::Client,
-    kms: &aws_sdk_kms::Client,
-    bucket: &str,
-    object: &str,
-    key: &str,
-) -> Result<bool, ShredError> {
-    let head = s3
-        .head_object()
-        .bucket(bucket)
-        .key(object)
-        .send()
-        .await
-        .map_err(|e| failure(&format!("read s3://{bucket}/{object}"), &e))?;
-    let metadata = head.metadata().cloned().unwrap_or_default();
-    let Ok(Some(envelope)) = StoredEnvelope::from_metadata(&metadata) else {
-        return Ok(false);
-    };
-    Ok(match envelope.wrapping_key(kms).await {
-        Ok(under) => under == key,
-        Err(e) => {
-            pending_deletion(&e.to_string())
-                && describe(kms, key)
-                    .await
-                    .is_ok_and(|(_, s)| s == Some(KeyState::PendingDeletion))
+/// Every version of every object outside the period (but the earlier shreds' and their records):
+/// KMS must say none is under the key.
+async fn outside(
+    witness: &Witness<'_>,
+    listing: &Listing,
+    earlier: &ShredRecords,
+    period: Period,
+    pending: bool,
+    plan: &mut Plan,
+) -> Result<(), ShredError> {
+    let others = versions(listing, |k| {
+        !in_period(period, k) && !earlier.objects.contains(k) && !earlier.records.iter().any(|r| r == k)
+    });
+    plan.outside = others.len();
+    for looked in witness.look_all(others).await? {
+        let ambiguous = pending && looked.verdict == Verdict::Pending;
+        if looked.verdict == Verdict::Ours || ambiguous {
+            let name = object_name(&looked.key);
+            let other = name_time(name).map_or("unknown".to_owned(), |t| period.granularity().period_of(t).to_string());
+            if ambiguous {
+                return Err(ShredError::Envelope {
+                    key: format!("{} (version {})", looked.key, looked.version.label()),
+                    why: format!(
+                        "KMS refuses it as under a key pending deletion, and {} is pending deletion: cancel (shred --cancel) and run the shred again while the key is enabled",
+                        plan.key
+                    ),
+                });
+            }
+            return Err(ShredError::SharedKey {
+                key: plan.key.clone(),
+                name: format!("{} (version {})", looked.key, looked.version.label()),
+                other,
+            });
         }
-    })
+    }
+    Ok(())
+}
+
+fn in_period(period: Period, key: &str) -> bool {
+    name_time(object_name(key)).is_some_and(|t| period.contains(t))
+}
+
+/// Every version holding data of the keys that pass `keep`, but shredding records.
+fn versions(listing: &Listing, keep: impl Fn(&str) -> bool) -> Vec<(String, Version)> {
+    listing
+        .keys
+        .iter()
+        .filter(|(k, _)| keep(k) && !record::is_record_name(object_name(k)))
+        .flat_map(|(k, versions)| {
+            versions
+                .iter()
+                .filter(|v| !v.marker)
+                .map(move |v| (k.clone(), v.clone()))
+        })
+        .collect()
+}
+
+fn left_why(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Plain => "not encrypted: it stays readable".into(),
+        Verdict::Other(why) => format!("{why}: it stays readable"),
+        Verdict::Pending => "under another key pending deletion: it stays as it is".into(),
+        Verdict::Ours => "under the key".into(),
+    }
+}
+
+impl Plan {
+    fn take(&mut self, looked: Looked) {
+        if let Some(wrapped) = looked.wrapped {
+            self.wrapped.insert(wrapped);
+        }
+        self.objects.push((looked.key, looked.version.id, looked.version.size));
+    }
 }
 
 /// The key ARN an alias names, and its state.
@@ -386,40 +456,9 @@ async fn key_metadata(
     Ok((id, meta))
 }
 
-/// Why S3 must still keep an object: a legal hold, or retention until after `now`.
-fn held_by(
-    object: &str,
-    head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
-    now: DateTime<Utc>,
-) -> Vec<(String, String)> {
-    let mut held = Vec::new();
-    if head.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On) {
-        held.push((
-            object.to_owned(),
-            "under a legal hold (retention-bot legal-hold off lifts it)".to_owned(),
-        ));
-    }
-    if let Some(until) = head.object_lock_retain_until_date() {
-        let until = DateTime::from_timestamp(until.secs(), until.subsec_nanos()).unwrap_or(DateTime::<Utc>::MAX_UTC);
-        if until > now {
-            let mode = head.object_lock_mode().map_or("", |m| m.as_str());
-            held.push((
-                object.to_owned(),
-                format!("under {mode} retention until {}", until.to_rfc3339()),
-            ));
-        }
-    }
-    held
-}
-
-/// Schedules the deletion of `plan`'s key (a key already pending deletion keeps its date) and
-/// uploads the signed record. The record is returned even when its upload failed, with the error:
-/// the key is scheduled either way, and the operator must keep the record.
-pub async fn shred(
-    options: &Options,
-    plan: Plan,
-    signer: &SigningKey,
-) -> Result<(ShredRecord, Result<String, AwsFailure>), ShredError> {
+/// Schedules the deletion of `plan`'s key (a key already pending deletion keeps its date); returns
+/// the key as the record names it.
+pub async fn schedule(options: &Options, plan: &Plan) -> Result<ShreddedKey, ShredError> {
     let (_, kms) = options.archive.clients().await;
     let arn = &plan.key;
     let (id, meta) = key_metadata(&kms, arn).await?;
@@ -435,25 +474,72 @@ pub async fn shred(
             .deletion_date
             .map(|d| d.secs()),
     };
-    let keys = vec![ShreddedKey {
+    Ok(ShreddedKey {
         arn: arn.clone(),
         deletion_date: date
             .and_then(|s| DateTime::from_timestamp(s, 0))
             .map(|d| d.to_rfc3339()),
-    }];
-    let objects = plan
-        .objects
+    })
+}
+
+/// How long `shred` waits after scheduling the deletion before it counts: longer than any bot may
+/// still use a reused data key of the key.
+pub fn settle_time() -> Duration {
+    let bound = crate::envelope::key_freshness();
+    bound + (bound / 2).max(Duration::from_secs(5))
+}
+
+/// After [`settle_time`]: counts the period's objects under the key again (a backlog file uploaded
+/// since the plan was made is one of them) and uploads the signed record. The record is returned
+/// even when its upload failed, with the error: the key is scheduled either way, and the operator
+/// must keep the record.
+pub async fn record(
+    options: &Options,
+    mut plan: Plan,
+    key: ShreddedKey,
+    signer: &SigningKey,
+) -> Result<(ShredRecord, Result<String, AwsFailure>), ShredError> {
+    let (s3, kms) = options.archive.clients().await;
+    let listing = Listing::read(&options.archive, &s3).await?;
+    let reader = ObjectReader {
+        s3,
+        kms,
+        bucket: options.archive.bucket.clone(),
+    };
+    let witness = Witness::new(&reader, plan.key.clone());
+    let known: HashSet<(String, Option<String>)> =
+        plan.objects.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+    let new = versions(&listing, |k| in_period(options.period, k))
+        .into_iter()
+        .filter(|(k, v)| !known.contains(&(k.clone(), v.id.clone())))
+        .collect();
+    for looked in witness.look_all(new).await? {
+        // Under a data key KMS said is the key's, or refused as pending (a file of the period goes
+        // under the period's key only, which now is).
+        let ours =
+            looked.wrapped.as_ref().is_some_and(|w| plan.wrapped.contains(w)) || looked.verdict == Verdict::Pending;
+        if ours {
+            plan.take(looked);
+        } else {
+            plan.left.push((looked.key.clone(), left_why(&looked.verdict)));
+        }
+    }
+    let mut objects: BTreeMap<String, u64> = BTreeMap::new();
+    for (k, _, size) in &plan.objects {
+        objects.entry(k.clone()).or_insert(*size);
+    }
+    let objects = objects
         .into_iter()
         .map(|(key, size)| ShreddedObject { key, size })
         .collect();
-    let record = sign_record(options, State::Scheduled, keys, objects, plan.kept, signer);
+    let record = sign_record(options, State::Scheduled, vec![key], objects, plan.kept, signer);
     let uploaded = upload(options, &record).await;
     Ok((record, uploaded))
 }
 
-/// `shred --cancel`: cancels the deletion of the keys the period's signed record names, enables
-/// them again and replaces the record with a signed cancellation (without the manifests' copies:
-/// the period is readable again).
+/// `shred --cancel`: cancels the deletion of the keys the period's signed record names (from the
+/// bucket, or `--record`), enables them again and replaces the record with a signed cancellation
+/// (without the manifests' copies: the period is readable again).
 pub async fn cancel(
     options: &Options,
     signer: &SigningKey,
@@ -462,14 +548,19 @@ pub async fn cancel(
     let (s3, kms) = archive.clients().await;
     let key = record_key(options);
     let no_record = |why: String| ShredError::NoRecord { key: key.clone(), why };
-    let previous = stream_keeping(&s3, &kms, &archive.bucket, &key, Some(record::MAX_RECORD))
-        .await
-        .map_err(|e| no_record(e.to_string()))?;
-    let previous: ShredRecord = serde_json::from_slice(&previous.text.unwrap_or_default())
-        .map_err(|e| no_record(format!("it is not a shredding record: {e}")))?;
-    if !previous.verify(&signer.verifying_key()) {
-        return Err(no_record("its signature is not this bot's".into()));
-    }
+    let bots = [signer.verifying_key()];
+    let previous = match &options.record {
+        Some(path) => read_record_file(path, &bots).map_err(|why| no_record(format!("{}: {why}", path.display())))?,
+        None => {
+            let listing = Listing::read(archive, &s3).await?;
+            let reader = ObjectReader {
+                s3,
+                kms: kms.clone(),
+                bucket: archive.bucket.clone(),
+            };
+            newest_record(&reader, &listing, &key, &bots).await.map_err(no_record)?
+        }
+    };
     let body = &previous.body;
     if body.period != options.period.to_string() || body.bucket != archive.bucket || body.prefix != archive.prefix {
         return Err(no_record(format!(
@@ -494,8 +585,8 @@ pub async fn cancel(
             .await
             .map_err(|e| failure(&format!("enable KMS key {arn} again"), &e))?;
     }
-    let body = previous.body;
-    let keys = body
+    let keys = previous
+        .body
         .keys
         .into_iter()
         .map(|k| ShreddedKey {
@@ -503,9 +594,43 @@ pub async fn cancel(
             ..k
         })
         .collect();
-    let record = sign_record(options, State::Cancelled, keys, body.objects, Vec::new(), signer);
+    let record = sign_record(options, State::Cancelled, keys, previous.objects, Vec::new(), signer);
     let uploaded = upload(options, &record).await;
     Ok((record, uploaded))
+}
+
+/// The newest version of the period's record in the bucket that this bot signed (a delete marker
+/// or a planted version over it changes nothing).
+async fn newest_record(
+    reader: &ObjectReader,
+    listing: &Listing,
+    key: &str,
+    bots: &[VerifyingKey],
+) -> Result<ShredRecord, String> {
+    let mut why = "it is not in the bucket (pass a saved copy with --record FILE)".to_owned();
+    for version in listing.data_versions(key) {
+        match read_record(reader, key, version, bots).await {
+            Ok(record) => return Ok(record),
+            Err(e) => why = e.to_string(),
+        }
+    }
+    Err(why)
+}
+
+/// A record from a file, read as the bucket's is: the signature checked before more than the first
+/// line is kept.
+fn read_record_file(path: &std::path::Path, bots: &[VerifyingKey]) -> Result<ShredRecord, String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut reader = RecordReader::new(bots);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return reader.finish().map_err(|e| e.to_string());
+        }
+        reader.feed(&buf[..n]).map_err(|e| e.to_string())?;
+    }
 }
 
 fn sign_record(
@@ -524,11 +649,14 @@ fn sign_record(
         keys,
         pending_days: options.pending_days,
         at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        objects,
-        kept,
         public_key: hex::encode(signer.verifying_key().as_bytes()),
+        contents: Contents {
+            lines: 0,
+            bytes: 0,
+            sha256: String::new(),
+        },
     };
-    ShredRecord::sign(body, signer)
+    ShredRecord::sign(body, objects, kept, signer)
 }
 
 fn record_key(options: &Options) -> String {

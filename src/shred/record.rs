@@ -7,17 +7,24 @@
 //! period's manifests and chain head records (file names, sizes, SHA-256 and time spans, each
 //! entry signed by the bot), so that `verify` can still walk the chain through the shredded
 //! period and report its objects as `SHREDDED` rather than as failures.
+//!
+//! Its layout lets a reader refuse a planted one cheaply: the first line is the signed header
+//! (at most [`MAX_HEADER`] bytes), which names the number, length and SHA-256 of the lines after
+//! it; a reader checks the signature before it takes more than that first line, and then takes no
+//! more than the signed length. Every line is a JSON value, so `jq . shredding_2025-03.json` reads
+//! it.
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::manifest::entry::{sign, verify};
 use crate::period::Period;
 
-const DOMAIN: &[u8] = b"retention-bot shredding v1\n";
-/// The largest record a reader takes: a year of a busy bot's manifests (about 800 bytes a file)
-/// fits many times over.
-pub const MAX_RECORD: u64 = 1 << 30;
+const DOMAIN: &[u8] = b"retention-bot shredding v2\n";
+/// The longest header a reader takes: the bot writes a few hundred bytes (a prefix of at most 512
+/// bytes, one key ARN per shredded key).
+pub const MAX_HEADER: usize = 64 << 10;
 const PREFIX: &str = "shredding_";
 const SUFFIX: &str = ".json";
 
@@ -52,7 +59,15 @@ pub struct KeptText {
     pub text: String,
 }
 
-/// The signed part. Field order is the serialisation order, which signing relies on.
+/// What the lines after the header hold, as signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contents {
+    pub lines: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The signed header. Field order is the serialisation order, which signing relies on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShredBody {
     pub period: String,
@@ -62,32 +77,195 @@ pub struct ShredBody {
     pub keys: Vec<ShreddedKey>,
     pub pending_days: u32,
     pub at: String,
-    pub objects: Vec<ShreddedObject>,
-    pub kept: Vec<KeptText>,
     /// The signer's public key (hex), to tell which of several bots' keys signed it.
     pub public_key: String,
+    pub contents: Contents,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShredRecord {
+struct Header {
     #[serde(flatten)]
+    body: ShredBody,
+    sig: String,
+}
+
+/// One line after the header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Line {
+    Object(ShreddedObject),
+    Kept(KeptText),
+}
+
+/// A whole record: the signed header and the contents it vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShredRecord {
     pub body: ShredBody,
     pub sig: String,
+    pub objects: Vec<ShreddedObject>,
+    pub kept: Vec<KeptText>,
 }
 
 impl ShredRecord {
-    pub fn sign(body: ShredBody, key: &SigningKey) -> Self {
+    /// Signs `body` (its `contents` are filled in from `objects` and `kept`).
+    pub fn sign(mut body: ShredBody, objects: Vec<ShreddedObject>, kept: Vec<KeptText>, key: &SigningKey) -> Self {
+        let text = contents_text(&objects, &kept);
+        body.contents = Contents {
+            lines: (objects.len() + kept.len()) as u64,
+            bytes: text.len() as u64,
+            sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        };
         let sig = sign(DOMAIN, &body, key);
-        Self { body, sig }
+        Self {
+            body,
+            sig,
+            objects,
+            kept,
+        }
     }
 
     pub fn verify(&self, key: &VerifyingKey) -> bool {
         verify(DOMAIN, &self.body, &self.sig, key)
     }
 
+    /// The record as its object holds it: the header line, then the contents.
     pub fn to_json(&self) -> String {
+        let header = Header {
+            body: self.body.clone(),
+            sig: self.sig.clone(),
+        };
         // A struct of strings, integers and lists of them always serialises.
-        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+        let mut text = serde_json::to_string(&header).unwrap_or_default();
+        text.push('\n');
+        text.push_str(&contents_text(&self.objects, &self.kept));
+        text
+    }
+}
+
+fn contents_text(objects: &[ShreddedObject], kept: &[KeptText]) -> String {
+    let lines = objects
+        .iter()
+        .cloned()
+        .map(Line::Object)
+        .chain(kept.iter().cloned().map(Line::Kept));
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&serde_json::to_string(&line).unwrap_or_default());
+        text.push('\n');
+    }
+    text
+}
+
+/// Why a record was not taken. Nothing large was held for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("not a shredding record: its first line is longer than {MAX_HEADER} bytes (planted?)")]
+    HeaderTooLong,
+    #[error("not a shredding record: {0}")]
+    NotARecord(String),
+    #[error("its header is not signed by any of the given bots' keys (forged, or another bot's)")]
+    BadSignature,
+    #[error("its contents are not the ones its signed header names ({0}): altered")]
+    Altered(String),
+}
+
+/// Reads a record as its bytes arrive, checking the header's signature before anything past it is
+/// kept, and keeping no more than the signed length.
+pub struct RecordReader<'k> {
+    keys: &'k [VerifyingKey],
+    buf: Vec<u8>,
+    header: Option<(ShredBody, String)>,
+    hasher: Sha256,
+}
+
+impl<'k> RecordReader<'k> {
+    pub fn new(keys: &'k [VerifyingKey]) -> Self {
+        Self {
+            keys,
+            buf: Vec::new(),
+            header: None,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Takes the next bytes. Fails as soon as the header is too long, not a record, or not signed
+    /// by one of the keys, or the contents run past their signed length.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), RecordError> {
+        if self.header.is_none() {
+            let Some(newline) = chunk.iter().position(|b| *b == b'\n') else {
+                if self.buf.len() + chunk.len() > MAX_HEADER {
+                    return Err(RecordError::HeaderTooLong);
+                }
+                self.buf.extend_from_slice(chunk);
+                return Ok(());
+            };
+            if self.buf.len() + newline > MAX_HEADER {
+                return Err(RecordError::HeaderTooLong);
+            }
+            self.buf.extend_from_slice(&chunk[..newline]);
+            self.take_header()?;
+            chunk = &chunk[newline + 1..];
+        }
+        let signed = self.header.as_ref().map_or(0, |(b, _)| b.contents.bytes);
+        if (self.buf.len() + chunk.len()) as u64 > signed {
+            return Err(RecordError::Altered(format!("more than the {signed} bytes signed")));
+        }
+        self.hasher.update(chunk);
+        self.buf.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The signed header, once read: what a reader may check before the rest arrives (its
+    /// length, against the object's).
+    pub fn header(&self) -> Option<&ShredBody> {
+        self.header.as_ref().map(|(b, _)| b)
+    }
+
+    fn take_header(&mut self) -> Result<(), RecordError> {
+        let header: Header = serde_json::from_slice(&self.buf).map_err(|e| RecordError::NotARecord(e.to_string()))?;
+        let record = ShredRecord {
+            body: header.body,
+            sig: header.sig,
+            objects: Vec::new(),
+            kept: Vec::new(),
+        };
+        if !self.keys.iter().any(|k| record.verify(k)) {
+            return Err(RecordError::BadSignature);
+        }
+        self.buf = Vec::with_capacity(usize::try_from(record.body.contents.bytes.min(1 << 20)).unwrap_or(0));
+        self.header = Some((record.body, record.sig));
+        Ok(())
+    }
+
+    /// The whole record, once its contents checked out against the signed header.
+    pub fn finish(self) -> Result<ShredRecord, RecordError> {
+        let Some((body, sig)) = self.header else {
+            return Err(RecordError::NotARecord("it has no header line".into()));
+        };
+        let contents = &body.contents;
+        if self.buf.len() as u64 != contents.bytes || hex::encode(self.hasher.finalize()) != contents.sha256 {
+            return Err(RecordError::Altered(format!(
+                "{} bytes of contents, signed as {} bytes with another SHA-256",
+                self.buf.len(),
+                contents.bytes
+            )));
+        }
+        let mut record = ShredRecord {
+            body,
+            sig,
+            objects: Vec::new(),
+            kept: Vec::new(),
+        };
+        for line in self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice(line).map_err(|e| RecordError::Altered(e.to_string()))? {
+                Line::Object(o) => record.objects.push(o),
+                Line::Kept(k) => record.kept.push(k),
+            }
+        }
+        if (record.objects.len() + record.kept.len()) as u64 != record.body.contents.lines {
+            return Err(RecordError::Altered("another number of lines".into()));
+        }
+        Ok(record)
     }
 }
 
@@ -106,10 +284,8 @@ pub fn is_record_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_record_verifies_only_as_signed_and_names_are_recognised() {
-        let key = crate::identity::sealed::new_signing_key();
-        let body = ShredBody {
+    fn body() -> ShredBody {
+        ShredBody {
             period: "2025-03".into(),
             state: State::Scheduled,
             bucket: "b".into(),
@@ -120,26 +296,91 @@ mod tests {
             }],
             pending_days: 7,
             at: "2026-11-26T00:00:00Z".into(),
-            objects: vec![ShreddedObject {
+            public_key: String::new(),
+            contents: Contents {
+                lines: 0,
+                bytes: 0,
+                sha256: String::new(),
+            },
+        }
+    }
+
+    fn signed(key: &SigningKey) -> ShredRecord {
+        ShredRecord::sign(
+            body(),
+            vec![ShreddedObject {
                 key: "p/m.txt".into(),
                 size: 3,
             }],
-            kept: vec![],
-            public_key: String::new(),
-        };
-        let record = ShredRecord::sign(body, &key);
-        let parsed: ShredRecord = serde_json::from_str(&record.to_json()).unwrap();
-        assert!(parsed.verify(&key.verifying_key()));
-        let mut altered = parsed.clone();
+            vec![KeptText {
+                key: "p/manifest_1.txt".into(),
+                text: "{\"seq\":1}\n".into(),
+            }],
+            key,
+        )
+    }
+
+    fn read(bytes: &[u8], keys: &[VerifyingKey], cut: usize) -> Result<ShredRecord, RecordError> {
+        let mut reader = RecordReader::new(keys);
+        for chunk in bytes.chunks(cut) {
+            reader.feed(chunk)?;
+        }
+        reader.finish()
+    }
+
+    #[test]
+    fn a_record_reads_back_in_any_cut_and_verifies_only_as_signed() {
+        let key = crate::identity::sealed::new_signing_key();
+        let record = signed(&key);
+        let text = record.to_json();
+        for cut in [1, 7, 100, 1 << 20] {
+            assert_eq!(read(text.as_bytes(), &[key.verifying_key()], cut).unwrap(), record);
+        }
+        let other = crate::identity::sealed::new_signing_key();
+        assert_eq!(
+            read(text.as_bytes(), &[other.verifying_key()], 100),
+            Err(RecordError::BadSignature)
+        );
+        let mut altered = record.clone();
         altered.body.state = State::Cancelled;
         assert!(!altered.verify(&key.verifying_key()));
         // A manifest entry's signature over the same bytes cannot pass: the domains differ.
         assert!(!crate::manifest::entry::verify(
             b"retention-bot manifest v1\n",
-            &parsed.body,
-            &parsed.sig,
+            &record.body,
+            &record.sig,
             &key.verifying_key()
         ));
+    }
+
+    #[test]
+    fn altered_or_planted_contents_are_refused_before_much_is_held() {
+        let key = crate::identity::sealed::new_signing_key();
+        let keys = [key.verifying_key()];
+        let text = signed(&key).to_json();
+        // A line changed, a line added.
+        let changed = text.replace("m.txt", "x.txt");
+        assert!(matches!(
+            read(changed.as_bytes(), &keys, 64),
+            Err(RecordError::Altered(_))
+        ));
+        let longer = format!("{text}{{\"object\":{{\"key\":\"p/y\",\"size\":1}}}}\n");
+        assert!(matches!(
+            read(longer.as_bytes(), &keys, 64),
+            Err(RecordError::Altered(_))
+        ));
+        // A big unsigned object fails within its first line's limit.
+        let mut reader = RecordReader::new(&keys);
+        let junk = vec![b'x'; 1 << 20];
+        let fed: Result<(), RecordError> = junk.chunks(4096).try_for_each(|c| reader.feed(c));
+        assert_eq!(fed, Err(RecordError::HeaderTooLong));
+        assert!(reader.buf.len() <= MAX_HEADER);
+        assert!(matches!(read(b"{}\n", &keys, 1), Err(RecordError::NotARecord(_))));
+        assert!(matches!(read(b"", &keys, 1), Err(RecordError::NotARecord(_))));
+    }
+
+    #[test]
+    fn names_are_recognised() {
         assert_eq!(file_name(Period::parse("2025-03").unwrap()), "shredding_2025-03.json");
         assert!(is_record_name("shredding_2025.json"));
         assert!(!is_record_name("shredding_march.json"));

@@ -2,6 +2,7 @@
 //! `retention_bot::shred`'s). The record is signed with the bot's key, so the state directory and
 //! password are needed unless it is a dry run.
 
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use retention_bot::shred::{self, Options, Plan, ShredError, record::ShredRecord};
 
 use super::signing::{self, signing_key, unsigned_reason};
@@ -27,28 +28,9 @@ pub(super) fn run(options: &Options) -> ExitCode {
             Err(code) => return code,
         }
     };
-    // Whose signed entries count: the signer's, or for a dry run the bot's public key file.
-    let bot = match &signer {
-        Some(key) => key.verifying_key(),
-        None => {
-            let path = options
-                .public_key
-                .clone()
-                .or_else(|| signing::state_dir().map(|d| d.join(retention_bot::identity::PUBLIC_KEY_FILE)));
-            let Some(path) = path else {
-                esay!(
-                    "retention-bot shred: a dry run needs the bot's public key: pass --public-key FILE, or set WICKRIO_STATE_DIR"
-                );
-                return ExitCode::from(EXIT_CONFIG);
-            };
-            match retention_bot::manifest::verify::read_public_key(&path) {
-                Ok(key) => key,
-                Err(e) => {
-                    esay!("retention-bot shred: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            }
-        }
+    // Whose signed entries and chains count: the signer's, and the other bots' given.
+    let Some(bots) = bots(options, signer.as_ref().map(SigningKey::verifying_key)) else {
+        return ExitCode::from(EXIT_CONFIG);
     };
     let Some(runtime) = tools::tool_runtime("shred") else {
         return ExitCode::FAILURE;
@@ -57,12 +39,20 @@ pub(super) fn run(options: &Options) -> ExitCode {
         match &signer {
             Some(signer) if options.cancel => shred::cancel(options, signer).await.map(Some),
             _ => {
-                let plan = shred::plan(options, &bot).await?;
+                let plan = shred::plan(options, &bots).await?;
                 print_plan(options, &plan);
-                match &signer {
-                    Some(signer) => shred::shred(options, plan, signer).await.map(Some),
-                    None => Ok(None),
-                }
+                let Some(signer) = &signer else {
+                    return Ok(None);
+                };
+                let key = shred::schedule(options, &plan).await?;
+                let wait = shred::settle_time();
+                say!(
+                    "KMS key {} is scheduled for deletion; waiting {} s (longer than a bot may still use a data key of it) before the period's objects are counted for the record",
+                    key.arn,
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+                shred::record(options, plan, key, signer).await.map(Some)
             }
         }
     });
@@ -84,14 +74,47 @@ pub(super) fn run(options: &Options) -> ExitCode {
     }
 }
 
+/// The public keys whose signed entries and chains count: the signer's (or, for a dry run, the
+/// state directory's), then each `--public-key`; `None` after saying why not.
+fn bots(options: &Options, signer: Option<VerifyingKey>) -> Option<Vec<VerifyingKey>> {
+    let mut paths = options.public_key.clone();
+    if signer.is_none() && paths.is_empty() {
+        let Some(dir) = signing::state_dir() else {
+            esay!(
+                "retention-bot shred: a dry run needs the bot's public key: pass --public-key FILE, or set WICKRIO_STATE_DIR"
+            );
+            return None;
+        };
+        paths.push(dir.join(retention_bot::identity::PUBLIC_KEY_FILE));
+    }
+    let mut bots: Vec<VerifyingKey> = signer.into_iter().collect();
+    for path in &paths {
+        match retention_bot::manifest::verify::read_public_key(path) {
+            Ok(key) if !bots.contains(&key) => bots.push(key),
+            Ok(_) => {}
+            Err(e) => {
+                esay!("retention-bot shred: {e}");
+                return None;
+            }
+        }
+    }
+    Some(bots)
+}
+
 fn print_plan(options: &Options, plan: &Plan) {
-    let bytes: u64 = plan.objects.iter().map(|(_, n)| n).sum();
+    let bytes: u64 = plan.objects.iter().map(|(.., n)| n).sum();
     say!(
-        "period {}: {} object(s), {bytes} bytes, under s3://{}/{}",
+        "period {}: {} object version(s), {bytes} bytes, under s3://{}/{}",
         options.period,
         plan.objects.len(),
         options.archive.bucket,
         options.archive.prefix
+    );
+    say!(
+        "KMS says none of the {} object version(s) outside the period is under the key ({} S3 HEAD and {} KMS Decrypt calls)",
+        plan.outside,
+        plan.calls.0,
+        plan.calls.1
     );
     say!(
         "KMS key {} ({}): deletion after {} days",

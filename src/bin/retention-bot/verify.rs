@@ -180,6 +180,9 @@ fn print_text(archive: &str, paths: &[PathBuf], report: &Report, objects: Option
     for p in &report.problems {
         say!("{p}");
     }
+    if let Some(note) = report.versioning.and_then(|v| v.note()) {
+        say!("NOTE: {note}");
+    }
     if paths.len() > 1 {
         for (path, n) in paths.iter().zip(&report.entries_by_key) {
             say!("{}: {} signed with this key", path.display(), entries(*n));
@@ -216,6 +219,8 @@ fn print_json(archive: &str, paths: &[PathBuf], report: &Report, objects: Option
         "bytes": bytes,
         "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "shredded": report.shredded,
+        "versioning": report.versioning,
+        "note": report.versioning.and_then(|v| v.note()),
     });
     say!("{value}");
 }

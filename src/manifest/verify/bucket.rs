@@ -1,10 +1,18 @@
 //! `verify s3://BUCKET/PREFIX`: the archive checked where it lies, without restoring it. Objects are
 //! listed, then streamed (and decrypted, when encrypted, in memory) and hashed as they arrive: no
 //! plaintext touches the disk, and memory stays at a few chunks per object being checked, whatever the
-//! objects' sizes (plus a few hundred bytes per object and entry for the listing and the chains). The checks are the directory's (signatures, chains, heads, sizes, SHA-256, unlisted
-//! objects), plus each object's Object Lock retention, which `--min-retention-days` holds to a floor.
+//! objects' sizes (plus a few hundred bytes per object and entry for the listing and the chains). The
+//! checks are the directory's (signatures, chains, heads, sizes, SHA-256, unlisted objects), plus each
+//! object's Object Lock retention, which `--min-retention-days` holds to a floor.
+//!
+//! On a versioned bucket the proof is made from the bot's own versions, which a bucket writer
+//! cannot remove under Object Lock: the version of each listed file whose content the signed entry
+//! names, every version of the manifests and heads. A delete marker or a newer version over one of
+//! them is named (`HIDDEN`, `REPLACED`), and the chains and `TRUNCATED` are computed as if it were
+//! not there. Objects the bot reads whole (manifests, heads, shredding records) are refused unread
+//! above the most the bot ever writes in them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,12 +20,14 @@ use ed25519_dalek::VerifyingKey;
 use futures_util::StreamExt as _;
 
 use super::chain::Chains;
-use super::shredded::ShredRecords;
+use super::shredded::{ShredRecords, over_problem};
+use super::versions::{Listing, ObjectReader, VERSIONS_READ, Version};
 use super::{Problem, Report};
 use crate::aws::AwsFailure;
-use crate::decrypt::{Archive, ObjectError, Streamed, stream};
-use crate::manifest::entry::{Entry, is_manifest_name};
-use crate::manifest::head::{is_head_record, manifest_of};
+use crate::decrypt::{Archive, ObjectError, Streamed};
+use crate::envelope::gcm::TAG_LEN;
+use crate::manifest::entry::{Entry, MAX_MANIFEST, is_manifest_name};
+use crate::manifest::head::{HeadRecord, MAX_HEAD_RECORD, is_head_record, manifest_of};
 use crate::sink::s3::keys::{ListedObjects, listed_name, object_name};
 
 /// Objects checked at once.
@@ -53,6 +63,9 @@ pub fn content_problem(entry: &Entry, location: &str, read: Result<(u64, &str), 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ObjectFacts {
     pub key: String,
+    /// The version read, on a versioned bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Bytes stored (ciphertext and tag, when encrypted).
     pub size: u64,
     pub lock_mode: Option<String>,
@@ -81,7 +94,7 @@ pub struct BucketCheck<'a> {
     pub keys: &'a [VerifyingKey],
     pub extra_heads: &'a [PathBuf],
     pub min_retention_days: Option<u64>,
-    /// The daemon's own check: what is still on its way to the bucket.
+    /// The daemon's own check: what is still on its way to the bucket, and how far its chain goes.
     pub in_flight: Option<&'a InFlight>,
 }
 
@@ -94,6 +107,9 @@ pub struct InFlight {
     pub files: HashSet<String>,
     /// Names the local manifests list.
     pub listed: HashSet<String>,
+    /// The entry the bucket's chain must reach: the bot's own chain head (its state directory),
+    /// less the entries its local manifests still hold.
+    pub reach: Option<u64>,
 }
 
 impl InFlight {
@@ -117,145 +133,292 @@ struct Tally<'p> {
     seen: HashSet<String>,
 }
 
+impl Tally<'_> {
+    fn problem(&mut self, problem: Problem) {
+        self.out.report.problems.push(problem);
+    }
+}
+
 impl BucketCheck<'_> {
     pub async fn run(&self, progress: &(dyn Fn(Progress) + Sync)) -> Result<BucketReport, AwsFailure> {
         let (s3, kms) = self.archive.clients().await;
-        let listed = self.archive.list(&s3).await?;
-        let sizes: HashMap<&str, u64> = listed.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        let listing = Listing::read(self.archive, &s3).await?;
+        let reader = ObjectReader {
+            s3,
+            kms,
+            bucket: self.archive.bucket.clone(),
+        };
+        let present = listing.present();
         let mut tally = Tally {
             out: BucketReport::default(),
             done: Progress {
                 objects: 0,
-                objects_total: listed.len(),
+                objects_total: present.len(),
                 bytes: 0,
-                bytes_total: sizes.values().sum(),
+                bytes_total: present.iter().map(|(_, n)| n).sum(),
             },
             progress,
             seen: HashSet::new(),
         };
-        let mut manifests: Vec<&String> = listed
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| is_manifest_name(object_name(k)))
-            .collect();
-        manifests.sort_by(|a, b| object_name(a).cmp(object_name(b)));
-        tally.out.report.manifests = manifests.len();
-        // A running bot whose first manifest has not closed yet has nothing in the bucket to prove.
-        if manifests.is_empty() && self.in_flight.is_none() {
-            tally.out.report.problems.push(Problem::NothingToVerify {
-                dir: PathBuf::from(self.location("")),
-            });
-            return Ok(tally.out);
-        }
-        let fetch = |key: String, keep: bool| {
-            let (s3, kms) = (s3.clone(), kms.clone());
-            let bucket = self.archive.bucket.clone();
-            async move {
-                let fetched = stream(&s3, &kms, &bucket, &key, keep).await;
-                (key, fetched)
-            }
-        };
-        let objects = ListedObjects::new(listed.iter().map(|(k, _)| k));
-        let mut chains = Chains::new(self.keys);
+        tally.out.report.versioning = listing.versioning;
         let shreds = ShredRecords::load(
-            &s3,
-            &kms,
-            &self.archive.bucket,
-            &listed,
+            &reader,
+            &self.archive.prefix,
+            &listing,
             self.keys,
             &mut tally.out.report.problems,
         )
         .await;
         tally.seen.extend(shreds.records.iter().cloned());
         tally.out.report.shredded.clone_from(&shreds.periods);
-        // A shredded period's manifest or head: the record's copy.
-        let kept = |key: &str, tally: &mut Tally<'_>| {
-            let text = shreds.kept.get(key)?;
-            tally.seen.insert(key.to_owned());
-            Some(text.clone().into_bytes())
-        };
+        let manifests = manifest_keys(&listing, &shreds);
+        tally.out.report.manifests = manifests.len();
+        // A running bot whose first manifest has not closed yet has nothing in the bucket to prove.
+        if manifests.is_empty() && self.in_flight.is_none() {
+            tally.problem(Problem::NothingToVerify {
+                dir: PathBuf::from(self.location("")),
+            });
+            return Ok(tally.out);
+        }
+        let mut chains = Chains::new(self.keys);
+        let to_check = self
+            .read_manifests(&reader, &listing, &shreds, &manifests, &mut chains, &mut tally)
+            .await;
+        self.check_heads(&reader, &listing, &shreds, &mut chains, &mut tally)
+            .await;
+        tally.out.report.entries = chains.entries;
+        tally.out.report.entries_by_key = chains.entries_by_key.clone();
+        self.check_files(&reader, &listing, to_check, &mut tally).await;
+        self.report_unlisted(&present, &shreds, &mut tally);
+        Ok(tally.out)
+    }
 
-        // The manifests, in order, one at a time: the chains are built in order.
-        let mut entries: Vec<(Entry, String)> = Vec::new();
+    /// The manifests, in order, one at a time (the chains are built in order): each one's entries
+    /// taken, and the files they list (with the object that holds each) returned for checking.
+    async fn read_manifests(
+        &self,
+        reader: &ObjectReader,
+        listing: &Listing,
+        shreds: &ShredRecords,
+        manifests: &[String],
+        chains: &mut Chains<'_>,
+        tally: &mut Tally<'_>,
+    ) -> Vec<(Entry, String)> {
+        let objects = ListedObjects::new(listing.with_data());
+        let mut to_check = Vec::new();
         for manifest in manifests {
-            let text = match kept(manifest, &mut tally) {
-                Some(text) => text,
-                None => {
-                    let (key, fetched) = fetch(manifest.clone(), true).await;
-                    let fetched = self.facts(&key, sizes[key.as_str()], fetched, &mut tally);
-                    let Some(text) = self.readable(&key, fetched, &mut tally).and_then(|f| f.text) else {
-                        continue;
-                    };
-                    text
+            let text = match shreds.kept.get(manifest) {
+                // A shredded period's manifest: the record's copy (each entry is signed too).
+                Some(kept) => {
+                    tally.seen.insert(manifest.clone());
+                    kept.clone().into_bytes()
                 }
+                None => match self.manifest_text(reader, listing, manifest, tally).await {
+                    Some(text) => text,
+                    None => continue,
+                },
             };
-            for (entry, signer) in chains.take_all(&self.location(manifest), &text, &mut tally.out.report.problems) {
-                match objects.find(&entry.body.name, &entry.body.sha256, Some(&bot_tag(&self.keys[signer]))) {
-                    Some(object) if shreds.objects.contains(object) => {
+            let at = self.location(manifest);
+            for (entry, signer) in chains.take_all(&at, &text, &mut tally.out.report.problems) {
+                if entry.is_discarded() {
+                    continue;
+                }
+                let object = objects.find(&entry.body.name, &entry.body.sha256, Some(&bot_tag(&self.keys[signer])));
+                match object {
+                    Some(object) if shreds.objects.contains(object) || shreds.covering(&entry).is_some() => {
                         tally.seen.insert(object.clone());
                     }
-                    Some(object) => entries.push((entry, object.clone())),
+                    Some(object) => to_check.push((entry, object.clone())),
+                    // Destroyed on purpose, and gone since: expected.
+                    None if shreds.covering(&entry).is_some() => {}
                     None if self.in_flight.is_some_and(|f| f.waiting(&entry.body.name)) => {}
-                    None => tally.out.report.problems.push(Problem::Missing {
+                    None => tally.problem(Problem::Missing {
                         name: entry.body.name.clone(),
                         seq: entry.body.seq,
                     }),
                 }
             }
         }
+        to_check
+    }
 
-        // The heads (a head whose manifest is still on its way up says nothing yet).
-        let mut head_texts = Vec::new();
-        let heads = listed.iter().map(|(k, _)| k).filter(|k| {
-            is_head_record(object_name(k)) && !self.in_flight.is_some_and(|f| f.waiting(&manifest_of(object_name(k))))
-        });
-        for head in heads {
-            if let Some(text) = kept(head, &mut tally) {
-                head_texts.push((self.location(head), Ok(String::from_utf8_lossy(&text).into_owned())));
+    /// The bot's version of a manifest ([`bots_version`]); whatever stands over it is named.
+    async fn manifest_text(
+        &self,
+        reader: &ObjectReader,
+        listing: &Listing,
+        key: &str,
+        tally: &mut Tally<'_>,
+    ) -> Option<Vec<u8>> {
+        let at = self.location(key);
+        let mut texts = Vec::new();
+        let mut failed = None;
+        for (version, read) in reader.read_versions(listing, key, MAX_MANIFEST).await {
+            match self.facts(key, version, read, tally) {
+                Ok(read) => texts.push((version, read.text.unwrap_or_default())),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        let Some((chosen, signed)) = bots_version(&texts, self.keys) else {
+            if let Some(e) = failed {
+                tally.problem(Problem::Unreadable { at, why: e.to_string() });
+            }
+            return None;
+        };
+        // Something no bot signed, deleted since (a marker over it): not the archive's, and gone
+        // from view, as a deleted planted file is.
+        if signed == 0 && listing.current(key).is_none() {
+            return None;
+        }
+        let (version, text) = texts.swap_remove(chosen);
+        tally
+            .out
+            .report
+            .problems
+            .extend(over_problem(listing, key, version, &at));
+        Some(text)
+    }
+
+    /// The heads, every version of each (a head whose manifest is still on its way up says nothing
+    /// yet), and heads kept elsewhere, against the chains; then the running bot's own head.
+    async fn check_heads(
+        &self,
+        reader: &ObjectReader,
+        listing: &Listing,
+        shreds: &ShredRecords,
+        chains: &mut Chains<'_>,
+        tally: &mut Tally<'_>,
+    ) {
+        let waiting = |k: &str| self.in_flight.is_some_and(|f| f.waiting(&manifest_of(object_name(k))));
+        let mut keys: Vec<&String> = listing
+            .with_data()
+            .chain(shreds.kept.keys())
+            .filter(|k| is_head_record(object_name(k)) && !waiting(k))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut texts = Vec::new();
+        for key in keys {
+            let at = self.location(key);
+            if let Some(kept) = shreds.kept.get(key.as_str()) {
+                tally.seen.insert(key.clone());
+                texts.push((at, Ok(kept.clone())));
                 continue;
             }
-            let (key, fetched) = fetch(head.clone(), true).await;
-            let text = match self.facts(&key, sizes[key.as_str()], fetched, &mut tally) {
-                Ok(f) => Ok(String::from_utf8_lossy(&f.text.unwrap_or_default()).into_owned()),
-                Err(e) => Err(e.to_string()),
-            };
-            head_texts.push((self.location(&key), text));
+            texts.extend(self.head_versions(reader, listing, key, tally).await);
         }
-        head_texts.extend(super::read_heads(self.extra_heads));
-        chains.check_heads(head_texts, &mut tally.out.report.problems);
+        texts.extend(super::read_heads(self.extra_heads));
+        chains.check_heads(texts, &mut tally.out.report.problems);
         chains.check_every_key_signed(&mut tally.out.report.problems);
-        tally.out.report.entries = chains.entries;
-        tally.out.report.entries_by_key = chains.entries_by_key.clone();
+        if let Some(reach) = self.in_flight.and_then(|f| f.reach) {
+            chains.check_reaches(
+                0,
+                reach,
+                "the bot's own chain head (manifest_head.json in its state directory, less what waits on its disk)",
+                &mut tally.out.report.problems,
+            );
+        }
+    }
 
-        // The listed files, several at a time, each against its entry.
-        let mut checks = futures_util::stream::iter(entries.into_iter().map(|(entry, key)| {
-            let fetching = fetch(key, false);
-            async move { (entry, fetching.await) }
+    /// A head record's texts: every version that verifies (any of them may be the newest head),
+    /// or, when none does, the newest one's text or why it could not be read; a planted version over
+    /// a signed one is named.
+    async fn head_versions(
+        &self,
+        reader: &ObjectReader,
+        listing: &Listing,
+        key: &str,
+        tally: &mut Tally<'_>,
+    ) -> Vec<(String, Result<String, String>)> {
+        let at = self.location(key);
+        let mut valid = Vec::new();
+        let mut newest = None;
+        for (version, read) in reader.read_versions(listing, key, MAX_HEAD_RECORD).await {
+            let text = self
+                .facts(key, version, read, tally)
+                .map(|r| String::from_utf8_lossy(&r.text.unwrap_or_default()).into_owned())
+                .map_err(|e| e.to_string());
+            let signed = text
+                .as_ref()
+                .ok()
+                .and_then(|t| serde_json::from_str::<HeadRecord>(t.trim()).ok());
+            if signed.is_some_and(|r| self.keys.iter().any(|k| r.verify(k))) {
+                if valid.is_empty() {
+                    tally
+                        .out
+                        .report
+                        .problems
+                        .extend(over_problem(listing, key, version, &at));
+                }
+                valid.push((at.clone(), text));
+            } else {
+                newest.get_or_insert((at.clone(), text));
+            }
+        }
+        if valid.is_empty() {
+            valid.extend(newest);
+        }
+        valid
+    }
+
+    /// The listed files, several at a time, each against its entry: the version whose content the
+    /// entry names (trying those of the listed size, newest first), or the newest one's problem.
+    async fn check_files(
+        &self,
+        reader: &ObjectReader,
+        listing: &Listing,
+        to_check: Vec<(Entry, String)>,
+        tally: &mut Tally<'_>,
+    ) {
+        let mut checks = futures_util::stream::iter(to_check.into_iter().map(|(entry, key)| async move {
+            let mut reads = Vec::new();
+            for version in candidates(listing, &key, entry.body.size) {
+                let read = reader.stream(&key, version, None).await;
+                let intact = read
+                    .as_ref()
+                    .is_ok_and(|r| r.plain_len == entry.body.size && r.sha256 == entry.body.sha256);
+                reads.push((version, read));
+                if intact {
+                    break;
+                }
+            }
+            (entry, key, reads)
         }))
         .buffer_unordered(AT_ONCE);
-        while let Some((entry, (key, fetched))) = checks.next().await {
-            let fetched = self.facts(&key, sizes[key.as_str()], fetched, &mut tally);
-            self.compare(&entry, &key, fetched, &mut tally.out.report.problems);
+        while let Some((entry, key, reads)) = checks.next().await {
+            let at = self.location(&key);
+            let mut problems = Vec::new();
+            for (version, read) in reads {
+                let read = self.facts(&key, version, read, tally);
+                let found = content_problem(&entry, &at, read.as_ref().map(|f| (f.plain_len, f.sha256.as_str())));
+                match found {
+                    None => {
+                        problems = over_problem(listing, &key, version, &at).into_iter().collect();
+                        break;
+                    }
+                    // The newest version's problem stands when no version is intact.
+                    Some(problem) if problems.is_empty() => problems.push(problem),
+                    Some(_) => {}
+                }
+            }
+            tally.out.report.problems.extend(problems);
         }
-        drop(checks);
+    }
 
+    /// Objects a plain listing shows that no entry lists (and that are not on their way up).
+    fn report_unlisted(&self, present: &[(String, u64)], shreds: &ShredRecords, tally: &mut Tally<'_>) {
         let in_flight = |key: &str| {
             self.in_flight.is_some_and(|f| f.listed_here(object_name(key)))
                 || is_head_record(object_name(key))
                 || shreds.objects.contains(key)
         };
-        for (key, _) in listed.iter().filter(|(k, _)| !tally.seen.contains(k) && !in_flight(k)) {
+        for (key, _) in present.iter().filter(|(k, _)| !tally.seen.contains(k) && !in_flight(k)) {
             tally.out.report.problems.push(Problem::Unlisted {
                 path: PathBuf::from(self.location(key)),
             });
         }
-        Ok(tally.out)
-    }
-
-    /// An object read against the entry that lists it.
-    fn compare(&self, entry: &Entry, key: &str, fetched: Result<Streamed, ObjectError>, problems: &mut Vec<Problem>) {
-        let read = fetched.as_ref().map(|f| (f.plain_len, f.sha256.as_str()));
-        problems.extend(content_problem(entry, &self.location(key), read));
     }
 
     fn location(&self, key: &str) -> String {
@@ -270,14 +433,14 @@ impl BucketCheck<'_> {
     fn facts(
         &self,
         key: &str,
-        size: u64,
+        version: &Version,
         fetched: Result<Streamed, ObjectError>,
         tally: &mut Tally<'_>,
     ) -> Result<Streamed, ObjectError> {
         tally.seen.insert(key.to_owned());
         tally.done.objects += 1;
-        tally.done.bytes += size;
-        tally.out.bytes += size;
+        tally.done.bytes += version.size;
+        tally.out.bytes += version.size;
         (tally.progress)(tally.done);
         let fetched = fetched?;
         let until = fetched
@@ -285,7 +448,8 @@ impl BucketCheck<'_> {
             .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
         tally.out.objects.push(ObjectFacts {
             key: key.to_owned(),
-            size,
+            version: version.id.clone(),
+            size: version.size,
             lock_mode: fetched.lock_mode.clone(),
             retain_until: until.clone(),
         });
@@ -303,7 +467,7 @@ impl BucketCheck<'_> {
                 _ => None,
             };
             if let Some(why) = why {
-                tally.out.report.problems.push(Problem::ShortRetention {
+                tally.problem(Problem::ShortRetention {
                     at: self.location(key),
                     why,
                 });
@@ -311,16 +475,80 @@ impl BucketCheck<'_> {
         }
         Ok(fetched)
     }
+}
 
-    /// A manifest or head that could not be read is a problem of its own.
-    fn readable(&self, key: &str, fetched: Result<Streamed, ObjectError>, tally: &mut Tally<'_>) -> Option<Streamed> {
-        fetched
-            .map_err(|e| {
-                tally.out.report.problems.push(Problem::Unreadable {
-                    at: self.location(key),
-                    why: e.to_string(),
-                })
-            })
-            .ok()
+/// Every manifest with data in the bucket, and every one a shredding record kept (its object may
+/// be gone), in name order (the order they were written).
+fn manifest_keys(listing: &Listing, shreds: &ShredRecords) -> Vec<String> {
+    let mut keys: Vec<String> = listing
+        .with_data()
+        .chain(shreds.kept.keys())
+        .filter(|k| is_manifest_name(object_name(k)))
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    keys.sort_by(|a, b| object_name(a).cmp(object_name(b)).then(a.cmp(b)));
+    keys
+}
+
+/// The versions of `key` that may hold a file of `size` bytes (plain, or encrypted with its tag),
+/// newest first; when none does, the newest version (whose problem is then reported).
+fn candidates<'l>(listing: &'l Listing, key: &str, size: u64) -> Vec<&'l Version> {
+    let fits = |v: &&Version| v.size == size || v.size == size + TAG_LEN as u64;
+    let sized: Vec<&Version> = listing.data_versions(key).filter(fits).take(VERSIONS_READ).collect();
+    if sized.is_empty() {
+        listing.data_versions(key).take(1).collect()
+    } else {
+        sized
+    }
+}
+
+/// Of a manifest's versions (newest first), the bot's: the one with the most entries signed by
+/// `keys`, the oldest of equals. A bucket writer cannot sign entries: a version they put over the
+/// bot's holds fewer (a cut), or the same ones again.
+/// Returns its index and how many signed entries it holds.
+pub fn bots_version(texts: &[(&Version, Vec<u8>)], keys: &[VerifyingKey]) -> Option<(usize, usize)> {
+    let signed = |text: &[u8]| {
+        text.split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<Entry>(line).ok())
+            .filter(|entry| keys.iter().any(|k| entry.verify(k)))
+            .count()
+    };
+    let mut best: Option<(usize, usize)> = None;
+    for (i, (_, text)) in texts.iter().enumerate() {
+        let n = signed(text);
+        if best.is_none_or(|(most, _)| n >= most) {
+            best = Some((n, i));
+        }
+    }
+    best.map(|(n, i)| (i, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_looked_for_in_the_versions_of_its_size_newest_first() {
+        let v = |id: &str, size: u64, marker: bool| Version {
+            id: Some(id.into()),
+            size,
+            marker,
+        };
+        let mut listing = Listing::default();
+        listing.keys.insert(
+            "k".into(),
+            vec![
+                v("m", 0, true),
+                v("3", 7, false),
+                v("2", 116, false),
+                v("1", 100, false),
+            ],
+        );
+        let ids = |found: Vec<&Version>| found.iter().map(|v| v.label().to_owned()).collect::<Vec<_>>();
+        assert_eq!(ids(candidates(&listing, "k", 100)), ["2", "1"]);
+        assert_eq!(ids(candidates(&listing, "k", 5)), ["3"]);
+        assert!(candidates(&listing, "none", 5).is_empty());
     }
 }

@@ -9,6 +9,9 @@ use super::Problem;
 use crate::manifest::entry::{Entry, GENESIS, line_hash};
 use crate::manifest::head::HeadRecord;
 
+/// Problems named one by one from a single manifest; the rest are counted.
+const PROBLEMS_PER_MANIFEST: usize = 20;
+
 pub struct Chains<'k> {
     keys: &'k [VerifyingKey],
     /// Each key's last entry: its chain so far.
@@ -58,13 +61,19 @@ impl<'k> Chains<'k> {
         if self.previous.iter().flatten().any(|(_, h)| *h == hash) {
             return None;
         }
-        self.entries += 1;
         let Some(signer) = self.keys.iter().position(|key| entry.verify(key)) else {
+            self.entries += 1;
             problems.push(Problem::BadSignature { at });
             return None;
         };
-        self.entries_by_key[signer] += 1;
         let seq = entry.body.seq;
+        // An entry already taken, read again (from another version of a manifest, or a copy of
+        // the bot's lines under another name): it adds nothing and hides nothing.
+        if self.hashes[signer].get(&seq) == Some(&hash) {
+            return None;
+        }
+        self.entries += 1;
+        self.entries_by_key[signer] += 1;
         let (expected_seq, expected_prev) = match &self.previous[signer] {
             Some((s, h)) => (s + 1, h.as_str()),
             None => (1, GENESIS),
@@ -78,12 +87,42 @@ impl<'k> Chains<'k> {
     }
 
     /// Takes every line of one manifest (`at` says where it is), in order: its signed entries,
-    /// each with the key that signed it.
+    /// each with the key that signed it. A planted manifest of many bad lines is reported by its
+    /// first few and a count, not a problem per line.
     pub fn take_all(&mut self, at: &str, text: &[u8], problems: &mut Vec<Problem>) -> Vec<(Entry, usize)> {
-        text.split(|b| *b == b'\n')
-            .enumerate()
-            .filter_map(|(i, line)| self.take(format!("{at}:{}", i + 1), line, problems))
-            .collect()
+        let mut mine = Vec::new();
+        let mut taken = Vec::new();
+        for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+            taken.extend(self.take(format!("{at}:{}", i + 1), line, &mut mine));
+        }
+        let more = mine.len().saturating_sub(PROBLEMS_PER_MANIFEST);
+        mine.truncate(PROBLEMS_PER_MANIFEST);
+        problems.extend(mine);
+        if more > 0 {
+            problems.push(Problem::Unreadable {
+                at: at.to_owned(),
+                why: format!("{more} more bad line(s) (the first {PROBLEMS_PER_MANIFEST} are named above)"),
+            });
+        }
+        taken
+    }
+
+    /// The sequence number of the last entry `signer`'s chain holds (0: none).
+    pub fn last_seq(&self, signer: usize) -> u64 {
+        self.previous[signer].as_ref().map_or(0, |(s, _)| *s)
+    }
+
+    /// The chain of `signer` must reach entry `seq`, which `what` says exists (the running bot's own
+    /// chain head, less what it has not uploaded yet): `TRUNCATED` otherwise.
+    pub fn check_reaches(&self, signer: usize, seq: u64, what: &str, problems: &mut Vec<Problem>) {
+        let last_seq = self.last_seq(signer);
+        if seq > last_seq {
+            problems.push(Problem::Truncated {
+                head: what.to_owned(),
+                last_seq,
+                head_seq: seq,
+            });
+        }
     }
 
     /// With several keys, each must have signed something: a key with no entry at all is a bot whose
@@ -133,15 +172,8 @@ impl<'k> Chains<'k> {
             }
         }
         for (signer, head) in newest.into_iter().enumerate() {
-            let last_seq = self.previous[signer].as_ref().map_or(0, |(s, _)| *s);
-            if let Some((head_seq, head)) = head
-                && head_seq > last_seq
-            {
-                problems.push(Problem::Truncated {
-                    head,
-                    last_seq,
-                    head_seq,
-                });
+            if let Some((head_seq, head)) = head {
+                self.check_reaches(signer, head_seq, &format!("the signed chain head {head}"), problems);
             }
         }
     }

@@ -1,14 +1,14 @@
 //! `verify DIR`: the archive as a directory (a bot's own destinations, or a restored copy).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
 use super::chain::Chains;
 use super::{Problem, Report};
-use crate::manifest::entry::{Entry, file_facts, is_manifest_name};
+use crate::manifest::entry::{Entry, MAX_MANIFEST, file_facts, is_manifest_name};
 use crate::manifest::head::is_head_record;
 
 /// Verifies the archive under `dir` against the public keys of the bots that write to it (one, or
@@ -31,12 +31,21 @@ pub fn verify_dir(dir: &Path, keys: &[VerifyingKey], extra_heads: &[PathBuf]) ->
     let mut listed = HashSet::new();
     let mut chains = Chains::new(keys);
     for manifest in &manifests {
-        let reader = BufReader::new(std::fs::File::open(manifest)?);
-        for (i, line) in reader.split(b'\n').enumerate() {
-            let at = format!("{}:{}", manifest.display(), i + 1);
-            let Some((entry, _signer)) = chains.take(at, &line?, &mut report.problems) else {
+        let file = std::fs::File::open(manifest)?;
+        let size = file.metadata()?.len();
+        if size > MAX_MANIFEST {
+            report.problems.push(Problem::Unreadable {
+                at: manifest.display().to_string(),
+                why: format!("{size} bytes, more than the {MAX_MANIFEST} a manifest can be (planted?); not read"),
+            });
+            continue;
+        }
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut BufReader::new(file), &mut text)?;
+        for (entry, _signer) in chains.take_all(&manifest.display().to_string(), &text, &mut report.problems) {
+            if entry.is_discarded() {
                 continue;
-            };
+            }
             listed.insert(entry.body.name.clone());
             let copies = files.get(&entry.body.name).map(Vec::as_slice).unwrap_or_default();
             check_copies(&entry, copies, &mut report.problems)?;

@@ -20,11 +20,13 @@ mod bucket;
 mod chain;
 mod dir;
 mod shredded;
+mod versions;
 
-pub use bucket::{BucketCheck, BucketReport, InFlight, ObjectFacts, Progress, bot_tag, content_problem};
+pub use bucket::{BucketCheck, BucketReport, InFlight, ObjectFacts, Progress, bot_tag, bots_version, content_problem};
 pub use chain::Chains;
 pub use dir::{scan, verify_dir};
-pub use shredded::ShredRecords;
+pub use shredded::{ShredRecords, not_in_effect, over_problem, read_record};
+pub use versions::{Listing, ObjectReader, Over, Version, Versioning};
 
 /// One thing wrong with the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,20 @@ pub enum Problem {
         head: String,
         seq: u64,
     },
+    /// On a versioned bucket: a delete marker stands over the bot's version, which is still there
+    /// (and is what was checked).
+    Hidden {
+        at: String,
+        version: String,
+        marker: String,
+    },
+    /// On a versioned bucket: a newer version with other content stands over the bot's version,
+    /// which is still there (and is what was checked).
+    Replaced {
+        at: String,
+        version: String,
+        newer: String,
+    },
     /// A signed shredding record whose key KMS does not hold pending deletion: the shred was
     /// cancelled outside `shred --cancel`, or an old record was put back.
     ShredNotInEffect {
@@ -128,9 +144,17 @@ impl fmt::Display for Problem {
                 head_seq,
             } => write!(
                 f,
-                "TRUNCATED: the archive ends at entry {last_seq}, but the signed chain head {head} says entry {head_seq} exists: the newest manifests (and the files they list) are missing"
+                "TRUNCATED: the archive ends at entry {last_seq}, but {head} says entry {head_seq} exists: the newest manifests (and the files they list) are missing"
             ),
             Problem::ShortRetention { at, why } => write!(f, "SHORT RETENTION {at}: {why}"),
+            Problem::Hidden { at, version, marker } => write!(
+                f,
+                "HIDDEN {at}: a delete marker (version {marker}) hides the bot's version {version}, which is still in the bucket and was checked; readers and plain listings no longer see it (remove the marker: DeleteObject with its version id)"
+            ),
+            Problem::Replaced { at, version, newer } => write!(
+                f,
+                "REPLACED {at}: a newer version ({newer}) with other content stands over the bot's version {version}, which is still in the bucket and was checked; readers now get the newer one"
+            ),
             Problem::NoEntries { key } => write!(
                 f,
                 "NO ENTRIES for public key {key}: no manifest entry is signed with it (that bot's whole archive is missing, or the key was given by mistake)"
@@ -166,6 +190,8 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// Periods crypto-shredded on purpose (`shred`), whose objects are expected to be unreadable.
     pub shredded: Vec<Shredded>,
+    /// A bucket's versioning: whether a deletion can be seen in it at all.
+    pub versioning: Option<Versioning>,
 }
 
 /// A period a signed shredding record says was destroyed: its objects are reported, not checked.

@@ -1,21 +1,58 @@
 //! Shredded periods in a bucket check: the signed shredding records `shred` left beside the archive
-//! (`shredding_<period>.json`). A record that verifies with one of the given keys makes its period's
-//! objects `SHREDDED` (expected, not checked), and lends its copies of the period's manifests and
-//! chain head records, so the chains are still walked through the period. A record that does not
-//! verify is a problem and changes nothing; a cancelled one changes nothing either.
+//! (`shredding_<period>.json`). A record that verifies with one of the given keys, for this archive,
+//! while KMS holds its key pending deletion (or has deleted it), makes its period's objects
+//! `SHREDDED` (expected, not checked; gone is expected too, as a lifecycle rule deletes them), and
+//! lends its copies of the period's manifests and chain head records, so the chains are still
+//! walked through the period even once those objects are gone. A record that does not verify is a
+//! problem and changes nothing; a cancelled one changes nothing either.
+//!
+//! Each record's versions are read newest first, and the first that verifies counts: a planted
+//! version over it is named (`REPLACED`, or `HIDDEN` under a delete marker) and changes nothing. A
+//! record is read only as far as its signed header allows ([`RecordReader`]).
 
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_kms::types::KeyState;
 use ed25519_dalek::VerifyingKey;
 
+use super::versions::{Listing, ObjectReader, Over, Version};
 use super::{Problem, Shredded};
-use crate::decrypt::stream_keeping;
-use crate::shred::record::{MAX_RECORD, ShredRecord, State, is_record_name};
+use crate::decrypt::ObjectError;
+use crate::manifest::Entry;
+use crate::period::{Period, name_time};
+use crate::shred::record::{RecordError, RecordReader, ShredRecord, State, is_record_name};
 use crate::sink::s3::keys::object_name;
 
+/// Versions of one record read at most (a planted pile of versions costs little).
+const VERSIONS_READ: usize = 16;
+
+/// Why a record version was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+/// One version of a record, read as far as its signed header allows.
+pub async fn read_record(
+    reader: &ObjectReader,
+    key: &str,
+    version: &Version,
+    keys: &[VerifyingKey],
+) -> Result<ShredRecord, ReadError> {
+    let mut object = reader.open(key, version).await?;
+    let mut record = RecordReader::new(keys);
+    while let Some(chunk) = object.read().await? {
+        record.feed(&chunk)?;
+    }
+    object.plain.finish()?;
+    Ok(record.finish()?)
+}
+
 /// The first key of a record that KMS does not hold pending deletion (or deleted), with its state.
-async fn not_in_effect(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> Option<(String, String)> {
+pub async fn not_in_effect(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> Option<(String, String)> {
     for key in &record.body.keys {
         match kms.describe_key().key_id(&key.arn).send().await {
             Ok(out) => match out.key_metadata.and_then(|m| m.key_state) {
@@ -47,40 +84,38 @@ pub struct ShredRecords {
 }
 
 impl ShredRecords {
+    /// The records under `prefix` in `listing`: each verified (with `keys`) and, if scheduled,
+    /// checked with KMS; what is wrong with one is added to `problems`.
     pub async fn load(
-        s3: &aws_sdk_s3::Client,
-        kms: &aws_sdk_kms::Client,
-        bucket: &str,
-        listed: &[(String, u64)],
+        reader: &ObjectReader,
+        prefix: &str,
+        listing: &Listing,
         keys: &[VerifyingKey],
         problems: &mut Vec<Problem>,
     ) -> Self {
         let mut out = Self::default();
-        for (key, _) in listed.iter().filter(|(k, _)| is_record_name(object_name(k))) {
+        for key in listing.with_data().filter(|k| is_record_name(object_name(k))) {
             out.records.push(key.clone());
-            let at = format!("s3://{bucket}/{key}");
-            let record = match stream_keeping(s3, kms, bucket, key, Some(MAX_RECORD)).await {
-                Ok(read) => serde_json::from_slice::<ShredRecord>(&read.text.unwrap_or_default())
-                    .map_err(|e| format!("not a shredding record: {e}")),
-                Err(e) => Err(e.to_string()),
+            let at = reader.location(key);
+            let Some(record) = newest_valid(reader, listing, key, keys, problems).await else {
+                continue;
             };
-            let record = match record {
-                Ok(r) if keys.iter().any(|k| r.verify(k)) => r,
-                Ok(_) => {
-                    problems.push(Problem::BadSignature { at });
-                    continue;
-                }
-                Err(why) => {
-                    problems.push(Problem::Unreadable { at, why });
-                    continue;
-                }
-            };
+            if record.body.bucket != reader.bucket || record.body.prefix != prefix {
+                problems.push(Problem::Unreadable {
+                    at,
+                    why: format!(
+                        "a shredding record of another archive (s3://{}/{}): it counts only there",
+                        record.body.bucket, record.body.prefix
+                    ),
+                });
+                continue;
+            }
             if record.body.state != State::Scheduled {
                 continue;
             }
             // The record says so; KMS must agree, or the period's objects are checked as usual (a
             // cancelled deletion, or an old record put back, hides nothing).
-            if let Some((key, state)) = not_in_effect(kms, &record).await {
+            if let Some((key, state)) = not_in_effect(&reader.kms, &record).await {
                 problems.push(Problem::ShredNotInEffect {
                     record: at,
                     period: record.body.period.clone(),
@@ -89,24 +124,82 @@ impl ShredRecords {
                 });
                 continue;
             }
-            let present: HashSet<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
-            let objects: Vec<String> = record
-                .body
-                .objects
-                .iter()
-                .map(|o| o.key.clone())
-                .filter(|k| present.contains(k.as_str()))
-                .collect();
-            out.periods.push(Shredded {
-                period: record.body.period.clone(),
-                record: at,
-                keys: record.body.keys.iter().map(|k| k.arn.clone()).collect(),
-                objects: objects.len(),
-                objects_listed: objects.clone(),
-            });
-            out.objects.extend(objects);
-            out.kept.extend(record.body.kept.into_iter().map(|t| (t.key, t.text)));
+            out.take(record, at, listing);
         }
         out
     }
+
+    fn take(&mut self, record: ShredRecord, at: String, listing: &Listing) {
+        let objects: Vec<String> = record
+            .objects
+            .iter()
+            .map(|o| o.key.clone())
+            .filter(|k| listing.current(k).is_some())
+            .collect();
+        self.periods.push(Shredded {
+            period: record.body.period.clone(),
+            record: at,
+            keys: record.body.keys.iter().map(|k| k.arn.clone()).collect(),
+            objects: objects.len(),
+            objects_listed: objects,
+        });
+        self.objects.extend(record.objects.into_iter().map(|o| o.key));
+        self.kept.extend(record.kept.into_iter().map(|t| (t.key, t.text)));
+    }
+
+    /// The shred that destroyed the file an entry lists: the entry's file is of a shredded period
+    /// and under one of its record's keys. Its object may be there (unreadable) or gone.
+    pub fn covering(&self, entry: &Entry) -> Option<&Shredded> {
+        let time = name_time(&entry.body.name)?;
+        let key = entry.body.kms_key.as_deref()?;
+        self.periods
+            .iter()
+            .find(|s| Period::parse(&s.period).is_ok_and(|p| p.contains(time)) && s.keys.iter().any(|k| k == key))
+    }
+}
+
+/// The newest version of a record that verifies; a planted version over it is named, and so is a
+/// record none of whose versions verifies.
+async fn newest_valid(
+    reader: &ObjectReader,
+    listing: &Listing,
+    key: &str,
+    keys: &[VerifyingKey],
+    problems: &mut Vec<Problem>,
+) -> Option<ShredRecord> {
+    let at = reader.location(key);
+    let mut first_error = None;
+    for version in listing.data_versions(key).take(VERSIONS_READ) {
+        match read_record(reader, key, version, keys).await {
+            Ok(record) => {
+                problems.extend(over_problem(listing, key, version, &at));
+                return Some(record);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    problems.push(match first_error {
+        Some(ReadError::Record(RecordError::BadSignature)) => Problem::BadSignature { at },
+        Some(e) => Problem::Unreadable { at, why: e.to_string() },
+        None => return None,
+    });
+    None
+}
+
+/// `HIDDEN` or `REPLACED` when something stands over the bot's `version` of `key`.
+pub fn over_problem(listing: &Listing, key: &str, version: &Version, at: &str) -> Option<Problem> {
+    Some(match listing.over(key, version)? {
+        Over::Marker(marker) => Problem::Hidden {
+            at: at.to_owned(),
+            version: version.label().to_owned(),
+            marker,
+        },
+        Over::Newer(newer) => Problem::Replaced {
+            at: at.to_owned(),
+            version: version.label().to_owned(),
+            newer,
+        },
+    })
 }

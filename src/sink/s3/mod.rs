@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::Sink;
@@ -29,7 +30,9 @@ use crate::config::S3Config;
 use crate::durable;
 use crate::envelope::{KeyRing, gcm};
 use crate::events::{EventKind, Events, announce};
+use crate::manifest::verify::ObjectReader;
 use crate::metrics::{Counter, Gauge, Metrics};
+use crate::shred::{Discarded, ShredWatch};
 use crate::spool::{ClosedFile, FileKind};
 
 pub use create_only::ContentMac;
@@ -66,6 +69,16 @@ pub struct S3Sink {
     /// How long `finish` lets the uploader empty its queue before leaving the rest for next start.
     finish_grace: Duration,
     keys: Option<Arc<KeyRing>>,
+    /// With per-period keys: files of shredded periods, handed back to the manifest stage to be
+    /// recorded as discarded and removed.
+    discards: Option<Discards>,
+}
+
+/// What the manifest stage needs to discard files of shredded periods: the watch that tells one,
+/// and the files the uploader gave up on for it.
+pub struct Discards {
+    pub watch: Arc<ShredWatch>,
+    pub files: mpsc::UnboundedReceiver<Discarded>,
 }
 
 /// What the uploader needs to turn a file into an object.
@@ -83,6 +96,8 @@ struct Uploader {
     /// of the recovery, not of every retry.
     failing: [AtomicBool; 2],
     content_mac: ContentMac,
+    /// With per-period keys: whether a file's period was shredded, and where such a file goes.
+    shredded: Option<(Arc<ShredWatch>, mpsc::UnboundedSender<Discarded>)>,
 }
 
 impl Service {
@@ -113,22 +128,31 @@ impl S3Sink {
     /// Builds the clients (no network call is made yet: an outage at start-up must not stop capture).
     pub async fn new(
         config: S3Config,
-        bot_tag: String,
-        content_mac: ContentMac,
+        bot: BotKeys,
         metrics: Arc<Metrics>,
         events: Events,
         finish_grace: Duration,
     ) -> Self {
         let s3 = aws::s3_client(&aws::sdk_config(&config.region).await);
+        let mut shredded = None;
+        let mut discards = None;
         let kms = match &config.kms {
             Some(kms) => {
-                let ring = Arc::new(KeyRing::new(
-                    aws_sdk_kms::Client::new(&aws::sdk_config(&kms.region).await),
-                    kms,
-                    metrics.clone(),
-                    events.clone(),
-                ));
+                let client = aws_sdk_kms::Client::new(&aws::sdk_config(&kms.region).await);
+                let ring = Arc::new(KeyRing::new(client.clone(), kms, metrics.clone(), events.clone()));
                 tokio::spawn(ring.clone().look_ahead());
+                if let Some(granularity) = kms.period {
+                    let reader = ObjectReader {
+                        s3: s3.clone(),
+                        kms: client,
+                        bucket: config.bucket.clone(),
+                    };
+                    let prefix = crate::decrypt::folder_prefix(&config.folder).unwrap_or_default();
+                    let watch = Arc::new(ShredWatch::new(reader, prefix, bot.public_key, granularity));
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    shredded = Some((watch.clone(), tx));
+                    discards = Some(Discards { watch, files: rx });
+                }
                 Some(ring)
             }
             None => None,
@@ -144,12 +168,13 @@ impl S3Sink {
             s3,
             kms,
             config,
-            bot_tag,
+            bot_tag: bot.tag,
             metrics: metrics.clone(),
             budget: PartBudget::default(),
             events,
             failing: Default::default(),
-            content_mac,
+            content_mac: bot.content_mac,
+            shredded,
         });
         let (tx, rx) = flume::unbounded();
         let mut workers = JoinSet::new();
@@ -163,6 +188,7 @@ impl S3Sink {
             metrics,
             finish_grace,
             keys: uploader.kms.clone(),
+            discards,
         }
     }
 
@@ -170,6 +196,20 @@ impl S3Sink {
     pub fn key_ring(&self) -> Option<Arc<KeyRing>> {
         self.keys.clone()
     }
+
+    /// With per-period keys, what the manifest stage needs to discard files of shredded periods
+    /// (once: the files' receiver moves).
+    pub fn take_discards(&mut self) -> Option<Discards> {
+        self.discards.take()
+    }
+}
+
+/// Who the bot is, as the sink needs it: the tag in its attachments' keys, its content MAC, and
+/// the public key its shredding records are signed with.
+pub struct BotKeys {
+    pub tag: String,
+    pub content_mac: ContentMac,
+    pub public_key: ed25519_dalek::VerifyingKey,
 }
 
 impl Sink for S3Sink {
@@ -263,6 +303,14 @@ impl Uploader {
                     }
                     return Some((item, REFUSED_RETRY));
                 }
+                Err(UploadError::Kms(failure)) => {
+                    // A file of a shredded period: never uploaded, handed back to be discarded.
+                    if self.hand_back_if_shredded(&mut item).await {
+                        self.done(&item.file);
+                        return None;
+                    }
+                    UploadError::Kms(failure)
+                }
                 Err(e) => e,
             };
             self.metrics.incr(Counter::S3PostErrors);
@@ -292,6 +340,26 @@ impl Uploader {
         let wait = jitter(item.backoff);
         item.backoff = (item.backoff * 2).min(MAX_BACKOFF);
         Some((item, wait))
+    }
+
+    /// Whether the file's period has ended and was shredded for good (its key could not be used):
+    /// then it goes to the manifest stage, which records and removes it.
+    async fn hand_back_if_shredded(&self, item: &mut Queued) -> bool {
+        let Some((watch, discards)) = &self.shredded else {
+            return false;
+        };
+        let Some(period) = watch.ended_period(&file_name(&item.file.path)) else {
+            return false;
+        };
+        let Some(record) = watch.in_effect(period).await else {
+            return false;
+        };
+        discards
+            .send(Discarded {
+                file: item.file.clone(),
+                record,
+            })
+            .is_ok()
     }
 
     /// The file has left the backlog (uploaded, or found gone).
@@ -450,14 +518,7 @@ fn file_name(path: &Path) -> String {
 /// uploaded again (to the same key) after a restart.
 async fn remove_local(path: &Path) {
     let path = path.to_owned();
-    let result = tokio::task::spawn_blocking(move || {
-        std::fs::remove_file(&path)?;
-        match path.parent() {
-            Some(dir) => durable::sync_dir(dir),
-            None => Ok(()),
-        }
-    })
-    .await;
+    let result = tokio::task::spawn_blocking(move || durable::remove_durably(&path)).await;
     if let Ok(Err(e)) = result {
         tracing::warn!(error = %e, "uploaded, but cannot delete the local copy; it will be uploaded again at the next start");
     }

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use futures_util::StreamExt;
@@ -21,6 +23,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<serde_json::Value, ApiError> {
     let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg);
+    let started = Instant::now();
     let mut multipart = open_multipart(req)?;
     let idle = state.config.idle;
     let (text, share, safe) = message_part(state, &mut multipart).await?;
@@ -47,7 +50,7 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
         state.intake.metrics.incr(Counter::FilesSavedFailed);
         e
     };
-    let partial = receive_file(state, field).await.map_err(failed)?;
+    let partial = receive_file(state, field, started).await.map_err(failed)?;
     if next_part(&mut multipart, idle).await.map_err(failed)?.is_some() {
         return Err(failed(bad(
             "unexpected part after `file`; send exactly `message` then `file`".into(),
@@ -113,9 +116,12 @@ async fn message_part(
         max: state.config.max_body,
         idle,
     };
-    let text = body::read(field, limits, &state.budget, &mut share).await?;
-    // The line made from it later is about as long again.
-    state.budget.cover(&mut share, 2 * text.capacity()).await?;
+    let mut text = body::read(field, limits, &state.budget, &mut share).await?;
+    // The line made from it later is about as long again; what the buffer held beyond the text
+    // goes back before the file streams (which may take long).
+    text.shrink_to_fit();
+    state.budget.cover(&mut share, 2 * text.len()).await?;
+    state.budget.shrink(&mut share, 2 * text.len());
     state.intake.metrics.incr(Counter::MessagesRx);
     let refused = |e: ApiError| {
         state.intake.metrics.incr(Counter::MessagesRxFailed);
@@ -136,18 +142,49 @@ async fn message_part(
     Ok((text, share, safe))
 }
 
-/// Streams the `file` part to a partial file; dropping the result removes it again.
-async fn receive_file(state: &HttpState, mut field: multer::Field<'static>) -> Result<PartialAttachment, ApiError> {
+/// Streams the `file` part to a partial file; dropping the result removes it again. Nothing may
+/// arrive for `WICKRIO_INGEST_IDLE_SECS`, and once the request (which began at `started`) has taken
+/// four times that, the file must have kept up [`body::MIN_FILE_RATE`] on average.
+async fn receive_file(
+    state: &HttpState,
+    mut field: multer::Field<'static>,
+    started: Instant,
+) -> Result<PartialAttachment, ApiError> {
     let mut partial = state.intake.spool.begin_attachment(state.intake.max_file).await?;
     let idle = state.config.idle;
+    let deadline = started + idle * 4;
+    let (mut received, mut last_data) = (0u64, Instant::now());
     loop {
-        let chunk = tokio::time::timeout(idle, field.chunk())
-            .await
-            .map_err(|_| body::idle(idle))?
-            .map_err(|e| multipart_error("the attachment upload broke off", &e))?;
+        // Wake when the idle limit runs out, and at the deadline too, to judge the rate.
+        let now = Instant::now();
+        let idle_left = idle.saturating_sub(last_data.elapsed());
+        let wait = if now < deadline {
+            idle_left.min(deadline - now)
+        } else {
+            idle_left
+        };
+        let chunk = match tokio::time::timeout(wait, field.chunk()).await {
+            Ok(chunk) => Some(chunk.map_err(|e| multipart_error("the attachment upload broke off", &e))?),
+            Err(_) => None,
+        };
+        if let Some(None) = chunk {
+            return Ok(partial);
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= idle * 4 {
+            let rate = (received as f64 / elapsed.as_secs_f64()) as u64;
+            if rate < body::MIN_FILE_RATE {
+                return Err(body::too_slow(rate, elapsed));
+            }
+        }
         match chunk {
-            Some(chunk) => partial.write(&chunk).await?,
-            None => return Ok(partial),
+            Some(Some(chunk)) => {
+                received += chunk.len() as u64;
+                last_data = Instant::now();
+                partial.write(&chunk).await?;
+            }
+            _ if last_data.elapsed() >= idle => return Err(body::idle(idle)),
+            _ => {}
         }
     }
 }

@@ -77,6 +77,17 @@ impl Budget {
         Ok(())
     }
 
+    /// Gives back what `share` holds beyond `bytes`.
+    pub(super) fn shrink(&self, share: &mut Share, bytes: usize) {
+        let want = kib(bytes);
+        if let Some(permit) = &mut share.permit
+            && share.kib > want
+        {
+            drop(permit.split((share.kib - want) as usize));
+            share.kib = want;
+        }
+    }
+
     /// `kib` of the budget. Whatever is free is taken at once, ahead of the queue (the semaphore's
     /// queue is first come, first served); else it waits, at most BUDGET_WAIT.
     async fn take(&self, kib: u32) -> Result<OwnedSemaphorePermit, ApiError> {
@@ -164,6 +175,22 @@ pub(super) fn too_large(max: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("body larger than WICKRIO_INGEST_MAX_BODY ({max} bytes)"),
+    )
+}
+
+/// The slowest an attachment may arrive, on average, once the request has taken longer than the
+/// whole-request limit (four times `WICKRIO_INGEST_IDLE_SECS`): a file dribbled in just under the
+/// idle limit must not hold its connection and its share of the budget for hours.
+pub(super) const MIN_FILE_RATE: u64 = 8 << 10;
+
+pub(super) fn too_slow(rate: u64, after: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the attachment arrived at {rate} bytes/s on average over {} s, below the {} KiB/s an upload must keep up once it takes longer than four times WICKRIO_INGEST_IDLE_SECS: the request was abandoned and nothing of it kept",
+            after.as_secs(),
+            MIN_FILE_RATE >> 10
+        ),
     )
 }
 

@@ -1,0 +1,185 @@
+//! What protects each object version, as KMS says when it unwraps the version's data key: the one
+//! witness `shred` trusts about what deleting a key destroys. Manifests, object names and metadata
+//! can all be written by anyone who can write to the bucket; KMS's answer cannot.
+//!
+//! The argument, while the period's key is enabled: the operator can unwrap under it (shown by the
+//! period's own objects), and KMS unwraps any data key under it given the context the formats use;
+//! so a version whose data key KMS does not unwrap, or unwraps under another key, is not under it.
+//! Every version of every object outside the period is asked about (a delete marker or a newer
+//! version over an object does not hide it from this), each distinct wrapped data key once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::types::ObjectLockLegalHoldStatus;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+
+use super::ShredError;
+use crate::aws::failure;
+use crate::envelope::{EnvelopeError, StoredEnvelope};
+use crate::manifest::verify::{ObjectReader, Version};
+
+/// Versions looked at once.
+const AT_ONCE: usize = 16;
+
+/// KMS's answers that, with the period's key enabled and unwrappable by the operator, show a data
+/// key is not under it: another key's state or permissions, or a ciphertext no key of this account
+/// takes.
+const NOT_THE_KEY: &[&str] = &[
+    "NotFoundException",
+    "KMSInvalidStateException",
+    "DisabledException",
+    "AccessDeniedException",
+    "IncorrectKeyException",
+    "InvalidCiphertextException",
+];
+
+/// Which key protects a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Not encrypted: no key protects it.
+    Plain,
+    /// The period's key.
+    Ours,
+    /// Another key, or KMS refused for a reason (the code) that shows it is not the period's key
+    /// while that key is enabled.
+    Other(String),
+    /// KMS refused because a key is pending deletion: the period's own key, if it is pending (a
+    /// shred run again), or another one.
+    Pending,
+}
+
+/// One version as `shred` saw it.
+pub(super) struct Looked {
+    pub key: String,
+    pub version: Version,
+    pub head: HeadObjectOutput,
+    pub verdict: Verdict,
+    pub wrapped: Option<Vec<u8>>,
+}
+
+/// Asks S3 and KMS about versions, remembering each wrapped data key's answer.
+pub(super) struct Witness<'r> {
+    pub reader: &'r ObjectReader,
+    /// The period's key (ARN).
+    pub key: String,
+    answers: Mutex<HashMap<Vec<u8>, Verdict>>,
+    pub kms_calls: AtomicUsize,
+    pub s3_calls: AtomicUsize,
+}
+
+impl<'r> Witness<'r> {
+    pub fn new(reader: &'r ObjectReader, key: String) -> Self {
+        Self {
+            reader,
+            key,
+            answers: Mutex::default(),
+            kms_calls: AtomicUsize::new(0),
+            s3_calls: AtomicUsize::new(0),
+        }
+    }
+
+    /// Looks at every version in `versions`, several at a time.
+    pub async fn look_all(&self, versions: Vec<(String, Version)>) -> Result<Vec<Looked>, ShredError> {
+        let mut looks = futures_util::stream::iter(versions.into_iter().map(|(key, version)| self.look(key, version)))
+            .buffer_unordered(AT_ONCE);
+        let mut out = Vec::new();
+        while let Some(looked) = looks.next().await {
+            out.push(looked?);
+        }
+        Ok(out)
+    }
+
+    /// One version: its head (metadata, Object Lock) and which key protects it.
+    pub async fn look(&self, key: String, version: Version) -> Result<Looked, ShredError> {
+        let bucket = &self.reader.bucket;
+        self.s3_calls.fetch_add(1, Ordering::Relaxed);
+        let head = self
+            .reader
+            .s3
+            .head_object()
+            .bucket(bucket)
+            .key(&key)
+            .set_version_id(version.id.clone())
+            .send()
+            .await
+            .map_err(|e| failure(&format!("read s3://{bucket}/{key} (version {})", version.label()), &e))?;
+        let metadata = head.metadata().cloned().unwrap_or_default();
+        let envelope = StoredEnvelope::from_metadata(&metadata).map_err(|e| ShredError::Envelope {
+            key: format!("{key} (version {})", version.label()),
+            why: format!("{e}: whether it is under the key cannot be told (remove it if it was planted)"),
+        })?;
+        let (verdict, wrapped) = match envelope {
+            None => (Verdict::Plain, None),
+            Some(envelope) => (self.verdict(&envelope).await?, Some(envelope.wrapped().to_vec())),
+        };
+        Ok(Looked {
+            key,
+            version,
+            head,
+            verdict,
+            wrapped,
+        })
+    }
+
+    async fn verdict(&self, envelope: &StoredEnvelope) -> Result<Verdict, ShredError> {
+        if let Some(known) = lock(&self.answers).get(envelope.wrapped()) {
+            return Ok(known.clone());
+        }
+        self.kms_calls.fetch_add(1, Ordering::Relaxed);
+        let verdict = match envelope.wrapping_key(&self.reader.kms).await {
+            Ok(arn) if arn == self.key => Verdict::Ours,
+            Ok(arn) => Verdict::Other(format!("under KMS key {arn}")),
+            Err(EnvelopeError::Kms(e)) if e.is("KMSInvalidStateException") => Verdict::Pending,
+            Err(EnvelopeError::Kms(e)) if NOT_THE_KEY.iter().any(|code| e.is(code)) => Verdict::Other(format!(
+                "KMS will not unwrap its data key ({}): not under {}",
+                e.code.as_deref().unwrap_or_default(),
+                self.key
+            )),
+            Err(e) => {
+                return Err(ShredError::Envelope {
+                    key: "an object".into(),
+                    why: format!("KMS could not say which key protects it: {e}"),
+                });
+            }
+        };
+        lock(&self.answers).insert(envelope.wrapped().to_vec(), verdict.clone());
+        Ok(verdict)
+    }
+
+    pub fn calls(&self) -> (usize, usize) {
+        (
+            self.s3_calls.load(Ordering::Relaxed),
+            self.kms_calls.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Why S3 must still keep a version: a legal hold, or retention until after `now`.
+pub(super) fn held_by(looked: &Looked, now: DateTime<Utc>) -> Vec<(String, String)> {
+    let head = &looked.head;
+    let at = format!("{} (version {})", looked.key, looked.version.label());
+    let mut held = Vec::new();
+    if head.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On) {
+        held.push((
+            at.clone(),
+            "under a legal hold (retention-bot legal-hold off lifts it)".to_owned(),
+        ));
+    }
+    if let Some(until) = head.object_lock_retain_until_date() {
+        let until = DateTime::from_timestamp(until.secs(), until.subsec_nanos()).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        if until > now {
+            let mode = head.object_lock_mode().map_or("", |m| m.as_str());
+            held.push((at, format!("under {mode} retention until {}", until.to_rfc3339())));
+        }
+    }
+    held
+}
+
+/// A std mutex's guard; a panic elsewhere while it was held leaves a plain map behind, still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
