@@ -65,7 +65,7 @@ impl Pipeline {
                 let bot = BotKeys {
                     tag: identity.public_key_hex().chars().take(8).collect(),
                     content_mac: ContentMac::new(identity.signing_key()),
-                    public_key: identity.signing_key().verifying_key(),
+                    signer: identity.signing_key().clone(),
                 };
                 let grace = config.ingest.shutdown_grace;
                 let mut s3 = S3Sink::new(s3.clone(), bot, metrics.clone(), events.clone(), grace).await;

@@ -16,6 +16,7 @@ mod deploy;
 mod export;
 mod faults;
 mod identity;
+mod insider;
 mod manifest;
 mod matrix;
 mod object_lock;

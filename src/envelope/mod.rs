@@ -276,24 +276,14 @@ impl StoredEnvelope {
 
     /// The KMS key (its ARN, as KMS answers) that wraps this object's data key: `shred` asks, so as
     /// to destroy only keys that protect the period's objects. Asked under the stored context, and
-    /// when KMS takes that for a wrong ciphertext, under the format's own: a context altered in the
-    /// metadata must not hide which key the data key is under. The unwrapped key is wiped at once.
+    /// when KMS refuses that, under the format's own: a context altered in the metadata must not
+    /// hide which key the data key is under.
     pub async fn wrapping_key(&self, kms: &aws_sdk_kms::Client) -> Result<String, EnvelopeError> {
         let canonical = match self.stored {
             Stored::V2 { .. } => Format::V2.context(),
             Stored::V3(_) => Format::V3.context(),
         };
-        let out = match self.unwrap_under(kms, &self.context).await {
-            Err(EnvelopeError::Kms(e)) if e.is("InvalidCiphertextException") && self.context != canonical => {
-                self.unwrap_under(kms, &canonical).await?
-            }
-            out => out?,
-        };
-        drop(out.plaintext.map(|p| Zeroizing::new(p.into_inner())));
-        out.key_id.ok_or(EnvelopeError::Invalid(
-            "data key",
-            "KMS did not say which key unwrapped it".into(),
-        ))
+        wrapping_key_of(kms, &self.wrapped, &[self.context.clone(), canonical]).await
     }
 
     /// KMS `Decrypt` of the wrapped data key, under the stored context (which KMS checks).
@@ -301,21 +291,7 @@ impl StoredEnvelope {
         &self,
         kms: &aws_sdk_kms::Client,
     ) -> Result<aws_sdk_kms::operation::decrypt::DecryptOutput, EnvelopeError> {
-        self.unwrap_under(kms, &self.context).await
-    }
-
-    async fn unwrap_under(
-        &self,
-        kms: &aws_sdk_kms::Client,
-        context: &HashMap<String, String>,
-    ) -> Result<aws_sdk_kms::operation::decrypt::DecryptOutput, EnvelopeError> {
-        Ok(kms
-            .decrypt()
-            .ciphertext_blob(Blob::new(self.wrapped.clone()))
-            .set_encryption_context(Some(context.clone()))
-            .send()
-            .await
-            .map_err(|e| failure("unwrap the data key with KMS", &e))?)
+        unwrap_with(kms, &self.wrapped, &self.context).await
     }
 
     /// The wrapped data key as stored: objects that share one share their KMS key.
@@ -341,6 +317,64 @@ impl StoredEnvelope {
             Stored::V3(v3) => v3.decryptor(&key),
         }
     }
+}
+
+/// KMS `Decrypt` of a wrapped data key under `context` (which KMS checks).
+async fn unwrap_with(
+    kms: &aws_sdk_kms::Client,
+    wrapped: &[u8],
+    context: &HashMap<String, String>,
+) -> Result<aws_sdk_kms::operation::decrypt::DecryptOutput, EnvelopeError> {
+    Ok(kms
+        .decrypt()
+        .ciphertext_blob(Blob::new(wrapped.to_vec()))
+        .set_encryption_context(Some(context.clone()))
+        .send()
+        .await
+        .map_err(|e| failure("unwrap the data key with KMS", &e))?)
+}
+
+/// The key KMS says wraps `wrapped`, asked under each of `contexts` in turn until one is taken
+/// (the last refusal is returned). The unwrapped key is wiped at once.
+async fn wrapping_key_of(
+    kms: &aws_sdk_kms::Client,
+    wrapped: &[u8],
+    contexts: &[HashMap<String, String>],
+) -> Result<String, EnvelopeError> {
+    let mut refused = EnvelopeError::Invalid("data key", "no context to ask KMS under".into());
+    for (i, context) in contexts.iter().enumerate() {
+        if i > 0 && contexts[..i].contains(context) {
+            continue;
+        }
+        match unwrap_with(kms, wrapped, context).await {
+            Ok(out) => {
+                drop(out.plaintext.map(|p| Zeroizing::new(p.into_inner())));
+                return out.key_id.ok_or(EnvelopeError::Invalid(
+                    "data key",
+                    "KMS did not say which key unwrapped it".into(),
+                ));
+            }
+            Err(e) => refused = e,
+        }
+    }
+    Err(refused)
+}
+
+/// For an object whose envelope metadata does not parse: the data key it still carries (base64
+/// under `x-amz-key-v2` or `x-amz-3`), and the key KMS says wraps it under either format's
+/// context. `None` when it carries none: no key protects it. Whoever can repair the metadata can
+/// read such an object, so `shred` asks about it as about any other.
+pub async fn salvaged_wrapping_key(
+    kms: &aws_sdk_kms::Client,
+    metadata: &HashMap<String, String>,
+) -> Option<(Vec<u8>, Result<String, EnvelopeError>)> {
+    let wrapped = [meta::KEY_V2, v3::meta::KEY]
+        .iter()
+        .filter_map(|k| metadata.get(*k))
+        .find_map(|v| B64.decode(v).ok())?;
+    let contexts = [Format::V2.context(), Format::V3.context()];
+    let answer = wrapping_key_of(kms, &wrapped, &contexts).await;
+    Some((wrapped, answer))
 }
 
 #[cfg(test)]

@@ -162,49 +162,64 @@ impl<S: Sink> ManifestSink<S> {
         }
     }
 
-    /// Records a file of a shredded period as discarded, then removes it; if the entry cannot be
-    /// written the file stays, and is tried again at the next tick.
+    /// Records a file of a shredded period as discarded (a manifest or head record: copies it into
+    /// a signed supplement of the period's record), then removes it; if that cannot be done the
+    /// file stays, and is tried again at the next tick.
     async fn discard(&mut self, discarded: Discarded) {
+        let path = discarded.file.path.clone();
+        let recorded = if discarded.file.kind == FileKind::Manifest {
+            keep_copy(self.discards.as_ref().map(|d| d.watch.clone()), &discarded).await
+        } else {
+            self.record_discarded(&discarded).await
+        };
+        let said = match recorded {
+            Ok(said) => said,
+            Err(e) => {
+                tracing::error!(error = %e, file = %path.display(), "cannot record a shredded period's file as discarded; it stays on disk and is tried again");
+                return self.unlisted.push(discarded.file);
+            }
+        };
+        let removed = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || crate::durable::remove_durably(&path)).await
+        };
+        match removed {
+            Ok(Ok(())) => {
+                let message = format!(
+                    "{} was removed unsent: its period was shredded while it waited on this bot's disk (signed record {}); {said}",
+                    path.display(),
+                    discarded.record
+                );
+                crate::events::announce!(
+                    self.events,
+                    tracing::Level::WARN,
+                    EventKind::ShreddedFileDiscarded,
+                    message
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::error!(file = %path.display(), error = %e, "recorded as discarded, but cannot remove it; remove it by hand")
+            }
+            Err(e) => tracing::error!(error = %e, "the removal task failed"),
+        }
+    }
+
+    /// A `discarded` entry for a data file; what the event says of it.
+    async fn record_discarded(&mut self, discarded: &Discarded) -> Result<String, String> {
         let file = discarded.file.clone();
         let outcome = self
             .with_writer(move |w| (w.record_discarded(&file), w.take_closed(), w.take_published()))
             .await;
         let Some((recorded, manifests, heads)) = outcome else {
-            return;
+            return Err("the manifest writer is lost".into());
         };
         self.publish(heads);
-        match recorded {
-            Ok(_) => {
-                let path = discarded.file.path.clone();
-                let removed = tokio::task::spawn_blocking(move || crate::durable::remove_durably(&path)).await;
-                let message = format!(
-                    "{} was removed unsent: its period was shredded while it waited on this bot's disk (signed record {}); a `discarded` entry in the manifest chain says so",
-                    discarded.file.path.display(),
-                    discarded.record
-                );
-                match removed {
-                    Ok(Ok(())) => {
-                        crate::events::announce!(
-                            self.events,
-                            tracing::Level::WARN,
-                            EventKind::ShreddedFileDiscarded,
-                            message
-                        )
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(file = %discarded.file.path.display(), error = %e, "recorded as discarded, but cannot remove it; remove it by hand")
-                    }
-                    Err(e) => tracing::error!(error = %e, "the removal task failed"),
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, file = %discarded.file.path.display(), "cannot record a shredded period's file as discarded; it stays on disk and is tried again");
-                self.unlisted.push(discarded.file);
-            }
-        }
         for manifest in manifests {
             self.inner.deliver(manifest).await;
         }
+        recorded
+            .map(|_| "a `discarded` entry in the manifest chain says so".to_owned())
+            .map_err(|e| e.to_string())
     }
 
     /// Files the uploader gave up on because their period was shredded.
@@ -225,6 +240,23 @@ impl<S: Sink> ManifestSink<S> {
             self.list_and_deliver(file).await;
         }
     }
+}
+
+/// A manifest or head record of a shredded period: its text into a signed supplement of the
+/// period's record.
+async fn keep_copy(watch: Option<Arc<ShredWatch>>, discarded: &Discarded) -> Result<String, String> {
+    let watch = watch.ok_or("no shred watch")?;
+    let name = file_name_of(&discarded.file);
+    let period = watch.ended_period(&name).ok_or("its period has not ended")?;
+    let at = watch.keep_copy(period, &discarded.file.path).await?;
+    Ok(format!("its entries are kept in the signed supplement {at}"))
+}
+
+fn file_name_of(file: &ClosedFile) -> String {
+    file.path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The record that shows the (ended) period of the file named `name` shredded, if one does.

@@ -274,10 +274,24 @@ pub fn file_name(period: Period) -> String {
     format!("{PREFIX}{period}{SUFFIX}")
 }
 
+/// The name of a record a bot adds to a period's shred: the copy of its manifest (or head record)
+/// named `file`, of the shredded period, that was still on its disk and can no longer go up
+/// encrypted. The copy keeps the chain checkable, as the main record's copies do.
+pub fn supplement_name(period: Period, file: &str) -> String {
+    let stem = file.rsplit_once('.').map_or(file, |(stem, _)| stem);
+    format!("{PREFIX}{period}_{stem}{SUFFIX}")
+}
+
+/// A record's name: `shredding_<period>.json`, or a supplement's, `shredding_<period>_<file>.json`.
 pub fn is_record_name(name: &str) -> bool {
     name.strip_prefix(PREFIX)
         .and_then(|rest| rest.strip_suffix(SUFFIX))
-        .is_some_and(|period| Period::parse(period).is_ok())
+        .is_some_and(|rest| {
+            let (period, label) = rest.split_once('_').unwrap_or((rest, "x"));
+            Period::parse(period).is_ok()
+                && !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        })
 }
 
 #[cfg(test)]
@@ -384,6 +398,16 @@ mod tests {
         assert_eq!(file_name(Period::parse("2025-03").unwrap()), "shredding_2025-03.json");
         assert!(is_record_name("shredding_2025.json"));
         assert!(!is_record_name("shredding_march.json"));
+        let supplement = supplement_name(
+            Period::parse("2025-03").unwrap(),
+            "manifest_20250331T000000000Z_0a0b0c0d0e0f_000002.txt",
+        );
+        assert_eq!(
+            supplement,
+            "shredding_2025-03_manifest_20250331T000000000Z_0a0b0c0d0e0f_000002.json"
+        );
+        assert!(is_record_name(&supplement));
+        assert!(!is_record_name("shredding_2025-03_.json") && !is_record_name("shredding_2025-03_a b.json"));
         assert!(
             crate::period::name_time("shredding_2025-03.json").is_none(),
             "a record belongs to no period"

@@ -19,7 +19,7 @@ use futures_util::StreamExt as _;
 
 use super::ShredError;
 use crate::aws::failure;
-use crate::envelope::{EnvelopeError, StoredEnvelope};
+use crate::envelope::{EnvelopeError, StoredEnvelope, salvaged_wrapping_key};
 use crate::manifest::verify::{ObjectReader, Version};
 
 /// Versions looked at once.
@@ -108,13 +108,19 @@ impl<'r> Witness<'r> {
             .await
             .map_err(|e| failure(&format!("read s3://{bucket}/{key} (version {})", version.label()), &e))?;
         let metadata = head.metadata().cloned().unwrap_or_default();
-        let envelope = StoredEnvelope::from_metadata(&metadata).map_err(|e| ShredError::Envelope {
-            key: format!("{key} (version {})", version.label()),
-            why: format!("{e}: whether it is under the key cannot be told (remove it if it was planted)"),
-        })?;
-        let (verdict, wrapped) = match envelope {
-            None => (Verdict::Plain, None),
-            Some(envelope) => (self.verdict(&envelope).await?, Some(envelope.wrapped().to_vec())),
+        let (verdict, wrapped) = match StoredEnvelope::from_metadata(&metadata) {
+            Ok(None) => (Verdict::Plain, None),
+            Ok(Some(envelope)) => {
+                let wrapped = envelope.wrapped().to_vec();
+                let verdict = self.verdict(&wrapped, envelope.wrapping_key(&self.reader.kms)).await?;
+                (verdict, Some(wrapped))
+            }
+            // Metadata that does not parse (planted, or altered): the data key it may still carry
+            // is asked about all the same.
+            Err(_) => match salvaged_wrapping_key(&self.reader.kms, &metadata).await {
+                None => (Verdict::Plain, None),
+                Some((wrapped, answer)) => (self.verdict(&wrapped, async { answer }).await?, Some(wrapped)),
+            },
         };
         Ok(Looked {
             key,
@@ -125,12 +131,17 @@ impl<'r> Witness<'r> {
         })
     }
 
-    async fn verdict(&self, envelope: &StoredEnvelope) -> Result<Verdict, ShredError> {
-        if let Some(known) = lock(&self.answers).get(envelope.wrapped()) {
+    /// KMS's answer (`ask`) for a wrapped data key, asked once per distinct one.
+    async fn verdict(
+        &self,
+        wrapped: &[u8],
+        ask: impl std::future::Future<Output = Result<String, EnvelopeError>>,
+    ) -> Result<Verdict, ShredError> {
+        if let Some(known) = lock(&self.answers).get(wrapped) {
             return Ok(known.clone());
         }
         self.kms_calls.fetch_add(1, Ordering::Relaxed);
-        let verdict = match envelope.wrapping_key(&self.reader.kms).await {
+        let verdict = match ask.await {
             Ok(arn) if arn == self.key => Verdict::Ours,
             Ok(arn) => Verdict::Other(format!("under KMS key {arn}")),
             Err(EnvelopeError::Kms(e)) if e.is("KMSInvalidStateException") => Verdict::Pending,
@@ -146,7 +157,7 @@ impl<'r> Witness<'r> {
                 });
             }
         };
-        lock(&self.answers).insert(envelope.wrapped().to_vec(), verdict.clone());
+        lock(&self.answers).insert(wrapped.to_vec(), verdict.clone());
         Ok(verdict)
     }
 

@@ -102,6 +102,72 @@ impl Moto {
             .unwrap();
     }
 
+    /// A versioned bucket without Object Lock (whose versions a bucket writer may delete for good).
+    pub async fn create_versioned_bucket(&self, bucket: &str) {
+        self.create_bucket(bucket).await;
+        let on = aws_sdk_s3::types::VersioningConfiguration::builder()
+            .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+            .build();
+        self.s3()
+            .await
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(on)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// What a bucket writer does with a plain `DeleteObject` (no version id): on a versioned bucket,
+    /// even one under COMPLIANCE retention, a delete marker over the object.
+    pub async fn hide(&self, bucket: &str, key: &str) {
+        self.s3()
+            .await
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Every version and delete marker of `key` deleted for good (governance bypassed): what a
+    /// bucket writer can do where no retention stands in the way.
+    pub async fn erase(&self, bucket: &str, key: &str) {
+        let s3 = self.s3().await;
+        let listed = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(key)
+            .send()
+            .await
+            .unwrap();
+        let ids = listed
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(key))
+            .map(|v| v.version_id().map(str::to_owned))
+            .chain(
+                listed
+                    .delete_markers()
+                    .iter()
+                    .filter(|m| m.key() == Some(key))
+                    .map(|m| m.version_id().map(str::to_owned)),
+            )
+            // An unversioned bucket's object: deleted as it is.
+            .map(|id| id.filter(|id| id != "null"));
+        for id in ids {
+            s3.delete_object()
+                .bucket(bucket)
+                .key(key)
+                .set_version_id(id)
+                .bypass_governance_retention(true)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
     pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
         aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
     }

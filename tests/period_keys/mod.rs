@@ -104,6 +104,9 @@ fn decrypt(moto: &Moto, dest: &Path) -> (Option<i32>, String) {
     )
 }
 
+/// The bots' bound on a reused data key in these tests (seconds): `shred` waits a little longer.
+pub(super) const KEY_FRESHNESS: &str = "2";
+
 /// `retention-bot shred` with the bot's state directory and password (it signs its record).
 pub(super) fn shred(moto: &Moto, bot: &Bot, args: &[&str]) -> (Option<i32>, String) {
     let mut env = bot.env.clone();
@@ -115,6 +118,7 @@ pub(super) fn shred(moto: &Moto, bot: &Bot, args: &[&str]) -> (Option<i32>, Stri
             .env_clear()
             .envs(moto.env())
             .env("WICKRIO_KMS_MSTRKEY_ARN", TEMPLATE)
+            .env("RETENTION_BOT_TEST_KEY_FRESHNESS_SECS", KEY_FRESHNESS)
             .envs(env),
     )
 }
@@ -314,8 +318,8 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
     let (code, out) = shred(&moto, &bot, &["--period", "2099-01"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("may be shredded from 2099-02-02"), "{out}");
-    // A manifest that cannot be read might list another period's file under the key: refused. So
-    // is any entry of another period naming the key (even unsigned: refusing is the safe side).
+    // A manifest that cannot be read might list another period's file under the key: refused. An
+    // entry no bot signed steers nothing (KMS answers for the data): it neither refuses nor allows.
     let planted = format!("{FOLDER}/manifest_20250215T000000000Z_0a0b0c0d0e0f_000001.txt");
     let bogus_envelope = HashMap::from([("x-amz-key-v2".to_owned(), "AAEC".to_owned())]);
     moto.put_raw(BUCKET, &planted, b"not a manifest".to_vec(), bogus_envelope)
@@ -330,9 +334,9 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
     });
     moto.put_raw(BUCKET, &planted, format!("{entry}\n").into_bytes(), HashMap::new())
         .await;
-    let (code, out) = shred(&moto, &bot, &["--period", "2025-03"]);
-    assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("of the period 2025-02, too"), "{out}");
+    let (code, out) = shred(&moto, &bot, &["--period", "2025-03", "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("too"), "{out}");
     moto.s3()
         .await
         .delete_object()
@@ -373,11 +377,9 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
         .unwrap();
     let (code, out) = shred(&moto, &bot, &["--period", "2025-03", "--pending-days", "7"]);
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains(&format!("{held}: under a legal hold")), "{out}");
-    assert!(
-        out.contains(&format!("{retained}: under GOVERNANCE retention until")),
-        "{out}"
-    );
+    let line_of = |key: &str| out.lines().find(|l| l.contains(key)).unwrap_or_default().to_owned();
+    assert!(line_of(held).contains("under a legal hold"), "{out}");
+    assert!(line_of(retained).contains("under GOVERNANCE retention until"), "{out}");
     assert_eq!(key_state(&moto, &march_key).await, KeyState::Enabled);
 
     // Once the hold is lifted and the retention has run out: a dry run, then the shred.
@@ -464,15 +466,22 @@ async fn each_period_has_its_own_key_a_missing_key_holds_files_back_and_shred_de
         .into_iter()
         .filter(|k| last_segment(k).contains("20250401"))
         .collect();
-    let mut forged: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    let record = String::from_utf8(record).unwrap();
+    let (header, _) = record.split_once('\n').unwrap();
+    let mut forged: serde_json::Value = serde_json::from_str(header).unwrap();
     forged["period"] = "2025-04".into();
-    forged["objects"] = april_objects
+    let contents: String = april_objects
         .iter()
-        .map(|k| serde_json::json!({"key": k, "size": 1}))
+        .map(|k| format!("{}\n", serde_json::json!({"object": {"key": k, "size": 1}})))
         .collect();
     let forged_key = format!("{FOLDER}/shredding_2025-04.json");
-    moto.put_raw(BUCKET, &forged_key, forged.to_string().into_bytes(), HashMap::new())
-        .await;
+    moto.put_raw(
+        BUCKET,
+        &forged_key,
+        format!("{forged}\n{contents}").into_bytes(),
+        HashMap::new(),
+    )
+    .await;
     let (code, out) = verify(&moto, &bot);
     assert_eq!(code, Some(1), "{out}");
     assert!(

@@ -137,6 +137,10 @@ impl Tally<'_> {
     fn problem(&mut self, problem: Problem) {
         self.out.report.problems.push(problem);
     }
+
+    fn problems(&mut self, problems: impl IntoIterator<Item = Problem>) {
+        self.out.report.problems.extend(problems);
+    }
 }
 
 impl BucketCheck<'_> {
@@ -253,9 +257,13 @@ impl BucketCheck<'_> {
         let at = self.location(key);
         let mut texts = Vec::new();
         let mut failed = None;
+        let mut reads = Vec::new();
         for (version, read) in reader.read_versions(listing, key, MAX_MANIFEST).await {
             match self.facts(key, version, read, tally) {
-                Ok(read) => texts.push((version, read.text.unwrap_or_default())),
+                Ok(mut read) => {
+                    texts.push((version, read.text.take().unwrap_or_default()));
+                    reads.push(read);
+                }
                 Err(e) => {
                     failed.get_or_insert(e);
                 }
@@ -272,12 +280,9 @@ impl BucketCheck<'_> {
         if signed == 0 && listing.current(key).is_none() {
             return None;
         }
+        self.check_retention(key, &reads[chosen], tally);
         let (version, text) = texts.swap_remove(chosen);
-        tally
-            .out
-            .report
-            .problems
-            .extend(over_problem(listing, key, version, &at));
+        tally.problems(over_problem(listing, key, version, &at));
         Some(text)
     }
 
@@ -336,21 +341,21 @@ impl BucketCheck<'_> {
         let mut valid = Vec::new();
         let mut newest = None;
         for (version, read) in reader.read_versions(listing, key, MAX_HEAD_RECORD).await {
-            let text = self
-                .facts(key, version, read, tally)
-                .map(|r| String::from_utf8_lossy(&r.text.unwrap_or_default()).into_owned())
-                .map_err(|e| e.to_string());
+            let read = self.facts(key, version, read, tally);
+            let text = read
+                .as_ref()
+                .map(|r| String::from_utf8_lossy(r.text.as_deref().unwrap_or_default()).into_owned())
+                .map_err(ToString::to_string);
             let signed = text
                 .as_ref()
                 .ok()
                 .and_then(|t| serde_json::from_str::<HeadRecord>(t.trim()).ok());
             if signed.is_some_and(|r| self.keys.iter().any(|k| r.verify(k))) {
                 if valid.is_empty() {
-                    tally
-                        .out
-                        .report
-                        .problems
-                        .extend(over_problem(listing, key, version, &at));
+                    tally.problems(over_problem(listing, key, version, &at));
+                    if let Ok(read) = &read {
+                        self.check_retention(key, read, tally);
+                    }
                 }
                 valid.push((at.clone(), text));
             } else {
@@ -390,20 +395,28 @@ impl BucketCheck<'_> {
         while let Some((entry, key, reads)) = checks.next().await {
             let at = self.location(&key);
             let mut problems = Vec::new();
-            for (version, read) in reads {
+            let mut judged = None;
+            for (i, (version, read)) in reads.into_iter().enumerate() {
                 let read = self.facts(&key, version, read, tally);
                 let found = content_problem(&entry, &at, read.as_ref().map(|f| (f.plain_len, f.sha256.as_str())));
                 match found {
                     None => {
                         problems = over_problem(listing, &key, version, &at).into_iter().collect();
+                        judged = read.ok();
                         break;
                     }
                     // The newest version's problem stands when no version is intact.
-                    Some(problem) if problems.is_empty() => problems.push(problem),
+                    Some(problem) if i == 0 => {
+                        problems.push(problem);
+                        judged = read.ok();
+                    }
                     Some(_) => {}
                 }
             }
-            tally.out.report.problems.extend(problems);
+            if let Some(read) = judged {
+                self.check_retention(&key, &read, tally);
+            }
+            tally.problems(problems);
         }
     }
 
@@ -429,7 +442,7 @@ impl BucketCheck<'_> {
         }
     }
 
-    /// Records an object's facts, retention and progress, and hands the result on.
+    /// Records an object's facts and progress, and hands the result on.
     fn facts(
         &self,
         key: &str,
@@ -443,37 +456,42 @@ impl BucketCheck<'_> {
         tally.out.bytes += version.size;
         (tally.progress)(tally.done);
         let fetched = fetched?;
-        let until = fetched
-            .retain_until
-            .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
         tally.out.objects.push(ObjectFacts {
             key: key.to_owned(),
             version: version.id.clone(),
             size: version.size,
             lock_mode: fetched.lock_mode.clone(),
-            retain_until: until.clone(),
+            retain_until: fetched
+                .retain_until
+                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
         });
-        if let Some(days) = self.min_retention_days {
-            // S3 keeps the date to the second.
-            let floor = fetched
-                .retained_from
-                .map(|t| t + DAY * u32::try_from(days).unwrap_or(u32::MAX) - Duration::from_secs(1));
-            let why = match (fetched.retain_until, floor) {
-                (None, _) => Some("no Object Lock retention".to_owned()),
-                (Some(u), Some(floor)) if u < floor => Some(format!(
-                    "retained until {}, less than {days} days after its file was closed",
-                    until.unwrap_or_default()
-                )),
-                _ => None,
-            };
-            if let Some(why) = why {
-                tally.problem(Problem::ShortRetention {
-                    at: self.location(key),
-                    why,
-                });
-            }
-        }
         Ok(fetched)
+    }
+
+    /// Holds the bot's version of an object (never one put over it) to `--min-retention-days`.
+    fn check_retention(&self, key: &str, fetched: &Streamed, tally: &mut Tally<'_>) {
+        let Some(days) = self.min_retention_days else { return };
+        // S3 keeps the date to the second.
+        let floor = fetched
+            .retained_from
+            .map(|t| t + DAY * u32::try_from(days).unwrap_or(u32::MAX) - Duration::from_secs(1));
+        let until = fetched
+            .retain_until
+            .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
+        let why = match (fetched.retain_until, floor) {
+            (None, _) => Some("no Object Lock retention".to_owned()),
+            (Some(u), Some(floor)) if u < floor => Some(format!(
+                "retained until {}, less than {days} days after its file was closed",
+                until.unwrap_or_default()
+            )),
+            _ => None,
+        };
+        if let Some(why) = why {
+            tally.problem(Problem::ShortRetention {
+                at: self.location(key),
+                why,
+            });
+        }
     }
 }
 

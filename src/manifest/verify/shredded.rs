@@ -136,13 +136,29 @@ impl ShredRecords {
             .map(|o| o.key.clone())
             .filter(|k| listing.current(k).is_some())
             .collect();
-        self.periods.push(Shredded {
-            period: record.body.period.clone(),
-            record: at,
-            keys: record.body.keys.iter().map(|k| k.arn.clone()).collect(),
-            objects: objects.len(),
-            objects_listed: objects,
-        });
+        let keys = record.body.keys.iter().map(|k| k.arn.clone());
+        // A period's supplements (a bot's late copies of its manifests) join its main record.
+        match self.periods.iter_mut().find(|p| p.period == record.body.period) {
+            Some(period) => {
+                for key in keys {
+                    if !period.keys.contains(&key) {
+                        period.keys.push(key);
+                    }
+                }
+                period.objects += objects.len();
+                period.objects_listed.extend(objects);
+                if is_main_record(&at) {
+                    period.record = at;
+                }
+            }
+            None => self.periods.push(Shredded {
+                period: record.body.period.clone(),
+                record: at,
+                keys: keys.collect(),
+                objects: objects.len(),
+                objects_listed: objects,
+            }),
+        }
         self.objects.extend(record.objects.into_iter().map(|o| o.key));
         self.kept.extend(record.kept.into_iter().map(|t| (t.key, t.text)));
     }
@@ -156,6 +172,14 @@ impl ShredRecords {
             .iter()
             .find(|s| Period::parse(&s.period).is_ok_and(|p| p.contains(time)) && s.keys.iter().any(|k| k == key))
     }
+}
+
+/// Whether a record's location is a period's main record (not a supplement).
+fn is_main_record(at: &str) -> bool {
+    let name = object_name(at);
+    name.strip_prefix("shredding_")
+        .and_then(|rest| rest.strip_suffix(".json"))
+        .is_some_and(|period| Period::parse(period).is_ok())
 }
 
 /// The newest version of a record that verifies; a planted version over it is named, and so is a
@@ -179,6 +203,11 @@ async fn newest_valid(
                 first_error.get_or_insert(e);
             }
         }
+    }
+    // Something no bot signed, deleted since (a marker over it): gone from view, as a deleted
+    // planted file is.
+    if listing.current(key).is_none() {
+        return None;
     }
     problems.push(match first_error {
         Some(ReadError::Record(RecordError::BadSignature)) => Problem::BadSignature { at },

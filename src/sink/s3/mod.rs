@@ -148,7 +148,7 @@ impl S3Sink {
                         bucket: config.bucket.clone(),
                     };
                     let prefix = crate::decrypt::folder_prefix(&config.folder).unwrap_or_default();
-                    let watch = Arc::new(ShredWatch::new(reader, prefix, bot.public_key, granularity));
+                    let watch = Arc::new(ShredWatch::new(reader, prefix, bot.signer, granularity));
                     let (tx, rx) = mpsc::unbounded_channel();
                     shredded = Some((watch.clone(), tx));
                     discards = Some(Discards { watch, files: rx });
@@ -205,11 +205,11 @@ impl S3Sink {
 }
 
 /// Who the bot is, as the sink needs it: the tag in its attachments' keys, its content MAC, and
-/// the public key its shredding records are signed with.
+/// its signing key (only its own shredding records count, and it signs their supplements).
 pub struct BotKeys {
     pub tag: String,
     pub content_mac: ContentMac,
-    pub public_key: ed25519_dalek::VerifyingKey,
+    pub signer: ed25519_dalek::SigningKey,
 }
 
 impl Sink for S3Sink {
