@@ -252,3 +252,57 @@ async fn connections_beyond_the_cap_are_turned_away_and_idle_ones_cut_off() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
 }
+
+#[tokio::test]
+async fn an_attachment_trickled_just_under_the_idle_limit_gets_its_408_by_the_whole_request_deadline() {
+    const IDLE: u64 = 3;
+    let bot = Bot::start(&[("WICKRIO_INGEST_IDLE_SECS", "3")]).await;
+    let boundary = "trickle";
+    let message = common::file_message("slow.bin");
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"message\"\r\n\r\n{message}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    let mut conn = TcpStream::connect(("127.0.0.1", bot.port)).await.unwrap();
+    let started = Instant::now();
+    conn.write_all(
+        format!(
+            "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000000\r\n\r\n{head}"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (mut reader, mut writer) = conn.into_split();
+    // One byte of the file just under the idle limit apart: never idle, hardly moving.
+    let trickle = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(IDLE * 1000 - 400)).await;
+            if writer.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), reader.read_to_end(&mut answer)).await;
+    trickle.abort();
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?} after {took:?}");
+    assert!(answer.contains("KiB/s"), "{answer:?}");
+    // Four times the idle limit is the whole-request deadline; a second of slack for a busy machine.
+    assert!(
+        took < Duration::from_secs(4 * IDLE + 2),
+        "answered after {took:?}, not by the {} s deadline",
+        4 * IDLE
+    );
+    // Nothing of it kept: no attachment, no line, no partial file left behind.
+    assert!(
+        file_names(&bot.attachments_dir()).is_empty(),
+        "{:?}",
+        file_names(&bot.attachments_dir())
+    );
+    assert_eq!(bot.post("application/json", text_message(1)).await.status(), 202);
+    let lines = common::written_lines(&bot.messages_dir());
+    assert_eq!(lines.len(), 1, "only the good message: {lines:?}");
+    assert_eq!(lines[0]["message_id"], format!("{:032x}", 1));
+}

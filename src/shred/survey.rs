@@ -80,12 +80,29 @@ pub(super) async fn survey(
             }
         }
     }
-    let heads = heads(reader, listing, earlier, bots, period, &mut survey).await;
-    let mut texts = heads
-        .iter()
-        .map(|(at, text)| (at.clone(), Ok(text.clone())))
-        .collect::<Vec<_>>();
-    texts.extend(read_heads(extra_heads));
+    let mut heads = heads(reader, listing, earlier, bots, period, &mut survey).await;
+    let given = read_heads(extra_heads);
+    heads.extend(
+        given
+            .iter()
+            .filter_map(|(at, text)| Some((at.clone(), text.clone().ok()?))),
+    );
+    // A head given that cannot be read, or that no bot signed, holds the shred back: an operator's
+    // slip must not pass for a check.
+    for (at, text) in &given {
+        let signed = text
+            .as_ref()
+            .ok()
+            .and_then(|t| serde_json::from_str::<HeadRecord>(t.trim()).ok())
+            .is_some_and(|h| bots.iter().any(|b| h.verify(b)));
+        if !signed {
+            survey.unproven.push(format!(
+                "the chain head given as {at} cannot be read or is not signed by any of the bots' keys: {}",
+                text.as_ref().err().map_or("not a signed head record", String::as_str)
+            ));
+        }
+    }
+    let texts = heads.iter().map(|(at, text)| (at.clone(), Ok(text.clone()))).collect();
     chains.check_heads(texts, &mut problems);
     survey.head_per_chain(&chains, bots, &heads);
     survey
@@ -115,8 +132,9 @@ impl Survey {
         }
     }
 
-    /// Each bot's chain must end where its newest head says: a chain that goes past it had the head
-    /// of its last manifest go missing, so where it really ends cannot be told.
+    /// Each bot's chain must end where its newest head (in the bucket, or given) says: a chain that
+    /// goes past it had the head of its last manifest go missing, so where it really ends cannot be
+    /// told.
     fn head_per_chain(&mut self, chains: &Chains<'_>, bots: &[VerifyingKey], heads: &[(String, String)]) {
         for (signer, bot) in bots.iter().enumerate() {
             let last = chains.last_seq(signer);

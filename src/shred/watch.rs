@@ -43,9 +43,12 @@ pub struct ShredWatch {
     /// Verifies the records (only this bot's count) and signs the supplements.
     signer: SigningKey,
     granularity: Granularity,
-    /// Per period: when it was asked, and the record in effect (its location and itself).
-    answers: Mutex<HashMap<Period, (Instant, Option<(String, ShredRecord)>)>>,
+    /// Per period: when it was asked, and the record in effect.
+    answers: Mutex<HashMap<Period, (Instant, Option<InEffect>)>>,
 }
+
+/// A period's record in effect: where it lies, and the record.
+type InEffect = (String, ShredRecord);
 
 impl std::fmt::Debug for ShredWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,7 +83,7 @@ impl ShredWatch {
         self.record(period).await.map(|(at, _)| at)
     }
 
-    async fn record(&self, period: Period) -> Option<(String, ShredRecord)> {
+    async fn record(&self, period: Period) -> Option<InEffect> {
         if let Some((asked, answer)) = lock(&self.answers).get(&period)
             && asked.elapsed() < ASK_AGAIN
         {
@@ -91,7 +94,7 @@ impl ShredWatch {
         answer
     }
 
-    async fn ask(&self, period: Period) -> Option<(String, ShredRecord)> {
+    async fn ask(&self, period: Period) -> Option<InEffect> {
         let key = format!("{}{}", self.prefix, file_name(period));
         let current = Version {
             id: None,

@@ -495,3 +495,70 @@ async fn planted_records_and_manifests_are_refused_unread_and_cost_little_memory
     );
     assert!(bot.stop().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shred_waits_for_a_backlog_and_for_a_chain_it_can_prove_whole() {
+    const BUCKET: &str = "shred-wait";
+    let moto = Moto::start_strict().await;
+    moto.create_versioned_bucket(BUCKET).await;
+    let key = key_with_alias(&moto, "alias/retention-2025-09").await;
+    // S3 refuses the bot's message files (as a bucket policy might): they wait on its disk, while
+    // the manifest that lists them goes up.
+    let proxy = common::aws::RecordingProxy::start(moto.port).await;
+    proxy.refuse_paths_containing(Some("receivedMessages_20250910"));
+    let endpoint = proxy.endpoint();
+    let mut bot = period_bot(
+        &moto,
+        BUCKET,
+        "2025-09-10T00:00:00Z",
+        &[("AWS_ENDPOINT_URL_S3", &endpoint)],
+    )
+    .await;
+    post_run(&bot, 1).await;
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    let waiting = common::closed_message_files(&bot.messages_dir());
+    assert_eq!(waiting.len(), 1, "{}", bot.log_text());
+    let (code, out) = shred(&moto, BUCKET, &bot, &["--period", "2025-09", "--dry-run"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("a backlog still on a bot's disk") && out.contains(&waiting[0]),
+        "{out}"
+    );
+
+    // Once it is up, the chain must still be proven to its end: the newest head deleted for good
+    // leaves its last manifest's end unknown, until a head kept elsewhere is given.
+    proxy.refuse_paths_containing(None);
+    // (Its clock on from where the first run's was: manifests are named by it, in order.)
+    bot.set_env("RETENTION_BOT_TEST_CLOCK", "2025-09-10T01:00:00Z");
+    bot.spawn().await;
+    wait_for(&bot, "the waiting file to go up", Duration::from_secs(30), async || {
+        common::closed_message_files(&bot.messages_dir()).is_empty()
+    })
+    .await;
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    let heads = named(&moto, BUCKET, "chainhead_").await;
+    let newest = heads.last().unwrap();
+    // A copy kept elsewhere (as the chain-head event carries it): the plaintext.
+    let kept = bot.root.join("kept-head.json");
+    std::fs::write(&kept, moto.read_encrypted(BUCKET, newest, &key, "sample").unwrap()).unwrap();
+    moto.erase(BUCKET, newest).await;
+    let (code, out) = shred(&moto, BUCKET, &bot, &["--period", "2025-09", "--dry-run"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("the head of its last manifest is missing"), "{out}");
+    let typo = bot.root.join("no-such-head.json");
+    let (code, out) = shred(
+        &moto,
+        BUCKET,
+        &bot,
+        &["--period", "2025-09", "--dry-run", "--head", typo.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("cannot be read"), "{out}");
+    let (code, out) = shred(
+        &moto,
+        BUCKET,
+        &bot,
+        &["--period", "2025-09", "--dry-run", "--head", kept.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{out}");
+}

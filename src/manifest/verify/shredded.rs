@@ -206,9 +206,7 @@ async fn newest_valid(
     }
     // Something no bot signed, deleted since (a marker over it): gone from view, as a deleted
     // planted file is.
-    if listing.current(key).is_none() {
-        return None;
-    }
+    listing.current(key)?;
     problems.push(match first_error {
         Some(ReadError::Record(RecordError::BadSignature)) => Problem::BadSignature { at },
         Some(e) => Problem::Unreadable { at, why: e.to_string() },

@@ -158,7 +158,7 @@ impl Listing {
         for (key, mut versions) in found {
             // Newest first: the latest as S3 says, then by time (S3 lists a key's versions newest
             // first; markers come apart, so the order is rebuilt).
-            versions.sort_by(|a, b| (b.2, b.0, b.1).cmp(&(a.2, a.0, a.1)));
+            versions.sort_by_key(|v| std::cmp::Reverse((v.2, v.0, v.1)));
             let mut versions: Vec<Version> = versions.into_iter().map(|(.., v)| v).collect();
             // The "null" version of an unversioned object, current: read as the object itself
             // (not every store takes `versionId=null`).
