@@ -26,6 +26,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod spool;
+mod sync;
 
 /// Entry points for the fuzz targets in `fuzz/` (`cargo fuzz`), which reach internals that no
 /// public API needs. Not part of the bot's interface.

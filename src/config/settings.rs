@@ -142,7 +142,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WICKRIO_KMS_MSTRKEY_ARN",
         default: "(none: upload plain)",
-        meaning: "encrypt every object client-side (S3 Encryption Client V2 format) under a data key of this KMS key; an alias template (...:alias/retention-{yyyy}-{mm} or -{yyyy}) gives each month or year its own key, which `shred` can destroy",
+        meaning: "encrypt every object client-side (the S3 Encryption Client's format, WICKRIO_S3_ENCRYPTION_FORMAT) under a data key of this KMS key: a key or alias ARN, or alias/<name> (in WICKRIO_KMS_REGION, else the bucket's region); an alias template (...:alias/retention-{yyyy}-{mm}, alias/retention-{yyyy}-{mm} or -{yyyy}) gives each month or year its own key, which `shred` can destroy",
     },
     Setting {
         name: "WICKRIO_KMS_CREATE_PERIOD_KEYS",

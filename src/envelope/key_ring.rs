@@ -21,6 +21,7 @@ use crate::config::{DataKeyReuse, KmsConfig};
 use crate::events::{EventKind, Events};
 use crate::metrics::{Gauge, Metrics};
 use crate::period::{Granularity, Period, name_time};
+use crate::sync::lock;
 
 /// How often the look-ahead runs; it looks a day ahead, so an hour leaves 23 hours to act.
 const LOOK_AHEAD_EVERY: Duration = Duration::from_secs(3600);
@@ -332,9 +333,4 @@ impl KeyRing {
 /// Whether `period` is over by the bot's clock.
 fn ended(period: Period) -> bool {
     period.next().start() <= crate::clock::now()
-}
-
-/// A std mutex's guard; a panic elsewhere while it was held leaves plain maps behind, still usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

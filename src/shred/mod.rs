@@ -42,7 +42,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::aws::{AwsFailure, failure};
 use crate::decrypt::Archive;
-use crate::manifest::verify::{Listing, ObjectReader, Problem, ShredRecords, Version, read_record};
+use crate::manifest::verify::{Listing, ObjectReader, ShredRecords, Version, read_record};
 use crate::period::{Granularity, Period, name_time};
 use crate::sink::s3::keys::object_name;
 use record::{Contents, KeptText, RecordReader, ShredBody, ShredRecord, ShreddedKey, ShreddedObject, State};
@@ -117,12 +117,6 @@ pub enum ShredError {
     )]
     NothingUnderKey { period: Period, key: String },
     #[error(
-        "{} manifest(s) or shredding record(s) cannot be read, so what they list is unknown; nothing was changed:\n{}",
-        .0.len(),
-        list(.0)
-    )]
-    Unreadable(Vec<(String, String)>),
-    #[error(
         "KMS key {key} protects {name}, of the period {other}, too: destroying it would shred that as well; nothing was changed"
     )]
     SharedKey { key: String, name: String, other: String },
@@ -165,6 +159,9 @@ pub struct Plan {
     /// they stay readable, and the record leaves them out.
     pub left: Vec<(String, String)>,
     pub kept: Vec<KeptText>,
+    /// Objects under a manifest's name that no version of can be read, and no bot's chain needs
+    /// (planted): left aside, with why.
+    pub set_aside: Vec<(String, String)>,
     /// Object versions outside the period asked about, and the S3 and KMS calls it took.
     pub outside: usize,
     pub calls: (usize, usize),
@@ -204,7 +201,7 @@ pub async fn plan(options: &Options, bots: &[VerifyingKey]) -> Result<Plan, Shre
         kms,
         bucket: archive.bucket.clone(),
     };
-    let earlier = earlier_shreds(&reader, archive, &listing, bots).await?;
+    let earlier = earlier_shreds(&reader, archive, &listing, bots).await;
     let survey = survey::survey(&reader, &listing, &earlier, bots, &options.head, period, &key).await;
     judge(&reader.kms, &survey, period, &key, &alias).await?;
     let witness = Witness::new(&reader, key.clone());
@@ -212,6 +209,7 @@ pub async fn plan(options: &Options, bots: &[VerifyingKey]) -> Result<Plan, Shre
         key: key.clone(),
         key_state: key_state.clone(),
         kept: survey.kept,
+        set_aside: survey.unreadable,
         ..Plan::default()
     };
     let pending = key_state == Some(KeyState::PendingDeletion);
@@ -247,25 +245,20 @@ fn check_when(options: &Options) -> Result<(), ShredError> {
 }
 
 /// Periods shredded before, whose manifests are read from their records. A record that cannot be
-/// read, or is not one of the bots', leaves its manifests unknown: refused.
+/// read or is no bot's counts for nothing (`verify` names it): its objects are asked about as any
+/// other's, and if it held the only copy of a manifest, the chain it leaves unproven refuses.
 async fn earlier_shreds(
     reader: &ObjectReader,
     archive: &Archive,
     listing: &Listing,
     bots: &[VerifyingKey],
-) -> Result<ShredRecords, ShredError> {
+) -> ShredRecords {
     let mut problems = Vec::new();
     let earlier = ShredRecords::load(reader, &archive.prefix, listing, bots, &mut problems).await;
-    let unreadable: Vec<(String, String)> = problems
-        .iter()
-        .filter(|p| matches!(p, Problem::BadSignature { .. } | Problem::Unreadable { .. }))
-        .map(|p| ("a shredding record".to_owned(), p.to_string()))
-        .collect();
-    if unreadable.is_empty() {
-        Ok(earlier)
-    } else {
-        Err(ShredError::Unreadable(unreadable))
+    for problem in problems {
+        tracing::warn!("{problem}");
     }
+    earlier
 }
 
 /// The survey's refusals, in the order an operator fixes them.
@@ -276,11 +269,18 @@ async fn judge(
     key: &str,
     alias: &str,
 ) -> Result<(), ShredError> {
-    if !survey.unreadable.is_empty() {
-        return Err(ShredError::Unreadable(survey.unreadable.clone()));
-    }
+    // A manifest no version of which can be read refuses only if a bot's chain needs it (the
+    // chain then breaks): one planted under a manifest's name, perhaps under a retention no one can
+    // lift, must not hold every shred back for good.
     if !survey.unproven.is_empty() {
-        return Err(ShredError::Unproven(survey.unproven.clone()));
+        let mut why = survey.unproven.clone();
+        why.extend(
+            survey
+                .unreadable
+                .iter()
+                .map(|(at, e)| format!("{at} cannot be read: {e}")),
+        );
+        return Err(ShredError::Unproven(why));
     }
     if !survey.backlog.is_empty() {
         return Err(ShredError::Backlog(survey.backlog.clone()));

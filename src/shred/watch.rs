@@ -26,6 +26,7 @@ use crate::aws::failure;
 use crate::manifest::entry::MAX_MANIFEST;
 use crate::manifest::verify::{ObjectReader, Version, not_in_effect, read_record};
 use crate::period::{Granularity, Period, name_time};
+use crate::sync::lock;
 
 /// How long an answer about a period is kept: files waiting for a key retry every few seconds.
 const ASK_AGAIN: Duration = Duration::from_secs(60);
@@ -168,8 +169,4 @@ impl ShredWatch {
             .map_err(|e| failure(&format!("upload s3://{}/{key}", self.reader.bucket), &e).message)?;
         Ok(self.reader.location(&key))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

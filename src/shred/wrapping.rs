@@ -21,6 +21,7 @@ use super::ShredError;
 use crate::aws::failure;
 use crate::envelope::{EnvelopeError, StoredEnvelope, salvaged_wrapping_key};
 use crate::manifest::verify::{ObjectReader, Version};
+use crate::sync::lock;
 
 /// Versions looked at once.
 const AT_ONCE: usize = 16;
@@ -188,9 +189,4 @@ pub(super) fn held_by(looked: &Looked, now: DateTime<Utc>) -> Vec<(String, Strin
         }
     }
     held
-}
-
-/// A std mutex's guard; a panic elsewhere while it was held leaves a plain map behind, still usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

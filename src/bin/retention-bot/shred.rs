@@ -125,6 +125,12 @@ fn print_plan(options: &Options, plan: &Plan) {
     for (key, why) in &plan.left {
         say!("left out: s3://{}/{key}: {why}", options.archive.bucket);
     }
+    for (key, why) in &plan.set_aside {
+        say!(
+            "set aside: s3://{}/{key} cannot be read ({why}); no bot's chain needs it (planted?)",
+            options.archive.bucket
+        );
+    }
 }
 
 fn report(record: &ShredRecord, uploaded: Result<String, retention_bot::aws::AwsFailure>) -> ExitCode {
