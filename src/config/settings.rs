@@ -167,7 +167,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WICKRIO_KMS_DATAKEY_MAX_AGE_SECS",
         default: "(off; 300 when only the object count is set)",
-        meaning: "drop a reused data key after this many seconds (1 to 86400)",
+        meaning: "drop a reused data key after this many seconds (1 to 86400); it is replaced at least every 60 s whatever this says, so that a key scheduled for deletion stops being used within that bound",
     },
     Setting {
         name: "WICKRIO_ROLE_ARN",

@@ -7,14 +7,14 @@
 //! sharing a data key never share a content key either.)
 //!
 //! A reused key is used only while its KMS key is known to be enabled, and that knowledge is never
-//! older than [`key_freshness`]: past it, the next object first asks KMS (`DescribeKey`), and a key
-//! that is disabled or scheduled for deletion (a shred) drops the data key at once. `shred` waits
-//! longer than this bound after scheduling a deletion before it counts the period's objects.
+//! older than [`key_freshness`]: KMS issuing a data key shows its key enabled, so a reused key is
+//! replaced at least that often, whatever `WICKRIO_KMS_DATAKEY_MAX_AGE_SECS` allows, and a key
+//! disabled or scheduled for deletion (a shred) issues no new one. (One call a minute, as a
+//! `DescribeKey` would cost, and no permission more.) `shred` waits longer than this bound after
+//! scheduling a deletion before it counts the period's objects.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-use aws_sdk_kms::types::KeyState;
 
 use zeroize::Zeroizing;
 
@@ -61,9 +61,8 @@ pub struct DataKeys {
 struct Current {
     key: Zeroizing<[u8; gcm::KEY_LEN]>,
     wrapped: Vec<u8>,
+    /// When KMS issued it: when its key was last known to be enabled.
     born: Instant,
-    /// When KMS last showed the key enabled (it issued the data key, or `DescribeKey` said so).
-    confirmed: Instant,
     used: u64,
 }
 
@@ -102,7 +101,8 @@ impl DataKeys {
             return Envelope::new(self.format, key, wrapped);
         };
         let mut current = self.current.lock().await;
-        let spent = |c: &Current| c.used >= reuse.max_objects || c.born.elapsed() >= reuse.max_age;
+        let max_age = reuse.max_age.min(key_freshness());
+        let spent = |c: &Current| c.used >= reuse.max_objects || c.born.elapsed() >= max_age;
         if current.as_ref().is_none_or(spent) {
             // The spent key goes (wiped) before the new one is asked for.
             *current = None;
@@ -111,50 +111,14 @@ impl DataKeys {
                 key,
                 wrapped,
                 born: Instant::now(),
-                confirmed: Instant::now(),
                 used: 0,
             });
-        }
-        if current
-            .as_ref()
-            .is_some_and(|c| c.confirmed.elapsed() >= key_freshness())
-        {
-            if let Err(e) = self.confirm_enabled().await {
-                // Wiped at once: no object goes under a key that may be on its way out.
-                *current = None;
-                return Err(e);
-            }
-            if let Some(c) = current.as_mut() {
-                c.confirmed = Instant::now();
-            }
         }
         let Some(c) = current.as_mut() else {
             return Err(AwsFailure::new(crate::aws::Retry::Soon, "no data key"));
         };
         c.used += 1;
         Envelope::new(self.format, c.key.clone(), c.wrapped.clone())
-    }
-
-    /// KMS still holds the key enabled (`DescribeKey`).
-    async fn confirm_enabled(&self) -> Result<(), AwsFailure> {
-        let out = self
-            .kms
-            .describe_key()
-            .key_id(&self.key_arn)
-            .send()
-            .await
-            .map_err(|e| crate::aws::failure(&format!("look up KMS key {}", self.key_arn), &e))?;
-        match out.key_metadata.and_then(|m| m.key_state) {
-            Some(KeyState::Enabled) => Ok(()),
-            state => Err(AwsFailure::new(
-                crate::aws::Retry::Slowly,
-                format!(
-                    "KMS key {} is {}, not enabled: its reused data key was dropped and nothing more is encrypted under it",
-                    self.key_arn,
-                    state.map_or_else(|| "of unknown state".to_owned(), |s| s.as_str().to_owned())
-                ),
-            )),
-        }
     }
 
     /// A new data key; `KMS_Requests` counts each one KMS issued.

@@ -26,6 +26,8 @@ pub struct ManifestSink<S> {
     keys: Option<Arc<KeyRing>>,
     /// With per-period keys: files of shredded periods to record as discarded and remove.
     discards: Option<Discards>,
+    /// Files of shredded periods whose discarding failed: tried again at the next tick.
+    discards_failed: Vec<Discarded>,
 }
 
 impl<S: Sink> ManifestSink<S> {
@@ -37,6 +39,7 @@ impl<S: Sink> ManifestSink<S> {
             unlisted: Vec::new(),
             keys: None,
             discards: None,
+            discards_failed: Vec::new(),
         }
     }
 
@@ -176,7 +179,7 @@ impl<S: Sink> ManifestSink<S> {
             Ok(said) => said,
             Err(e) => {
                 tracing::error!(error = %e, file = %path.display(), "cannot record a shredded period's file as discarded; it stays on disk and is tried again");
-                return self.unlisted.push(discarded.file);
+                return self.discards_failed.push(discarded);
             }
         };
         let removed = {
@@ -222,9 +225,10 @@ impl<S: Sink> ManifestSink<S> {
             .map_err(|e| e.to_string())
     }
 
-    /// Files the uploader gave up on because their period was shredded.
+    /// Files the uploader gave up on because their period was shredded, and those whose
+    /// discarding failed before.
     async fn take_discards(&mut self) {
-        let mut handed_back = Vec::new();
+        let mut handed_back = std::mem::take(&mut self.discards_failed);
         if let Some(discards) = &mut self.discards {
             while let Ok(discarded) = discards.files.try_recv() {
                 handed_back.push(discarded);

@@ -295,7 +295,7 @@ async fn a_reused_data_key_stops_within_its_bound_once_its_key_is_scheduled_for_
     );
     assert!(metric(&bot, "KMS_Requests").await >= 1);
     assert!(
-        bot.log_text().contains("is PendingDeletion, not enabled"),
+        bot.log_text().contains("KMSInvalidStateException"),
         "{}",
         bot.log_text()
     );
