@@ -324,7 +324,8 @@ pub async fn stream_keeping(
 ) -> Result<Streamed, ObjectError> {
     let mut object = Opened::open(s3, kms, bucket, key, version).await?;
     let limit = keep.unwrap_or(0);
-    if keep.is_some() && object.size > limit {
+    // Stored: the plaintext, and a GCM tag when encrypted.
+    if keep.is_some() && object.size > limit + gcm::TAG_LEN as u64 {
         return Err(ObjectError::TooLarge {
             size: object.size,
             limit,

@@ -84,6 +84,11 @@ impl Granularity {
 }
 
 impl Period {
+    /// Whether the period is over at `now`.
+    pub fn ended_by(self, now: DateTime<Utc>) -> bool {
+        self.next().start() <= now
+    }
+
     /// `2025` or `2025-03`, as `shred --period` takes it.
     pub fn parse(text: &str) -> Result<Period, String> {
         let bad = || format!("{text:?} is not a period: a year (2025) or a month (2025-03)");

@@ -210,7 +210,25 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
             format!("a key prefix of at most {MAX_FOLDER_BYTES} bytes"),
         ));
     }
-    let kms = match key_arn {
+    let kms = kms_config(get, key_arn, &region)?;
+    Ok(Some(S3Config {
+        bucket,
+        region,
+        folder,
+        kms,
+        object_lock: object_lock(get)?,
+        verify_every: verify_every(get)?,
+    }))
+}
+
+/// `WICKRIO_KMS_MSTRKEY_ARN` and what goes with it, for a bucket in `bucket_region`; `None`: plain
+/// uploads (and then none of its companions may be set).
+fn kms_config(
+    get: &impl Fn(&str) -> Option<String>,
+    key_arn: Option<String>,
+    bucket_region: &str,
+) -> Result<Option<KmsConfig>, ConfigError> {
+    Ok(match key_arn {
         None => {
             for var in [
                 "WICKRIO_KMS_DATAKEY_MAX_AGE_SECS",
@@ -242,7 +260,7 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
                 .fill(&key_arn);
             // `alias/<name>` names an alias in WICKRIO_KMS_REGION, or else in the bucket's region.
             let arn_region = match sample.strip_prefix("alias/") {
-                Some(name) if !name.is_empty() && !name.contains(':') => region.clone(),
+                Some(name) if !name.is_empty() && !name.contains(':') => bucket_region.to_owned(),
                 _ => arn_region("WICKRIO_KMS_MSTRKEY_ARN", &sample, &KMS_KEY)?,
             };
             let region = get("WICKRIO_KMS_REGION").unwrap_or(arn_region);
@@ -264,15 +282,7 @@ pub(super) fn s3_config(get: &impl Fn(&str) -> Option<String>) -> Result<Option<
                 format: encryption_format(get)?,
             })
         }
-    };
-    Ok(Some(S3Config {
-        bucket,
-        region,
-        folder,
-        kms,
-        object_lock: object_lock(get)?,
-        verify_every: verify_every(get)?,
-    }))
+    })
 }
 
 /// Longest interval between scheduled archive checks: a year.

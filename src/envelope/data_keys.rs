@@ -106,11 +106,13 @@ impl DataKeys {
         if current.as_ref().is_none_or(spent) {
             // The spent key goes (wiped) before the new one is asked for.
             *current = None;
+            // Born when asked for: KMS may have taken a while (and retries) to answer.
+            let asked = Instant::now();
             let (key, wrapped) = self.generate().await?;
             *current = Some(Current {
                 key,
                 wrapped,
-                born: Instant::now(),
+                born: asked,
                 used: 0,
             });
         }

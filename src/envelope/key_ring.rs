@@ -31,6 +31,9 @@ const ASK_AGAIN: Duration = Duration::from_secs(5);
 const RETRY_MISSING: Duration = Duration::from_secs(60);
 /// How far ahead a coming period's key must exist.
 const LOOK_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(1);
+/// The code of the failure of a file whose period's key is missing or not enabled (the alias names
+/// none, or a key pending deletion or disabled).
+pub const PERIOD_KEY_UNUSABLE: &str = "PeriodKeyUnusable";
 /// The tag the bot puts on keys it creates, holding the period.
 pub const PERIOD_TAG: &str = "retention-bot-period";
 
@@ -156,7 +159,7 @@ impl KeyRing {
             }
             // Never for a period that has ended: its key may be gone because it was shredded, and a
             // new one would bring the shredded period back from a file still waiting here.
-            None if self.create && !ended(period) => self.create_key(period, alias).await?,
+            None if self.create && !period.ended_by(crate::clock::now()) => self.create_key(period, alias).await?,
             None if self.create => {
                 return Err(self.missing(
                     period,
@@ -215,7 +218,10 @@ impl KeyRing {
             self.events.send(EventKind::PeriodKeyMissing, message.clone());
         }
         // Soon: the files should go up within seconds of someone making the key.
-        AwsFailure::new(Retry::Soon, message)
+        AwsFailure {
+            code: Some(PERIOD_KEY_UNUSABLE.to_owned()),
+            ..AwsFailure::new(Retry::Soon, message)
+        }
     }
 
     /// Creates `period`'s key (symmetric, tagged with the period) and its alias. A key made before
@@ -328,9 +334,4 @@ impl KeyRing {
             tokio::time::sleep(if missing > 0 { RETRY_MISSING } else { LOOK_AHEAD_EVERY }).await;
         }
     }
-}
-
-/// Whether `period` is over by the bot's clock.
-fn ended(period: Period) -> bool {
-    period.next().start() <= crate::clock::now()
 }

@@ -11,7 +11,7 @@ mod key_ring;
 pub mod v3;
 
 pub use data_keys::{DataKeys, TEST_KEY_FRESHNESS_VAR, key_freshness};
-pub use key_ring::{KeyRing, PERIOD_TAG};
+pub use key_ring::{KeyRing, PERIOD_KEY_UNUSABLE, PERIOD_TAG};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -276,14 +276,11 @@ impl StoredEnvelope {
 
     /// The KMS key (its ARN, as KMS answers) that wraps this object's data key: `shred` asks, so as
     /// to destroy only keys that protect the period's objects. Asked under the stored context, and
-    /// when KMS refuses that, under the format's own: a context altered in the metadata must not
-    /// hide which key the data key is under.
+    /// when KMS refuses that, under each format's own, whatever format the metadata claims: altered
+    /// metadata must not hide which key the data key is under.
     pub async fn wrapping_key(&self, kms: &aws_sdk_kms::Client) -> Result<String, EnvelopeError> {
-        let canonical = match self.stored {
-            Stored::V2 { .. } => Format::V2.context(),
-            Stored::V3(_) => Format::V3.context(),
-        };
-        wrapping_key_of(kms, &self.wrapped, &[self.context.clone(), canonical]).await
+        let contexts = [self.context.clone(), Format::V2.context(), Format::V3.context()];
+        wrapping_key_of(kms, &self.wrapped, &contexts).await
     }
 
     /// KMS `Decrypt` of the wrapped data key, under the stored context (which KMS checks).
@@ -334,8 +331,10 @@ async fn unwrap_with(
         .map_err(|e| failure("unwrap the data key with KMS", &e))?)
 }
 
-/// The key KMS says wraps `wrapped`, asked under each of `contexts` in turn until one is taken
-/// (the last refusal is returned). The unwrapped key is wiped at once.
+/// The key KMS says wraps `wrapped`, asked under each of `contexts` in turn until one is taken.
+/// Refused under all, the refusal that says most is returned: one about the key (its state, the
+/// caller's rights) over a wrong context's `InvalidCiphertextException`. The unwrapped key is wiped
+/// at once.
 async fn wrapping_key_of(
     kms: &aws_sdk_kms::Client,
     wrapped: &[u8],
@@ -343,7 +342,7 @@ async fn wrapping_key_of(
 ) -> Result<String, EnvelopeError> {
     let mut refused = EnvelopeError::Invalid("data key", "no context to ask KMS under".into());
     for (i, context) in contexts.iter().enumerate() {
-        if i > 0 && contexts[..i].contains(context) {
+        if contexts[..i].contains(context) {
             continue;
         }
         match unwrap_with(kms, wrapped, context).await {
@@ -354,27 +353,31 @@ async fn wrapping_key_of(
                     "KMS did not say which key unwrapped it".into(),
                 ));
             }
-            Err(e) => refused = e,
+            Err(e) => {
+                let wrong_context =
+                    |e: &EnvelopeError| matches!(e, EnvelopeError::Kms(f) if f.is("InvalidCiphertextException"));
+                if i == 0 || wrong_context(&refused) || !wrong_context(&e) {
+                    refused = e;
+                }
+            }
         }
     }
     Err(refused)
 }
 
 /// For an object whose envelope metadata does not parse: the data key it still carries (base64
-/// under `x-amz-key-v2` or `x-amz-3`), and the key KMS says wraps it under either format's
-/// context. `None` when it carries none: no key protects it. Whoever can repair the metadata can
-/// read such an object, so `shred` asks about it as about any other.
-pub async fn salvaged_wrapping_key(
-    kms: &aws_sdk_kms::Client,
-    metadata: &HashMap<String, String>,
-) -> Option<(Vec<u8>, Result<String, EnvelopeError>)> {
-    let wrapped = [meta::KEY_V2, v3::meta::KEY]
+/// under `x-amz-key-v2` or `x-amz-3`), if any. Whoever can repair the metadata can read such an
+/// object, so `shred` asks about it as about any other ([`wrapping_key_any_context`]).
+pub fn salvaged_wrapped(metadata: &HashMap<String, String>) -> Option<Vec<u8>> {
+    [meta::KEY_V2, v3::meta::KEY]
         .iter()
         .filter_map(|k| metadata.get(*k))
-        .find_map(|v| B64.decode(v).ok())?;
-    let contexts = [Format::V2.context(), Format::V3.context()];
-    let answer = wrapping_key_of(kms, &wrapped, &contexts).await;
-    Some((wrapped, answer))
+        .find_map(|v| B64.decode(v).ok())
+}
+
+/// The key KMS says wraps `wrapped`, asked under each format's context in turn.
+pub async fn wrapping_key_any_context(kms: &aws_sdk_kms::Client, wrapped: &[u8]) -> Result<String, EnvelopeError> {
+    wrapping_key_of(kms, wrapped, &[Format::V2.context(), Format::V3.context()]).await
 }
 
 #[cfg(test)]

@@ -116,7 +116,28 @@ impl Place {
                     )
                 })
         };
-        for manifest in &found.manifests {
+        // A shredded period's manifests and heads whose objects are gone (a lifecycle rule deletes
+        // shredded ciphertext): the records' copies keep the chains whole.
+        let mut manifests = found.manifests.clone();
+        let mut head_records = found.heads.clone();
+        for key in shreds.kept.keys() {
+            let (list, kind) = match object_name(key) {
+                name if is_manifest_name(name) => (&mut manifests, Kind::Manifest),
+                name if is_head_record(name) => (&mut head_records, Kind::Head),
+                _ => continue,
+            };
+            if !list.iter().any(|s| &s.at == key) {
+                list.push(Source {
+                    at: key.clone(),
+                    kind,
+                    stored: 0,
+                    entry: None,
+                    signer: None,
+                });
+            }
+        }
+        manifests.sort_by(|a, b| object_name(&a.at).cmp(object_name(&b.at)));
+        for manifest in &manifests {
             let (text, read) = match shreds.kept.get(&manifest.at) {
                 // A shredded period's manifest: the signed record's copy (its entries are signed too).
                 Some(kept) => Self::kept_copy(manifest, kept),
@@ -162,7 +183,7 @@ impl Place {
             }
         }
         let mut heads = Vec::new();
-        for head in &found.heads {
+        for head in &head_records {
             let (text, read) = match shreds.kept.get(&head.at) {
                 Some(kept) => Self::kept_copy(head, kept),
                 None => self.read_small(head, Kind::Head).await,

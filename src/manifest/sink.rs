@@ -8,7 +8,8 @@ use super::head::HeadRecord;
 use super::stage::{ManifestError, ManifestWriter};
 use crate::envelope::KeyRing;
 use crate::events::{EventKind, Events};
-use crate::shred::{Discarded, ShredWatch};
+use crate::period::Period;
+use crate::shred::{Shred, ShredWatch};
 use crate::sink::Sink;
 use crate::sink::s3::Discards;
 use crate::spool::{ClosedFile, FileKind};
@@ -26,8 +27,9 @@ pub struct ManifestSink<S> {
     keys: Option<Arc<KeyRing>>,
     /// With per-period keys: files of shredded periods to record as discarded and remove.
     discards: Option<Discards>,
-    /// Files of shredded periods whose discarding failed: tried again at the next tick.
-    discards_failed: Vec<Discarded>,
+    /// Files of shredded periods waiting while the shred can be cancelled, or whose discarding
+    /// failed: looked at again at every tick.
+    shredded: Vec<ClosedFile>,
 }
 
 impl<S: Sink> ManifestSink<S> {
@@ -39,7 +41,7 @@ impl<S: Sink> ManifestSink<S> {
             unlisted: Vec::new(),
             keys: None,
             discards: None,
-            discards_failed: Vec::new(),
+            shredded: Vec::new(),
         }
     }
 
@@ -80,15 +82,12 @@ impl<S: Sink> ManifestSink<S> {
     async fn list_and_deliver(&mut self, mut file: ClosedFile) {
         // A file listed before this start keeps the key its entry names.
         if let Some(keys) = self.keys.as_ref().filter(|_| file.kms_key.is_none()) {
-            let name = file
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = file_name_of(&file);
             // A file of a shredded period goes under no key, whatever its alias names now.
             let watch = self.discards.as_ref().map(|d| d.watch.clone());
-            if let Some(record) = shredded(watch, &name).await {
-                return self.discard(Discarded { file, record }).await;
+            if shred_of(watch, &name).await.is_some() {
+                // Looked at again at the next tick: removed, kept waiting, or listed after all.
+                return self.shredded.push(file);
             }
             match keys.key_for(&name).await {
                 Ok(key) => file.kms_key = Some(key),
@@ -165,21 +164,37 @@ impl<S: Sink> ManifestSink<S> {
         }
     }
 
+    /// A file of a shredded period: removed once KMS has deleted the key ([`Self::discard`]); kept
+    /// waiting while the shred can still be cancelled; and if it is cancelled, delivered as any file.
+    async fn handle_shredded(&mut self, file: ClosedFile) {
+        let watch = self.discards.as_ref().map(|d| d.watch.clone());
+        match shred_of(watch, &file_name_of(&file)).await {
+            Some((_, _, shred)) if shred.keys_gone => self.discard(file, shred.record_at).await,
+            Some((watch, period, shred)) => {
+                watch.say_waiting(period, &shred);
+                self.shredded.push(file);
+            }
+            None if file.kind == FileKind::Manifest || file.kms_key.is_some() => self.inner.deliver(file).await,
+            // Listed with the other files waiting for their entry.
+            None => self.unlisted.push(file),
+        }
+    }
+
     /// Records a file of a shredded period as discarded (a manifest or head record: copies it into
     /// a signed supplement of the period's record), then removes it; if that cannot be done the
     /// file stays, and is tried again at the next tick.
-    async fn discard(&mut self, discarded: Discarded) {
-        let path = discarded.file.path.clone();
-        let recorded = if discarded.file.kind == FileKind::Manifest {
-            keep_copy(self.discards.as_ref().map(|d| d.watch.clone()), &discarded).await
+    async fn discard(&mut self, file: ClosedFile, record: String) {
+        let path = file.path.clone();
+        let recorded = if file.kind == FileKind::Manifest {
+            keep_copy(self.discards.as_ref().map(|d| d.watch.clone()), &file).await
         } else {
-            self.record_discarded(&discarded).await
+            self.record_discarded(&file).await
         };
         let said = match recorded {
             Ok(said) => said,
             Err(e) => {
                 tracing::error!(error = %e, file = %path.display(), "cannot record a shredded period's file as discarded; it stays on disk and is tried again");
-                return self.discards_failed.push(discarded);
+                return self.shredded.push(file);
             }
         };
         let removed = {
@@ -189,9 +204,8 @@ impl<S: Sink> ManifestSink<S> {
         match removed {
             Ok(Ok(())) => {
                 let message = format!(
-                    "{} was removed unsent: its period was shredded while it waited on this bot's disk (signed record {}); {said}",
-                    path.display(),
-                    discarded.record
+                    "{} was removed unsent: its period was shredded while it waited on this bot's disk, and KMS has deleted its key (signed record {record}); {said}",
+                    path.display()
                 );
                 crate::events::announce!(
                     self.events,
@@ -208,8 +222,8 @@ impl<S: Sink> ManifestSink<S> {
     }
 
     /// A `discarded` entry for a data file; what the event says of it.
-    async fn record_discarded(&mut self, discarded: &Discarded) -> Result<String, String> {
-        let file = discarded.file.clone();
+    async fn record_discarded(&mut self, file: &ClosedFile) -> Result<String, String> {
+        let file = file.clone();
         let outcome = self
             .with_writer(move |w| (w.record_discarded(&file), w.take_closed(), w.take_published()))
             .await;
@@ -225,17 +239,17 @@ impl<S: Sink> ManifestSink<S> {
             .map_err(|e| e.to_string())
     }
 
-    /// Files the uploader gave up on because their period was shredded, and those whose
-    /// discarding failed before.
-    async fn take_discards(&mut self) {
-        let mut handed_back = std::mem::take(&mut self.discards_failed);
+    /// Files the uploader handed back because their period was shredded, and those waiting on a
+    /// shred.
+    async fn take_shredded(&mut self) {
+        let mut files = std::mem::take(&mut self.shredded);
         if let Some(discards) = &mut self.discards {
-            while let Ok(discarded) = discards.files.try_recv() {
-                handed_back.push(discarded);
+            while let Ok(file) = discards.files.try_recv() {
+                files.push(file);
             }
         }
-        for discarded in handed_back {
-            self.discard(discarded).await;
+        for file in files {
+            self.handle_shredded(file).await;
         }
     }
 
@@ -248,11 +262,10 @@ impl<S: Sink> ManifestSink<S> {
 
 /// A manifest or head record of a shredded period: its text into a signed supplement of the
 /// period's record.
-async fn keep_copy(watch: Option<Arc<ShredWatch>>, discarded: &Discarded) -> Result<String, String> {
+async fn keep_copy(watch: Option<Arc<ShredWatch>>, file: &ClosedFile) -> Result<String, String> {
     let watch = watch.ok_or("no shred watch")?;
-    let name = file_name_of(&discarded.file);
-    let period = watch.ended_period(&name).ok_or("its period has not ended")?;
-    let at = watch.keep_copy(period, &discarded.file.path).await?;
+    let period = watch.period_of(&file_name_of(file)).ok_or("no period in its name")?;
+    let at = watch.keep_copy(period, &file.path).await?;
     Ok(format!("its entries are kept in the signed supplement {at}"))
 }
 
@@ -263,15 +276,17 @@ fn file_name_of(file: &ClosedFile) -> String {
         .unwrap_or_default()
 }
 
-/// The record that shows the (ended) period of the file named `name` shredded, if one does.
-async fn shredded(watch: Option<Arc<ShredWatch>>, name: &str) -> Option<String> {
+/// The shred in effect of the (ended) period of the file named `name`, if there is one.
+async fn shred_of(watch: Option<Arc<ShredWatch>>, name: &str) -> Option<(Arc<ShredWatch>, Period, Shred)> {
     let watch = watch?;
-    watch.in_effect(watch.ended_period(name)?).await
+    let period = watch.ended_period_of(name)?;
+    let shred = watch.shred_of(period).await?;
+    Some((watch, period, shred))
 }
 
 impl<S: Sink + Send> Sink for ManifestSink<S> {
     async fn tick(&mut self) {
-        self.take_discards().await;
+        self.take_shredded().await;
         if !self.unlisted.is_empty() {
             self.retry_unlisted().await;
         }

@@ -29,7 +29,7 @@ mod survey;
 mod watch;
 mod wrapping;
 
-pub use watch::{Discarded, ShredWatch};
+pub use watch::{Shred, ShredWatch};
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -42,7 +42,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::aws::{AwsFailure, failure};
 use crate::decrypt::Archive;
-use crate::manifest::verify::{Listing, ObjectReader, ShredRecords, Version, read_record};
+use crate::manifest::verify::{Listing, ObjectReader, ShredRecords, Version, newest_record};
 use crate::period::{Granularity, Period, name_time};
 use crate::sink::s3::keys::object_name;
 use record::{Contents, KeptText, RecordReader, ShredBody, ShredRecord, ShreddedKey, ShreddedObject, State};
@@ -167,6 +167,11 @@ pub struct Plan {
     pub calls: (usize, usize),
     /// Wrapped data keys KMS said are under the key.
     wrapped: HashSet<Vec<u8>>,
+    /// Those of the bots' own versions of the period's files.
+    bots_wrapped: HashSet<Vec<u8>>,
+    /// When the listing the plan was made from began (seconds since the epoch): versions written
+    /// since are asked about again before the record is made.
+    listed_at: i64,
 }
 
 /// The period's key, objects and the plaintext of its manifests and head records; refuses as the
@@ -187,9 +192,9 @@ pub async fn plan(options: &Options, bots: &[VerifyingKey]) -> Result<Plan, Shre
             ),
         });
     }
+    let listed_at = Utc::now().timestamp();
     let listing = Listing::read(archive, &s3).await?;
-    let in_period = |k: &str| name_time(object_name(k)).is_some_and(|t| period.contains(t));
-    if !listing.with_data().any(|k| in_period(k)) {
+    if !listing.with_data().any(|k| in_period(period, k)) {
         return Err(ShredError::NoObjects {
             period,
             bucket: archive.bucket.clone(),
@@ -210,11 +215,12 @@ pub async fn plan(options: &Options, bots: &[VerifyingKey]) -> Result<Plan, Shre
         key_state: key_state.clone(),
         kept: survey.kept,
         set_aside: survey.unreadable,
+        listed_at,
         ..Plan::default()
     };
     let pending = key_state == Some(KeyState::PendingDeletion);
-    inside(&witness, &listing, period, pending, &mut plan).await?;
-    outside(&witness, &listing, &earlier, period, pending, &mut plan).await?;
+    inside(&witness, &listing, &survey.listed, period, pending, &mut plan).await?;
+    outside(&witness, &listing, &earlier, period, pending, &mut plan, |_| true).await?;
     plan.calls = witness.calls();
     Ok(plan)
 }
@@ -313,27 +319,38 @@ async fn judge(
     Ok(())
 }
 
-/// Every version of the period's objects: under the key (destroyed, so none may be held), or left.
+/// Every version of the period's objects: under the key (destroyed), or left. The bots' own versions
+/// of the files their signed entries list (each key's oldest) may not be held: retention or a legal
+/// hold on anything else (a copy someone put there) holds nothing back.
 async fn inside(
     witness: &Witness<'_>,
     listing: &Listing,
+    listed: &HashSet<String>,
     period: Period,
     pending: bool,
     plan: &mut Plan,
 ) -> Result<(), ShredError> {
-    let looked = witness.look_all(versions(listing, |k| in_period(period, k))).await?;
     let now = Utc::now();
     let mut held = Vec::new();
-    for looked in looked {
-        // A shred run again: the key already refuses to unwrap anything.
-        let ours = looked.verdict == Verdict::Ours || (pending && looked.verdict == Verdict::Pending);
-        if ours {
-            held.extend(held_by(&looked, now));
-            plan.take(looked);
-        } else {
-            plan.left.push((looked.key.clone(), left_why(&looked.verdict)));
-        }
-    }
+    let bots_version =
+        |key: &str, version: &Version| listed.contains(key) && listing.data_versions(key).next() == Some(version);
+    let versions = versions(listing, |k| in_period(period, k));
+    witness
+        .look_all(versions, |looked| {
+            // A shred run again: the key already refuses to unwrap anything.
+            let ours = looked.verdict == Verdict::Ours || (pending && looked.verdict == Verdict::Pending);
+            if !ours {
+                plan.left.push((looked.key.clone(), left_why(&looked.verdict)));
+            } else {
+                if bots_version(&looked.key, &looked.version) {
+                    held.extend(held_by(&looked, now));
+                    plan.bots_wrapped.extend(looked.wrapped.clone());
+                }
+                plan.take(looked);
+            }
+            Ok(())
+        })
+        .await?;
     if !held.is_empty() {
         return Err(ShredError::Held(held));
     }
@@ -346,8 +363,9 @@ async fn inside(
     Ok(())
 }
 
-/// Every version of every object outside the period (but the earlier shreds' and their records):
-/// KMS must say none is under the key.
+/// Every version of every object outside the period (but the earlier shreds' and their records)
+/// that `also` passes: KMS must say none is under the key, but a copy of a bot's file of the period
+/// (the same wrapped data key, which no file of another period shares) that someone put there.
 async fn outside(
     witness: &Witness<'_>,
     listing: &Listing,
@@ -355,52 +373,69 @@ async fn outside(
     period: Period,
     pending: bool,
     plan: &mut Plan,
+    also: impl Fn(&Version) -> bool,
 ) -> Result<(), ShredError> {
-    let others = versions(listing, |k| {
+    let others: Vec<(String, Version)> = versions(listing, |k| {
         !in_period(period, k) && !earlier.objects.contains(k) && !earlier.records.iter().any(|r| r == k)
-    });
-    plan.outside = others.len();
-    for looked in witness.look_all(others).await? {
-        let ambiguous = pending && looked.verdict == Verdict::Pending;
-        if looked.verdict == Verdict::Ours || ambiguous {
-            let name = object_name(&looked.key);
-            let other = name_time(name).map_or("unknown".to_owned(), |t| period.granularity().period_of(t).to_string());
-            if ambiguous {
-                return Err(ShredError::Envelope {
-                    key: format!("{} (version {})", looked.key, looked.version.label()),
+    })
+    .filter(|(_, v)| also(v))
+    .collect();
+    plan.outside += others.len();
+    let (key, bots_wrapped) = (plan.key.clone(), plan.bots_wrapped.clone());
+    let mut copies = Vec::new();
+    witness
+        .look_all(others.into_iter(), |looked| {
+            let at = format!("{} (version {})", looked.key, looked.version.label());
+            let copy = looked.wrapped.as_ref().is_some_and(|w| bots_wrapped.contains(w));
+            match looked.verdict {
+                Verdict::Ours if copy => {
+                    copies.push(looked);
+                    Ok(())
+                }
+                Verdict::Ours => Err(ShredError::SharedKey {
+                    key: key.clone(),
+                    other: other_period(period, &looked.key),
+                    name: at,
+                }),
+                Verdict::Pending if pending => Err(ShredError::Envelope {
+                    key: at,
                     why: format!(
-                        "KMS refuses it as under a key pending deletion, and {} is pending deletion: cancel (shred --cancel) and run the shred again while the key is enabled",
-                        plan.key
+                        "KMS refuses it as under a key pending deletion, and {key} is pending deletion: cancel (shred --cancel) and run the shred again while the key is enabled"
                     ),
-                });
+                }),
+                _ => Ok(()),
             }
-            return Err(ShredError::SharedKey {
-                key: plan.key.clone(),
-                name: format!("{} (version {})", looked.key, looked.version.label()),
-                other,
-            });
-        }
+        })
+        .await?;
+    for looked in copies {
+        plan.left.push((
+            looked.key.clone(),
+            "a copy of a file of the period put outside it (the same data key): destroyed with it".into(),
+        ));
+        plan.take(looked);
     }
     Ok(())
+}
+
+/// The period (at the template's granularity) a key's name is of, or "unknown".
+fn other_period(period: Period, key: &str) -> String {
+    name_time(object_name(key)).map_or("unknown".to_owned(), |t| period.granularity().period_of(t).to_string())
 }
 
 fn in_period(period: Period, key: &str) -> bool {
     name_time(object_name(key)).is_some_and(|t| period.contains(t))
 }
 
-/// Every version holding data of the keys that pass `keep`, but shredding records.
-fn versions(listing: &Listing, keep: impl Fn(&str) -> bool) -> Vec<(String, Version)> {
+/// Every version holding data of the keys that pass `keep`, but shredding records'.
+fn versions<'l>(
+    listing: &'l Listing,
+    keep: impl Fn(&str) -> bool + 'l,
+) -> impl Iterator<Item = (String, Version)> + 'l {
     listing
         .keys
         .iter()
-        .filter(|(k, _)| keep(k) && !record::is_record_name(object_name(k)))
-        .flat_map(|(k, versions)| {
-            versions
-                .iter()
-                .filter(|v| !v.marker)
-                .map(move |v| (k.clone(), v.clone()))
-        })
-        .collect()
+        .filter(move |(k, _)| keep(k) && !record::is_record_name(object_name(k)))
+        .flat_map(|(k, versions)| versions.data.iter().map(move |v| (k.clone(), v.clone())))
 }
 
 fn left_why(verdict: &Verdict) -> String {
@@ -490,9 +525,10 @@ pub fn settle_time() -> Duration {
 }
 
 /// After [`settle_time`]: counts the period's objects under the key again (a backlog file uploaded
-/// since the plan was made is one of them) and uploads the signed record. The record is returned
-/// even when its upload failed, with the error: the key is scheduled either way, and the operator
-/// must keep the record.
+/// since the plan was made is one of them), asks KMS about every version outside the period written
+/// since the plan's listing (a file of another period under the key cancels the deletion at once),
+/// and uploads the signed record. Whatever fails after the deletion was scheduled, a record is signed
+/// (from the plan as it stands) and returned with the error, for the operator to keep.
 pub async fn record(
     options: &Options,
     mut plan: Plan,
@@ -500,30 +536,28 @@ pub async fn record(
     signer: &SigningKey,
 ) -> Result<(ShredRecord, Result<String, AwsFailure>), ShredError> {
     let (s3, kms) = options.archive.clients().await;
-    let listing = Listing::read(&options.archive, &s3).await?;
     let reader = ObjectReader {
-        s3,
-        kms,
+        s3: s3.clone(),
+        kms: kms.clone(),
         bucket: options.archive.bucket.clone(),
     };
     let witness = Witness::new(&reader, plan.key.clone());
-    let known: HashSet<(String, Option<String>)> =
-        plan.objects.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
-    let new = versions(&listing, |k| in_period(options.period, k))
-        .into_iter()
-        .filter(|(k, v)| !known.contains(&(k.clone(), v.id.clone())))
-        .collect();
-    for looked in witness.look_all(new).await? {
-        // Under a data key KMS said is the key's, or refused as pending (a file of the period goes
-        // under the period's key only, which now is).
-        let ours =
-            looked.wrapped.as_ref().is_some_and(|w| plan.wrapped.contains(w)) || looked.verdict == Verdict::Pending;
-        if ours {
-            plan.take(looked);
-        } else {
-            plan.left.push((looked.key.clone(), left_why(&looked.verdict)));
-        }
+    let recounted = match Listing::read(&options.archive, &s3).await {
+        Ok(listing) => recount(&witness, &listing, options.period, &mut plan).await,
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e @ ShredError::SharedKey { .. }) = recounted {
+        undo_schedule(&kms, &plan.key).await?;
+        return Err(e);
     }
+    let failed_recount = recounted.err().map(|e| {
+        AwsFailure::new(
+            crate::aws::Retry::Soon,
+            format!(
+                "could not count the period's objects again after the wait ({e}); the record lists those of the plan"
+            ),
+        )
+    });
     let mut objects: BTreeMap<String, u64> = BTreeMap::new();
     for (k, _, size) in &plan.objects {
         objects.entry(k.clone()).or_insert(*size);
@@ -533,13 +567,63 @@ pub async fn record(
         .map(|(key, size)| ShreddedObject { key, size })
         .collect();
     let record = sign_record(options, State::Scheduled, vec![key], objects, plan.kept, signer);
-    let uploaded = upload(options, &record).await;
+    let uploaded = match failed_recount {
+        Some(failed) => Err(failed),
+        None => upload(options, &record).await,
+    };
     Ok((record, uploaded))
 }
 
+/// The period's versions written since the plan (under a data key KMS said is the key's, or
+/// refused as pending: a file of the period goes under its period's key only, which now is), and
+/// every version outside the period written since, which KMS must not say is under the key.
+async fn recount(witness: &Witness<'_>, listing: &Listing, period: Period, plan: &mut Plan) -> Result<(), ShredError> {
+    let known: HashSet<(String, Option<String>)> =
+        plan.objects.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+    let new: Vec<(String, Version)> = versions(listing, |k| in_period(period, k))
+        .filter(|(k, v)| !known.contains(&(k.clone(), v.id.clone())))
+        .collect();
+    let mut added = Vec::new();
+    witness
+        .look_all(new.into_iter(), |looked| {
+            added.push(looked);
+            Ok(())
+        })
+        .await?;
+    for looked in added {
+        let ours =
+            looked.wrapped.as_ref().is_some_and(|w| plan.wrapped.contains(w)) || looked.verdict == Verdict::Pending;
+        if ours {
+            plan.take(looked);
+        } else {
+            plan.left.push((looked.key.clone(), left_why(&looked.verdict)));
+        }
+    }
+    // A minute of slack for clocks between S3 and this host.
+    let since = plan.listed_at - 60;
+    let earlier = ShredRecords::default();
+    outside(witness, listing, &earlier, period, false, plan, |v| v.modified >= since).await
+}
+
+/// Cancels a deletion just scheduled (a file of another period turned up under the key).
+async fn undo_schedule(kms: &aws_sdk_kms::Client, arn: &str) -> Result<(), ShredError> {
+    let (id, _) = key_metadata(kms, arn).await?;
+    kms.cancel_key_deletion()
+        .key_id(&id)
+        .send()
+        .await
+        .map_err(|e| failure(&format!("cancel the deletion of KMS key {arn} (do it by hand NOW)"), &e))?;
+    kms.enable_key()
+        .key_id(&id)
+        .send()
+        .await
+        .map_err(|e| failure(&format!("enable KMS key {arn} again (do it by hand NOW)"), &e))?;
+    Ok(())
+}
+
 /// `shred --cancel`: cancels the deletion of the keys the period's signed record names (from the
-/// bucket, or `--record`), enables them again and replaces the record with a signed cancellation
-/// (without the manifests' copies: the period is readable again).
+/// bucket, or `--record`), enables them again and puts a signed cancellation over the record and
+/// each of its supplements (without the manifests' copies: the period is readable again).
 pub async fn cancel(
     options: &Options,
     signer: &SigningKey,
@@ -549,17 +633,24 @@ pub async fn cancel(
     let key = record_key(options);
     let no_record = |why: String| ShredError::NoRecord { key: key.clone(), why };
     let bots = [signer.verifying_key()];
+    let reader = ObjectReader {
+        s3: s3.clone(),
+        kms: kms.clone(),
+        bucket: archive.bucket.clone(),
+    };
+    let listing = Listing::read(archive, &s3).await?;
     let previous = match &options.record {
-        Some(path) => read_record_file(path, &bots).map_err(|why| no_record(format!("{}: {why}", path.display())))?,
-        None => {
-            let listing = Listing::read(archive, &s3).await?;
-            let reader = ObjectReader {
-                s3,
-                kms: kms.clone(),
-                bucket: archive.bucket.clone(),
-            };
-            newest_record(&reader, &listing, &key, &bots).await.map_err(no_record)?
+        Some(path) => {
+            let (file, keys) = (path.clone(), bots.to_vec());
+            tokio::task::spawn_blocking(move || read_record_file(&file, &keys))
+                .await
+                .map_err(|e| no_record(e.to_string()))?
+                .map_err(|why| no_record(format!("{}: {why}", path.display())))?
         }
+        None => newest_record(&reader, &listing, &key, &bots)
+            .await
+            .map(|(_, record)| record)
+            .map_err(|e| no_record(format!("{e} (a saved copy may be given with --record FILE)")))?,
     };
     let body = &previous.body;
     if body.period != options.period.to_string() || body.bucket != archive.bucket || body.prefix != archive.prefix {
@@ -568,53 +659,77 @@ pub async fn cancel(
             body.period, body.bucket, body.prefix
         )));
     }
-    for shredded in &body.keys {
-        let arn = &shredded.arn;
-        let (id, meta) = key_metadata(&kms, arn).await?;
-        if meta.and_then(|m| m.key_state) == Some(KeyState::PendingDeletion) {
-            kms.cancel_key_deletion()
-                .key_id(&id)
-                .send()
-                .await
-                .map_err(|e| failure(&format!("cancel the deletion of KMS key {arn}"), &e))?;
-        }
-        // A cancelled deletion leaves the key disabled.
-        kms.enable_key()
-            .key_id(&id)
-            .send()
-            .await
-            .map_err(|e| failure(&format!("enable KMS key {arn} again"), &e))?;
+    if body.state != State::Scheduled {
+        return Err(no_record(
+            "it is a cancellation already: the keys were enabled again".into(),
+        ));
     }
-    let keys = previous
-        .body
+    for shredded in &body.keys {
+        enable_again(&kms, &shredded.arn).await?;
+    }
+    let keys: Vec<ShreddedKey> = body
         .keys
-        .into_iter()
+        .iter()
         .map(|k| ShreddedKey {
             deletion_date: None,
-            ..k
+            ..k.clone()
         })
         .collect();
+    cancel_supplements(options, &reader, &listing, &keys, signer).await?;
     let record = sign_record(options, State::Cancelled, keys, previous.objects, Vec::new(), signer);
-    let uploaded = upload(options, &record).await;
+    let uploaded = upload_at(options, &key, &record).await;
     Ok((record, uploaded))
 }
 
-/// The newest version of the period's record in the bucket that this bot signed (a delete marker
-/// or a planted version over it changes nothing).
-async fn newest_record(
+/// Cancels a key's deletion if it is pending, and enables it (a cancelled deletion leaves it
+/// disabled).
+async fn enable_again(kms: &aws_sdk_kms::Client, arn: &str) -> Result<(), ShredError> {
+    let (id, meta) = key_metadata(kms, arn).await.map_err(|e| {
+        ShredError::Aws(AwsFailure {
+            message: format!("{}; a key KMS has deleted cannot be brought back", e.message),
+            ..e
+        })
+    })?;
+    if meta.and_then(|m| m.key_state) == Some(KeyState::PendingDeletion) {
+        kms.cancel_key_deletion()
+            .key_id(&id)
+            .send()
+            .await
+            .map_err(|e| failure(&format!("cancel the deletion of KMS key {arn}"), &e))?;
+    }
+    kms.enable_key()
+        .key_id(&id)
+        .send()
+        .await
+        .map_err(|e| failure(&format!("enable KMS key {arn} again"), &e))?;
+    Ok(())
+}
+
+/// Each supplement of the period's record (a bot's copy of a stranded manifest) gets a signed
+/// cancellation over it too, so that no reader takes the period as shredded any more.
+async fn cancel_supplements(
+    options: &Options,
     reader: &ObjectReader,
     listing: &Listing,
-    key: &str,
-    bots: &[VerifyingKey],
-) -> Result<ShredRecord, String> {
-    let mut why = "it is not in the bucket (pass a saved copy with --record FILE)".to_owned();
-    for version in listing.data_versions(key) {
-        match read_record(reader, key, version, bots).await {
-            Ok(record) => return Ok(record),
-            Err(e) => why = e.to_string(),
+    keys: &[ShreddedKey],
+    signer: &SigningKey,
+) -> Result<(), ShredError> {
+    let main = record_key(options);
+    let prefix = format!("{}_", main.trim_end_matches(".json"));
+    let bots = [signer.verifying_key()];
+    let supplements = listing
+        .with_data()
+        .filter(|k| k.starts_with(&prefix) && record::is_record_name(object_name(k)));
+    for key in supplements {
+        let Ok((_, supplement)) = newest_record(reader, listing, key, &bots).await else {
+            continue;
+        };
+        if supplement.body.state == State::Scheduled {
+            let cancelled = sign_record(options, State::Cancelled, keys.to_vec(), Vec::new(), Vec::new(), signer);
+            upload_at(options, key, &cancelled).await?;
         }
     }
-    Err(why)
+    Ok(())
 }
 
 /// A record from a file, read as the bucket's is: the signature checked before more than the first
@@ -663,14 +778,18 @@ fn record_key(options: &Options) -> String {
     format!("{}{}", options.archive.prefix, record::file_name(options.period))
 }
 
-/// Puts the record, unencrypted (see [`record`]); returns its location.
+/// Puts the period's record, unencrypted (see [`record`]); returns its location.
 async fn upload(options: &Options, record: &ShredRecord) -> Result<String, AwsFailure> {
+    upload_at(options, &record_key(options), record).await
+}
+
+/// Puts a record at `key`, unencrypted; returns its location.
+async fn upload_at(options: &Options, key: &str, record: &ShredRecord) -> Result<String, AwsFailure> {
     let archive = &options.archive;
     let (s3, _) = archive.clients().await;
-    let key = record_key(options);
     s3.put_object()
         .bucket(&archive.bucket)
-        .key(&key)
+        .key(key)
         .content_type("application/json")
         .body(ByteStream::from(record.to_json().into_bytes()))
         .send()

@@ -1,22 +1,24 @@
 //! What the bots' signed manifests and heads say about a period before it is shredded: whether a
 //! signed entry of the period names the key, whether a signed entry of another period names it by
-//! any name, the texts the record keeps, and whether every bot's chain is whole up to its newest
-//! head with every file of the period it lists in the bucket. A backlog (a file of the period still
-//! on a bot's disk) or a chain that cannot be proven whole holds the shred back.
+//! any name, the texts the record keeps, which objects the bots' entries list, and whether every
+//! bot's chain is whole up to its newest head with every file of the period it lists in the bucket.
+//! A backlog (a file of the period still on a bot's disk) or a chain that cannot be proven whole
+//! holds the shred back.
 //!
-//! The manifests are read as `verify` reads them: every version, the bot's own chosen, so a delete
-//! marker or a planted version over a manifest changes nothing here.
+//! The manifests and heads are read as `verify` reads them ([`take_manifest`], [`head_versions`]):
+//! every version, oldest first, so a delete marker, a planted version or a copy of another manifest
+//! or head over one changes nothing here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use ed25519_dalek::VerifyingKey;
 
 use super::record::KeptText;
-use crate::manifest::entry::{Entry, MAX_MANIFEST, is_manifest_name};
-use crate::manifest::head::{HeadRecord, MAX_HEAD_RECORD, is_head_record};
+use crate::manifest::entry::{Entry, is_manifest_name};
+use crate::manifest::head::{HeadRecord, is_head_record};
 use crate::manifest::verify::{
-    Chains, Listing, ObjectReader, Problem, ShredRecords, bot_tag, bots_version, read_heads,
+    Chains, Listing, ObjectReader, Problem, ShredRecords, bot_tag, head_of, head_versions, read_heads, take_manifest,
 };
 use crate::period::{Period, name_time};
 use crate::sink::s3::keys::{ListedObjects, object_name};
@@ -33,6 +35,9 @@ pub(super) struct Survey {
     pub named_elsewhere: BTreeMap<String, (String, String)>,
     /// An entry of another period names the key's ARN itself: one file and its period.
     pub shares_key: Option<(String, String)>,
+    /// The objects the bots' signed entries of the period list, and its manifests and heads (their
+    /// first versions are the bots').
+    pub listed: HashSet<String>,
     /// Manifests none of whose versions could be read.
     pub unreadable: Vec<(String, String)>,
     /// Why a bot's chain cannot be proven whole.
@@ -55,63 +60,84 @@ pub(super) async fn survey(
     let mut chains = Chains::new(bots);
     let mut problems = Vec::new();
     let objects = ListedObjects::new(listing.with_data());
-    let in_period = |name: &str| name_time(name).is_some_and(|t| period.contains(t));
     for manifest in keys_of(listing, earlier, is_manifest_name) {
-        let Some(text) = manifest_text(reader, listing, earlier, &manifest, bots, &mut survey).await else {
-            continue;
+        let entries = match earlier.kept.get(&manifest) {
+            Some(kept) => chains.take_all(&reader.location(&manifest), kept.as_bytes(), &mut problems),
+            None => {
+                survey
+                    .take(reader, listing, &manifest, &mut chains, &mut problems, period)
+                    .await
+            }
         };
-        if in_period(object_name(&manifest)) {
-            survey.kept.push(KeptText {
-                key: manifest.clone(),
-                text: String::from_utf8_lossy(&text).into_owned(),
-            });
-        }
-        for (entry, signer) in chains.take_all(&reader.location(&manifest), &text, &mut problems) {
+        for (entry, signer) in entries {
             survey.note(&entry, period, key);
-            let of_period = in_period(&entry.body.name);
-            let found = objects.find(&entry.body.name, &entry.body.sha256, Some(&bot_tag(&bots[signer])));
-            if of_period && found.is_none() && !entry.is_discarded() && earlier.covering(&entry).is_none() {
-                survey.backlog.push(format!(
+            if !in_period(period, &entry.body.name) || entry.is_discarded() {
+                continue;
+            }
+            match objects.find(&entry.body.name, &entry.body.sha256, Some(&bot_tag(&bots[signer]))) {
+                Some(object) => {
+                    survey.listed.insert(object.clone());
+                }
+                None if earlier.covering(&entry).is_some() => {}
+                None => survey.backlog.push(format!(
                     "{} (entry {} of bot {})",
                     entry.body.name,
                     entry.body.seq,
                     bot_tag(&bots[signer])
-                ));
+                )),
             }
         }
     }
     let mut heads = heads(reader, listing, earlier, bots, period, &mut survey).await;
-    let given = read_heads(extra_heads);
-    heads.extend(
-        given
-            .iter()
-            .filter_map(|(at, text)| Some((at.clone(), text.clone().ok()?))),
-    );
-    // A head given that cannot be read, or that no bot signed, holds the shred back: an operator's
-    // slip must not pass for a check.
-    for (at, text) in &given {
-        let signed = text
-            .as_ref()
-            .ok()
-            .and_then(|t| serde_json::from_str::<HeadRecord>(t.trim()).ok())
-            .is_some_and(|h| bots.iter().any(|b| h.verify(b)));
-        if !signed {
-            survey.unproven.push(format!(
-                "the chain head given as {at} cannot be read or is not signed by any of the bots' keys: {}",
-                text.as_ref().err().map_or("not a signed head record", String::as_str)
-            ));
-        }
-    }
+    let extra = extra_heads.to_vec();
+    let given = tokio::task::spawn_blocking(move || read_heads(&extra))
+        .await
+        .unwrap_or_default();
+    survey.given_heads(&given, bots, &mut heads);
     let texts = heads.iter().map(|(at, text)| (at.clone(), Ok(text.clone()))).collect();
     chains.check_heads(texts, &mut problems);
     survey.head_per_chain(&chains, bots, &heads);
     survey
         .unproven
         .extend(problems.iter().filter(|p| breaks_chain(p)).map(ToString::to_string));
+    // The period's manifests and heads are the bots' files too.
+    let kept: Vec<String> = survey.kept.iter().map(|k| k.key.clone()).collect();
+    survey.listed.extend(kept);
     survey
 }
 
+fn in_period(period: Period, name: &str) -> bool {
+    name_time(name).is_some_and(|t| period.contains(t))
+}
+
 impl Survey {
+    /// One manifest's versions into the chains; the bot's version kept when of the period, and a
+    /// manifest none of whose versions could be read noted.
+    async fn take(
+        &mut self,
+        reader: &ObjectReader,
+        listing: &Listing,
+        manifest: &str,
+        chains: &mut Chains<'_>,
+        problems: &mut Vec<Problem>,
+        period: Period,
+    ) -> Vec<(Entry, usize)> {
+        let taken = take_manifest(reader, listing, manifest, chains, problems, true).await;
+        match &taken.bots {
+            Some((_, Some(text))) if in_period(period, object_name(manifest)) => self.kept.push(KeptText {
+                key: manifest.to_owned(),
+                text: String::from_utf8_lossy(text).into_owned(),
+            }),
+            Some(_) => {}
+            None => {
+                if let Some(e) = taken.reads.iter().find_map(|r| r.read.as_ref().err()) {
+                    self.unreadable.push((manifest.to_owned(), e.to_string()));
+                }
+            }
+        }
+        taken.entries
+    }
+
     /// What one signed entry says about the key.
     fn note(&mut self, entry: &Entry, period: Period, key: &str) {
         let time = name_time(&entry.body.name);
@@ -129,6 +155,30 @@ impl Survey {
             self.named_elsewhere
                 .entry(named)
                 .or_insert((entry.body.name.clone(), other));
+        }
+    }
+
+    /// Heads given with `--head` join the bucket's; one that cannot be read, or that no bot
+    /// signed, holds the shred back: an operator's slip must not pass for a check.
+    fn given_heads(
+        &mut self,
+        given: &[(String, Result<String, String>)],
+        bots: &[VerifyingKey],
+        heads: &mut Vec<(String, String)>,
+    ) {
+        for (at, text) in given {
+            let signed = text
+                .as_ref()
+                .ok()
+                .and_then(|t| serde_json::from_str::<HeadRecord>(t.trim()).ok())
+                .is_some_and(|h| bots.iter().any(|b| h.verify(b)));
+            match text {
+                Ok(text) if signed => heads.push((at.clone(), text.clone())),
+                _ => self.unproven.push(format!(
+                    "the chain head given as {at} cannot be read or is not signed by any of the bots' keys: {}",
+                    text.as_ref().err().map_or("not a signed head record", String::as_str)
+                )),
+            }
         }
     }
 
@@ -171,42 +221,8 @@ fn keys_of(listing: &Listing, earlier: &ShredRecords, is: fn(&str) -> bool) -> V
     keys
 }
 
-/// The bot's version of a manifest (or an earlier shred's copy); `None` when none could be read.
-async fn manifest_text(
-    reader: &ObjectReader,
-    listing: &Listing,
-    earlier: &ShredRecords,
-    manifest: &str,
-    bots: &[VerifyingKey],
-    survey: &mut Survey,
-) -> Option<Vec<u8>> {
-    if let Some(kept) = earlier.kept.get(manifest) {
-        return Some(kept.clone().into_bytes());
-    }
-    let mut texts = Vec::new();
-    let mut failed = None;
-    for (version, read) in reader.read_versions(listing, manifest, MAX_MANIFEST).await {
-        match read {
-            Ok(read) => texts.push((version, read.text.unwrap_or_default())),
-            Err(e) => {
-                failed.get_or_insert(e.to_string());
-            }
-        }
-    }
-    match bots_version(&texts, bots) {
-        Some((i, _)) => Some(texts.swap_remove(i).1),
-        None => {
-            survey.unreadable.push((
-                manifest.to_owned(),
-                failed.unwrap_or_else(|| "no version holds data".into()),
-            ));
-            None
-        }
-    }
-}
-
-/// Every signed head record, each version of each (and earlier shreds' copies); the period's go
-/// into the record.
+/// Every head record the bots signed for the manifest its name says, each version of each (and
+/// earlier shreds' copies); the period's bot versions go into the record.
 async fn heads(
     reader: &ObjectReader,
     listing: &Listing,
@@ -218,28 +234,23 @@ async fn heads(
     let mut out = Vec::new();
     for key in keys_of(listing, earlier, is_head_record) {
         let texts: Vec<String> = match earlier.kept.get(&key) {
-            Some(kept) => vec![kept.clone()],
-            None => reader
-                .read_versions(listing, &key, MAX_HEAD_RECORD)
+            Some(kept) => head_of(&key, kept, bots).map(|_| kept.clone()).into_iter().collect(),
+            None => head_versions(reader, listing, &key, bots)
                 .await
+                .0
                 .into_iter()
-                .filter_map(|(_, read)| read.ok())
-                .map(|read| String::from_utf8_lossy(&read.text.unwrap_or_default()).into_owned())
+                .map(|(_, text)| text)
                 .collect(),
         };
-        let signed =
-            |t: &String| serde_json::from_str::<HeadRecord>(t.trim()).is_ok_and(|h| bots.iter().any(|b| h.verify(b)));
-        for text in texts.into_iter().filter(signed) {
-            if name_time(object_name(&key)).is_some_and(|t| period.contains(t))
-                && !survey.kept.iter().any(|k| k.key == key)
-            {
-                survey.kept.push(KeptText {
-                    key: key.clone(),
-                    text: text.clone(),
-                });
-            }
-            out.push((reader.location(&key), text));
+        if let Some(first) = texts.first()
+            && in_period(period, object_name(&key))
+        {
+            survey.kept.push(KeptText {
+                key: key.clone(),
+                text: first.clone(),
+            });
         }
+        out.extend(texts.into_iter().map(|text| (reader.location(&key), text)));
     }
     out
 }

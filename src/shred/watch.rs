@@ -1,10 +1,10 @@
 //! The running bot's side of a shred: a file of a period that was shredded while the file still
 //! waited on the bot's disk (the bot was down, or the period's key was missing) must stay
-//! shredded. Such a file is never uploaded (its key is pending deletion or gone, and the bot never
-//! makes a new key for a period that has ended); once the period's shredding record, signed with
-//! this bot's own key, is in the bucket and KMS holds the record's key pending deletion (or has
-//! deleted it), the bot removes the file and says so: an event, a log line and a `discarded` entry
-//! in its signed manifest chain.
+//! shredded. Once the period's shredding record, signed with this bot's own key, is in the bucket
+//! and KMS holds the record's key pending deletion, such a file is never uploaded (its key refuses,
+//! the bot never makes a new key for the period, and asks no alias); it waits while the shred can
+//! still be cancelled, and once KMS has deleted the key the bot removes it and says so: an event, a
+//! log line and a `discarded` entry in its signed manifest chain.
 //!
 //! A manifest (or chain head record) of the period caught the same way cannot go up either; its
 //! entries are the chain's, so the bot puts a copy of its text (metadata only: names, sizes,
@@ -14,7 +14,7 @@
 //! Only this bot's own signature counts: someone who can write to the bucket can plant a record,
 //! but cannot sign one, nor change what KMS says of the key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,19 +24,12 @@ use ed25519_dalek::SigningKey;
 use super::record::{Contents, KeptText, ShredBody, ShredRecord, State, file_name, supplement_name};
 use crate::aws::failure;
 use crate::manifest::entry::MAX_MANIFEST;
-use crate::manifest::verify::{ObjectReader, Version, not_in_effect, read_record};
+use crate::manifest::verify::{Listing, ObjectReader, keys_deleted, newest_record, not_in_effect};
 use crate::period::{Granularity, Period, name_time};
 use crate::sync::lock;
 
 /// How long an answer about a period is kept: files waiting for a key retry every few seconds.
-const ASK_AGAIN: Duration = Duration::from_secs(60);
-
-/// A file the bot removes unsent because its period was shredded, and the record that says so.
-#[derive(Debug)]
-pub struct Discarded {
-    pub file: crate::spool::ClosedFile,
-    pub record: String,
-}
+const ASK_AGAIN: Duration = Duration::from_secs(30);
 
 pub struct ShredWatch {
     reader: ObjectReader,
@@ -44,12 +37,29 @@ pub struct ShredWatch {
     /// Verifies the records (only this bot's count) and signs the supplements.
     signer: SigningKey,
     granularity: Granularity,
-    /// Per period: when it was asked, and the record in effect.
-    answers: Mutex<HashMap<Period, (Instant, Option<InEffect>)>>,
+    /// Per period: when it was asked, and the shred in effect.
+    answers: Mutex<HashMap<Period, (Instant, Option<Shred>)>>,
+    /// Periods whose waiting files the operators have heard of.
+    said_waiting: Mutex<HashSet<Period>>,
 }
 
-/// A period's record in effect: where it lies, and the record.
-type InEffect = (String, ShredRecord);
+/// A period's shred as this bot sees it.
+#[derive(Debug, Clone)]
+pub struct Shred {
+    /// Where its record lies.
+    pub record_at: String,
+    record: ShredRecord,
+    /// KMS has deleted every key the record names: past cancelling, so the period's waiting files
+    /// may go (until then they wait: a cancelled shred brings the period back, files and all).
+    pub keys_gone: bool,
+}
+
+impl Shred {
+    /// Whether the record names `key` (an ARN) among the keys it destroys.
+    pub fn names(&self, key: &str) -> bool {
+        self.record.body.keys.iter().any(|k| k.arn == key)
+    }
+}
 
 impl std::fmt::Debug for ShredWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,23 +78,25 @@ impl ShredWatch {
             signer,
             granularity,
             answers: Mutex::default(),
+            said_waiting: Mutex::default(),
         }
     }
 
-    /// The ended period a file (by its name) belongs to, if its period has ended.
-    pub fn ended_period(&self, name: &str) -> Option<Period> {
-        let period = self.granularity.period_of(name_time(name)?);
-        (period.next().start() <= crate::clock::now()).then_some(period)
+    /// The period a file (by its name) belongs to.
+    pub fn period_of(&self, name: &str) -> Option<Period> {
+        Some(self.granularity.period_of(name_time(name)?))
     }
 
-    /// Where the record lies that shows `period` shredded for good, if one does: this bot's
-    /// signature, this archive, the period, scheduled, and KMS holding its key pending deletion or
-    /// deleted.
-    pub async fn in_effect(&self, period: Period) -> Option<String> {
-        self.record(period).await.map(|(at, _)| at)
+    /// The period a file (by its name) belongs to, if it has ended by the bot's clock: only such a
+    /// period can have been shredded (a day after its end at the earliest).
+    pub fn ended_period_of(&self, name: &str) -> Option<Period> {
+        self.period_of(name).filter(|p| p.ended_by(crate::clock::now()))
     }
 
-    async fn record(&self, period: Period) -> Option<InEffect> {
+    /// The shred of `period`, if one is in effect: this bot's signature, this archive, the period,
+    /// scheduled, and KMS holding its keys pending deletion or deleted. Asked again at most every
+    /// minute.
+    pub async fn shred_of(&self, period: Period) -> Option<Shred> {
         if let Some((asked, answer)) = lock(&self.answers).get(&period)
             && asked.elapsed() < ASK_AGAIN
         {
@@ -95,16 +107,24 @@ impl ShredWatch {
         answer
     }
 
-    async fn ask(&self, period: Period) -> Option<InEffect> {
+    /// Says once per period that its files wait while the shred can still be cancelled.
+    pub fn say_waiting(&self, period: Period, shred: &Shred) {
+        if lock(&self.said_waiting).insert(period) {
+            tracing::warn!(
+                period = %period,
+                record = shred.record_at,
+                "the period was shredded: its files still on this disk are not uploaded, and are removed once KMS has deleted its key (or go up if the shred is cancelled)"
+            );
+        }
+    }
+
+    async fn ask(&self, period: Period) -> Option<Shred> {
         let key = format!("{}{}", self.prefix, file_name(period));
-        let current = Version {
-            id: None,
-            size: 0,
-            marker: false,
-        };
         let own = [self.signer.verifying_key()];
-        let record = match read_record(&self.reader, &key, &current, &own).await {
-            Ok(record) => record,
+        // Every version: a delete marker or a planted version over the record changes nothing.
+        let listing = Listing::of_key(&self.reader.s3, &self.reader.bucket, &key).await.ok()?;
+        let (_, record) = match newest_record(&self.reader, &listing, &key, &own).await {
+            Ok(found) => found,
             Err(e) => {
                 tracing::debug!(period = %period, error = %e, "no shredding record of ours for the period");
                 return None;
@@ -122,16 +142,22 @@ impl ShredWatch {
             tracing::warn!(period = %period, key = arn, state, "a shredding record of ours names a key KMS does not hold pending deletion; the period's files wait");
             return None;
         }
-        Some((self.reader.location(&key), record))
+        let keys_gone = keys_deleted(&self.reader.kms, &record).await;
+        Some(Shred {
+            record_at: self.reader.location(&key),
+            record,
+            keys_gone,
+        })
     }
 
     /// Puts a copy of a manifest or head record of the shredded `period` (the file at `path`) in a
     /// signed supplement to the period's record; its location.
     pub async fn keep_copy(&self, period: Period, path: &std::path::Path) -> Result<String, String> {
-        let (_, main) = self
-            .record(period)
+        let main = self
+            .shred_of(period)
             .await
-            .ok_or_else(|| format!("the period {period} is not shredded (any more)"))?;
+            .ok_or_else(|| format!("the period {period} is not shredded (any more)"))?
+            .record;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -3,10 +3,13 @@
 //! can all be written by anyone who can write to the bucket; KMS's answer cannot.
 //!
 //! The argument, while the period's key is enabled: the operator can unwrap under it (shown by the
-//! period's own objects), and KMS unwraps any data key under it given the context the formats use;
-//! so a version whose data key KMS does not unwrap, or unwraps under another key, is not under it.
-//! Every version of every object outside the period is asked about (a delete marker or a newer
-//! version over an object does not hide it from this), each distinct wrapped data key once.
+//! period's own objects), and KMS unwraps any data key under it given the context it was made under.
+//! Every version is asked under its stored context and under each format's own (V2's and V3's,
+//! whatever the version's metadata claims), so a version whose data key no context unwraps, or that
+//! unwraps under another key, is not under it. Only KMS's positive answers are remembered (which key
+//! a data key is under depends on the ciphertext alone); a refusal is asked again for each version,
+//! so a planted version cannot make KMS's refusal stand for another's data key. Every version of
+//! every object is asked about: a delete marker or a newer version over an object does not hide it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,7 +22,7 @@ use futures_util::StreamExt as _;
 
 use super::ShredError;
 use crate::aws::failure;
-use crate::envelope::{EnvelopeError, StoredEnvelope, salvaged_wrapping_key};
+use crate::envelope::{EnvelopeError, StoredEnvelope, salvaged_wrapped, wrapping_key_any_context};
 use crate::manifest::verify::{ObjectReader, Version};
 use crate::sync::lock;
 
@@ -27,8 +30,8 @@ use crate::sync::lock;
 const AT_ONCE: usize = 16;
 
 /// KMS's answers that, with the period's key enabled and unwrappable by the operator, show a data
-/// key is not under it: another key's state or permissions, or a ciphertext no key of this account
-/// takes.
+/// key is not under it under that context: another key's state or permissions, or a ciphertext no
+/// key of this account takes under it.
 const NOT_THE_KEY: &[&str] = &[
     "NotFoundException",
     "KMSInvalidStateException",
@@ -62,14 +65,14 @@ pub(super) struct Looked {
     pub wrapped: Option<Vec<u8>>,
 }
 
-/// Asks S3 and KMS about versions, remembering each wrapped data key's answer.
+/// Asks S3 and KMS about versions, remembering which key each data key is under.
 pub(super) struct Witness<'r> {
     pub reader: &'r ObjectReader,
     /// The period's key (ARN).
     pub key: String,
-    answers: Mutex<HashMap<Vec<u8>, Verdict>>,
-    pub kms_calls: AtomicUsize,
-    pub s3_calls: AtomicUsize,
+    under: Mutex<HashMap<Vec<u8>, String>>,
+    kms_calls: AtomicUsize,
+    s3_calls: AtomicUsize,
 }
 
 impl<'r> Witness<'r> {
@@ -77,27 +80,32 @@ impl<'r> Witness<'r> {
         Self {
             reader,
             key,
-            answers: Mutex::default(),
+            under: Mutex::default(),
             kms_calls: AtomicUsize::new(0),
             s3_calls: AtomicUsize::new(0),
         }
     }
 
-    /// Looks at every version in `versions`, several at a time.
-    pub async fn look_all(&self, versions: Vec<(String, Version)>) -> Result<Vec<Looked>, ShredError> {
-        let mut looks = futures_util::stream::iter(versions.into_iter().map(|(key, version)| self.look(key, version)))
+    /// Looks at every version in `versions`, several at a time, handing each to `seen` as it is
+    /// looked at (nothing of them is held: a bucket of a million versions costs no more memory).
+    pub async fn look_all(
+        &self,
+        versions: impl Iterator<Item = (String, Version)>,
+        mut seen: impl FnMut(Looked) -> Result<(), ShredError>,
+    ) -> Result<(), ShredError> {
+        let mut looks = futures_util::stream::iter(versions.map(|(key, version)| self.look(key, version)))
             .buffer_unordered(AT_ONCE);
-        let mut out = Vec::new();
         while let Some(looked) = looks.next().await {
-            out.push(looked?);
+            seen(looked?)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// One version: its head (metadata, Object Lock) and which key protects it.
     pub async fn look(&self, key: String, version: Version) -> Result<Looked, ShredError> {
         let bucket = &self.reader.bucket;
         self.s3_calls.fetch_add(1, Ordering::Relaxed);
+        let at = format!("{key} (version {})", version.label());
         let head = self
             .reader
             .s3
@@ -107,20 +115,26 @@ impl<'r> Witness<'r> {
             .set_version_id(version.id.clone())
             .send()
             .await
-            .map_err(|e| failure(&format!("read s3://{bucket}/{key} (version {})", version.label()), &e))?;
+            .map_err(|e| failure(&format!("read s3://{bucket}/{at}"), &e))?;
         let metadata = head.metadata().cloned().unwrap_or_default();
         let (verdict, wrapped) = match StoredEnvelope::from_metadata(&metadata) {
             Ok(None) => (Verdict::Plain, None),
             Ok(Some(envelope)) => {
                 let wrapped = envelope.wrapped().to_vec();
-                let verdict = self.verdict(&wrapped, envelope.wrapping_key(&self.reader.kms)).await?;
-                (verdict, Some(wrapped))
+                (
+                    self.verdict(&at, &wrapped, || envelope.wrapping_key(&self.reader.kms))
+                        .await?,
+                    Some(wrapped),
+                )
             }
             // Metadata that does not parse (planted, or altered): the data key it may still carry
-            // is asked about all the same.
-            Err(_) => match salvaged_wrapping_key(&self.reader.kms, &metadata).await {
+            // is asked about all the same, under each format's context.
+            Err(_) => match salvaged_wrapped(&metadata) {
                 None => (Verdict::Plain, None),
-                Some((wrapped, answer)) => (self.verdict(&wrapped, async { answer }).await?, Some(wrapped)),
+                Some(wrapped) => {
+                    let ask = || wrapping_key_any_context(&self.reader.kms, &wrapped);
+                    (self.verdict(&at, &wrapped, ask).await?, Some(wrapped.clone()))
+                }
             },
         };
         Ok(Looked {
@@ -132,36 +146,46 @@ impl<'r> Witness<'r> {
         })
     }
 
-    /// KMS's answer (`ask`) for a wrapped data key, asked once per distinct one.
-    async fn verdict(
-        &self,
-        wrapped: &[u8],
-        ask: impl std::future::Future<Output = Result<String, EnvelopeError>>,
-    ) -> Result<Verdict, ShredError> {
-        if let Some(known) = lock(&self.answers).get(wrapped) {
-            return Ok(known.clone());
-        }
-        self.kms_calls.fetch_add(1, Ordering::Relaxed);
-        let verdict = match ask.await {
-            Ok(arn) if arn == self.key => Verdict::Ours,
-            Ok(arn) => Verdict::Other(format!("under KMS key {arn}")),
+    /// Which key `wrapped` is under: remembered, or KMS's answer to `ask`.
+    async fn verdict<F, Fut>(&self, at: &str, wrapped: &[u8], ask: F) -> Result<Verdict, ShredError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<String, EnvelopeError>>,
+    {
+        let known = lock(&self.under).get(wrapped).cloned();
+        let answer = match known {
+            Some(arn) => Ok(arn),
+            None => {
+                self.kms_calls.fetch_add(1, Ordering::Relaxed);
+                ask().await
+            }
+        };
+        Ok(match answer {
+            Ok(arn) => {
+                lock(&self.under).insert(wrapped.to_vec(), arn.clone());
+                if arn == self.key {
+                    Verdict::Ours
+                } else {
+                    Verdict::Other(format!("under KMS key {arn}"))
+                }
+            }
             Err(EnvelopeError::Kms(e)) if e.is("KMSInvalidStateException") => Verdict::Pending,
             Err(EnvelopeError::Kms(e)) if NOT_THE_KEY.iter().any(|code| e.is(code)) => Verdict::Other(format!(
-                "KMS will not unwrap its data key ({}): not under {}",
+                "KMS will not unwrap its data key under any context the formats use ({}): not under {}",
                 e.code.as_deref().unwrap_or_default(),
                 self.key
             )),
+            Err(EnvelopeError::Invalid(..)) => Verdict::Other("it carries no data key KMS takes".into()),
             Err(e) => {
                 return Err(ShredError::Envelope {
-                    key: "an object".into(),
+                    key: at.to_owned(),
                     why: format!("KMS could not say which key protects it: {e}"),
                 });
             }
-        };
-        lock(&self.answers).insert(wrapped.to_vec(), verdict.clone());
-        Ok(verdict)
+        })
     }
 
+    /// The HeadObject and KMS Decrypt calls made so far.
     pub fn calls(&self) -> (usize, usize) {
         (
             self.s3_calls.load(Ordering::Relaxed),

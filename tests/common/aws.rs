@@ -43,6 +43,16 @@ impl Moto {
         Self::start_with(python).await
     }
 
+    /// Strict moto where a key scheduled for deletion is deleted `secs` seconds later, as AWS
+    /// deletes it at the end of its waiting period.
+    pub async fn start_strict_deleting_after(secs: u64) -> Moto {
+        let mut python = Command::new(venv_bin("python"));
+        python
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/strict_moto.py"))
+            .env("STRICT_MOTO_DELETE_AFTER_SECS", secs.to_string());
+        Self::start_with(python).await
+    }
+
     async fn start_with(mut command: Command) -> Moto {
         let port = free_port();
         let child = command

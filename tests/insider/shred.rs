@@ -124,7 +124,7 @@ async fn shred_cannot_destroy_another_period_whose_manifests_are_hidden_or_gone(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
     const BUCKET: &str = "shred-backlog";
-    let moto = Moto::start_strict().await;
+    let moto = Moto::start_strict_deleting_after(25).await;
     moto.create_versioned_bucket(BUCKET).await;
     let (topic, queue) = moto.topic_with_queue("backlog-events").await;
     let november = key_with_alias(&moto, "alias/retention-2025-11").await;
@@ -169,24 +169,42 @@ async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(key_state(&moto, &november).await, KeyState::PendingDeletion);
     let keys_after_shred = moto.keys(BUCKET).await;
-    // KMS deletes the key at the end of the window, and its alias with it.
-    moto.kms()
-        .await
-        .delete_alias()
-        .alias_name("alias/retention-2025-11")
-        .send()
-        .await
-        .unwrap();
-    let key_count = moto.kms().await.list_keys().send().await.unwrap().keys().len();
 
-    // The bot comes back in December, allowed to create keys: it makes none for November, uploads
-    // nothing of it, and removes the backlog, saying so.
+    // The bot comes back in December, allowed to create keys. While the shred can still be
+    // cancelled its November files wait, not uploaded.
     bot.set_env("RETENTION_BOT_TEST_CLOCK", "2025-12-02T00:00:00Z");
     bot.spawn().await;
     wait_for(
         &bot,
-        "the backlog to be discarded",
+        "the bot to say the period's files wait",
+        Duration::from_secs(20),
+        async || {
+            bot.log_text()
+                .contains("the period was shredded: its files still on this disk are not uploaded")
+        },
+    )
+    .await;
+    assert!(
+        common::file_names(&bot.messages_dir())
+            .iter()
+            .any(|n| n.contains("20251120")),
+        "the backlog waits while the shred can be cancelled"
+    );
+    // KMS deletes the key at the end of the window (here: seconds), and its alias with it. The bot
+    // makes no key for November, uploads nothing of it, and removes the backlog, saying so.
+    let kms = moto.kms().await;
+    wait_for(
+        &bot,
+        "KMS to delete November's key",
         Duration::from_secs(60),
+        async || kms.describe_key().key_id(&november).send().await.is_err(),
+    )
+    .await;
+    let key_count = kms.list_keys().send().await.unwrap().keys().len();
+    wait_for(
+        &bot,
+        "the backlog to be discarded",
+        Duration::from_secs(90),
         async || {
             common::file_names(&bot.messages_dir())
                 .iter()
@@ -195,7 +213,6 @@ async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
     )
     .await;
     assert!(bot.stop().await.success(), "{}", bot.log_text());
-    let kms = moto.kms().await;
     assert!(
         kms.describe_key()
             .key_id("alias/retention-2025-11")

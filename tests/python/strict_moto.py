@@ -6,10 +6,17 @@ keys", AWS KMS Developer Guide; API_Decrypt and API_GenerateDataKey list both er
 decrypting with such keys, which would let a test of crypto-shredding pass against a server that
 shreds nothing. This wrapper adds exactly that rule and nothing else; every other answer is moto's.
 
+With STRICT_MOTO_DELETE_AFTER_SECS=N in its environment, a key pending deletion is deleted (with its
+aliases) N seconds after its deletion was scheduled, as AWS deletes it at the end of its waiting
+period (at least 7 days, which no test can wait): a test of what happens once a key is gone.
+
 Usage: python strict_moto.py -H 127.0.0.1 -p PORT (the arguments of moto_server).
 """
 
+import os
 import sys
+import threading
+import time
 
 from moto.core.exceptions import JsonRESTError
 from moto.kms import models
@@ -59,9 +66,34 @@ def encrypt(self, key_id, *args, **kwargs):
     return _encrypt(self, key_id, *args, **kwargs)
 
 
+_schedule_key_deletion = models.KmsBackend.schedule_key_deletion
+_scheduled = {}
+
+
+def schedule_key_deletion(self, key_id, pending_window_in_days):
+    _scheduled[(id(self), key_id)] = (self, time.monotonic())
+    return _schedule_key_deletion(self, key_id, pending_window_in_days)
+
+
+def delete_when_due(after):
+    while True:
+        time.sleep(0.2)
+        for (backend_id, key_id), (backend, at) in list(_scheduled.items()):
+            key = backend.keys.get(key_id)
+            if key is None or key.key_state != "PendingDeletion":
+                _scheduled.pop((backend_id, key_id), None)
+            elif time.monotonic() - at >= after:
+                backend.delete_key(key_id)
+                _scheduled.pop((backend_id, key_id), None)
+
+
 models.KmsBackend.decrypt = decrypt
 models.KmsBackend.generate_data_key = generate_data_key
 models.KmsBackend.encrypt = encrypt
+models.KmsBackend.schedule_key_deletion = schedule_key_deletion
+if os.environ.get("STRICT_MOTO_DELETE_AFTER_SECS"):
+    delete_after = float(os.environ["STRICT_MOTO_DELETE_AFTER_SECS"])
+    threading.Thread(target=delete_when_due, args=(delete_after,), daemon=True).start()
 
 if __name__ == "__main__":
     main(sys.argv[1:])

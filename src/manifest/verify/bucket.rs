@@ -20,14 +20,15 @@ use ed25519_dalek::VerifyingKey;
 use futures_util::StreamExt as _;
 
 use super::chain::Chains;
+use super::own;
 use super::shredded::{ShredRecords, over_problem};
-use super::versions::{Listing, ObjectReader, VERSIONS_READ, Version};
+use super::versions::{Listing, ObjectReader, Version};
 use super::{Problem, Report};
 use crate::aws::AwsFailure;
 use crate::decrypt::{Archive, ObjectError, Streamed};
 use crate::envelope::gcm::TAG_LEN;
-use crate::manifest::entry::{Entry, MAX_MANIFEST, is_manifest_name};
-use crate::manifest::head::{HeadRecord, MAX_HEAD_RECORD, is_head_record, manifest_of};
+use crate::manifest::entry::{Entry, is_manifest_name};
+use crate::manifest::head::{is_head_record, manifest_of};
 use crate::sink::s3::keys::{ListedObjects, listed_name, object_name};
 
 /// Objects checked at once.
@@ -197,8 +198,9 @@ impl BucketCheck<'_> {
         Ok(tally.out)
     }
 
-    /// The manifests, in order, one at a time (the chains are built in order): each one's entries
-    /// taken, and the files they list (with the object that holds each) returned for checking.
+    /// The manifests, in order, one at a time (the chains are built in order): every version of
+    /// each that the bots signed taken ([`own::take_manifest`]), and the files their entries list
+    /// (with the object that holds each) returned for checking.
     async fn read_manifests(
         &self,
         reader: &ObjectReader,
@@ -211,19 +213,16 @@ impl BucketCheck<'_> {
         let objects = ListedObjects::new(listing.with_data());
         let mut to_check = Vec::new();
         for manifest in manifests {
-            let text = match shreds.kept.get(manifest) {
+            let at = self.location(manifest);
+            let entries = match shreds.kept.get(manifest) {
                 // A shredded period's manifest: the record's copy (each entry is signed too).
                 Some(kept) => {
                     tally.seen.insert(manifest.clone());
-                    kept.clone().into_bytes()
+                    chains.take_all(&at, kept.as_bytes(), &mut tally.out.report.problems)
                 }
-                None => match self.manifest_text(reader, listing, manifest, tally).await {
-                    Some(text) => text,
-                    None => continue,
-                },
+                None => self.take_manifest(reader, listing, manifest, chains, tally).await,
             };
-            let at = self.location(manifest);
-            for (entry, signer) in chains.take_all(&at, &text, &mut tally.out.report.problems) {
+            for (entry, signer) in entries {
                 if entry.is_discarded() {
                     continue;
                 }
@@ -246,44 +245,46 @@ impl BucketCheck<'_> {
         to_check
     }
 
-    /// The bot's version of a manifest ([`bots_version`]); whatever stands over it is named.
-    async fn manifest_text(
+    /// One manifest's versions into the chains; its facts recorded, the bot's version held to the
+    /// retention floor, and whatever stands over it named. A manifest none of whose versions the
+    /// bots signed, hidden since (planted, and deleted), is left aside.
+    async fn take_manifest(
         &self,
         reader: &ObjectReader,
         listing: &Listing,
         key: &str,
+        chains: &mut Chains<'_>,
         tally: &mut Tally<'_>,
-    ) -> Option<Vec<u8>> {
+    ) -> Vec<(Entry, usize)> {
         let at = self.location(key);
-        let mut texts = Vec::new();
-        let mut failed = None;
-        let mut reads = Vec::new();
-        for (version, read) in reader.read_versions(listing, key, MAX_MANIFEST).await {
+        let taken = own::take_manifest(reader, listing, key, chains, &mut tally.out.report.problems, false).await;
+        let bots = taken.bots.map(|(v, _)| v);
+        let mut unread = None;
+        for own::Read { version, read } in taken.reads {
             match self.facts(key, version, read, tally) {
-                Ok(mut read) => {
-                    texts.push((version, read.text.take().unwrap_or_default()));
-                    reads.push(read);
+                Ok(read) if Some(version) == bots => self.check_retention(key, &read, tally),
+                Ok(_) => {}
+                // A version the bot's came after, or none: what it held is unknown.
+                Err(e) if bots.is_none_or(|b| b.modified >= version.modified) => {
+                    unread.get_or_insert(e);
                 }
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
+                Err(_) => {}
             }
         }
-        let Some((chosen, signed)) = bots_version(&texts, self.keys) else {
-            if let Some(e) = failed {
-                tally.problem(Problem::Unreadable { at, why: e.to_string() });
-            }
-            return None;
-        };
-        // Something no bot signed, deleted since (a marker over it): not the archive's, and gone
-        // from view, as a deleted planted file is.
-        if signed == 0 && listing.current(key).is_none() {
-            return None;
+        if let Some(version) = bots {
+            tally.problems(over_problem(listing, key, version, &at));
+        } else if listing.current(key).is_none() {
+            // Nothing the bots signed, and deleted since: a planted file, gone from view.
+            return taken.entries;
         }
-        self.check_retention(key, &reads[chosen], tally);
-        let (version, text) = texts.swap_remove(chosen);
-        tally.problems(over_problem(listing, key, version, &at));
-        Some(text)
+        if let Some(e) = unread {
+            tally.problem(Problem::Unreadable {
+                at: at.clone(),
+                why: e.to_string(),
+            });
+        }
+        tally.problems(own::piled(listing, key, &at));
+        taken.entries
     }
 
     /// The heads, every version of each (a head whose manifest is still on its way up says nothing
@@ -314,7 +315,12 @@ impl BucketCheck<'_> {
             }
             texts.extend(self.head_versions(reader, listing, key, tally).await);
         }
-        texts.extend(super::read_heads(self.extra_heads));
+        let extra = self.extra_heads.to_vec();
+        texts.extend(
+            tokio::task::spawn_blocking(move || super::read_heads(&extra))
+                .await
+                .unwrap_or_default(),
+        );
         chains.check_heads(texts, &mut tally.out.report.problems);
         chains.check_every_key_signed(&mut tally.out.report.problems);
         if let Some(reach) = self.in_flight.and_then(|f| f.reach) {
@@ -327,9 +333,9 @@ impl BucketCheck<'_> {
         }
     }
 
-    /// A head record's texts: every version that verifies (any of them may be the newest head),
-    /// or, when none does, the newest one's text or why it could not be read; a planted version over
-    /// a signed one is named.
+    /// A head record's texts that count ([`own::head_versions`]), or, when none does and it is in
+    /// view, why: its newest version's text (a bad signature) or read error, or that it is another
+    /// manifest's head; whatever stands over the bot's version is named.
     async fn head_versions(
         &self,
         reader: &ObjectReader,
@@ -338,34 +344,28 @@ impl BucketCheck<'_> {
         tally: &mut Tally<'_>,
     ) -> Vec<(String, Result<String, String>)> {
         let at = self.location(key);
-        let mut valid = Vec::new();
+        let (valid, reads) = own::head_versions(reader, listing, key, self.keys).await;
+        let bots = valid.first().map(|(v, _)| *v);
         let mut newest = None;
-        for (version, read) in reader.read_versions(listing, key, MAX_HEAD_RECORD).await {
-            let read = self.facts(key, version, read, tally);
-            let text = read
-                .as_ref()
-                .map(|r| String::from_utf8_lossy(r.text.as_deref().unwrap_or_default()).into_owned())
-                .map_err(ToString::to_string);
-            let signed = text
-                .as_ref()
-                .ok()
-                .and_then(|t| serde_json::from_str::<HeadRecord>(t.trim()).ok());
-            if signed.is_some_and(|r| self.keys.iter().any(|k| r.verify(k))) {
-                if valid.is_empty() {
-                    tally.problems(over_problem(listing, key, version, &at));
-                    if let Ok(read) = &read {
-                        self.check_retention(key, read, tally);
-                    }
-                }
-                valid.push((at.clone(), text));
-            } else {
-                newest.get_or_insert((at.clone(), text));
+        for own::Read { version, read } in reads {
+            match self.facts(key, version, read, tally) {
+                Ok(read) if Some(version) == bots => self.check_retention(key, &read, tally),
+                Ok(_) => newest = Some(Ok(())),
+                Err(e) => newest = Some(Err(e.to_string())),
             }
         }
-        if valid.is_empty() {
-            valid.extend(newest);
+        tally.problems(own::piled(listing, key, &at));
+        if let Some(version) = bots {
+            tally.problems(over_problem(listing, key, version, &at));
+            return valid.into_iter().map(|(_, text)| (at.clone(), Ok(text))).collect();
         }
-        valid
+        match (listing.current(key), newest) {
+            // Not in view, and no version the bots signed: a planted head, deleted since.
+            (None, _) | (_, None) => {}
+            (Some(_), Some(Err(why))) => tally.problem(Problem::Unreadable { at, why }),
+            (Some(_), Some(Ok(()))) => tally.problem(Problem::BadSignature { at }),
+        }
+        Vec::new()
     }
 
     /// The listed files, several at a time, each against its entry: the version whose content the
@@ -405,7 +405,7 @@ impl BucketCheck<'_> {
                         judged = read.ok();
                         break;
                     }
-                    // The newest version's problem stands when no version is intact.
+                    // The oldest version's (the bot's) problem stands when no version is intact.
                     Some(problem) if i == 0 => {
                         problems.push(problem);
                         judged = read.ok();
@@ -417,6 +417,7 @@ impl BucketCheck<'_> {
                 self.check_retention(&key, &read, tally);
             }
             tally.problems(problems);
+            tally.problems(own::piled(listing, &key, &at));
         }
     }
 
@@ -511,10 +512,11 @@ fn manifest_keys(listing: &Listing, shreds: &ShredRecords) -> Vec<String> {
 }
 
 /// The versions of `key` that may hold a file of `size` bytes (plain, or encrypted with its tag),
-/// newest first; when none does, the newest version (whose problem is then reported).
+/// oldest first (the bot's is the oldest); when none does, the oldest version (whose problem is then
+/// reported).
 fn candidates<'l>(listing: &'l Listing, key: &str, size: u64) -> Vec<&'l Version> {
     let fits = |v: &&Version| v.size == size || v.size == size + TAG_LEN as u64;
-    let sized: Vec<&Version> = listing.data_versions(key).filter(fits).take(VERSIONS_READ).collect();
+    let sized: Vec<&Version> = listing.data_versions(key).filter(fits).collect();
     if sized.is_empty() {
         listing.data_versions(key).take(1).collect()
     } else {
@@ -522,51 +524,30 @@ fn candidates<'l>(listing: &'l Listing, key: &str, size: u64) -> Vec<&'l Version
     }
 }
 
-/// Of a manifest's versions (newest first), the bot's: the one with the most entries signed by
-/// `keys`, the oldest of equals. A bucket writer cannot sign entries: a version they put over the
-/// bot's holds fewer (a cut), or the same ones again.
-/// Returns its index and how many signed entries it holds.
-pub fn bots_version(texts: &[(&Version, Vec<u8>)], keys: &[VerifyingKey]) -> Option<(usize, usize)> {
-    let signed = |text: &[u8]| {
-        text.split(|b| *b == b'\n')
-            .filter_map(|line| serde_json::from_slice::<Entry>(line).ok())
-            .filter(|entry| keys.iter().any(|k| entry.verify(k)))
-            .count()
-    };
-    let mut best: Option<(usize, usize)> = None;
-    for (i, (_, text)) in texts.iter().enumerate() {
-        let n = signed(text);
-        if best.is_none_or(|(most, _)| n >= most) {
-            best = Some((n, i));
-        }
-    }
-    best.map(|(n, i)| (i, n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_file_is_looked_for_in_the_versions_of_its_size_newest_first() {
+    fn a_file_is_looked_for_in_the_versions_of_its_size_oldest_first() {
         let v = |id: &str, size: u64, marker: bool| Version {
             id: Some(id.into()),
             size,
             marker,
+            modified: 0,
         };
         let mut listing = Listing::default();
         listing.keys.insert(
             "k".into(),
-            vec![
-                v("m", 0, true),
-                v("3", 7, false),
-                v("2", 116, false),
-                v("1", 100, false),
-            ],
+            super::super::KeyVersions {
+                newest: v("m", 0, true),
+                data: vec![v("1", 100, false), v("2", 116, false), v("3", 7, false)],
+                dropped: 0,
+            },
         );
         let ids = |found: Vec<&Version>| found.iter().map(|v| v.label().to_owned()).collect::<Vec<_>>();
-        assert_eq!(ids(candidates(&listing, "k", 100)), ["2", "1"]);
-        assert_eq!(ids(candidates(&listing, "k", 5)), ["3"]);
+        assert_eq!(ids(candidates(&listing, "k", 100)), ["1", "2"]);
+        assert_eq!(ids(candidates(&listing, "k", 5)), ["1"]);
         assert!(candidates(&listing, "none", 5).is_empty());
     }
 }

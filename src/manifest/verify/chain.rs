@@ -33,6 +33,11 @@ impl<'k> Chains<'k> {
         }
     }
 
+    /// The keys whose chains these are.
+    pub fn keys(&self) -> &'k [VerifyingKey] {
+        self.keys
+    }
+
     /// Takes the next manifest line (`at` says where it is). Returns the entry, and which key signed
     /// it, when it is a signed one whose file is to be checked; anything wrong with the line is added
     /// to `problems`.

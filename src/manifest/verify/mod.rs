@@ -19,14 +19,16 @@ use ed25519_dalek::VerifyingKey;
 mod bucket;
 mod chain;
 mod dir;
+mod own;
 mod shredded;
 mod versions;
 
-pub use bucket::{BucketCheck, BucketReport, InFlight, ObjectFacts, Progress, bot_tag, bots_version, content_problem};
+pub use bucket::{BucketCheck, BucketReport, InFlight, ObjectFacts, Progress, bot_tag, content_problem};
 pub use chain::Chains;
 pub use dir::{scan, verify_dir};
-pub use shredded::{ShredRecords, not_in_effect, over_problem, read_record};
-pub use versions::{Listing, ObjectReader, Over, Version, Versioning};
+pub use own::{TakenManifest, head_of, head_versions, take_manifest};
+pub use shredded::{ReadError, ShredRecords, keys_deleted, newest_record, not_in_effect, over_problem, read_record};
+pub use versions::{KeyVersions, Listing, ObjectReader, Over, VERSIONS_READ, Version, Versioning};
 
 /// One thing wrong with the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]

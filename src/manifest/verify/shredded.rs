@@ -23,9 +23,6 @@ use crate::period::{Period, name_time};
 use crate::shred::record::{RecordError, RecordReader, ShredRecord, State, is_record_name};
 use crate::sink::s3::keys::object_name;
 
-/// Versions of one record read at most (a planted pile of versions costs little).
-const VERSIONS_READ: usize = 16;
-
 /// Why a record version was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -70,6 +67,17 @@ pub async fn not_in_effect(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> O
         }
     }
     None
+}
+
+/// Whether KMS has deleted every key a record names (each answers NotFound).
+pub async fn keys_deleted(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> bool {
+    for key in &record.body.keys {
+        match kms.describe_key().key_id(&key.arn).send().await {
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => {}
+            _ => return false,
+        }
+    }
+    !record.body.keys.is_empty()
 }
 
 #[derive(Debug, Default)]
@@ -182,8 +190,30 @@ fn is_main_record(at: &str) -> bool {
         .is_some_and(|period| Period::parse(period).is_ok())
 }
 
-/// The newest version of a record that verifies; a planted version over it is named, and so is a
-/// record none of whose versions verifies.
+/// The newest version of a record that one of `keys` signed (a record's versions are its states:
+/// scheduled, cancelled), of those read; or why none is, from the newest read.
+pub async fn newest_record<'l>(
+    reader: &ObjectReader,
+    listing: &'l Listing,
+    key: &str,
+    keys: &[VerifyingKey],
+) -> Result<(&'l Version, ShredRecord), ReadError> {
+    let mut first_error = None;
+    for version in listing.data_versions(key).rev() {
+        match read_record(reader, key, version, keys).await {
+            Ok(record) => return Ok((version, record)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(ReadError::Record(RecordError::NotARecord(
+        "no version holds data".into(),
+    ))))
+}
+
+/// [`newest_record`], with what is wrong said: a planted version over it is named, and so is a
+/// record in view none of whose versions verifies.
 async fn newest_valid(
     reader: &ObjectReader,
     listing: &Listing,
@@ -192,27 +222,24 @@ async fn newest_valid(
     problems: &mut Vec<Problem>,
 ) -> Option<ShredRecord> {
     let at = reader.location(key);
-    let mut first_error = None;
-    for version in listing.data_versions(key).take(VERSIONS_READ) {
-        match read_record(reader, key, version, keys).await {
-            Ok(record) => {
-                problems.extend(over_problem(listing, key, version, &at));
-                return Some(record);
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+    problems.extend(super::own::piled(listing, key, &at));
+    match newest_record(reader, listing, key, keys).await {
+        Ok((version, record)) => {
+            problems.extend(over_problem(listing, key, version, &at));
+            Some(record)
+        }
+        // Something no bot signed, deleted since (a marker over it): gone from view, as a deleted
+        // planted file is.
+        Err(_) if listing.current(key).is_none() => None,
+        Err(ReadError::Record(RecordError::BadSignature)) => {
+            problems.push(Problem::BadSignature { at });
+            None
+        }
+        Err(e) => {
+            problems.push(Problem::Unreadable { at, why: e.to_string() });
+            None
         }
     }
-    // Something no bot signed, deleted since (a marker over it): gone from view, as a deleted
-    // planted file is.
-    listing.current(key)?;
-    problems.push(match first_error {
-        Some(ReadError::Record(RecordError::BadSignature)) => Problem::BadSignature { at },
-        Some(e) => Problem::Unreadable { at, why: e.to_string() },
-        None => return None,
-    });
-    None
 }
 
 /// `HIDDEN` or `REPLACED` when something stands over the bot's `version` of `key`.

@@ -2,8 +2,14 @@
 //! on. A plain `DeleteObject` (allowed even on an object under COMPLIANCE retention) only puts a
 //! delete marker over the object, and a `PutObject` over it only adds a newer version: the bot's own
 //! version stays, and the readers that prove the archive look at it, naming whatever stands over it.
+//! The bot writes create-only, so its version of a key is the oldest there: readers take versions
+//! oldest first, and a pile of versions put over it cannot push it out of view.
+//!
 //! An unversioned bucket is listed as it is, with that said in the report: there a deletion leaves
-//! no trace in the bucket, and only a chain head kept elsewhere shows a cut-off end.
+//! no trace in the bucket, and only a chain head kept elsewhere shows a cut-off end. A store that
+//! does not list versions at all (`NotImplemented`) is listed as it is too, and said so; any other
+//! failure to list versions (a denied `s3:ListBucketVersions`, say) is an error, never a quiet
+//! fallback to what a delete marker can hide.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +19,8 @@ use crate::aws::{AwsFailure, failure};
 use crate::decrypt::{Archive, ObjectError, Opened, Streamed, stream_keeping};
 use crate::envelope::gcm::TAG_LEN;
 
-/// Versions of one object read at most: a planted pile of versions costs little.
+/// Data versions of one key kept (and read) at most, the oldest: the bot writes one per key (a
+/// shredding record a few), so a pile of versions over an object costs its readers little.
 pub const VERSIONS_READ: usize = 16;
 
 /// Whether the bucket keeps versions.
@@ -25,7 +32,7 @@ pub enum Versioning {
     Suspended,
     /// Never enabled: a deletion or replacement leaves nothing behind.
     Off,
-    /// The store would not say (an S3-compatible store without `GetBucketVersioning`).
+    /// The store does not list versions (`NotImplemented`).
     Unknown,
 }
 
@@ -37,8 +44,11 @@ impl Versioning {
             Versioning::Suspended => Some(
                 "versioning is SUSPENDED on this bucket: objects written since are replaced or deleted without a trace; enable it again",
             ),
-            Versioning::Off | Versioning::Unknown => Some(
+            Versioning::Off => Some(
                 "this bucket keeps no versions: an object deleted or replaced leaves no trace in the bucket itself, so a cut-off end shows only against a chain head kept elsewhere (verify --head, the bot's chain-head events, the daemon's own check); enable versioning (and Object Lock) to make deletions visible",
+            ),
+            Versioning::Unknown => Some(
+                "this store does not list versions: an object deleted or replaced leaves no trace a reader can see, so a cut-off end shows only against a chain head kept elsewhere (verify --head, the bot's chain-head events, the daemon's own check)",
             ),
         }
     }
@@ -51,6 +61,8 @@ pub struct Version {
     pub id: Option<String>,
     pub size: u64,
     pub marker: bool,
+    /// When it was written (seconds since the epoch; 0 when the store did not say).
+    pub modified: i64,
 }
 
 impl Version {
@@ -58,145 +70,239 @@ impl Version {
     pub fn label(&self) -> &str {
         self.id.as_deref().unwrap_or("null")
     }
+
+    /// The object as it is (on an unversioned bucket, or its current version).
+    pub fn current(size: u64) -> Self {
+        Version {
+            id: None,
+            size,
+            marker: false,
+            modified: 0,
+        }
+    }
 }
 
-/// Every key under the prefix with its versions, newest first.
+/// One key's versions, as far as the readers need them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVersions {
+    /// What readers see: the newest version, or the delete marker over them.
+    pub newest: Version,
+    /// The versions holding data, oldest first, at most [`VERSIONS_READ`].
+    pub data: Vec<Version>,
+    /// Data versions beyond those kept: only a writer piling versions on a key makes any.
+    pub dropped: usize,
+}
+
+/// Every key under the prefix that holds data in some version.
 #[derive(Debug, Default)]
 pub struct Listing {
     pub versioning: Option<Versioning>,
-    pub keys: BTreeMap<String, Vec<Version>>,
+    pub keys: BTreeMap<String, KeyVersions>,
+}
+
+/// One key's versions as a listing arrives, in any order.
+#[derive(Default)]
+struct Gathering {
+    /// The newest seen: (latest as S3 says, time, version).
+    newest: Option<((bool, i64, u32), Version)>,
+    /// Data versions seen, with their time: the oldest kept.
+    data: Vec<((i64, u32), Version)>,
+    dropped: usize,
+}
+
+impl Gathering {
+    fn add(&mut self, latest: bool, time: (i64, u32), version: Version) {
+        let rank = (latest, time.0, time.1);
+        if self.newest.as_ref().is_none_or(|(r, _)| rank > *r) {
+            self.newest = Some((rank, version.clone()));
+        }
+        if version.marker {
+            return;
+        }
+        self.data.push((time, version));
+        if self.data.len() > VERSIONS_READ {
+            // Keep the oldest: the bot's version is the first at its key.
+            self.data.sort_by_key(|(t, _)| *t);
+            self.data.pop();
+            self.dropped += 1;
+        }
+    }
+
+    fn finish(mut self) -> Option<KeyVersions> {
+        if self.data.is_empty() {
+            // Delete markers over nothing: nothing the archive holds.
+            return None;
+        }
+        self.data.sort_by_key(|(t, _)| *t);
+        let mut newest = self.newest?.1;
+        let mut data: Vec<Version> = self.data.into_iter().map(|(_, v)| v).collect();
+        // The "null" version of an unversioned object, current: read as the object itself (not
+        // every store takes `versionId=null`).
+        if newest.id.as_deref() == Some("null") && !newest.marker {
+            for v in data.iter_mut().filter(|v| **v == newest) {
+                v.id = None;
+            }
+            newest.id = None;
+        }
+        Some(KeyVersions {
+            newest,
+            data,
+            dropped: self.dropped,
+        })
+    }
 }
 
 impl Listing {
-    /// Lists the archive: every version and delete marker when the store lists versions (AWS does,
-    /// on any bucket), else its objects as they are.
+    /// Lists the archive: every version and delete marker (AWS lists versions on any bucket), or
+    /// the objects as they are on a store that does not list versions.
     pub async fn read(archive: &Archive, s3: &aws_sdk_s3::Client) -> Result<Listing, AwsFailure> {
         let said = versioning(archive, s3).await;
         let mut listing = Listing::default();
-        match listing.read_versions(archive, s3).await {
+        match listing.read_versions(s3, &archive.bucket, &archive.prefix, false).await {
             Ok(()) => {
                 // A store that would not say (or said it oddly) but keeps versions does keep them.
-                let kept = listing.keys.values().flatten().any(|v| v.id.is_some());
+                let kept = listing.keys.values().any(|k| k.data.iter().any(|v| v.id.is_some()));
                 listing.versioning = Some(match said {
                     Some(v) => v,
                     None if kept => Versioning::Enabled,
                     None => Versioning::Off,
                 });
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "the store does not list versions; listing the objects as they are");
+            Err(e) if e.is("NotImplemented") && !matches!(said, Some(Versioning::Enabled | Versioning::Suspended)) => {
                 listing.keys.clear();
                 listing.versioning = Some(Versioning::Unknown);
                 for (key, size) in archive.list(s3).await? {
-                    listing.keys.entry(key).or_default().push(Version {
-                        id: None,
-                        size,
-                        marker: false,
-                    });
+                    listing.keys.insert(
+                        key,
+                        KeyVersions {
+                            newest: Version::current(size),
+                            data: vec![Version::current(size)],
+                            dropped: 0,
+                        },
+                    );
                 }
             }
+            Err(e) => return Err(e),
         }
         Ok(listing)
     }
 
-    async fn read_versions(&mut self, archive: &Archive, s3: &aws_sdk_s3::Client) -> Result<(), AwsFailure> {
-        // Per key, each version with its time: a page lists versions and markers apart.
-        let mut found: BTreeMap<String, Vec<(i64, u32, bool, Version)>> = BTreeMap::new();
+    /// The versions of one key.
+    pub async fn of_key(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Listing, AwsFailure> {
+        let mut listing = Listing::default();
+        listing.read_versions(s3, bucket, key, true).await?;
+        Ok(listing)
+    }
+
+    /// Every version and delete marker under `prefix` (of the one key `prefix` when `exact`).
+    async fn read_versions(
+        &mut self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        prefix: &str,
+        exact: bool,
+    ) -> Result<(), AwsFailure> {
+        let mut gathering: BTreeMap<String, Gathering> = BTreeMap::new();
         let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+        let time = |t: Option<&aws_sdk_s3::primitives::DateTime>| t.map_or((0, 0), |t| (t.secs(), t.subsec_nanos()));
         loop {
             let page = s3
                 .list_object_versions()
-                .bucket(&archive.bucket)
-                .prefix(&archive.prefix)
+                .bucket(bucket)
+                .prefix(prefix)
                 .set_key_marker(key_marker.take())
                 .set_version_id_marker(version_marker.take())
                 .send()
                 .await
-                .map_err(|e| {
-                    failure(
-                        &format!("list the versions in s3://{}/{}", archive.bucket, archive.prefix),
-                        &e,
-                    )
-                })?;
-            let time =
-                |t: Option<&aws_sdk_s3::primitives::DateTime>| t.map_or((0, 0), |t| (t.secs(), t.subsec_nanos()));
-            for v in page.versions() {
-                let Some(key) = v.key() else { continue };
-                let (secs, nanos) = time(v.last_modified());
+                .map_err(|e| failure(&format!("list the versions in s3://{bucket}/{prefix}"), &e))?;
+            let versions = page.versions().iter().map(|v| {
+                let t = time(v.last_modified());
                 let version = Version {
                     id: v.version_id().map(str::to_owned),
                     size: v.size().unwrap_or(0).max(0) as u64,
                     marker: false,
+                    modified: t.0,
                 };
-                found
-                    .entry(key.to_owned())
-                    .or_default()
-                    .push((secs, nanos, v.is_latest() == Some(true), version));
-            }
-            for m in page.delete_markers() {
-                let Some(key) = m.key() else { continue };
-                let (secs, nanos) = time(m.last_modified());
+                (v.key(), v.is_latest() == Some(true), t, version)
+            });
+            let markers = page.delete_markers().iter().map(|m| {
+                let t = time(m.last_modified());
                 let version = Version {
                     id: m.version_id().map(str::to_owned),
                     size: 0,
                     marker: true,
+                    modified: t.0,
                 };
-                found
-                    .entry(key.to_owned())
-                    .or_default()
-                    .push((secs, nanos, m.is_latest() == Some(true), version));
+                (m.key(), m.is_latest() == Some(true), t, version)
+            });
+            for (key, latest, t, version) in versions.chain(markers) {
+                let Some(key) = key.filter(|k| !exact || *k == prefix) else {
+                    continue;
+                };
+                gathering.entry(key.to_owned()).or_default().add(latest, t, version);
             }
-            if page.is_truncated() != Some(true) {
-                break;
-            }
+            let more = page.is_truncated() == Some(true) && page.next_key_marker().is_some();
             key_marker = page.next_key_marker().map(str::to_owned);
             version_marker = page.next_version_id_marker().map(str::to_owned);
-            if key_marker.is_none() {
-                break;
+            // Keys before the next page's first are complete: kept in their short form.
+            let done: Vec<String> = match (&key_marker, more) {
+                (Some(next), true) => gathering.range(..next.clone()).map(|(k, _)| k.clone()).collect(),
+                _ => gathering.keys().cloned().collect(),
+            };
+            for key in done {
+                if let Some(versions) = gathering.remove(&key).and_then(Gathering::finish) {
+                    self.keys.insert(key, versions);
+                }
+            }
+            if !more {
+                return Ok(());
             }
         }
-        for (key, mut versions) in found {
-            // Newest first: the latest as S3 says, then by time (S3 lists a key's versions newest
-            // first; markers come apart, so the order is rebuilt).
-            versions.sort_by_key(|v| std::cmp::Reverse((v.2, v.0, v.1)));
-            let mut versions: Vec<Version> = versions.into_iter().map(|(.., v)| v).collect();
-            // The "null" version of an unversioned object, current: read as the object itself
-            // (not every store takes `versionId=null`).
-            if let Some(newest) = versions.first_mut().filter(|v| v.id.as_deref() == Some("null")) {
-                newest.id = None;
-            }
-            self.keys.insert(key, versions);
-        }
-        Ok(())
     }
 
     /// The version readers see (the newest), unless it is a delete marker.
     pub fn current(&self, key: &str) -> Option<&Version> {
-        self.keys.get(key)?.first().filter(|v| !v.marker)
+        Some(&self.keys.get(key)?.newest).filter(|v| !v.marker)
     }
 
     /// The objects a plain listing shows: key and stored size of the current version.
     pub fn present(&self) -> Vec<(String, u64)> {
         self.keys
             .iter()
-            .filter_map(|(k, versions)| {
-                let v = versions.first().filter(|v| !v.marker)?;
-                Some((k.clone(), v.size))
-            })
+            .filter(|(_, k)| !k.newest.marker)
+            .map(|(key, k)| (key.clone(), k.newest.size))
             .collect()
     }
 
-    /// Every key that has a version holding data (current or not).
+    /// Every key that holds data in some version (current or not).
     pub fn with_data(&self) -> impl Iterator<Item = &String> {
-        self.keys
-            .iter()
-            .filter(|(_, versions)| versions.iter().any(|v| !v.marker))
-            .map(|(k, _)| k)
+        self.keys.keys()
     }
 
-    /// The versions of `key` holding data, newest first.
-    pub fn data_versions(&self, key: &str) -> impl Iterator<Item = &Version> {
-        self.keys.get(key).into_iter().flatten().filter(|v| !v.marker)
+    /// The versions of `key` holding data, oldest first (the bot's is the oldest).
+    pub fn data_versions(&self, key: &str) -> impl DoubleEndedIterator<Item = &Version> {
+        self.keys.get(key).into_iter().flat_map(|k| k.data.iter())
+    }
+
+    /// How many data versions of `key` were beyond what is read.
+    pub fn dropped(&self, key: &str) -> usize {
+        self.keys.get(key).map_or(0, |k| k.dropped)
+    }
+
+    /// A listing of objects as they are (no versions), for a reader that took its own listing.
+    pub fn unversioned(objects: &[(String, u64)]) -> Listing {
+        let mut listing = Listing::default();
+        for (key, size) in objects {
+            listing.keys.insert(
+                key.clone(),
+                KeyVersions {
+                    newest: Version::current(*size),
+                    data: vec![Version::current(*size)],
+                    dropped: 0,
+                },
+            );
+        }
+        listing
     }
 }
 
@@ -212,7 +318,7 @@ pub enum Over {
 impl Listing {
     /// What stands over `version` of `key`, if it is not the current one.
     pub fn over(&self, key: &str, version: &Version) -> Option<Over> {
-        let newest = self.keys.get(key)?.first()?;
+        let newest = &self.keys.get(key)?.newest;
         if newest == version {
             return None;
         }
@@ -240,27 +346,16 @@ impl ObjectReader {
         stream_keeping(&self.s3, &self.kms, &self.bucket, key, version.id.as_deref(), keep).await
     }
 
-    /// The versions of `key` holding data, newest first (at most [`VERSIONS_READ`]), each read
-    /// whole: one larger than `cap` (the most the bot writes in such an object) is refused unread.
-    pub async fn read_versions<'l>(
-        &self,
-        listing: &'l Listing,
-        key: &str,
-        cap: u64,
-    ) -> Vec<(&'l Version, Result<Streamed, ObjectError>)> {
-        let mut out = Vec::new();
-        for version in listing.data_versions(key).take(VERSIONS_READ) {
-            let read = if version.size > cap + TAG_LEN as u64 {
-                Err(ObjectError::TooLarge {
-                    size: version.size,
-                    limit: cap,
-                })
-            } else {
-                self.stream(key, version, Some(cap)).await
-            };
-            out.push((version, read));
+    /// One version read whole, refused unread above `cap` (the most the bot writes in such an
+    /// object).
+    pub async fn read_whole(&self, key: &str, version: &Version, cap: u64) -> Result<Streamed, ObjectError> {
+        if version.size > cap + TAG_LEN as u64 {
+            return Err(ObjectError::TooLarge {
+                size: version.size,
+                limit: cap,
+            });
         }
-        out
+        self.stream(key, version, Some(cap)).await
     }
 
     /// One version opened for reading chunk by chunk.
@@ -271,21 +366,6 @@ impl ObjectReader {
     /// `s3://bucket/key`, as reports name an object.
     pub fn location(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)
-    }
-}
-
-impl Listing {
-    /// A listing of objects as they are (no versions), for a reader that took its own listing.
-    pub fn unversioned(objects: &[(String, u64)]) -> Listing {
-        let mut listing = Listing::default();
-        for (key, size) in objects {
-            listing.keys.entry(key.clone()).or_default().push(Version {
-                id: None,
-                size: *size,
-                marker: false,
-            });
-        }
-        listing
     }
 }
 
@@ -309,27 +389,54 @@ async fn versioning(archive: &Archive, s3: &aws_sdk_s3::Client) -> Option<Versio
 mod tests {
     use super::*;
 
-    fn v(id: &str, marker: bool) -> Version {
+    fn v(id: &str, marker: bool, modified: i64) -> Version {
         Version {
             id: Some(id.into()),
             size: 3,
             marker,
+            modified,
         }
     }
 
+    fn gathered(versions: &[(bool, Version)]) -> Option<KeyVersions> {
+        let mut g = Gathering::default();
+        for (latest, version) in versions {
+            g.add(*latest, (version.modified, 0), version.clone());
+        }
+        g.finish()
+    }
+
     #[test]
-    fn the_current_version_is_the_newest_unless_a_marker_hides_it() {
+    fn the_current_version_is_the_newest_unless_a_marker_hides_it_and_data_reads_oldest_first() {
         let mut listing = Listing::default();
-        listing.keys.insert("a".into(), vec![v("m", true), v("1", false)]);
-        listing.keys.insert("b".into(), vec![v("2", false), v("1", false)]);
-        listing.keys.insert("c".into(), vec![v("m", true)]);
+        let a = gathered(&[(false, v("1", false, 1)), (true, v("m", true, 2))]).unwrap();
+        let b = gathered(&[(true, v("2", false, 2)), (false, v("1", false, 1))]).unwrap();
+        assert!(gathered(&[(true, v("m", true, 2))]).is_none(), "markers over nothing");
+        listing.keys.insert("a".into(), a);
+        listing.keys.insert("b".into(), b);
         assert_eq!(listing.current("a"), None);
-        assert_eq!(listing.current("b"), Some(&v("2", false)));
+        assert_eq!(listing.current("b"), Some(&v("2", false, 2)));
         assert_eq!(listing.present(), vec![("b".to_owned(), 3)]);
         assert_eq!(listing.with_data().collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(listing.over("a", &v("1", false)), Some(Over::Marker("m".into())));
-        assert_eq!(listing.over("b", &v("1", false)), Some(Over::Newer("2".into())));
-        assert_eq!(listing.over("b", &v("2", false)), None);
+        let ids: Vec<&str> = listing.data_versions("b").map(Version::label).collect();
+        assert_eq!(ids, ["1", "2"]);
+        assert_eq!(listing.over("a", &v("1", false, 1)), Some(Over::Marker("m".into())));
+        assert_eq!(listing.over("b", &v("1", false, 1)), Some(Over::Newer("2".into())));
+        assert_eq!(listing.over("b", &v("2", false, 2)), None);
         assert!(Versioning::Off.note().is_some() && Versioning::Enabled.note().is_none());
+    }
+
+    #[test]
+    fn a_pile_of_versions_over_the_bots_cannot_push_it_out_and_is_counted() {
+        let mut versions = vec![(false, v("bot", false, 100))];
+        for i in 0..1000 {
+            versions.push((false, v(&format!("p{i}"), i % 2 == 0, 200 + i)));
+        }
+        versions.push((true, v("top", true, 5000)));
+        let k = gathered(&versions).unwrap();
+        assert_eq!(k.data.len(), VERSIONS_READ);
+        assert_eq!(k.data[0].label(), "bot");
+        assert_eq!(k.dropped, 500 - (VERSIONS_READ - 1));
+        assert_eq!(k.newest.label(), "top");
     }
 }

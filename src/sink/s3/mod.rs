@@ -32,7 +32,7 @@ use crate::envelope::{KeyRing, gcm};
 use crate::events::{EventKind, Events, announce};
 use crate::manifest::verify::ObjectReader;
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::shred::{Discarded, ShredWatch};
+use crate::shred::ShredWatch;
 use crate::spool::{ClosedFile, FileKind};
 
 pub use create_only::ContentMac;
@@ -78,7 +78,7 @@ pub struct S3Sink {
 /// and the files the uploader gave up on for it.
 pub struct Discards {
     pub watch: Arc<ShredWatch>,
-    pub files: mpsc::UnboundedReceiver<Discarded>,
+    pub files: mpsc::UnboundedReceiver<ClosedFile>,
 }
 
 /// What the uploader needs to turn a file into an object.
@@ -97,7 +97,7 @@ struct Uploader {
     failing: [AtomicBool; 2],
     content_mac: ContentMac,
     /// With per-period keys: whether a file's period was shredded, and where such a file goes.
-    shredded: Option<(Arc<ShredWatch>, mpsc::UnboundedSender<Discarded>)>,
+    shredded: Option<(Arc<ShredWatch>, mpsc::UnboundedSender<ClosedFile>)>,
 }
 
 impl Service {
@@ -305,7 +305,7 @@ impl Uploader {
                 }
                 Err(UploadError::Kms(failure)) => {
                     // A file of a shredded period: never uploaded, handed back to be discarded.
-                    if self.hand_back_if_shredded(&mut item).await {
+                    if self.hand_back_if_shredded(&item, &failure).await {
                         self.done(&item.file);
                         return None;
                     }
@@ -342,24 +342,33 @@ impl Uploader {
         Some((item, wait))
     }
 
-    /// Whether the file's period has ended and was shredded for good (its key could not be used):
-    /// then it goes to the manifest stage, which records and removes it.
-    async fn hand_back_if_shredded(&self, item: &mut Queued) -> bool {
+    /// Whether the file's (ended) period was shredded, as the bot's own signed record says, and
+    /// its key refused for that reason (pending deletion, or gone): then it goes to the manifest
+    /// stage, which keeps it waiting while the shred can be cancelled and records and removes it
+    /// once the key is deleted. Only for a file under one of the record's keys (or none yet).
+    async fn hand_back_if_shredded(&self, item: &Queued, failure: &crate::aws::AwsFailure) -> bool {
         let Some((watch, discards)) = &self.shredded else {
             return false;
         };
-        let Some(period) = watch.ended_period(&file_name(&item.file.path)) else {
+        let said_so = [
+            "KMSInvalidStateException",
+            "NotFoundException",
+            "DisabledException",
+            crate::envelope::PERIOD_KEY_UNUSABLE,
+        ];
+        if !said_so.iter().any(|code| failure.is(code)) {
+            return false;
+        }
+        let Some(period) = watch.ended_period_of(&file_name(&item.file.path)) else {
             return false;
         };
-        let Some(record) = watch.in_effect(period).await else {
+        let Some(shred) = watch.shred_of(period).await else {
             return false;
         };
-        discards
-            .send(Discarded {
-                file: item.file.clone(),
-                record,
-            })
-            .is_ok()
+        if item.file.kms_key.as_deref().is_some_and(|key| !shred.names(key)) {
+            return false;
+        }
+        discards.send(item.file.clone()).is_ok()
     }
 
     /// The file has left the backlog (uploaded, or found gone).

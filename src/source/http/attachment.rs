@@ -144,7 +144,8 @@ async fn message_part(
 
 /// Streams the `file` part to a partial file; dropping the result removes it again. Nothing may
 /// arrive for `WICKRIO_INGEST_IDLE_SECS`, and once the request (which began at `started`) has taken
-/// four times that, the file must have kept up [`body::MIN_FILE_RATE`] on average.
+/// four times that, each further span of that length must bring [`body::MIN_FILE_RATE`] on average:
+/// a fast start buys no hours of trickling.
 async fn receive_file(
     state: &HttpState,
     mut field: multer::Field<'static>,
@@ -152,17 +153,14 @@ async fn receive_file(
 ) -> Result<PartialAttachment, ApiError> {
     let mut partial = state.intake.spool.begin_attachment(state.intake.max_file).await?;
     let idle = state.config.idle;
-    let deadline = started + idle * 4;
-    let (mut received, mut last_data) = (0u64, Instant::now());
+    let span = idle * 4;
+    // The span being judged: when it began, and the bytes it has brought.
+    let (mut since, mut brought) = (started, 0u64);
+    let mut last_data = Instant::now();
     loop {
-        // Wake when the idle limit runs out, and at the deadline too, to judge the rate.
-        let now = Instant::now();
+        // Wake when the idle limit runs out, and when the span ends, to judge its rate.
         let idle_left = idle.saturating_sub(last_data.elapsed());
-        let wait = if now < deadline {
-            idle_left.min(deadline - now)
-        } else {
-            idle_left
-        };
+        let wait = idle_left.min((since + span).saturating_duration_since(Instant::now()));
         let chunk = match tokio::time::timeout(wait, field.chunk()).await {
             Ok(chunk) => Some(chunk.map_err(|e| multipart_error("the attachment upload broke off", &e))?),
             Err(_) => None,
@@ -170,21 +168,19 @@ async fn receive_file(
         if let Some(None) = chunk {
             return Ok(partial);
         }
-        let elapsed = started.elapsed();
-        if elapsed >= idle * 4 {
-            let rate = (received as f64 / elapsed.as_secs_f64()) as u64;
-            if rate < body::MIN_FILE_RATE {
-                return Err(body::too_slow(rate, elapsed));
-            }
+        if let Some(Some(chunk)) = &chunk {
+            brought += chunk.len() as u64;
+            last_data = Instant::now();
+            partial.write(chunk).await?;
+        } else if last_data.elapsed() >= idle {
+            return Err(body::idle(idle));
         }
-        match chunk {
-            Some(Some(chunk)) => {
-                received += chunk.len() as u64;
-                last_data = Instant::now();
-                partial.write(&chunk).await?;
+        if since.elapsed() >= span {
+            let rate = (brought as f64 / since.elapsed().as_secs_f64()) as u64;
+            if rate < body::MIN_FILE_RATE {
+                return Err(body::too_slow(rate, started.elapsed()));
             }
-            _ if last_data.elapsed() >= idle => return Err(body::idle(idle)),
-            _ => {}
+            (since, brought) = (Instant::now(), 0);
         }
     }
 }

@@ -178,8 +178,8 @@ pub(super) fn too_large(max: usize) -> ApiError {
     )
 }
 
-/// The slowest an attachment may arrive, on average, once the request has taken longer than the
-/// whole-request limit (four times `WICKRIO_INGEST_IDLE_SECS`): a file dribbled in just under the
+/// The slowest an attachment may arrive, on average over each span of four times
+/// `WICKRIO_INGEST_IDLE_SECS` (the whole-request limit of a body): a file dribbled in just under the
 /// idle limit must not hold its connection and its share of the budget for hours.
 pub(super) const MIN_FILE_RATE: u64 = 8 << 10;
 
@@ -187,7 +187,7 @@ pub(super) fn too_slow(rate: u64, after: Duration) -> ApiError {
     ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
         format!(
-            "the attachment arrived at {rate} bytes/s on average over {} s, below the {} KiB/s an upload must keep up once it takes longer than four times WICKRIO_INGEST_IDLE_SECS: the request was abandoned and nothing of it kept",
+            "the attachment arrived at {rate} bytes/s in its last span of four times WICKRIO_INGEST_IDLE_SECS ({} s into the request), below the {} KiB/s an upload must keep up: the request was abandoned and nothing of it kept",
             after.as_secs(),
             MIN_FILE_RATE >> 10
         ),
