@@ -70,6 +70,8 @@ pub struct Catalogue {
     /// Files of periods crypto-shredded on purpose (`shred`): not read, reported in the custody
     /// report with the record that says so.
     pub shredded: Vec<(Source, String)>,
+    /// With `--unsigned-source`: attachments no entry lists, by name.
+    pub unsigned_attachments: HashMap<String, Vec<Source>>,
 }
 
 impl Place {
@@ -81,10 +83,12 @@ impl Place {
     }
 
     /// Reads the manifests and heads, and catalogues every file they list.
-    pub async fn catalogue(&self, keys: &[VerifyingKey]) -> Result<Catalogue, ExportError> {
+    /// With `unsigned_source`, files no entry lists are taken as they are (an archive the original
+    /// bot wrote): not problems, and its attachments found by name.
+    pub async fn catalogue(&self, keys: &[VerifyingKey], unsigned_source: bool) -> Result<Catalogue, ExportError> {
         let found = self.find().await?;
         let mut cat = Catalogue::default();
-        if found.manifests.is_empty() {
+        if found.manifests.is_empty() && !unsigned_source {
             cat.problems.push(Problem::NothingToVerify {
                 dir: PathBuf::from(self.describe()),
             });
@@ -208,9 +212,11 @@ impl Place {
             .collect();
         unlisted.sort();
         for (at, stored) in unlisted {
-            cat.problems.push(Problem::Unlisted {
-                path: PathBuf::from(self.describe_file(at)),
-            });
+            if !unsigned_source {
+                cat.problems.push(Problem::Unlisted {
+                    path: PathBuf::from(self.describe_file(at)),
+                });
+            }
             cat.messages.push(Source {
                 at: at.clone(),
                 kind: Kind::Messages,
@@ -218,6 +224,24 @@ impl Place {
                 entry: None,
                 signer: None,
             });
+        }
+        if unsigned_source {
+            let attachments = found
+                .others
+                .iter()
+                .filter(|(at, _)| !listed_names.contains(at) && object_name(at).starts_with("attachment_"));
+            for (at, stored) in attachments {
+                cat.unsigned_attachments
+                    .entry(object_name(at).to_owned())
+                    .or_default()
+                    .push(Source {
+                        at: at.clone(),
+                        kind: Kind::Attachment,
+                        stored: *stored,
+                        entry: None,
+                        signer: None,
+                    });
+            }
         }
         Ok(cat)
     }

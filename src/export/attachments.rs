@@ -42,7 +42,11 @@ pub async fn fetch(
             ));
             continue;
         }
-        let Some(copies) = catalogue.attachments.get(name) else {
+        let copies = catalogue
+            .attachments
+            .get(name)
+            .or_else(|| catalogue.unsigned_attachments.get(name));
+        let Some(copies) = copies else {
             fetched.problems.push(format!(
                 "MISSING attachment {name}: a selected message refers to it, but no signed manifest entry lists it"
             ));
@@ -55,7 +59,11 @@ pub async fn fetch(
             let (written, problem) = copy(place, source, &location, staging, name).await?;
             let mut record = SourceRecord::of(source, &location);
             record.sha256 = written.as_ref().map(|(_, sha)| sha.clone());
-            record.result = problem.clone().unwrap_or_else(|| "verified".into());
+            record.result = match (&problem, &source.entry) {
+                (Some(p), _) => p.clone(),
+                (None, None) => super::UNSIGNED_SOURCE.into(),
+                (None, Some(_)) => "verified".into(),
+            };
             fetched.records.push(record);
             let Some((path, _)) = written else {
                 fetched.problems.extend(problem);

@@ -206,14 +206,16 @@ impl Collector {
             }
         };
         let (verified_ids, all_ids) = (ids(true), ids(false));
-        // Each selected message's replies, in time order.
-        let mut replies: HashMap<Digest128, Vec<usize>> = HashMap::new();
+        // Each selected message's replies, in time order, apart by whether they checked out: a verified
+        // reply follows only a verified message, so that no line of a planted or altered file (one
+        // that takes a verified message's id, say) can move a verified line.
+        let mut replies: HashMap<(Digest128, bool), Vec<usize>> = HashMap::new();
         let mut top = Vec::new();
         for &i in &sorted {
             let k = &kept[i];
             let targets = if is_verified(k) { &verified_ids } else { &all_ids };
             match k.refers_to.filter(|r| targets.contains(r) && Some(*r) != k.id) {
-                Some(target) => replies.entry(target).or_default().push(i),
+                Some(target) => replies.entry((target, is_verified(k))).or_default().push(i),
                 None if selected(k) => top.push(i),
                 None => {}
             }
@@ -224,7 +226,7 @@ impl Collector {
         };
         let mut seen = HashSet::new();
         let mut emitted = vec![false; kept.len()];
-        let mut emit_tree = |root: usize, replies: &mut HashMap<Digest128, Vec<usize>>, out: &mut Resolved| {
+        let mut emit_tree = |root: usize, replies: &mut HashMap<(Digest128, bool), Vec<usize>>, out: &mut Resolved| {
             // Depth first, each line's replies after it; a line is written once, so a cycle of
             // replies ends.
             let mut stack = vec![root];
@@ -243,7 +245,12 @@ impl Collector {
                 } else {
                     out.duplicates += 1;
                 }
-                if let Some(children) = k.id.and_then(|id| replies.remove(&id)) {
+                if let Some(id) = k.id {
+                    let mut children = replies.remove(&(id, false)).unwrap_or_default();
+                    if is_verified(k) {
+                        children.extend(replies.remove(&(id, true)).unwrap_or_default());
+                        children.sort_by_key(|i| (kept[*i].time, kept[*i].order));
+                    }
                     stack.extend(children.into_iter().rev());
                 }
             }

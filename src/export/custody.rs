@@ -64,6 +64,9 @@ impl SourceRecord {
 pub struct Report<'a> {
     pub archive: String,
     pub selection: &'a Selection,
+    pub formats: super::Formats,
+    /// Files no signed entry lists were taken into the main output (`--unsigned-source`).
+    pub unsigned_source: bool,
     pub strict: bool,
     pub public_keys: Vec<String>,
     pub sources: Vec<SourceRecord>,
@@ -87,6 +90,8 @@ pub fn write(dir: &Path, report: Report<'_>, signing: Signing<'_>) -> Result<(),
         "created_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "archive": report.archive,
         "selection": report.selection,
+        "formats": report.formats,
+        "unsigned_source": report.unsigned_source,
         "strict": report.strict,
         "public_keys": report.public_keys,
         "counts": report.counts,
@@ -209,7 +214,17 @@ fn text(doc: &Map<String, Value>, signed_by: &Result<String, String>) -> String 
         s("created_at"),
         s("archive")
     ));
-    out.push_str(&format!("Selection: {}\nStrict:    {}\n", s("selection"), s("strict")));
+    out.push_str(&format!(
+        "Selection: {}\nFormats:   {}\nStrict:    {}\n",
+        s("selection"),
+        s("formats"),
+        s("strict")
+    ));
+    if doc.get("unsigned_source").and_then(Value::as_bool) == Some(true) {
+        out.push_str(
+            "UNSIGNED SOURCE: --unsigned-source took files no signed manifest entry lists (an archive the original bot wrote) into the main output; nothing proves they are complete or unaltered, and each such file is marked UNSIGNED SOURCE below with its SHA-256 as read\n",
+        );
+    }
     if let Some(Value::Array(keys)) = doc.get("public_keys") {
         for key in keys {
             out.push_str(&format!(
@@ -383,6 +398,8 @@ mod tests {
             archive: "s3://b/p/".into(),
             selection: &selection,
             strict: false,
+            formats: super::super::Formats::default(),
+            unsigned_source: false,
             public_keys: vec![hex::encode(key.verifying_key().as_bytes())],
             sources: Vec::new(),
             problems: Vec::new(),

@@ -17,9 +17,13 @@ mod attachments;
 pub mod collect;
 mod csv;
 pub mod custody;
+mod formats;
+mod html;
 mod output;
 mod read;
+mod rsmf;
 pub mod selection;
+mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,11 +35,14 @@ use crate::manifest::verify::{Progress, content_problem};
 pub use archive::{Catalogue, Place, Source};
 use collect::Collector;
 pub use custody::SourceRecord;
+pub use formats::Formats;
 use read::{Event, FileRead, MAX_LINE};
 pub use selection::Selection;
 
 /// Where the output is assembled, under `--out`.
 pub const PARTIAL_DIR: &str = ".export-partial";
+/// A file's result in the custody report when `--unsigned-source` took it as read.
+pub const UNSIGNED_SOURCE: &str = "UNSIGNED SOURCE: no signed manifest entry lists it; taken into the output as read (--unsigned-source), its SHA-256 as read";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -59,6 +66,10 @@ pub struct Export {
     pub keys: Vec<VerifyingKey>,
     pub selection: Selection,
     pub strict: bool,
+    pub formats: Formats,
+    /// Files no signed manifest entry lists (an archive the original bot wrote) go into the main
+    /// output, each said to be unsigned in the custody report.
+    pub unsigned_source: bool,
 }
 
 /// The files an export will read, from the catalogue, and those the signed time spans rule out.
@@ -105,13 +116,16 @@ pub struct Counts {
     pub files_read: usize,
     pub files_skipped: usize,
     pub bytes_read: u64,
+    /// RSMF files and transcript pages written.
+    pub rsmf_files: usize,
+    pub transcript_pages: usize,
 }
 
 impl Export {
     /// Reads the manifests and decides which files to read.
     pub async fn plan(&self) -> Result<Plan, ExportError> {
         let judge = selection::Judge::new(&self.selection).map_err(ExportError::Selection)?;
-        let catalogue = self.place.catalogue(&self.keys).await?;
+        let catalogue = self.place.catalogue(&self.keys, self.unsigned_source).await?;
         let mut plan = Plan {
             to_read: Vec::new(),
             skipped: 0,
@@ -207,7 +221,9 @@ impl Export {
             };
             let source = &sources[i];
             let location = self.place.describe_file(&source.at);
-            let problem = file_problem(source, &location, &read);
+            // With --unsigned-source a file no entry lists counts as read (the report says so).
+            let unsigned = self.unsigned_source && source.entry.is_none() && read.error.is_none();
+            let problem = file_problem(source, &location, &read).filter(|_| !unsigned);
             if let Some(p) = problem.as_ref().filter(|_| self.strict) {
                 return Err(ExportError::Strict(p.clone()));
             }
@@ -217,7 +233,11 @@ impl Export {
             }
             let mut record = SourceRecord::of(source, &location);
             record.sha256 = read.error.is_none().then(|| read.sha256.clone());
-            record.result = problem.clone().unwrap_or_else(|| "verified".into());
+            record.result = match (&problem, unsigned) {
+                (Some(p), _) => p.clone(),
+                (None, true) => UNSIGNED_SOURCE.into(),
+                (None, false) => "verified".into(),
+            };
             records[i] = Some(record);
             problems.extend(problem);
             problems.extend(line_problems(&location, &read));
@@ -234,7 +254,16 @@ impl Export {
         let resolved =
             tokio::task::block_in_place(|| collector.resolve(&|i| verified[i as usize])).map_err(write_err(&work))?;
         counts.duplicates = resolved.duplicates;
-        let written = tokio::task::block_in_place(|| output::write_lines(staging, &collector, &resolved))?;
+        let mut timeline = match self.formats.conversations() {
+            true => {
+                let path = staging.join(".timeline");
+                Some(timeline::Timeline::new(&path).map_err(write_err(&path))?)
+            }
+            false => None,
+        };
+        let written = tokio::task::block_in_place(|| {
+            output::write_lines(staging, &collector, &resolved, self.formats, timeline.as_mut())
+        })?;
         (counts.messages, counts.related, counts.unverified) = (written.selected, written.related, written.unverified);
         collector.remove().map_err(write_err(&work))?;
 
@@ -245,6 +274,23 @@ impl Export {
         counts.attachments = fetched.verified;
         counts.attachments_unverified = fetched.unverified;
         counts.attachments_missing = fetched.missing.clone();
+        if let Some(timeline) = timeline {
+            let path = staging.join(".timeline");
+            (counts.rsmf_files, counts.transcript_pages) = tokio::task::block_in_place(|| {
+                let rsmf = if self.formats.rsmf {
+                    rsmf::write_all(staging, &timeline)?
+                } else {
+                    0
+                };
+                let html = if self.formats.html {
+                    html::write_all(staging, &timeline)?
+                } else {
+                    0
+                };
+                Ok::<_, ExportError>((rsmf, html))
+            })?;
+            timeline.remove().map_err(write_err(&path))?;
+        }
         let mut all_records: Vec<SourceRecord> = plan
             .catalogue
             .records
@@ -261,6 +307,8 @@ impl Export {
         let report = custody::Report {
             archive: self.place.describe(),
             selection: &self.selection,
+            formats: self.formats,
+            unsigned_source: self.unsigned_source,
             strict: self.strict,
             public_keys: self.keys.iter().map(|k| hex::encode(k.as_bytes())).collect(),
             sources: all_records,

@@ -75,25 +75,44 @@ pub struct Written {
     pub attachments: Vec<(String, bool)>,
 }
 
-/// One output's JSONL and CSV.
+/// One output's JSONL and CSV (each if chosen).
 struct Pair {
-    jsonl: (BufWriter<File>, PathBuf),
-    csv: (super::csv::Writer<BufWriter<File>>, PathBuf),
+    jsonl: Option<(BufWriter<File>, PathBuf)>,
+    csv: Option<(super::csv::Writer<BufWriter<File>>, PathBuf)>,
 }
 
 impl Pair {
-    fn create(dir: &Path) -> Result<Pair, ExportError> {
+    fn create(dir: &Path, jsonl: bool, csv: bool) -> Result<Pair, ExportError> {
         std::fs::create_dir_all(dir).map_err(write_error(dir))?;
         let open = |name: &str| -> Result<(BufWriter<File>, PathBuf), ExportError> {
             let path = dir.join(name);
             let file = File::create(&path).map_err(write_error(&path))?;
             Ok((BufWriter::new(file), path))
         };
-        let (csv, csv_path) = open(MESSAGES_CSV)?;
         Ok(Pair {
-            jsonl: open(MESSAGES)?,
-            csv: (super::csv::Writer::new(csv), csv_path),
+            jsonl: jsonl.then(|| open(MESSAGES)).transpose()?,
+            csv: csv
+                .then(|| open(MESSAGES_CSV))
+                .transpose()?
+                .map(|(w, path)| (super::csv::Writer::new(w), path)),
         })
+    }
+
+    fn write(
+        &mut self,
+        text: &[u8],
+        fields: Option<&super::selection::Line<'_>>,
+        verified: bool,
+    ) -> Result<(), ExportError> {
+        if let Some((out, path)) = &mut self.jsonl {
+            out.write_all(text)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(write_error(path))?;
+        }
+        if let (Some((out, path)), Some(fields)) = (&mut self.csv, fields) {
+            out.row(fields, verified).map_err(write_error(path))?;
+        }
+        Ok(())
     }
 
     fn finish(self) -> Result<(), ExportError> {
@@ -101,16 +120,28 @@ impl Pair {
             let file = w.into_inner().map_err(|e| write_error(path)(e.into_error()))?;
             file.sync_all().map_err(write_error(path))
         };
-        sync(self.jsonl.0, &self.jsonl.1)?;
-        let csv = self.csv.0.into_inner().map_err(write_error(&self.csv.1))?;
-        sync(csv, &self.csv.1)
+        if let Some((w, path)) = self.jsonl {
+            sync(w, &path)?;
+        }
+        if let Some((w, path)) = self.csv {
+            let csv = w.into_inner().map_err(write_error(&path))?;
+            sync(csv, &path)?;
+        }
+        Ok(())
     }
 }
 
-/// Writes `messages.jsonl` and `messages.csv`, and `unverified/messages.jsonl` and `.csv` when
-/// there are such lines, in the resolved order.
-pub fn write_lines(staging: &Path, collector: &Collector, resolved: &Resolved) -> Result<Written, ExportError> {
-    let mut verified_out = Pair::create(staging)?;
+/// Writes the chosen `messages.jsonl` and `messages.csv` (and `unverified/messages.jsonl`, and its
+/// `.csv` when CSV is chosen, when there are such lines) in the resolved order, and hands the
+/// verified lines to the conversations' `timeline` (RSMF, the transcript) when there is one.
+pub fn write_lines(
+    staging: &Path,
+    collector: &Collector,
+    resolved: &Resolved,
+    formats: super::Formats,
+    mut timeline: Option<&mut super::timeline::Timeline>,
+) -> Result<Written, ExportError> {
+    let mut verified_out = Pair::create(staging, formats.jsonl, formats.csv)?;
     let mut unverified_out: Option<Pair> = None;
     let mut written = Written::default();
     let mut names = std::collections::BTreeMap::new();
@@ -127,25 +158,27 @@ pub fn write_lines(staging: &Path, collector: &Collector, resolved: &Resolved) -
                 true => written.related += 1,
                 false => written.selected += 1,
             }
+            if let Some(timeline) = timeline.as_deref_mut() {
+                let path = staging.join(".timeline");
+                timeline.add(&text).map_err(write_error(&path))?;
+            }
             &mut verified_out
         } else {
             written.unverified += 1;
             match &mut unverified_out {
                 Some(out) => out,
-                None => unverified_out.insert(Pair::create(&staging.join(UNVERIFIED))?),
+                None => unverified_out.insert(Pair::create(&staging.join(UNVERIFIED), true, formats.csv)?),
             }
         };
-        out.jsonl
-            .0
-            .write_all(&text)
-            .and_then(|()| out.jsonl.0.write_all(b"\n"))
-            .map_err(write_error(&out.jsonl.1))?;
-        if let Some(fields) = read_line(&text) {
-            if let Some(name) = &fields.attachment {
-                *names.entry(name.to_string()).or_insert(false) |= line.verified;
-            }
-            out.csv.0.row(&fields, line.verified).map_err(write_error(&out.csv.1))?;
+        let fields = read_line(&text);
+        if let Some(name) = fields.as_ref().and_then(|f| f.attachment.as_ref()) {
+            *names.entry(name.to_string()).or_insert(false) |= line.verified;
         }
+        out.write(&text, fields.as_ref(), line.verified)?;
+    }
+    if let Some(timeline) = timeline {
+        let path = staging.join(".timeline");
+        timeline.finish().map_err(write_error(&path))?;
     }
     written.attachments = names.into_iter().collect();
     verified_out.finish()?;

@@ -7,7 +7,7 @@ use std::io::IsTerminal as _;
 use retention_bot::decrypt::{Archive, folder_prefix};
 use std::sync::Arc;
 
-use retention_bot::export::{Export, ExportError, Exported, Place, Plan, Selection, Signing, custody};
+use retention_bot::export::{Export, ExportError, Exported, Formats, Place, Plan, Selection, Signing, custody};
 
 use super::progress::ProgressLine;
 use super::signing::{self, unsigned_reason};
@@ -49,6 +49,17 @@ pub(super) struct Args {
     /// Print the files the export would read and their size, and stop (reads only the manifests).
     #[arg(long)]
     dry_run: bool,
+    /// What to write: a comma list of jsonl (messages.jsonl), csv (messages.csv), rsmf (rsmf/: RSMF
+    /// 2.0 files, one per conversation per day, for e-discovery review platforms) and html
+    /// (transcript/: pages to read or print). Every file written is hashed in the custody report.
+    #[arg(long, value_name = "LIST", default_value = "jsonl,csv", value_parser = Formats::parse)]
+    format: Formats,
+    /// Take files no signed manifest entry lists (an archive the original bot wrote: its local
+    /// receivedMessages files, or the objects it uploaded) into the main output, each marked
+    /// UNSIGNED SOURCE in the custody report with its SHA-256 as read. Without it such files go to
+    /// unverified/.
+    #[arg(long)]
+    unsigned_source: bool,
 }
 
 /// Exit status 0: exported, no problem; 1: exported with problems (each in the custody report and
@@ -105,6 +116,8 @@ pub(super) fn run(args: Args) -> ExitCode {
         keys,
         selection: args.selection,
         strict: args.strict,
+        formats: args.format,
+        unsigned_source: args.unsigned_source,
     };
     let plan = match runtime.block_on(export.plan()) {
         Ok(plan) => plan,

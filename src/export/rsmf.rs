@@ -1,0 +1,477 @@
+//! `export --format rsmf`: the verified messages as RSMF 2.0 (Relativity Short Message Format), what
+//! e-discovery review platforms (Relativity, Reveal, Everlaw and others) take chat in.
+//!
+//! One `.rsmf` file per conversation per UTC day that has events (and at most 10,000 events: a
+//! busier day is split into parts), named `rsmf/<conversation>-<hash>_<YYYY-MM-DD>[_partN].rsmf` so
+//! that a listing sorts by conversation, then day. Each is an RFC 5322 message with the `X-RSMF-*`
+//! headers, a plain-text preview as its body, and one attachment, `rsmf.zip`, holding
+//! `rsmf_manifest.json` (schema 2.0.0) and the conversation's attachment files. A conversation's days
+//! share one `eventcollectionid`, so a platform groups them.
+//!
+//! Written to the rules Relativity's own validator checks (its error and warning codes in brackets):
+//! base64 in lines of at most 76 characters [100]; the preview and `rsmf.zip` the only two parts
+//! [103]; files at the zip's root, every one referenced [104, 1017]; event ids unique in the file
+//! [109]; every participant an event names in its conversation [1026, 1027, 1025]; no join or leave
+//! in a one-to-one conversation [1023], and no leave before its participant acts again [1026];
+//! `X-RSMF-BeginDate`/`EndDate` the earliest and latest event times exactly [1014]; non-ASCII header
+//! text only as `=?utf-8?b?...?=` [1031, 1032]; an e-mail address only where it is one [107].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::ExportError;
+use super::timeline::{Conversation, Custom, Stored, Timeline, TimelineEvent};
+
+pub const RSMF_DIR: &str = "rsmf";
+/// Events per file at most: Relativity's advice, and its validator warns beyond.
+const MAX_EVENTS: usize = 10_000;
+/// Events the preview body lists; the manifest holds them all.
+const PREVIEW_EVENTS: usize = 500;
+/// Bytes of a zip encoded at once: a whole number of 57-byte groups, each a 76-character line.
+const BASE64_CHUNK: usize = 57 * 1024;
+
+fn write_error(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
+    move |error| ExportError::Write {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+/// Writes every conversation's RSMF files under `staging/rsmf`; the attachments they carry are
+/// taken from `staging/attachments` (only those exported). Returns how many files were written.
+pub fn write_all(staging: &Path, timeline: &Timeline) -> Result<usize, ExportError> {
+    let dir = staging.join(RSMF_DIR);
+    std::fs::create_dir_all(&dir).map_err(write_error(&dir))?;
+    let attachments = staging.join(super::output::ATTACHMENTS);
+    let mut files = 0;
+    for (id, conversation) in &timeline.conversations {
+        for (day, part, stored) in days(conversation) {
+            let mut events = Vec::with_capacity(stored.len());
+            for s in stored {
+                events.push(timeline.read(s).map_err(|e| ExportError::Read {
+                    path: dir.clone(),
+                    error: e,
+                })?);
+            }
+            let file = RsmfFile {
+                conversation_id: id,
+                conversation,
+                day,
+                events,
+            };
+            let path = dir.join(file_name(id, day, part));
+            file.write(&path, &attachments)?;
+            files += 1;
+        }
+    }
+    Ok(files)
+}
+
+/// A conversation's events by UTC day, in time order, each day cut into parts of at most
+/// [`MAX_EVENTS`]: (day, part number from 1, events).
+fn days(conversation: &Conversation) -> Vec<(NaiveDate, usize, Vec<&Stored>)> {
+    let mut by_day: BTreeMap<NaiveDate, Vec<&Stored>> = BTreeMap::new();
+    for s in &conversation.events {
+        by_day.entry(s.day).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (day, mut events) in by_day {
+        events.sort_by_key(|s| s.time);
+        for (i, part) in events.chunks(MAX_EVENTS).enumerate() {
+            out.push((day, i + 1, part.to_vec()));
+        }
+    }
+    out
+}
+
+/// `<conversation>-<hash>_<day>[_partN].rsmf`: sorted by conversation, then day.
+pub fn file_name(conversation: &str, day: NaiveDate, part: usize) -> String {
+    let part = if part > 1 {
+        format!("_part{part}")
+    } else {
+        String::new()
+    };
+    format!("{}_{day}{part}.rsmf", conversation_stem(conversation))
+}
+
+/// A conversation's name in file names: its id made safe, and a hash that keeps two ids apart.
+pub fn conversation_stem(conversation: &str) -> String {
+    let safe: String = conversation
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .take(60)
+        .collect();
+    format!("{safe}-{}", &hex::encode(Sha256::digest(conversation.as_bytes()))[..8])
+}
+
+/// One conversation-day's file.
+struct RsmfFile<'a> {
+    conversation_id: &'a str,
+    conversation: &'a Conversation,
+    day: NaiveDate,
+    events: Vec<TimelineEvent>,
+}
+
+impl RsmfFile<'_> {
+    fn write(mut self, path: &Path, attachments: &Path) -> Result<(), ExportError> {
+        self.settle();
+        let files = self.attach(attachments);
+        let manifest = self.manifest();
+        let zip_path = path.with_extension("zip.partial");
+        write_zip(&zip_path, &manifest, &files)?;
+        let eml = self.write_eml(path, &zip_path, files.len());
+        let _ = std::fs::remove_file(&zip_path);
+        eml
+    }
+
+    /// Makes the events keep RSMF's rules: unique ids, a parent only within the file, no join or
+    /// leave in a one-to-one conversation, no leave before its participant acts again.
+    fn settle(&mut self) {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for event in &mut self.events {
+            let n = seen.entry(event.id.clone()).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                event.id = format!("{}#{n}", event.id);
+            }
+        }
+        let times: HashMap<String, String> = self
+            .events
+            .iter()
+            .map(|e| (e.id.clone(), e.timestamp.clone()))
+            .collect();
+        // The last time each participant acts in the file.
+        let mut last: HashMap<&str, &str> = HashMap::new();
+        for event in &self.events {
+            for person in event.people() {
+                let at = last.entry(person.as_str()).or_insert(event.timestamp.as_str());
+                *at = (*at).max(event.timestamp.as_str());
+            }
+        }
+        let last: HashMap<String, String> = last.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let direct = self.conversation.is_direct();
+        for event in &mut self.events {
+            if let Some(parent) = event.parent.take() {
+                match times.get(&parent) {
+                    Some(t) if *t <= event.timestamp && parent != event.id => event.parent = Some(parent),
+                    _ => event.custom.push(Custom {
+                        name: "reply_to".into(),
+                        value: parent,
+                    }),
+                }
+            }
+            let acts_later = last.get(&event.participant).is_some_and(|t| *t > event.timestamp);
+            if (direct && matches!(event.kind.as_str(), "join" | "leave")) || (event.kind == "leave" && acts_later) {
+                event.kind = "history".into();
+            }
+        }
+    }
+
+    /// The attachments exported: each event's kept (with its size) if its file is in the export,
+    /// else left out and said in a custom property. Returns the files, by name.
+    fn attach(&mut self, dir: &Path) -> BTreeMap<String, PathBuf> {
+        let mut files = BTreeMap::new();
+        for event in &mut self.events {
+            let mut kept = Vec::new();
+            for mut a in std::mem::take(&mut event.attachments) {
+                let path = dir.join(&a.id);
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => {
+                        a.size = Some(m.len());
+                        files.insert(a.id.clone(), path);
+                        kept.push(a);
+                    }
+                    _ => event.custom.push(Custom {
+                        name: "attachment_not_exported".into(),
+                        value: a.display,
+                    }),
+                }
+            }
+            event.attachments = kept;
+        }
+        files
+    }
+
+    /// Everyone the file's events name, in order.
+    fn people(&self) -> BTreeSet<&str> {
+        let mut people: BTreeSet<&str> = self
+            .events
+            .iter()
+            .flat_map(|e| e.people())
+            .map(String::as_str)
+            .collect();
+        if self.conversation.is_direct() {
+            people.extend(self.conversation.people.iter().map(String::as_str));
+        }
+        people
+    }
+
+    fn collection_id(&self) -> String {
+        format!("retention-bot-{}", conversation_stem(self.conversation_id))
+    }
+
+    fn manifest(&self) -> Value {
+        let people = self.people();
+        let participants: Vec<Value> = people
+            .iter()
+            .map(|p| {
+                let mut v = json!({ "id": p, "display": p });
+                if is_rsmf_email(p) {
+                    v["email"] = json!(p);
+                }
+                v
+            })
+            .collect();
+        let conversation = json!({
+            "id": self.conversation_id,
+            "display": self.conversation.title.as_deref().unwrap_or(self.conversation_id),
+            "platform": self.conversation.platform,
+            "type": if self.conversation.is_direct() { "direct" } else { "channel" },
+            "participants": people,
+        });
+        json!({
+            "version": "2.0.0",
+            "eventcollectionid": self.collection_id(),
+            "participants": participants,
+            "conversations": [conversation],
+            "events": self.events,
+        })
+    }
+
+    fn write_eml(&self, path: &Path, zip: &Path, attachment_count: usize) -> Result<(), ExportError> {
+        let people = self.people();
+        let (begin, end) = (
+            self.events
+                .iter()
+                .map(|e| e.timestamp.as_str())
+                .min()
+                .unwrap_or_default(),
+            self.events
+                .iter()
+                .map(|e| e.timestamp.as_str())
+                .max()
+                .unwrap_or_default(),
+        );
+        let display = self.conversation.title.as_deref().unwrap_or(self.conversation_id);
+        let date = chrono::DateTime::parse_from_rfc3339(begin)
+            .map(|t| t.to_rfc2822())
+            .unwrap_or_default();
+        let application = if self.conversation.platform == "matrix" {
+            "Matrix"
+        } else {
+            "Wickr"
+        };
+        let boundary = format!(
+            "retention-bot-rsmf-{}",
+            &hex::encode(Sha256::digest(path.to_string_lossy().as_bytes()))[..16]
+        );
+        let mut headers = vec![
+            ("MIME-Version", "1.0".to_owned()),
+            ("From", header_text(people.first().copied().unwrap_or("retention-bot"))),
+            (
+                "To",
+                people.iter().map(|p| header_text(p)).collect::<Vec<_>>().join(", "),
+            ),
+            ("Subject", header_text(&format!("{application} {display} {}", self.day))),
+            ("Date", date),
+            ("X-RSMF-Version", "2.0.0".to_owned()),
+            (
+                "X-RSMF-Generator",
+                format!("retention-bot {}", env!("CARGO_PKG_VERSION")),
+            ),
+            ("X-RSMF-Application", application.to_owned()),
+            ("X-RSMF-BeginDate", begin.to_owned()),
+            ("X-RSMF-EndDate", end.to_owned()),
+            ("X-RSMF-EventCount", self.events.len().to_string()),
+            ("X-RSMF-AttachmentCount", attachment_count.to_string()),
+        ];
+        // Optional, and compared name for name with the manifest: only when every name can be.
+        if people.iter().all(|p| listable(p)) {
+            headers.push((
+                "X-RSMF-Participants",
+                people.iter().map(|p| header_text(p)).collect::<Vec<_>>().join(", "),
+            ));
+        }
+        headers.push(("X-RSMF-EventCollectionID", self.collection_id()));
+        headers.push(("Content-Type", format!("multipart/mixed; boundary=\"{boundary}\"")));
+
+        let file = File::create(path).map_err(write_error(path))?;
+        let mut out = BufWriter::new(file);
+        let mut head = String::new();
+        for (name, value) in &headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("\r\n--{boundary}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"));
+        for line in B64.encode(self.preview().as_bytes()).as_bytes().chunks(76) {
+            head.push_str(std::str::from_utf8(line).unwrap_or_default());
+            head.push_str("\r\n");
+        }
+        head.push_str(&format!("--{boundary}\r\nContent-Type: application/zip; name=\"rsmf.zip\"\r\nContent-Disposition: attachment; filename=\"rsmf.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"));
+        out.write_all(head.as_bytes()).map_err(write_error(path))?;
+        base64_lines(zip, &mut out).map_err(write_error(path))?;
+        out.write_all(format!("--{boundary}--\r\n").as_bytes())
+            .map_err(write_error(path))?;
+        let file = out.into_inner().map_err(|e| write_error(path)(e.into_error()))?;
+        file.sync_all().map_err(write_error(path))
+    }
+
+    /// The body a reader sees first: the conversation in plain text, the first events of it.
+    fn preview(&self) -> String {
+        let display = self.conversation.title.as_deref().unwrap_or(self.conversation_id);
+        let mut text = format!("{display}, {} (UTC): {} event(s)\n\n", self.day, self.events.len());
+        for event in self.events.iter().take(PREVIEW_EVENTS) {
+            let time = event.timestamp.get(11..19).unwrap_or_default();
+            let body = event.body.as_deref().unwrap_or(&event.kind).replace(['\r', '\n'], " ");
+            let deleted = if event.deleted { " [deleted]" } else { "" };
+            text.push_str(&format!("{time} {}: {body}{deleted}\n", event.participant));
+        }
+        if self.events.len() > PREVIEW_EVENTS {
+            text.push_str(&format!(
+                "... and {} more event(s) in the manifest\n",
+                self.events.len() - PREVIEW_EVENTS
+            ));
+        }
+        text
+    }
+}
+
+/// `rsmf.zip`: the manifest, then each attachment file, all at the zip's root.
+fn write_zip(path: &Path, manifest: &Value, files: &BTreeMap<String, PathBuf>) -> Result<(), ExportError> {
+    use zip::write::SimpleFileOptions;
+    let file = File::create(path).map_err(write_error(path))?;
+    let mut zip = zip::ZipWriter::new(BufWriter::new(file));
+    let zip_error = |e: zip::result::ZipError| write_error(path)(std::io::Error::other(e));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("rsmf_manifest.json", options).map_err(zip_error)?;
+    serde_json::to_writer(&mut zip, manifest).map_err(|e| write_error(path)(e.into()))?;
+    for (name, source) in files {
+        let size = std::fs::metadata(source).map(|m| m.len()).unwrap_or(0);
+        let options = options.large_file(size >= u32::MAX as u64);
+        zip.start_file(name.as_str(), options).map_err(zip_error)?;
+        let mut from = File::open(source).map_err(|error| ExportError::Read {
+            path: source.clone(),
+            error,
+        })?;
+        std::io::copy(&mut from, &mut zip).map_err(write_error(path))?;
+    }
+    let out = zip.finish().map_err(zip_error)?;
+    out.into_inner()
+        .map_err(|e| write_error(path)(e.into_error()))?
+        .sync_all()
+        .map_err(write_error(path))
+}
+
+/// The file at `path` as base64 lines of 76 characters (CRLF), streamed.
+fn base64_lines(path: &Path, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; BASE64_CHUNK];
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = file.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        let encoded = B64.encode(&buf[..filled]);
+        for line in encoded.as_bytes().chunks(76) {
+            out.write_all(line)?;
+            out.write_all(b"\r\n")?;
+        }
+        if filled < buf.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// Header text: as it is when printable ASCII, else one `=?utf-8?b?...?=` word (the only encoding
+/// the RSMF reader decodes; never quoted-printable).
+fn header_text(text: &str) -> String {
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        text.to_owned()
+    } else {
+        format!("=?utf-8?b?{}?=", B64.encode(text.as_bytes()))
+    }
+}
+
+/// Whether a name can stand in `X-RSMF-Participants`, which is split on commas and trimmed.
+fn listable(name: &str) -> bool {
+    !name.is_empty() && !name.contains(',') && name.trim() == name && !name.chars().any(char::is_control)
+}
+
+/// Whether RSMF's reader takes `text` for an e-mail address (exactly one `@`, a local part of the
+/// characters it allows, a domain of letters, digits and hyphens): an address it refuses fails the
+/// whole file, so anything else is no address.
+fn is_rsmf_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(&b));
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    local_ok && !domain.is_empty() && domain.split('.').all(label_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_addresses_and_header_text_follow_the_readers_rules() {
+        assert!(is_rsmf_email("alice@example") && is_rsmf_email("bob+x@example.com."));
+        for bad in [
+            "",
+            "a",
+            "a b@x.com",
+            "bob@exa_mple.com",
+            "bob@-bad.com",
+            "bob@@x.com",
+            "@x.com",
+            "bob@[1.2.3.4]",
+        ] {
+            assert!(!is_rsmf_email(bad), "{bad}");
+        }
+        assert_eq!(header_text("Bob"), "Bob");
+        assert_eq!(header_text("Zoë"), "=?utf-8?b?Wm/Dqw==?=");
+        assert!(header_text("a\r\nX-Evil: 1").starts_with("=?utf-8?b?"));
+        assert!(listable("Bob") && !listable("Bob, Jr") && !listable(" Bob") && !listable(""));
+        let day = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let a = file_name("S1111", day, 1);
+        assert!(a.starts_with("S1111-") && a.ends_with("_2026-03-01.rsmf"), "{a}");
+        assert!(file_name("../x", day, 2).starts_with("___x-") && file_name("../x", day, 2).ends_with("_part2.rsmf"));
+    }
+
+    #[test]
+    fn base64_lines_are_76_characters_at_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z");
+        std::fs::write(&path, vec![7u8; BASE64_CHUNK * 2 + 100]).unwrap();
+        let mut out = Vec::new();
+        base64_lines(&path, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.split("\r\n").all(|l| l.len() <= 76));
+        let joined: String = text.split("\r\n").collect();
+        assert_eq!(B64.decode(joined).unwrap(), vec![7u8; BASE64_CHUNK * 2 + 100]);
+    }
+}
