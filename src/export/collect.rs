@@ -1,12 +1,16 @@
 //! The lines an export keeps, and the order it writes them in.
 //!
 //! Files are read several at a time and in no order, and whether a line belongs in the export may
-//! depend on lines read later (the message an edit refers to; whether a participant is a member of a
-//! room). So every line that may belong is appended, as read, to a work file in the output directory,
-//! and only a small record of it stays in memory (about 100 bytes); once every file is read, the
-//! records are resolved and sorted, and the lines copied out in `msg_ts` order, with the edits,
-//! reactions and deletes of a selected message right after it. Memory grows with the number of lines
-//! kept, never with the archive's size.
+//! depend on lines read later (the message an edit refers to). So every line that may belong is
+//! appended, as read, to a work file in the output directory, and only a small record of it stays in
+//! memory (about 100 bytes); once every file is read, the records are resolved and sorted, and the
+//! lines copied out in `msg_ts` order, with the edits, reactions and deletes of a selected message
+//! right after it.
+//!
+//! Whether a participant is a member of a room may show in any file, whenever it was sent; so with
+//! `--participant` the files are first read for that alone ([`Rooms::Finding`]: nothing kept but
+//! the rooms), and only then for the lines, with the rooms known. Memory and the work file grow with
+//! the lines an export keeps, never with the archive's size.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -31,8 +35,6 @@ fn digest(bytes: &[u8]) -> Digest128 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cond {
     Selected,
-    /// Selected if a participant is a member of this room.
-    IfMember(Digest128),
     /// Only an edit, reaction or delete in the period: kept if what it refers to is selected.
     IfReferred,
 }
@@ -62,34 +64,51 @@ pub struct Judged {
     refers_to: Option<Digest128>,
 }
 
+/// What is known of the rooms a `--participant` is a member of.
+pub enum Rooms {
+    /// Being found: a line is read only for the room membership it shows, and never kept.
+    Finding,
+    /// Known, from files that checked out (so that no planted or altered file can bring a room's
+    /// messages into the export).
+    Known(HashSet<Digest128>),
+}
+
 /// What one line is to the export.
 pub enum Judgement {
-    /// It may belong (and may show a room membership).
-    Kept(Judged, Option<Digest128>),
-    /// It does not belong, but shows a participant is a member of this room.
+    /// It may belong.
+    Kept(Judged),
+    /// It shows a participant is a member of this room (only while [`Rooms::Finding`]).
     Member(Digest128),
     Dropped,
     /// Not a JSON object: no message line.
     NotJson,
 }
 
-/// Judges one line: whether it may belong in the export, and what it shows of room membership.
-pub fn judge_line(judge: &Judge, text: &[u8], number: u32) -> Judgement {
+/// Judges one line: whether it may belong in the export or, while the rooms are being found, what
+/// it shows of room membership.
+pub fn judge_line(judge: &Judge, rooms: &Rooms, text: &[u8], number: u32) -> Judgement {
     let Some(line) = read_line(text) else {
         return Judgement::NotJson;
     };
     let digest_of = |s: &Option<std::borrow::Cow<str>>| s.as_deref().map(|s| digest(s.as_bytes()));
-    let member_of = judge.shows_member(&line).then(|| digest_of(&line.room)).flatten();
-    let cond = match judge.judge(&line) {
-        Verdict::Yes => Cond::Selected,
-        Verdict::IfMember(room) => Cond::IfMember(digest(room.as_bytes())),
-        Verdict::No if line.refers_to.is_some() && judge.in_period(&line) => Cond::IfReferred,
-        Verdict::No => {
-            return match member_of {
+    let known = match rooms {
+        Rooms::Finding => {
+            return match judge.shows_member(&line).then(|| digest_of(&line.room)).flatten() {
                 Some(room) => Judgement::Member(room),
                 None => Judgement::Dropped,
             };
         }
+        Rooms::Known(known) => known,
+    };
+    let selected = match judge.judge(&line) {
+        Verdict::Yes => true,
+        Verdict::IfMember(room) => known.contains(&digest(room.as_bytes())),
+        Verdict::No => false,
+    };
+    let cond = match selected {
+        true => Cond::Selected,
+        false if line.refers_to.is_some() && judge.in_period(&line) => Cond::IfReferred,
+        false => return Judgement::Dropped,
     };
     let judged = Judged {
         text: text.to_vec(),
@@ -99,16 +118,15 @@ pub fn judge_line(judge: &Judge, text: &[u8], number: u32) -> Judgement {
         id: digest_of(&line.message_id),
         refers_to: digest_of(&line.refers_to),
     };
-    Judgement::Kept(judged, member_of)
+    Judgement::Kept(judged)
 }
 
-/// The lines kept so far, and the rooms participants were seen in.
+/// The lines kept so far.
 pub struct Collector {
     work: BufWriter<File>,
     work_path: PathBuf,
     written: u64,
     kept: Vec<Kept>,
-    rooms: HashSet<Digest128>,
 }
 
 /// A line to write: where it is in the work file, whether its file checked out, and whether it is
@@ -139,7 +157,6 @@ impl Collector {
             work_path: work_path.to_owned(),
             written: 0,
             kept: Vec::new(),
-            rooms: HashSet::new(),
         })
     }
 
@@ -160,12 +177,6 @@ impl Collector {
         Ok(())
     }
 
-    /// The rooms a file showed participants to be members of: taken only from a file that checked
-    /// out, so that no planted or altered file can bring a room's messages into the export.
-    pub fn add_rooms(&mut self, rooms: impl IntoIterator<Item = Digest128>) {
-        self.rooms.extend(rooms);
-    }
-
     /// Decides every kept line and orders them. `verified(file)` says whether a file checked out.
     ///
     /// A line that refers to a selected message (an edit, a reaction, a delete, or an edit of an
@@ -173,11 +184,7 @@ impl Collector {
     /// message from such a file, so an altered or planted file cannot move or hide verified lines.
     pub fn resolve(&mut self, verified: &dyn Fn(u32) -> bool) -> std::io::Result<Resolved> {
         self.work.flush()?;
-        let selected = |k: &Kept| match k.cond {
-            Cond::Selected => true,
-            Cond::IfMember(room) => self.rooms.contains(&room),
-            Cond::IfReferred => false,
-        };
+        let selected = |k: &Kept| k.cond == Cond::Selected;
         let mut sorted: Vec<usize> = (0..self.kept.len()).collect();
         sorted.sort_by_key(|i| (self.kept[*i].time, self.kept[*i].order));
         let kept = &self.kept;
@@ -276,6 +283,10 @@ impl Collector {
         Ok(buf)
     }
 
+    pub fn path(&self) -> &Path {
+        &self.work_path
+    }
+
     /// Removes the work file.
     pub fn remove(self) -> std::io::Result<()> {
         drop(self.work);
@@ -296,14 +307,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Collector::new(&dir.path().join("work")).unwrap();
         let judge = Judge::new(&selection).unwrap();
-        // Read "in no order": the last line first.
+        // First the rooms, then the lines; read "in no order": the last line first.
+        let mut rooms = HashSet::new();
+        for text in lines {
+            if let Judgement::Member(room) = judge_line(&judge, &Rooms::Finding, text.as_bytes(), 0) {
+                rooms.insert(room);
+            }
+        }
+        let rooms = Rooms::Known(rooms);
         for (i, text) in lines.iter().enumerate().rev() {
-            match judge_line(&judge, text.as_bytes(), i as u32) {
-                Judgement::Kept(judged, room) => {
-                    c.add(i as u32, judged).unwrap();
-                    c.add_rooms(room);
-                }
-                Judgement::Member(room) => c.add_rooms([room]),
+            match judge_line(&judge, &rooms, text.as_bytes(), i as u32) {
+                Judgement::Kept(judged) => c.add(i as u32, judged).unwrap(),
+                Judgement::Member(_) => unreachable!("rooms are known"),
                 Judgement::Dropped | Judgement::NotJson => {}
             }
         }

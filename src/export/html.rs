@@ -65,7 +65,12 @@ pub fn escape(text: &str) -> String {
 
 /// A file name as a relative URL: every byte but unreserved ones percent-encoded.
 fn url_part(name: &str) -> String {
-    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+    /// Everything but letters, digits and `-_.`: what file names and ids are mostly made of.
+    const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.');
+    percent_encoding::utf8_percent_encode(name, ENCODED).to_string()
 }
 
 fn page_start(title: &str) -> String {

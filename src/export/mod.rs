@@ -25,6 +25,7 @@ mod rsmf;
 pub mod selection;
 mod timeline;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,7 +34,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use crate::aws::AwsFailure;
 use crate::manifest::verify::{Progress, content_problem};
 pub use archive::{Catalogue, Place, Source};
-use collect::Collector;
+use collect::{Collector, Rooms};
 pub use custody::SourceRecord;
 pub use formats::Formats;
 use read::{Event, FileRead, MAX_LINE};
@@ -75,14 +76,21 @@ pub struct Export {
 /// The files an export will read, from the catalogue, and those the signed time spans rule out.
 pub struct Plan {
     pub catalogue: Catalogue,
+    /// With `--participant`: every file, read first for the rooms the participants are members of.
+    pub rooms_from: Vec<usize>,
     pub to_read: Vec<usize>,
     pub skipped: usize,
     pub skipped_bytes: u64,
 }
 
 impl Plan {
+    /// The bytes of the files read for the lines.
     pub fn bytes(&self) -> u64 {
-        self.to_read.iter().map(|i| self.catalogue.messages[*i].stored).sum()
+        self.bytes_of(&self.to_read)
+    }
+
+    pub fn bytes_of(&self, files: &[usize]) -> u64 {
+        files.iter().map(|i| self.catalogue.messages[*i].stored).sum()
     }
 }
 
@@ -127,6 +135,7 @@ impl Export {
         let judge = selection::Judge::new(&self.selection).map_err(ExportError::Selection)?;
         let catalogue = self.place.catalogue(&self.keys, self.unsigned_source).await?;
         let mut plan = Plan {
+            rooms_from: Vec::new(),
             to_read: Vec::new(),
             skipped: 0,
             skipped_bytes: 0,
@@ -135,8 +144,11 @@ impl Export {
         for (i, source) in plan.catalogue.messages.iter().enumerate() {
             let span = source.entry.as_ref().and_then(|e| e.msg_span());
             // Who is a member of a room shows in its control messages, whenever they were sent:
-            // with --participant every file is read.
-            if judge.has_participants() || judge.may_hold(span) {
+            // with --participant every file is read for that first.
+            if judge.has_participants() {
+                plan.rooms_from.push(i);
+            }
+            if judge.may_hold(span) {
                 plan.to_read.push(i);
             } else {
                 plan.skipped += 1;
@@ -155,7 +167,7 @@ impl Export {
         signing: Signing<'_>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Exported, ExportError> {
-        let judge = Arc::new(selection::Judge::new(&self.selection).map_err(ExportError::Selection)?);
+        let judge = selection::Judge::new(&self.selection).map_err(ExportError::Selection)?;
         let (staging, created) = output::prepare(out)?;
         let result = self.produce(plan, judge, &staging, signing, progress).await;
         match result.and_then(|exported| output::publish(&staging, out).map(|()| exported)) {
@@ -173,7 +185,7 @@ impl Export {
     async fn produce(
         &self,
         plan: Plan,
-        judge: Arc<selection::Judge>,
+        judge: selection::Judge,
         staging: &Path,
         signing: Signing<'_>,
         progress: &(dyn Fn(Progress) + Sync),
@@ -182,71 +194,51 @@ impl Export {
             return Err(ExportError::Strict(p.to_string()));
         }
         let work = staging.join(".lines");
-        let write_err = |path: &Path| {
-            let path = path.to_owned();
-            move |error| ExportError::Write { path, error }
-        };
         let mut collector = Collector::new(&work).map_err(write_err(&work))?;
         let sources: Arc<[Source]> = plan.catalogue.messages.clone().into();
-        let mut done = Progress {
-            objects: 0,
-            objects_total: plan.to_read.len(),
-            bytes: 0,
-            bytes_total: plan.bytes(),
+        let mut book = Book {
+            records: vec![None; sources.len()],
+            problems: plan.catalogue.problems.iter().map(ToString::to_string).collect(),
+            verified: vec![false; sources.len()],
+            counts: Counts {
+                files_skipped: plan.skipped,
+                ..Counts::default()
+            },
+            done: Progress {
+                objects: 0,
+                objects_total: plan.rooms_from.len() + plan.to_read.len(),
+                bytes: 0,
+                bytes_total: plan.bytes_of(&plan.rooms_from) + plan.bytes(),
+            },
         };
-        let mut records: Vec<Option<SourceRecord>> = vec![None; sources.len()];
-        let mut problems: Vec<String> = plan.catalogue.problems.iter().map(ToString::to_string).collect();
-        let mut verified = vec![false; sources.len()];
-        let mut counts = Counts {
-            files_skipped: plan.skipped,
-            ..Counts::default()
+        let judge = match judge.has_participants() {
+            true => {
+                let finding = Arc::new((judge.clone(), Rooms::Finding));
+                let rooms = self
+                    .read_files(&mut book, finding, &sources, &plan.rooms_from, None, progress)
+                    .await?;
+                (judge, Rooms::Known(rooms))
+            }
+            false => (judge, Rooms::Known(HashSet::new())),
         };
-        let (events, received) = read::channel();
-        let reading = tokio::spawn(read::read_all(
-            self.place.clone(),
-            judge,
-            sources.clone(),
-            plan.to_read.clone(),
-            events,
-        ));
-        // Stops the readers when this returns early (--strict, a write error).
-        let _stop = AbortOnDrop(reading.abort_handle());
-        while let Ok(event) = received.recv_async().await {
-            let (i, read) = match event {
-                Event::Line(file, judged) => {
-                    tokio::task::block_in_place(|| collector.add(file, judged)).map_err(write_err(&work))?;
-                    continue;
-                }
-                Event::Done(file, read) => (file as usize, read),
-            };
-            let source = &sources[i];
-            let location = self.place.describe_file(&source.at);
-            // With --unsigned-source a file no entry lists counts as read (the report says so).
-            let unsigned = self.unsigned_source && source.entry.is_none() && read.error.is_none();
-            let problem = file_problem(source, &location, &read).filter(|_| !unsigned);
-            if let Some(p) = problem.as_ref().filter(|_| self.strict) {
-                return Err(ExportError::Strict(p.clone()));
-            }
-            verified[i] = problem.is_none();
-            if verified[i] {
-                collector.add_rooms(read.rooms.iter().copied());
-            }
-            let mut record = SourceRecord::of(source, &location);
-            record.sha256 = read.error.is_none().then(|| read.sha256.clone());
-            record.result = match (&problem, unsigned) {
-                (Some(p), _) => p.clone(),
-                (None, true) => UNSIGNED_SOURCE.into(),
-                (None, false) => "verified".into(),
-            };
-            records[i] = Some(record);
-            problems.extend(problem);
-            problems.extend(line_problems(&location, &read));
-            counts.files_read += 1;
-            counts.bytes_read += source.stored;
-            done.objects += 1;
-            done.bytes += source.stored;
-            progress(done);
-        }
+        // Only the second reading says which files checked out: the lines come from it.
+        book.verified.fill(false);
+        self.read_files(
+            &mut book,
+            Arc::new(judge),
+            &sources,
+            &plan.to_read,
+            Some(&mut collector),
+            progress,
+        )
+        .await?;
+        let Book {
+            records,
+            mut problems,
+            verified,
+            mut counts,
+            ..
+        } = book;
         if let Some(p) = problems.iter().find(|_| self.strict) {
             return Err(ExportError::Strict(p.clone()));
         }
@@ -318,6 +310,92 @@ impl Export {
         tokio::task::block_in_place(|| custody::write(staging, report, signing))?;
         Ok(Exported { counts, problems })
     }
+}
+
+/// What reading the files showed so far: each file's record, its problems and whether it checked
+/// out; kept across the two readings of a `--participant` export.
+struct Book {
+    records: Vec<Option<SourceRecord>>,
+    problems: Vec<String>,
+    verified: Vec<bool>,
+    counts: Counts,
+    done: Progress,
+}
+
+impl Export {
+    /// Reads `files` with `judge`, each line that may belong into `collector` (none comes while the
+    /// rooms are being found), each file's check into `book`. Returns the rooms the files that
+    /// checked out show participants to be members of.
+    async fn read_files(
+        &self,
+        book: &mut Book,
+        judge: Arc<(selection::Judge, Rooms)>,
+        sources: &Arc<[Source]>,
+        files: &[usize],
+        mut collector: Option<&mut Collector>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<HashSet<u128>, ExportError> {
+        let mut rooms = HashSet::new();
+        let (events, received) = read::channel();
+        let reading = tokio::spawn(read::read_all(
+            self.place.clone(),
+            judge,
+            sources.clone(),
+            files.to_vec(),
+            events,
+        ));
+        // Stops the readers when this returns early (--strict, a write error).
+        let _stop = AbortOnDrop(reading.abort_handle());
+        while let Ok(event) = received.recv_async().await {
+            let (i, read) = match event {
+                Event::Line(file, judged) => {
+                    if let Some(collector) = collector.as_deref_mut() {
+                        tokio::task::block_in_place(|| collector.add(file, judged))
+                            .map_err(write_err(collector.path()))?;
+                    }
+                    continue;
+                }
+                Event::Done(file, read) => (file as usize, read),
+            };
+            let source = &sources[i];
+            let location = self.place.describe_file(&source.at);
+            // With --unsigned-source a file no entry lists counts as read (the report says so).
+            let unsigned = self.unsigned_source && source.entry.is_none() && read.error.is_none();
+            let problem = file_problem(source, &location, &read).filter(|_| !unsigned);
+            if let Some(p) = problem.as_ref().filter(|_| self.strict) {
+                return Err(ExportError::Strict(p.clone()));
+            }
+            book.verified[i] = problem.is_none();
+            if book.verified[i] {
+                rooms.extend(read.rooms.iter().copied());
+            }
+            let mut record = SourceRecord::of(source, &location);
+            record.sha256 = read.error.is_none().then(|| read.sha256.clone());
+            record.result = match (&problem, unsigned) {
+                (Some(p), _) => p.clone(),
+                (None, true) => UNSIGNED_SOURCE.into(),
+                (None, false) => "verified".into(),
+            };
+            if book.records[i].replace(record).is_none() {
+                book.counts.files_read += 1;
+            }
+            for p in problem.into_iter().chain(line_problems(&location, &read)) {
+                if !book.problems.contains(&p) {
+                    book.problems.push(p);
+                }
+            }
+            book.counts.bytes_read += source.stored;
+            book.done.objects += 1;
+            book.done.bytes += source.stored;
+            progress(book.done);
+        }
+        Ok(rooms)
+    }
+}
+
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
+    let path = path.to_owned();
+    move |error| ExportError::Write { path, error }
 }
 
 /// Aborts a task when dropped.

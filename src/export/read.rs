@@ -9,7 +9,7 @@ use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 
 use super::archive::{Place, Source};
-use super::collect::{Judged, Judgement, judge_line};
+use super::collect::{Judged, Judgement, Rooms, judge_line};
 use super::selection::Judge;
 use crate::decrypt::ObjectError;
 
@@ -38,7 +38,7 @@ pub struct FileRead {
     pub long_lines: usize,
     /// Lines that are not JSON objects.
     pub not_json: usize,
-    /// Rooms the file shows participants to be members of.
+    /// Rooms the file shows participants to be members of (read with [`Rooms::Finding`]).
     pub rooms: Vec<u128>,
 }
 
@@ -51,7 +51,7 @@ pub fn channel() -> (flume::Sender<Event>, flume::Receiver<Event>) {
 /// the receiver is gone.
 pub async fn read_all(
     place: Arc<Place>,
-    judge: Arc<Judge>,
+    judge: Arc<(Judge, Rooms)>,
     sources: Arc<[Source]>,
     to_read: Vec<usize>,
     events: flume::Sender<Event>,
@@ -60,7 +60,7 @@ pub async fn read_all(
         let (place, judge, sources, events) = (place.clone(), judge.clone(), sources.clone(), events.clone());
         tokio::spawn(async move {
             let number = u32::try_from(i).unwrap_or(u32::MAX);
-            let read = read_file(&place, &sources[i], &judge, number, &events).await;
+            let read = read_file(&place, &sources[i], &judge.0, &judge.1, number, &events).await;
             let _ = events.send_async(Event::Done(number, Box::new(read))).await;
         })
     });
@@ -75,6 +75,7 @@ async fn read_file(
     place: &Place,
     source: &Source,
     judge: &Judge,
+    rooms: &Rooms,
     file: u32,
     events: &flume::Sender<Event>,
 ) -> FileRead {
@@ -91,7 +92,7 @@ async fn read_file(
             hasher.update(&chunk);
             read.plain_len += chunk.len() as u64;
             for (number, line) in lines.split(&chunk, &mut read) {
-                take(judge, &line, number, file, &mut read, events).await;
+                take(judge, rooms, &line, number, file, &mut read, events).await;
             }
             if events.is_disconnected() {
                 return Ok(());
@@ -101,17 +102,24 @@ async fn read_file(
     }
     .await;
     if let Some((number, line)) = lines.rest(&mut read) {
-        take(judge, &line, number, file, &mut read, events).await;
+        take(judge, rooms, &line, number, file, &mut read, events).await;
     }
     read.sha256 = hex::encode(hasher.finalize());
     read.error = result.err();
     read
 }
 
-async fn take(judge: &Judge, line: &[u8], number: u32, file: u32, read: &mut FileRead, events: &flume::Sender<Event>) {
-    match judge_line(judge, line, number) {
-        Judgement::Kept(judged, room) => {
-            read.rooms.extend(room);
+async fn take(
+    judge: &Judge,
+    rooms: &Rooms,
+    line: &[u8],
+    number: u32,
+    file: u32,
+    read: &mut FileRead,
+    events: &flume::Sender<Event>,
+) {
+    match judge_line(judge, rooms, line, number) {
+        Judgement::Kept(judged) => {
             let _ = events.send_async(Event::Line(file, judged)).await;
         }
         Judgement::Member(room) => read.rooms.push(room),

@@ -53,6 +53,8 @@ pub fn write_all(staging: &Path, timeline: &Timeline) -> Result<usize, ExportErr
     let attachments = staging.join(super::output::ATTACHMENTS);
     let mut files = 0;
     for (id, conversation) in &timeline.conversations {
+        // A room's members as its events go by: each file lists those at its first event.
+        let mut members: BTreeSet<String> = BTreeSet::new();
         for (day, part, stored) in days(conversation) {
             let mut events = Vec::with_capacity(stored.len());
             for s in stored {
@@ -65,8 +67,15 @@ pub fn write_all(staging: &Path, timeline: &Timeline) -> Result<usize, ExportErr
                 conversation_id: id,
                 conversation,
                 day,
+                members: members.clone(),
                 events,
             };
+            for event in &file.events {
+                match event.kind.as_str() {
+                    "leave" => members.remove(&event.participant),
+                    _ => members.insert(event.participant.clone()),
+                };
+            }
             let path = dir.join(file_name(id, day, part));
             file.write(&path, &attachments)?;
             files += 1;
@@ -117,6 +126,8 @@ struct RsmfFile<'a> {
     conversation_id: &'a str,
     conversation: &'a Conversation,
     day: NaiveDate,
+    /// The room's members at the file's first event (as the export's events show them).
+    members: BTreeSet<String>,
     events: Vec<TimelineEvent>,
 }
 
@@ -200,7 +211,8 @@ impl RsmfFile<'_> {
         files
     }
 
-    /// Everyone the file's events name, in order.
+    /// The conversation's participants: everyone the file's events name, and the room's members
+    /// at its first event (or both people of a one-to-one conversation), in order.
     fn people(&self) -> BTreeSet<&str> {
         let mut people: BTreeSet<&str> = self
             .events
@@ -208,8 +220,9 @@ impl RsmfFile<'_> {
             .flat_map(|e| e.people())
             .map(String::as_str)
             .collect();
-        if self.conversation.is_direct() {
-            people.extend(self.conversation.people.iter().map(String::as_str));
+        match self.conversation.is_direct() {
+            true => people.extend(self.conversation.people.iter().map(String::as_str)),
+            false => people.extend(self.members.iter().map(String::as_str)),
         }
         people
     }

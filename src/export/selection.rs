@@ -214,7 +214,7 @@ pub enum Verdict {
 }
 
 /// The selection, ready to judge lines: values lowered once.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Judge {
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,

@@ -23,6 +23,7 @@ use crate::message::{
     MSGTYPE_CALL, MSGTYPE_CREATE_ROOM, MSGTYPE_DELETE_MESSAGE, MSGTYPE_EDIT, MSGTYPE_FILE, MSGTYPE_LEAVE_ROOM,
     MSGTYPE_LOCATION, MSGTYPE_MODIFY_MEMBERS, MSGTYPE_MODIFY_ROOM, MSGTYPE_REACTION, MSGTYPE_TEXT, msg_time,
 };
+use crate::source::matrix::translate::message_id as matrix_message_id;
 
 /// One event, with RSMF 2.0's field names (the transcript reads the same).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -385,11 +386,17 @@ fn message_event(msgtype: i64, line: &Value, mut event: TimelineEvent) -> Timeli
     let text = line.get("message").and_then(Value::as_str).unwrap_or_default();
     event.body = Some(text.to_owned());
     event.push_custom("msgtype", msgtype.to_string());
-    if let Some(parent) = line.get("reply_to").and_then(Value::as_str) {
-        event.parent = Some(parent.to_owned());
+    // Replies and threads exist only on Matrix: its event, kept whole in the line, says what it
+    // relates to (by event id, which the line's `message_id` is a digest of).
+    let relates = line.pointer("/matrix/event/content/m.relates_to");
+    let related = |pointer: &str| relates.and_then(|r| r.pointer(pointer)).and_then(Value::as_str);
+    if let Some(parent) = related("/m.in_reply_to/event_id") {
+        event.parent = Some(matrix_message_id(parent));
     }
-    if let Some(root) = line.get("thread_root").and_then(Value::as_str) {
-        event.push_custom("thread_root", root);
+    if related("/rel_type") == Some("m.thread")
+        && let Some(root) = related("/event_id")
+    {
+        event.push_custom("thread_root", matrix_message_id(root));
     }
     match msgtype {
         MSGTYPE_TEXT => {}
@@ -545,6 +552,20 @@ mod tests {
         );
         assert_eq!(a.custom("deleted_by"), Some("ann"));
         assert_eq!(got[1].id, "b");
+    }
+
+    #[test]
+    fn a_matrix_reply_names_its_parent_and_a_thread_its_root() {
+        let id = matrix_message_id("$root");
+        let got = events(&[
+            &format!(
+                r#"{{"msgtype":1000,"message_id":"{id}","msg_ts":"1700000000","sender":"@a:x","vgroupid":"!r:x","message":"q"}}"#
+            ),
+            r#"{"msgtype":1000,"message_id":"b","msg_ts":"1700000001","sender":"@b:x","vgroupid":"!r:x","message":"a","matrix":{"event":{"content":{"m.relates_to":{"rel_type":"m.thread","event_id":"$root","m.in_reply_to":{"event_id":"$root"}}}}}}"#,
+        ]);
+        assert_eq!(got[1].parent.as_deref(), Some(id.as_str()));
+        assert_eq!(got[1].custom("thread_root"), Some(id.as_str()));
+        assert_eq!(got[0].parent, None);
     }
 
     #[test]

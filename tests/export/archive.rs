@@ -126,16 +126,26 @@ pub(super) fn generate() -> Vec<Msg> {
             );
             edit.receiver = m.receiver;
             edit.refers_to = Some(m.id.clone());
-            msgs.push(edit);
+            msgs.push(edit.clone());
+            if i % 8 == 1 {
+                // An edit of the edit: the message's history has two steps.
+                let mut again = edit.clone();
+                (again.id, again.ts, again.text) = (format!("f{i:03}"), ts + 5400, format!("edited again {i}"));
+                again.refers_to = Some(edit.id.clone());
+                msgs.push(again);
+            }
         }
         if i % 6 == 2 {
-            let reactor = PEOPLE[(i as usize + 1) % 4];
+            // In a direct conversation the other person reacts, to the sender.
+            let reactor = m.receiver.unwrap_or(PEOPLE[(i as usize + 1) % 4]);
             let mut reaction = base(format!("r{i:03}"), ts + 7200, reactor, &room, 9100, "+1".into());
+            reaction.receiver = m.receiver.map(|_| m.sender);
             reaction.refers_to = Some(m.id.clone());
             msgs.push(reaction);
         }
         if i % 9 == 7 {
             let mut delete = base(format!("d{i:03}"), ts + 10_800, sender, &room, 4011, String::new());
+            delete.receiver = m.receiver;
             delete.refers_to = Some(m.id.clone());
             msgs.push(delete);
         }
@@ -197,17 +207,33 @@ pub(super) fn model(msgs: &[Msg], sel: &Sel) -> Vec<String> {
     };
     let mut sorted: Vec<&Msg> = msgs.iter().collect();
     sorted.sort_by_key(|m| m.ts);
-    let chosen: HashSet<&str> = sorted.iter().filter(|m| selected(m)).map(|m| m.id.as_str()).collect();
+    // The selected messages, and what refers to them in the period, and to those (an edit's edit).
+    let mut chosen: HashSet<&str> = sorted.iter().filter(|m| selected(m)).map(|m| m.id.as_str()).collect();
+    loop {
+        let before = chosen.len();
+        for m in &sorted {
+            if in_period(m) && m.refers_to.as_deref().is_some_and(|r| chosen.contains(r)) {
+                chosen.insert(m.id.as_str());
+            }
+        }
+        if chosen.len() == before {
+            break;
+        }
+    }
     let is_reply = |m: &Msg| m.refers_to.as_deref().is_some_and(|r| chosen.contains(r)) && in_period(m);
-    let mut out = Vec::new();
-    for m in sorted.iter().filter(|m| selected(m) && !is_reply(m)) {
+    // Each message, then what refers to it in time order, each of those followed by its own.
+    fn tree<'a>(m: &'a Msg, sorted: &[&'a Msg], is_reply: &dyn Fn(&Msg) -> bool, out: &mut Vec<String>) {
         out.push(m.id.clone());
         for r in sorted
             .iter()
             .filter(|r| is_reply(r) && r.refers_to.as_deref() == Some(&m.id))
         {
-            out.push(r.id.clone());
+            tree(r, sorted, is_reply, out);
         }
+    }
+    let mut out = Vec::new();
+    for m in sorted.iter().filter(|m| selected(m) && !is_reply(m)) {
+        tree(m, &sorted, &is_reply, &mut out);
     }
     out
 }

@@ -11,6 +11,9 @@
 use crate::common;
 
 mod archive;
+mod browser;
+mod formats;
+mod rsmf_check;
 
 use std::process::Command;
 

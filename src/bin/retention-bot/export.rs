@@ -167,6 +167,13 @@ fn print_plan(place: &Place, plan: &Plan) {
         mib(plan.skipped_bytes),
         plan.catalogue.records.len()
     );
+    if !plan.rooms_from.is_empty() {
+        say!(
+            "and before those, all {} message file(s) ({:.1} MiB) for the rooms --participant is a member of",
+            plan.rooms_from.len(),
+            mib(plan.bytes_of(&plan.rooms_from))
+        );
+    }
 }
 
 fn report(out: &Path, exported: &Exported, signed_by: Option<&str>) -> ExitCode {
@@ -185,6 +192,20 @@ fn report(out: &Path, exported: &Exported, signed_by: Option<&str>) -> ExitCode 
         counts.bytes_read as f64 / f64::from(1 << 20),
         counts.files_skipped,
     );
+    if counts.rsmf_files > 0 {
+        say!(
+            "{} RSMF file(s) in {} (one per conversation and UTC day)",
+            counts.rsmf_files,
+            out.join("rsmf").display()
+        );
+    }
+    if counts.transcript_pages > 0 {
+        say!(
+            "transcript: {} page(s); open {}",
+            counts.transcript_pages,
+            out.join("transcript/index.html").display()
+        );
+    }
     if counts.unverified + counts.attachments_unverified > 0 {
         say!(
             "UNVERIFIED: {} line(s) and {} attachment(s) from files that failed their check are in {}",
