@@ -207,7 +207,8 @@ impl Place {
             .others
             .iter()
             .filter(|(at, _)| {
-                !listed_names.contains(at) && !shreds.objects.contains(at) && looks_like_message_file(object_name(at))
+                let name = object_name(at);
+                !listed_names.contains(at) && !shreds.objects.contains(at) && may_be_message_file(name)
             })
             .collect();
         unlisted.sort();
@@ -413,18 +414,12 @@ impl Found {
     }
 }
 
-/// A message file's name: `<basename>_<yyyymmddThhmmssmmmZ>_<instance>_<seq>.txt`.
-fn looks_like_message_file(name: &str) -> bool {
-    name.ends_with(crate::spool::naming::CLOSED_SUFFIX)
-        && name.split('_').any(|part| {
-            part.len() == 19
-                && part.ends_with('Z')
-                && part.as_bytes()[8] == b'T'
-                && part
-                    .bytes()
-                    .enumerate()
-                    .all(|(i, b)| i == 8 || i == 18 || b.is_ascii_digit())
-        })
+/// A message file: the bot's closed files, or one the original bot may have written (how it names
+/// its rotated files is not documented), so any `.txt` that is neither an attachment nor the bot's
+/// public key. One no entry lists is read and its lines kept apart (or, with `--unsigned-source`,
+/// taken); a line in it that is no message is reported, never exported.
+fn may_be_message_file(name: &str) -> bool {
+    name.ends_with(crate::spool::naming::CLOSED_SUFFIX) && !name.starts_with("attachment_") && name != "public_key.txt"
 }
 
 /// A file of the archive being read.
@@ -468,15 +463,17 @@ mod tests {
 
     #[test]
     fn message_files_are_told_by_their_names() {
-        assert!(looks_like_message_file(
+        assert!(may_be_message_file(
             "receivedMessages_20260101T000000123Z_0a1b2c3d4e5f_000001.txt"
         ));
-        assert!(looks_like_message_file(
+        assert!(may_be_message_file(
             "msgs_20260101T000000123Z_0a1b2c3d4e5f_000001.suspect.txt"
         ));
-        assert!(!looks_like_message_file("public_key.txt"));
-        assert!(!looks_like_message_file("notes_2026.txt"));
-        assert!(!looks_like_message_file(
+        // The original bot's: names not documented.
+        assert!(may_be_message_file("receivedMessages_1.txt"));
+        assert!(!may_be_message_file("public_key.txt"));
+        assert!(!may_be_message_file("attachment_20230804191058901_notes.txt"));
+        assert!(!may_be_message_file(
             "receivedMessages_20260101T000000123Z_0a1b2c3d4e5f_000001.txt.open"
         ));
     }

@@ -375,6 +375,31 @@ mod tests {
     }
 
     #[test]
+    fn a_room_line_is_kept_only_once_its_room_is_known_to_be_a_participants() {
+        let dan = Judge::new(&Selection {
+            participant: vec!["dan".into()],
+            ..Selection::default()
+        })
+        .unwrap();
+        let (bobs, dans) = (line("q", 5, "bob", ""), line("a", 9, "dan", ""));
+        let kept = |rooms: &Rooms, text: &str| match judge_line(&dan, rooms, text.as_bytes(), 0) {
+            Judgement::Kept(_) => "kept",
+            Judgement::Member(_) => "member",
+            Judgement::Dropped => "dropped",
+            Judgement::NotJson => "not json",
+        };
+        // While the rooms are found nothing is kept, whatever the line.
+        assert_eq!(
+            (kept(&Rooms::Finding, &bobs), kept(&Rooms::Finding, &dans)),
+            ("dropped", "member")
+        );
+        // Then a room's line is kept only if the room is a participant's: memory and the work file
+        // hold what is exported, not every line of every room.
+        assert_eq!(kept(&Rooms::Known(HashSet::new()), &bobs), "dropped");
+        assert_eq!(kept(&Rooms::Known(HashSet::from([digest(b"R")])), &bobs), "kept");
+    }
+
+    #[test]
     fn an_edit_of_an_edit_follows_it_and_a_cycle_of_replies_ends() {
         let lines = vec![
             line("a", 1, "x", ""),

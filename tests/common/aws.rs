@@ -366,6 +366,20 @@ impl Moto {
         out.uploads().len()
     }
 
+    /// Uploads `files` (object key, local path) as the original bot does: S3EC V2 through the
+    /// official client, no manifest (see tests/python/write_original.py).
+    pub fn write_original(&self, bucket: &str, key_arn: &str, files: &[(&str, &std::path::Path)]) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/write_original.py");
+        let out = Command::new(venv_bin("python"))
+            .arg(script)
+            .args([&self.endpoint(), bucket, key_arn])
+            .args(files.iter().map(|(key, path)| format!("{key}={}", path.display())))
+            .envs(self.env())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Decrypts with a third-party reader (`official` or `sample`; see tests/python/read_encrypted.py).
     pub fn read_encrypted(&self, bucket: &str, key: &str, key_arn: &str, mode: &str) -> Result<Vec<u8>, String> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_encrypted.py");

@@ -13,6 +13,8 @@ use crate::common;
 mod archive;
 mod browser;
 mod formats;
+mod hostile;
+mod original;
 mod rsmf_check;
 
 use std::process::Command;
@@ -237,6 +239,25 @@ async fn a_tampered_file_is_reported_its_lines_kept_apart_and_strict_writes_noth
     );
     // eve's own line, kept apart; the planted membership counts for nothing, even for itself.
     assert_eq!(ids_in(&eve.join("unverified/messages.jsonl")), ["x2"]);
+
+    // A planted line taking a verified message's id, sent "earlier": the verified output keeps its
+    // order (m013's edit still right after m013) and its content.
+    let mut forged = generate().into_iter().find(|m| m.id == "m013").unwrap();
+    let original = forged.json();
+    (forged.ts, forged.text) = (MARCH_1, "forged".into());
+    let planted = bot
+        .messages_dir()
+        .join("receivedMessages_20260301T000000000Z_0a0b0c0d0e0f_000001.txt");
+    std::fs::write(&planted, format!("{}\n", forged.json())).unwrap();
+    let again = tmp.path().join("again");
+    let (code, report) = exporter.run(&["--out", again.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(ids_in(&again.join("messages.jsonl")), model(&msgs, &Sel::default()));
+    let verified = std::fs::read_to_string(again.join("messages.jsonl")).unwrap();
+    let m013: Value = serde_json::from_str(verified.lines().find(|l| l.contains("\"m013\"")).unwrap()).unwrap();
+    assert_eq!(m013, serde_json::from_str::<Value>(&original).unwrap());
+    let apart = ids_in(&again.join("unverified/messages.jsonl"));
+    assert!(apart.contains(&"m013".to_owned()), "{apart:?}");
 }
 
 #[test]
@@ -257,6 +278,8 @@ fn bad_flags_are_refused_with_a_clear_error_and_write_nothing() {
         (vec!["--sender", ""], "an empty value selects nothing"),
         (vec!["--colour", "red"], "--colour"),
         (vec!["--bucket", "b"], "cannot be used with"),
+        (vec!["--format", "jsonl,pdf"], "pdf"),
+        (vec!["--format", ""], "--format"),
     ];
     for (args, says) in cases {
         let mut cmd = Command::new(common::BIN);
