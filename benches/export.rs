@@ -4,6 +4,11 @@
 //! - a narrow period, one day (1% of the messages): target at least 10x faster;
 //! - a full scan, one sender's messages (a quarter), which no time span prunes: target no slower.
 //!
+//! Then the formats, on the whole archive (every line out): `--format jsonl` alone against
+//! `jsonl,rsmf`, `jsonl,html` and all four, in the same run (target: RSMF and the transcript each
+//! at most 2x the JSONL export's time; peak RSS under 256 MiB); and `--participant` of someone in no
+//! conversation, whose memory must not grow with the archive (it read every room's lines before).
+//!
 //! Each figure is the better of two runs; time, files read and peak RSS are reported. The answer of
 //! both paths is compared (same number of lines). `EXPORT_BENCH_MESSAGES` changes the archive's size.
 //!
@@ -264,6 +269,63 @@ fn main() {
         "export peak RSS MiB",
         format!("{:.1}", narrow.rss.max(scan.rss)),
         &format!("decrypt {decrypt_rss:.1}, jq {:.1}", jq_narrow.1.max(jq_scan.1)),
+        None,
+    );
+    formats(dir, &stores, &key, messages, narrow.rss);
+}
+
+/// The formats on the whole archive, against JSONL alone; and a `--participant` in nothing.
+fn formats(dir: &Path, stores: &Stores, key: &str, messages: usize, one_day_rss: f64) {
+    let jsonl = export(dir, stores, key, &["--format", "jsonl"], "jsonl");
+    let rsmf = export(dir, stores, key, &["--format", "jsonl,rsmf"], "rsmf");
+    let html = export(dir, stores, key, &["--format", "jsonl,html"], "html");
+    let all = export(dir, stores, key, &["--format", "jsonl,csv,rsmf,html"], "all");
+    let nobody = export(dir, stores, key, &["--participant", "nobody@example"], "nobody");
+    for f in [&jsonl, &rsmf, &html, &all] {
+        assert_eq!(f.lines, messages, "every line exported");
+    }
+    assert_eq!(nobody.lines, 0, "nobody's messages: none");
+    println!();
+    for (label, f) in [
+        ("jsonl", &jsonl),
+        ("jsonl,rsmf", &rsmf),
+        ("jsonl,html", &html),
+        ("jsonl,csv,rsmf,html", &all),
+        ("--participant (none)", &nobody),
+    ] {
+        println!(
+            "whole archive, {label}: {:.2} s, {} lines, peak RSS {:.1} MiB",
+            f.secs, f.lines, f.rss
+        );
+    }
+    println!();
+    row("formats (whole archive)", "figure".into(), "target / baseline", None);
+    for (label, f) in [("RSMF", &rsmf), ("transcript", &html)] {
+        let extra = f.secs / jsonl.secs;
+        row(
+            &format!("export s, jsonl + {label}"),
+            format!("{:.2}", f.secs),
+            &format!("<= 2x jsonl alone {:.2} ({extra:.2}x)", jsonl.secs),
+            Some(extra <= 2.0),
+        );
+    }
+    row(
+        "export s, all four formats",
+        format!("{:.2}", all.secs),
+        &format!("jsonl alone {:.2} ({:.2}x)", jsonl.secs, all.secs / jsonl.secs),
+        None,
+    );
+    let peak = [&jsonl, &rsmf, &html, &all].iter().map(|f| f.rss).fold(0.0, f64::max);
+    row(
+        "peak RSS MiB, any format",
+        format!("{peak:.1}"),
+        "< 256",
+        Some(peak < 256.0),
+    );
+    row(
+        "peak RSS MiB, --participant (0 lines)",
+        format!("{:.1}", nobody.rss),
+        &format!("one day's export {one_day_rss:.1}; whole archive {:.1}", jsonl.rss),
         None,
     );
 }
