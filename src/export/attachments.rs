@@ -132,11 +132,13 @@ async fn copy(
     drop(out);
     let sha256 = hex::encode(hasher.finalize());
     let problem = match (&source.entry, &read) {
-        (Some(entry), Err(e)) => content_problem(entry, location, Err(e)),
-        (Some(entry), Ok(())) => content_problem(entry, location, Ok((len, &sha256))),
-        (None, _) => None,
-    }
-    .map(|p| p.to_string());
+        (Some(entry), Err(e)) => content_problem(entry, location, Err(e)).map(|p| p.to_string()),
+        (Some(entry), Ok(())) => content_problem(entry, location, Ok((len, &sha256))).map(|p| p.to_string()),
+        // No entry to check it against, but a failed read (a GCM tag, a cut-off object) is still
+        // one: an unsigned attachment is taken only as it was written.
+        (None, Err(e)) => Some(format!("UNREADABLE {location}: {e}")),
+        (None, Ok(())) => None,
+    };
     match read {
         // Nothing of it could be read: no file.
         Err(ObjectError::S3(_) | ObjectError::Envelope(_)) => {

@@ -110,13 +110,20 @@ pub fn judge_line(judge: &Judge, rooms: &Rooms, text: &[u8], number: u32) -> Jud
         false if line.refers_to.is_some() && judge.in_period(&line) => Cond::IfReferred,
         false => return Judgement::Dropped,
     };
+    // An id stands for a message within its room: an edit, reaction or delete refers to a message of
+    // its own room, so a message in another room that takes the same id cannot take its history.
+    let room = line.room.as_deref().unwrap_or_default();
+    let scoped = |id: &Option<std::borrow::Cow<str>>| {
+        id.as_deref()
+            .map(|id| digest(&[room.as_bytes(), b"\0", id.as_bytes()].concat()))
+    };
     let judged = Judged {
         text: text.to_vec(),
         number,
         cond,
         time: line.time.map_or(i64::MIN, |t| t.timestamp_micros()),
-        id: digest_of(&line.message_id),
-        refers_to: digest_of(&line.refers_to),
+        id: scoped(&line.message_id),
+        refers_to: scoped(&line.refers_to),
     };
     Judgement::Kept(judged)
 }
@@ -129,13 +136,32 @@ pub struct Collector {
     kept: Vec<Kept>,
 }
 
-/// A line to write: where it is in the work file, whether its file checked out, and whether it is
-/// there only for the selected message it refers to.
+/// What a file is to the export, least trusted first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Trust {
+    /// It failed its check, or no signed entry lists it: its lines go to `unverified/`.
+    Unverified = 0,
+    /// No signed entry lists it, and `--unsigned-source` takes it: its lines are in the output,
+    /// marked.
+    Unsigned = 1,
+    /// Its signed entry vouches for it.
+    Signed = 2,
+}
+
+impl Trust {
+    /// Whether its lines are in the main output.
+    pub fn is_output(self) -> bool {
+        self != Trust::Unverified
+    }
+}
+
+/// A line to write: where it is in the work file, what its file is, and whether it is there only
+/// for the selected message it refers to.
 #[derive(Debug, Clone, Copy)]
 pub struct OutLine {
     pub offset: u64,
     pub len: u32,
-    pub verified: bool,
+    pub trust: Trust,
     pub related: bool,
 }
 
@@ -177,21 +203,22 @@ impl Collector {
         Ok(())
     }
 
-    /// Decides every kept line and orders them. `verified(file)` says whether a file checked out.
+    /// Decides every kept line and orders them. `trust(file)` says what a file is.
     ///
     /// A line that refers to a selected message (an edit, a reaction, a delete, or an edit of an
-    /// edit) is written right after it; a line from a file that checked out is attached only to a
-    /// message from such a file, so an altered or planted file cannot move or hide verified lines.
-    pub fn resolve(&mut self, verified: &dyn Fn(u32) -> bool) -> std::io::Result<Resolved> {
+    /// edit) is written right after it; a line is attached only to a message its file is trusted at
+    /// least as much as, so an altered, planted or unsigned file cannot move or hide a signed line.
+    pub fn resolve(&mut self, trust: &dyn Fn(u32) -> Trust) -> std::io::Result<Resolved> {
         self.work.flush()?;
         let selected = |k: &Kept| k.cond == Cond::Selected;
         let mut sorted: Vec<usize> = (0..self.kept.len()).collect();
         sorted.sort_by_key(|i| (self.kept[*i].time, self.kept[*i].order));
         let kept = &self.kept;
-        let is_verified = |k: &Kept| verified(k.order.0);
-        // The selected messages' ids, and the ids of the lines that refer to them, and to those...
-        let ids = |only_verified: bool| -> HashSet<Digest128> {
-            let counted = |k: &&Kept| !only_verified || is_verified(k);
+        let trust_of = |k: &Kept| trust(k.order.0);
+        // The ids of the selected messages of files trusted at least `at_least`, and of the lines
+        // of such files that refer to them, and to those...
+        let ids = |at_least: Trust| -> HashSet<Digest128> {
+            let counted = |k: &&Kept| trust_of(k) >= at_least;
             let mut ids: HashSet<Digest128> = kept
                 .iter()
                 .filter(counted)
@@ -212,17 +239,24 @@ impl Collector {
                 }
             }
         };
-        let (verified_ids, all_ids) = (ids(true), ids(false));
-        // Each selected message's replies, in time order, apart by whether they checked out: a verified
-        // reply follows only a verified message, so that no line of a planted or altered file (one
-        // that takes a verified message's id, say) can move a verified line.
-        let mut replies: HashMap<(Digest128, bool), Vec<usize>> = HashMap::new();
+        // A level no line is at has the same set as the level above it: only the others are built.
+        let at = |t: Trust| kept.iter().any(|k| trust_of(k) == t).then(|| ids(t));
+        let (signed, unsigned, unverified) = (ids(Trust::Signed), at(Trust::Unsigned), at(Trust::Unverified));
+        let targets_of = |t: Trust| match t {
+            Trust::Signed => &signed,
+            Trust::Unsigned => unsigned.as_ref().unwrap_or(&signed),
+            Trust::Unverified => unverified.as_ref().or(unsigned.as_ref()).unwrap_or(&signed),
+        };
+        // Each selected message's replies, in time order, apart by their file's trust: a reply
+        // follows only a message trusted at least as much, so that no line of a planted or altered
+        // file (one that takes a signed message's id, say) can move a signed line.
+        let mut replies: HashMap<(Digest128, Trust), Vec<usize>> = HashMap::new();
         let mut top = Vec::new();
         for &i in &sorted {
             let k = &kept[i];
-            let targets = if is_verified(k) { &verified_ids } else { &all_ids };
+            let targets = targets_of(trust_of(k));
             match k.refers_to.filter(|r| targets.contains(r) && Some(*r) != k.id) {
-                Some(target) => replies.entry((target, is_verified(k))).or_default().push(i),
+                Some(target) => replies.entry((target, trust_of(k))).or_default().push(i),
                 None if selected(k) => top.push(i),
                 None => {}
             }
@@ -233,7 +267,7 @@ impl Collector {
         };
         let mut seen = HashSet::new();
         let mut emitted = vec![false; kept.len()];
-        let mut emit_tree = |root: usize, replies: &mut HashMap<(Digest128, bool), Vec<usize>>, out: &mut Resolved| {
+        let mut emit_tree = |root: usize, replies: &mut HashMap<(Digest128, Trust), Vec<usize>>, out: &mut Resolved| {
             // Depth first, each line's replies after it; a line is written once, so a cycle of
             // replies ends.
             let mut stack = vec![root];
@@ -242,22 +276,24 @@ impl Collector {
                     continue;
                 }
                 let k = &kept[i];
-                if seen.insert((k.line, is_verified(k))) {
+                if seen.insert((k.line, trust_of(k))) {
                     out.lines.push(OutLine {
                         offset: k.offset,
                         len: k.len,
-                        verified: is_verified(k),
+                        trust: trust_of(k),
                         related: !selected(k),
                     });
                 } else {
                     out.duplicates += 1;
                 }
                 if let Some(id) = k.id {
-                    let mut children = replies.remove(&(id, false)).unwrap_or_default();
-                    if is_verified(k) {
-                        children.extend(replies.remove(&(id, true)).unwrap_or_default());
-                        children.sort_by_key(|i| (kept[*i].time, kept[*i].order));
+                    let mut children = Vec::new();
+                    for t in [Trust::Unverified, Trust::Unsigned, Trust::Signed] {
+                        if t <= trust_of(k) {
+                            children.extend(replies.remove(&(id, t)).unwrap_or_default());
+                        }
                     }
+                    children.sort_by_key(|i| (kept[*i].time, kept[*i].order));
                     stack.extend(children.into_iter().rev());
                 }
             }
@@ -322,12 +358,13 @@ mod tests {
                 Judgement::Dropped | Judgement::NotJson => {}
             }
         }
-        let resolved = c.resolve(&|_| verified).unwrap();
+        let trust = if verified { Trust::Signed } else { Trust::Unverified };
+        let resolved = c.resolve(&|_| trust).unwrap();
         resolved
             .lines
             .iter()
             .map(|l| {
-                assert_eq!(l.verified, verified);
+                assert_eq!(l.trust, trust);
                 let text = String::from_utf8(c.line(l.offset, l.len).unwrap()).unwrap();
                 serde_json::from_str::<serde_json::Value>(&text).unwrap()["message_id"]
                     .as_str()
@@ -349,7 +386,7 @@ mod tests {
                 r#","msgtype":9000,"edit":{"message_id":"a","message":"x"}"#,
             ),
             line("c", 15, "alice", ""),
-            line("z", 99, "bob", r#","edit":{"message_id":"b"}"#),
+            line("z", 99, "bob", r#","msgtype":9100,"edit":{"message_id":"b"}"#),
         ];
         let alice = Selection {
             sender: vec!["alice".into()],
@@ -403,10 +440,10 @@ mod tests {
     fn an_edit_of_an_edit_follows_it_and_a_cycle_of_replies_ends() {
         let lines = vec![
             line("a", 1, "x", ""),
-            line("e1", 2, "y", r#","edit":{"message_id":"a"}"#),
-            line("e2", 3, "z", r#","edit":{"message_id":"e1"}"#),
-            line("p", 4, "x", r#","edit":{"message_id":"q"}"#),
-            line("q", 5, "x", r#","edit":{"message_id":"p"}"#),
+            line("e1", 2, "y", r#","msgtype":9000,"edit":{"message_id":"a"}"#),
+            line("e2", 3, "z", r#","msgtype":9000,"edit":{"message_id":"e1"}"#),
+            line("p", 4, "x", r#","msgtype":9000,"edit":{"message_id":"q"}"#),
+            line("q", 5, "x", r#","msgtype":9000,"edit":{"message_id":"p"}"#),
         ];
         let x = Selection {
             sender: vec!["x".into()],
@@ -418,6 +455,20 @@ mod tests {
         let mut rest = got[3..].to_vec();
         rest.sort();
         assert_eq!(rest, ["p", "q"]);
+    }
+
+    #[test]
+    fn an_id_is_its_rooms_own_and_only_edits_reactions_and_deletes_refer() {
+        let lines = vec![
+            line("a", 10, "vic", ""),
+            // The same id in another room, sent "earlier": it takes nothing of a's.
+            line("a", 5, "eve", r#","vgroupid":"OTHER""#),
+            line("e", 20, "vic", r#","msgtype":9000,"edit":{"message_id":"a"}"#),
+            // A text line carrying an `edit`: a message of its own, not a's.
+            line("t", 11, "eve", r#","edit":{"message_id":"a"}"#),
+        ];
+        let got = run(Selection::default(), &lines, true);
+        assert_eq!(got, ["a", "a", "e", "t"]);
     }
 
     #[test]

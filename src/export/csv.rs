@@ -35,7 +35,7 @@ impl<W: Write> Writer<W> {
         }
     }
 
-    pub fn row(&mut self, line: &Line, verified: bool) -> std::io::Result<()> {
+    pub fn row(&mut self, line: &Line, trust: super::collect::Trust) -> std::io::Result<()> {
         if !self.header_written {
             self.csv.write_record(HEADER)?;
             self.header_written = true;
@@ -60,7 +60,12 @@ impl<W: Write> Writer<W> {
             text(&line.text),
             defuse(&attachment),
             text(&line.refers_to),
-            if verified { "yes" } else { "no" }.to_owned(),
+            match trust {
+                super::collect::Trust::Signed => "yes",
+                super::collect::Trust::Unsigned => "unsigned",
+                super::collect::Trust::Unverified => "no",
+            }
+            .to_owned(),
         ])?;
         Ok(())
     }
@@ -105,7 +110,11 @@ mod tests {
     fn rows_quote_what_needs_it_and_defuse_formulas() {
         let mut w = Writer::new(Vec::new());
         let line = r#"{"message":"=HYPERLINK(\"x\"), then\na new line","message_id":"m","msg_ts":"1700000000.5","msgtype":1000,"sender":"a"}"#;
-        w.row(&read_line(line.as_bytes()).unwrap(), true).unwrap();
+        w.row(
+            &read_line(line.as_bytes()).unwrap(),
+            crate::export::collect::Trust::Signed,
+        )
+        .unwrap();
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
         let mut rows = csv::Reader::from_reader(text.as_bytes());
         let row = rows.records().next().unwrap().unwrap();

@@ -9,7 +9,6 @@
 //! archive is escaped: a message text or file name of `<script>` renders as that text.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{BufWriter, Write as _};
 use std::path::Path;
 
@@ -32,6 +31,7 @@ table.index { border-collapse: collapse; width: 100%; } table.index td, table.in
 .system .body { color: #555; font-style: italic; }
 .deleted .body { text-decoration: line-through; color: #777; }
 .note, .edits, .reactions, .reply { font-size: .88em; color: #444; }
+.note.unsigned { color: #a00; font-weight: 600; }
 .edits li { margin: .1em 0; } img.attachment { max-width: 24em; max-height: 16em; display: block; margin: .3em 0; border: 1px solid #ccc; }
 @media print {
   body { margin: 0; max-width: none; font-size: 11pt; }
@@ -108,7 +108,7 @@ pub fn write_all(staging: &Path, timeline: &Timeline) -> Result<usize, ExportErr
     let mut html = page_start("Transcript");
     let _ = write!(
         html,
-        "<h1>Transcript</h1>\n<p class=\"meta\">{} conversation(s); times are UTC. Made by retention-bot export from the archive's verified messages; the export's custody.txt says where from.</p>\n\
+        "<h1>Transcript</h1>\n<p class=\"meta\">{} conversation(s); times are UTC. Made by retention-bot export from the archive's verified messages (and, when --unsigned-source took files no signed manifest lists, theirs, each marked UNSIGNED SOURCE); the export's custody.txt says where from.</p>\n\
          <table class=\"index\"><thead><tr><th>Conversation</th><th>Participants</th><th>First</th><th>Last</th><th>Messages</th><th>Attachments</th></tr></thead><tbody>\n{rows}</tbody></table>\n</body></html>\n",
         timeline.conversations.len()
     );
@@ -138,7 +138,7 @@ fn write_page(
 ) -> Result<Summary, ExportError> {
     let mut stored: Vec<_> = conversation.events.iter().collect();
     stored.sort_by_key(|s| s.time);
-    let file = File::create(path).map_err(write_error(path))?;
+    let file = super::rsmf::create_new(path)?;
     let mut out = BufWriter::new(file);
     let kind = if conversation.is_direct() {
         "direct conversation"
@@ -189,7 +189,7 @@ fn event_html(event: &TimelineEvent, attachments: &Path) -> String {
         classes.push("deleted");
     }
     let mut html = format!(
-        "<div class=\"{}\" id=\"m-{}\">\n<div class=\"head\"><span class=\"who\">{}</span> &middot; <time>{}</time>{}</div>\n",
+        "<div class=\"{}\" id=\"m-{}\">\n<div class=\"head\"><span class=\"who\"><bdi>{}</bdi></span> &middot; <time>{}</time>{}</div>\n",
         classes.join(" "),
         escape(&url_part(&event.id)),
         escape(&event.participant),
@@ -200,6 +200,11 @@ fn event_html(event: &TimelineEvent, attachments: &Path) -> String {
             format!(" &middot; {}", escape(&event.kind))
         }
     );
+    if event.custom("unsigned_source").is_some() {
+        html.push_str("<div class=\"note unsigned\">UNSIGNED SOURCE: from a file no signed manifest entry lists (--unsigned-source); nothing proves it complete or unaltered</div>\n");
+    } else if event.custom("unsigned_change").is_some() {
+        html.push_str("<div class=\"note unsigned\">UNSIGNED CHANGE: an edit, reaction or delete below is from a file no signed manifest entry lists (--unsigned-source)</div>\n");
+    }
     let reply = event.parent.as_deref().or_else(|| event.custom("reply_to"));
     if let Some(parent) = reply {
         let _ = writeln!(
@@ -227,10 +232,11 @@ fn event_html(event: &TimelineEvent, attachments: &Path) -> String {
                     escape(&a.display)
                 );
             }
+            // Not a picture: downloaded, never opened as a page of this transcript's origin.
             (true, false) => {
                 let _ = writeln!(
                     html,
-                    "<div class=\"note\">attachment <a href=\"{}\">{}</a></div>",
+                    "<div class=\"note\">attachment <a href=\"{}\" download>{}</a></div>",
                     escape(&href),
                     escape(&a.display)
                 );
@@ -293,7 +299,7 @@ fn event_html(event: &TimelineEvent, attachments: &Path) -> String {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
-    let mut file = File::create(path).map_err(write_error(path))?;
+    let mut file = super::rsmf::create_new(path)?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(write_error(path))

@@ -34,7 +34,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use crate::aws::AwsFailure;
 use crate::manifest::verify::{Progress, content_problem};
 pub use archive::{Catalogue, Place, Source};
-use collect::{Collector, Rooms};
+use collect::{Collector, Rooms, Trust};
 pub use custody::SourceRecord;
 pub use formats::Formats;
 use read::{Event, FileRead, MAX_LINE};
@@ -199,9 +199,11 @@ impl Export {
         let mut book = Book {
             records: vec![None; sources.len()],
             problems: plan.catalogue.problems.iter().map(ToString::to_string).collect(),
-            verified: vec![false; sources.len()],
+            said: HashSet::new(),
+            trust: vec![Trust::Unverified; sources.len()],
             counts: Counts {
-                files_skipped: plan.skipped,
+                // With --participant every file is read (first for the rooms): none skipped.
+                files_skipped: if plan.rooms_from.is_empty() { plan.skipped } else { 0 },
                 ..Counts::default()
             },
             done: Progress {
@@ -221,8 +223,6 @@ impl Export {
             }
             false => (judge, Rooms::Known(HashSet::new())),
         };
-        // Only the second reading says which files checked out: the lines come from it.
-        book.verified.fill(false);
         self.read_files(
             &mut book,
             Arc::new(judge),
@@ -235,7 +235,7 @@ impl Export {
         let Book {
             records,
             mut problems,
-            verified,
+            trust,
             mut counts,
             ..
         } = book;
@@ -244,7 +244,7 @@ impl Export {
         }
 
         let resolved =
-            tokio::task::block_in_place(|| collector.resolve(&|i| verified[i as usize])).map_err(write_err(&work))?;
+            tokio::task::block_in_place(|| collector.resolve(&|i| trust[i as usize])).map_err(write_err(&work))?;
         counts.duplicates = resolved.duplicates;
         let mut timeline = match self.formats.conversations() {
             true => {
@@ -268,6 +268,16 @@ impl Export {
         counts.attachments_missing = fetched.missing.clone();
         if let Some(timeline) = timeline {
             let path = staging.join(".timeline");
+            if timeline.left_out > 0 {
+                let p = format!(
+                    "NO EVENT: {} line(s) of the output have no sender or no readable msg_ts, so no place in RSMF or the transcript (they are in messages.jsonl)",
+                    timeline.left_out
+                );
+                if self.strict {
+                    return Err(ExportError::Strict(p));
+                }
+                problems.push(p);
+            }
             (counts.rsmf_files, counts.transcript_pages) = tokio::task::block_in_place(|| {
                 let rsmf = if self.formats.rsmf {
                     rsmf::write_all(staging, &timeline)?
@@ -312,20 +322,25 @@ impl Export {
     }
 }
 
-/// What reading the files showed so far: each file's record, its problems and whether it checked
-/// out; kept across the two readings of a `--participant` export.
+/// What reading the files showed so far: each file's record, the problems, and what each file is
+/// to the export; kept across the two readings of a `--participant` export.
 struct Book {
     records: Vec<Option<SourceRecord>>,
     problems: Vec<String>,
-    verified: Vec<bool>,
+    /// The problems already in `problems` (a file read twice says its problem once).
+    said: HashSet<String>,
+    trust: Vec<Trust>,
     counts: Counts,
     done: Progress,
 }
 
 impl Export {
     /// Reads `files` with `judge`, each line that may belong into `collector` (none comes while the
-    /// rooms are being found), each file's check into `book`. Returns the rooms the files that
-    /// checked out show participants to be members of.
+    /// rooms are being found), each file's check into `book`. Returns the rooms the files whose
+    /// lines count (signed, or taken by --unsigned-source) show participants to be members of.
+    ///
+    /// A file read twice (--participant) counts as failed if either reading failed, and the first
+    /// failure's record stays.
     async fn read_files(
         &self,
         book: &mut Book,
@@ -365,8 +380,12 @@ impl Export {
             if let Some(p) = problem.as_ref().filter(|_| self.strict) {
                 return Err(ExportError::Strict(p.clone()));
             }
-            book.verified[i] = problem.is_none();
-            if book.verified[i] {
+            let trust = match (&problem, unsigned) {
+                (Some(_), _) => Trust::Unverified,
+                (None, true) => Trust::Unsigned,
+                (None, false) => Trust::Signed,
+            };
+            if trust.is_output() {
                 rooms.extend(read.rooms.iter().copied());
             }
             let mut record = SourceRecord::of(source, &location);
@@ -376,11 +395,15 @@ impl Export {
                 (None, true) => UNSIGNED_SOURCE.into(),
                 (None, false) => "verified".into(),
             };
-            if book.records[i].replace(record).is_none() {
+            let first_failed = book.records[i].is_some() && book.trust[i] == Trust::Unverified;
+            if book.records[i].is_none() {
                 book.counts.files_read += 1;
             }
+            if !first_failed {
+                (book.records[i], book.trust[i]) = (Some(record), trust);
+            }
             for p in problem.into_iter().chain(line_problems(&location, &read)) {
-                if !book.problems.contains(&p) {
+                if book.said.insert(p.clone()) {
                     book.problems.push(p);
                 }
             }

@@ -102,7 +102,7 @@ impl Pair {
         &mut self,
         text: &[u8],
         fields: Option<&super::selection::Line<'_>>,
-        verified: bool,
+        trust: super::collect::Trust,
     ) -> Result<(), ExportError> {
         if let Some((out, path)) = &mut self.jsonl {
             out.write_all(text)
@@ -110,7 +110,7 @@ impl Pair {
                 .map_err(write_error(path))?;
         }
         if let (Some((out, path)), Some(fields)) = (&mut self.csv, fields) {
-            out.row(fields, verified).map_err(write_error(path))?;
+            out.row(fields, trust).map_err(write_error(path))?;
         }
         Ok(())
     }
@@ -153,14 +153,15 @@ pub fn write_lines(
                 path: work.clone(),
                 error,
             })?;
-        let out = if line.verified {
+        let out = if line.trust.is_output() {
             match line.related {
                 true => written.related += 1,
                 false => written.selected += 1,
             }
             if let Some(timeline) = timeline.as_deref_mut() {
                 let path = staging.join(".timeline");
-                timeline.add(&text).map_err(write_error(&path))?;
+                let unsigned = line.trust == super::collect::Trust::Unsigned;
+                timeline.add(&text, unsigned).map_err(write_error(&path))?;
             }
             &mut verified_out
         } else {
@@ -172,9 +173,9 @@ pub fn write_lines(
         };
         let fields = read_line(&text);
         if let Some(name) = fields.as_ref().and_then(|f| f.attachment.as_ref()) {
-            *names.entry(name.to_string()).or_insert(false) |= line.verified;
+            *names.entry(name.to_string()).or_insert(false) |= line.trust.is_output();
         }
-        out.write(&text, fields.as_ref(), line.verified)?;
+        out.write(&text, fields.as_ref(), line.trust)?;
     }
     if let Some(timeline) = timeline {
         let path = staging.join(".timeline");

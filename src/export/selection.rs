@@ -146,7 +146,14 @@ pub fn read_line(text: &[u8]) -> Option<Line<'_>> {
         ..Line::default()
     };
     if let Some(edit) = object("edit") {
-        line.refers_to = string(edit.get("message_id"));
+        // Only an edit or a reaction refers to a message through `edit` (a text line carrying one
+        // must not split a message from its history).
+        if matches!(
+            msgtype,
+            Some(crate::message::MSGTYPE_EDIT | crate::message::MSGTYPE_REACTION)
+        ) {
+            line.refers_to = string(edit.get("message_id"));
+        }
         if line.text.as_deref().is_none_or(str::is_empty) {
             line.text = string(edit.get("message"));
         }

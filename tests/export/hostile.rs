@@ -26,7 +26,7 @@ const REACTION: &str = "<svg onload=alert(5)>";
 /// The elements the transcript's pages are made of: anything else came from the archive.
 const OWN_ELEMENTS: &[&str] = &[
     "html", "head", "meta", "title", "style", "body", "h1", "p", "a", "div", "span", "time", "ul", "li", "del", "ins",
-    "img", "table", "thead", "tbody", "tr", "th", "td",
+    "img", "table", "thead", "tbody", "tr", "th", "td", "bdi",
 ];
 
 /// A 48x48 PNG of pure red: easy to find in a screenshot.

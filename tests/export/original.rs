@@ -200,3 +200,121 @@ async fn the_original_bots_encrypted_objects_are_exported_with_unsigned_source()
     assert_eq!(code, Some(0), "{text}");
     check_unsigned_export(&out, &files);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsigned_files_in_a_signed_archive_are_marked_in_every_format_and_move_no_signed_line() {
+    let mut bot = common::Bot::start(&[]).await;
+    let line = |id: &str, ts: u32, sender: &str, msgtype: u32, extra: Value| {
+        let mut v = json!({"message_id": id, "msg_ts": format!("17723233{ts:02}.5"), "msgtype": msgtype,
+            "sender": sender, "vgroupid": "S1", "message": format!("{id} text")});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v.to_string()
+    };
+    for body in [
+        line("m1", 10, "alice@example", 1000, json!({})),
+        line(
+            "e1",
+            20,
+            "alice@example",
+            9000,
+            json!({"edit": {"type": "text", "message_id": "m1", "message": "edited"}}),
+        ),
+    ] {
+        let r = bot.post("application/json", body).await;
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    }
+    assert!(bot.stop().await.success(), "{}", bot.log_text());
+    // A file no manifest lists: m1 again, "earlier", a reaction to m1, and a message of its own.
+    let planted = [
+        line("m1", 0, "eve@example", 1000, json!({"message": "forged"})),
+        line(
+            "r9",
+            15,
+            "eve@example",
+            9100,
+            json!({"edit": {"type": "reaction", "message_id": "m1", "reaction": "+1"}}),
+        ),
+        line("x1", 30, "eve@example", 1000, json!({})),
+    ];
+    std::fs::write(
+        bot.messages_dir().join("receivedMessages_legacy.txt"),
+        planted.join("\n") + "\n",
+    )
+    .unwrap();
+
+    let exporter = Exporter {
+        source: vec!["--dir".into(), bot.root.display().to_string()],
+        env: Vec::new(),
+        public_key: bot.root.join("state/public_key.txt"),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (code, text) = exporter.run(&[
+        "--unsigned-source",
+        "--format",
+        "jsonl,csv,rsmf,html",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    // The signed lines keep their order, e1 right after the signed m1.
+    let lines = std::fs::read_to_string(out.join("messages.jsonl")).unwrap();
+    let texts: Vec<String> = lines
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{}:{}",
+                v["message_id"].as_str().unwrap(),
+                v["sender"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "m1:eve@example",
+            "r9:eve@example",
+            "m1:alice@example",
+            "e1:alice@example",
+            "x1:eve@example"
+        ]
+    );
+    // The CSV says which lines no signature vouches for.
+    let csv = std::fs::read_to_string(out.join("messages.csv")).unwrap();
+    let marks: Vec<&str> = csv.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+    assert_eq!(marks, ["unsigned", "unsigned", "yes", "yes", "unsigned"]);
+    // RSMF: the unsigned events say so; the signed m1 keeps its history and no mark.
+    let files = rsmf_check::read_all(&out.join("rsmf"));
+    let events = files[0].events();
+    let mark = |e: &Value| {
+        e["custom"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == "unsigned_source")
+    };
+    let marked: Vec<&str> = events
+        .iter()
+        .filter(|e| mark(e))
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(marked, ["m1", "x1"], "{events:?}");
+    let signed = events.iter().find(|e| e["participant"] == "alice@example").unwrap();
+    assert_eq!(
+        (signed["edits"][0]["new"].as_str(), mark(signed)),
+        (Some("edited"), false)
+    );
+    assert!(
+        signed["reactions"].is_null(),
+        "eve's unsigned reaction is not the signed m1's"
+    );
+    // The transcript shows the mark on each unsigned event.
+    let page = std::fs::read_dir(out.join("transcript"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.ends_with("index.html"))
+        .unwrap();
+    let shown = super::browser::body_text(&super::browser::dom(&page));
+    assert_eq!(shown.matches("UNSIGNED SOURCE").count(), 2, "{shown}");
+}

@@ -86,13 +86,23 @@ pub(super) fn read(path: &Path) -> Rsmf {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.is_ascii(), "{name}: an RFC 5322 message is ASCII");
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut headers = BTreeMap::new();
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut last = String::new();
     for line in head.split("\r\n") {
+        assert!(line.len() <= 78, "{name}: header line of {} characters", line.len());
+        // A folded line continues the header before it (RFC 5322): unfolded here.
+        if line.starts_with([' ', '\t']) {
+            headers.get_mut(&last).unwrap().push_str(&format!("\r\n{line}"));
+            continue;
+        }
         let (k, v) = line
             .split_once(':')
             .unwrap_or_else(|| panic!("{name}: header line {line:?}"));
-        assert!(!k.starts_with([' ', '\t']), "{name}: no folded headers");
-        headers.insert(k.to_lowercase(), v.trim().to_owned());
+        last = k.to_lowercase();
+        assert!(
+            headers.insert(last.clone(), v.trim().to_owned()).is_none(),
+            "{name}: {k} twice"
+        );
     }
     for required in [
         "x-rsmf-version",
@@ -309,10 +319,18 @@ fn check_headers(f: &Rsmf) {
     );
 }
 
-/// An RFC 2047 `=?utf-8?b?...?=` word, decoded (other text as it is).
+/// A header item: text as it is, or RFC 2047 `=?utf-8?b?...?=` words (folded apart), decoded.
 pub(super) fn decode_word(s: &str) -> String {
-    match s.strip_prefix("=?utf-8?b?").and_then(|r| r.strip_suffix("?=")) {
-        Some(b64) => String::from_utf8(B64.decode(b64).unwrap()).unwrap(),
-        None => s.to_owned(),
+    if !s.starts_with("=?") {
+        return s.to_owned();
     }
+    let mut bytes = Vec::new();
+    for word in s.split_whitespace() {
+        let b64 = word
+            .strip_prefix("=?utf-8?b?")
+            .and_then(|r| r.strip_suffix("?="))
+            .unwrap();
+        bytes.extend(B64.decode(b64).unwrap());
+    }
+    String::from_utf8(bytes).unwrap()
 }

@@ -491,6 +491,9 @@ async fn planted_records_and_manifests_are_refused_unread_and_cost_little_memory
         out.contains(&format!("UNREADABLE s3://{BUCKET}/{manifest}")) && out.contains("planted?"),
         "{out}"
     );
+    eprintln!(
+        "verify's peak RSS: {baseline} KiB, {planted} KiB with a {PLANTED_MIB} MiB record and a 20 MiB manifest planted"
+    );
     assert!(
         planted < baseline + (16 << 10),
         "verify's peak RSS grew from {baseline} KiB to {planted} KiB with a {PLANTED_MIB} MiB planted record"
@@ -505,6 +508,7 @@ async fn planted_records_and_manifests_are_refused_unread_and_cost_little_memory
     })
     .await;
     let after = vm_hwm_kib(bot.pid());
+    eprintln!("the daemon's peak RSS: {before} KiB before its scheduled checks, {after} KiB after two");
     assert!(metric(&bot, "Archive_Problems").await >= 2);
     assert!(
         after < before + (24 << 10),

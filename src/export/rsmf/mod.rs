@@ -16,7 +16,7 @@
 //! `X-RSMF-BeginDate`/`EndDate` the earliest and latest event times exactly [1014]; non-ASCII header
 //! text only as `=?utf-8?b?...?=` [1031, 1032]; an e-mail address only where it is one [107].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -27,14 +27,22 @@ use chrono::NaiveDate;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+mod headers;
+
 use super::ExportError;
 use super::timeline::{Conversation, Custom, Stored, Timeline, TimelineEvent};
+use headers::{addresses, header_list, header_text, is_rsmf_email, listable};
 
 pub const RSMF_DIR: &str = "rsmf";
 /// Events per file at most: Relativity's advice, and its validator warns beyond.
 const MAX_EVENTS: usize = 10_000;
+/// Bytes of events (as stored) in one file at most: a busier day is cut into parts.
+const MAX_PART_BYTES: u64 = 64 << 20;
 /// Events the preview body lists; the manifest holds them all.
 const PREVIEW_EVENTS: usize = 500;
+/// The address headers' value when no participant's name is an address (`.invalid` is reserved
+/// for names that are none: RFC 2606).
+const NO_ADDRESS: &str = "undisclosed@retention-bot.invalid";
 /// Bytes of a zip encoded at once: a whole number of 57-byte groups, each a 76-character line.
 const BASE64_CHUNK: usize = 57 * 1024;
 
@@ -85,7 +93,8 @@ pub fn write_all(staging: &Path, timeline: &Timeline) -> Result<usize, ExportErr
 }
 
 /// A conversation's events by UTC day, in time order, each day cut into parts of at most
-/// [`MAX_EVENTS`]: (day, part number from 1, events).
+/// [`MAX_EVENTS`] events and [`MAX_PART_BYTES`] of them (one part is held in memory while it is
+/// written): (day, part number from 1, events).
 fn days(conversation: &Conversation) -> Vec<(NaiveDate, usize, Vec<&Stored>)> {
     let mut by_day: BTreeMap<NaiveDate, Vec<&Stored>> = BTreeMap::new();
     for s in &conversation.events {
@@ -94,11 +103,54 @@ fn days(conversation: &Conversation) -> Vec<(NaiveDate, usize, Vec<&Stored>)> {
     let mut out = Vec::new();
     for (day, mut events) in by_day {
         events.sort_by_key(|s| s.time);
-        for (i, part) in events.chunks(MAX_EVENTS).enumerate() {
-            out.push((day, i + 1, part.to_vec()));
+        let mut part: Vec<&Stored> = Vec::new();
+        let (mut bytes, mut number) = (0u64, 1);
+        for s in events {
+            if !part.is_empty() && (part.len() == MAX_EVENTS || bytes + s.len > MAX_PART_BYTES) {
+                out.push((day, number, std::mem::take(&mut part)));
+                (bytes, number) = (0, number + 1);
+            }
+            bytes += s.len;
+            part.push(s);
         }
+        out.push((day, number, part));
     }
     out
+}
+
+/// A file made here, never one that is there already: two conversations whose names collide fail
+/// the export rather than one overwriting the other.
+pub fn create_new(path: &Path) -> Result<File, ExportError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(write_error(path))
+}
+
+/// An attachment's name in the zip: its archived name with anything but letters, digits and
+/// `.-_` made `_`, never `.`/`..`, and unique in the zip (unless it is the same file).
+fn zip_entry_name(name: &str, path: &Path, files: &BTreeMap<String, PathBuf>) -> String {
+    let mut safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.trim_start_matches('.').is_empty() || safe == "rsmf_manifest.json" {
+        safe = format!("attachment_{safe}");
+    }
+    let mut candidate = safe.clone();
+    let mut n = 1;
+    while files.get(&candidate).is_some_and(|p| p != path) {
+        n += 1;
+        candidate = format!("{n}_{safe}");
+    }
+    candidate
 }
 
 /// `<conversation>-<hash>_<day>[_partN].rsmf`: sorted by conversation, then day.
@@ -118,7 +170,7 @@ pub fn conversation_stem(conversation: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
         .take(60)
         .collect();
-    format!("{safe}-{}", &hex::encode(Sha256::digest(conversation.as_bytes()))[..8])
+    format!("{safe}-{}", &hex::encode(Sha256::digest(conversation.as_bytes()))[..16])
 }
 
 /// One conversation-day's file.
@@ -146,12 +198,14 @@ impl RsmfFile<'_> {
     /// Makes the events keep RSMF's rules: unique ids, a parent only within the file, no join or
     /// leave in a one-to-one conversation, no leave before its participant acts again.
     fn settle(&mut self) {
-        let mut seen: HashMap<String, usize> = HashMap::new();
+        // An id met again gets the first free `#n` (one that is no other event's id either).
+        let mut taken: HashSet<String> = HashSet::new();
         for event in &mut self.events {
-            let n = seen.entry(event.id.clone()).or_insert(0);
-            *n += 1;
-            if *n > 1 {
-                event.id = format!("{}#{n}", event.id);
+            let original = event.id.clone();
+            let mut n = 1;
+            while !taken.insert(event.id.clone()) {
+                n += 1;
+                event.id = format!("{original}#{n}");
             }
         }
         let times: HashMap<String, String> = self
@@ -197,6 +251,9 @@ impl RsmfFile<'_> {
                 match std::fs::metadata(&path) {
                     Ok(m) if m.is_file() => {
                         a.size = Some(m.len());
+                        // The zip's entry: a plain name at its root, whatever the archived name
+                        // holds (a `\` is a separator to some unzip tools).
+                        a.id = zip_entry_name(&a.id, &path, &files);
                         files.insert(a.id.clone(), path);
                         kept.push(a);
                     }
@@ -227,8 +284,12 @@ impl RsmfFile<'_> {
         people
     }
 
+    /// Stable per conversation, and short enough for its header line.
     fn collection_id(&self) -> String {
-        format!("retention-bot-{}", conversation_stem(self.conversation_id))
+        format!(
+            "retention-bot-{}",
+            &hex::encode(Sha256::digest(self.conversation_id.as_bytes()))[..32]
+        )
     }
 
     fn manifest(&self) -> Value {
@@ -288,12 +349,20 @@ impl RsmfFile<'_> {
         );
         let mut headers = vec![
             ("MIME-Version", "1.0".to_owned()),
-            ("From", header_text(people.first().copied().unwrap_or("retention-bot"))),
+            // Only names that are addresses: any other name is no address, whatever it looks like.
             (
-                "To",
-                people.iter().map(|p| header_text(p)).collect::<Vec<_>>().join(", "),
+                "From",
+                addresses(
+                    6,
+                    self.events.iter().map(|e| e.participant.as_str()).take(1),
+                    NO_ADDRESS,
+                ),
             ),
-            ("Subject", header_text(&format!("{application} {display} {}", self.day))),
+            ("To", addresses(4, people.iter().copied(), NO_ADDRESS)),
+            (
+                "Subject",
+                header_text(&format!("{application} {display} {}", self.day), 9),
+            ),
             ("Date", date),
             ("X-RSMF-Version", "2.0.0".to_owned()),
             (
@@ -308,15 +377,12 @@ impl RsmfFile<'_> {
         ];
         // Optional, and compared name for name with the manifest: only when every name can be.
         if people.iter().all(|p| listable(p)) {
-            headers.push((
-                "X-RSMF-Participants",
-                people.iter().map(|p| header_text(p)).collect::<Vec<_>>().join(", "),
-            ));
+            headers.push(("X-RSMF-Participants", header_list(21, people.iter().copied())));
         }
         headers.push(("X-RSMF-EventCollectionID", self.collection_id()));
         headers.push(("Content-Type", format!("multipart/mixed; boundary=\"{boundary}\"")));
 
-        let file = File::create(path).map_err(write_error(path))?;
+        let file = create_new(path)?;
         let mut out = BufWriter::new(file);
         let mut head = String::new();
         for (name, value) in &headers {
@@ -359,7 +425,7 @@ impl RsmfFile<'_> {
 /// `rsmf.zip`: the manifest, then each attachment file, all at the zip's root.
 fn write_zip(path: &Path, manifest: &Value, files: &BTreeMap<String, PathBuf>) -> Result<(), ExportError> {
     use zip::write::SimpleFileOptions;
-    let file = File::create(path).map_err(write_error(path))?;
+    let file = create_new(path)?;
     let mut zip = zip::ZipWriter::new(BufWriter::new(file));
     let zip_error = |e: zip::result::ZipError| write_error(path)(std::io::Error::other(e));
     let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
@@ -409,70 +475,19 @@ fn base64_lines(path: &Path, out: &mut impl std::io::Write) -> std::io::Result<(
     }
 }
 
-/// Header text: as it is when printable ASCII, else one `=?utf-8?b?...?=` word (the only encoding
-/// the RSMF reader decodes; never quoted-printable).
-fn header_text(text: &str) -> String {
-    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        text.to_owned()
-    } else {
-        format!("=?utf-8?b?{}?=", B64.encode(text.as_bytes()))
-    }
-}
-
-/// Whether a name can stand in `X-RSMF-Participants`, which is split on commas and trimmed.
-fn listable(name: &str) -> bool {
-    !name.is_empty() && !name.contains(',') && name.trim() == name && !name.chars().any(char::is_control)
-}
-
-/// Whether RSMF's reader takes `text` for an e-mail address (exactly one `@`, a local part of the
-/// characters it allows, a domain of letters, digits and hyphens): an address it refuses fails the
-/// whole file, so anything else is no address.
-fn is_rsmf_email(text: &str) -> bool {
-    let Some((local, domain)) = text.split_once('@') else {
-        return false;
-    };
-    let local_ok = !local.is_empty()
-        && local
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(&b));
-    let domain = domain.strip_suffix('.').unwrap_or(domain);
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    local_ok && !domain.is_empty() && domain.split('.').all(label_ok)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names_addresses_and_header_text_follow_the_readers_rules() {
-        assert!(is_rsmf_email("alice@example") && is_rsmf_email("bob+x@example.com."));
-        for bad in [
-            "",
-            "a",
-            "a b@x.com",
-            "bob@exa_mple.com",
-            "bob@-bad.com",
-            "bob@@x.com",
-            "@x.com",
-            "bob@[1.2.3.4]",
-        ] {
-            assert!(!is_rsmf_email(bad), "{bad}");
-        }
-        assert_eq!(header_text("Bob"), "Bob");
-        assert_eq!(header_text("Zoë"), "=?utf-8?b?Wm/Dqw==?=");
-        assert!(header_text("a\r\nX-Evil: 1").starts_with("=?utf-8?b?"));
-        assert!(listable("Bob") && !listable("Bob, Jr") && !listable(" Bob") && !listable(""));
+    fn file_names_are_safe_and_sort_by_conversation_then_day() {
         let day = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
         let a = file_name("S1111", day, 1);
         assert!(a.starts_with("S1111-") && a.ends_with("_2026-03-01.rsmf"), "{a}");
-        assert!(file_name("../x", day, 2).starts_with("___x-") && file_name("../x", day, 2).ends_with("_part2.rsmf"));
+        let b = file_name("../x", day, 2);
+        assert!(b.starts_with("___x-") && b.ends_with("_part2.rsmf"), "{b}");
+        // 16 hex digits keep two ids apart.
+        assert_eq!(conversation_stem("S1111").len(), "S1111-".len() + 16);
     }
 
     #[test]

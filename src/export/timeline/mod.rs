@@ -9,112 +9,25 @@
 //! deletes that refer to it), so a message is held until the next one begins, then written as one
 //! JSON line to a work file: only a small index (conversation, day, offset) stays in memory.
 
+mod event;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::NaiveDate;
 use serde_json::Value;
 
 use crate::message::{
-    MSGTYPE_CALL, MSGTYPE_CREATE_ROOM, MSGTYPE_DELETE_MESSAGE, MSGTYPE_EDIT, MSGTYPE_FILE, MSGTYPE_LEAVE_ROOM,
-    MSGTYPE_LOCATION, MSGTYPE_MODIFY_MEMBERS, MSGTYPE_MODIFY_ROOM, MSGTYPE_REACTION, MSGTYPE_TEXT, msg_time,
+    MSGTYPE_CREATE_ROOM, MSGTYPE_DELETE_MESSAGE, MSGTYPE_EDIT, MSGTYPE_LEAVE_ROOM, MSGTYPE_MODIFY_MEMBERS,
+    MSGTYPE_MODIFY_ROOM, MSGTYPE_REACTION,
 };
-use crate::source::matrix::translate::message_id as matrix_message_id;
-
-/// One event, with RSMF 2.0's field names (the transcript reads the same).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TimelineEvent {
-    pub id: String,
-    /// `message`, `join`, `leave`, `history` or `unknown`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub conversation: String,
-    pub participant: String,
-    /// RFC 3339, UTC, to the microsecond.
-    pub timestamp: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub deleted: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<Attachment>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub edits: Vec<Edit>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reactions: Vec<Reaction>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub custom: Vec<Custom>,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-/// A file a message carries: `id` is its archived name (the export's `attachments/` file).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Attachment {
-    pub id: String,
-    pub display: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Edit {
-    pub participant: String,
-    pub timestamp: String,
-    pub previous: String,
-    pub new: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reaction {
-    pub value: String,
-    pub count: u64,
-    pub participants: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Custom {
-    pub name: String,
-    pub value: String,
-}
-
-impl TimelineEvent {
-    pub fn custom(&self, name: &str) -> Option<&str> {
-        self.custom.iter().find(|c| c.name == name).map(|c| c.value.as_str())
-    }
-
-    fn push_custom(&mut self, name: &str, value: impl Into<String>) {
-        let value = value.into();
-        // RSMF takes no empty value.
-        if !value.is_empty() {
-            self.custom.push(Custom {
-                name: name.to_owned(),
-                value,
-            });
-        }
-    }
-
-    /// Everyone the event names: its participant, editors and reactors.
-    pub fn people(&self) -> impl Iterator<Item = &String> {
-        std::iter::once(&self.participant)
-            .chain(self.edits.iter().map(|e| &e.participant))
-            .chain(self.reactions.iter().flat_map(|r| r.participants.iter()))
-    }
-
-    pub fn time(&self) -> Option<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(&self.timestamp)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    }
-}
+#[cfg(test)]
+pub use event::Attachment;
+pub use event::{Custom, Edit, Reaction, TimelineEvent};
+use event::{base_event, control_events, message_event};
 
 /// What is known of a conversation across the export.
 #[derive(Debug, Default)]
@@ -143,7 +56,28 @@ pub struct Stored {
     pub day: NaiveDate,
     pub time: i64,
     offset: u64,
-    len: u32,
+    pub len: u64,
+}
+
+/// The most an event gathers of its edits' texts and its reactors' names: an edit or reaction
+/// beyond it is an event of its own, so that one message edited a thousand times cannot take the
+/// export's memory (each edit holds its previous and new text).
+const MAX_FOLDED_BYTES: usize = 32 << 20;
+/// What the custom property `unsigned_source` says of an event from a file no signed entry lists.
+const UNSIGNED_NOTE: &str = "from a file no signed manifest entry lists (--unsigned-source)";
+/// What `unsigned_change` says of an event an edit, reaction or delete from such a file changed.
+const UNSIGNED_CHANGE_NOTE: &str =
+    "an edit, reaction or delete of it is from a file no signed manifest entry lists (--unsigned-source)";
+
+/// The message whose edits, reactions and deletes may follow.
+struct Pending {
+    event: TimelineEvent,
+    /// Its id and the ids folded into it (an edit's edit refers to the edit).
+    ids: HashSet<String>,
+    /// Each reaction value's place in `event.reactions`, and who gave it.
+    reactions: std::collections::HashMap<String, (usize, HashSet<String>)>,
+    /// Bytes of edit texts and reactor names folded in.
+    folded: usize,
 }
 
 /// The events as the lines arrive.
@@ -152,8 +86,9 @@ pub struct Timeline {
     path: PathBuf,
     written: u64,
     pub conversations: BTreeMap<String, Conversation>,
-    /// The message whose edits, reactions and deletes may follow, and the ids folded into it.
-    pending: Option<(TimelineEvent, HashSet<String>)>,
+    pending: Option<Pending>,
+    /// Lines with no sender or no readable time: in the JSONL, but no event.
+    pub left_out: usize,
 }
 
 impl Timeline {
@@ -169,21 +104,27 @@ impl Timeline {
             written: 0,
             conversations: BTreeMap::new(),
             pending: None,
+            left_out: 0,
         })
     }
 
-    /// Takes one verified line (in the export's order).
-    pub fn add(&mut self, text: &[u8]) -> std::io::Result<()> {
-        let Ok(line) = serde_json::from_slice::<Value>(text) else {
+    /// Takes one line of the output (in the export's order); `unsigned`: from a file
+    /// `--unsigned-source` took, which its events say.
+    pub fn add(&mut self, text: &[u8], unsigned: bool) -> std::io::Result<()> {
+        let Some((line, mut base)) = serde_json::from_slice::<Value>(text)
+            .ok()
+            .and_then(|line| base_event(&line).map(|base| (line, base)))
+        else {
+            self.left_out += 1;
             return Ok(());
         };
-        let Some(base) = base_event(&line) else {
-            return Ok(());
-        };
+        if unsigned {
+            base.push_custom("unsigned_source", UNSIGNED_NOTE);
+        }
         let msgtype = line.get("msgtype").and_then(Value::as_i64).unwrap_or(0);
         self.note_conversation(&line, &base);
         if matches!(msgtype, MSGTYPE_EDIT | MSGTYPE_REACTION | MSGTYPE_DELETE_MESSAGE)
-            && self.fold_into_pending(msgtype, &line, &base)
+            && self.fold_into_pending(msgtype, &line, &base, unsigned)
         {
             return Ok(());
         }
@@ -196,8 +137,12 @@ impl Timeline {
             }
             _ => {
                 let event = message_event(msgtype, &line, base);
-                let id = event.id.clone();
-                self.pending = Some((event, HashSet::from([id])));
+                self.pending = Some(Pending {
+                    ids: HashSet::from([event.id.clone()]),
+                    event,
+                    reactions: std::collections::HashMap::new(),
+                    folded: 0,
+                });
             }
         }
         Ok(())
@@ -257,28 +202,40 @@ impl Timeline {
         }
     }
 
-    /// An edit, reaction or delete of the message held (or of an edit folded into it): folded in.
-    fn fold_into_pending(&mut self, msgtype: i64, line: &Value, base: &TimelineEvent) -> bool {
+    /// An edit, reaction or delete of the message held (or of an edit folded into it), in its
+    /// conversation: folded in (unless the message has gathered [`MAX_FOLDED_BYTES`]).
+    fn fold_into_pending(&mut self, msgtype: i64, line: &Value, base: &TimelineEvent, unsigned: bool) -> bool {
         let target = match msgtype {
             MSGTYPE_DELETE_MESSAGE => line.pointer("/control/message_id"),
             _ => line.pointer("/edit/message_id"),
         }
         .and_then(Value::as_str);
-        let Some((event, ids)) = &mut self.pending else {
+        let Some(pending) = &mut self.pending else {
             return false;
         };
-        if !target.is_some_and(|t| ids.contains(t)) {
+        let event = &mut pending.event;
+        if !target.is_some_and(|t| pending.ids.contains(t)) || event.conversation != base.conversation {
             return false;
         }
-        ids.insert(base.id.clone());
+        let new = line
+            .pointer("/edit/message")
+            .or_else(|| line.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let adds = match msgtype {
+            MSGTYPE_EDIT => 2 * new.len(),
+            _ => base.participant.len(),
+        };
+        if pending.folded + adds > MAX_FOLDED_BYTES {
+            return false;
+        }
+        pending.folded += adds;
+        pending.ids.insert(base.id.clone());
+        if unsigned && event.custom("unsigned_change").is_none() {
+            event.push_custom("unsigned_change", UNSIGNED_CHANGE_NOTE);
+        }
         match msgtype {
             MSGTYPE_EDIT => {
-                let new = line
-                    .pointer("/edit/message")
-                    .or_else(|| line.get("message"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
                 let previous = event
                     .edits
                     .last()
@@ -287,7 +244,7 @@ impl Timeline {
                     participant: base.participant.clone(),
                     timestamp: base.timestamp.clone(),
                     previous,
-                    new,
+                    new: new.to_owned(),
                 });
             }
             MSGTYPE_REACTION => {
@@ -296,18 +253,23 @@ impl Timeline {
                     .and_then(Value::as_str)
                     .unwrap_or("?")
                     .to_owned();
-                match event.reactions.iter_mut().find(|r| r.value == value) {
-                    Some(r) => {
+                match pending.reactions.get_mut(&value) {
+                    Some((at, who)) => {
+                        let r = &mut event.reactions[*at];
                         r.count += 1;
-                        if !r.participants.contains(&base.participant) {
+                        if who.insert(base.participant.clone()) {
                             r.participants.push(base.participant.clone());
                         }
                     }
-                    None => event.reactions.push(Reaction {
-                        value,
-                        count: 1,
-                        participants: vec![base.participant.clone()],
-                    }),
+                    None => {
+                        let who = HashSet::from([base.participant.clone()]);
+                        pending.reactions.insert(value.clone(), (event.reactions.len(), who));
+                        event.reactions.push(Reaction {
+                            value,
+                            count: 1,
+                            participants: vec![base.participant.clone()],
+                        });
+                    }
                 }
             }
             _ => {
@@ -321,183 +283,29 @@ impl Timeline {
 
     fn flush(&mut self) -> std::io::Result<()> {
         match self.pending.take() {
-            Some((event, _)) => self.store(event),
+            Some(pending) => self.store(pending.event),
             None => Ok(()),
         }
     }
 
     fn store(&mut self, event: TimelineEvent) -> std::io::Result<()> {
-        let Some(time) = event.time() else { return Ok(()) };
+        let Some(time) = event.time() else {
+            self.left_out += 1;
+            return Ok(());
+        };
         let text = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
         self.work.write_all(&text)?;
         let stored = Stored {
             day: time.date_naive(),
             time: time.timestamp_micros(),
             offset: self.written,
-            len: u32::try_from(text.len()).unwrap_or(u32::MAX),
+            len: text.len() as u64,
         };
         self.written += text.len() as u64;
         let conversation = self.conversations.entry(event.conversation.clone()).or_default();
         conversation.people.extend(event.people().cloned());
         conversation.events.push(stored);
         Ok(())
-    }
-}
-
-/// The fields every event of a line has; `None` for a line without a sender or a readable time.
-fn base_event(line: &Value) -> Option<TimelineEvent> {
-    let sender = line.get("sender").and_then(Value::as_str).filter(|s| !s.is_empty())?;
-    let time = line.get("msg_ts").and_then(Value::as_str).and_then(msg_time)?;
-    let id = line
-        .get("message_id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map_or_else(|| format!("{}-{}", sender, time.timestamp_micros()), str::to_owned);
-    let conversation = line
-        .get("vgroupid")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            // No room: the pair of people, in a stable order.
-            let receiver = line.get("receiver").and_then(Value::as_str).unwrap_or("");
-            let mut pair = [sender, receiver];
-            pair.sort_unstable();
-            format!("direct:{}:{}", pair[0], pair[1])
-        });
-    Some(TimelineEvent {
-        id,
-        kind: "message".into(),
-        conversation,
-        participant: sender.to_owned(),
-        timestamp: time.to_rfc3339_opts(SecondsFormat::Micros, true),
-        body: None,
-        deleted: false,
-        parent: None,
-        attachments: Vec::new(),
-        edits: Vec::new(),
-        reactions: Vec::new(),
-        custom: Vec::new(),
-    })
-}
-
-/// A message-like line: text, file, call, location, or anything else.
-fn message_event(msgtype: i64, line: &Value, mut event: TimelineEvent) -> TimelineEvent {
-    let text = line.get("message").and_then(Value::as_str).unwrap_or_default();
-    event.body = Some(text.to_owned());
-    event.push_custom("msgtype", msgtype.to_string());
-    // Replies and threads exist only on Matrix: its event, kept whole in the line, says what it
-    // relates to (by event id, which the line's `message_id` is a digest of).
-    let relates = line.pointer("/matrix/event/content/m.relates_to");
-    let related = |pointer: &str| relates.and_then(|r| r.pointer(pointer)).and_then(Value::as_str);
-    if let Some(parent) = related("/m.in_reply_to/event_id") {
-        event.parent = Some(matrix_message_id(parent));
-    }
-    if related("/rel_type") == Some("m.thread")
-        && let Some(root) = related("/event_id")
-    {
-        event.push_custom("thread_root", matrix_message_id(root));
-    }
-    match msgtype {
-        MSGTYPE_TEXT => {}
-        MSGTYPE_FILE => {
-            let file = line.get("file");
-            let name = file
-                .and_then(|f| f.get("filename"))
-                .and_then(Value::as_str)
-                .unwrap_or("attachment");
-            if let Some(archived) = file
-                .and_then(|f| f.get("localfilename"))
-                .and_then(Value::as_str)
-                .and_then(|p| p.rsplit('/').next())
-                .filter(|p| !p.is_empty())
-            {
-                event.attachments.push(Attachment {
-                    id: archived.to_owned(),
-                    display: name.to_owned(),
-                    size: None,
-                });
-            }
-            if text.is_empty() {
-                event.body = Some(name.to_owned());
-            }
-        }
-        MSGTYPE_CALL | MSGTYPE_LOCATION => {
-            let (field, label) = if msgtype == MSGTYPE_CALL {
-                ("call", "Call")
-            } else {
-                ("location", "Location")
-            };
-            let details = line.get(field).and_then(Value::as_object);
-            for (name, value) in details.into_iter().flatten() {
-                event.push_custom(&format!("{field}.{name}"), plain(value));
-            }
-            if text.is_empty() {
-                let summary: Vec<String> = details
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| format!("{k} {}", plain(v)))
-                    .collect();
-                event.body = Some(format!("{label}: {}", summary.join(", ")));
-            }
-        }
-        _ => event.kind = "unknown".into(),
-    }
-    event
-}
-
-/// A room control line: a `join` for each member added, a `leave`, or `history` (the room changed).
-fn control_events(msgtype: i64, line: &Value, base: TimelineEvent) -> Vec<TimelineEvent> {
-    let members: Vec<String> = line
-        .pointer("/control/members")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.as_str().filter(|m| !m.is_empty()).map(str::to_owned))
-        .collect();
-    let actor = base.participant.clone();
-    let with = |kind: &str, participant: String, body: String| {
-        let mut event = base.clone();
-        event.kind = kind.into();
-        event.participant = participant;
-        event.body = Some(body);
-        event.push_custom("msgtype", msgtype.to_string());
-        event
-    };
-    match msgtype {
-        MSGTYPE_CREATE_ROOM | MSGTYPE_MODIFY_MEMBERS if !members.is_empty() => members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let mut event = with("join", m.clone(), format!("{m} joined (added by {actor})"));
-                if i > 0 {
-                    event.id = format!("{}#join-{m}", base.id);
-                }
-                event
-            })
-            .collect(),
-        MSGTYPE_LEAVE_ROOM => vec![with("leave", actor.clone(), format!("{actor} left"))],
-        _ => {
-            let mut changed: Vec<String> = Vec::new();
-            for (name, value) in line.get("control").and_then(Value::as_object).into_iter().flatten() {
-                if name != "msgtype" && name != "members" {
-                    changed.push(format!("{name}: {}", plain(value)));
-                }
-            }
-            vec![with(
-                "history",
-                actor.clone(),
-                format!("{actor} changed the room ({})", changed.join("; ")),
-            )]
-        }
-    }
-}
-
-/// A JSON value as a plain string (a string without its quotes).
-fn plain(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -509,7 +317,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut t = Timeline::new(&dir.path().join("work")).unwrap();
         for line in lines {
-            t.add(line.as_bytes()).unwrap();
+            t.add(line.as_bytes(), false).unwrap();
         }
         t.finish().unwrap();
         let mut all: Vec<TimelineEvent> = Vec::new();
@@ -556,7 +364,7 @@ mod tests {
 
     #[test]
     fn a_matrix_reply_names_its_parent_and_a_thread_its_root() {
-        let id = matrix_message_id("$root");
+        let id = crate::source::matrix::translate::message_id("$root");
         let got = events(&[
             &format!(
                 r#"{{"msgtype":1000,"message_id":"{id}","msg_ts":"1700000000","sender":"@a:x","vgroupid":"!r:x","message":"q"}}"#
