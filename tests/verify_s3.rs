@@ -120,16 +120,7 @@ async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage()
     );
     let listed_by = |manifest: &str| {
         let plain = moto.read_encrypted(BUCKET, manifest, &key_arn, "official").unwrap();
-        String::from_utf8(plain)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect::<Vec<_>>()
+        common::archive::manifest_names(&plain)
     };
     // Whether `names` (a manifest's entries) list the object `key`: its name, or for an attachment
     // (`attachment_<time>_<bot>-<hash>_<name>`) the same time and name.

@@ -60,3 +60,17 @@ pub fn open_files(dir: &Path) -> Vec<String> {
         .filter(|n| n.starts_with("receivedMessages_") && n.ends_with(".open"))
         .collect()
 }
+
+/// The file names a manifest's text lists, in order.
+pub fn manifest_names(text: &[u8]) -> Vec<String> {
+    std::str::from_utf8(text)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}

@@ -141,29 +141,48 @@ impl Moto {
             .unwrap();
     }
 
-    /// Every version and delete marker of `key` deleted for good (governance bypassed): what a
-    /// bucket writer can do where no retention stands in the way.
-    pub async fn erase(&self, bucket: &str, key: &str) {
-        let s3 = self.s3().await;
-        let listed = s3
+    /// The versions (newest first) and delete markers of `key` exactly.
+    pub async fn versions_of(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> (
+        Vec<aws_sdk_s3::types::ObjectVersion>,
+        Vec<aws_sdk_s3::types::DeleteMarkerEntry>,
+    ) {
+        let listed = self
+            .s3()
+            .await
             .list_object_versions()
             .bucket(bucket)
             .prefix(key)
             .send()
             .await
             .unwrap();
-        let ids = listed
+        let versions = listed
             .versions()
             .iter()
             .filter(|v| v.key() == Some(key))
+            .cloned()
+            .collect();
+        let markers = listed
+            .delete_markers()
+            .iter()
+            .filter(|m| m.key() == Some(key))
+            .cloned()
+            .collect();
+        (versions, markers)
+    }
+
+    /// Every version and delete marker of `key` deleted for good (governance bypassed): what a
+    /// bucket writer can do where no retention stands in the way.
+    pub async fn erase(&self, bucket: &str, key: &str) {
+        let s3 = self.s3().await;
+        let (versions, markers) = self.versions_of(bucket, key).await;
+        let ids = versions
+            .iter()
             .map(|v| v.version_id().map(str::to_owned))
-            .chain(
-                listed
-                    .delete_markers()
-                    .iter()
-                    .filter(|m| m.key() == Some(key))
-                    .map(|m| m.version_id().map(str::to_owned)),
-            )
+            .chain(markers.iter().map(|m| m.version_id().map(str::to_owned)))
             // An unversioned bucket's object: deleted as it is.
             .map(|id| id.filter(|id| id != "null"));
         for id in ids {

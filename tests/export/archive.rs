@@ -271,6 +271,26 @@ pub(super) struct Exporter {
 }
 
 impl Exporter {
+    /// An export of `bot`'s directories, signed with its key (its state and password).
+    pub(super) fn of_dir(bot: &Bot) -> Exporter {
+        Exporter {
+            source: vec!["--dir".into(), bot.root.display().to_string()],
+            env: signing_env(bot),
+            public_key: bot.root.join("state/public_key.txt"),
+        }
+    }
+
+    /// An export of `bot`'s folder in `bucket`, through `endpoint`, signed with its key.
+    pub(super) fn of_bucket(bot: &Bot, bucket: &str, endpoint: &str) -> Exporter {
+        let mut env = common::aws::Moto::env_via(endpoint);
+        env.extend(signing_env(bot));
+        Exporter {
+            source: vec!["--bucket".into(), bucket.into(), "--prefix".into(), FOLDER.into()],
+            env,
+            public_key: bot.root.join("state/public_key.txt"),
+        }
+    }
+
     pub(super) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(common::BIN);
         cmd.arg("export")
@@ -286,6 +306,15 @@ impl Exporter {
     pub(super) fn run(&self, args: &[&str]) -> (Option<i32>, String) {
         common::run_to_end(&mut self.command(args))
     }
+}
+
+/// What signs an export with the bot's key: its state directory and password.
+fn signing_env(bot: &Bot) -> Vec<(String, String)> {
+    bot.env
+        .iter()
+        .filter(|(k, _)| k == "WICKRIO_STATE_DIR" || k == "WICKRIO_BOT_PASSWORD")
+        .cloned()
+        .collect()
 }
 
 pub(super) fn ids_in(path: &Path) -> Vec<String> {

@@ -18,7 +18,13 @@ use crate::common;
 use common::Bot;
 use common::aws::Moto;
 
-const ALL: &[&str] = &["--format", "jsonl,csv,rsmf,html"];
+/// The whole archive in every format, into `tmp/all`: the directory and what the export said.
+fn export_all(exporter: &Exporter, tmp: &Path) -> (std::path::PathBuf, String) {
+    let out = tmp.join("all");
+    let (code, text) = exporter.run(&["--format", "jsonl,csv,rsmf,html", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    (out, text)
+}
 
 /// What the model says one conversation's RSMF events are, by day: (time in µs, id, kind).
 type Expected = BTreeMap<String, BTreeMap<NaiveDate, Vec<(i64, String, &'static str)>>>;
@@ -316,19 +322,9 @@ async fn every_format_from_a_directory_agrees_with_the_model_and_reads_in_a_brow
     let msgs = generate();
     let mut bot = Bot::start(&rotating()).await;
     write_archive(&mut bot, &msgs).await;
-    let mut env = bot.env.clone();
-    env.retain(|(k, _)| k == "WICKRIO_STATE_DIR" || k == "WICKRIO_BOT_PASSWORD");
-    let exporter = Exporter {
-        source: vec!["--dir".into(), bot.root.display().to_string()],
-        env,
-        public_key: bot.root.join("state/public_key.txt"),
-    };
+    let exporter = Exporter::of_dir(&bot);
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("all");
-    let mut args = ALL.to_vec();
-    args.extend(["--out", out.to_str().unwrap()]);
-    let (code, text) = exporter.run(&args);
-    assert_eq!(code, Some(0), "{text}");
+    let (out, text) = export_all(&exporter, tmp.path());
     assert_eq!(ids_in(&out.join("messages.jsonl")), model(&msgs, &Sel::default()));
 
     let files = rsmf_check::read_all(&out.join("rsmf"));
@@ -411,24 +407,9 @@ async fn every_format_from_an_encrypted_bucket_agrees_with_the_model() {
     ]);
     let mut bot = Bot::start(&extra).await;
     write_archive(&mut bot, &msgs).await;
-    let mut env = Moto::env_via(&moto.endpoint());
-    env.extend(
-        bot.env
-            .iter()
-            .filter(|(k, _)| k.starts_with("WICKRIO_STATE") || k == "WICKRIO_BOT_PASSWORD")
-            .cloned(),
-    );
-    let exporter = Exporter {
-        source: vec!["--bucket".into(), bucket.into(), "--prefix".into(), FOLDER.into()],
-        env,
-        public_key: bot.root.join("state/public_key.txt"),
-    };
+    let exporter = Exporter::of_bucket(&bot, bucket, &moto.endpoint());
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("all");
-    let mut args = ALL.to_vec();
-    args.extend(["--out", out.to_str().unwrap()]);
-    let (code, text) = exporter.run(&args);
-    assert_eq!(code, Some(0), "{text}");
+    let (out, _) = export_all(&exporter, tmp.path());
     let files = rsmf_check::read_all(&out.join("rsmf"));
     check_rsmf_against_model(&files, &msgs);
     check_transcript_against_model(&out, &msgs);

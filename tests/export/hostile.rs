@@ -96,13 +96,7 @@ async fn markup_in_the_archive_renders_as_text_and_never_as_an_element_in_a_brow
     let mut bot = bot;
     assert!(bot.stop().await.success(), "{}", bot.log_text());
 
-    let mut env = bot.env.clone();
-    env.retain(|(k, _)| k == "WICKRIO_STATE_DIR" || k == "WICKRIO_BOT_PASSWORD");
-    let exporter = Exporter {
-        source: vec!["--dir".into(), bot.root.display().to_string()],
-        env,
-        public_key: bot.root.join("state/public_key.txt"),
-    };
+    let exporter = Exporter::of_dir(&bot);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let (code, text) = exporter.run(&["--format", "html,rsmf", "--out", out.to_str().unwrap()]);

@@ -29,13 +29,7 @@ async fn export_from_a_directory_answers_every_selection_exactly_with_a_signed_c
     let msgs = generate();
     let mut bot = Bot::start(&rotating()).await;
     write_archive(&mut bot, &msgs).await;
-    let mut env = bot.env.clone();
-    env.retain(|(k, _)| k == "WICKRIO_STATE_DIR" || k == "WICKRIO_BOT_PASSWORD");
-    let exporter = Exporter {
-        source: vec!["--dir".into(), bot.root.display().to_string()],
-        env,
-        public_key: bot.root.join("state/public_key.txt"),
-    };
+    let exporter = Exporter::of_dir(&bot);
     let tmp = tempfile::tempdir().unwrap();
     let mut outs = Vec::new();
     for (args, sel) in selections() {
@@ -106,18 +100,7 @@ async fn export_reads_plain_and_encrypted_buckets_in_place_and_only_the_objects_
         write_archive(&mut bot, &msgs).await;
 
         let proxy = RecordingProxy::start(moto.port).await;
-        let mut env = Moto::env_via(&proxy.endpoint());
-        env.extend(
-            bot.env
-                .iter()
-                .filter(|(k, _)| k.starts_with("WICKRIO_STATE") || k == "WICKRIO_BOT_PASSWORD")
-                .cloned(),
-        );
-        let exporter = Exporter {
-            source: vec!["--bucket".into(), bucket.into(), "--prefix".into(), FOLDER.into()],
-            env,
-            public_key: bot.root.join("state/public_key.txt"),
-        };
+        let exporter = Exporter::of_bucket(&bot, bucket, &proxy.endpoint());
         let tmp = tempfile::tempdir().unwrap();
         for (args, sel) in selections() {
             check_selection(&exporter, &msgs, &sel, &args, tmp.path());

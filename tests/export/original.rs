@@ -122,6 +122,28 @@ fn check_unsigned_export(out: &Path, files: &[(String, std::path::PathBuf)]) {
     assert_eq!(rsmf.len(), 2, "the room and the direct conversation");
 }
 
+/// Exports the original's archive without `--unsigned-source` (its lines kept apart, each file
+/// UNLISTED), then with it, and checks both.
+fn export_both_ways(exporter: &Exporter, tmp: &Path, files: &[(String, std::path::PathBuf)]) {
+    let plain = tmp.join("plain");
+    let (code, text) = exporter.run(&["--out", plain.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("UNLISTED"), "{text}");
+    assert_eq!(ids_in(&plain.join("messages.jsonl")), Vec::<String>::new());
+    assert_eq!(ids_in(&plain.join("unverified/messages.jsonl")), IDS);
+
+    let out = tmp.join("taken");
+    let (code, text) = exporter.run(&[
+        "--unsigned-source",
+        "--format",
+        "jsonl,rsmf",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    check_unsigned_export(&out, files);
+}
+
 #[test]
 fn the_original_bots_files_on_disk_stay_unverified_unless_unsigned_source_takes_them() {
     let tmp = tempfile::tempdir().unwrap();
@@ -134,23 +156,7 @@ fn the_original_bots_files_on_disk_stay_unverified_unless_unsigned_source_takes_
         env: Vec::new(),
         public_key: key,
     };
-    let plain = tmp.path().join("plain");
-    let (code, text) = exporter.run(&["--out", plain.to_str().unwrap()]);
-    assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("UNLISTED"), "{text}");
-    assert_eq!(ids_in(&plain.join("messages.jsonl")), Vec::<String>::new());
-    assert_eq!(ids_in(&plain.join("unverified/messages.jsonl")), IDS);
-
-    let out = tmp.path().join("taken");
-    let (code, text) = exporter.run(&[
-        "--unsigned-source",
-        "--format",
-        "jsonl,rsmf",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, Some(0), "{text}");
-    check_unsigned_export(&out, &files);
+    export_both_ways(&exporter, tmp.path(), &files);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -184,21 +190,7 @@ async fn the_original_bots_encrypted_objects_are_exported_with_unsigned_source()
         env: Moto::env_via(&moto.endpoint()),
         public_key: key,
     };
-    let plain = tmp.path().join("plain");
-    let (code, text) = exporter.run(&["--out", plain.to_str().unwrap()]);
-    assert_eq!(code, Some(1), "{text}");
-    assert_eq!(ids_in(&plain.join("unverified/messages.jsonl")), IDS);
-
-    let out = tmp.path().join("taken");
-    let (code, text) = exporter.run(&[
-        "--unsigned-source",
-        "--format",
-        "jsonl,rsmf",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, Some(0), "{text}");
-    check_unsigned_export(&out, &files);
+    export_both_ways(&exporter, tmp.path(), &files);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -70,16 +70,7 @@ pub(super) async fn named(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String
 /// The names a plain manifest object lists.
 async fn listed_by(moto: &Moto, bucket: &str, manifest: &str) -> Vec<String> {
     let (text, _) = moto.object(bucket, manifest).await;
-    String::from_utf8(text)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect()
+    common::archive::manifest_names(&text)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,14 +224,8 @@ async fn a_delete_marker_over_the_newest_head_alone_is_named_and_the_chain_still
 /// The text of a key's newest version holding data (under a delete marker, too).
 async fn moto_object_version_text(moto: &Moto, bucket: &str, key: &str) -> Vec<u8> {
     let s3 = moto.s3().await;
-    let versions = s3
-        .list_object_versions()
-        .bucket(bucket)
-        .prefix(key)
-        .send()
-        .await
-        .unwrap();
-    let version = versions.versions().iter().find(|v| v.key() == Some(key)).unwrap();
+    let (versions, _) = moto.versions_of(bucket, key).await;
+    let version = versions.first().unwrap();
     let object = s3
         .get_object()
         .bucket(bucket)

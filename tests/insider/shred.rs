@@ -279,22 +279,7 @@ async fn a_reused_data_key_stops_within_its_bound_once_its_key_is_scheduled_for_
     })
     .await;
     // The key is scheduled for deletion (as a shred does); the bot's data key is still cached.
-    let kms = moto.kms().await;
-    let id = kms
-        .describe_key()
-        .key_id(&key)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
-    kms.schedule_key_deletion()
-        .key_id(id)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap();
+    schedule_deletion(&moto, &key).await;
     tokio::time::sleep(Duration::from_secs(KEY_FRESHNESS.parse::<u64>().unwrap() + 1)).await;
     attach(2).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -370,22 +355,7 @@ async fn shredded_ciphertext_may_be_deleted_and_a_cancel_works_from_a_saved_reco
 
     // Scheduled again by hand (as the first shred had it), the record gone for good: a cancel
     // needs the saved copy, and takes only a signed one of this period.
-    let kms = moto.kms().await;
-    let id = kms
-        .describe_key()
-        .key_id(&key)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
-    kms.schedule_key_deletion()
-        .key_id(id)
-        .pending_window_in_days(7)
-        .send()
-        .await
-        .unwrap();
+    schedule_deletion(&moto, &key).await;
     moto.erase(BUCKET, &record_key).await;
     let (code, out) = shred(&moto, BUCKET, &bot, &["--period", "2025-07", "--cancel"]);
     assert_eq!(code, Some(2), "{out}");
@@ -582,4 +552,24 @@ async fn shred_waits_for_a_backlog_and_for_a_chain_it_can_prove_whole() {
         &["--period", "2025-09", "--dry-run", "--head", kept.to_str().unwrap()],
     );
     assert_eq!(code, Some(0), "{out}");
+}
+
+/// Schedules `key`'s deletion in KMS, as a shred does.
+async fn schedule_deletion(moto: &Moto, key: &str) {
+    let kms = moto.kms().await;
+    let id = kms
+        .describe_key()
+        .key_id(key)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    kms.schedule_key_deletion()
+        .key_id(id)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
 }
