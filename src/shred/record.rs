@@ -13,6 +13,10 @@
 //! it; a reader checks the signature before it takes more than that first line, and then takes no
 //! more than the signed length. Every line is a JSON value, so `jq . shredding_2025-03.json` reads
 //! it.
+//!
+//! Records the first `shred` wrote (v1: one pretty-printed JSON object, signed whole) are still
+//! read, up to [`MAX_V1_RECORD`]: their signature can only be checked once the whole object is in
+//! memory, so a planted object that looks like one costs at most that much.
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -22,6 +26,10 @@ use crate::manifest::entry::{sign, verify};
 use crate::period::Period;
 
 const DOMAIN: &[u8] = b"retention-bot shredding v2\n";
+const DOMAIN_V1: &[u8] = b"retention-bot shredding v1\n";
+/// The largest v1 record a reader takes whole: a year of a busy bot's manifests (about 800 bytes a
+/// file) fits many times over.
+pub const MAX_V1_RECORD: usize = 64 << 20;
 /// The longest header a reader takes: the bot writes a few hundred bytes (a prefix of at most 512
 /// bytes, one key ARN per shredded key).
 pub const MAX_HEADER: usize = 64 << 10;
@@ -161,6 +169,8 @@ fn contents_text(objects: &[ShreddedObject], kept: &[KeptText]) -> String {
 pub enum RecordError {
     #[error("not a shredding record: its first line is longer than {MAX_HEADER} bytes (planted?)")]
     HeaderTooLong,
+    #[error("not a shredding record: an old (v1) record over {MAX_V1_RECORD} bytes (planted?)")]
+    V1TooLong,
     #[error("not a shredding record: {0}")]
     NotARecord(String),
     #[error("its header is not signed by any of the given bots' keys (forged, or another bot's)")]
@@ -176,6 +186,8 @@ pub struct RecordReader<'k> {
     buf: Vec<u8>,
     header: Option<(ShredBody, String)>,
     hasher: Sha256,
+    /// The object began as a v1 record does (`{` alone on its first line): taken whole.
+    v1: bool,
 }
 
 impl<'k> RecordReader<'k> {
@@ -185,12 +197,23 @@ impl<'k> RecordReader<'k> {
             buf: Vec::new(),
             header: None,
             hasher: Sha256::new(),
+            v1: false,
         }
     }
 
     /// Takes the next bytes. Fails as soon as the header is too long, not a record, or not signed
     /// by one of the keys, or the contents run past their signed length.
     pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), RecordError> {
+        if self.buf.is_empty() && self.header.is_none() && chunk.starts_with(b"{\n") {
+            self.v1 = true;
+        }
+        if self.v1 {
+            if self.buf.len() + chunk.len() > MAX_V1_RECORD {
+                return Err(RecordError::V1TooLong);
+            }
+            self.buf.extend_from_slice(chunk);
+            return Ok(());
+        }
         if self.header.is_none() {
             let Some(newline) = chunk.iter().position(|b| *b == b'\n') else {
                 if self.buf.len() + chunk.len() > MAX_HEADER {
@@ -239,6 +262,9 @@ impl<'k> RecordReader<'k> {
 
     /// The whole record, once its contents checked out against the signed header.
     pub fn finish(self) -> Result<ShredRecord, RecordError> {
+        if self.v1 {
+            return read_v1(&self.buf, self.keys);
+        }
         let Some((body, sig)) = self.header else {
             return Err(RecordError::NotARecord("it has no header line".into()));
         };
@@ -269,6 +295,59 @@ impl<'k> RecordReader<'k> {
     }
 }
 
+/// A v1 record's signed part, as the first `shred` wrote it (field order is the signed order).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct V1Body {
+    period: String,
+    state: State,
+    bucket: String,
+    prefix: String,
+    keys: Vec<ShreddedKey>,
+    pending_days: u32,
+    at: String,
+    objects: Vec<ShreddedObject>,
+    kept: Vec<KeptText>,
+    public_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct V1Record {
+    #[serde(flatten)]
+    body: V1Body,
+    sig: String,
+}
+
+/// A whole v1 record, its signature checked, as the record it stands for (its `sig` the v1 one:
+/// it is never written again as it is; a cancellation signs a new record).
+fn read_v1(text: &[u8], keys: &[VerifyingKey]) -> Result<ShredRecord, RecordError> {
+    let v1: V1Record = serde_json::from_slice(text).map_err(|e| RecordError::NotARecord(e.to_string()))?;
+    if !keys.iter().any(|k| verify(DOMAIN_V1, &v1.body, &v1.sig, k)) {
+        return Err(RecordError::BadSignature);
+    }
+    let b = v1.body;
+    let contents = contents_text(&b.objects, &b.kept);
+    Ok(ShredRecord {
+        body: ShredBody {
+            period: b.period,
+            state: b.state,
+            bucket: b.bucket,
+            prefix: b.prefix,
+            keys: b.keys,
+            pending_days: b.pending_days,
+            at: b.at,
+            public_key: b.public_key,
+            contents: Contents {
+                lines: (b.objects.len() + b.kept.len()) as u64,
+                bytes: contents.len() as u64,
+                sha256: hex::encode(Sha256::digest(contents.as_bytes())),
+            },
+        },
+        sig: v1.sig,
+        objects: b.objects,
+        kept: b.kept,
+    })
+}
+
 /// The record's object name for `period`.
 pub fn file_name(period: Period) -> String {
     format!("{PREFIX}{period}{SUFFIX}")
@@ -297,6 +376,57 @@ pub fn is_record_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_the_first_shred_wrote_is_still_read_and_checked() {
+        let key = crate::identity::sealed::new_signing_key();
+        let body = V1Body {
+            period: "2025-03".into(),
+            state: State::Scheduled,
+            bucket: "b".into(),
+            prefix: "p".into(),
+            keys: vec![ShreddedKey {
+                arn: "arn:aws:kms:us-east-1:111122223333:key/k".into(),
+                deletion_date: None,
+            }],
+            pending_days: 7,
+            at: "2026-11-26T00:00:00Z".into(),
+            objects: vec![ShreddedObject {
+                key: "p/m.txt".into(),
+                size: 3,
+            }],
+            kept: vec![KeptText {
+                key: "p/manifest_1.txt".into(),
+                text: "{}\n".into(),
+            }],
+            public_key: hex::encode(key.verifying_key().as_bytes()),
+        };
+        // As the first shred wrote it: pretty-printed, signed whole.
+        let v1 = V1Record {
+            sig: crate::manifest::entry::sign(DOMAIN_V1, &body, &key),
+            body,
+        };
+        let text = serde_json::to_string_pretty(&v1).unwrap() + "\n";
+        let keys = [key.verifying_key()];
+        let read = |text: &str, keys: &[VerifyingKey]| {
+            let mut reader = RecordReader::new(keys);
+            for chunk in text.as_bytes().chunks(7) {
+                reader.feed(chunk)?;
+            }
+            reader.finish()
+        };
+        let record = read(&text, &keys).unwrap();
+        assert_eq!(
+            (record.body.period.as_str(), record.objects.len(), record.kept.len()),
+            ("2025-03", 1, 1)
+        );
+        let other = [crate::identity::sealed::new_signing_key().verifying_key()];
+        assert_eq!(read(&text, &other).unwrap_err(), RecordError::BadSignature);
+        let altered = text.replace("p/m.txt", "p/n.txt");
+        assert_eq!(read(&altered, &keys).unwrap_err(), RecordError::BadSignature);
+        let huge = format!("{{\n{}", " ".repeat(MAX_V1_RECORD));
+        assert_eq!(read(&huge, &keys).unwrap_err(), RecordError::V1TooLong);
+    }
 
     fn body() -> ShredBody {
         ShredBody {
