@@ -38,11 +38,40 @@ impl Prompter for Terminal {
     }
 
     fn ask(&mut self, prompt: &str) -> std::io::Result<Secret> {
+        // rpassword shows the prompt first and turns echo off after: what a quick typist (or a
+        // paste) sends in between is echoed. Echo goes off here before the prompt is shown.
+        let _quiet = EchoOff::on_terminal()?;
         rpassword::prompt_password(prompt).map(Secret::new)
     }
 
     fn say(&mut self, text: &str) {
         eprintln!("{text}");
+    }
+}
+
+/// The controlling terminal with echo off until dropped, when its settings are put back.
+struct EchoOff {
+    tty: std::fs::File,
+    saved: nix::sys::termios::Termios,
+}
+
+impl EchoOff {
+    fn on_terminal() -> std::io::Result<EchoOff> {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+        let saved = tcgetattr(&tty)?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        // TCSANOW, not TCSAFLUSH: what was typed ahead is part of the password, never dropped.
+        tcsetattr(&tty, SetArg::TCSANOW, &quiet)?;
+        Ok(EchoOff { tty, saved })
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(&self.tty, nix::sys::termios::SetArg::TCSANOW, &self.saved);
     }
 }
 
