@@ -18,17 +18,21 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher as _;
+use std::num::NonZeroU64;
+use std::sync::OnceLock;
 
 use super::selection::{Judge, Verdict, read_line};
 
-/// A 128-bit digest standing for a string (an id, a room, a line): compact, and never colliding in
-/// practice.
-type Digest128 = u128;
+/// A 64-bit digest standing for a string (an id, a room, a line), eight bytes a line in memory.
+/// It is keyed at random for each run (SipHash), so no one can make two strings meet on purpose,
+/// and where two meeting would lose a line (two lines taken for one) the bytes are compared.
+type Digest = NonZeroU64;
 
-fn digest(bytes: &[u8]) -> Digest128 {
-    let d = Sha256::digest(bytes);
-    u128::from_be_bytes(d[..16].try_into().unwrap_or_default())
+fn digest(bytes: &[u8]) -> Digest {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    NonZeroU64::new(KEYS.get_or_init(RandomState::new).hash_one(bytes)).unwrap_or(NonZeroU64::MIN)
 }
 
 /// Why a line was kept, before every file is read.
@@ -39,6 +43,7 @@ enum Cond {
     IfReferred,
 }
 
+/// What memory holds of a kept line (56 bytes): its text is in the work file.
 #[derive(Debug, Clone)]
 struct Kept {
     /// `msg_ts` in microseconds (lines without one first).
@@ -47,10 +52,10 @@ struct Kept {
     order: (u32, u32),
     offset: u64,
     len: u32,
-    id: Option<Digest128>,
-    refers_to: Option<Digest128>,
     cond: Cond,
-    line: Digest128,
+    id: Option<Digest>,
+    refers_to: Option<Digest>,
+    line: Digest,
 }
 
 /// One line of a file, judged as it may belong in the export.
@@ -60,8 +65,8 @@ pub struct Judged {
     pub number: u32,
     cond: Cond,
     time: i64,
-    id: Option<Digest128>,
-    refers_to: Option<Digest128>,
+    id: Option<Digest>,
+    refers_to: Option<Digest>,
 }
 
 /// What is known of the rooms a `--participant` is a member of.
@@ -70,7 +75,7 @@ pub enum Rooms {
     Finding,
     /// Known, from files that checked out (so that no planted or altered file can bring a room's
     /// messages into the export).
-    Known(HashSet<Digest128>),
+    Known(HashSet<Digest>),
 }
 
 /// What one line is to the export.
@@ -78,7 +83,7 @@ pub enum Judgement {
     /// It may belong.
     Kept(Judged),
     /// It shows a participant is a member of this room (only while [`Rooms::Finding`]).
-    Member(Digest128),
+    Member(Digest),
     Dropped,
     /// Not a JSON object: no message line.
     NotJson,
@@ -203,23 +208,24 @@ impl Collector {
         Ok(())
     }
 
-    /// Decides every kept line and orders them. `trust(file)` says what a file is.
+    /// Decides every kept line and orders them. `trust(file)` says what a file is. What memory
+    /// held of the lines is let go: the lines are read back from the work file.
     ///
     /// A line that refers to a selected message (an edit, a reaction, a delete, or an edit of an
     /// edit) is written right after it; a line is attached only to a message its file is trusted at
     /// least as much as, so an altered, planted or unsigned file cannot move or hide a signed line.
     pub fn resolve(&mut self, trust: &dyn Fn(u32) -> Trust) -> std::io::Result<Resolved> {
         self.work.flush()?;
+        let kept = std::mem::take(&mut self.kept);
         let selected = |k: &Kept| k.cond == Cond::Selected;
-        let mut sorted: Vec<usize> = (0..self.kept.len()).collect();
-        sorted.sort_by_key(|i| (self.kept[*i].time, self.kept[*i].order));
-        let kept = &self.kept;
         let trust_of = |k: &Kept| trust(k.order.0);
+        let mut sorted: Vec<u32> = (0..kept.len() as u32).collect();
+        sorted.sort_unstable_by_key(|i| (kept[*i as usize].time, kept[*i as usize].order));
         // The ids of the selected messages of files trusted at least `at_least`, and of the lines
         // of such files that refer to them, and to those...
-        let ids = |at_least: Trust| -> HashSet<Digest128> {
+        let ids = |at_least: Trust| -> HashSet<Digest> {
             let counted = |k: &&Kept| trust_of(k) >= at_least;
-            let mut ids: HashSet<Digest128> = kept
+            let mut ids: HashSet<Digest> = kept
                 .iter()
                 .filter(counted)
                 .filter(|k| selected(k))
@@ -250,10 +256,10 @@ impl Collector {
         // Each selected message's replies, in time order, apart by their file's trust: a reply
         // follows only a message trusted at least as much, so that no line of a planted or altered
         // file (one that takes a signed message's id, say) can move a signed line.
-        let mut replies: HashMap<(Digest128, Trust), Vec<usize>> = HashMap::new();
+        let mut replies: HashMap<(Digest, Trust), Vec<u32>> = HashMap::new();
         let mut top = Vec::new();
         for &i in &sorted {
-            let k = &kept[i];
+            let k = &kept[i as usize];
             let targets = targets_of(trust_of(k));
             match k.refers_to.filter(|r| targets.contains(r) && Some(*r) != k.id) {
                 Some(target) => replies.entry((target, trust_of(k))).or_default().push(i),
@@ -261,30 +267,31 @@ impl Collector {
                 None => {}
             }
         }
+        drop(sorted);
+        let duplicate = self.duplicates(&kept, &trust_of)?;
         let mut out = Resolved {
             lines: Vec::new(),
             duplicates: 0,
         };
-        let mut seen = HashSet::new();
         let mut emitted = vec![false; kept.len()];
-        let mut emit_tree = |root: usize, replies: &mut HashMap<(Digest128, Trust), Vec<usize>>, out: &mut Resolved| {
+        let mut emit_tree = |root: u32, replies: &mut HashMap<(Digest, Trust), Vec<u32>>, out: &mut Resolved| {
             // Depth first, each line's replies after it; a line is written once, so a cycle of
             // replies ends.
             let mut stack = vec![root];
             while let Some(i) = stack.pop() {
-                if std::mem::replace(&mut emitted[i], true) {
+                if std::mem::replace(&mut emitted[i as usize], true) {
                     continue;
                 }
-                let k = &kept[i];
-                if seen.insert((k.line, trust_of(k))) {
+                let k = &kept[i as usize];
+                if duplicate[i as usize] {
+                    out.duplicates += 1;
+                } else {
                     out.lines.push(OutLine {
                         offset: k.offset,
                         len: k.len,
                         trust: trust_of(k),
                         related: !selected(k),
                     });
-                } else {
-                    out.duplicates += 1;
                 }
                 if let Some(id) = k.id {
                     let mut children = Vec::new();
@@ -293,7 +300,7 @@ impl Collector {
                             children.extend(replies.remove(&(id, t)).unwrap_or_default());
                         }
                     }
-                    children.sort_by_key(|i| (kept[*i].time, kept[*i].order));
+                    children.sort_unstable_by_key(|i| (kept[*i as usize].time, kept[*i as usize].order));
                     stack.extend(children.into_iter().rev());
                 }
             }
@@ -303,13 +310,42 @@ impl Collector {
         }
         // Replies whose message was itself only a reply's reply already came out; any left (their
         // message is in no tree: a cycle) come out in time order.
-        let mut left: Vec<usize> = replies.into_values().flatten().collect();
-        left.sort_by_key(|i| (kept[*i].time, kept[*i].order));
+        let mut left: Vec<u32> = replies.into_values().flatten().collect();
+        left.sort_unstable_by_key(|i| (kept[*i as usize].time, kept[*i as usize].order));
         let mut none = HashMap::new();
         for i in left {
             emit_tree(i, &mut none, &mut out);
         }
         Ok(out)
+    }
+
+    /// Which lines are the same line again (a producer re-sent it), of a file trusted the same: all
+    /// but the first in the archive's order, which is the one written. Lines are grouped by digest
+    /// and trust, and within a group compared byte for byte.
+    fn duplicates(&self, kept: &[Kept], trust_of: &dyn Fn(&Kept) -> Trust) -> std::io::Result<Vec<bool>> {
+        let mut duplicate = vec![false; kept.len()];
+        let mut by_line: Vec<u32> = (0..kept.len() as u32).collect();
+        by_line.sort_unstable_by_key(|i| {
+            let k = &kept[*i as usize];
+            (k.line, trust_of(k), k.time, k.order)
+        });
+        for group in by_line.chunk_by(|a, b| {
+            let (a, b) = (&kept[*a as usize], &kept[*b as usize]);
+            (a.line, trust_of(a)) == (b.line, trust_of(b))
+        }) {
+            if group.len() < 2 {
+                continue;
+            }
+            let mut firsts: Vec<Vec<u8>> = Vec::new();
+            for &i in group {
+                let text = self.line(kept[i as usize].offset, kept[i as usize].len)?;
+                match firsts.contains(&text) {
+                    true => duplicate[i as usize] = true,
+                    false => firsts.push(text),
+                }
+            }
+        }
+        Ok(duplicate)
     }
 
     /// The line at `offset`, `len` bytes long, of the work file.

@@ -112,7 +112,7 @@ pub fn write_all(staging: &Path, timeline: &Timeline) -> Result<usize, ExportErr
          <table class=\"index\"><thead><tr><th>Conversation</th><th>Participants</th><th>First</th><th>Last</th><th>Messages</th><th>Attachments</th></tr></thead><tbody>\n{rows}</tbody></table>\n</body></html>\n",
         timeline.conversations.len()
     );
-    write_synced(&index, html.as_bytes())?;
+    write_file(&index, html.as_bytes())?;
     Ok(timeline.conversations.len() + 1)
 }
 
@@ -169,8 +169,8 @@ fn write_page(
             .map_err(write_error(path))?;
     }
     out.write_all(b"</body></html>\n").map_err(write_error(path))?;
-    let file = out.into_inner().map_err(|e| write_error(path)(e.into_error()))?;
-    file.sync_all().map_err(write_error(path))?;
+    // Made durable with the rest of the export, at once (the caller's).
+    out.into_inner().map_err(|e| write_error(path)(e.into_error()))?;
     Ok(summary)
 }
 
@@ -298,11 +298,9 @@ fn event_html(event: &TimelineEvent, attachments: &Path) -> String {
     html
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     let mut file = super::rsmf::create_new(path)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(write_error(path))
+    file.write_all(bytes).map_err(write_error(path))
 }
 
 #[cfg(test)]

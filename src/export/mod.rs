@@ -289,6 +289,14 @@ impl Export {
                 } else {
                     0
                 };
+                // One sync for the many files just written, and their directories.
+                crate::durable::sync_filesystem(staging).map_err(write_err(staging))?;
+                for dir in [rsmf::RSMF_DIR, html::TRANSCRIPT_DIR] {
+                    let dir = staging.join(dir);
+                    if dir.is_dir() {
+                        crate::durable::sync_dir(&dir).map_err(write_err(&dir))?;
+                    }
+                }
                 Ok::<_, ExportError>((rsmf, html))
             })?;
             timeline.remove().map_err(write_err(&path))?;
@@ -349,7 +357,7 @@ impl Export {
         files: &[usize],
         mut collector: Option<&mut Collector>,
         progress: &(dyn Fn(Progress) + Sync),
-    ) -> Result<HashSet<u128>, ExportError> {
+    ) -> Result<HashSet<std::num::NonZeroU64>, ExportError> {
         let mut rooms = HashSet::new();
         let (events, received) = read::channel();
         let reading = tokio::spawn(read::read_all(

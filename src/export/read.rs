@@ -39,7 +39,7 @@ pub struct FileRead {
     /// Lines that are not JSON objects.
     pub not_json: usize,
     /// Rooms the file shows participants to be members of (read with [`Rooms::Finding`]).
-    pub rooms: Vec<u128>,
+    pub rooms: Vec<std::num::NonZeroU64>,
 }
 
 /// Channel capacity for [`read_all`]'s events.

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufWriter, Read as _, Write as _};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -36,6 +36,10 @@ use headers::{addresses, header_list, header_text, is_rsmf_email, listable};
 pub const RSMF_DIR: &str = "rsmf";
 /// Events per file at most: Relativity's advice, and its validator warns beyond.
 const MAX_EVENTS: usize = 10_000;
+/// A manifest longer than this is deflated in the zip.
+const DEFLATE_ABOVE: usize = 1 << 20;
+/// Attachments a zip is built in memory with, at most.
+const ZIP_IN_MEMORY: u64 = 16 << 20;
 /// Bytes of events (as stored) in one file at most: a busier day is cut into parts.
 const MAX_PART_BYTES: u64 = 64 << 20;
 /// Events the preview body lists; the manifest holds them all.
@@ -188,9 +192,24 @@ impl RsmfFile<'_> {
         self.settle();
         let files = self.attach(attachments);
         let manifest = self.manifest();
+        // The zip is built in memory unless its attachments are large: a work file per RSMF file,
+        // made and removed, costs more than the rest of writing it.
+        let attached: u64 = files
+            .values()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
+        if attached <= ZIP_IN_MEMORY {
+            let zip = write_zip(std::io::Cursor::new(Vec::new()), path, &manifest, &files)?;
+            return self.write_eml(path, &mut zip.get_ref().as_slice(), files.len());
+        }
         let zip_path = path.with_extension("zip.partial");
-        write_zip(&zip_path, &manifest, &files)?;
-        let eml = self.write_eml(path, &zip_path, files.len());
+        write_zip(BufWriter::new(create_new(&zip_path)?), &zip_path, &manifest, &files)?;
+        let eml = File::open(&zip_path)
+            .map_err(|error| ExportError::Read {
+                path: zip_path.clone(),
+                error,
+            })
+            .and_then(|mut zip| self.write_eml(path, &mut zip, files.len()));
         let _ = std::fs::remove_file(&zip_path);
         eml
     }
@@ -292,7 +311,7 @@ impl RsmfFile<'_> {
         )
     }
 
-    fn manifest(&self) -> Value {
+    fn manifest(&self) -> Manifest<'_> {
         let people = self.people();
         let participants: Vec<Value> = people
             .iter()
@@ -311,16 +330,16 @@ impl RsmfFile<'_> {
             "type": if self.conversation.is_direct() { "direct" } else { "channel" },
             "participants": people,
         });
-        json!({
-            "version": "2.0.0",
-            "eventcollectionid": self.collection_id(),
-            "participants": participants,
-            "conversations": [conversation],
-            "events": self.events,
-        })
+        Manifest {
+            version: "2.0.0",
+            eventcollectionid: self.collection_id(),
+            participants,
+            conversations: [conversation],
+            events: &self.events,
+        }
     }
 
-    fn write_eml(&self, path: &Path, zip: &Path, attachment_count: usize) -> Result<(), ExportError> {
+    fn write_eml(&self, path: &Path, zip: &mut impl Read, attachment_count: usize) -> Result<(), ExportError> {
         let people = self.people();
         let (begin, end) = (
             self.events
@@ -398,8 +417,9 @@ impl RsmfFile<'_> {
         base64_lines(zip, &mut out).map_err(write_error(path))?;
         out.write_all(format!("--{boundary}--\r\n").as_bytes())
             .map_err(write_error(path))?;
-        let file = out.into_inner().map_err(|e| write_error(path)(e.into_error()))?;
-        file.sync_all().map_err(write_error(path))
+        // Made durable with the rest of the export, at once (`write_all`'s caller).
+        out.into_inner().map_err(|e| write_error(path)(e.into_error()))?;
+        Ok(())
     }
 
     /// The body a reader sees first: the conversation in plain text, the first events of it.
@@ -423,17 +443,43 @@ impl RsmfFile<'_> {
 }
 
 /// `rsmf.zip`: the manifest, then each attachment file, all at the zip's root.
-fn write_zip(path: &Path, manifest: &Value, files: &BTreeMap<String, PathBuf>) -> Result<(), ExportError> {
+/// `rsmf_manifest.json`: the events serialised as they are (no copy of them is made).
+#[derive(serde::Serialize)]
+struct Manifest<'a> {
+    version: &'static str,
+    eventcollectionid: String,
+    participants: Vec<Value>,
+    conversations: [Value; 1],
+    events: &'a [TimelineEvent],
+}
+
+/// Writes the zip into `out` (`path` names it in errors) and hands it back.
+fn write_zip<W: Write + std::io::Seek>(
+    out: W,
+    path: &Path,
+    manifest: &Manifest,
+    files: &BTreeMap<String, PathBuf>,
+) -> Result<W, ExportError> {
     use zip::write::SimpleFileOptions;
-    let file = create_new(path)?;
-    let mut zip = zip::ZipWriter::new(BufWriter::new(file));
+    let mut zip = zip::ZipWriter::new(out);
     let zip_error = |e: zip::result::ZipError| write_error(path)(std::io::Error::other(e));
-    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    // Setting up a compressor costs more than a day's small manifest saves: only a large one is
+    // deflated (at the fastest level). Attachments are stored as they are: pictures and documents
+    // are compressed already.
+    let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let text = serde_json::to_vec(manifest).map_err(|e| write_error(path)(e.into()))?;
+    let options = match text.len() > DEFLATE_ABOVE {
+        true => SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(1)),
+        false => stored,
+    };
     zip.start_file("rsmf_manifest.json", options).map_err(zip_error)?;
-    serde_json::to_writer(&mut zip, manifest).map_err(|e| write_error(path)(e.into()))?;
+    zip.write_all(&text).map_err(write_error(path))?;
+    drop(text);
     for (name, source) in files {
         let size = std::fs::metadata(source).map(|m| m.len()).unwrap_or(0);
-        let options = options.large_file(size >= u32::MAX as u64);
+        let options = stored.large_file(size >= u32::MAX as u64);
         zip.start_file(name.as_str(), options).map_err(zip_error)?;
         let mut from = File::open(source).map_err(|error| ExportError::Read {
             path: source.clone(),
@@ -441,16 +487,12 @@ fn write_zip(path: &Path, manifest: &Value, files: &BTreeMap<String, PathBuf>) -
         })?;
         std::io::copy(&mut from, &mut zip).map_err(write_error(path))?;
     }
-    let out = zip.finish().map_err(zip_error)?;
-    out.into_inner()
-        .map_err(|e| write_error(path)(e.into_error()))?
-        .sync_all()
-        .map_err(write_error(path))
+    // Memory, or a work file removed once encoded: never synced.
+    zip.finish().map_err(zip_error)
 }
 
-/// The file at `path` as base64 lines of 76 characters (CRLF), streamed.
-fn base64_lines(path: &Path, out: &mut impl std::io::Write) -> std::io::Result<()> {
-    let mut file = File::open(path)?;
+/// What `file` holds as base64 lines of 76 characters (CRLF), streamed.
+fn base64_lines(file: &mut impl Read, out: &mut impl std::io::Write) -> std::io::Result<()> {
     let mut buf = vec![0u8; BASE64_CHUNK];
     loop {
         let mut filled = 0;
@@ -492,11 +534,8 @@ mod tests {
 
     #[test]
     fn base64_lines_are_76_characters_at_most() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("z");
-        std::fs::write(&path, vec![7u8; BASE64_CHUNK * 2 + 100]).unwrap();
         let mut out = Vec::new();
-        base64_lines(&path, &mut out).unwrap();
+        base64_lines(&mut vec![7u8; BASE64_CHUNK * 2 + 100].as_slice(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.split("\r\n").all(|l| l.len() <= 76));
         let joined: String = text.split("\r\n").collect();
