@@ -191,7 +191,8 @@ fn is_main_record(at: &str) -> bool {
 }
 
 /// The newest version of a record that one of `keys` signed (a record's versions are its states:
-/// scheduled, cancelled), of those read; or why none is, from the newest read.
+/// scheduled, cancelled), of those read; or why none is, from the newest read. Versions that are
+/// not a bot's record are passed over; one that cannot be fetched stops the search.
 pub async fn newest_record<'l>(
     reader: &ObjectReader,
     listing: &'l Listing,
@@ -202,6 +203,9 @@ pub async fn newest_record<'l>(
     for version in listing.data_versions(key).rev() {
         match read_record(reader, key, version, keys).await {
             Ok(record) => return Ok((version, record)),
+            // A version S3 did not give (a dropped connection, a throttle): its state is unknown,
+            // and an older one (scheduled, under a cancellation) must not stand in for it.
+            Err(e @ ReadError::Object(ObjectError::S3(_))) => return Err(e),
             Err(e) => {
                 first_error.get_or_insert(e);
             }

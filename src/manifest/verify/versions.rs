@@ -103,16 +103,20 @@ pub struct Listing {
 /// One key's versions as a listing arrives, in any order.
 #[derive(Default)]
 struct Gathering {
-    /// The newest seen: (latest as S3 says, time, version).
-    newest: Option<((bool, i64, u32), Version)>,
-    /// Data versions seen, with their time: the oldest kept.
-    data: Vec<((i64, u32), Version)>,
+    /// The newest seen: (latest as S3 says, when, version).
+    newest: Option<((bool, When), Version)>,
+    /// Data versions seen, with when: the oldest kept.
+    data: Vec<(When, Version)>,
     dropped: usize,
 }
 
+/// When a version was written, as far as a listing tells: its time (to the second on AWS), then,
+/// for two in one second, the place in the listing, which gives a key's versions newest first.
+type When = (i64, u32, std::cmp::Reverse<u64>);
+
 impl Gathering {
-    fn add(&mut self, latest: bool, time: (i64, u32), version: Version) {
-        let rank = (latest, time.0, time.1);
+    fn add(&mut self, latest: bool, time: When, version: Version) {
+        let rank = (latest, time);
         if self.newest.as_ref().is_none_or(|(r, _)| rank > *r) {
             self.newest = Some((rank, version.clone()));
         }
@@ -205,6 +209,7 @@ impl Listing {
         let mut gathering: BTreeMap<String, Gathering> = BTreeMap::new();
         let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
         let time = |t: Option<&aws_sdk_s3::primitives::DateTime>| t.map_or((0, 0), |t| (t.secs(), t.subsec_nanos()));
+        let mut listed = 0u64;
         loop {
             let page = s3
                 .list_object_versions()
@@ -235,11 +240,13 @@ impl Listing {
                 };
                 (m.key(), m.is_latest() == Some(true), t, version)
             });
-            for (key, latest, t, version) in versions.chain(markers) {
+            for (key, latest, (secs, nanos), version) in versions.chain(markers) {
+                listed += 1;
                 let Some(key) = key.filter(|k| !exact || *k == prefix) else {
                     continue;
                 };
-                gathering.entry(key.to_owned()).or_default().add(latest, t, version);
+                let when = (secs, nanos, std::cmp::Reverse(listed));
+                gathering.entry(key.to_owned()).or_default().add(latest, when, version);
             }
             let more = page.is_truncated() == Some(true) && page.next_key_marker().is_some();
             key_marker = page.next_key_marker().map(str::to_owned);
@@ -400,8 +407,12 @@ mod tests {
 
     fn gathered(versions: &[(bool, Version)]) -> Option<KeyVersions> {
         let mut g = Gathering::default();
-        for (latest, version) in versions {
-            g.add(*latest, (version.modified, 0), version.clone());
+        for (listed, (latest, version)) in versions.iter().enumerate() {
+            g.add(
+                *latest,
+                (version.modified, 0, std::cmp::Reverse(listed as u64)),
+                version.clone(),
+            );
         }
         g.finish()
     }
@@ -438,5 +449,14 @@ mod tests {
         assert_eq!(k.data[0].label(), "bot");
         assert_eq!(k.dropped, 500 - (VERSIONS_READ - 1));
         assert_eq!(k.newest.label(), "top");
+    }
+
+    /// AWS lists times to the second: a record scheduled and cancelled in one second must still
+    /// read as cancelled. A key's versions are listed newest first.
+    #[test]
+    fn versions_of_one_second_are_ordered_as_listed() {
+        let k = gathered(&[(true, v("cancelled", false, 7)), (false, v("scheduled", false, 7))]).unwrap();
+        let ids: Vec<&str> = k.data.iter().map(Version::label).collect();
+        assert_eq!(ids, ["scheduled", "cancelled"]);
     }
 }
