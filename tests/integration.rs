@@ -25,5 +25,6 @@ mod period_keys;
 mod pipeline;
 mod reporting;
 mod s3;
+mod stacks;
 mod storage;
 mod verify_s3;

@@ -10,9 +10,15 @@ With STRICT_MOTO_DELETE_AFTER_SECS=N in its environment, a key pending deletion 
 aliases) N seconds after its deletion was scheduled, as AWS deletes it at the end of its waiting
 period (at least 7 days, which no test can wait): a test of what happens once a key is gone.
 
+Two moto bugs in keys made by CloudFormation are mended, as AWS behaves: the key policy is kept
+as JSON text (moto keeps the template's object, then answers HTTP 500 to DescribeKey), and the
+template's tags ({"Key", "Value"}) are taken as KMS tags (moto expects {"TagKey", "TagValue"} and
+drops the key).
+
 Usage: python strict_moto.py -H 127.0.0.1 -p PORT (the arguments of moto_server).
 """
 
+import json
 import os
 import sys
 import threading
@@ -87,6 +93,21 @@ def delete_when_due(after):
                 _scheduled.pop((backend_id, key_id), None)
 
 
+_from_cloudformation = models.Key.create_from_cloudformation_json.__func__
+
+
+def key_from_cloudformation(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+    properties = dict(cloudformation_json["Properties"])
+    if not isinstance(properties.get("KeyPolicy"), str):
+        properties["KeyPolicy"] = json.dumps(properties["KeyPolicy"])
+    properties["Tags"] = [
+        {"TagKey": t["Key"], "TagValue": t["Value"]} if "Key" in t else t for t in properties.get("Tags", [])
+    ]
+    cloudformation_json = dict(cloudformation_json, Properties=properties)
+    return _from_cloudformation(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+
+
+models.Key.create_from_cloudformation_json = classmethod(key_from_cloudformation)
 models.KmsBackend.decrypt = decrypt
 models.KmsBackend.generate_data_key = generate_data_key
 models.KmsBackend.encrypt = encrypt
