@@ -136,6 +136,7 @@ fn the_archive_templates_policies_are_the_iam_files() {
         "iam/s3-object-lock.json",
         "iam/s3-kms.json",
         "iam/period-keys.json",
+        "iam/period-keys-create.json",
         "iam/secrets-manager-write-back.json",
         "iam/sns.json",
         "iam/cloudwatch.json",
@@ -193,8 +194,11 @@ fn the_archive_template_keeps_the_records_safe_and_names_its_outputs_as_settings
         "ArchiveBucket",
         "ArchiveBucketPolicy",
         "ArchiveKey",
+        "ArchiveKeyAlias",
         "CurrentPeriodKey",
+        "CurrentPeriodKeyAlias",
         "NextPeriodKey",
+        "NextPeriodKeyAlias",
         "EventTopic",
         "SettingsSecret",
     ] {
@@ -205,9 +209,30 @@ fn the_archive_template_keeps_the_records_safe_and_names_its_outputs_as_settings
     for id in ["FileSystem", "LogGroup"] {
         assert_eq!(service["Resources"][id]["DeletionPolicy"], "Retain", "{id}");
     }
-    // One task per state directory, ever.
+    // One task per state directory, ever; a task that cannot start rolls the deployment back.
     let deployment = &service["Resources"]["Service"]["Properties"]["DeploymentConfiguration"];
     assert_eq!(deployment["MaximumPercent"], 100);
+    assert_eq!(
+        deployment["DeploymentCircuitBreaker"],
+        json!({"Enable": true, "Rollback": true})
+    );
+    // The secret holds only what names the archive: a setting an operator tunes (and changes) would
+    // make CloudFormation generate the value again, over the password the bot wrote back.
+    let generated = &r["SettingsSecret"]["Properties"]["GenerateSecretString"];
+    let template = generated["SecretStringTemplate"]["Fn::Sub"][0].as_str().unwrap();
+    let secret: serde_json::Map<String, Value> = serde_json::from_str(template).unwrap();
+    let keys: BTreeSet<&str> = secret.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "s3_bucket_name",
+            "s3_folder_name",
+            "s3_region",
+            "kms_master_key_arn",
+            "sns_topic_arn"
+        ])
+    );
+    assert_eq!(generated["GenerateStringKey"], "password");
 
     // Every setting output says which variable it is, and the bot knows that variable.
     let (_, help) = run_to_end(Command::new(common::BIN).arg("--help"));
