@@ -13,6 +13,8 @@ mod container;
 mod create_only;
 mod data_keys;
 mod deploy;
+mod doc_examples;
+mod docs;
 mod export;
 mod faults;
 mod identity;

@@ -236,6 +236,13 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
     let (code, out) = verify(&empty, &key);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("NOTHING TO VERIFY"), "{out}");
+    // Nor is a path that does not exist (a typo): the same words, not an I/O error.
+    let (code, out) = verify(&tmp.path().join("no-such-dir"), &key);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("NOTHING TO VERIFY") && !out.contains("cannot read"),
+        "{out}"
+    );
 
     // Another bot's key proves nothing.
     let other = tmp.path().join("other");
@@ -258,4 +265,17 @@ fn verify_without_a_public_key_says_how_to_give_one() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--public-key"));
+
+    // Each command says the error in its own name (export used to say `retention-bot verify:`).
+    let out = std::process::Command::new(common::BIN)
+        .env_clear()
+        .args(["export", "--dir"])
+        .arg(tmp.path())
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("retention-bot export: no public key"), "{stderr}");
 }

@@ -198,6 +198,18 @@ async fn a_secret_alone_configures_a_real_upload_and_receives_the_generated_pass
         bot.log_text()
             .contains("the secret's password does: remove WICKRIO_BOT_PASSWORD")
     );
+    // And the log names the password that opened it: the secret's, not the variable's.
+    let unlocked = bot
+        .log_text()
+        .lines()
+        .rfind(|l| l.contains("identity unlocked"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        unlocked.contains("the Secrets Manager secret's `password` key")
+            && !unlocked.contains("from=WICKRIO_BOT_PASSWORD"),
+        "{unlocked}"
+    );
 
     // A rotation is written back too, and the next start needs nothing but the secret.
     bot.env.retain(|(k, _)| k != "WICKRIO_BOT_PASSWORD");

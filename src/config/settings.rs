@@ -107,7 +107,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WICKRIO_SHUTDOWN_GRACE_SECS",
         default: "8",
-        meaning: "on SIGTERM, how long in-flight requests may take before they are cut off",
+        meaning: "on SIGTERM, how long in-flight requests may take before they are cut off unacknowledged (and, with S3, how long queued uploads may take before they are left for the next start)",
     },
     Setting {
         name: "WICKRIO_S3_BUCKET_NAME",
@@ -142,7 +142,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WICKRIO_KMS_MSTRKEY_ARN",
         default: "(none: upload plain)",
-        meaning: "encrypt every object client-side (the S3 Encryption Client's format, WICKRIO_S3_ENCRYPTION_FORMAT) under a data key of this KMS key: a key or alias ARN, or alias/<name> (in WICKRIO_KMS_REGION, else the bucket's region); an alias template (...:alias/retention-{yyyy}-{mm}, alias/retention-{yyyy}-{mm} or -{yyyy}) gives each month or year its own key, which `shred` can destroy",
+        meaning: "encrypt every object client-side (the S3 Encryption Client's V2 or V3 format, WICKRIO_S3_ENCRYPTION_FORMAT) under a data key of this KMS key: a key or alias ARN, or alias/<name> (in WICKRIO_KMS_REGION, else the bucket's region); an alias template (...:alias/retention-{yyyy}-{mm}, alias/retention-{yyyy}-{mm} or -{yyyy}) gives each month or year its own key, which `shred` can destroy",
     },
     Setting {
         name: "WICKRIO_KMS_CREATE_PERIOD_KEYS",
@@ -187,7 +187,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "AWS_SECRET_NAME",
         default: "(none)",
-        meaning: "Secrets Manager secret (JSON) whose keys stand in for unset variables: password, s3_bucket_name, s3_region, s3_folder_name, s3_object_lock_mode, s3_retention_days, kms_master_key_arn, kms_region, sns_topic_arn",
+        meaning: "Secrets Manager secret (JSON) whose keys stand in for unset variables: password, s3_bucket_name, s3_region, s3_folder_name, s3_object_lock_mode, s3_retention_days, verify_every_hours, kms_master_key_arn, kms_region, sns_topic_arn",
     },
     Setting {
         name: "AWS_SECRET_REGION",

@@ -279,13 +279,28 @@ fn text(doc: &Map<String, Value>, signed_by: &Result<String, String>) -> String 
 /// What checking an export found.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Checked {
-    /// The public key that signed the report.
-    pub signed_by: String,
+    pub signature: SignatureCheck,
+    /// The files the report lists.
     pub files: usize,
+    /// Every file that is not as the report lists it: `ALTERED`, `MISSING`, `UNLISTED`.
+    pub problems: Vec<String>,
+}
+
+/// What the report's signature says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignatureCheck {
+    /// Signed by this public key (hex).
+    Signed(String),
+    /// Written unsigned (no key at hand when it was made), with the reason it gives: its hashes
+    /// prove nothing against whoever could rewrite it.
+    Unsigned(String),
+    /// Signed, but not by any of the given keys, or altered since.
+    Bad,
 }
 
 /// Checks an export directory: `custody.json`'s signature under one of `keys`, and every output
-/// file it lists against its SHA-256 (and that no file is there that it does not list).
+/// file it lists against its SHA-256 (and that no file is there that it does not list). Every
+/// problem is found, not the first only. `Err` only when the report itself cannot be read.
 pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
     let path = dir.join(CUSTODY_JSON);
     let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -294,42 +309,43 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
     let mut doc: Map<String, Value> =
         serde_json::from_slice(&text).map_err(|e| format!("{} is not a custody report: {e}", path.display()))?;
     let signature = doc.remove("signature").unwrap_or(Value::Null);
-    let Some(sig_hex) = signature.get("ed25519").and_then(Value::as_str) else {
-        return Err(format!(
-            "{} is not signed: {}",
-            path.display(),
-            signature["unsigned"].as_str().unwrap_or("no signature")
-        ));
+    let signature = match signature.get("ed25519").and_then(Value::as_str) {
+        None => SignatureCheck::Unsigned(signature["unsigned"].as_str().unwrap_or("no signature").to_owned()),
+        Some(sig_hex) => {
+            let sig = hex::decode(sig_hex).ok().and_then(|b| Signature::from_slice(&b).ok());
+            let signed = signed_bytes(&doc).map_err(|e| e.to_string())?;
+            match sig.and_then(|sig| keys.iter().find(|k| k.verify(&signed, &sig).is_ok())) {
+                Some(signer) => SignatureCheck::Signed(hex::encode(signer.as_bytes())),
+                None => SignatureCheck::Bad,
+            }
+        }
     };
-    let sig = hex::decode(sig_hex)
-        .ok()
-        .and_then(|b| Signature::from_slice(&b).ok())
-        .ok_or("the signature is not 64 bytes of hex")?;
-    let signed = signed_bytes(&doc).map_err(|e| e.to_string())?;
-    let signer = keys
-        .iter()
-        .find(|k| k.verify(&signed, &sig).is_ok())
-        .ok_or("BAD SIGNATURE: custody.json was altered, or not signed by any of the given keys")?;
     let listed: Vec<OutputFile> = serde_json::from_value(doc.get("outputs").cloned().unwrap_or_default())
         .map_err(|e| format!("custody.json's outputs: {e}"))?;
     let there = hash_outputs(dir).map_err(|e| e.to_string())?;
+    let mut problems = Vec::new();
     for want in &listed {
         match there.iter().find(|f| f.path == want.path) {
-            None => return Err(format!("MISSING {}: custody.json lists it", want.path)),
-            Some(f) if f != want => return Err(format!("ALTERED {}: its SHA-256 is not custody.json's", want.path)),
+            None => problems.push(format!("MISSING {}: custody.json lists it", want.path)),
+            Some(f) if f != want => problems.push(format!("ALTERED {}: its SHA-256 is not custody.json's", want.path)),
             Some(_) => {}
         }
     }
-    let txt = std::fs::read(dir.join(CUSTODY_TXT)).map_err(|e| format!("cannot read {CUSTODY_TXT}: {e}"))?;
-    if doc.get("custody_txt_sha256").and_then(Value::as_str) != Some(&hex::encode(Sha256::digest(&txt))) {
-        return Err(format!("ALTERED {CUSTODY_TXT}: its SHA-256 is not custody.json's"));
+    match std::fs::read(dir.join(CUSTODY_TXT)) {
+        Err(e) => problems.push(format!("MISSING {CUSTODY_TXT}: cannot read it: {e}")),
+        Ok(txt) => {
+            if doc.get("custody_txt_sha256").and_then(Value::as_str) != Some(&hex::encode(Sha256::digest(&txt))) {
+                problems.push(format!("ALTERED {CUSTODY_TXT}: its SHA-256 is not custody.json's"));
+            }
+        }
     }
-    if let Some(extra) = there.iter().find(|f| !listed.iter().any(|w| w.path == f.path)) {
-        return Err(format!("UNLISTED {}: custody.json does not list it", extra.path));
+    for extra in there.iter().filter(|f| !listed.iter().any(|w| w.path == f.path)) {
+        problems.push(format!("UNLISTED {}: custody.json does not list it", extra.path));
     }
     Ok(Checked {
-        signed_by: hex::encode(signer.as_bytes()),
+        signature,
         files: listed.len(),
+        problems,
     })
 }
 
@@ -394,30 +410,27 @@ mod tests {
         std::fs::write(dir.path().join("messages.jsonl"), "{}\n").unwrap();
         let key = crate::identity::sealed::new_signing_key();
         let selection = Selection::default();
-        let report = Report {
-            archive: "s3://b/p/".into(),
-            selection: &selection,
-            strict: false,
-            formats: super::super::Formats::default(),
-            unsigned_source: false,
-            public_keys: vec![hex::encode(key.verifying_key().as_bytes())],
-            sources: Vec::new(),
-            problems: Vec::new(),
-            counts: Counts::default(),
-        };
-        write(dir.path(), report, Signing::Key(&key)).unwrap();
+        write(dir.path(), report(&selection, &key), Signing::Key(&key)).unwrap();
         let keys = [key.verifying_key()];
-        assert_eq!(check(dir.path(), &keys).unwrap().files, 1);
+        let signed = SignatureCheck::Signed(hex::encode(key.verifying_key().as_bytes()));
+        let checked = check(dir.path(), &keys).unwrap();
+        assert_eq!(
+            (checked.signature, checked.files, checked.problems.len()),
+            (signed, 1, 0)
+        );
         let other = crate::identity::sealed::new_signing_key().verifying_key();
-        assert!(check(dir.path(), &[other]).unwrap_err().contains("BAD SIGNATURE"));
+        assert_eq!(check(dir.path(), &[other]).unwrap().signature, SignatureCheck::Bad);
 
         std::fs::write(dir.path().join("messages.jsonl"), "{}\n{}\n").unwrap();
-        assert!(check(dir.path(), &keys).unwrap_err().contains("ALTERED messages.jsonl"));
+        assert_eq!(
+            check(dir.path(), &keys).unwrap().problems,
+            ["ALTERED messages.jsonl: its SHA-256 is not custody.json's"]
+        );
         std::fs::write(dir.path().join("messages.jsonl"), "{}\n").unwrap();
         let path = dir.path().join(CUSTODY_JSON);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("s3://b/p/", "s3://b/q/")).unwrap();
-        assert!(check(dir.path(), &keys).unwrap_err().contains("BAD SIGNATURE"));
+        assert_eq!(check(dir.path(), &keys).unwrap().signature, SignatureCheck::Bad);
         // A second "archive" before the signed one: what serde_json keeps is signed, what a
         // first-key reader sees is not.
         std::fs::write(
@@ -427,9 +440,57 @@ mod tests {
         .unwrap();
         assert!(check(dir.path(), &keys).unwrap_err().contains("appears twice"));
         std::fs::write(&path, &text).unwrap();
-        assert!(check(dir.path(), &keys).is_ok());
+        assert!(check(dir.path(), &keys).unwrap().problems.is_empty());
         let txt = dir.path().join(CUSTODY_TXT);
         std::fs::write(&txt, "CHAIN OF CUSTODY: all fine\n").unwrap();
-        assert!(check(dir.path(), &keys).unwrap_err().contains("ALTERED custody.txt"));
+        assert_eq!(
+            check(dir.path(), &keys).unwrap().problems,
+            ["ALTERED custody.txt: its SHA-256 is not custody.json's"]
+        );
+    }
+
+    fn report<'a>(selection: &'a Selection, key: &ed25519_dalek::SigningKey) -> Report<'a> {
+        Report {
+            archive: "s3://b/p/".into(),
+            selection,
+            strict: false,
+            formats: super::super::Formats::default(),
+            unsigned_source: false,
+            public_keys: vec![hex::encode(key.verifying_key().as_bytes())],
+            sources: Vec::new(),
+            problems: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// Every problem is named, not the first only; an unsigned report is still checked against
+    /// its hashes, and says it is unsigned.
+    #[test]
+    fn every_problem_is_named_and_an_unsigned_report_is_checked_against_its_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["messages.jsonl", "messages.csv"] {
+            std::fs::write(dir.path().join(name), "x\n").unwrap();
+        }
+        let key = crate::identity::sealed::new_signing_key();
+        let selection = Selection::default();
+        let why = "no state directory at hand".to_owned();
+        write(dir.path(), report(&selection, &key), Signing::Unsigned(why.clone())).unwrap();
+        let checked = check(dir.path(), &[key.verifying_key()]).unwrap();
+        assert_eq!(checked.signature, SignatureCheck::Unsigned(why));
+        assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+
+        std::fs::write(dir.path().join("messages.jsonl"), "y\n").unwrap();
+        std::fs::remove_file(dir.path().join("messages.csv")).unwrap();
+        std::fs::write(dir.path().join("planted.txt"), "z\n").unwrap();
+        let problems = check(dir.path(), &[key.verifying_key()]).unwrap().problems;
+        assert_eq!(
+            problems,
+            [
+                "MISSING messages.csv: custody.json lists it",
+                "ALTERED messages.jsonl: its SHA-256 is not custody.json's",
+                "UNLISTED planted.txt: custody.json does not list it",
+            ],
+            "{problems:?}"
+        );
     }
 }

@@ -410,7 +410,14 @@ impl Export {
             if !first_failed {
                 (book.records[i], book.trust[i]) = (Some(record), trust);
             }
-            for p in problem.into_iter().chain(line_problems(&location, &read)) {
+            // A file no entry lists is a problem the catalogue already named (unless
+            // --unsigned-source took it): said once, its record says it too.
+            let said_already = source.entry.is_none() && !self.unsigned_source;
+            for p in problem
+                .into_iter()
+                .filter(|_| !said_already)
+                .chain(line_problems(&location, &read))
+            {
                 if book.said.insert(p.clone()) {
                     book.problems.push(p);
                 }

@@ -14,7 +14,7 @@ use ed25519_dalek::SigningKey;
 
 use crate::config::{IdentityConfig, Secret};
 use crate::metrics::{Counter, Metrics};
-use password::{PasswordError, Prompter};
+use password::{PasswordError, PasswordSource, Prompter};
 use sealed::{SealError, SealedIdentity};
 
 pub const IDENTITY_FILE: &str = "identity.json";
@@ -146,8 +146,8 @@ fn unlock(
     }
     let sealed = SealedIdentity::load(&path)?;
     let (given, source) = password::obtain(config.password.clone(), secret_password.clone(), false, prompter)?;
-    let (key, current) = match sealed.unseal(&given, &path) {
-        Ok(key) => (key, given),
+    let (key, current, source) = match sealed.unseal(&given, &path) {
+        Ok(key) => (key, given, source),
         Err(SealError::WrongPassword) => match fallback(&sealed, &path, &given, secret_password.as_ref(), config) {
             Some(found) => found,
             None if sealed.is_initial_password(&given) => return Err(LoginError::InitialPassword),
@@ -187,23 +187,25 @@ fn fallback(
     given: &Secret,
     secret_password: Option<&Secret>,
     config: &IdentityConfig,
-) -> Option<(SigningKey, Secret)> {
+) -> Option<(SigningKey, Secret, PasswordSource)> {
     let candidates = [
         (
             secret_password,
+            PasswordSource::Secret,
             "WICKRIO_BOT_PASSWORD does not open the bot's identity but the secret's password does: remove WICKRIO_BOT_PASSWORD so the secret is used",
         ),
         (
             config.rotate_to.as_ref(),
+            PasswordSource::Rotate,
             "WICKRIO_ROTATE_PASSWORD is already the bot's password; set the password source to it and remove WICKRIO_ROTATE_PASSWORD",
         ),
     ];
-    for (candidate, advice) in candidates {
+    for (candidate, source, advice) in candidates {
         if let Some(candidate) = candidate.filter(|c| *c != given)
             && let Ok(key) = sealed.unseal(candidate, path)
         {
             tracing::warn!("{advice}");
-            return Some((key, candidate.clone()));
+            return Some((key, candidate.clone(), source));
         }
     }
     None

@@ -10,6 +10,8 @@ pub enum PasswordSource {
     Env,
     Secret,
     Prompt,
+    /// `WICKRIO_ROTATE_PASSWORD`, found to be the password already (a rotation done before).
+    Rotate,
 }
 
 impl std::fmt::Display for PasswordSource {
@@ -18,6 +20,7 @@ impl std::fmt::Display for PasswordSource {
             PasswordSource::Env => "WICKRIO_BOT_PASSWORD",
             PasswordSource::Secret => "the Secrets Manager secret's `password` key",
             PasswordSource::Prompt => "the terminal prompt",
+            PasswordSource::Rotate => "WICKRIO_ROTATE_PASSWORD",
         })
     }
 }

@@ -80,6 +80,32 @@ async fn export_from_a_directory_answers_every_selection_exactly_with_a_signed_c
             .unwrap()
             .contains("Signed:    NO:")
     );
+    // verify-export still checks its hashes, says it is unsigned, and has an exit status of its own.
+    let verify_unsigned = || {
+        common::run_to_end(
+            Command::new(common::BIN)
+                .arg("verify-export")
+                .arg(&out)
+                .arg("--public-key")
+                .arg(&unsigned.public_key),
+        )
+    };
+    let (code, text) = verify_unsigned();
+    assert_eq!(code, Some(4), "{text}");
+    assert!(
+        text.contains("UNSIGNED custody report (") && text.contains(", 0 problem(s)"),
+        "{text}"
+    );
+    // Every problem is named, not the first only.
+    std::fs::write(out.join("messages.csv"), "altered\n").unwrap();
+    std::fs::remove_file(out.join("messages.jsonl")).unwrap();
+    std::fs::write(out.join("planted.txt"), "planted\n").unwrap();
+    let (code, text) = verify_unsigned();
+    assert_eq!(code, Some(1), "{text}");
+    for problem in ["ALTERED messages.csv", "MISSING messages.jsonl", "UNLISTED planted.txt"] {
+        assert!(text.contains(problem), "{problem}: {text}");
+    }
+    assert!(text.contains(", 3 problem(s)"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -133,6 +159,30 @@ async fn export_reads_plain_and_encrypted_buckets_in_place_and_only_the_objects_
             "{bucket}: {gets} message objects read of {message_objects}"
         );
         assert!(text.contains("skipped by their signed time spans"), "{text}");
+
+        // The bucket and folder taken from the environment, as decrypt, legal-hold and shred do.
+        let mut env = exporter.env.clone();
+        env.push(("WICKRIO_S3_BUCKET_NAME".into(), bucket.into()));
+        env.push(("WICKRIO_S3_FOLDER_NAME".into(), FOLDER.into()));
+        let by_env = Exporter {
+            source: Vec::new(),
+            env,
+            public_key: exporter.public_key.clone(),
+        };
+        let out_env = tmp.path().join("fortnight-by-env");
+        let (code, text) = by_env.run(&[
+            "--from",
+            "2026-04-01",
+            "--to",
+            "2026-04-14",
+            "--out",
+            out_env.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(0), "{text}");
+        assert_eq!(
+            std::fs::read(out_env.join("messages.jsonl")).unwrap(),
+            std::fs::read(out.join("messages.jsonl")).unwrap()
+        );
     }
 }
 
@@ -232,9 +282,29 @@ async fn a_tampered_file_is_reported_its_lines_kept_apart_and_strict_writes_noth
         .messages_dir()
         .join("receivedMessages_20260301T000000000Z_0a0b0c0d0e0f_000001.txt");
     std::fs::write(&planted, format!("{}\n", forged.json())).unwrap();
+    // And one under a name no bot writes: read and named too, not passed over.
+    let odd = bot.messages_dir().join("receivedMessages_planted.txt");
+    std::fs::write(&odd, format!("{}\n", join.json())).unwrap();
     let again = tmp.path().join("again");
     let (code, report) = exporter.run(&["--out", again.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{report}");
+    let custody: Value = serde_json::from_slice(&std::fs::read(again.join("custody.json")).unwrap()).unwrap();
+    let problems: Vec<&str> = custody["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for file in [
+        "receivedMessages_20260301T000000000Z_0a0b0c0d0e0f_000001.txt",
+        "receivedMessages_planted.txt",
+    ] {
+        let named = problems
+            .iter()
+            .filter(|p| p.starts_with("UNLISTED") && p.contains(file))
+            .count();
+        assert_eq!(named, 1, "{file} is one UNLISTED problem: {problems:#?}");
+    }
     assert_eq!(ids_in(&again.join("messages.jsonl")), model(&msgs, &Sel::default()));
     let verified = std::fs::read_to_string(again.join("messages.jsonl")).unwrap();
     let m013: Value = serde_json::from_str(verified.lines().find(|l| l.contains("\"m013\"")).unwrap()).unwrap();
@@ -260,7 +330,7 @@ fn bad_flags_are_refused_with_a_clear_error_and_write_nothing() {
         (vec!["--from", "2026-05-01", "--to", "2026-04-01"], "is after --to"),
         (vec!["--sender", ""], "an empty value selects nothing"),
         (vec!["--colour", "red"], "--colour"),
-        (vec!["--bucket", "b"], "cannot be used with"),
+        (vec!["--bucket", "b"], "--bucket and --dir cannot be used together"),
         (vec!["--format", "jsonl,pdf"], "pdf"),
         (vec!["--format", ""], "--format"),
     ];

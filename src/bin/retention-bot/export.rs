@@ -16,11 +16,12 @@ use super::*;
 #[derive(clap::Args)]
 pub(super) struct Args {
     /// The bucket holding the archive, read in place: objects are streamed, and decrypted in memory
-    /// when encrypted (needs kms:Decrypt), never written to disk outside --out.
-    #[arg(long, required_unless_present = "dir", conflicts_with = "dir")]
+    /// when encrypted (needs kms:Decrypt), never written to disk outside --out. The variable is
+    /// passed over when --dir is given.
+    #[arg(long, env = "WICKRIO_S3_BUCKET_NAME", required_unless_present = "dir")]
     bucket: Option<String>,
-    /// With --bucket: the bot's folder in it (WICKRIO_S3_FOLDER_NAME).
-    #[arg(long, default_value = "", value_parser = folder_prefix, requires = "bucket")]
+    /// With --bucket: the bot's folder in it.
+    #[arg(long, env = "WICKRIO_S3_FOLDER_NAME", default_value = "", value_parser = folder_prefix)]
     prefix: String,
     /// With --bucket: the bucket's region.
     #[arg(long, env = "WICKRIO_S3_REGION", default_value = "us-east-1")]
@@ -66,6 +67,14 @@ pub(super) struct Args {
 /// on stderr), or nothing exported (--strict, an unreadable archive); 2: bad arguments or keys;
 /// 3: the bot's password was refused.
 pub(super) fn run(args: Args) -> ExitCode {
+    // clap counts a value from the environment as given, so the two cannot be declared in conflict:
+    // a bucket from WICKRIO_S3_BUCKET_NAME (the bot's own host) gives way to --dir; one on the
+    // command line beside --dir is a mistake.
+    let from_env = std::env::var("WICKRIO_S3_BUCKET_NAME").ok();
+    if args.dir.is_some() && args.bucket.is_some() && args.bucket != from_env {
+        esay!("retention-bot export: --bucket and --dir cannot be used together: the archive is one or the other");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let judge_check = retention_bot::export::selection::Judge::new(&args.selection);
     if let Err(e) = judge_check {
         esay!("retention-bot export: {e}");
@@ -77,7 +86,7 @@ pub(super) fn run(args: Args) -> ExitCode {
         esay!("retention-bot export: {}", ExportError::OutNotEmpty(out.clone()));
         return ExitCode::from(EXIT_CONFIG);
     }
-    let Some((_, keys)) = verify::keys(args.public_key.clone()) else {
+    let Some((_, keys)) = verify::keys("export", args.public_key.clone()) else {
         return ExitCode::from(EXIT_CONFIG);
     };
     // Unlocked before anything is read: a refused password must not cost a whole export.
@@ -98,7 +107,8 @@ pub(super) fn run(args: Args) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let place = match (&args.bucket, &args.dir) {
-        (Some(bucket), _) => {
+        (_, Some(dir)) => Place::Dir(dir.clone()),
+        (Some(bucket), None) => {
             let archive = Archive {
                 bucket: bucket.clone(),
                 prefix: args.prefix.clone(),
@@ -108,7 +118,6 @@ pub(super) fn run(args: Args) -> ExitCode {
             let (s3, kms) = runtime.block_on(archive.clients());
             Place::Bucket { archive, s3, kms }
         }
-        (None, Some(dir)) => Place::Dir(dir.clone()),
         (None, None) => return ExitCode::from(EXIT_CONFIG),
     };
     let export = Export {
@@ -235,23 +244,50 @@ pub(super) struct CheckArgs {
     public_key: Vec<PathBuf>,
 }
 
-/// `verify-export`: the signature of custody.json, and every file it lists.
+/// `verify-export`: the signature of custody.json, and every file it lists. Exit status 0: signed
+/// and every file as listed; 1: a problem or a bad signature; 4 ([`EXIT_UNSIGNED`]): every file as
+/// listed, but the report is unsigned, so its hashes prove nothing against whoever could rewrite it.
 pub(super) fn check(args: CheckArgs) -> ExitCode {
-    let Some((_, keys)) = verify::keys(args.public_key) else {
+    let Some((_, keys)) = verify::keys("verify-export", args.public_key) else {
         return ExitCode::from(EXIT_CONFIG);
     };
-    match custody::check(&args.dir, &keys) {
-        Ok(checked) => {
-            say!(
-                "{}: custody report signed by {}; {} file(s), each as the report lists it",
-                args.dir.display(),
-                checked.signed_by,
-                checked.files
-            );
+    let dir = args.dir.display();
+    let checked = match custody::check(&args.dir, &keys) {
+        Ok(checked) => checked,
+        Err(e) => {
+            say!("{dir}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for problem in &checked.problems {
+        say!("{problem}");
+    }
+    let files = format!(
+        "{} file(s) listed, {} problem(s)",
+        checked.files,
+        checked.problems.len()
+    );
+    match (&checked.signature, checked.problems.is_empty()) {
+        (custody::SignatureCheck::Signed(by), true) => {
+            say!("{dir}: custody report signed by {by}; {files}: each file as the report lists it");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            say!("{}: {e}", args.dir.display());
+        (custody::SignatureCheck::Signed(by), false) => {
+            say!("{dir}: custody report signed by {by}; {files}");
+            ExitCode::FAILURE
+        }
+        (custody::SignatureCheck::Bad, _) => {
+            say!("{dir}: BAD SIGNATURE: custody.json was altered, or not signed by any of the given keys; {files}");
+            ExitCode::FAILURE
+        }
+        (custody::SignatureCheck::Unsigned(why), true) => {
+            say!(
+                "{dir}: UNSIGNED custody report ({why}); {files}: each file as the report lists it, which proves nothing against whoever could rewrite the report. Export again with the bot's state directory and password to sign it"
+            );
+            ExitCode::from(EXIT_UNSIGNED)
+        }
+        (custody::SignatureCheck::Unsigned(why), false) => {
+            say!("{dir}: UNSIGNED custody report ({why}); {files}");
             ExitCode::FAILURE
         }
     }

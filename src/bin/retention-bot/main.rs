@@ -48,6 +48,8 @@ use start::start;
 const EXIT_CONFIG: u8 = 2;
 /// Exit status for a refused password: the daemon did not start and changed nothing.
 const EXIT_LOGIN: u8 = 3;
+/// Exit status of `verify-export` for an unsigned report whose files are all as it lists them.
+const EXIT_UNSIGNED: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -91,8 +93,8 @@ enum Command {
         args: verify::Args,
     },
     /// Download every object under a prefix and restore it under DIR: objects in the S3 Encryption
-    /// Client V2 format are decrypted (the data key is unwrapped with KMS; needs kms:Decrypt), plain
-    /// ones copied. Each file appears only once its GCM tag checked out. Exit status 1 if any object
+    /// Client V2 or V3 format are decrypted (the data key is unwrapped with KMS; needs kms:Decrypt),
+    /// plain ones copied. Each file appears only once its GCM tag checked out. Exit status 1 if any object
     /// failed (each is reported) or, with --public-key, if the restored archive fails `verify`.
     Decrypt {
         #[command(flatten)]
@@ -137,7 +139,9 @@ enum Command {
         options: retention_bot::shred::Options,
     },
     /// Check an export before relying on it: custody.json's signature with the bot's public key,
-    /// and every output file against the SHA-256 the report lists. Exit status 1 if anything differs.
+    /// and every output file against the SHA-256 the report lists, naming every ALTERED, MISSING and
+    /// UNLISTED file. Exit status 0 if signed and all as listed, 1 if anything differs or the
+    /// signature is bad, 4 if all is as listed but the report is unsigned.
     VerifyExport {
         #[command(flatten)]
         args: export::CheckArgs,

@@ -54,7 +54,7 @@ pub(super) fn run(args: Args) -> ExitCode {
         }
         ExitCode::FAILURE
     };
-    let Some((paths, keys)) = keys(args.public_key) else {
+    let Some((paths, keys)) = keys("verify", args.public_key) else {
         return ExitCode::from(EXIT_CONFIG);
     };
     let (report, objects, bytes) = if let Some(location) = args.archive.strip_prefix("s3://") {
@@ -113,7 +113,7 @@ pub(super) fn run(args: Args) -> ExitCode {
 
 /// `decrypt --public-key`: the restored directory, checked as `verify DIR` does.
 pub(super) fn verify_dir_with(dir: &Path, public_keys: Vec<PathBuf>) -> ExitCode {
-    let Some((paths, keys)) = keys(public_keys) else {
+    let Some((paths, keys)) = keys("decrypt", public_keys) else {
         return ExitCode::from(EXIT_CONFIG);
     };
     match verify_dir(dir, &keys, &[]) {
@@ -132,8 +132,12 @@ pub(super) fn verify_dir_with(dir: &Path, public_keys: Vec<PathBuf>) -> ExitCode
     }
 }
 
-/// The key files (given, or the bot's own) and the keys they hold; `None` after saying why not.
-pub(super) fn keys(public_keys: Vec<PathBuf>) -> Option<(Vec<PathBuf>, Vec<ed25519_dalek::VerifyingKey>)> {
+/// The key files (given, or the bot's own) and the keys they hold; `None` after saying why not,
+/// in the name of `command` (`verify`, `export`...).
+pub(super) fn keys(
+    command: &str,
+    public_keys: Vec<PathBuf>,
+) -> Option<(Vec<PathBuf>, Vec<ed25519_dalek::VerifyingKey>)> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let paths = if public_keys.is_empty() {
         let default = env("WICKRIO_STATE_DIR")
@@ -148,7 +152,7 @@ pub(super) fn keys(public_keys: Vec<PathBuf>) -> Option<(Vec<PathBuf>, Vec<ed255
             });
         let Some(default) = default else {
             esay!(
-                "retention-bot verify: no public key: pass --public-key FILE, or set WICKRIO_STATE_DIR or WICKRIO_BOT_NAME"
+                "retention-bot {command}: no public key: pass --public-key FILE, or set WICKRIO_STATE_DIR or WICKRIO_BOT_NAME"
             );
             return None;
         };
@@ -161,7 +165,7 @@ pub(super) fn keys(public_keys: Vec<PathBuf>) -> Option<(Vec<PathBuf>, Vec<ed255
         match read_public_key(path) {
             Ok(k) => keys.push(k),
             Err(e) => {
-                esay!("retention-bot verify: {e}");
+                esay!("retention-bot {command}: {e}");
                 return None;
             }
         }

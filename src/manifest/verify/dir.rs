@@ -16,7 +16,12 @@ use crate::manifest::head::is_head_record;
 ///
 /// `extra_heads` are head record files kept elsewhere (`--head`), checked like those under `dir`.
 pub fn verify_dir(dir: &Path, keys: &[VerifyingKey], extra_heads: &[PathBuf]) -> std::io::Result<Report> {
-    let (manifests, files, mut heads) = scan(dir)?;
+    // A path that does not exist (a typo, a volume not mounted) holds nothing to verify: said as
+    // such, not as an I/O error.
+    let (manifests, files, mut heads) = match scan(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        scanned => scanned?,
+    };
     heads.extend(extra_heads.iter().cloned());
 
     let mut report = Report {

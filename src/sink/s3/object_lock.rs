@@ -15,9 +15,13 @@ use crate::aws;
 use crate::config::{ObjectLock, S3Config};
 
 /// A retention that has run out by the time of its upload (a file that waited on disk longer than
-/// the retention) is extended to this from the upload: S3 refuses a date in the past, and every
-/// object must be locked.
+/// the retention), or that would within [`LEAST_AHEAD`], is extended to this from the upload: S3
+/// refuses a date in the past, and every object must be locked.
 const LEAST_REMAINING: Duration = Duration::from_secs(24 * 3600);
+
+/// How far ahead a retention date must lie when the upload starts, so that it is still ahead when
+/// the last part of a large upload arrives.
+const LEAST_AHEAD: Duration = Duration::from_secs(3600);
 
 /// The answer S3 gives for a bucket without Object Lock.
 const NOT_ENABLED: &str = "ObjectLockConfigurationNotFoundError";
@@ -36,18 +40,20 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Retained `lock.days` from `closed` (when the file was closed), and at least a day from `now`.
-    /// A close time in the future (a clock stepped back, a touched file) counts as now: a lock
-    /// longer than configured could not be shortened in compliance mode.
+    /// Retained `lock.days` from `closed` (when the file was closed); if that date has passed, or
+    /// lies less than [`LEAST_AHEAD`] away, a day from `now` instead. A close time in the future (a
+    /// clock stepped back, a touched file) counts as now: a lock longer than configured could not be
+    /// shortened in compliance mode.
     pub fn for_file(lock: ObjectLock, closed: SystemTime, now: SystemTime) -> Self {
         let days = Duration::from_secs(u64::from(lock.days) * 24 * 3600);
         let floor = now + LEAST_REMAINING;
         // At most 100 years past a time no later than now: this cannot overflow a SystemTime.
         let until = closed.min(now).checked_add(days).unwrap_or(floor);
+        let extended = until < now + LEAST_AHEAD;
         Self {
             mode: ObjectLockMode::from(lock.mode.as_str()),
-            until: DateTime::from(until.max(floor)),
-            extended: until < floor,
+            until: DateTime::from(if extended { floor } else { until }),
+            extended,
         }
     }
 }
@@ -176,6 +182,25 @@ mod tests {
         // Closed "in the future" (the clock stepped back): counted from now, never longer.
         let r = Retention::for_file(lock, closed + 5 * DAY, closed);
         assert_eq!(r.until, DateTime::from(closed + 30 * DAY));
+        // Half an hour of retention left at the upload: too close, a day from the upload.
+        let r = Retention::for_file(lock, closed, closed + 30 * DAY - Duration::from_secs(1800));
+        assert!(r.extended);
+        // Half a day left: kept as counted from the close, no warning.
+        let r = Retention::for_file(lock, closed, closed + 30 * DAY - DAY / 2);
+        assert_eq!((r.until, r.extended), (DateTime::from(closed + 30 * DAY), false));
+    }
+
+    /// One day of retention (allowed) counts from the close like any other, with no warning: only
+    /// a date that has passed is moved.
+    #[test]
+    fn a_one_day_retention_counts_from_the_close_without_a_warning() {
+        let lock = ObjectLock {
+            mode: LockMode::Governance,
+            days: 1,
+        };
+        let closed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let r = Retention::for_file(lock, closed, closed + Duration::from_secs(10));
+        assert_eq!((r.until, r.extended), (DateTime::from(closed + DAY), false));
     }
 
     #[test]
