@@ -42,20 +42,9 @@ struct Example {
 /// Every `sh`/`python` block of README.md and docs/*.md, in reading order; panics naming any block
 /// without a marker.
 fn examples() -> Vec<Example> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("README.md")];
-    let mut pages: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "md"))
-        .collect();
-    pages.sort();
-    files.extend(pages);
     let mut out = Vec::new();
     let mut unmarked = Vec::new();
-    for path in files {
-        let name = path.strip_prefix(&root).unwrap().display().to_string();
-        let text = std::fs::read_to_string(&path).unwrap();
+    for (name, text) in crate::docs::docs() {
         let lines: Vec<&str> = text.lines().collect();
         let mut i = 0;
         while i < lines.len() {

@@ -23,8 +23,8 @@ const COMMANDS: [&str; 8] = [
 /// Variables the docs name that are not the bot's settings, each with why.
 const NOT_SETTINGS: [(&str, &str); 1] = [("WICKRIO_", "a prefix, as in `WICKRIO_*`")];
 
-/// README.md and every docs/*.md: (file name, text).
-fn docs() -> Vec<(String, String)> {
+/// README.md and every docs/*.md, in reading order: (file name, text).
+pub(crate) fn docs() -> Vec<(String, String)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut files = vec![root.join("README.md")];
     let mut pages: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
