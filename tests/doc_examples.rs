@@ -160,6 +160,8 @@ impl Workspace {
         )
         .unwrap();
         std::fs::write(dir.path().join("report.pdf"), b"%PDF-1.4\n% a report\n").unwrap();
+        // curl -s exits 0 on a refusal; the examples must not pass on one (the answer is printed).
+        std::fs::write(dir.path().join(".curlrc"), "fail-with-body\n").unwrap();
         let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
         Workspace {
             dir,
@@ -198,12 +200,15 @@ impl Workspace {
         cmd.current_dir(self.dir.path())
             .env_clear()
             .env("PATH", &self.path)
-            .env("LANG", "C.UTF-8");
-        // What finds python3 (a pyenv shim needs its root), nothing of the bot's.
-        for var in ["HOME", "PYENV_ROOT"] {
-            if let Some(value) = std::env::var_os(var) {
-                cmd.env(var, value);
-            }
+            .env("LANG", "C.UTF-8")
+            .env("HOME", self.dir.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        // A home of its own (its .curlrc, no AWS profile of the user's); what finds python3 when it
+        // is a pyenv shim: its root, which defaults to the real ~/.pyenv.
+        let pyenv = std::env::var_os("PYENV_ROOT")
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv").into_os_string()));
+        if let Some(root) = pyenv {
+            cmd.env("PYENV_ROOT", root);
         }
         cmd
     }
@@ -217,6 +222,14 @@ impl Workspace {
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = self.command(example);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec. The bot
+        // dies with the test (bash execs it, and the signal is kept across exec).
+        #[allow(unsafe_code)]
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -285,13 +298,17 @@ impl Workspace {
     }
 }
 
-/// A failed example leaves no bot behind holding the port and the directory.
+/// A failed example leaves no bot behind holding the port, nor the directory it wrote.
 impl Drop for Workspace {
     fn drop(&mut self) {
         if let Some((mut child, _)) = self.bot.take() {
             let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
+        }
+        let quickstart = Path::new(QUICKSTART_DIR);
+        if quickstart.join(OURS).exists() {
+            let _ = std::fs::remove_dir_all(quickstart);
         }
     }
 }
@@ -336,6 +353,10 @@ fn the_documented_examples_run_as_written() {
         );
         std::fs::remove_dir_all(quickstart).unwrap();
     }
+    assert!(
+        std::net::TcpListener::bind("127.0.0.1:8080").is_ok(),
+        "127.0.0.1:8080 is taken: the README's examples talk to a bot there (another test suite running?)"
+    );
     std::fs::create_dir_all(quickstart).unwrap();
     std::fs::write(quickstart.join(OURS), "").unwrap();
 
@@ -378,7 +399,8 @@ fn the_documented_examples_run_as_written() {
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
         .collect::<String>();
-    for id in ["a526085032fa11ee9a74053bb1017859", "old1", "old2"] {
+    // b1: the attachment example's message.
+    for id in ["a526085032fa11ee9a74053bb1017859", "old1", "old2", "\"b1\""] {
         assert!(archive.contains(id), "{id} is not in the archive");
     }
     std::fs::remove_dir_all(quickstart).unwrap();

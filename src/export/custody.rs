@@ -158,26 +158,33 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
 
 /// Every file under `dir` but the custody report itself, by relative path, in order.
 fn hash_outputs(dir: &Path) -> Result<Vec<OutputFile>, ExportError> {
+    hash_each(dir)?
+        .into_iter()
+        .map(|(path, hashed)| hashed.map_err(|error| ExportError::Read { path, error }))
+        .collect()
+}
+
+/// Every file under `dir` but the report itself, in path order, each hashed or why not: only
+/// regular files are opened (a planted FIFO, device or link is named, never read).
+fn hash_each(dir: &Path) -> Result<Vec<(PathBuf, std::io::Result<OutputFile>)>, ExportError> {
     let mut files = Vec::new();
     collect_files(dir, dir, &mut files)?;
     files.sort();
-    files
+    Ok(files
         .into_iter()
         .map(|(relative, path)| {
-            let err = |error| ExportError::Read {
-                path: path.clone(),
-                error,
-            };
-            let mut file = std::fs::File::open(&path).map_err(err)?;
-            let mut hasher = Sha256::new();
-            let bytes = std::io::copy(&mut file, &mut hasher).map_err(err)?;
-            Ok(OutputFile {
-                path: relative,
-                bytes,
-                sha256: hex::encode(hasher.finalize()),
-            })
+            let hashed = crate::durable::open_regular(&path).and_then(|mut file| {
+                let mut hasher = Sha256::new();
+                let bytes = std::io::copy(&mut file, &mut hasher)?;
+                Ok(OutputFile {
+                    path: relative,
+                    bytes,
+                    sha256: hex::encode(hasher.finalize()),
+                })
+            });
+            (path, hashed)
         })
-        .collect()
+        .collect())
 }
 
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), ExportError> {
@@ -309,9 +316,18 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
     let mut doc: Map<String, Value> =
         serde_json::from_slice(&text).map_err(|e| format!("{} is not a custody report: {e}", path.display()))?;
     let signature = doc.remove("signature").unwrap_or(Value::Null);
-    let signature = match signature.get("ed25519").and_then(Value::as_str) {
-        None => SignatureCheck::Unsigned(signature["unsigned"].as_str().unwrap_or("no signature").to_owned()),
-        Some(sig_hex) => {
+    let unsigned = signature
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get("unsigned"))
+        .and_then(Value::as_str);
+    let signature = match (unsigned, signature.get("ed25519").and_then(Value::as_str)) {
+        // Unsigned only as the exporter writes it: `{"unsigned": why}`. Anything else without a
+        // signature that verifies (none, a malformed one) is a bad signature, not a lesser state
+        // someone who altered a signed report could step down to.
+        (Some(why), _) => SignatureCheck::Unsigned(why.to_owned()),
+        (None, None) => SignatureCheck::Bad,
+        (None, Some(sig_hex)) => {
             let sig = hex::decode(sig_hex).ok().and_then(|b| Signature::from_slice(&b).ok());
             let signed = signed_bytes(&doc).map_err(|e| e.to_string())?;
             match sig.and_then(|sig| keys.iter().find(|k| k.verify(&signed, &sig).is_ok())) {
@@ -322,11 +338,28 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
     };
     let listed: Vec<OutputFile> = serde_json::from_value(doc.get("outputs").cloned().unwrap_or_default())
         .map_err(|e| format!("custody.json's outputs: {e}"))?;
-    let there = hash_outputs(dir).map_err(|e| e.to_string())?;
     let mut problems = Vec::new();
+    let mut there = Vec::new();
+    for (path, hashed) in hash_each(dir).map_err(|e| e.to_string())? {
+        match hashed {
+            Ok(file) => there.push(file),
+            Err(e) => {
+                let relative = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
+                problems.push(format!("UNREADABLE {relative}: {e}"));
+                // Listed or not, it is not as listed: named once, as unreadable.
+                there.push(OutputFile {
+                    path: relative,
+                    bytes: 0,
+                    sha256: String::new(),
+                });
+            }
+        }
+    }
     for want in &listed {
         match there.iter().find(|f| f.path == want.path) {
             None => problems.push(format!("MISSING {}: custody.json lists it", want.path)),
+            // Unreadable: named as such above.
+            Some(f) if f.sha256.is_empty() => {}
             Some(f) if f != want => problems.push(format!("ALTERED {}: its SHA-256 is not custody.json's", want.path)),
             Some(_) => {}
         }
@@ -339,7 +372,10 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
             }
         }
     }
-    for extra in there.iter().filter(|f| !listed.iter().any(|w| w.path == f.path)) {
+    for extra in there
+        .iter()
+        .filter(|f| !f.sha256.is_empty() && !listed.iter().any(|w| w.path == f.path))
+    {
         problems.push(format!("UNLISTED {}: custody.json does not list it", extra.path));
     }
     Ok(Checked {
@@ -492,5 +528,45 @@ mod tests {
             ],
             "{problems:?}"
         );
+
+        // A planted FIFO is named, never opened (opening it would wait for a writer for ever).
+        nix::unistd::mkfifo(&dir.path().join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let problems = check(dir.path(), &[key.verifying_key()]).unwrap().problems;
+        assert!(
+            problems.iter().any(|p| p.starts_with("UNREADABLE pipe: ")),
+            "{problems:?}"
+        );
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    /// Unsigned only as the exporter writes it; a report stripped of its signature, or given a
+    /// malformed one, is a bad signature (exit 1), not an unsigned report (exit 4).
+    #[test]
+    fn a_removed_or_malformed_signature_is_bad_not_unsigned() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("messages.jsonl"), "{}\n").unwrap();
+        let key = crate::identity::sealed::new_signing_key();
+        let selection = Selection::default();
+        write(dir.path(), report(&selection, &key), Signing::Key(&key)).unwrap();
+        let path = dir.path().join(CUSTODY_JSON);
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for signature in [
+            Value::Null,
+            serde_json::json!("x"),
+            serde_json::json!({"ed25519": null}),
+            serde_json::json!({"ed25519": 123}),
+            serde_json::json!({"unsigned": "why", "ed25519": "00"}),
+        ] {
+            match &signature {
+                Value::Null => doc.as_object_mut().unwrap().remove("signature"),
+                _ => doc
+                    .as_object_mut()
+                    .unwrap()
+                    .insert("signature".into(), signature.clone()),
+            };
+            std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+            let checked = check(dir.path(), &[key.verifying_key()]).unwrap();
+            assert_eq!(checked.signature, SignatureCheck::Bad, "{signature}");
+        }
     }
 }

@@ -412,7 +412,7 @@ impl Export {
             }
             // A file no entry lists is a problem the catalogue already named (unless
             // --unsigned-source took it): said once, its record says it too.
-            let said_already = source.entry.is_none() && !self.unsigned_source;
+            let said_already = source.entry.is_none() && !self.unsigned_source && read.error.is_none();
             for p in problem
                 .into_iter()
                 .filter(|_| !said_already)
@@ -448,7 +448,10 @@ impl Drop for AbortOnDrop {
 /// What is wrong with a file read against its signed entry (or that it has none).
 fn file_problem(source: &Source, location: &str, read: &FileRead) -> Option<String> {
     match (&source.entry, &read.error) {
-        (None, _) => Some(format!("UNLISTED {location}: no signed manifest entry lists this file")),
+        (None, Some(e)) => Some(format!(
+            "UNREADABLE {location}: {e} (and no signed manifest entry lists this file)"
+        )),
+        (None, None) => Some(format!("UNLISTED {location}: no signed manifest entry lists this file")),
         (Some(entry), Some(e)) => content_problem(entry, location, Err(e)).map(|p| p.to_string()),
         (Some(entry), None) => {
             content_problem(entry, location, Ok((read.plain_len, &read.sha256))).map(|p| p.to_string())

@@ -183,6 +183,9 @@ async fn export_reads_plain_and_encrypted_buckets_in_place_and_only_the_objects_
             std::fs::read(out_env.join("messages.jsonl")).unwrap(),
             std::fs::read(out.join("messages.jsonl")).unwrap()
         );
+        // The folder came from the variable too (the bucket holds nothing else to tell).
+        let custody: Value = serde_json::from_slice(&std::fs::read(out_env.join("custody.json")).unwrap()).unwrap();
+        assert_eq!(custody["archive"], format!("s3://{bucket}/{FOLDER}/"), "{custody}");
     }
 }
 
@@ -331,6 +334,7 @@ fn bad_flags_are_refused_with_a_clear_error_and_write_nothing() {
         (vec!["--sender", ""], "an empty value selects nothing"),
         (vec!["--colour", "red"], "--colour"),
         (vec!["--bucket", "b"], "--bucket and --dir cannot be used together"),
+        (vec!["--prefix", "bot1"], "--prefix goes with --bucket, not --dir"),
         (vec!["--format", "jsonl,pdf"], "pdf"),
         (vec!["--format", ""], "--format"),
     ];
@@ -345,6 +349,17 @@ fn bad_flags_are_refused_with_a_clear_error_and_write_nothing() {
         assert!(text.contains(says), "{args:?}: {text}");
         assert!(!out.exists(), "{args:?} wrote nothing");
     }
+    // An empty WICKRIO_S3_BUCKET_NAME is unset, as everywhere in the bot: no archive given.
+    let (code, text) = common::run_to_end(
+        Command::new(common::BIN)
+            .args(["export", "--out", &out_s, "--public-key"])
+            .arg(&key)
+            .env_clear()
+            .env("WICKRIO_S3_BUCKET_NAME", ""),
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no archive: give --bucket"), "{text}");
+    assert!(!out.exists());
     let (code, text) = common::run_to_end(
         Command::new(common::BIN)
             .args(["export", "--dir", &dir, "--public-key"])

@@ -67,12 +67,26 @@ pub(super) struct Args {
 /// on stderr), or nothing exported (--strict, an unreadable archive); 2: bad arguments or keys;
 /// 3: the bot's password was refused.
 pub(super) fn run(args: Args) -> ExitCode {
-    // clap counts a value from the environment as given, so the two cannot be declared in conflict:
-    // a bucket from WICKRIO_S3_BUCKET_NAME (the bot's own host) gives way to --dir; one on the
-    // command line beside --dir is a mistake.
-    let from_env = std::env::var("WICKRIO_S3_BUCKET_NAME").ok();
-    if args.dir.is_some() && args.bucket.is_some() && args.bucket != from_env {
-        esay!("retention-bot export: --bucket and --dir cannot be used together: the archive is one or the other");
+    // clap counts a value from the environment as given, so these cannot be declared in conflict:
+    // the bucket and folder of WICKRIO_S3_BUCKET_NAME/_FOLDER_NAME (the bot's own host) give way to
+    // --dir; either on the command line beside --dir is a mistake. An empty variable is unset.
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut args = args;
+    if args.bucket.as_deref() == Some("") {
+        args.bucket = None;
+    }
+    if args.dir.is_some() {
+        let prefix_from_env = env("WICKRIO_S3_FOLDER_NAME").map(|p| folder_prefix(&p).unwrap_or_default());
+        if args.bucket.is_some() && args.bucket != env("WICKRIO_S3_BUCKET_NAME") {
+            esay!("retention-bot export: --bucket and --dir cannot be used together: the archive is one or the other");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        if !args.prefix.is_empty() && Some(&args.prefix) != prefix_from_env.as_ref() {
+            esay!("retention-bot export: --prefix goes with --bucket, not --dir: point --dir at the folder itself");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    } else if args.bucket.is_none() {
+        esay!("retention-bot export: no archive: give --bucket (or WICKRIO_S3_BUCKET_NAME) or --dir");
         return ExitCode::from(EXIT_CONFIG);
     }
     let judge_check = retention_bot::export::selection::Judge::new(&args.selection);

@@ -18,9 +18,9 @@ use crate::manifest::head::is_head_record;
 pub fn verify_dir(dir: &Path, keys: &[VerifyingKey], extra_heads: &[PathBuf]) -> std::io::Result<Report> {
     // A path that does not exist (a typo, a volume not mounted) holds nothing to verify: said as
     // such, not as an I/O error.
-    let (manifests, files, mut heads) = match scan(dir) {
+    let (manifests, files, mut heads) = match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-        scanned => scanned?,
+        _ => scan(dir)?,
     };
     heads.extend(extra_heads.iter().cloned());
 

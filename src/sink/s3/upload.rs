@@ -90,7 +90,7 @@ pub async fn upload(
         tracing::warn!(
             file = %path.display(),
             until = %r.until,
-            "the file was closed longer ago than the Object Lock retention: its object is retained for a day from now instead"
+            "the file's Object Lock retention, counted from its close, has run out or has less than an hour left: its object is retained for a day from now instead"
         );
     }
     let mut metadata = target.metadata.clone();
