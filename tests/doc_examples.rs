@@ -10,13 +10,21 @@
 //! - `skip: why`: needs what the tests do not have (real AWS, a Docker engine, a homeserver), or is
 //!   the test suite itself; the reason names the test that runs the same thing.
 //!
-//! The examples write where the docs say, `/tmp/compliancebot`, and talk to `localhost:8080`. What
-//! the test changes, and why: the line `cargo build --release` is dropped and
-//! `./target/release/retention-bot` is the binary `cargo test` built (the suite does not build a
-//! release); `<the generated password>` and the like are the password the banner showed; and the
-//! files a user brings (`old/receivedMessages_1.txt`, `report.pdf`) are in the working directory.
+//! The examples write where the docs say, `/tmp/compliancebot`, and talk to `localhost:8080`; AWS is
+//! a moto server (`AWS_ENDPOINT_URL`). What the test changes, and why: the line `cargo build
+//! --release` is dropped and `./target/release/retention-bot` is the binary `cargo test` built (the
+//! suite does not build a release); `<the generated password>` and the like are the password the
+//! banner showed, `<the bot password>` the password of the bot whose archive the S3 pages read; a
+//! user's own paths, `/opt/compliancebot` and `/cases/4711`, are under the working directory; and
+//! what a user brings is there: the original bot's files (`old/receivedMessages_1.txt`), a document
+//! (`report.pdf`), and the archive the S3 pages read (bucket `my-archive`, folder `bot1`, Object
+//! Lock GOVERNANCE for 2557 days, written by a bot in November 2026, whose state is the
+//! `/opt/compliancebot/state` of the pages and whose public key is `public_key.txt`).
 
 use crate::common;
+
+use common::Bot;
+use common::aws::Moto;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -136,10 +144,13 @@ struct Workspace {
     path: String,
     password: Option<String>,
     bot: Option<(Child, PathBuf)>,
+    /// The AWS the examples reach (a moto server) and the archive bot's password.
+    aws: Vec<(String, String)>,
+    archive_password: String,
 }
 
 impl Workspace {
-    fn new() -> Workspace {
+    fn new(aws: Vec<(String, String)>) -> Workspace {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -168,7 +179,47 @@ impl Workspace {
             path,
             password: None,
             bot: None,
+            aws,
+            archive_password: String::new(),
         }
+    }
+
+    /// The archive the S3 pages' examples read (see the module's doc).
+    async fn write_users_archive(&mut self, moto: &Moto) {
+        moto.create_locked_bucket("my-archive").await;
+        let root = self.dir.path().join("opt/compliancebot");
+        let mut extra: Vec<(String, String)> = moto.env();
+        for (k, v) in [
+            ("WICKRIO_S3_BUCKET_NAME", "my-archive"),
+            ("WICKRIO_S3_FOLDER_NAME", "bot1"),
+            ("WICKRIO_S3_OBJECT_LOCK_MODE", "GOVERNANCE"),
+            ("WICKRIO_S3_RETENTION_DAYS", "2557"),
+            ("RETENTION_BOT_TEST_CLOCK", "2026-11-15T12:00:00Z"),
+        ] {
+            extra.push((k.into(), v.into()));
+        }
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut bot = Bot::prepare(&root, &extra);
+        bot.spawn().await;
+        // April (what the export example selects) and November (what the legal hold example holds).
+        for (id, ts) in [("apr1", "1775030400.5"), ("nov1", "1794268800.5")] {
+            let message = format!(
+                r#"{{"msgtype":1000,"message_id":"{id}","msg_ts":"{ts}","sender":"alice@example","vgroupid":"S7ad65d...","message":"about the case"}}"#
+            );
+            assert_eq!(bot.post("application/json", message).await.status(), 202);
+        }
+        assert!(bot.stop().await.success(), "{}", bot.log_text());
+        std::fs::copy(
+            root.join("state/public_key.txt"),
+            self.dir.path().join("public_key.txt"),
+        )
+        .unwrap();
+        self.archive_password = bot
+            .env
+            .iter()
+            .find(|(k, _)| k == "WICKRIO_BOT_PASSWORD")
+            .map(|(_, v)| v.clone())
+            .unwrap();
     }
 
     /// The block as the test runs it (see the module's doc for each change).
@@ -180,11 +231,14 @@ impl Workspace {
             .map(|l| format!("{l}\n"))
             .collect();
         if let Some(password) = &self.password {
-            for placeholder in ["<the generated password>", "<the bot password>", "<generated>"] {
+            for placeholder in ["<the generated password>", "<generated>"] {
                 code = code.replace(placeholder, password);
             }
         }
-        code
+        let home = self.dir.path().display().to_string();
+        code.replace("<the bot password>", &self.archive_password)
+            .replace("/opt/compliancebot", &format!("{home}/opt/compliancebot"))
+            .replace("/cases/4711", &format!("{home}/cases/4711"))
     }
 
     fn command(&self, example: &Example) -> Command {
@@ -202,7 +256,8 @@ impl Workspace {
             .env("PATH", &self.path)
             .env("LANG", "C.UTF-8")
             .env("HOME", self.dir.path())
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(self.aws.iter().map(|(k, v)| (k, v)));
         // A home of its own (its .curlrc, no AWS profile of the user's); what finds python3 when it
         // is a pyenv shim: its root, which defaults to the real ~/.pyenv.
         let pyenv = std::env::var_os("PYENV_ROOT")
@@ -328,7 +383,7 @@ fn every_example_block_is_marked_and_every_skip_says_why() {
     let all = examples();
     assert!(all.len() >= 30, "{}", all.len());
     let run = all.iter().filter(|e| !matches!(e.marker, Marker::Skip(_))).count();
-    assert!(run >= 7, "{run} run");
+    assert!(run >= 11, "{run} run");
     assert_eq!(
         shown_output("curl x\n# {\"accepted\":1}\nls\n# a_1.txt\n"),
         ["{\"accepted\":1}", "a_1.txt"]
@@ -343,8 +398,8 @@ fn every_example_block_is_marked_and_every_skip_says_why() {
     );
 }
 
-#[test]
-fn the_documented_examples_run_as_written() {
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_examples_run_as_written() {
     let quickstart = Path::new(QUICKSTART_DIR);
     if quickstart.exists() {
         assert!(
@@ -360,7 +415,9 @@ fn the_documented_examples_run_as_written() {
     std::fs::create_dir_all(quickstart).unwrap();
     std::fs::write(quickstart.join(OURS), "").unwrap();
 
-    let mut ws = Workspace::new();
+    let moto = Moto::start().await;
+    let mut ws = Workspace::new(moto.env());
+    ws.write_users_archive(&moto).await;
     let mut waiting: Vec<Example> = Vec::new();
     let mut ran = Vec::new();
     for example in examples() {
@@ -393,7 +450,7 @@ fn the_documented_examples_run_as_written() {
     }
     ws.stop();
     assert!(waiting.is_empty(), "never run, no bot started: {waiting:?}");
-    assert!(ran.len() >= 7, "{ran:?}");
+    assert!(ran.len() >= 11, "{ran:?}");
     // What they did is there: the Quickstart's and the producers' messages, and the import's.
     let archive = std::fs::read_dir(quickstart.join("compliance/messages"))
         .unwrap()
@@ -403,5 +460,11 @@ fn the_documented_examples_run_as_written() {
     for id in ["a526085032fa11ee9a74053bb1017859", "old1", "old2", "\"b1\""] {
         assert!(archive.contains(id), "{id} is not in the archive");
     }
+    // The export example exported the user's April message, signed (verify-export passed on it).
+    let exported = std::fs::read_to_string(ws.dir.path().join("cases/4711/messages.jsonl")).unwrap();
+    assert!(
+        exported.contains("\"apr1\"") && !exported.contains("\"nov1\""),
+        "{exported}"
+    );
     std::fs::remove_dir_all(quickstart).unwrap();
 }
