@@ -17,8 +17,8 @@
 //! banner showed, `<the bot password>` the password of the bot whose archive the S3 pages read; a
 //! user's own paths, `/opt/compliancebot` and `/cases/4711`, are under the working directory; and
 //! what a user brings is there: the original bot's files (`old/receivedMessages_1.txt`), a document
-//! (`report.pdf`), and the archive the S3 pages read (bucket `my-archive`, folder `bot1`, Object
-//! Lock GOVERNANCE for 2557 days, written by a bot in November 2026, whose state is the
+//! (`report.pdf`), and the archive the S3 pages read (bucket `my-archive`, folder `bot1`, encrypted
+//! under a KMS key, Object Lock GOVERNANCE for 2557 days, written by a bot in November 2026, whose state is the
 //! `/opt/compliancebot/state` of the pages and whose public key is `public_key.txt`).
 
 use crate::common;
@@ -187,8 +187,10 @@ impl Workspace {
     /// The archive the S3 pages' examples read (see the module's doc).
     async fn write_users_archive(&mut self, moto: &Moto) {
         moto.create_locked_bucket("my-archive").await;
+        let key = moto.create_key().await;
         let root = self.dir.path().join("opt/compliancebot");
         let mut extra: Vec<(String, String)> = moto.env();
+        extra.push(("WICKRIO_KMS_MSTRKEY_ARN".into(), key));
         for (k, v) in [
             ("WICKRIO_S3_BUCKET_NAME", "my-archive"),
             ("WICKRIO_S3_FOLDER_NAME", "bot1"),
