@@ -19,7 +19,8 @@
 //! what a user brings is there: the original bot's files (`old/receivedMessages_1.txt`), a document
 //! (`report.pdf`), and the archive the S3 pages read (bucket `my-archive`, folder `bot1`, encrypted
 //! under a KMS key, Object Lock GOVERNANCE for 2557 days, written by a bot in November 2026, whose state is the
-//! `/opt/compliancebot/state` of the pages and whose public key is `public_key.txt`).
+//! `/opt/compliancebot/state` of the pages and whose public key is `public_key.txt`; and two
+//! replicas' folder `shared` of it, their keys `bot-a/` and `bot-b/public_key.txt`).
 
 use crate::common;
 
@@ -216,6 +217,23 @@ impl Workspace {
             self.dir.path().join("public_key.txt"),
         )
         .unwrap();
+        // Two replicas sharing the folder `shared`, their keys as bot-a/ and bot-b/public_key.txt.
+        for name in ["bot-a", "bot-b"] {
+            let mut replica_env: Vec<(String, String)> = moto.env();
+            replica_env.push(("WICKRIO_S3_BUCKET_NAME".into(), "my-archive".into()));
+            replica_env.push(("WICKRIO_S3_FOLDER_NAME".into(), "shared".into()));
+            let replica_env: Vec<(&str, &str)> = replica_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut replica = Bot::prepare(&self.dir.path().join("replicas").join(name), &replica_env);
+            replica.spawn().await;
+            let message = format!(
+                r#"{{"msgtype":1000,"message_id":"{name}-1","msg_ts":"1775030400.5","sender":"bob@example","message":"hi"}}"#
+            );
+            assert_eq!(replica.post("application/json", message).await.status(), 202);
+            assert!(replica.stop().await.success(), "{}", replica.log_text());
+            let keys = self.dir.path().join(name);
+            std::fs::create_dir_all(&keys).unwrap();
+            std::fs::copy(replica.root.join("state/public_key.txt"), keys.join("public_key.txt")).unwrap();
+        }
         self.archive_password = bot
             .env
             .iter()
