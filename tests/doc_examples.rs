@@ -15,8 +15,10 @@
 //! --release` is dropped and `./target/release/retention-bot` is the binary `cargo test` built (the
 //! suite does not build a release); `<the generated password>` and the like are the password the
 //! banner showed, `<the bot password>` the password of the bot whose archive the S3 pages read; a
-//! user's own paths, `/opt/compliancebot` and `/cases/4711`, are under the working directory; and
-//! what a user brings is there: the original bot's files (`old/receivedMessages_1.txt`), a document
+//! user's own paths, `/opt/compliancebot` and `/cases/4711`, are under the working directory, and
+//! the host `retention.example` is `localhost` (the Quickstart's bot, which takes any token); and
+//! what a user brings is there: the original bot's files (`old/receivedMessages_1.txt`), a batch
+//! (`messages.jsonl`), a document
 //! (`report.pdf`), and the archive the S3 pages read (bucket `my-archive`, folder `bot1`, encrypted
 //! under a KMS key, Object Lock GOVERNANCE for 2557 days, written by a bot in November 2026, whose state is the
 //! `/opt/compliancebot/state` of the pages and whose public key is `public_key.txt`; and two
@@ -172,6 +174,11 @@ impl Workspace {
         )
         .unwrap();
         std::fs::write(dir.path().join("report.pdf"), b"%PDF-1.4\n% a report\n").unwrap();
+        std::fs::write(
+            dir.path().join("messages.jsonl"),
+            format!("{}\n{}\n", line("batch1"), line("batch2")),
+        )
+        .unwrap();
         // curl -s exits 0 on a refusal; the examples must not pass on one (the answer is printed).
         std::fs::write(dir.path().join(".curlrc"), "fail-with-body\n").unwrap();
         let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
@@ -259,6 +266,7 @@ impl Workspace {
         code.replace("<the bot password>", &self.archive_password)
             .replace("/opt/compliancebot", &format!("{home}/opt/compliancebot"))
             .replace("/cases/4711", &format!("{home}/cases/4711"))
+            .replace("retention.example", "localhost")
     }
 
     fn command(&self, example: &Example) -> Command {
@@ -477,7 +485,7 @@ async fn the_documented_examples_run_as_written() {
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
         .collect::<String>();
     // b1: the attachment example's message.
-    for id in ["a526085032fa11ee9a74053bb1017859", "old1", "old2", "\"b1\""] {
+    for id in ["a526085032fa11ee9a74053bb1017859", "old1", "old2", "\"b1\"", "batch2"] {
         assert!(archive.contains(id), "{id} is not in the archive");
     }
     // The export example exported the user's April message, signed (verify-export passed on it).
