@@ -607,18 +607,13 @@ async fn recount(witness: &Witness<'_>, listing: &Listing, period: Period, plan:
 
 /// Cancels a deletion just scheduled (a file of another period turned up under the key).
 async fn undo_schedule(kms: &aws_sdk_kms::Client, arn: &str) -> Result<(), ShredError> {
-    let (id, _) = key_metadata(kms, arn).await?;
-    kms.cancel_key_deletion()
-        .key_id(&id)
-        .send()
-        .await
-        .map_err(|e| failure(&format!("cancel the deletion of KMS key {arn} (do it by hand NOW)"), &e))?;
-    kms.enable_key()
-        .key_id(&id)
-        .send()
-        .await
-        .map_err(|e| failure(&format!("enable KMS key {arn} again (do it by hand NOW)"), &e))?;
-    Ok(())
+    enable_again(kms, arn).await.map_err(|e| match e {
+        ShredError::Aws(f) => ShredError::Aws(AwsFailure {
+            message: format!("{} (do it by hand NOW)", f.message),
+            ..f
+        }),
+        other => other,
+    })
 }
 
 /// `shred --cancel`: cancels the deletion of the keys the period's signed record names (from the
