@@ -148,7 +148,7 @@ pub async fn run(
         metrics: pipeline.metrics.clone(),
         max_file: config.ingest.max_file,
     };
-    let mut capture = matrix.map(|source| tokio::spawn(source.capture(intake.clone(), capture_stop)));
+    let mut capture = matrix.map(|source| tokio::spawn(source.capture(intake.clone(), events.clone(), capture_stop)));
     let app = routes(&config, &pipeline, intake, &drain, capture.is_none());
     // Headers are small: a client that cannot send them in a few seconds only holds a connection.
     let limits = serve::Limits {

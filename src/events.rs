@@ -31,6 +31,9 @@ pub enum EventKind {
     /// A period's KMS key (from the alias template) does not exist or cannot be used: that period's
     /// files wait on local disk, never uploaded in the clear.
     PeriodKeyMissing,
+    /// The bot can no longer capture a Matrix room: it was kicked or banned, or the room was upgraded
+    /// to one it cannot join.
+    MatrixRoomLost,
     /// The bot created a coming period's KMS key and alias (`WICKRIO_KMS_CREATE_PERIOD_KEYS`).
     PeriodKeyCreated,
     /// A file of a period shredded while it waited on the bot's disk was removed unsent, as the
@@ -62,7 +65,7 @@ impl EventKind {
         use EventKind::*;
         match self {
             Fatal | LoginFailed | SecretUpdateFailed | SpoolFailing | DiskFull | WatchdogFailure | S3KeyConflict
-            | ArchiveCheckFailed | PeriodKeyMissing => Severity::Critical,
+            | ArchiveCheckFailed | PeriodKeyMissing | MatrixRoomLost => Severity::Critical,
             _ => Severity::Normal,
         }
     }

@@ -14,6 +14,7 @@ pub mod export;
 pub mod identity;
 pub mod legal_hold;
 pub mod lock;
+pub mod log_repeats;
 pub mod manifest;
 pub mod message;
 pub mod metrics;

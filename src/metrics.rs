@@ -60,6 +60,7 @@ Gauge {
     S3BacklogFiles => "S3_Backlog_Files", "Closed files waiting on local disk for their upload to S3.";
     S3BacklogBytes => "S3_Backlog_Bytes", "Bytes of closed files waiting on local disk for their upload to S3.";
     ArchiveProblems => "Archive_Problems", "Problems the last scheduled check of the bucket found (0: the archive verified).";
+    MatrixRoomsLost => "Matrix_Rooms_Lost", "Matrix rooms the bot can no longer capture since it started (kicked, banned, or upgraded to a room it cannot join), until it is back in them.";
     KmsPeriodKeysMissing => "KMS_Period_Keys_Missing", "With per-period KMS keys: of the current period and the one starting within a day, how many have no usable key (their files would wait on disk).";
 }
 }

@@ -434,6 +434,38 @@ mod tests {
     }
 
     #[test]
+    fn a_message_brings_its_replies_thread_votes_and_thumbnail_along() {
+        let lines = vec![
+            line("q", 10, "alice", ""),
+            line("r", 20, "bob", r#","reply_to":"q""#),
+            line("t", 30, "carol", r#","thread_root":"q""#),
+            line("v", 40, "dan", r#","poll":{"kind":"response","message_id":"q"}"#),
+            line(
+                "h",
+                11,
+                "alice",
+                r#","msgtype":6000,"file":{"filename":"x.jpg","thumbnail_of":"q"}"#,
+            ),
+            line("o", 50, "bob", ""),
+        ];
+        let alice = Selection {
+            sender: vec!["alice".into()],
+            ..Selection::default()
+        };
+        assert_eq!(run(alice, &lines, true), ["q", "h", "r", "t", "v"]);
+        // Present in the room when a message was sent: a participant in it.
+        let lines = vec![
+            line("p", 10, "alice", r#","room_members":["alice","Erin"]"#),
+            line("n", 20, "alice", r#","vgroupid":"elsewhere""#),
+        ];
+        let erin = Selection {
+            participant: vec!["erin".into()],
+            ..Selection::default()
+        };
+        assert_eq!(run(erin, &lines, true), ["p"]);
+    }
+
+    #[test]
     fn a_participant_is_a_member_of_a_room_they_were_seen_in() {
         let lines = vec![
             line("q", 5, "bob", ""),

@@ -116,10 +116,13 @@ pub struct Line<'a> {
     pub receiver: Option<Cow<'a, str>>,
     pub room: Option<Cow<'a, str>>,
     pub text: Option<Cow<'a, str>>,
-    /// The message an edit, reaction or delete refers to.
+    /// The message an edit, reaction or delete refers to; or that a reply answers, a thread message
+    /// follows, a vote is cast in, a thumbnail shows, or a foreign edit tried to change.
     pub refers_to: Option<Cow<'a, str>>,
     /// `control.members` of a room control message.
     pub members: Vec<Cow<'a, str>>,
+    /// `room_members`: who was in the room when the message was sent.
+    pub present: Vec<Cow<'a, str>>,
     /// The archived name of a file message's attachment (`file.localfilename`'s last part).
     pub attachment: Option<Cow<'a, str>>,
     /// `file.filename`: the name the sender gave it.
@@ -163,8 +166,19 @@ pub fn read_line(text: &[u8]) -> Option<Line<'_>> {
             line.refers_to = string(control.get("message_id"));
         }
         if let Some(members) = control.get("members") {
-            line.members = serde_json::from_str::<Vec<Cow<str>>>(members.get()).unwrap_or_default();
+            line.members = users(Some(members));
         }
+    }
+    line.present = users(top.get("room_members"));
+    // A line that belongs with another message without changing it: a reply, a thread's message, a
+    // poll's vote or end, a file's thumbnail, an edit attempt by someone else.
+    if line.refers_to.is_none() {
+        let nested = |object_name: &str, key: &str| object(object_name).and_then(|o| string(o.get(key)));
+        line.refers_to = string(top.get("reply_to"))
+            .or_else(|| string(top.get("thread_root")))
+            .or_else(|| nested("poll", "message_id"))
+            .or_else(|| nested("file", "thumbnail_of"))
+            .or_else(|| nested("edit_attempt", "message_id"));
     }
     if let Some(file) = object("file") {
         line.file_name = string(file.get("filename"));
@@ -174,6 +188,12 @@ pub fn read_line(text: &[u8]) -> Option<Line<'_>> {
         });
     }
     Some(line)
+}
+
+/// A list of user IDs (a field of another type reads as none).
+fn users(raw: Option<&RawValue>) -> Vec<Cow<'_, str>> {
+    raw.and_then(|r| serde_json::from_str::<Vec<Cow<str>>>(r.get()).ok())
+        .unwrap_or_default()
 }
 
 /// A JSON object's top-level fields, each the raw text it was (the last of a repeated key wins, as
@@ -294,6 +314,7 @@ impl Judge {
                 || line
                     .members
                     .iter()
+                    .chain(&line.present)
                     .any(|m| self.participants.contains(&m.to_lowercase())))
     }
 
@@ -319,6 +340,10 @@ impl Judge {
         if self.participants.is_empty()
             || user_in(&self.participants, &line.sender)
             || user_in(&self.participants, &line.receiver)
+            || line
+                .present
+                .iter()
+                .any(|m| self.participants.contains(&m.to_lowercase()))
         {
             return Verdict::Yes;
         }

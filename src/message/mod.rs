@@ -101,18 +101,27 @@ impl Message {
         self.fields.get("file").and_then(Value::as_object)
     }
 
+    /// A top-level field.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.fields.get(name)
+    }
+
+    /// Sets `key` in the nested object `object` (e.g. a call's duration, once its end is known);
+    /// nothing if the message has no such object. No field the format's rules look at is nested.
+    pub fn set_in(&mut self, object: &str, key: &str, value: Value) {
+        if let Some(Value::Object(inner)) = self.fields.get_mut(object) {
+            inner.insert(key.into(), value);
+        }
+    }
+
     /// Records where an attachment was saved, as the original does.
     pub fn set_local_filename(&mut self, path: &str) {
-        if let Some(Value::Object(file)) = self.fields.get_mut("file") {
-            file.insert("localfilename".into(), Value::String(path.to_owned()));
-        }
+        self.set_in("file", "localfilename", Value::String(path.to_owned()));
     }
 
     /// Adds a note to the `matrix` object a Matrix source's line carries (e.g. why media is missing).
     pub fn set_matrix_field(&mut self, key: &str, value: Value) {
-        if let Some(Value::Object(matrix)) = self.fields.get_mut("matrix") {
-            matrix.insert(key.into(), value);
-        }
+        self.set_in("matrix", key, value);
     }
 
     /// Appends the message as one compact JSON line (field order and numbers as received).

@@ -2,56 +2,61 @@
 //! bucket or a disk hovering at its limit does not flood the operators' topic.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use crate::events::{Event, EventKind};
 
-/// Per kind: when its window opened, and what came since.
-struct Window {
+/// Per key: when its window opened, and what came since.
+struct Window<T> {
     opened: Instant,
     repeats: u64,
-    last: Option<Event>,
+    last: Option<T>,
 }
 
-pub struct Collapser {
+/// Repeats of anything with a key (an event's kind, a log line's text) within a window: the first
+/// goes out, the rest are counted, and the last of them comes back with the count when the window
+/// closes.
+pub(crate) struct Repeats<K, T> {
     window: Duration,
-    open: HashMap<EventKind, Window>,
+    open: HashMap<K, Window<T>>,
 }
 
-impl Collapser {
-    pub fn new(window: Duration) -> Self {
+impl<K: Hash + Eq, T> Repeats<K, T> {
+    pub(crate) fn new(window: Duration) -> Self {
         Self {
             window,
             open: HashMap::new(),
         }
     }
 
-    /// The event to publish now, or `None` when one of its kind went out less than a window ago
-    /// (it is then counted, and reported with the count when the window closes).
-    pub fn offer(&mut self, event: Event, now: Instant) -> Option<Event> {
-        match self.open.get_mut(&event.kind) {
+    /// `item` if it is to go out now; `None` when one of its key went out less than a window ago
+    /// (it is then counted).
+    pub(crate) fn offer(&mut self, key: K, item: T, now: Instant) -> Option<T> {
+        match self.open.get_mut(&key) {
             Some(w) if now.duration_since(w.opened) < self.window => {
                 w.repeats += 1;
-                w.last = Some(event);
+                w.last = Some(item);
                 None
             }
             _ => {
                 self.open.insert(
-                    event.kind,
+                    key,
                     Window {
                         opened: now,
                         repeats: 0,
                         last: None,
                     },
                 );
-                Some(event)
+                Some(item)
             }
         }
     }
 
-    /// One summary per window that closed with repeats. A summary opens a new window, so a steady
-    /// stream of one error gives one event per window.
-    pub fn due(&mut self, now: Instant) -> Vec<Event> {
+    /// The last repeat of each window that closed with repeats, and their count. A window that
+    /// closes with repeats opens a new one, so a steady stream gives one item per window; one that
+    /// closes quietly is forgotten.
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<(T, u64)> {
         let window = self.window;
         let mut out = Vec::new();
         self.open.retain(|_, w| {
@@ -60,7 +65,7 @@ impl Collapser {
             }
             match w.last.take() {
                 Some(last) => {
-                    out.push(summary(last, w.repeats, window));
+                    out.push((last, w.repeats));
                     *w = Window {
                         opened: now,
                         repeats: 0,
@@ -74,13 +79,47 @@ impl Collapser {
         out
     }
 
-    /// Summaries of every open window with repeats (at shutdown).
-    pub fn drain(&mut self) -> Vec<Event> {
-        let window = self.window;
+    /// The last repeat and count of every open window with repeats (at shutdown).
+    pub(crate) fn drain(&mut self) -> Vec<(T, u64)> {
         self.open
             .drain()
-            .filter_map(|(_, w)| w.last.map(|last| summary(last, w.repeats, window)))
+            .filter_map(|(_, w)| w.last.map(|last| (last, w.repeats)))
             .collect()
+    }
+
+    pub(crate) fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+/// Events collapsed by kind, each summary saying how often its kind repeated.
+pub struct Collapser(Repeats<EventKind, Event>);
+
+impl Collapser {
+    pub fn new(window: Duration) -> Self {
+        Self(Repeats::new(window))
+    }
+
+    /// The event to publish now, or `None` when one of its kind went out less than a window ago
+    /// (it is then counted, and reported with the count when the window closes).
+    pub fn offer(&mut self, event: Event, now: Instant) -> Option<Event> {
+        self.0.offer(event.kind, event, now)
+    }
+
+    /// One summary per window that closed with repeats.
+    pub fn due(&mut self, now: Instant) -> Vec<Event> {
+        let window = self.0.window();
+        self.0
+            .due(now)
+            .into_iter()
+            .map(|(e, n)| summary(e, n, window))
+            .collect()
+    }
+
+    /// Summaries of every open window with repeats (at shutdown).
+    pub fn drain(&mut self) -> Vec<Event> {
+        let window = self.0.window();
+        self.0.drain().into_iter().map(|(e, n)| summary(e, n, window)).collect()
     }
 }
 

@@ -12,10 +12,13 @@ use retention_bot::config::{self, Config, LogFormat, Network, SETTINGS, SecretLo
 use retention_bot::daemon::{self, Pipeline};
 use retention_bot::identity::{self, PasswordChange, password::Terminal};
 use retention_bot::lock::StateLock;
+use retention_bot::log_repeats::RepeatedWarnings;
 use retention_bot::metrics::{Counter, Metrics};
 use retention_bot::privileges;
 use retention_bot::report::{EventKind, Events, Reporter};
 use retention_bot::source::{self, import, matrix::MatrixError};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// A line on standard output. A reader that went away (`| head -1`) or a closed stdout is not worth
 /// a panic: what was to be said is lost, and the exit status still tells.
@@ -213,7 +216,9 @@ fn init_logging(format: LogFormat) {
     // matrix-sdk logs every sync at info and every refused request (including the expected refusal of
     // the generated password before a first run's password change) as an error; the bot reports what
     // matters itself. RUST_LOG naming a matrix_sdk target overrides this.
-    let quiet_matrix = "matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=warn,matrix_sdk::http_client=off";
+    // It also warns at every room key it cannot back up: the bot keeps no key backup (its store is the
+    // copy), so that warning says nothing.
+    let quiet_matrix = "matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=warn,matrix_sdk::http_client=off,matrix_sdk_crypto::backups=error";
     let directives = match levels {
         Some(l) if l.contains("matrix_sdk") => l,
         Some(l) => format!("{l},{quiet_matrix}"),
@@ -225,9 +230,11 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
+    // Any other warning that repeats is logged once, then once in a while with its count.
+    let repeats = |json| RepeatedWarnings::new(retention_bot::log_repeats::WINDOW, std::io::stderr, json);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(repeats(false)).init(),
+        LogFormat::Json => builder.json().finish().with(repeats(true)).init(),
     }
 }
 

@@ -145,17 +145,26 @@ pub(super) fn message_event(msgtype: i64, line: &Value, mut event: TimelineEvent
     let text = line.get("message").and_then(Value::as_str).unwrap_or_default();
     event.body = Some(text.to_owned());
     event.push_custom("msgtype", msgtype.to_string());
-    // Replies and threads exist only on Matrix: its event, kept whole in the line, says what it
-    // relates to (by event id, which the line's `message_id` is a digest of).
+    // Replies and threads exist only on Matrix: the line's `reply_to` and `thread_root` name the
+    // message answered and the thread's root. Lines archived before the bot wrote those fields say it
+    // in their event, kept whole (by event id, which the line's `message_id` is a digest of).
+    let top = |name: &str| line.get(name).and_then(Value::as_str).map(str::to_owned);
     let relates = line.pointer("/matrix/event/content/m.relates_to");
     let related = |pointer: &str| relates.and_then(|r| r.pointer(pointer)).and_then(Value::as_str);
-    if let Some(parent) = related("/m.in_reply_to/event_id") {
-        event.parent = Some(matrix_message_id(parent));
-    }
-    if related("/rel_type") == Some("m.thread")
-        && let Some(root) = related("/event_id")
-    {
-        event.push_custom("thread_root", matrix_message_id(root));
+    let thread_root = top("thread_root").or_else(|| {
+        (related("/rel_type") == Some("m.thread"))
+            .then(|| related("/event_id").map(matrix_message_id))
+            .flatten()
+    });
+    let legacy = line.get("reply_to").is_none() && line.get("network").is_none();
+    let reply_to = top("reply_to").or_else(|| {
+        legacy
+            .then(|| related("/m.in_reply_to/event_id").map(matrix_message_id))
+            .flatten()
+    });
+    event.parent = reply_to.or_else(|| thread_root.clone());
+    if let Some(root) = thread_root {
+        event.push_custom("thread_root", root);
     }
     match msgtype {
         MSGTYPE_TEXT => {}

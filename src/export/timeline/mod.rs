@@ -374,6 +374,17 @@ mod tests {
         assert_eq!(got[1].parent.as_deref(), Some(id.as_str()));
         assert_eq!(got[1].custom("thread_root"), Some(id.as_str()));
         assert_eq!(got[0].parent, None);
+        // Lines the bot writes now name both; a thread's fallback reply is no reply.
+        let got = events(&[
+            r#"{"msgtype":1000,"message_id":"r","msg_ts":"1700000000","sender":"@a:x","vgroupid":"!r:x","message":"q"}"#,
+            r#"{"msgtype":1000,"message_id":"c","msg_ts":"1700000002","sender":"@b:x","vgroupid":"!r:x","network":"x","message":"c","thread_root":"r","matrix":{"event":{"content":{"m.relates_to":{"rel_type":"m.thread","event_id":"$r","is_falling_back":true,"m.in_reply_to":{"event_id":"$other"}}}}}}"#,
+            r#"{"msgtype":1000,"message_id":"d","msg_ts":"1700000003","sender":"@b:x","vgroupid":"!r:x","network":"x","message":"d","reply_to":"c","thread_root":"r"}"#,
+        ]);
+        assert_eq!(
+            (got[1].parent.as_deref(), got[1].custom("thread_root")),
+            (Some("r"), Some("r"))
+        );
+        assert_eq!(got[2].parent.as_deref(), Some("c"));
     }
 
     #[test]

@@ -8,38 +8,50 @@
 //! (the device's keys and the rooms' Megolm sessions) in the state directory, encrypted. An event whose
 //! key has not arrived is written with the reason, kept, and written again in full once the key comes.
 
+mod calls;
+mod coverage;
+mod gap;
 mod login;
 mod media;
+mod members;
 mod position;
+mod recent;
 pub mod translate;
 mod undecrypted;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use matrix_sdk::config::{SyncSettings, SyncToken};
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
-use matrix_sdk::room::MessagesOptions;
-use matrix_sdk::ruma::OwnedRoomId;
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::events::room::MediaSource;
+use matrix_sdk::ruma::events::room::history_visibility::HistoryVisibility;
+use matrix_sdk::ruma::{EventId, OwnedRoomId};
 use matrix_sdk::sync::Timeline;
-use matrix_sdk::{Client, Room};
+use matrix_sdk::{Client, Room, RoomMemberships};
 use serde_json::Value;
 
 use crate::config::MatrixConfig;
 use crate::durable;
+use crate::events::Events;
 use crate::identity::Identity;
 use crate::message::{Lines, Message};
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Metrics};
 use crate::source::Intake;
 use crate::spool::{PartialAttachment, SpoolError, safe_attachment_name};
+use calls::Calls;
+use coverage::RoomChange;
+use gap::Gap;
 use media::NotSaved;
+use members::Members;
 use position::Position;
-use translate::{Delivery, MediaRef, Translated};
+use recent::Recent;
+use translate::{Context, Delivery, MediaRef, Translated};
 use undecrypted::Undecrypted;
 
 /// How long one `/sync` waits on the homeserver for something new.
@@ -100,8 +112,19 @@ pub struct MatrixSource {
     client: Client,
     dir: PathBuf,
     position: Position,
-    seen: Seen,
+    /// Events captured lately (a repeat is skipped), and who sent them.
+    seen: Recent<()>,
+    senders: Recent<String>,
     undecrypted: Undecrypted,
+    members: Members,
+    calls: Calls,
+    /// The bot's user ID, and its homeserver's name (the `network` of every line).
+    bot: String,
+    network: String,
+    /// Rooms the bot can no longer capture (`Matrix_Rooms_Lost`).
+    lost: BTreeSet<String>,
+    events: Events,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for MatrixSource {
@@ -149,12 +172,25 @@ pub async fn connect(
     );
     let position = Position::load(&dir)?;
     let undecrypted = Undecrypted::load(&dir)?;
+    let bot = client.user_id().map(|u| u.to_string()).unwrap_or_default();
+    let network = client
+        .user_id()
+        .map(|u| u.server_name().to_string())
+        .unwrap_or_default();
     Ok(MatrixSource {
         client,
         dir,
         position,
-        seen: Seen::default(),
+        seen: Recent::new(SEEN_CAPACITY),
+        senders: Recent::new(SEEN_CAPACITY),
         undecrypted,
+        members: Members::default(),
+        calls: Calls::default(),
+        bot,
+        network,
+        lost: BTreeSet::new(),
+        events: Events::none(),
+        metrics: Arc::default(),
     })
 }
 
@@ -162,7 +198,14 @@ impl MatrixSource {
     /// Syncs and captures until `stop` turns true. Errors are retried with backoff (the events wait
     /// on the homeserver), except a revoked session: that ends capture with an error, so the bot
     /// stops (and, restarted, logs in again) rather than wait for ever.
-    pub async fn capture(mut self, intake: Intake, mut stop: crate::shutdown::Shutdown) -> Result<(), MatrixError> {
+    pub async fn capture(
+        mut self,
+        intake: Intake,
+        events: Events,
+        mut stop: crate::shutdown::Shutdown,
+    ) -> Result<(), MatrixError> {
+        self.events = events;
+        self.metrics = intake.metrics.clone();
         let mut backoff = Duration::from_secs(1);
         let mut filter = FilterDefinition::default();
         filter.room.timeline.limit = Some(PAGE.into());
@@ -278,17 +321,18 @@ impl MatrixSource {
         events: Vec<(Value, Delivery)>,
         intake: &Intake,
     ) -> Result<(), MatrixError> {
+        let room = self.client.get_room(room_id);
+        self.seed_members(room.as_ref(), room_id.as_str(), &events).await;
         let mut lines = Lines::default();
         let mut ids = Vec::new();
+        let mut changes = Vec::new();
         for (json, delivery) in events {
             let late = delivery == Delivery::DecryptedLate;
-            let id = json
-                .get("event_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let text = |key: &str| json.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let (id, sender) = (text("event_id"), text("sender"));
             if !late {
                 if self.seen.contains(&id) {
+                    self.members.apply(room_id.as_str(), &json);
                     continue;
                 }
                 intake.metrics.incr(Counter::MessagesRx);
@@ -297,7 +341,10 @@ impl MatrixSource {
                     self.undecrypted.push(room_id.as_str(), &json);
                 }
             }
-            let Translated { mut message, media } = match translate::translate(room_id.as_str(), &json, &delivery) {
+            let target_sender = self.target_sender(room.as_ref(), &json).await;
+            self.senders.insert(id.clone(), sender);
+            let change = (!late).then(|| coverage::room_change(&json, &self.bot)).flatten();
+            let translated = match self.translate(room.as_ref(), room_id, &json, &delivery, target_sender, &change) {
                 Ok(t) => t,
                 Err(e) => {
                     // Only a malformed event (no sender, no ID) can fail validation.
@@ -306,40 +353,145 @@ impl MatrixSource {
                     continue;
                 }
             };
-            match media {
-                None => lines.push(&message),
-                Some(media) => {
-                    // Keep the file order: what came before is written first.
-                    self.commit(room_id, std::mem::take(&mut lines), std::mem::take(&mut ids), intake)
-                        .await?;
-                    let received = self.save_media(&media, intake, &mut message).await?;
-                    let ids = if late { vec![] } else { vec![id] };
-                    match received {
-                        Some((partial, name)) => {
-                            let line = move |path: &str| {
-                                let mut message = message;
-                                message.set_local_filename(path);
-                                let mut one = Lines::default();
-                                one.push(&message);
-                                one
-                            };
-                            intake.spool.store_attachment(partial, name, line).await?;
-                            self.remember(room_id, ids);
-                        }
-                        None => {
-                            let mut one = Lines::default();
-                            one.push(&message);
-                            self.commit(room_id, one, ids, intake).await?;
-                        }
-                    }
-                    continue;
+            changes.extend(change);
+            if translated.iter().all(|t| t.media.is_none()) {
+                for Translated { mut message, .. } in translated {
+                    self.calls.note(&mut message, &json);
+                    lines.push(&message);
                 }
+                if !late {
+                    ids.push(id);
+                }
+                continue;
+            }
+            // Keep the file order: what came before is written first; the event counts as captured
+            // once each of its lines (a file, its thumbnail) is durable.
+            self.commit(room_id, std::mem::take(&mut lines), std::mem::take(&mut ids), intake)
+                .await?;
+            for Translated { message, media } in translated {
+                self.store_line(message, media, intake).await?;
             }
             if !late {
-                ids.push(id);
+                self.remember(room_id, vec![id]);
             }
         }
-        self.commit(room_id, lines, ids, intake).await
+        self.commit(room_id, lines, ids, intake).await?;
+        for change in changes {
+            self.on_room_change(room_id.as_str(), change).await;
+        }
+        Ok(())
+    }
+
+    /// An event's lines, given what the bot knows of its room; after the bot's own join, the line
+    /// saying the room hides its earlier history from it, if it does.
+    fn translate(
+        &mut self,
+        room: Option<&Room>,
+        room_id: &OwnedRoomId,
+        json: &Value,
+        delivery: &Delivery,
+        target_sender: Option<String>,
+        change: &Option<RoomChange>,
+    ) -> Result<Vec<Translated>, crate::message::InvalidMessage> {
+        let members = self.members.of(room_id.as_str());
+        let ctx = Context {
+            room_id: room_id.as_str(),
+            network: &self.network,
+            bot: &self.bot,
+            members: members.as_deref(),
+            target_sender: target_sender.as_deref(),
+        };
+        let mut lines = translate::translate(&ctx, json, delivery)?;
+        self.members.apply(room_id.as_str(), json);
+        let hidden = match room.map(|r| r.history_visibility_or_default()) {
+            Some(HistoryVisibility::Joined) => Some("joined"),
+            Some(HistoryVisibility::Invited) => Some("invited"),
+            _ => None,
+        };
+        if *change == Some(RoomChange::BotJoined)
+            && let Some(visibility) = hidden
+        {
+            lines.push(translate::history_hidden(&ctx, json, visibility)?);
+        }
+        Ok(lines)
+    }
+
+    /// Starts following a room's members, from the store, before its first events are captured.
+    async fn seed_members(&mut self, room: Option<&Room>, room_id: &str, events: &[(Value, Delivery)]) {
+        let Some(room) = room.filter(|_| !self.members.knows(room_id)) else {
+            return;
+        };
+        match room.members_no_sync(RoomMemberships::JOIN).await {
+            Ok(now) => self.members.seed(
+                room_id,
+                now.iter().map(|m| m.user_id().to_string()),
+                events.iter().map(|(e, _)| e),
+            ),
+            Err(e) => tracing::debug!(room = room_id, error = %e, "room members unknown: lines go without them"),
+        }
+    }
+
+    /// Who sent the event an edit replaces or a redaction removes: remembered, or asked of the
+    /// homeserver. `None` if neither knows (the edit is then recorded as an edit).
+    async fn target_sender(&mut self, room: Option<&Room>, event: &Value) -> Option<String> {
+        let target = match event.get("type").and_then(Value::as_str)? {
+            "m.room.redaction" => event.get("redacts").or_else(|| event.pointer("/content/redacts")),
+            "m.room.message" => {
+                let relates = event.pointer("/content/m.relates_to")?;
+                (relates.get("rel_type").and_then(Value::as_str) == Some("m.replace"))
+                    .then(|| relates.get("event_id"))
+                    .flatten()
+            }
+            _ => None,
+        }?
+        .as_str()?;
+        if let Some(sender) = self.senders.get(target) {
+            return Some(sender.clone());
+        }
+        let id = EventId::parse(target).ok()?;
+        match room?.event(&id, None).await {
+            Ok(found) => {
+                let sender: String = found.raw().get_field("sender").ok().flatten()?;
+                self.senders.insert(target.to_owned(), sender.clone());
+                Some(sender)
+            }
+            Err(e) => {
+                tracing::debug!(event = target, error = %e, "cannot learn who sent the event an edit or redaction names");
+                None
+            }
+        }
+    }
+
+    /// Makes one line durable, with its attachment if it has media.
+    async fn store_line(
+        &mut self,
+        mut message: Message,
+        media: Option<MediaRef>,
+        intake: &Intake,
+    ) -> Result<(), MatrixError> {
+        let received = match &media {
+            Some(media) => self.save_media(media, intake, &mut message).await?,
+            None => None,
+        };
+        match received {
+            Some((partial, name)) => {
+                let line = move |path: &str| {
+                    let mut message = message;
+                    message.set_local_filename(path);
+                    let mut one = Lines::default();
+                    one.push(&message);
+                    one
+                };
+                intake.spool.store_attachment(partial, name, line).await?;
+                Ok(())
+            }
+            None => {
+                let mut one = Lines::default();
+                one.push(&message);
+                intake.spool.append(one).await?;
+                Ok(())
+            }
+        }
     }
 
     /// Makes `lines` durable, then remembers their events as captured.
@@ -364,7 +516,7 @@ impl MatrixSource {
             self.position.rooms.insert(room_id.to_string(), last.clone());
         }
         for id in ids {
-            self.seen.insert(id);
+            self.seen.insert(id, ());
         }
     }
 
@@ -422,119 +574,12 @@ fn event_json(event: &TimelineEvent) -> Option<(Value, Delivery)> {
     serde_json::from_str(raw).ok().map(|v| (v, delivery))
 }
 
-/// The part of a room's timeline a limited sync skipped: from its `prev_batch` back to the last event
-/// captured (or the room's beginning). Found by paging back, keeping only the pages' bounds, and then
-/// read forward a page at a time, so a gap of any length costs one page of memory.
-struct Gap {
-    /// Page bounds, newest first: page `i` lies between `bounds[i + 1]` (older; `None` is the room's
-    /// beginning) and `bounds[i]`.
-    bounds: Vec<Option<String>>,
-    stop_at: Option<String>,
-}
-
-impl Gap {
-    async fn find(room: &Room, from: &str, stop_at: Option<&str>) -> Result<Gap, MatrixError> {
-        let mut bounds = vec![Some(from.to_owned())];
-        let mut events = 0usize;
-        'pages: while let Some(Some(from)) = bounds.last().cloned() {
-            let mut options = MessagesOptions::backward().from(from.as_str());
-            options.limit = PAGE.into();
-            let page = room
-                .messages(options)
-                .await
-                .map_err(|e| MatrixError::request(format!("cannot page back room {}", room.room_id()), e))?;
-            if page.chunk.is_empty() {
-                break;
-            }
-            bounds.push(page.end.clone());
-            for event in &page.chunk {
-                if stop_at.is_some() && event.event_id().as_deref().map(|e| e.as_str()) == stop_at {
-                    break 'pages;
-                }
-                events += 1;
-            }
-        }
-        tracing::info!(
-            room = %room.room_id(),
-            events,
-            back_to = stop_at.unwrap_or("the room's beginning"),
-            "read the room's history across a gap in its timeline"
-        );
-        Ok(Gap {
-            bounds,
-            stop_at: stop_at.map(str::to_owned),
-        })
-    }
-
-    fn pages(&self) -> usize {
-        self.bounds.len() - 1
-    }
-
-    /// The events of page `n` counting from the oldest, oldest first; the oldest page without the
-    /// events up to the last one captured.
-    async fn read(&self, room: &Room, n: usize) -> Result<Vec<TimelineEvent>, MatrixError> {
-        let i = self.pages() - 1 - n;
-        let mut events = Vec::new();
-        let mut from = self.bounds[i + 1].clone();
-        // Usually one request; more if the range grew meanwhile (history backfilled over federation).
-        for _ in 0..MAX_READS_PER_PAGE {
-            let mut options = MessagesOptions::forward().from(from.as_deref());
-            options.to = self.bounds[i].clone();
-            options.limit = PAGE.into();
-            let page = room
-                .messages(options)
-                .await
-                .map_err(|e| MatrixError::request(format!("cannot read room {}", room.room_id()), e))?;
-            let done = page.chunk.is_empty() || page.end.is_none() || page.end == self.bounds[i];
-            events.extend(page.chunk);
-            if done {
-                break;
-            }
-            from = page.end;
-        }
-        if n == 0
-            && let Some(stop_at) = &self.stop_at
-            && let Some(at) = events
-                .iter()
-                .position(|e| e.event_id().as_deref().map(|e| e.as_str()) == Some(stop_at.as_str()))
-        {
-            events.drain(..=at);
-        }
-        Ok(events)
-    }
-}
-
 /// A file name from the network is whatever the sender chose: make it safe rather than refuse it.
 fn safe_network_name(name: &str) -> String {
     safe_attachment_name(name).unwrap_or_else(|_| {
         let cleaned: String = name.chars().filter(|c| !c.is_control()).collect();
         safe_attachment_name(&cleaned.replace("..", "_")).unwrap_or_else(|_| "unnamed".into())
     })
-}
-
-/// Recently captured event IDs, bounded: a repeat is skipped without a lookup on disk.
-#[derive(Default)]
-struct Seen {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl Seen {
-    fn contains(&self, id: &str) -> bool {
-        self.set.contains(id)
-    }
-
-    fn insert(&mut self, id: String) {
-        if id.is_empty() || !self.set.insert(id.clone()) {
-            return;
-        }
-        self.order.push_back(id);
-        if self.order.len() > SEEN_CAPACITY
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -547,16 +592,5 @@ mod tests {
         assert_eq!(safe_network_name("../../etc/passwd"), "____etc_passwd");
         assert_eq!(safe_network_name("a\0b"), "ab");
         assert_eq!(safe_network_name(""), "unnamed");
-    }
-
-    #[test]
-    fn seen_forgets_the_oldest() {
-        let mut seen = Seen::default();
-        for i in 0..=SEEN_CAPACITY {
-            seen.insert(format!("${i}"));
-        }
-        assert!(!seen.contains("$0"));
-        assert!(seen.contains("$1"));
-        assert!(seen.contains(&format!("${SEEN_CAPACITY}")));
     }
 }

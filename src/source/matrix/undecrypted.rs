@@ -25,6 +25,10 @@ const FILE: &str = "undecrypted.json";
 /// Events kept waiting for a key. Beyond this the oldest are given up: their lines stay written, with
 /// the ciphertext and the reason, but are no longer retried.
 pub const CAPACITY: usize = 1_000;
+/// Start-ups at which a waiting event is tried again (its key may have come while the bot was
+/// down). An event still undecryptable after this many is given up: a key that never came by then
+/// (withheld, or its sender's device gone) is not worth a retry and a warning at every start.
+pub const START_TRIES: u32 = 3;
 
 /// One undecryptable event, as it arrived.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,6 +38,9 @@ pub struct Pending {
     /// The Megolm session whose key decrypts it (`content.session_id`).
     pub session_id: String,
     pub event: Value,
+    /// Start-ups that found it still waiting.
+    #[serde(default)]
+    pub starts: u32,
 }
 
 /// Which waiting events to try again.
@@ -59,7 +66,8 @@ impl Undecrypted {
         dir.join(FILE)
     }
 
-    /// Loads what a previous run left waiting; all of it is due, since its keys may have arrived since.
+    /// Loads what a previous run left waiting; all of it is due, since its keys may have arrived since,
+    /// except what has waited through [`START_TRIES`] start-ups already: that is given up.
     pub fn load(dir: &Path) -> Result<Self, MatrixError> {
         let path = Self::path(dir);
         let events: VecDeque<Pending> = match std::fs::read(&path) {
@@ -72,11 +80,26 @@ impl Undecrypted {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => VecDeque::new(),
             Err(e) => return Err(MatrixError::io(&path, e)),
         };
+        let before = events.len();
+        let events: VecDeque<Pending> = events
+            .into_iter()
+            .filter(|p| p.starts < START_TRIES)
+            .map(|p| Pending {
+                starts: p.starts + 1,
+                ..p
+            })
+            .collect();
+        if events.len() < before {
+            tracing::info!(
+                events = before - events.len(),
+                "gave up waiting for the keys of events still undecryptable after {START_TRIES} start-ups; their lines stay as written (ciphertext and reason)"
+            );
+        }
         let due = if events.is_empty() { Due::Nothing } else { Due::All };
         Ok(Self {
             events,
             due,
-            changed: false,
+            changed: before > 0,
         })
     }
 
@@ -98,6 +121,7 @@ impl Undecrypted {
             event_id,
             session_id,
             event: event.clone(),
+            starts: 0,
         });
         if self.events.len() > CAPACITY
             && let Some(old) = self.events.pop_front()
@@ -280,7 +304,16 @@ mod tests {
         u.saved();
         assert!(u.to_save(dir.path()).unwrap().is_none());
         let loaded = Undecrypted::load(dir.path()).unwrap();
-        assert_eq!(loaded.due(), u.events.iter().cloned().collect::<Vec<_>>());
+        assert_eq!(loaded.due().len(), 1);
+        assert_eq!(loaded.due()[0].event_id, "$a");
+        // Each start-up counts; after START_TRIES of them the event is given up.
+        for start in 1..=START_TRIES {
+            let loaded = Undecrypted::load(dir.path()).unwrap();
+            assert_eq!(loaded.due().len(), 1, "start {start}: still tried");
+            let (path, bytes) = loaded.to_save(dir.path()).unwrap().unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        assert!(Undecrypted::load(dir.path()).unwrap().due().is_empty(), "given up");
         std::fs::write(Undecrypted::path(dir.path()), b"[oops").unwrap();
         assert!(matches!(Undecrypted::load(dir.path()), Err(MatrixError::State(_))));
     }
