@@ -21,6 +21,7 @@ mod identity;
 mod insider;
 mod manifest;
 mod matrix;
+mod matrix_capture;
 mod object_lock;
 mod openapi;
 mod period_keys;

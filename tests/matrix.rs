@@ -15,10 +15,10 @@ use matrix_sdk::ruma::{OwnedEventId, OwnedUserId, UserId};
 use matrix_sdk::{Client, Room, RoomMemberships};
 use serde_json::{Value, json};
 
-const SENDER_PASSWORD: &str = "sender-password-1234";
+pub(crate) const SENDER_PASSWORD: &str = "sender-password-1234";
 
 /// A bot (not yet started) for `user`, whose account exists with the initial password.
-fn matrix_bot(server: &Synapse, user: &str, extra: &[(&str, &str)]) -> (Bot, tempfile::TempDir) {
+pub(crate) fn matrix_bot(server: &Synapse, user: &str, extra: &[(&str, &str)]) -> (Bot, tempfile::TempDir) {
     server.register(user, INITIAL_PASSWORD);
     let tmp = tempfile::tempdir().unwrap();
     let url = server.url();
@@ -32,17 +32,23 @@ fn matrix_bot(server: &Synapse, user: &str, extra: &[(&str, &str)]) -> (Bot, tem
     (bot, tmp)
 }
 
-fn user_id(user: &str) -> OwnedUserId {
+pub(crate) fn user_id(user: &str) -> OwnedUserId {
     UserId::parse(format!("@{user}:localhost")).unwrap()
 }
 
 /// A sender with a room it created (encrypted or not) and invited the bot to, once the bot has joined.
-async fn room_with_bot(server: &Synapse, sender: &str, bot: &str, encrypted: bool) -> (Client, Room) {
+pub(crate) async fn room_with_bot(server: &Synapse, sender: &str, bot: &str, encrypted: bool) -> (Client, Room) {
     room_with_bot_via(server, &server.url(), sender, bot, encrypted).await
 }
 
 /// `room_with_bot`, with the sender a client of `url` (a front of the homeserver).
-async fn room_with_bot_via(server: &Synapse, url: &str, sender: &str, bot: &str, encrypted: bool) -> (Client, Room) {
+pub(crate) async fn room_with_bot_via(
+    server: &Synapse,
+    url: &str,
+    sender: &str,
+    bot: &str,
+    encrypted: bool,
+) -> (Client, Room) {
     server.register(sender, SENDER_PASSWORD);
     let client = client_at(url, sender, SENDER_PASSWORD).await;
     let mut request = create_room::v3::Request::new();
@@ -66,7 +72,7 @@ async fn room_with_bot_via(server: &Synapse, url: &str, sender: &str, bot: &str,
 }
 
 /// A running bot `user` in a room that `<user>-alice` created and invited it to.
-async fn bot_in_room(user: &str, encrypted: bool) -> (Bot, tempfile::TempDir, Client, Room) {
+pub(crate) async fn bot_in_room(user: &str, encrypted: bool) -> (Bot, tempfile::TempDir, Client, Room) {
     let server = synapse();
     let (mut bot, tmp) = matrix_bot(server, user, &[]);
     bot.spawn().await;
@@ -74,7 +80,7 @@ async fn bot_in_room(user: &str, encrypted: bool) -> (Bot, tempfile::TempDir, Cl
     (bot, tmp, alice, room)
 }
 
-async fn send_text(room: &Room, text: &str) -> OwnedEventId {
+pub(crate) async fn send_text(room: &Room, text: &str) -> OwnedEventId {
     room.send_raw("m.room.message", json!({ "msgtype": "m.text", "body": text }))
         .await
         .unwrap()
@@ -83,7 +89,7 @@ async fn send_text(room: &Room, text: &str) -> OwnedEventId {
 }
 
 /// Waits until the bot has written lines that `done` accepts; returns them.
-async fn lines_until(bot: &Bot, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn lines_until(bot: &Bot, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     // Generous: the machines are shared, and every test of this binary shares one homeserver.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -101,7 +107,7 @@ async fn lines_until(bot: &Bot, what: &str, done: impl Fn(&[Value]) -> bool) -> 
     }
 }
 
-fn find<'a>(lines: &'a [Value], msgtype: i64, message: &str) -> Option<&'a Value> {
+pub(crate) fn find<'a>(lines: &'a [Value], msgtype: i64, message: &str) -> Option<&'a Value> {
     lines
         .iter()
         .find(|l| l["msgtype"] == msgtype && l["message"] == message)

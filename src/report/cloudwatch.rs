@@ -38,6 +38,7 @@ const LEVELS: &[Gauge] = &[
     Gauge::S3BacklogBytes,
     Gauge::ArchiveProblems,
     Gauge::KmsPeriodKeysMissing,
+    Gauge::MatrixRoomsLost,
 ];
 
 pub struct CloudWatchExporter {

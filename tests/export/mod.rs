@@ -15,7 +15,7 @@ mod browser;
 mod formats;
 mod hostile;
 mod original;
-mod rsmf_check;
+pub(crate) mod rsmf_check;
 
 use std::process::Command;
 

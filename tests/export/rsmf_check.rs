@@ -16,7 +16,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
 /// One `.rsmf` file, read.
-pub(super) struct Rsmf {
+pub(crate) struct Rsmf {
     pub(super) name: String,
     pub(super) headers: BTreeMap<String, String>,
     pub(super) preview: String,
@@ -26,7 +26,7 @@ pub(super) struct Rsmf {
 }
 
 impl Rsmf {
-    pub(super) fn events(&self) -> &[Value] {
+    pub(crate) fn events(&self) -> &[Value] {
         self.manifest["events"].as_array().unwrap()
     }
 
@@ -47,7 +47,7 @@ impl Rsmf {
 }
 
 /// Reads and checks every `.rsmf` file in `dir`, in name order.
-pub(super) fn read_all(dir: &Path) -> Vec<Rsmf> {
+pub(crate) fn read_all(dir: &Path) -> Vec<Rsmf> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

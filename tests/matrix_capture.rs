@@ -1,0 +1,550 @@
+//! What a reviewer relies on in a Matrix capture, against a real Synapse: replies and threads linked
+//! (and brought along by `export`, RSMF parents set), every kind of event typed (stickers, thumbnails,
+//! image edits, locations, calls, polls, notices, emotes) in plain and encrypted rooms; who was in
+//! the conversation (room members, `receiver`, kicks, bans and unbans); a foreign edit recorded as an
+//! attempt; hidden history marked; a room upgrade followed; and a room the bot loses raised.
+
+use crate::common;
+use crate::matrix::{SENDER_PASSWORD, bot_in_room, lines_until, matrix_bot, room_with_bot, send_text, user_id};
+
+use common::synapse::{client_at, synapse, sync_until};
+use common::written_lines;
+use matrix_sdk::attachment::{AttachmentConfig, Thumbnail};
+use matrix_sdk::ruma::api::client::room::{create_room, upgrade_room};
+use matrix_sdk::ruma::events::room::history_visibility::{HistoryVisibility, RoomHistoryVisibilityEventContent};
+use matrix_sdk::ruma::{OwnedEventId, RoomVersionId, UInt, UserId};
+use matrix_sdk::{Client, Room, RoomMemberships};
+use serde_json::{Value, json};
+
+async fn send(room: &Room, kind: &str, content: Value) -> OwnedEventId {
+    room.send_raw(kind, content).await.unwrap().response.event_id
+}
+
+fn id_of(event: &OwnedEventId) -> String {
+    retention_bot::source::matrix::translate::message_id(event.as_str())
+}
+
+/// The line of the event `event`.
+fn line_of<'a>(lines: &'a [Value], event: &OwnedEventId) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["matrix"]["event"]["event_id"] == event.as_str())
+        .unwrap_or_else(|| panic!("no line of {event}"))
+}
+
+/// A small PNG-looking file: the homeserver stores it as given.
+fn image(tag: u8) -> Vec<u8> {
+    let mut data = b"\x89PNG\r\n\x1a\n".to_vec();
+    data.extend(std::iter::repeat_n(tag, 300));
+    data
+}
+
+/// Every kind of event, then what the archive and its export make of them.
+async fn every_kind(user: &str, encrypted: bool) {
+    let (mut bot, _tmp, alice, room) = bot_in_room(user, encrypted).await;
+    let question = send_text(&room, "which release?").await;
+    let reply = send(
+        &room,
+        "m.room.message",
+        json!({ "msgtype": "m.text", "body": "> <@x:localhost> which release?\n\nthe second one",
+                "m.relates_to": { "m.in_reply_to": { "event_id": question } } }),
+    )
+    .await;
+    let in_thread = send(
+        &room,
+        "m.room.message",
+        json!({ "msgtype": "m.text", "body": "in the thread",
+                "m.relates_to": { "rel_type": "m.thread", "event_id": question, "is_falling_back": true,
+                                  "m.in_reply_to": { "event_id": question } } }),
+    )
+    .await;
+    let location = send(
+        &room,
+        "m.room.message",
+        json!({ "msgtype": "m.location", "body": "the office", "geo_uri": "geo:51.5008,-0.1247;u=35" }),
+    )
+    .await;
+    let notice = send(
+        &room,
+        "m.room.message",
+        json!({ "msgtype": "m.notice", "body": "build green" }),
+    )
+    .await;
+    let emote = send(
+        &room,
+        "m.room.message",
+        json!({ "msgtype": "m.emote", "body": "waves" }),
+    )
+    .await;
+    let poll = send(
+        &room,
+        "org.matrix.msc3381.poll.start",
+        json!({ "org.matrix.msc3381.poll.start": { "kind": "org.matrix.msc3381.poll.disclosed", "max_selections": 1,
+                "question": { "org.matrix.msc1767.text": "Ship on Friday?" },
+                "answers": [ { "id": "yes", "org.matrix.msc1767.text": "Yes" }, { "id": "no", "org.matrix.msc1767.text": "No" } ] },
+                "org.matrix.msc1767.text": "Ship on Friday?\n1. Yes\n2. No" }),
+    )
+    .await;
+    let vote = send(
+        &room,
+        "org.matrix.msc3381.poll.response",
+        json!({ "org.matrix.msc3381.poll.response": { "answers": ["no"] },
+                "m.relates_to": { "rel_type": "m.reference", "event_id": poll } }),
+    )
+    .await;
+    let end = send(
+        &room,
+        "org.matrix.msc3381.poll.end",
+        json!({ "org.matrix.msc3381.poll.end": {}, "org.matrix.msc1767.text": "The poll has ended. Top answer: No",
+                "m.relates_to": { "rel_type": "m.reference", "event_id": poll } }),
+    )
+    .await;
+    let call = json!({ "call_id": "call-1", "version": "1", "party_id": "p1", "lifetime": 60000,
+                       "offer": { "type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" } });
+    let invite = send(&room, "m.call.invite", call.clone()).await;
+    send(
+        &room,
+        "m.call.answer",
+        json!({ "call_id": "call-1", "version": "1", "party_id": "p2",
+                                          "answer": { "type": "answer", "sdp": "v=0\r\n" } }),
+    )
+    .await;
+    let hangup = send(
+        &room,
+        "m.call.hangup",
+        json!({ "call_id": "call-1", "version": "1", "party_id": "p1",
+                                                       "reason": "user_hangup" }),
+    )
+    .await;
+    // A sticker (the image named in the clear, as clients send them) and a video with a thumbnail.
+    let cat = image(1);
+    let cat_uri = alice
+        .media()
+        .upload(&mime::IMAGE_PNG, cat.clone(), None)
+        .await
+        .unwrap()
+        .content_uri;
+    let sticker = send(
+        &room,
+        "m.sticker",
+        json!({ "body": "a cat", "url": cat_uri, "info": { "mimetype": "image/png", "w": 64, "h": 64 } }),
+    )
+    .await;
+    let clip = b"not really a video".to_vec();
+    let thumb = image(2);
+    let thumbnail = Thumbnail {
+        data: thumb.clone(),
+        content_type: mime::IMAGE_PNG,
+        height: UInt::from(32u32),
+        width: UInt::from(32u32),
+        size: UInt::from(thumb.len() as u32),
+    };
+    let video = room
+        .send_attachment(
+            "clip.mp4",
+            &"video/mp4".parse().unwrap(),
+            clip.clone(),
+            AttachmentConfig::new().thumbnail(Some(thumbnail)),
+        )
+        .await
+        .unwrap()
+        .event_id;
+    // An image replaced by another.
+    let first = image(3);
+    let original = room
+        .send_attachment("plan.png", &mime::IMAGE_PNG, first, AttachmentConfig::new())
+        .await
+        .unwrap()
+        .event_id;
+    let second = image(4);
+    let second_uri = alice
+        .media()
+        .upload(&mime::IMAGE_PNG, second.clone(), None)
+        .await
+        .unwrap()
+        .content_uri;
+    let new_image = send(
+        &room,
+        "m.room.message",
+        json!({ "msgtype": "m.image", "body": "* plan-v2.png", "url": second_uri,
+                "m.new_content": { "msgtype": "m.image", "body": "plan-v2.png", "url": second_uri, "info": { "mimetype": "image/png" } },
+                "m.relates_to": { "rel_type": "m.replace", "event_id": original } }),
+    )
+    .await;
+
+    let lines = lines_until(&bot, "every kind of event", |l| {
+        l.iter().any(|x| x["matrix"]["event"]["event_id"] == new_image.as_str())
+            && l.iter().filter(|x| x["file"]["localfilename"].is_string()).count() >= 4
+    })
+    .await;
+    let q = id_of(&question);
+    let answer = line_of(&lines, &reply);
+    assert_eq!(
+        (answer["reply_to"].as_str(), answer["message"].as_str()),
+        (Some(q.as_str()), Some("the second one"))
+    );
+    let threaded = line_of(&lines, &in_thread);
+    assert_eq!(threaded["thread_root"], q.as_str());
+    assert!(
+        threaded.get("reply_to").is_none(),
+        "a thread's fallback is no reply: {threaded}"
+    );
+    let here = line_of(&lines, &location);
+    assert_eq!(here["msgtype"], 8000);
+    assert_eq!(
+        (
+            here["location"]["latitude"].as_f64(),
+            here["location"]["longitude"].as_f64()
+        ),
+        (Some(51.5008), Some(-0.1247))
+    );
+    assert_eq!(line_of(&lines, &notice)["text_kind"], "notice");
+    assert_eq!(line_of(&lines, &emote)["text_kind"], "emote");
+    let asked = line_of(&lines, &poll);
+    assert_eq!(asked["message"], "Ship on Friday?\n- Yes\n- No", "searchable: {asked}");
+    let voted = line_of(&lines, &vote);
+    assert_eq!(
+        (
+            voted["poll"]["message_id"].as_str(),
+            voted["poll"]["answers"][0].as_str()
+        ),
+        (Some(id_of(&poll).as_str()), Some("no"))
+    );
+    let ended = line_of(&lines, &end);
+    assert_eq!(
+        (ended["poll"]["kind"].as_str(), ended["message"].as_str()),
+        (Some("end"), Some("The poll has ended. Top answer: No"))
+    );
+    let started = line_of(&lines, &invite);
+    assert_eq!(
+        (started["msgtype"].as_i64(), started["call"]["status"].as_str()),
+        (Some(7000), Some("invite"))
+    );
+    let hung_up = line_of(&lines, &hangup);
+    assert_eq!(hung_up["call"]["status"], "hangup");
+    assert!(
+        hung_up["call"]["duration_secs"].as_f64().is_some_and(|d| d >= 0.0),
+        "{hung_up}"
+    );
+    assert_eq!(hung_up["call"]["start"], started["call"]["start"]);
+    assert!(hung_up["call"]["end"].is_string(), "{hung_up}");
+
+    let saved = |line: &Value| std::fs::read(line["file"]["localfilename"].as_str().unwrap()).unwrap();
+    let stuck = line_of(&lines, &sticker);
+    assert_eq!(
+        (stuck["msgtype"].as_i64(), stuck["file"]["sticker"].as_bool()),
+        (Some(6000), Some(true))
+    );
+    assert_eq!(saved(stuck), cat, "the sticker's image is kept");
+    let film = line_of(&lines, &video);
+    assert_eq!(saved(film), clip);
+    let thumb_line = lines
+        .iter()
+        .find(|l| l["file"]["thumbnail_of"] == film["message_id"])
+        .expect("the thumbnail's line");
+    assert_eq!(
+        saved(thumb_line),
+        thumb,
+        "the thumbnail is kept beside its file (decrypted if encrypted)"
+    );
+    assert_eq!(film["file"]["thumbnail"], thumb_line["message_id"]);
+    let replaced = line_of(&lines, &new_image);
+    assert_eq!(
+        (replaced["msgtype"].as_i64(), replaced["edit"]["type"].as_str()),
+        (Some(9000), Some("file"))
+    );
+    assert_eq!(replaced["edit"]["message_id"], id_of(&original).as_str());
+    assert_eq!(saved(replaced), second, "the edit's new image is kept");
+
+    // Who was there, and where.
+    assert_eq!(answer["network"], "localhost");
+    let members: Vec<&str> = answer["room_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let mut expected = vec![format!("@{user}:localhost"), format!("@{user}-alice:localhost")];
+    expected.sort();
+    assert_eq!(members, expected, "the room's members as the reply was sent");
+    assert!(
+        bot.log_text().matches("no backup key").count() <= 1,
+        "{}",
+        bot.log_text()
+    );
+    assert!(bot.stop().await.success());
+
+    // The export of the question brings its reply, its thread and nothing else; its RSMF names the
+    // reply's parent.
+    let out = bot.root.join("export-question");
+    let status = std::process::Command::new(common::BIN)
+        .env_clear()
+        .args(["export", "--dir"])
+        .arg(&bot.root)
+        .arg("--public-key")
+        .arg(bot.root.join("state/public_key.txt"))
+        .args(["--message-id", &q, "--format", "jsonl,rsmf", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let exported: Vec<Value> = std::fs::read_to_string(out.join("messages.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = exported.iter().map(|l| l["message_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [q.as_str(), id_of(&reply).as_str(), id_of(&in_thread).as_str()]);
+    let rsmf = crate::export::rsmf_check::read_all(&out.join("rsmf"));
+    let events: Vec<&Value> = rsmf.iter().flat_map(|f| f.events()).collect();
+    let child = events
+        .iter()
+        .find(|e| e["id"] == id_of(&reply).as_str())
+        .expect("the reply's RSMF event");
+    assert_eq!(child["parent"], q.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_threads_and_every_kind_of_event_are_linked_and_typed() {
+    every_kind("kinds", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_threads_and_every_kind_of_event_are_linked_and_typed_when_encrypted() {
+    every_kind("kindscrypt", true).await;
+}
+
+/// A user `name` with a client of their own, joined to `room`.
+async fn join_as(room: &Room, name: &str) -> (Client, Room) {
+    let server = synapse();
+    server.register(name, SENDER_PASSWORD);
+    room.invite_user_by_id(&user_id(name)).await.unwrap();
+    let client = client_at(&server.url(), name, SENDER_PASSWORD).await;
+    client.sync_once(Default::default()).await.unwrap();
+    let joined = client.join_room_by_id(room.room_id()).await.unwrap();
+    (client, joined)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lines_say_who_was_there_who_did_what_and_a_foreign_edit_is_an_attempt() {
+    let (mut bot, _tmp, _alice, room) = bot_in_room("people", false).await;
+    let (_bob, bobs_room) = join_as(&room, "people-bob").await;
+    let (alice, bob, carol, me) = (
+        "@people-alice:localhost",
+        "@people-bob:localhost",
+        "@people-carol:localhost",
+        "@people:localhost",
+    );
+    let bob_id = UserId::parse(bob).unwrap();
+    sync_until(&_bob, "bob to be in the room", async || {
+        room.members(RoomMemberships::JOIN)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.user_id() == bob_id)
+    })
+    .await;
+    let just_us = send_text(&room, "just the two of us").await;
+    // Bob "edits" Alice's message: Matrix clients ignore it, and so must the archive.
+    let forged = send(
+        &bobs_room,
+        "m.room.message",
+        json!({ "msgtype": "m.text", "body": "* I owe bob money", "m.new_content": { "msgtype": "m.text", "body": "I owe bob money" },
+                "m.relates_to": { "rel_type": "m.replace", "event_id": just_us } }),
+    )
+    .await;
+    room.kick_user(&bob_id, Some("off topic")).await.unwrap();
+    let carol_id = UserId::parse(carol).unwrap();
+    synapse().register("people-carol", SENDER_PASSWORD);
+    room.ban_user(&carol_id, Some("spam")).await.unwrap();
+    room.unban_user(&carol_id, None).await.unwrap();
+    room.invite_user_by_id(&carol_id).await.unwrap();
+    let alone = send_text(&room, "now only the bot listens").await;
+
+    let lines = lines_until(&bot, "the last message", |l| {
+        l.iter().any(|x| x["matrix"]["event"]["event_id"] == alone.as_str())
+    })
+    .await;
+    let direct = line_of(&lines, &just_us);
+    assert_eq!(
+        direct["receiver"], bob,
+        "two people besides the bot: a direct conversation"
+    );
+    assert_eq!(direct["room_members"], json!([alice, bob, me]));
+    let attempt = line_of(&lines, &forged);
+    assert_eq!(attempt["msgtype"], 1000, "not an edit: {attempt}");
+    assert_eq!(attempt["sender"], bob);
+    assert_eq!(attempt["edit_attempt"]["original_sender"], alice);
+    assert_eq!(attempt["edit_attempt"]["message_id"], id_of(&just_us).as_str());
+    assert!(
+        !lines.iter().any(|l| l["msgtype"] == 9000),
+        "no edit of alice's message"
+    );
+    let control = |action: &str, affected: &str| {
+        lines
+            .iter()
+            .find(|l| l["control"]["action"] == action && l["control"]["members"][0] == affected)
+            .unwrap_or_else(|| panic!("no {action} line"))["control"]
+            .clone()
+    };
+    for (action, affected) in [
+        ("kick", bob),
+        ("ban", carol),
+        ("unban", carol),
+        ("invite", carol),
+        ("join", bob),
+    ] {
+        let c = control(action, affected);
+        let actor = if action == "join" { bob } else { alice };
+        assert_eq!(c["actor"], actor, "{action}: {c}");
+    }
+    assert_eq!(control("kick", bob)["reason"], "off topic");
+    let after = line_of(&lines, &alone);
+    assert!(after.get("receiver").is_none(), "{after}");
+    assert_eq!(after["room_members"], json!([alice, me]));
+    assert!(bot.stop().await.success());
+
+    // `export --participant` finds bob in the messages he was present for.
+    let out = bot.root.join("export-bob");
+    let status = std::process::Command::new(common::BIN)
+        .env_clear()
+        .args(["export", "--dir"])
+        .arg(&bot.root)
+        .arg("--public-key")
+        .arg(bot.root.join("state/public_key.txt"))
+        .args(["--participant", bob, "--msgtype", "text", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let exported = std::fs::read_to_string(out.join("messages.jsonl")).unwrap();
+    assert!(exported.contains("just the two of us"), "{exported}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hidden_history_is_marked_an_upgrade_is_followed_and_a_lost_room_is_raised() {
+    let server = synapse();
+    let (mut bot, _tmp) = matrix_bot(server, "cover", &[]);
+    bot.spawn().await;
+    server.register("cover-alice", SENDER_PASSWORD);
+    let alice = client_at(&server.url(), "cover-alice", SENDER_PASSWORD).await;
+    let bot_id = user_id("cover");
+
+    // A public room whose history is hidden from those who join later.
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let public = alice.create_room(request).await.unwrap();
+    public
+        .send_state_event(RoomHistoryVisibilityEventContent::new(HistoryVisibility::Joined))
+        .await
+        .unwrap();
+    let unseen = send_text(&public, "said before the bot came").await;
+    public.invite_user_by_id(&bot_id).await.unwrap();
+    sync_until(&alice, "the bot to join", async || {
+        public
+            .members(RoomMemberships::JOIN)
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| m.user_id() == bot_id)
+    })
+    .await;
+    let lines = lines_until(&bot, "the hidden history's line", |l| {
+        l.iter().any(|x| x["retention_notice"]["kind"] == "history_hidden")
+    })
+    .await;
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["matrix"]["event"]["event_id"] == unseen.as_str())
+    );
+    let notice = lines
+        .iter()
+        .find(|x| x["retention_notice"]["kind"] == "history_hidden")
+        .unwrap();
+    assert_eq!(
+        (notice["vgroupid"].as_str(), notice["sender"].as_str()),
+        (Some(public.room_id().as_str()), Some("@cover:localhost"))
+    );
+
+    // Upgraded: the bot follows the public room to its replacement and captures it.
+    let upgraded = alice
+        .send(upgrade_room::v3::Request::new(
+            public.room_id().to_owned(),
+            RoomVersionId::V11,
+        ))
+        .await
+        .unwrap()
+        .replacement_room;
+    sync_until(&alice, "the bot to follow the upgrade", async || {
+        match alice.get_room(&upgraded) {
+            Some(r) => r
+                .members(RoomMemberships::JOIN)
+                .await
+                .unwrap()
+                .iter()
+                .any(|m| m.user_id() == bot_id),
+            None => false,
+        }
+    })
+    .await;
+    let new_room = alice.get_room(&upgraded).unwrap();
+    send_text(&new_room, "in the upgraded room").await;
+    lines_until(&bot, "the upgraded room's message", |l| {
+        l.iter()
+            .any(|x| x["message"] == "in the upgraded room" && x["vgroupid"] == upgraded.as_str())
+    })
+    .await;
+    assert_eq!(common::metric(&bot, "Matrix_Rooms_Lost").await, 0);
+
+    // A private room upgraded to one the bot may not join, and a room it is kicked from: both raised.
+    let (dave, private) = room_with_bot(server, "cover-dave", "cover", false).await;
+    let replacement = dave
+        .send(upgrade_room::v3::Request::new(
+            private.room_id().to_owned(),
+            RoomVersionId::V11,
+        ))
+        .await
+        .unwrap()
+        .replacement_room;
+    let (_erin, doomed) = room_with_bot(server, "cover-erin", "cover", false).await;
+    doomed.kick_user(&bot_id, Some("no bots here")).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while common::metric(&bot, "Matrix_Rooms_Lost").await < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", bot.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let log = bot.log_text();
+    assert!(
+        log.contains(&format!("upgraded to {replacement}, which the bot cannot join")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "the bot was kicked from Matrix room {} by @cover-erin:localhost (reason: no bots here)",
+            doomed.room_id()
+        )),
+        "{log}"
+    );
+    // Invited back into the replacement, it joins and the room no longer counts as lost.
+    dave.sync_once(Default::default()).await.unwrap();
+    let replaced = dave.get_room(&replacement).expect("dave is in the room he upgraded to");
+    replaced.invite_user_by_id(&bot_id).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while common::metric(&bot, "Matrix_Rooms_Lost").await != 1 {
+        assert!(std::time::Instant::now() < deadline, "{}", bot.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(bot.stop().await.success());
+    let _ = written_lines(&bot.messages_dir());
+}
