@@ -400,7 +400,7 @@ fn promtool() -> Command {
 fn the_prometheus_rules_pass_promtools_check_and_their_unit_tests() {
     let (code, out) = run_to_end(promtool().args(["check", "rules", "alerts.yml"]));
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 9 rules found"), "{out}");
     let (code, out) = run_to_end(promtool().args(["test", "rules", "alerts.test.yml"]));
     assert_eq!(code, Some(0), "{out}");
 
@@ -476,7 +476,7 @@ async fn the_dashboard_and_the_rules_name_only_metrics_a_running_bot_exports() {
 
     let rules = std::fs::read_to_string(repo("deploy/prometheus/alerts.yml")).unwrap();
     let exprs: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("expr: ")).collect();
-    assert_eq!(exprs.len(), 8);
+    assert_eq!(exprs.len(), 9);
     for expr in exprs {
         for name in metrics_read(expr) {
             // `up` is Prometheus' own: whether it could scrape the bot at all.
