@@ -60,15 +60,17 @@ pub(crate) async fn room_with_bot_via(
     }
     room.invite_user_by_id(&user_id(bot)).await.unwrap();
     let bot_id = user_id(bot);
-    sync_until(&client, "the bot to join", async || {
-        room.members(RoomMemberships::JOIN)
-            .await
-            .unwrap()
-            .iter()
-            .any(|m| m.user_id() == bot_id)
-    })
-    .await;
+    sync_until(&client, "the bot to join", async || is_member(&room, &bot_id).await).await;
     (client, room)
+}
+
+/// Whether `user` is joined to `room`, as the client that holds `room` last synced.
+pub(crate) async fn is_member(room: &Room, user: &UserId) -> bool {
+    room.members(RoomMemberships::JOIN)
+        .await
+        .unwrap()
+        .iter()
+        .any(|m| m.user_id() == user)
 }
 
 /// A running bot `user` in a room that `<user>-alice` created and invited it to.

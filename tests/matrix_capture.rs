@@ -5,15 +5,17 @@
 //! attempt; hidden history marked; a room upgrade followed; and a room the bot loses raised.
 
 use crate::common;
-use crate::matrix::{SENDER_PASSWORD, bot_in_room, lines_until, matrix_bot, room_with_bot, send_text, user_id};
+use crate::matrix::{
+    SENDER_PASSWORD, bot_in_room, is_member, lines_until, matrix_bot, room_with_bot, send_text, user_id,
+};
 
 use common::synapse::{client_at, synapse, sync_until};
-use common::written_lines;
+use common::{Bot, written_lines};
 use matrix_sdk::attachment::{AttachmentConfig, Thumbnail};
 use matrix_sdk::ruma::api::client::room::{create_room, upgrade_room};
 use matrix_sdk::ruma::events::room::history_visibility::{HistoryVisibility, RoomHistoryVisibilityEventContent};
-use matrix_sdk::ruma::{OwnedEventId, RoomVersionId, UInt, UserId};
-use matrix_sdk::{Client, Room, RoomMemberships};
+use matrix_sdk::ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, RoomVersionId, UInt, UserId};
+use matrix_sdk::{Client, Room};
 use serde_json::{Value, json};
 
 async fn send(room: &Room, kind: &str, content: Value) -> OwnedEventId {
@@ -30,6 +32,50 @@ fn line_of<'a>(lines: &'a [Value], event: &OwnedEventId) -> &'a Value {
         .iter()
         .find(|l| l["matrix"]["event"]["event_id"] == event.as_str())
         .unwrap_or_else(|| panic!("no line of {event}"))
+}
+
+/// Uploads an image to the homeserver (in the clear, as clients send stickers).
+async fn upload(client: &Client, data: &[u8]) -> OwnedMxcUri {
+    client
+        .media()
+        .upload(&mime::IMAGE_PNG, data.to_vec(), None)
+        .await
+        .unwrap()
+        .content_uri
+}
+
+/// Runs `export` of the bot's local archive with `args` into `<bot>/<name>`; returns that directory.
+fn export(bot: &Bot, name: &str, args: &[&str]) -> std::path::PathBuf {
+    let out = bot.root.join(name);
+    let status = std::process::Command::new(common::BIN)
+        .env_clear()
+        .args(["export", "--dir"])
+        .arg(&bot.root)
+        .arg("--public-key")
+        .arg(bot.root.join("state/public_key.txt"))
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert_eq!(status.status.code(), Some(0), "{stderr}");
+    out
+}
+
+/// Upgrades `room` (its creator's client) to a new room version; the replacement room's ID.
+async fn upgrade(client: &Client, room: &Room) -> OwnedRoomId {
+    let request = upgrade_room::v3::Request::new(room.room_id().to_owned(), RoomVersionId::V11);
+    client.send(request).await.unwrap().replacement_room
+}
+
+/// Waits until the bot's `Matrix_Rooms_Lost` gauge is `n`.
+async fn rooms_lost_reaches(bot: &Bot, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while common::metric(bot, "Matrix_Rooms_Lost").await != n {
+        assert!(std::time::Instant::now() < deadline, "{}", bot.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// A small PNG-looking file: the homeserver stores it as given.
@@ -118,12 +164,7 @@ async fn every_kind(user: &str, encrypted: bool) {
     .await;
     // A sticker (the image named in the clear, as clients send them) and a video with a thumbnail.
     let cat = image(1);
-    let cat_uri = alice
-        .media()
-        .upload(&mime::IMAGE_PNG, cat.clone(), None)
-        .await
-        .unwrap()
-        .content_uri;
+    let cat_uri = upload(&alice, &cat).await;
     let sticker = send(
         &room,
         "m.sticker",
@@ -157,12 +198,7 @@ async fn every_kind(user: &str, encrypted: bool) {
         .unwrap()
         .event_id;
     let second = image(4);
-    let second_uri = alice
-        .media()
-        .upload(&mime::IMAGE_PNG, second.clone(), None)
-        .await
-        .unwrap()
-        .content_uri;
+    let second_uri = upload(&alice, &second).await;
     let new_image = send(
         &room,
         "m.room.message",
@@ -276,23 +312,7 @@ async fn every_kind(user: &str, encrypted: bool) {
 
     // The export of the question brings its reply, its thread and nothing else; its RSMF names the
     // reply's parent.
-    let out = bot.root.join("export-question");
-    let status = std::process::Command::new(common::BIN)
-        .env_clear()
-        .args(["export", "--dir"])
-        .arg(&bot.root)
-        .arg("--public-key")
-        .arg(bot.root.join("state/public_key.txt"))
-        .args(["--message-id", &q, "--format", "jsonl,rsmf", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_eq!(
-        status.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    let out = export(&bot, "export-question", &["--message-id", &q, "--format", "jsonl,rsmf"]);
     let exported: Vec<Value> = std::fs::read_to_string(out.join("messages.jsonl"))
         .unwrap()
         .lines()
@@ -333,7 +353,7 @@ async fn join_as(room: &Room, name: &str) -> (Client, Room) {
 #[tokio::test(flavor = "multi_thread")]
 async fn lines_say_who_was_there_who_did_what_and_a_foreign_edit_is_an_attempt() {
     let (mut bot, _tmp, _alice, room) = bot_in_room("people", false).await;
-    let (_bob, bobs_room) = join_as(&room, "people-bob").await;
+    let (bob_client, bobs_room) = join_as(&room, "people-bob").await;
     let (alice, bob, carol, me) = (
         "@people-alice:localhost",
         "@people-bob:localhost",
@@ -341,12 +361,8 @@ async fn lines_say_who_was_there_who_did_what_and_a_foreign_edit_is_an_attempt()
         "@people:localhost",
     );
     let bob_id = UserId::parse(bob).unwrap();
-    sync_until(&_bob, "bob to be in the room", async || {
-        room.members(RoomMemberships::JOIN)
-            .await
-            .unwrap()
-            .iter()
-            .any(|m| m.user_id() == bob_id)
+    sync_until(&bob_client, "bob to be in the room", async || {
+        is_member(&room, &bob_id).await
     })
     .await;
     let just_us = send_text(&room, "just the two of us").await;
@@ -410,23 +426,7 @@ async fn lines_say_who_was_there_who_did_what_and_a_foreign_edit_is_an_attempt()
     assert!(bot.stop().await.success());
 
     // `export --participant` finds bob in the messages he was present for.
-    let out = bot.root.join("export-bob");
-    let status = std::process::Command::new(common::BIN)
-        .env_clear()
-        .args(["export", "--dir"])
-        .arg(&bot.root)
-        .arg("--public-key")
-        .arg(bot.root.join("state/public_key.txt"))
-        .args(["--participant", bob, "--msgtype", "text", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_eq!(
-        status.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    let out = export(&bot, "export-bob", &["--participant", bob, "--msgtype", "text"]);
     let exported = std::fs::read_to_string(out.join("messages.jsonl")).unwrap();
     assert!(exported.contains("just the two of us"), "{exported}");
 }
@@ -434,7 +434,13 @@ async fn lines_say_who_was_there_who_did_what_and_a_foreign_edit_is_an_attempt()
 #[tokio::test(flavor = "multi_thread")]
 async fn hidden_history_is_marked_an_upgrade_is_followed_and_a_lost_room_is_raised() {
     let server = synapse();
-    let (mut bot, _tmp) = matrix_bot(server, "cover", &[]);
+    // Events go to an SNS topic (moto), read back through a subscribed queue.
+    let moto = common::aws::Moto::start().await;
+    let (topic, queue) = moto.topic_with_queue("cover-events").await;
+    let mut extra = common::aws::Moto::env_via(&moto.endpoint());
+    extra.push(("WICKRIO_SNS_TOPIC_ARN".into(), topic));
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (mut bot, _tmp) = matrix_bot(server, "cover", &extra);
     bot.spawn().await;
     server.register("cover-alice", SENDER_PASSWORD);
     let alice = client_at(&server.url(), "cover-alice", SENDER_PASSWORD).await;
@@ -450,15 +456,7 @@ async fn hidden_history_is_marked_an_upgrade_is_followed_and_a_lost_room_is_rais
         .unwrap();
     let unseen = send_text(&public, "said before the bot came").await;
     public.invite_user_by_id(&bot_id).await.unwrap();
-    sync_until(&alice, "the bot to join", async || {
-        public
-            .members(RoomMemberships::JOIN)
-            .await
-            .unwrap()
-            .iter()
-            .any(|m| m.user_id() == bot_id)
-    })
-    .await;
+    sync_until(&alice, "the bot to join", async || is_member(&public, &bot_id).await).await;
     let lines = lines_until(&bot, "the hidden history's line", |l| {
         l.iter().any(|x| x["retention_notice"]["kind"] == "history_hidden")
     })
@@ -478,22 +476,10 @@ async fn hidden_history_is_marked_an_upgrade_is_followed_and_a_lost_room_is_rais
     );
 
     // Upgraded: the bot follows the public room to its replacement and captures it.
-    let upgraded = alice
-        .send(upgrade_room::v3::Request::new(
-            public.room_id().to_owned(),
-            RoomVersionId::V11,
-        ))
-        .await
-        .unwrap()
-        .replacement_room;
+    let upgraded = upgrade(&alice, &public).await;
     sync_until(&alice, "the bot to follow the upgrade", async || {
         match alice.get_room(&upgraded) {
-            Some(r) => r
-                .members(RoomMemberships::JOIN)
-                .await
-                .unwrap()
-                .iter()
-                .any(|m| m.user_id() == bot_id),
+            Some(r) => is_member(&r, &bot_id).await,
             None => false,
         }
     })
@@ -509,21 +495,10 @@ async fn hidden_history_is_marked_an_upgrade_is_followed_and_a_lost_room_is_rais
 
     // A private room upgraded to one the bot may not join, and a room it is kicked from: both raised.
     let (dave, private) = room_with_bot(server, "cover-dave", "cover", false).await;
-    let replacement = dave
-        .send(upgrade_room::v3::Request::new(
-            private.room_id().to_owned(),
-            RoomVersionId::V11,
-        ))
-        .await
-        .unwrap()
-        .replacement_room;
+    let replacement = upgrade(&dave, &private).await;
     let (_erin, doomed) = room_with_bot(server, "cover-erin", "cover", false).await;
     doomed.kick_user(&bot_id, Some("no bots here")).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while common::metric(&bot, "Matrix_Rooms_Lost").await < 2 {
-        assert!(std::time::Instant::now() < deadline, "{}", bot.log_text());
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    rooms_lost_reaches(&bot, 2).await;
     let log = bot.log_text();
     assert!(
         log.contains(&format!("upgraded to {replacement}, which the bot cannot join")),
@@ -540,11 +515,27 @@ async fn hidden_history_is_marked_an_upgrade_is_followed_and_a_lost_room_is_rais
     dave.sync_once(Default::default()).await.unwrap();
     let replaced = dave.get_room(&replacement).expect("dave is in the room he upgraded to");
     replaced.invite_user_by_id(&bot_id).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while common::metric(&bot, "Matrix_Rooms_Lost").await != 1 {
-        assert!(std::time::Instant::now() < deadline, "{}", bot.log_text());
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    rooms_lost_reaches(&bot, 1).await;
     assert!(bot.stop().await.success());
-    let _ = written_lines(&bot.messages_dir());
+    // Both losses reached the topic as critical events (the second, of the same kind within the
+    // repeat window, at shutdown with its count).
+    let events = moto.drain_queue(&queue).await;
+    let lost: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["message"].as_str().is_some_and(|m| m.contains("Matrix room")))
+        .collect();
+    assert_eq!(lost.len(), 2, "{events:#?}");
+    assert!(lost.iter().all(|e| e["severity"] == "critical"), "{lost:#?}");
+    assert!(
+        lost[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("which the bot cannot join"),
+        "{lost:#?}"
+    );
+    assert!(
+        lost[1]["message"].as_str().unwrap().contains("the bot was kicked"),
+        "{lost:#?}"
+    );
+    assert!(!written_lines(&bot.messages_dir()).is_empty());
 }
