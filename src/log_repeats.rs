@@ -17,6 +17,11 @@ use crate::report::collapse::Repeats;
 
 /// How long repeats of a warning are counted before the count is logged.
 pub const WINDOW: Duration = Duration::from_secs(600);
+/// Different warnings followed at once at most; beyond this a new one is written as it comes (the
+/// text of some is chosen by others: a file name, a room).
+const MAX_FOLLOWED: usize = 1_000;
+/// A warning's text is compared on this many bytes at most.
+const MAX_KEY: usize = 1_024;
 /// The target of the count's own line.
 const TARGET: &str = "retention_bot::log_repeats";
 
@@ -64,16 +69,32 @@ impl Visit for Text {
 impl<S: Subscriber, W: for<'a> MakeWriter<'a> + 'static> Layer<S> for RepeatedWarnings<W> {
     fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
         let meta = event.metadata();
-        if *meta.level() > Level::WARN {
+        if *meta.level() > Level::INFO {
             return true;
         }
-        let mut text = Text(meta.target().to_owned());
-        event.record(&mut text);
         let now = Instant::now();
+        let warning = *meta.level() <= Level::WARN;
+        let text = warning.then(|| {
+            let mut text = Text(meta.target().to_owned());
+            event.record(&mut text);
+            let mut cut = text.0.len().min(MAX_KEY);
+            while !text.0.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.0.truncate(cut);
+            text.0
+        });
+        // Any line of the log brings the counts of windows that closed: a burst's count is written
+        // soon after it ends, not only when the same warning comes again.
         let (due, pass, window) = match self.repeats.lock() {
             Ok(mut repeats) => {
                 let due = repeats.due(now);
-                let pass = repeats.offer(text.0.clone(), text.0, now).is_some();
+                let pass = match text {
+                    Some(text) if repeats.len() < MAX_FOLLOWED || repeats.follows(&text) => {
+                        repeats.offer(text.clone(), text, now).is_some()
+                    }
+                    _ => true,
+                };
                 (due, pass, repeats.window())
             }
             Err(_) => return true,
@@ -125,7 +146,7 @@ mod tests {
             tracing::warn!(room = "!a", "another warning");
             tracing::warn!(room = "!b", "another warning");
             std::thread::sleep(Duration::from_millis(350));
-            tracing::warn!("a later warning");
+            tracing::info!("an info line brings the count");
         });
         let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         assert_eq!(out.matches("Trying to backup room keys").count(), 2, "{out}");
@@ -136,6 +157,7 @@ mod tests {
             2,
             "different fields, different warnings"
         );
-        assert!(out.contains("a later warning"));
+        let count = out.find("repeated 49 more times").unwrap();
+        assert!(count < out.find("an info line brings the count").unwrap(), "{out}");
     }
 }

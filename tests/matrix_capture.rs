@@ -93,6 +93,8 @@ async fn every_kind(user: &str, encrypted: bool) {
         &room,
         "m.room.message",
         json!({ "msgtype": "m.text", "body": "> <@x:localhost> which release?\n\nthe second one",
+                "format": "org.matrix.custom.html",
+                "formatted_body": "<mx-reply><blockquote>which release?</blockquote></mx-reply>the second one",
                 "m.relates_to": { "m.in_reply_to": { "event_id": question } } }),
     )
     .await;
@@ -501,7 +503,9 @@ async fn hidden_history_is_marked_an_upgrade_is_followed_and_a_lost_room_is_rais
     rooms_lost_reaches(&bot, 2).await;
     let log = bot.log_text();
     assert!(
-        log.contains(&format!("upgraded to {replacement}, which the bot cannot join")),
+        log.contains(&format!(
+            "upgraded to {replacement}, which the bot cannot follow (cannot join"
+        )),
         "{log}"
     );
     assert!(
@@ -516,9 +520,43 @@ async fn hidden_history_is_marked_an_upgrade_is_followed_and_a_lost_room_is_rais
     let replaced = dave.get_room(&replacement).expect("dave is in the room he upgraded to");
     replaced.invite_user_by_id(&bot_id).await.unwrap();
     rooms_lost_reaches(&bot, 1).await;
+
+    // A tombstone is the room's creator's to send: one that points at an unrelated public room does
+    // not take the bot there (the room names no predecessor): it leaves, captures nothing of it, and
+    // raises the upgrade it could not follow.
+    let mut request = create_room::v3::Request::new();
+    request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+    let elsewhere = alice.create_room(request).await.unwrap();
+    send_text(&elsewhere, "a conversation the bot was never asked into").await;
+    let (_frank, lure) = room_with_bot(server, "cover-frank", "cover", false).await;
+    lure.send_state_event_raw(
+        "m.room.tombstone",
+        "",
+        json!({ "body": "moved", "replacement_room": elsewhere.room_id() }),
+    )
+    .await
+    .unwrap();
+    rooms_lost_reaches(&bot, 2).await;
+    assert!(
+        bot.log_text()
+            .contains("its creation names no predecessor: left it, not captured"),
+        "{}",
+        bot.log_text()
+    );
+    assert!(
+        !is_member(&elsewhere, &bot_id).await || {
+            alice.sync_once(Default::default()).await.unwrap();
+            !is_member(&elsewhere, &bot_id).await
+        }
+    );
     assert!(bot.stop().await.success());
-    // Both losses reached the topic as critical events (the second, of the same kind within the
-    // repeat window, at shutdown with its count).
+    let lines = written_lines(&bot.messages_dir());
+    assert!(
+        !lines.iter().any(|l| l["vgroupid"] == elsewhere.room_id().as_str()),
+        "nothing of the lured-into room is captured"
+    );
+    // The losses reached the topic as critical events (the later ones, of the same kind within the
+    // repeat window, at shutdown as one with their count).
     let events = moto.drain_queue(&queue).await;
     let lost: Vec<&Value> = events
         .iter()
@@ -530,12 +568,23 @@ async fn hidden_history_is_marked_an_upgrade_is_followed_and_a_lost_room_is_rais
         lost[0]["message"]
             .as_str()
             .unwrap()
-            .contains("which the bot cannot join"),
+            .contains("which the bot cannot follow (cannot join"),
         "{lost:#?}"
     );
+    // The kick and the lure, of the same kind within the repeat window: one event with the count.
     assert!(
-        lost[1]["message"].as_str().unwrap().contains("the bot was kicked"),
+        lost[1]["message"].as_str().unwrap().contains("(repeated 2 more times"),
         "{lost:#?}"
     );
     assert!(!written_lines(&bot.messages_dir()).is_empty());
+
+    // A restart does not forget: the rooms still lost are raised again, and counted from the start.
+    bot.spawn().await;
+    rooms_lost_reaches(&bot, 2).await;
+    assert!(bot.stop().await.success());
+    assert!(
+        bot.log_text().contains("the bot still cannot capture Matrix room(s)"),
+        "{}",
+        bot.log_text()
+    );
 }

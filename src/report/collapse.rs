@@ -90,6 +90,15 @@ impl<K: Hash + Eq, T> Repeats<K, T> {
     pub(crate) fn window(&self) -> Duration {
         self.window
     }
+
+    /// Keys with an open window.
+    pub(crate) fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub(crate) fn follows(&self, key: &K) -> bool {
+        self.open.contains_key(key)
+    }
 }
 
 /// Events collapsed by kind, each summary saying how often its kind repeated.

@@ -232,6 +232,38 @@ pub(super) fn control_events(msgtype: i64, line: &Value, base: TimelineEvent) ->
         event.push_custom("msgtype", msgtype.to_string());
         event
     };
+    // What a membership line did (the Matrix source writes `control.action`): a kick or a ban takes
+    // the member out, an invitation or an unban changes the room's history; anything else adds them.
+    let action = line.pointer("/control/action").and_then(Value::as_str);
+    if msgtype == MSGTYPE_MODIFY_MEMBERS
+        && let Some(action) = action.filter(|a| *a != "join")
+    {
+        return members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut event = match action {
+                    "kick" => with("leave", m.clone(), format!("{m} was removed by {actor}")),
+                    "ban" => with("leave", m.clone(), format!("{m} was banned by {actor}")),
+                    "invite" => with("history", actor.clone(), format!("{actor} invited {m}")),
+                    "unban" => with("history", actor.clone(), format!("{actor} lifted the ban on {m}")),
+                    "revoke_invite" => with(
+                        "history",
+                        actor.clone(),
+                        format!("{actor} withdrew the invitation of {m}"),
+                    ),
+                    "reject_invite" => with("history", m.clone(), format!("{m} declined the invitation")),
+                    "knock" => with("history", m.clone(), format!("{m} asked to join")),
+                    other => with("history", actor.clone(), format!("{actor}: {other} {m}")),
+                };
+                event.push_custom("action", action.to_owned());
+                if i > 0 {
+                    event.id = format!("{}#{action}-{m}", base.id);
+                }
+                event
+            })
+            .collect();
+    }
     match msgtype {
         MSGTYPE_CREATE_ROOM | MSGTYPE_MODIFY_MEMBERS if !members.is_empty() => members
             .iter()

@@ -363,6 +363,18 @@ mod tests {
     }
 
     #[test]
+    fn a_kick_or_ban_is_a_leave_and_an_invitation_is_history() {
+        let got = events(&[
+            r#"{"msgtype":4002,"message_id":"k","msg_ts":"1700000000","sender":"@a:x","vgroupid":"!r:x","control":{"msgtype":4002,"members":["@b:x"],"action":"kick","actor":"@a:x"}}"#,
+            r#"{"msgtype":4002,"message_id":"i","msg_ts":"1700000001","sender":"@a:x","vgroupid":"!r:x","control":{"msgtype":4002,"members":["@c:x"],"action":"invite","actor":"@a:x"}}"#,
+            r#"{"msgtype":4002,"message_id":"j","msg_ts":"1700000002","sender":"@c:x","vgroupid":"!r:x","control":{"msgtype":4002,"members":["@c:x"],"action":"join","actor":"@c:x"}}"#,
+        ]);
+        let kinds: Vec<(&str, &str)> = got.iter().map(|e| (e.kind.as_str(), e.participant.as_str())).collect();
+        assert_eq!(kinds, [("leave", "@b:x"), ("history", "@a:x"), ("join", "@c:x")]);
+        assert_eq!(got[0].body.as_deref(), Some("@b:x was removed by @a:x"));
+    }
+
+    #[test]
     fn a_matrix_reply_names_its_parent_and_a_thread_its_root() {
         let id = crate::source::matrix::translate::message_id("$root");
         let got = events(&[

@@ -34,9 +34,12 @@ impl Calls {
         }
         let call = message.get("call");
         let text = |key: &str| call.and_then(|c| c.get(key)).and_then(Value::as_str).map(str::to_owned);
-        let (Some(status), Some(id)) = (text("status"), text("call_id")) else {
+        let (Some(status), Some(call_id)) = (text("status"), text("call_id")) else {
             return;
         };
+        // A call is its room's: another room's signals under the same ID are another call.
+        let room = message.get("vgroupid").and_then(Value::as_str).unwrap_or_default();
+        let id = format!("{room}\0{call_id}");
         let at = event
             .get("origin_server_ts")
             .and_then(Value::as_i64)

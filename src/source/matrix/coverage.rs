@@ -1,11 +1,13 @@
 //! Coverage that must never stop silently: the bot kicked or banned from a room, and a room upgraded
-//! to a replacement, which the bot follows (joining when the room lets it). A room the bot can no
-//! longer capture is a warning in the log, a critical event and the `Matrix_Rooms_Lost` gauge, until
-//! the bot is back in it.
+//! to a replacement, which the bot follows (joining when the room lets it, and only a room that names
+//! the upgraded one as its predecessor). A room the bot can no longer capture is a warning in the log,
+//! a critical event and the `Matrix_Rooms_Lost` gauge, kept across restarts, until the bot is back in.
 
 use std::collections::BTreeSet;
 
-use matrix_sdk::ruma::{OwnedServerName, RoomId, RoomOrAliasId, ServerName};
+use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
+use matrix_sdk::ruma::events::StateEventType;
+use matrix_sdk::ruma::{OwnedServerName, RoomId, ServerName};
 use serde_json::Value;
 
 use super::MatrixSource;
@@ -62,57 +64,101 @@ pub fn room_change(event: &Value, bot: &str) -> Option<RoomChange> {
 }
 
 impl MatrixSource {
-    /// Acts on a change to what the bot captures, once the event's line is durable.
+    /// Acts on a change to what the bot captures, once the event's line is durable. What it lost is
+    /// saved with the sync position.
     pub(super) async fn on_room_change(&mut self, room: &str, change: RoomChange) {
         match change {
             RoomChange::BotJoined => {
-                if self.lost.remove(room) {
+                if self.position.lost.remove(room).is_some() {
+                    self.position_changed = true;
                     tracing::info!(room, "back in a room it had lost: capturing it again");
                 }
             }
             RoomChange::BotRemoved { how, by, reason } => {
+                // Who is in the room is learnt afresh when the bot is back.
+                self.members.forget(room);
                 let verb = if how == "ban" { "banned" } else { "kicked" };
                 let why = reason.map(|r| format!(" (reason: {r})")).unwrap_or_default();
                 self.lose(
+                    room,
                     room,
                     format!("the bot was {verb} from Matrix room {room} by {by}{why}: nothing said there is captured until it is invited back"),
                 );
             }
             RoomChange::Upgraded { replacement, via } => self.follow_upgrade(room, &replacement, &via).await,
         }
-        self.metrics.set(Gauge::MatrixRoomsLost, self.lost.len() as u64);
+        self.publish_lost();
     }
 
-    fn lose(&mut self, room: &str, message: String) {
-        self.lost.insert(room.to_owned());
+    /// Sets the gauge; at start-up, says which rooms a previous run lost.
+    pub(super) fn publish_lost(&self) {
+        self.metrics
+            .set(Gauge::MatrixRoomsLost, self.position.lost.len() as u64);
+    }
+
+    /// Counts `room` lost (standing for `origin`: one entry per origin, so a room upgraded again and
+    /// again counts once) and raises it.
+    fn lose(&mut self, room: &str, origin: &str, message: String) {
+        self.position.lost.retain(|_, o| o != origin);
+        self.position.lost.insert(room.to_owned(), origin.to_owned());
+        self.position_changed = true;
         announce!(self.events, tracing::Level::WARN, EventKind::MatrixRoomLost, message);
     }
 
-    /// Joins the room that replaced `room`. The new room's history (from its creation) is then read
-    /// like any joined room's.
+    /// Joins the room that replaced `room`, if it says it did (its creation names `room` as its
+    /// predecessor: otherwise anyone able to send a tombstone could send the bot into any room). Its
+    /// history, from its creation, is then read like any joined room's.
     async fn follow_upgrade(&mut self, room: &str, replacement: &str, via: &[String]) {
-        let target = <&RoomOrAliasId>::try_from(replacement);
-        let via: Vec<OwnedServerName> = via.iter().filter_map(|s| ServerName::parse(s).ok()).collect();
-        let joined = match target {
-            Ok(target) => self
-                .client
-                .join_room_by_id_or_alias(target, &via)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("{replacement} is no room ID ({e})")),
+        let lost = |why: String| {
+            format!(
+                "Matrix room {room} was upgraded to {replacement}, which the bot cannot follow ({why}): invite the bot to {replacement}, or nothing said there is captured"
+            )
         };
-        match joined {
-            Ok(_) => {
-                tracing::info!(room, replacement, "the room was upgraded: joined its replacement, which is captured from its start");
-                if let Ok(id) = <&RoomId>::try_from(replacement) {
-                    self.lost.remove(id.as_str());
+        let Ok(target) = <&RoomId>::try_from(replacement) else {
+            return self.lose(replacement, room, lost("not a room ID".into()));
+        };
+        let via: Vec<OwnedServerName> = via.iter().filter_map(|s| ServerName::parse(s).ok()).collect();
+        let joined = match self.client.join_room_by_id_or_alias(target.into(), &via).await {
+            Ok(joined) => joined,
+            Err(e) => return self.lose(replacement, room, lost(format!("cannot join: {e}"))),
+        };
+        match self.predecessor_of(target).await {
+            Some(p) if p == room => {
+                tracing::info!(
+                    room,
+                    replacement,
+                    "the room was upgraded: joined its replacement, which is captured from its start"
+                );
+                self.followed.insert(replacement.to_owned());
+                if self.position.lost.remove(replacement).is_some() {
+                    self.position_changed = true;
                 }
             }
-            Err(e) => self.lose(
-                replacement,
-                format!("Matrix room {room} was upgraded to {replacement}, which the bot cannot join ({e}): invite the bot to {replacement}, or nothing said there is captured"),
-            ),
+            named => {
+                self.refused.insert(replacement.to_owned());
+                if let Err(e) = joined.leave().await {
+                    tracing::warn!(room = replacement, error = %e, "cannot leave a room that is no replacement");
+                }
+                let why = match named {
+                    Some(p) => format!("it names {p} as its predecessor, not this room: left it, not captured"),
+                    None => "its creation names no predecessor: left it, not captured".to_owned(),
+                };
+                self.lose(replacement, room, lost(why));
+            }
         }
+    }
+
+    /// The room a room's creation names as its predecessor (`m.room.create`'s `predecessor`).
+    async fn predecessor_of(&self, room: &RoomId) -> Option<String> {
+        let request =
+            get_state_event_for_key::v3::Request::new(room.to_owned(), StateEventType::RoomCreate, String::new());
+        let response = self.client.send(request).await.ok()?;
+        let content: Value = serde_json::from_str(response.event_or_content.get()).ok()?;
+        let content = content.get("content").unwrap_or(&content);
+        content
+            .pointer("/predecessor/room_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
     }
 }
 

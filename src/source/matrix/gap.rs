@@ -4,6 +4,7 @@
 use matrix_sdk::Room;
 use matrix_sdk::deserialized_responses::TimelineEvent;
 use matrix_sdk::room::MessagesOptions;
+use serde_json::Value;
 
 use super::{MAX_READS_PER_PAGE, MatrixError, PAGE};
 
@@ -15,12 +16,21 @@ pub struct Gap {
     /// beginning) and `bounds[i]`.
     bounds: Vec<Option<String>>,
     stop_at: Option<String>,
+    /// The gap's membership events, newest first (noted on the way back, at most
+    /// `MAX_MEMBER_CHANGES`): who was in the room before the gap is the members after it with these
+    /// undone.
+    pub member_changes: Vec<Value>,
 }
+
+/// Membership events a gap keeps for working out who was in the room before it; beyond this the
+/// members at its start are taken as they are at its end.
+const MAX_MEMBER_CHANGES: usize = 10_000;
 
 impl Gap {
     pub async fn find(room: &Room, from: &str, stop_at: Option<&str>) -> Result<Gap, MatrixError> {
         let mut bounds = vec![Some(from.to_owned())];
         let mut events = 0usize;
+        let mut member_changes = Vec::new();
         'pages: while let Some(Some(from)) = bounds.last().cloned() {
             let mut options = MessagesOptions::backward().from(from.as_str());
             options.limit = PAGE.into();
@@ -37,6 +47,11 @@ impl Gap {
                     break 'pages;
                 }
                 events += 1;
+                if member_changes.len() < MAX_MEMBER_CHANGES
+                    && let Some(change) = super::member_event(event)
+                {
+                    member_changes.push(change);
+                }
             }
         }
         tracing::info!(
@@ -48,6 +63,7 @@ impl Gap {
         Ok(Gap {
             bounds,
             stop_at: stop_at.map(str::to_owned),
+            member_changes,
         })
     }
 

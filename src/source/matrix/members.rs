@@ -33,16 +33,16 @@ impl Members {
         self.rooms.contains_key(room)
     }
 
-    /// Starts following `room`: `now` are its joined members after `batch`, the events about to be
-    /// captured.
+    /// Starts following `room`: `now` are its joined members after the events about to be captured,
+    /// and `undo` those events' membership changes, newest first (anything else is passed over).
     pub fn seed<'a>(
         &mut self,
         room: &str,
         now: impl IntoIterator<Item = String>,
-        batch: impl DoubleEndedIterator<Item = &'a Value>,
+        undo: impl Iterator<Item = &'a Value>,
     ) {
         let mut members: BTreeSet<String> = now.into_iter().collect();
-        for (user, was_joined, _) in batch.rev().filter_map(change) {
+        for (user, was_joined, _) in undo.filter_map(change) {
             if was_joined {
                 members.insert(user.to_owned());
             } else {
@@ -50,6 +50,11 @@ impl Members {
             }
         }
         self.rooms.insert(room.to_owned(), members);
+    }
+
+    /// Stops following `room` (the bot left it): its members are learnt afresh when it is back.
+    pub fn forget(&mut self, room: &str) {
+        self.rooms.remove(room);
     }
 
     /// Follows a captured event (a membership change moves the set; anything else leaves it).
@@ -95,7 +100,11 @@ mod tests {
         let mut m = Members::default();
         assert!(!m.knows("!r"));
         // The store, after the sync: alice and carol.
-        m.seed("!r", ["@alice:hs".to_owned(), "@carol:hs".to_owned()], batch.iter());
+        m.seed(
+            "!r",
+            ["@alice:hs".to_owned(), "@carol:hs".to_owned()],
+            batch.iter().rev(),
+        );
         assert_eq!(m.of("!r").unwrap(), ["@alice:hs", "@bob:hs"], "as before the batch");
         let mut seen = Vec::new();
         for e in &batch {
@@ -105,5 +114,7 @@ mod tests {
         assert_eq!(seen[2], ["@alice:hs", "@bob:hs", "@carol:hs"]);
         assert_eq!(m.of("!r").unwrap(), ["@alice:hs", "@carol:hs"]);
         assert_eq!(m.of("!other"), None);
+        m.forget("!r");
+        assert!(!m.knows("!r"));
     }
 }

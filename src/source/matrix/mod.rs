@@ -121,8 +121,12 @@ pub struct MatrixSource {
     /// The bot's user ID, and its homeserver's name (the `network` of every line).
     bot: String,
     network: String,
-    /// Rooms the bot can no longer capture (`Matrix_Rooms_Lost`).
-    lost: BTreeSet<String>,
+    /// The position holds what is not yet saved (a room lost or regained).
+    position_changed: bool,
+    /// Rooms a tombstone sent the bot into that were no replacement: left, and never captured.
+    refused: BTreeSet<String>,
+    /// Replacement rooms the bot joined following an upgrade: nothing was said there before it came.
+    followed: BTreeSet<String>,
     events: Events,
     metrics: Arc<Metrics>,
 }
@@ -188,7 +192,9 @@ pub async fn connect(
         calls: Calls::default(),
         bot,
         network,
-        lost: BTreeSet::new(),
+        position_changed: false,
+        refused: BTreeSet::new(),
+        followed: BTreeSet::new(),
         events: Events::none(),
         metrics: Arc::default(),
     })
@@ -206,6 +212,19 @@ impl MatrixSource {
     ) -> Result<(), MatrixError> {
         self.events = events;
         self.metrics = intake.metrics.clone();
+        self.publish_lost();
+        if !self.position.lost.is_empty() {
+            let rooms: Vec<&str> = self.position.lost.keys().map(String::as_str).collect();
+            crate::events::announce!(
+                self.events,
+                tracing::Level::WARN,
+                crate::events::EventKind::MatrixRoomLost,
+                format!(
+                    "the bot still cannot capture Matrix room(s) {}: invite it back",
+                    rooms.join(", ")
+                )
+            );
+        }
         let mut backoff = Duration::from_secs(1);
         let mut filter = FilterDefinition::default();
         filter.room.timeline.limit = Some(PAGE.into());
@@ -281,14 +300,26 @@ impl MatrixSource {
         intake: &Intake,
     ) -> Result<(), MatrixError> {
         for (room_id, timeline) in rooms {
+            if self.refused.contains(room_id.as_str()) {
+                continue;
+            }
+            let room = self.client.get_room(&room_id);
+            let mut gap = None;
             if timeline.limited
-                && let (Some(from), Some(room)) = (timeline.prev_batch.as_deref(), self.client.get_room(&room_id))
+                && let (Some(from), Some(room)) = (timeline.prev_batch.as_deref(), &room)
             {
                 let stop_at = self.position.rooms.get(room_id.as_str()).cloned();
-                let gap = Gap::find(&room, from, stop_at.as_deref()).await?;
+                gap = Some(Gap::find(room, from, stop_at.as_deref()).await?);
+            }
+            // Who is in the room before this sync: the store's members with the sync's changes undone.
+            let undo = timeline.events.iter().rev().filter_map(member_event);
+            let gap_undo = gap.iter().flat_map(|g| g.member_changes.iter().cloned());
+            self.seed_members(room.as_ref(), room_id.as_str(), undo.chain(gap_undo))
+                .await;
+            if let (Some(gap), Some(room)) = (gap, &room) {
                 // Oldest page first, one page in memory at a time, however long the gap.
                 for page in 0..gap.pages() {
-                    let events = gap.read(&room, page).await?;
+                    let events = gap.read(room, page).await?;
                     let events = events.iter().filter_map(event_json).collect();
                     self.capture_room(&room_id, events, intake).await?;
                 }
@@ -297,10 +328,11 @@ impl MatrixSource {
             self.capture_room(&room_id, events, intake).await?;
         }
         self.save_undecrypted().await?;
-        if self.position.next_batch.as_deref() != Some(next_batch.as_str()) {
+        if self.position_changed || self.position.next_batch.as_deref() != Some(next_batch.as_str()) {
             self.position.next_batch = Some(next_batch);
             let (path, bytes) = self.position.to_save(&self.dir)?;
             write_state(path, bytes).await?;
+            self.position_changed = false;
         }
         Ok(())
     }
@@ -322,12 +354,14 @@ impl MatrixSource {
         intake: &Intake,
     ) -> Result<(), MatrixError> {
         let room = self.client.get_room(room_id);
-        self.seed_members(room.as_ref(), room_id.as_str(), &events).await;
+        let undo: Vec<Value> = events.iter().rev().filter_map(|(e, _)| member_event_json(e)).collect();
+        self.seed_members(room.as_ref(), room_id.as_str(), undo.into_iter())
+            .await;
         let mut lines = Lines::default();
         let mut ids = Vec::new();
         let mut changes = Vec::new();
         for (json, delivery) in events {
-            let late = delivery == Delivery::DecryptedLate;
+            let late = matches!(delivery, Delivery::DecryptedLate(_));
             let text = |key: &str| json.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
             let (id, sender) = (text("event_id"), text("sender"));
             if !late {
@@ -338,7 +372,8 @@ impl MatrixSource {
                 intake.metrics.incr(Counter::MessagesRx);
                 if matches!(delivery, Delivery::Undecryptable(_)) {
                     intake.metrics.incr(Counter::MessagesRxFailed);
-                    self.undecrypted.push(room_id.as_str(), &json);
+                    let members = self.members.of(room_id.as_str());
+                    self.undecrypted.push(room_id.as_str(), &json, members);
                 }
             }
             let target_sender = self.target_sender(room.as_ref(), &json).await;
@@ -364,10 +399,13 @@ impl MatrixSource {
                 }
                 continue;
             }
-            // Keep the file order: what came before is written first; the event counts as captured
-            // once each of its lines (a file, its thumbnail) is durable.
+            // Keep the file order: what came before is written first (and what it changed acted on);
+            // the event counts as captured once each of its lines (a file, its thumbnail) is durable.
             self.commit(room_id, std::mem::take(&mut lines), std::mem::take(&mut ids), intake)
                 .await?;
+            for change in changes.drain(..) {
+                self.on_room_change(room_id.as_str(), change).await;
+            }
             for Translated { message, media } in translated {
                 self.store_line(message, media, intake).await?;
             }
@@ -393,7 +431,11 @@ impl MatrixSource {
         target_sender: Option<String>,
         change: &Option<RoomChange>,
     ) -> Result<Vec<Translated>, crate::message::InvalidMessage> {
-        let members = self.members.of(room_id.as_str());
+        let members = match delivery {
+            // A late decryption: the members as the event arrived.
+            Delivery::DecryptedLate(Some(members)) => Some(members.clone()),
+            _ => self.members.of(room_id.as_str()),
+        };
         let ctx = Context {
             room_id: room_id.as_str(),
             network: &self.network,
@@ -408,7 +450,9 @@ impl MatrixSource {
             Some(HistoryVisibility::Invited) => Some("invited"),
             _ => None,
         };
+        // A replacement room the bot followed into at once hides nothing it missed.
         if *change == Some(RoomChange::BotJoined)
+            && !self.followed.contains(room_id.as_str())
             && let Some(visibility) = hidden
         {
             lines.push(translate::history_hidden(&ctx, json, visibility)?);
@@ -416,17 +460,18 @@ impl MatrixSource {
         Ok(lines)
     }
 
-    /// Starts following a room's members, from the store, before its first events are captured.
-    async fn seed_members(&mut self, room: Option<&Room>, room_id: &str, events: &[(Value, Delivery)]) {
+    /// Starts following a room's members before its first events are captured: the store's members
+    /// (as of the latest sync) with `undo`'s membership changes (newest first) taken back.
+    async fn seed_members(&mut self, room: Option<&Room>, room_id: &str, undo: impl Iterator<Item = Value>) {
         let Some(room) = room.filter(|_| !self.members.knows(room_id)) else {
             return;
         };
         match room.members_no_sync(RoomMemberships::JOIN).await {
-            Ok(now) => self.members.seed(
-                room_id,
-                now.iter().map(|m| m.user_id().to_string()),
-                events.iter().map(|(e, _)| e),
-            ),
+            Ok(now) => {
+                let undo: Vec<Value> = undo.collect();
+                self.members
+                    .seed(room_id, now.iter().map(|m| m.user_id().to_string()), undo.iter());
+            }
             Err(e) => tracing::debug!(room = room_id, error = %e, "room members unknown: lines go without them"),
         }
     }
@@ -559,6 +604,19 @@ async fn write_state(path: PathBuf, bytes: Vec<u8>) -> Result<(), MatrixError> {
     tokio::task::spawn_blocking(move || durable::write_atomically(&path, &bytes).map_err(|e| MatrixError::io(&path, e)))
         .await
         .map_err(|e| MatrixError::State(e.to_string()))?
+}
+
+/// A membership event's JSON (they are never encrypted), for following who is in a room.
+fn member_event(event: &TimelineEvent) -> Option<Value> {
+    let raw = event.raw();
+    (raw.get_field::<String>("type").ok().flatten().as_deref() == Some("m.room.member"))
+        .then(|| serde_json::from_str(raw.json().get()).ok())
+        .flatten()
+}
+
+/// `member_event` of an event already read.
+fn member_event_json(event: &Value) -> Option<Value> {
+    (event.get("type").and_then(Value::as_str) == Some("m.room.member")).then(|| event.clone())
 }
 
 /// The event's JSON as the bot sees it (the plaintext, if it decrypted it), and how it arrived.

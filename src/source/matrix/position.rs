@@ -17,6 +17,11 @@ pub struct Position {
     pub next_batch: Option<String>,
     /// Room ID → ID of the last event captured in it.
     pub rooms: BTreeMap<String, String>,
+    /// Rooms the bot can no longer capture (`Matrix_Rooms_Lost`) → the room whose loss each stands
+    /// for (itself after a kick or ban; the upgraded room for a replacement the bot cannot join).
+    /// Saved with the position, so a restart goes on raising them until the bot is back in.
+    #[serde(default)]
+    pub lost: BTreeMap<String, String>,
 }
 
 impl Position {
@@ -58,6 +63,7 @@ mod tests {
             ..Position::default()
         };
         p.rooms.insert("!r:hs".into(), "$e".into());
+        p.lost.insert("!new:hs".into(), "!old:hs".into());
         let (path, bytes) = p.to_save(dir.path()).unwrap();
         crate::durable::write_atomically(&path, &bytes).unwrap();
         assert_eq!(Position::load(dir.path()).unwrap(), p);

@@ -26,9 +26,11 @@ const FILE: &str = "undecrypted.json";
 /// the ciphertext and the reason, but are no longer retried.
 pub const CAPACITY: usize = 1_000;
 /// Start-ups at which a waiting event is tried again (its key may have come while the bot was
-/// down). An event still undecryptable after this many is given up: a key that never came by then
-/// (withheld, or its sender's device gone) is not worth a retry and a warning at every start.
+/// down). An event still undecryptable after this many, and [`GIVE_UP_AFTER_SECS`] after it came, is
+/// given up: a key that never came by then (withheld, or its sender's device gone) is not worth a
+/// retry and a warning at every start. Both must hold, so a crash loop gives nothing up early.
 pub const START_TRIES: u32 = 3;
+pub const GIVE_UP_AFTER_SECS: i64 = 24 * 3600;
 
 /// One undecryptable event, as it arrived.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,6 +43,12 @@ pub struct Pending {
     /// Start-ups that found it still waiting.
     #[serde(default)]
     pub starts: u32,
+    /// When it came (Unix seconds; 0 in files of older versions: counted from their first load).
+    #[serde(default)]
+    pub first_seen: i64,
+    /// The room's members as it came, for its line when it is decrypted.
+    #[serde(default)]
+    pub members: Option<Vec<String>>,
 }
 
 /// Which waiting events to try again.
@@ -81,9 +89,14 @@ impl Undecrypted {
             Err(e) => return Err(MatrixError::io(&path, e)),
         };
         let before = events.len();
+        let now = chrono::Utc::now().timestamp();
         let events: VecDeque<Pending> = events
             .into_iter()
-            .filter(|p| p.starts < START_TRIES)
+            .map(|p| Pending {
+                first_seen: if p.first_seen == 0 { now } else { p.first_seen },
+                ..p
+            })
+            .filter(|p| p.starts < START_TRIES || now - p.first_seen < GIVE_UP_AFTER_SECS)
             .map(|p| Pending {
                 starts: p.starts + 1,
                 ..p
@@ -92,7 +105,7 @@ impl Undecrypted {
         if events.len() < before {
             tracing::info!(
                 events = before - events.len(),
-                "gave up waiting for the keys of events still undecryptable after {START_TRIES} start-ups; their lines stay as written (ciphertext and reason)"
+                "gave up waiting for the keys of events still undecryptable after {START_TRIES} start-ups and a day; their lines stay as written (ciphertext and reason)"
             );
         }
         let due = if events.is_empty() { Due::Nothing } else { Due::All };
@@ -103,8 +116,9 @@ impl Undecrypted {
         })
     }
 
-    /// Keeps `event` (an `m.room.encrypted` event) to decrypt when its key arrives.
-    pub fn push(&mut self, room_id: &str, event: &Value) {
+    /// Keeps `event` (an `m.room.encrypted` event, which came when the room's members were `members`)
+    /// to decrypt when its key arrives.
+    pub fn push(&mut self, room_id: &str, event: &Value, members: Option<Vec<String>>) {
         let text = |pointer: &str| {
             event
                 .pointer(pointer)
@@ -122,6 +136,8 @@ impl Undecrypted {
             session_id,
             event: event.clone(),
             starts: 0,
+            first_seen: chrono::Utc::now().timestamp(),
+            members,
         });
         if self.events.len() > CAPACITY
             && let Some(old) = self.events.pop_front()
@@ -218,6 +234,7 @@ impl MatrixSource {
             room_id,
             event_id,
             event,
+            members,
             ..
         } in due
         {
@@ -231,7 +248,10 @@ impl MatrixSource {
             match room.decrypt_event(&raw, None).await {
                 Ok(decrypted) if matches!(decrypted.kind, TimelineEventKind::Decrypted(_)) => {
                     if let Some((json, _)) = event_json(&decrypted) {
-                        rooms.entry(room_id).or_default().push((json, Delivery::DecryptedLate));
+                        rooms
+                            .entry(room_id)
+                            .or_default()
+                            .push((json, Delivery::DecryptedLate(members)));
                         done.insert(event_id);
                     }
                 }
@@ -266,9 +286,9 @@ mod tests {
     #[test]
     fn events_wait_until_their_sessions_key_arrives() {
         let mut u = Undecrypted::default();
-        u.push("!r", &encrypted("$a", "s1"));
-        u.push("!r", &encrypted("$b", "s2"));
-        u.push("!r", &encrypted("$a", "s1"));
+        u.push("!r", &encrypted("$a", "s1"), None);
+        u.push("!r", &encrypted("$b", "s2"), None);
+        u.push("!r", &encrypted("$a", "s1"), None);
         assert!(u.due().is_empty(), "nothing is due before a key arrives");
         u.keys_arrived(["s2".to_owned()]);
         let due: Vec<_> = u.due().into_iter().map(|p| p.event_id).collect();
@@ -284,7 +304,7 @@ mod tests {
     fn the_oldest_are_given_up_beyond_capacity() {
         let mut u = Undecrypted::default();
         for i in 0..=CAPACITY {
-            u.push("!r", &encrypted(&format!("${i}"), "s"));
+            u.push("!r", &encrypted(&format!("${i}"), "s"), None);
         }
         u.all_due();
         let due = u.due();
@@ -298,7 +318,7 @@ mod tests {
         assert!(Undecrypted::load(dir.path()).unwrap().due().is_empty());
         let mut u = Undecrypted::default();
         assert!(u.to_save(dir.path()).unwrap().is_none(), "nothing changed");
-        u.push("!r", &encrypted("$a", "s1"));
+        u.push("!r", &encrypted("$a", "s1"), None);
         let (path, bytes) = u.to_save(dir.path()).unwrap().unwrap();
         std::fs::write(path, bytes).unwrap();
         u.saved();
@@ -306,13 +326,17 @@ mod tests {
         let loaded = Undecrypted::load(dir.path()).unwrap();
         assert_eq!(loaded.due().len(), 1);
         assert_eq!(loaded.due()[0].event_id, "$a");
-        // Each start-up counts; after START_TRIES of them the event is given up.
-        for start in 1..=START_TRIES {
+        // Each start-up counts; after START_TRIES of them, if it came a day ago, the event is given up.
+        for start in 1..=START_TRIES + 2 {
             let loaded = Undecrypted::load(dir.path()).unwrap();
-            assert_eq!(loaded.due().len(), 1, "start {start}: still tried");
+            assert_eq!(loaded.due().len(), 1, "start {start}: still tried within the day");
             let (path, bytes) = loaded.to_save(dir.path()).unwrap().unwrap();
             std::fs::write(path, bytes).unwrap();
         }
+        let mut old = Undecrypted::load(dir.path()).unwrap();
+        old.events[0].first_seen -= GIVE_UP_AFTER_SECS;
+        let (path, bytes) = old.to_save(dir.path()).unwrap().unwrap();
+        std::fs::write(path, bytes).unwrap();
         assert!(Undecrypted::load(dir.path()).unwrap().due().is_empty(), "given up");
         std::fs::write(Undecrypted::path(dir.path()), b"[oops").unwrap();
         assert!(matches!(Undecrypted::load(dir.path()), Err(MatrixError::State(_))));

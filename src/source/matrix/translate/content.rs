@@ -78,9 +78,14 @@ fn link(content: &Value, fields: &mut Map<String, Value>) {
     }
 }
 
-/// A reply's body starts with the quoted message (lines of `> `, then an empty line) for clients
-/// that know no replies; the reply's own words are what follows.
-fn without_reply_fallback(body: &str) -> &str {
+/// A reply's body may start with the quoted message (lines of `> `, then an empty line) for clients
+/// that know no replies, which its `formatted_body` then marks as `<mx-reply>`; the reply's own words
+/// are what follows. (Matrix 1.13 dropped the fallback: a body that merely starts with a quote is
+/// kept whole.)
+fn without_reply_fallback<'a>(body: &'a str, content: &Value) -> &'a str {
+    if !str_at(content, "/formatted_body").is_some_and(|f| f.contains("<mx-reply>")) {
+        return body;
+    }
     match body.find("\n\n") {
         Some(end) if body.starts_with("> ") && body[..end].lines().all(|l| l.starts_with('>')) => &body[end + 2..],
         _ => body,
@@ -97,7 +102,7 @@ fn room_message(ctx: &Context, event: &Value, content: &Value, sender: &str) -> 
         kind => {
             let raw = body_of(content);
             let words = match str_at(content, "/m.relates_to/m.in_reply_to/event_id") {
-                Some(_) => without_reply_fallback(&raw).to_owned(),
+                Some(_) => without_reply_fallback(&raw, content).to_owned(),
                 None => raw,
             };
             let mut body = text(MSGTYPE_TEXT, words);
@@ -112,16 +117,27 @@ fn room_message(ctx: &Context, event: &Value, content: &Value, sender: &str) -> 
 
 /// An edit (`m.replace`) of the message `target`: its new text, file or location. An edit by anyone
 /// but the message's sender is no edit (Matrix lets only the sender replace an event, and clients
-/// ignore any other): it is kept as the attempt it is, under `edit_attempt`, a text line of its own.
+/// ignore any other): it is kept as the attempt it is, under `edit_attempt`, a text line of its own;
+/// and so is one whose original's sender the bot could not learn, which it cannot vouch for.
 fn edit(ctx: &Context, event: &Value, content: &Value, sender: &str, target: String) -> Body {
     let new = content.get("m.new_content").unwrap_or(content);
     let new_text = str_at(new, "/body").map_or_else(|| body_of(content), str::to_owned);
-    if let Some(original) = ctx.target_sender.filter(|o| *o != sender) {
+    let refused = match ctx.target_sender {
+        Some(original) if original == sender => None,
+        Some(original) => Some((
+            Value::String(original.to_owned()),
+            "only a message's sender can replace it: Matrix clients ignore this edit",
+        )),
+        None => Some((
+            Value::Null,
+            "the sender of the message it edits is unknown to the bot (not captured, or not readable): not taken as an edit",
+        )),
+    };
+    if let Some((original, reason)) = refused {
         let mut body = text(MSGTYPE_TEXT, new_text);
         body.fields.insert(
             "edit_attempt".into(),
-            json!({ "message_id": target, "original_sender": original,
-                    "reason": "only a message's sender can replace it: Matrix clients ignore this edit" }),
+            json!({ "message_id": target, "original_sender": original, "reason": reason }),
         );
         return body;
     }
@@ -246,9 +262,9 @@ fn location(content: &Value) -> Value {
     let description = str_at(content, "/m.location/description")
         .or_else(|| str_at(content, "/org.matrix.msc3488.location/description"))
         .or_else(|| str_at(content, "/body"));
-    let mut coords = geo
-        .strip_prefix("geo:")
-        .unwrap_or_default()
+    let scheme = geo.get(..4).filter(|s| s.eq_ignore_ascii_case("geo:"));
+    let mut coords = scheme
+        .map_or("", |_| &geo[4..])
         .split(';')
         .next()
         .unwrap_or_default()

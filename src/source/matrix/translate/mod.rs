@@ -22,8 +22,9 @@ pub enum Delivery {
     Plain,
     /// Decrypted by the bot: `event` is the plaintext.
     Decrypted,
-    /// Written undecryptable when it arrived, decrypted once its key came (`matrix.decrypted_late`).
-    DecryptedLate,
+    /// Written undecryptable when it arrived, decrypted once its key came (`matrix.decrypted_late`),
+    /// with the room's members as it arrived.
+    DecryptedLate(Option<Vec<String>>),
     /// An encrypted event the bot holds no key for; the reason is written in the line.
     Undecryptable(String),
 }
@@ -164,11 +165,19 @@ fn thumbnail_line(
     })
 }
 
-/// Who was in the conversation: the room's members at that moment, and in a direct room (two people
-/// besides the bot) the one the sender wrote to, as the original's `receiver`.
+/// Members listed in a line at most: a room of thousands would otherwise make every line hundreds of
+/// kilobytes. Beyond it a line carries the count alone.
+pub const MAX_LISTED_MEMBERS: usize = 1_000;
+
+/// Who was in the conversation: the room's members at that moment (their number, and their IDs up to
+/// [`MAX_LISTED_MEMBERS`]), and in a direct room (two people besides the bot) the one the sender
+/// wrote to, as the original's `receiver`.
 fn people(ctx: &Context, sender: &str, line: &mut Map<String, Value>) {
     let Some(members) = ctx.members else { return };
-    line.insert("room_members".into(), json!(members));
+    line.insert("room_member_count".into(), json!(members.len()));
+    if members.len() <= MAX_LISTED_MEMBERS {
+        line.insert("room_members".into(), json!(members));
+    }
     let others: Vec<&String> = members.iter().filter(|m| *m != ctx.bot).collect();
     if let [a, b] = others.as_slice() {
         let receiver = if *a == sender {
@@ -230,7 +239,7 @@ fn matrix_field(room_id: &str, event: &Value, delivery: &Delivery) -> Value {
     let mut matrix = json!({ "room_id": room_id, "encrypted": *delivery != Delivery::Plain, "event": event });
     match delivery {
         Delivery::Undecryptable(reason) => matrix["decryption_error"] = Value::String(reason.clone()),
-        Delivery::DecryptedLate => matrix["decrypted_late"] = Value::Bool(true),
+        Delivery::DecryptedLate(_) => matrix["decrypted_late"] = Value::Bool(true),
         Delivery::Plain | Delivery::Decrypted => {}
     }
     matrix

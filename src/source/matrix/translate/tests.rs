@@ -5,7 +5,8 @@ const CTX: Context = Context {
     network: "hs",
     bot: "@bot:hs",
     members: None,
-    target_sender: None,
+    // The events' sender: an edit is the sender's own.
+    target_sender: Some("@alice:hs"),
 };
 
 fn lines_with(ctx: &Context, event: &Value, delivery: Delivery) -> Vec<Value> {
@@ -110,6 +111,13 @@ fn an_edit_by_anyone_but_the_sender_is_an_attempt_not_an_edit() {
         ..CTX
     };
     assert_eq!(lines_with(&own, &edit, Delivery::Plain)[0]["msgtype"], 9000);
+    let unknown = Context {
+        target_sender: None,
+        ..CTX
+    };
+    let l = lines_with(&unknown, &edit, Delivery::Plain).remove(0);
+    assert_eq!(l["msgtype"], 1000, "an edit the bot cannot vouch for is no edit: {l}");
+    assert_eq!(l["edit_attempt"]["original_sender"], Value::Null);
 }
 
 #[test]
@@ -117,6 +125,8 @@ fn replies_and_threads_name_their_parent_and_root() {
     let reply = event(
         "m.room.message",
         json!({ "msgtype": "m.text", "body": "> <@bob:hs> the question\n\nthe answer",
+                "format": "org.matrix.custom.html",
+                "formatted_body": "<mx-reply><blockquote>the question</blockquote></mx-reply>the answer",
                 "m.relates_to": { "m.in_reply_to": { "event_id": "$q" } } }),
     );
     let l = line(reply, Delivery::Plain);
@@ -125,6 +135,13 @@ fn replies_and_threads_name_their_parent_and_root() {
         l["message"], "the answer",
         "the quoted fallback is not the reply's words"
     );
+    // Without the fallback's mark, a reply that starts with a quote of its own keeps it.
+    let quoting = event(
+        "m.room.message",
+        json!({ "msgtype": "m.text", "body": "> as the memo says\n\nno",
+                "m.relates_to": { "m.in_reply_to": { "event_id": "$q" } } }),
+    );
+    assert_eq!(line(quoting, Delivery::Plain)["message"], "> as the memo says\n\nno");
     assert!(l.get("thread_root").is_none());
 
     let in_thread = |falling_back: bool| {
@@ -200,7 +217,7 @@ fn a_sticker_is_a_file_and_an_image_edit_keeps_the_new_image() {
 fn locations_calls_polls_notices_and_emotes_keep_their_kind() {
     let loc = event(
         "m.room.message",
-        json!({ "msgtype": "m.location", "body": "the office", "geo_uri": "geo:51.5008,-0.1247;u=35" }),
+        json!({ "msgtype": "m.location", "body": "the office", "geo_uri": "GEO:51.5008,-0.1247,12;u=35" }),
     );
     let l = line(loc, Delivery::Plain);
     assert_eq!(l["msgtype"], 8000);
@@ -372,7 +389,7 @@ fn undecryptable_events_are_written_with_the_reason() {
 #[test]
 fn a_late_decryption_is_marked_and_names_the_same_message() {
     let e = event("m.room.message", json!({ "msgtype": "m.text", "body": "late" }));
-    let late = line(e.clone(), Delivery::DecryptedLate);
+    let late = line(e.clone(), Delivery::DecryptedLate(None));
     assert_eq!(late["message"], "late");
     assert_eq!(late["matrix"]["decrypted_late"], true);
     assert_eq!(late["matrix"]["encrypted"], true);
