@@ -25,7 +25,21 @@ use crate::sink::{
 };
 use crate::source::Intake;
 use crate::source::http::{self, HttpState};
-use crate::source::matrix::{self, MatrixSource};
+use crate::source::matrix::MatrixSource;
+use crate::source::sqs::SqsSource;
+
+/// A source that captures by itself (rather than answer producers' requests): the HTTP server then
+/// serves only health, readiness and metrics.
+#[derive(Debug)]
+pub enum Capture {
+    /// `WICKRIO_NETWORK=matrix`: the logged-in Matrix source.
+    Matrix(Box<MatrixSource>),
+    /// `WICKRIO_NETWORK=sqs`: the queue, reached.
+    Sqs(SqsSource),
+}
+
+/// The capture task: its end (an error, or stopped).
+type CaptureTask = JoinHandle<anyhow::Result<()>>;
 use crate::spool::Spool;
 
 /// The spool and the sink task consuming its closed files.
@@ -124,14 +138,14 @@ impl Pipeline {
     }
 }
 
-/// `retention-bot run`: capture until SIGTERM/SIGINT, then shut down gracefully. `matrix` is the
-/// logged-in Matrix source with `WICKRIO_NETWORK=matrix`; without it producers POST to the HTTP source.
+/// `retention-bot run`: capture until SIGTERM/SIGINT, then shut down gracefully. `capture` is the
+/// Matrix or SQS source; without one producers POST to the HTTP source.
 pub async fn run(
     config: Config,
     metrics: Arc<Metrics>,
     identity: Identity,
     events: Events,
-    matrix: Option<MatrixSource>,
+    capture: Option<Capture>,
 ) -> anyhow::Result<()> {
     // Installed first, so a stop request during start-up is honoured rather than fatal.
     let signal = shutdown_signal()?;
@@ -148,7 +162,13 @@ pub async fn run(
         metrics: pipeline.metrics.clone(),
         max_file: config.ingest.max_file,
     };
-    let mut capture = matrix.map(|source| tokio::spawn(source.capture(intake.clone(), events.clone(), capture_stop)));
+    let mut capture: Option<CaptureTask> = capture.map(|source| {
+        let (intake, events) = (intake.clone(), events.clone());
+        match source {
+            Capture::Matrix(s) => tokio::spawn(async move { Ok(s.capture(intake, events, capture_stop).await?) }),
+            Capture::Sqs(s) => tokio::spawn(async move { Ok(s.capture(intake, events, capture_stop).await?) }),
+        }
+    });
     let app = routes(&config, &pipeline, intake, &drain, capture.is_none());
     // Headers are small: a client that cannot send them in a few seconds only holds a connection.
     let limits = serve::Limits {
@@ -179,8 +199,8 @@ pub async fn run(
         }
         result = capture_ended(&mut capture) => {
             pipeline.shutdown().await;
-            result.context("the Matrix source stopped")??;
-            anyhow::bail!("the Matrix source stopped unexpectedly");
+            result.context("the capture source stopped")??;
+            anyhow::bail!("the capture source stopped unexpectedly");
         }
     }
 
@@ -192,7 +212,7 @@ pub async fn run(
     Ok(())
 }
 
-/// The status routes, and the ingest routes unless the Matrix source captures instead.
+/// The status routes, and the ingest routes unless the Matrix or SQS source captures instead.
 fn routes(config: &Config, pipeline: &Pipeline, intake: Intake, drain: &Arc<Drain>, http_source: bool) -> axum::Router {
     let app = serve::status_routes(Arc::new(Status {
         spool: pipeline.spool.clone(),
@@ -207,17 +227,18 @@ fn routes(config: &Config, pipeline: &Pipeline, intake: Intake, drain: &Arc<Drai
     app.merge(http::router(Arc::new(ingest)))
 }
 
-/// The sources stop in order, each within the grace period: the Matrix capture, then the
+/// The sources stop in order, each within the grace period: the Matrix or SQS capture, then the
 /// requests in flight, then the listener.
 async fn wind_down(
     config: &Config,
-    mut capture: Option<JoinHandle<Result<(), matrix::MatrixError>>>,
+    mut capture: Option<CaptureTask>,
     stop_capture: Trigger,
     drain: &Drain,
     stop_http: Trigger,
     mut server: JoinHandle<()>,
 ) {
-    // The Matrix source finishes the sync in hand (its position is saved only once it is durable).
+    // The Matrix source finishes the sync in hand (its position is saved only once it is durable); the
+    // SQS source, the batches in hand (what cannot finish is given back to the queue).
     stop_capture.fire();
     if capture.is_some()
         && tokio::time::timeout(config.ingest.shutdown_grace, capture_ended(&mut capture))
@@ -228,7 +249,9 @@ async fn wind_down(
         if let Some(task) = &capture {
             task.abort();
         }
-        tracing::warn!("Matrix capture cut off mid-sync; that sync is read again at the next start");
+        tracing::warn!(
+            "capture cut off mid-work: a Matrix sync is read again at the next start, SQS messages return to the queue"
+        );
     }
     // New ingest requests now get 503; wait (bounded) for those in flight, which are acknowledged
     // only once durable, then stop the listener.
@@ -257,10 +280,8 @@ fn stopped_message(metrics: &Metrics) -> String {
     }
 }
 
-/// Resolves when the Matrix capture task ends; never, when there is none (the HTTP source).
-async fn capture_ended(
-    capture: &mut Option<JoinHandle<Result<(), matrix::MatrixError>>>,
-) -> Result<Result<(), matrix::MatrixError>, tokio::task::JoinError> {
+/// Resolves when the capture task ends; never, when there is none (the HTTP source).
+async fn capture_ended(capture: &mut Option<CaptureTask>) -> Result<anyhow::Result<()>, tokio::task::JoinError> {
     match capture {
         Some(task) => task.await,
         None => std::future::pending().await,
@@ -287,6 +308,10 @@ fn started_message(config: &Config) -> String {
     };
     let source = match &config.network {
         Network::Http => format!("HTTP source on {}", config.ingest.addr),
+        Network::Sqs(q) => format!(
+            "draining SQS queue {} (health and metrics on {})",
+            q.queue_url, config.ingest.addr
+        ),
         Network::Matrix(m) => format!(
             "capturing Matrix homeserver {} (health and metrics on {})",
             m.homeserver, config.ingest.addr

@@ -34,6 +34,8 @@ pub enum EventKind {
     /// The bot can no longer capture a Matrix room: it was kicked or banned, or the room was upgraded
     /// to one it cannot join.
     MatrixRoomLost,
+    /// A queue message failed the checks: not deleted, left to the queue's redrive policy.
+    SqsMessageRefused,
     /// The bot created a coming period's KMS key and alias (`WICKRIO_KMS_CREATE_PERIOD_KEYS`).
     PeriodKeyCreated,
     /// A file of a period shredded while it waited on the bot's disk was removed unsent, as the

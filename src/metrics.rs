@@ -49,6 +49,11 @@ Counter {
     KmsRequests => "KMS_Requests", "Data keys KMS issued (GenerateDataKey calls answered): one per encrypted object, or one per batch with WICKRIO_KMS_DATAKEY_MAX_OBJECTS/_MAX_AGE_SECS.";
     ArchiveChecks => "Archive_Checks", "Scheduled checks of the bucket (WICKRIO_VERIFY_EVERY_HOURS) that ran to the end.";
     SnsPublishErrors => "SNS_Publish_Errors", "Events that could not be published to SNS (after retries).";
+    SqsReceived => "SQS_Received", "Queue messages received (WICKRIO_NETWORK=sqs), a message returning counted each time.";
+    SqsDeleted => "SQS_Deleted", "Queue messages deleted, each after everything it carried was fsync'd.";
+    SqsRefused => "SQS_Refused", "Queue messages that failed the checks (each once): not deleted, left to the queue's redrive policy.";
+    SqsPayloadsFetched => "SQS_Payloads_Fetched", "Bodies (SQS Extended Client) and attachments read from S3 for queue messages.";
+    SqsReceiveErrors => "SQS_Receive_Errors", "Failed receive calls to the queue.";
     CloudWatchErrors => "CloudWatch_Errors", "Failed publications to CloudWatch (their counts go out with the next one).";
 }
 }
@@ -61,6 +66,7 @@ Gauge {
     S3BacklogBytes => "S3_Backlog_Bytes", "Bytes of closed files waiting on local disk for their upload to S3.";
     ArchiveProblems => "Archive_Problems", "Problems the last scheduled check of the bucket found (0: the archive verified).";
     MatrixRoomsLost => "Matrix_Rooms_Lost", "Matrix rooms the bot can no longer capture since it started (kicked, banned, or upgraded to a room it cannot join), until it is back in them.";
+    SqsOldestInHandSecs => "SQS_Oldest_In_Hand_Seconds", "Age in the queue of the oldest message being archived now (0 when none).";
     KmsPeriodKeysMissing => "KMS_Period_Keys_Missing", "With per-period KMS keys: of the current period and the one starting within a day, how many have no usable key (their files would wait on disk).";
 }
 }

@@ -161,6 +161,7 @@ fn the_combined_policy_holds_every_feature_policy_of_the_bot() {
         "s3-object-lock",
         "secrets-manager-write-back",
         "sns",
+        "sqs",
         "cloudwatch",
     ] {
         for statement in json(&repo(&format!("iam/{part}.json")))["Statement"]
@@ -216,6 +217,7 @@ fn the_deployment_doc_maps_each_aws_setting_to_actions_its_policy_grants() {
         "AWS_SECRET_NAME",
         "WICKRIO_SECRET_UPDATE",
         "WICKRIO_SNS_TOPIC_ARN",
+        "WICKRIO_SQS_QUEUE_URL",
         "WICKRIO_METRICS_TYPE",
         "WICKRIO_ROLE_ARN",
     ] {

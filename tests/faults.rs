@@ -32,7 +32,7 @@ async fn wait_ready(bot: &Bot) {
 
 /// `retention-bot verify` over a copy of the bot's archive (its message and attachment directories,
 /// as an auditor would get them) with its public key: (exit code, stdout).
-fn verify(root: &Path) -> (Option<i32>, String) {
+pub(crate) fn verify(root: &Path) -> (Option<i32>, String) {
     let copy = tempfile::tempdir().unwrap();
     for sub in ["messages", "attachments"] {
         std::fs::create_dir_all(copy.path().join(sub)).unwrap();

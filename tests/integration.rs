@@ -28,6 +28,7 @@ mod period_keys;
 mod pipeline;
 mod reporting;
 mod s3;
+mod sqs;
 mod stacks;
 mod storage;
 mod verify_s3;

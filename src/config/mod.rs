@@ -22,7 +22,7 @@ mod settings;
 mod storage;
 pub use dirs::{check_private_dir, umask};
 pub use ingest::IngestConfig;
-pub use network::{MatrixConfig, Network};
+pub use network::{MatrixConfig, Network, SqsConfig};
 pub use reporting::ReportingConfig;
 pub use role::{AssumeRole, assume_role};
 pub use secret::SecretLocation;

@@ -1,5 +1,5 @@
-//! Which network the bot captures (`WICKRIO_NETWORK`): producers posting to the HTTP source, or a
-//! Matrix homeserver the bot logs into as a member.
+//! Which network the bot captures (`WICKRIO_NETWORK`): producers posting to the HTTP source, a
+//! Matrix homeserver the bot logs into as a member, or an SQS queue a fleet of bots drains.
 
 use super::ConfigError;
 
@@ -10,6 +10,22 @@ pub enum Network {
     Http,
     /// The bot is a user on a Matrix homeserver and captures every room it is in.
     Matrix(MatrixConfig),
+    /// Producers send to an SQS queue; any number of bots drain it.
+    Sqs(SqsConfig),
+}
+
+/// Which queue, and how the bot drains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqsConfig {
+    /// `WICKRIO_SQS_QUEUE_URL`, e.g. `https://sqs.eu-west-1.amazonaws.com/123456789012/messages`.
+    pub queue_url: url::Url,
+    /// `WICKRIO_SQS_REGION`, else the URL's, else `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: String,
+    /// `WICKRIO_SQS_RECEIVERS`: long-polling receivers (each up to 10 messages a call).
+    pub receivers: usize,
+    /// `WICKRIO_SQS_DELETE_PAYLOADS`: delete a payload the SQS Extended Client put in S3 once its
+    /// message is archived.
+    pub delete_payloads: bool,
 }
 
 /// How the bot reaches its homeserver and who it is there.
@@ -23,7 +39,15 @@ pub struct MatrixConfig {
 
 pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>, bot_name: &str) -> Result<Network, ConfigError> {
     let network = get("WICKRIO_NETWORK").map(|v| v.to_ascii_lowercase());
+    if network.as_deref() != Some("sqs") && get("WICKRIO_SQS_QUEUE_URL").is_some() {
+        return Err(ConfigError::new(
+            "WICKRIO_SQS_QUEUE_URL",
+            "is set, but WICKRIO_NETWORK is not sqs",
+            "set WICKRIO_NETWORK=sqs to drain the queue, or unset WICKRIO_SQS_QUEUE_URL",
+        ));
+    }
     match network.as_deref() {
+        Some("sqs") => sqs(get).map(Network::Sqs),
         None | Some("http") => {
             if get("WICKRIO_MATRIX_HOMESERVER").is_some() {
                 return Err(ConfigError::new(
@@ -68,9 +92,81 @@ pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>, bot_name: &str)
         Some(other) => Err(ConfigError::new(
             "WICKRIO_NETWORK",
             format!("unknown network {other:?}"),
-            "accepted: http (the default), matrix",
+            "accepted: http (the default), matrix, sqs",
         )),
     }
+}
+
+/// `WICKRIO_SQS_*`, with `WICKRIO_NETWORK=sqs`.
+fn sqs(get: &impl Fn(&str) -> Option<String>) -> Result<SqsConfig, ConfigError> {
+    let var = "WICKRIO_SQS_QUEUE_URL";
+    let example = "the queue's URL, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/messages";
+    let text = get(var).ok_or_else(|| ConfigError::new(var, "not set, but WICKRIO_NETWORK is sqs", example))?;
+    let queue_url = url::Url::parse(&text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .filter(|u| {
+            u.path_segments()
+                .is_some_and(|s| s.filter(|p| !p.is_empty()).count() == 2)
+        })
+        .filter(|u| u.query().is_none() && u.fragment().is_none())
+        .ok_or_else(|| ConfigError::new(var, format!("{text:?} is not an SQS queue URL"), example))?;
+    let region = match get("WICKRIO_SQS_REGION") {
+        Some(region) => {
+            super::aws_names::check_region("WICKRIO_SQS_REGION", &region)?;
+            region
+        }
+        None => region_of(&queue_url)
+            .or_else(|| get("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".to_owned()),
+    };
+    let receivers = match get("WICKRIO_SQS_RECEIVERS") {
+        None => 4,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "WICKRIO_SQS_RECEIVERS",
+                    format!("{n:?} is not a number from 1 to 64"),
+                    "e.g. 4",
+                )
+            })?,
+    };
+    let delete_payloads = match get("WICKRIO_SQS_DELETE_PAYLOADS")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "WICKRIO_SQS_DELETE_PAYLOADS",
+                format!("{other:?} is not true or false"),
+                "true to delete payloads the SQS Extended Client put in S3 once archived; false (the default) to keep them",
+            ));
+        }
+    };
+    Ok(SqsConfig {
+        queue_url,
+        region,
+        receivers,
+        delete_payloads,
+    })
+}
+
+/// The region an AWS queue URL names (`sqs.<region>.amazonaws.com`, or the legacy
+/// `<region>.queue.amazonaws.com`); `None` for any other host (a local stand-in).
+fn region_of(url: &url::Url) -> Option<String> {
+    let host = url.host_str()?;
+    let region = host
+        .strip_prefix("sqs.")
+        .and_then(|h| h.split_once(".amazonaws.com"))
+        .map(|(r, _)| r)
+        .or_else(|| host.strip_suffix(".queue.amazonaws.com"))?;
+    Some(region.to_owned())
 }
 
 #[cfg(test)]
@@ -108,6 +204,63 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad.problem.contains("not an http(s) URL"), "{bad}");
+    }
+
+    #[test]
+    fn sqs_needs_a_queue_url_and_takes_its_region() {
+        let ok = parse(
+            &[
+                ("WICKRIO_NETWORK", "sqs"),
+                (
+                    "WICKRIO_SQS_QUEUE_URL",
+                    "https://sqs.eu-west-1.amazonaws.com/123456789012/msgs.fifo",
+                ),
+            ],
+            "bot",
+        )
+        .unwrap();
+        let Network::Sqs(q) = ok else { panic!("not sqs") };
+        assert_eq!(
+            (q.region.as_str(), q.receivers, q.delete_payloads),
+            ("eu-west-1", 4, false)
+        );
+        let local = parse(
+            &[
+                ("WICKRIO_NETWORK", "sqs"),
+                ("WICKRIO_SQS_QUEUE_URL", "http://127.0.0.1:5000/123456789012/q"),
+                ("AWS_DEFAULT_REGION", "us-west-2"),
+                ("WICKRIO_SQS_DELETE_PAYLOADS", "true"),
+            ],
+            "bot",
+        )
+        .unwrap();
+        let Network::Sqs(q) = local else { panic!("not sqs") };
+        assert_eq!((q.region.as_str(), q.delete_payloads), ("us-west-2", true));
+        for bad in [
+            "not a url",
+            "ftp://sqs.x/1/q",
+            "https://sqs.eu-west-1.amazonaws.com/q",
+            "https://h/1/q?x=1",
+        ] {
+            let e = parse(&[("WICKRIO_NETWORK", "sqs"), ("WICKRIO_SQS_QUEUE_URL", bad)], "bot").unwrap_err();
+            assert_eq!(e.var, "WICKRIO_SQS_QUEUE_URL", "{bad}");
+        }
+        assert_eq!(
+            parse(&[("WICKRIO_NETWORK", "sqs")], "bot").unwrap_err().var,
+            "WICKRIO_SQS_QUEUE_URL"
+        );
+        let stray = parse(&[("WICKRIO_SQS_QUEUE_URL", "https://h/1/q")], "bot").unwrap_err();
+        assert_eq!(stray.var, "WICKRIO_SQS_QUEUE_URL");
+        let many = parse(
+            &[
+                ("WICKRIO_NETWORK", "sqs"),
+                ("WICKRIO_SQS_QUEUE_URL", "https://h/1/q"),
+                ("WICKRIO_SQS_RECEIVERS", "0"),
+            ],
+            "bot",
+        )
+        .unwrap_err();
+        assert_eq!(many.var, "WICKRIO_SQS_RECEIVERS");
     }
 
     #[test]

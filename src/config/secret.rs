@@ -25,6 +25,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("s3_retention_days", "WICKRIO_S3_RETENTION_DAYS"),
     ("verify_every_hours", "WICKRIO_VERIFY_EVERY_HOURS"),
     ("sns_topic_arn", "WICKRIO_SNS_TOPIC_ARN"),
+    ("sqs_queue_url", "WICKRIO_SQS_QUEUE_URL"),
 ];
 
 /// Which secret, in which region.

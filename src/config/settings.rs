@@ -17,12 +17,32 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "WICKRIO_NETWORK",
         default: "http",
-        meaning: "where messages come from: http (producers POST them) or matrix (the bot is a user on a homeserver)",
+        meaning: "where messages come from: http (producers POST them), matrix (the bot is a user on a homeserver) or sqs (the bot drains an SQS queue, beside any number of others)",
     },
     Setting {
         name: "WICKRIO_MATRIX_HOMESERVER",
         default: "(required with matrix)",
         meaning: "the homeserver's client URL; WICKRIO_BOT_NAME is then the bot's user (localpart or @user:server)",
+    },
+    Setting {
+        name: "WICKRIO_SQS_QUEUE_URL",
+        default: "(required with sqs)",
+        meaning: "the queue's URL (standard or FIFO); also the secret's sqs_queue_url",
+    },
+    Setting {
+        name: "WICKRIO_SQS_REGION",
+        default: "the queue URL's region",
+        meaning: "the queue's region (else AWS_DEFAULT_REGION for a URL that names none)",
+    },
+    Setting {
+        name: "WICKRIO_SQS_RECEIVERS",
+        default: "4",
+        meaning: "long-polling receivers (20 s waits, 10 messages a call), 1 to 64",
+    },
+    Setting {
+        name: "WICKRIO_SQS_DELETE_PAYLOADS",
+        default: "false",
+        meaning: "true: delete a body the SQS Extended Client put in S3 once its message is archived",
     },
     Setting {
         name: "WICKRIO_BOT_PASSWORD",

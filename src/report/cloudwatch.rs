@@ -32,6 +32,10 @@ const COUNTERS: &[Counter] = &[
     Counter::SpoolWriteErrors,
     Counter::S3KeyConflicts,
     Counter::KmsRequests,
+    Counter::SqsReceived,
+    Counter::SqsDeleted,
+    Counter::SqsRefused,
+    Counter::SqsReceiveErrors,
 ];
 const LEVELS: &[Gauge] = &[
     Gauge::S3BacklogFiles,
@@ -39,6 +43,7 @@ const LEVELS: &[Gauge] = &[
     Gauge::ArchiveProblems,
     Gauge::KmsPeriodKeysMissing,
     Gauge::MatrixRoomsLost,
+    Gauge::SqsOldestInHandSecs,
 ];
 
 pub struct CloudWatchExporter {

@@ -4,6 +4,8 @@
 pub mod http;
 pub mod import;
 pub mod matrix;
+pub(crate) mod recent;
+pub mod sqs;
 
 use std::sync::Arc;
 

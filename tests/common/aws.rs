@@ -74,7 +74,7 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    async fn sdk_config(&self) -> aws_config::SdkConfig {
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(self.endpoint())

@@ -151,15 +151,25 @@ impl Started<'_> {
         let _lock = take_directories(&config, command_name)?;
         let identity = self.log_in(&config, stdout_open)?;
         release_freed_memory();
-        let matrix = match (&config.network, &command) {
-            (Network::Matrix(m), Command::Run) => Some(self.connect_matrix(m, &config, &identity)?),
+        let capture = match (&config.network, &command) {
+            (Network::Matrix(m), Command::Run) => Some(daemon::Capture::Matrix(Box::new(
+                self.connect_matrix(m, &config, &identity)?,
+            ))),
+            (Network::Sqs(q), Command::Run) => {
+                let connected = self.runtime.block_on(retention_bot::source::sqs::connect(
+                    q,
+                    config.ingest.max_body,
+                    config.ingest.shutdown_grace,
+                ));
+                Some(daemon::Capture::Sqs(connected.map_err(Refusal::config)?))
+            }
             _ => None,
         };
         let (metrics, events) = (self.metrics.clone(), self.events);
         let result = self.runtime.block_on(async {
             match command {
                 Command::Import { files } => run_import(&config, metrics, &identity, events, files).await,
-                _ => daemon::run(config, metrics, identity, events.clone(), matrix)
+                _ => daemon::run(config, metrics, identity, events.clone(), capture)
                     .await
                     .map(|()| ExitCode::SUCCESS),
             }

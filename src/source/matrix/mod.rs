@@ -15,7 +15,7 @@ mod login;
 mod media;
 mod members;
 mod position;
-mod recent;
+
 pub mod translate;
 mod undecrypted;
 
@@ -43,6 +43,7 @@ use crate::identity::Identity;
 use crate::message::{Lines, Message};
 use crate::metrics::{Counter, Metrics};
 use crate::source::Intake;
+use crate::source::recent::Recent;
 use crate::spool::{PartialAttachment, SpoolError, safe_attachment_name};
 use calls::Calls;
 use coverage::RoomChange;
@@ -50,7 +51,6 @@ use gap::Gap;
 use media::NotSaved;
 use members::Members;
 use position::Position;
-use recent::Recent;
 use translate::{Context, Delivery, MediaRef, Translated};
 use undecrypted::Undecrypted;
 

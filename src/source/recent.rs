@@ -1,5 +1,6 @@
-//! What the bot remembers of recent events, bounded: which it captured (a repeat is skipped without a
-//! lookup on disk) and who sent each (an edit or a redaction names its target by event ID only).
+//! What a source remembers of what it saw lately, bounded: the Matrix events it captured (a repeat is
+//! skipped without a lookup on disk) and who sent each (an edit or a redaction names its target by
+//! event ID only); the SQS messages it refused (each is reported once, however often it returns).
 
 use std::collections::{HashMap, VecDeque};
 

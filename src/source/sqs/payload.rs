@@ -1,0 +1,163 @@
+//! What a queue message keeps in S3: a body the SQS Extended Client (AWS's libraries for Java and
+//! Python) moved there, leaving a pointer in the queue; and an attachment a file message names by its
+//! S3 location instead of carrying it. Both are read with a size cap, as they arrive.
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use serde_json::Value;
+
+use crate::spool::{PartialAttachment, SpoolError};
+
+/// The Extended Client's pointer class (the payload-offloading library, Java 2.x and Python).
+pub const POINTER: &str = "software.amazon.payloadoffloading.PayloadS3Pointer";
+/// The pointer class of the Extended Client's Java 1.x releases.
+pub const LEGACY_POINTER: &str = "com.amazon.sqs.javamessaging.MessageS3Pointer";
+
+/// An object in S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Ref {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl std::fmt::Display for S3Ref {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Why what a message keeps in S3 was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The object is not there, not ours to read, or too large: the message cannot be archived as
+    /// it is (it returns, and goes to the dead-letter queue).
+    #[error("{0}")]
+    Refused(String),
+    /// S3 did not answer: the message is tried again.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// The S3 object a body points to, when it is an Extended Client pointer:
+/// `["<pointer class>", {"s3BucketName": ..., "s3Key": ...}]`.
+pub fn pointer(body: &str) -> Option<S3Ref> {
+    if !body.trim_start().starts_with('[') {
+        return None;
+    }
+    let value: Value = serde_json::from_str(body).ok()?;
+    let [class, place] = value.as_array()?.as_slice() else {
+        return None;
+    };
+    if ![POINTER, LEGACY_POINTER].contains(&class.as_str()?) {
+        return None;
+    }
+    Some(S3Ref {
+        bucket: place.get("s3BucketName")?.as_str()?.to_owned(),
+        key: place.get("s3Key")?.as_str()?.to_owned(),
+    })
+}
+
+/// The S3 location a file message names for its bytes (`file.s3` {`bucket`, `key`}), if any.
+pub fn attachment_ref(file: &serde_json::Map<String, Value>) -> Option<S3Ref> {
+    let s3 = file.get("s3")?;
+    Some(S3Ref {
+        bucket: s3.get("bucket")?.as_str()?.to_owned(),
+        key: s3.get("key")?.as_str()?.to_owned(),
+    })
+}
+
+/// Opens the object, refusing it at once if it says it is larger than `max`.
+async fn open(s3: &aws_sdk_s3::Client, at: &S3Ref, max: u64) -> Result<aws_sdk_s3::primitives::ByteStream, FetchError> {
+    let out = s3
+        .get_object()
+        .bucket(&at.bucket)
+        .key(&at.key)
+        .send()
+        .await
+        .map_err(|e| {
+            let why = format!("cannot read {at}: {}", crate::aws::one_line(&e));
+            let refused = e
+                .as_service_error()
+                .and_then(|s| s.code())
+                .is_some_and(|c| matches!(c, "NoSuchKey" | "NoSuchBucket" | "AccessDenied" | "InvalidObjectState"));
+            if refused {
+                FetchError::Refused(why)
+            } else {
+                FetchError::Unavailable(why)
+            }
+        })?;
+    let len = out.content_length().and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
+    if len > max {
+        return Err(FetchError::Refused(format!(
+            "{at} holds {len} bytes, over the limit of {max}"
+        )));
+    }
+    Ok(out.body)
+}
+
+/// A body kept in S3, whole, at most `max` bytes (counted as they arrive, whatever the object said).
+pub async fn fetch_body(s3: &aws_sdk_s3::Client, at: &S3Ref, max: u64) -> Result<Vec<u8>, FetchError> {
+    let mut body = open(s3, at, max).await?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| FetchError::Unavailable(format!("reading {at}: {e}")))?
+    {
+        if (bytes.len() + chunk.len()) as u64 > max {
+            return Err(FetchError::Refused(format!("{at} is over the limit of {max} bytes")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// An attachment kept in S3, streamed into `partial` (which enforces `WICKRIO_INGEST_MAX_FILE`).
+pub async fn fetch_attachment(
+    s3: &aws_sdk_s3::Client,
+    at: &S3Ref,
+    partial: &mut PartialAttachment,
+    max: u64,
+) -> Result<(), FetchError> {
+    let mut body = open(s3, at, max).await?;
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| FetchError::Unavailable(format!("reading {at}: {e}")))?
+    {
+        match partial.write(&chunk).await {
+            Err(SpoolError::TooLarge { max }) => {
+                return Err(FetchError::Refused(format!("{at} is over the limit of {max} bytes")));
+            }
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_of_both_classes_are_read_and_anything_else_is_a_body() {
+        let at = S3Ref {
+            bucket: "b".into(),
+            key: "k/1".into(),
+        };
+        for class in [POINTER, LEGACY_POINTER] {
+            let body = format!(r#"["{class}",{{"s3BucketName":"b","s3Key":"k/1"}}]"#);
+            assert_eq!(pointer(&body), Some(at.clone()));
+        }
+        for body in [
+            r#"{"message":"x"}"#,
+            r#"["other.Class",{"s3BucketName":"b","s3Key":"k"}]"#,
+            r#"["software.amazon.payloadoffloading.PayloadS3Pointer",{"s3BucketName":"b"}]"#,
+            r#"["software.amazon.payloadoffloading.PayloadS3Pointer"]"#,
+            "[not json",
+        ] {
+            assert_eq!(pointer(body), None, "{body}");
+        }
+    }
+}
