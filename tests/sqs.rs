@@ -203,6 +203,7 @@ async fn bodies_and_attachments_in_s3_are_fetched_and_a_fifo_group_keeps_its_ord
     let queue = Queue::create(&moto, "ordered.fifo", &[(QueueAttributeName::FifoQueue, "true".into())]).await;
     let mut env = sqs_env(&moto, &queue);
     env.push(("WICKRIO_SQS_DELETE_PAYLOADS".into(), "true".into()));
+    env.push(("WICKRIO_SQS_PAYLOAD_BUCKETS".into(), "payloads".into()));
     // One receiver: SQS hands out no more of a group while some of it is in flight, whatever the
     // receivers, but moto checks that against the groups in flight when a long poll began (a stale
     // snapshot, moto/sqs/models.py `receive_message`), so with several it can hand a group to two
@@ -269,8 +270,10 @@ async fn the_python_extended_client_s_large_bodies_are_archived() {
     let moto = Moto::start().await;
     moto.create_bucket("extended").await;
     let queue = Queue::create(&moto, "extended", &[]).await;
-    let mut bot = Bot::start(&refs(&sqs_env(&moto, &queue))).await;
-    // Over SQS's 256 KiB: the client moves the body to S3 and sends its pointer.
+    let mut env = sqs_env(&moto, &queue);
+    env.push(("WICKRIO_SQS_PAYLOAD_BUCKETS".into(), "other,extended".into()));
+    let mut bot = Bot::start(&refs(&env)).await;
+    // Over the client's threshold (256 KiB): it moves the body to S3 and sends its pointer.
     let big: Vec<String> = (5000..7000).map(text_message).collect();
     let body = big.join("\n");
     assert!(body.len() > 256 * 1024);
@@ -304,13 +307,25 @@ async fn a_poison_message_reaches_the_dead_letter_queue_and_the_good_ones_are_ar
         dead.arn().await
     );
     let queue = Queue::create(&moto, "poison", &[(QueueAttributeName::RedrivePolicy, redrive)]).await;
-    let mut bot = Bot::start(&refs(&sqs_env(&moto, &queue))).await;
+    moto.create_bucket("allowed").await;
+    moto.put_raw("allowed", "f", b"bytes".to_vec(), HashMap::new()).await;
+    let mut env = sqs_env(&moto, &queue);
+    env.push(("WICKRIO_SQS_PAYLOAD_BUCKETS".into(), "allowed".into()));
+    let mut bot = Bot::start(&refs(&env)).await;
     let poison = r#"{"message":"secret words","msgtype":"not a number","message_id":"p","msg_ts":"1","sender":"a"}"#;
     let mut batch: Vec<String> = (0..9).map(text_message).collect();
     batch.insert(4, poison.to_owned());
+    // Hostile ones: a pointer into a bucket not allowed (the bot's archive, say), a file.s3 in NDJSON
+    // (it would be archived without its bytes), a file.s3 whose name climbs out of the directory.
+    let hostile = [
+        format!(r#"["{}",{{"s3BucketName":"archive","s3Key":"anything"}}]"#, retention_bot::source::sqs::POINTER),
+        [text_message(100), r#"{"msgtype":6000,"message_id":"n","msg_ts":"1","sender":"a","file":{"filename":"x","s3":{"bucket":"allowed","key":"f"}}}"#.to_owned()].join("\n"),
+        r#"{"msgtype":6000,"message_id":"t","msg_ts":"1","sender":"a","file":{"filename":"../../etc/cron.d/x","s3":{"bucket":"allowed","key":"f"}}}"#.to_owned(),
+    ];
+    batch.extend(hostile);
     queue.send(&batch, None).await;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while dead.counts().await.0 == 0 {
+    while dead.counts().await.0 < 4 {
         assert!(
             Instant::now() < deadline,
             "no message reached the dead-letter queue\n{}",
@@ -325,24 +340,50 @@ async fn a_poison_message_reaches_the_dead_letter_queue_and_the_good_ones_are_ar
         "the good ones around it"
     );
     assert!(!got.contains_key("p"));
-    let moved = dead.sqs.receive_message().queue_url(&dead.url).send().await.unwrap();
-    assert_eq!(moved.messages()[0].body(), Some(poison));
+    assert!(
+        !got.contains_key(&format!("{:032x}", 100)),
+        "an NDJSON body with a file.s3 line is refused whole"
+    );
+    let moved = dead
+        .sqs
+        .receive_message()
+        .queue_url(&dead.url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    assert!(moved.messages().iter().any(|m| m.body() == Some(poison)));
     assert_eq!(
         common::metric(&bot, "SQS_Refused").await,
-        1,
+        4,
         "counted once however often it returns"
     );
     assert!(bot.stop().await.success());
     let log = bot.log_text();
-    assert_eq!(log.matches("refused, not deleted").count(), 1, "reported once: {log}");
+    assert_eq!(
+        log.matches("refused, not deleted").count(),
+        4,
+        "each reported once: {log}"
+    );
     assert!(log.contains("msgtype"), "says what was wrong: {log}");
-    assert!(!log.contains("secret words"), "never its content: {log}");
+    assert!(log.contains("not in WICKRIO_SQS_PAYLOAD_BUCKETS"), "{log}");
+    assert!(log.contains("file.s3 is taken only in a body of one message"), "{log}");
+    assert!(log.contains("no safe file name"), "{log}");
+    assert!(
+        !log.contains("secret words") && !log.contains("cron.d"),
+        "never its content: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_every_fsync_failing_nothing_is_deleted_and_once_healed_all_is_archived() {
     let moto = Moto::start().await;
-    let queue = Queue::create(&moto, "faulty", &[]).await;
+    let dead = Queue::create(&moto, "faulty-dlq", &[]).await;
+    let redrive = format!(
+        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"2"}}"#,
+        dead.arn().await
+    );
+    let queue = Queue::create(&moto, "faulty", &[(QueueAttributeName::RedrivePolicy, redrive)]).await;
     let shim = FaultShim::build();
     let mut env = sqs_env(&moto, &queue);
     env.extend(shim.env());
@@ -364,6 +405,9 @@ async fn with_every_fsync_failing_nothing_is_deleted_and_once_healed_all_is_arch
     assert_eq!(ready.status(), 503, "/readyz says why");
     shim.clear();
     queue.drained(&[&bot]).await;
+    // Receiving paused while the spool could not write: no message was received again and again
+    // into the dead-letter queue.
+    assert_eq!(dead.counts().await, (0, 0), "good messages in the dead-letter queue");
     let got = ids(&bot);
     assert!(
         (0..40).all(|i| got.contains_key(&format!("{i:032x}"))),
@@ -393,11 +437,12 @@ async fn sigterm_with_messages_in_hand_loses_none_and_leaves_none_invisible() {
         assert!(Instant::now() < deadline, "{}", bot.log_text());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let stopped_at = Instant::now();
     assert!(bot.stop().await.success(), "{}", bot.log_text());
     sender.await.unwrap();
     // Stopped: what it had in hand is archived, or back in the queue within the grace period (8 s by
-    // default).
-    let deadline = Instant::now() + Duration::from_secs(8);
+    // default) from the SIGTERM.
+    let deadline = stopped_at + Duration::from_secs(8);
     while queue.counts().await.1 > 0 {
         assert!(
             Instant::now() < deadline,

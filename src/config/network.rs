@@ -26,6 +26,9 @@ pub struct SqsConfig {
     /// `WICKRIO_SQS_DELETE_PAYLOADS`: delete a payload the SQS Extended Client put in S3 once its
     /// message is archived.
     pub delete_payloads: bool,
+    /// `WICKRIO_SQS_PAYLOAD_BUCKETS`: the only buckets payloads and attachments are read from (a
+    /// producer must not make the bot read, or delete, any object it can reach).
+    pub payload_buckets: Vec<String>,
 }
 
 /// How the bot reaches its homeserver and who it is there.
@@ -149,11 +152,30 @@ fn sqs(get: &impl Fn(&str) -> Option<String>) -> Result<SqsConfig, ConfigError> 
             ));
         }
     };
+    let payload_buckets = get("WICKRIO_SQS_PAYLOAD_BUCKETS")
+        .map(|list| {
+            list.split(',')
+                .map(|b| b.trim().to_owned())
+                .filter(|b| !b.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if let Some(bad) = payload_buckets
+        .iter()
+        .find(|b| !b.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)))
+    {
+        return Err(ConfigError::new(
+            "WICKRIO_SQS_PAYLOAD_BUCKETS",
+            format!("{bad:?} is not a bucket name"),
+            "bucket names, separated by commas, e.g. producer-payloads,producer-files",
+        ));
+    }
     Ok(SqsConfig {
         queue_url,
         region,
         receivers,
         delete_payloads,
+        payload_buckets,
     })
 }
 
@@ -236,6 +258,28 @@ mod tests {
         .unwrap();
         let Network::Sqs(q) = local else { panic!("not sqs") };
         assert_eq!((q.region.as_str(), q.delete_payloads), ("us-west-2", true));
+        assert!(q.payload_buckets.is_empty(), "no bucket unless listed");
+        let listed = parse(
+            &[
+                ("WICKRIO_NETWORK", "sqs"),
+                ("WICKRIO_SQS_QUEUE_URL", "https://h/1/q"),
+                ("WICKRIO_SQS_PAYLOAD_BUCKETS", "a-b, c.d"),
+            ],
+            "bot",
+        )
+        .unwrap();
+        let Network::Sqs(q) = listed else { panic!("not sqs") };
+        assert_eq!(q.payload_buckets, ["a-b", "c.d"]);
+        let bad = parse(
+            &[
+                ("WICKRIO_NETWORK", "sqs"),
+                ("WICKRIO_SQS_QUEUE_URL", "https://h/1/q"),
+                ("WICKRIO_SQS_PAYLOAD_BUCKETS", "a/b"),
+            ],
+            "bot",
+        )
+        .unwrap_err();
+        assert_eq!(bad.var, "WICKRIO_SQS_PAYLOAD_BUCKETS");
         for bad in [
             "not a url",
             "ftp://sqs.x/1/q",

@@ -40,6 +40,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "long-polling receivers (20 s waits, 10 messages a call), 1 to 64",
     },
     Setting {
+        name: "WICKRIO_SQS_PAYLOAD_BUCKETS",
+        default: "(none)",
+        meaning: "buckets (comma-separated) the bot reads Extended Client bodies and file.s3 attachments from; any other is refused",
+    },
+    Setting {
         name: "WICKRIO_SQS_DELETE_PAYLOADS",
         default: "false",
         meaning: "true: delete a body the SQS Extended Client put in S3 once its message is archived",

@@ -31,7 +31,7 @@ use body::{Budget, Limits, Share};
 
 /// Bodies up to this size are checked on the async worker (a few microseconds); larger ones on the
 /// blocking pool.
-pub(super) const PARSE_INLINE: usize = 64 << 10;
+pub(crate) const PARSE_INLINE: usize = 64 << 10;
 
 /// Runs a check of `len` bytes of a producer's text: here when small (a few microseconds), else on
 /// the blocking pool, so that megabytes of (perhaps hostile) JSON never hold the async workers

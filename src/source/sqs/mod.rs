@@ -29,6 +29,8 @@ pub use payload::{LEGACY_POINTER, POINTER};
 const VISIBILITY: Duration = Duration::from_secs(6);
 /// A refused message returns after this long (then the redrive policy counts its receives).
 const REFUSED_RETURNS_AFTER: Duration = Duration::from_secs(10);
+/// A message whose payload S3 could not give now returns after this long.
+const LATER_RETURNS_AFTER: Duration = Duration::from_secs(60);
 /// Long-poll wait of one receive call: the most SQS allows.
 const WAIT: Duration = Duration::from_secs(20);
 

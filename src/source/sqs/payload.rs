@@ -58,13 +58,32 @@ pub fn pointer(body: &str) -> Option<S3Ref> {
     })
 }
 
-/// The S3 location a file message names for its bytes (`file.s3` {`bucket`, `key`}), if any.
-pub fn attachment_ref(file: &serde_json::Map<String, Value>) -> Option<S3Ref> {
-    let s3 = file.get("s3")?;
-    Some(S3Ref {
-        bucket: s3.get("bucket")?.as_str()?.to_owned(),
-        key: s3.get("key")?.as_str()?.to_owned(),
-    })
+/// The S3 location a file message names for its bytes (`file.s3` {`bucket`, `key`}): `None` when
+/// it names none, an error when `s3` is there but not a bucket and a key.
+pub fn attachment_ref(file: &serde_json::Map<String, Value>) -> Result<Option<S3Ref>, String> {
+    let Some(s3) = file.get("s3") else { return Ok(None) };
+    let text = |k: &str| {
+        s3.get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    match (text("bucket"), text("key")) {
+        (Some(bucket), Some(key)) => Ok(Some(S3Ref { bucket, key })),
+        _ => Err("file.s3 must be an object with a bucket and a key (strings)".into()),
+    }
+}
+
+/// Whether `at` is in a bucket the bot may read payloads from (`WICKRIO_SQS_PAYLOAD_BUCKETS`):
+/// otherwise a producer could name any object the bot can read (its own archive, say) or delete.
+pub fn allowed(at: &S3Ref, buckets: &[String]) -> Result<(), String> {
+    if buckets.contains(&at.bucket) {
+        return Ok(());
+    }
+    Err(format!(
+        "bucket {:?} is not in WICKRIO_SQS_PAYLOAD_BUCKETS: the bot reads payloads and attachments only from the buckets listed there",
+        at.bucket
+    ))
 }
 
 /// Opens the object, refusing it at once if it says it is larger than `max`.
@@ -76,11 +95,14 @@ async fn open(s3: &aws_sdk_s3::Client, at: &S3Ref, max: u64) -> Result<aws_sdk_s
         .send()
         .await
         .map_err(|e| {
+            // What the object is (gone, archived away) refuses the message: it cannot be archived as
+            // it is. Anything else (access denied, a wrong region, throttling) is the bot's setup or
+            // S3's moment: the message waits for it to be mended.
             let why = format!("cannot read {at}: {}", crate::aws::one_line(&e));
             let refused = e
                 .as_service_error()
                 .and_then(|s| s.code())
-                .is_some_and(|c| matches!(c, "NoSuchKey" | "NoSuchBucket" | "AccessDenied" | "InvalidObjectState"));
+                .is_some_and(|c| matches!(c, "NoSuchKey" | "NoSuchBucket" | "InvalidObjectState"));
             if refused {
                 FetchError::Refused(why)
             } else {

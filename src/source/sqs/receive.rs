@@ -11,7 +11,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message as SqsMessage, 
 use serde_json::Value;
 
 use super::payload::{self, FetchError};
-use super::{REFUSED_RETURNS_AFTER, SqsSource, VISIBILITY, WAIT};
+use super::{LATER_RETURNS_AFTER, REFUSED_RETURNS_AFTER, SqsSource, VISIBILITY, WAIT};
 use crate::events::{EventKind, Events};
 use crate::message::{self, Lines, Message};
 use crate::metrics::{Counter, Gauge};
@@ -53,9 +53,12 @@ impl Receiver {
     pub async fn run(self: Arc<Self>, mut stop: Shutdown) {
         let mut backoff = Duration::from_secs(1);
         while !stop.is_fired() {
-            if let Err(e) = self.intake.spool.check_free_space() {
-                tracing::debug!(error = %e, "SQS receiving paused: the disk is low");
-                if sleep_or_stop(&mut stop, Duration::from_secs(5)).await {
+            // Every receiver pauses while the spool cannot take writes (a failed fsync, until its
+            // probe succeeds; a low disk): a message received then would only return, and each
+            // return counts towards the redrive policy's maxReceiveCount.
+            if let Err(e) = self.intake.spool.readiness() {
+                tracing::debug!(error = %e, "SQS receiving paused: the spool is not ready");
+                if sleep_or_stop(&mut stop, Duration::from_secs(1)).await {
                     break;
                 }
                 continue;
@@ -124,35 +127,39 @@ impl Receiver {
     async fn handle(&self, batch: &[SqsMessage], mut stop: Shutdown) -> Result<(), Paused> {
         let token = self.next_batch.fetch_add(1, Ordering::Relaxed);
         self.hold(token, batch);
-        let renewal = self.renew_while_in_hand(batch);
+        // Dropped with this call, however it ends: the renewal never outlives the batch.
+        let _renewal = AbortOnDrop(self.renew_while_in_hand(batch));
         let work = self.archive(batch);
         tokio::pin!(work);
+        // The daemon cuts capture off at the end of the grace period: give back a second before.
+        let give_back_after = self.source.grace.saturating_sub(Duration::from_secs(1));
         let result = tokio::select! {
             r = &mut work => r,
-            () = async { stop.recv().await; tokio::time::sleep(self.source.grace).await } => {
+            () = async { stop.recv().await; tokio::time::sleep(give_back_after).await } => {
                 // Shutting down and still not done: give it all back; what was written is archived
                 // again when it returns (at least once).
                 self.source.change_visibility(batch, Duration::ZERO).await;
                 Ok(())
             }
         };
-        renewal.abort();
         self.release(token);
         result
     }
 
     async fn archive(&self, batch: &[SqsMessage]) -> Result<(), Paused> {
         let mut lines = Lines::default();
-        let (mut done, mut refused, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut done, mut refused, mut later, mut payloads) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for m in batch {
             match self.check(m).await {
                 Ok(Outcome::Lines(more, payload)) => {
+                    self.intake.metrics.add(Counter::MessagesRx, more.count as u64);
                     lines.bytes.extend_from_slice(&more.bytes);
                     lines.count += more.count;
                     done.push(m);
-                    payloads.extend(payload);
+                    payloads.push(payload);
                 }
                 Ok(Outcome::Attachment(partial, name, message)) => {
+                    self.intake.metrics.incr(Counter::MessagesRx);
                     // What came before it is written first: the batch's order is kept.
                     if lines.count > 0 {
                         self.append(std::mem::take(&mut lines)).await?;
@@ -170,23 +177,34 @@ impl Receiver {
                         .await
                         .map_err(Paused)?;
                     done.push(m);
+                    payloads.push(None);
                 }
-                Ok(Outcome::Refused(why)) => refused.push((m, why)),
-                Ok(Outcome::Later(why)) => {
-                    tracing::warn!(message_id = m.message_id().unwrap_or_default(), error = %why, "SQS message left to return: what it keeps in S3 could not be read")
+                Ok(Outcome::Refused(why)) => {
+                    self.intake.metrics.incr(Counter::MessagesRxFailed);
+                    refused.push((m, why));
                 }
+                Ok(Outcome::Later(why)) => later.push((m, why)),
                 Err(e) => return Err(Paused(e)),
             }
         }
         if lines.count > 0 {
             self.append(lines).await?;
         }
-        self.delete(&done).await;
+        let deleted = self.delete(&done).await;
         for (m, why) in refused {
             self.refuse(m, &why).await;
         }
+        for (m, why) in later {
+            self.later(m, &why).await;
+        }
         if self.source.config.delete_payloads {
-            for at in payloads {
+            // Only a deleted message's payload: one whose delete failed returns, and needs it.
+            let deleted_payloads = payloads
+                .into_iter()
+                .zip(deleted)
+                .filter(|(_, d)| *d)
+                .filter_map(|(p, _)| p);
+            for at in deleted_payloads {
                 if let Err(e) = self
                     .source
                     .s3
@@ -208,21 +226,26 @@ impl Receiver {
     }
 
     /// A message's lines, checked exactly as the HTTP source checks a body: one message (JSON), or
-    /// NDJSON lines. A pointer's body is fetched from S3 first; a file message naming its bytes in
-    /// S3 has them copied into the attachment store.
+    /// NDJSON lines. A pointer's body is fetched from S3 first (from a bucket allowed); a file message
+    /// naming its bytes in S3 has them copied into the attachment store.
     async fn check(&self, m: &SqsMessage) -> Result<Outcome, SpoolError> {
         let body = m.body().unwrap_or_default();
         let max = self.source.max_body as u64;
         let (bytes, pointer) = match payload::pointer(body) {
-            Some(at) => match payload::fetch_body(&self.source.s3, &at, max).await {
-                Ok(bytes) => {
-                    self.intake.metrics.incr(Counter::SqsPayloadsFetched);
-                    (bytes, Some(at))
+            Some(at) => {
+                if let Err(why) = payload::allowed(&at, &self.source.config.payload_buckets) {
+                    return Ok(Outcome::Refused(why));
                 }
-                Err(FetchError::Refused(why)) => return Ok(Outcome::Refused(why)),
-                Err(FetchError::Unavailable(why)) => return Ok(Outcome::Later(why)),
-                Err(FetchError::Spool(e)) => return Err(e),
-            },
+                match payload::fetch_body(&self.source.s3, &at, max).await {
+                    Ok(bytes) => {
+                        self.intake.metrics.incr(Counter::SqsPayloadsFetched);
+                        (bytes, Some(at))
+                    }
+                    Err(FetchError::Refused(why)) => return Ok(Outcome::Refused(why)),
+                    Err(FetchError::Unavailable(why)) => return Ok(Outcome::Later(why)),
+                    Err(FetchError::Spool(e)) => return Err(e),
+                }
+            }
             None => (body.as_bytes().to_vec(), None),
         };
         if bytes.len() as u64 > max {
@@ -231,26 +254,21 @@ impl Receiver {
                 bytes.len()
             )));
         }
-        let single = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        let parsed = match single {
-            true => match message::parse_one(bytes.clone()) {
-                Ok((lines, checked)) if checked.msgtype == crate::message::MSGTYPE_FILE => {
-                    return self.attachment(lines).await;
-                }
-                Ok((lines, _)) => Ok(lines),
-                Err(_) => message::parse_ndjson(bytes),
-            },
-            false => message::parse_ndjson(bytes),
+        // Large bodies are checked on the blocking pool, as the HTTP source does.
+        let parse = move || parse_body(bytes);
+        let parsed = if body.len() <= crate::source::http::PARSE_INLINE {
+            parse()
+        } else {
+            match tokio::task::spawn_blocking(parse).await {
+                Ok(parsed) => parsed,
+                Err(e) => return Ok(Outcome::Later(format!("its check failed: {e}"))),
+            }
         };
-        Ok(match parsed {
-            Ok(lines) => Outcome::Lines(lines, pointer),
-            Err(refused) => Outcome::Refused(
-                refused
-                    .listed
-                    .first()
-                    .map_or_else(|| "no message in it".to_owned(), ToString::to_string),
-            ),
-        })
+        match parsed {
+            Ok(Body::One(lines, true)) => self.attachment(lines).await,
+            Ok(Body::One(lines, false) | Body::Many(lines)) => Ok(Outcome::Lines(lines, pointer)),
+            Err(why) => Ok(Outcome::Refused(why)),
+        }
     }
 
     /// A file message: if it names its bytes in S3 (`file.s3`), they are copied into a partial
@@ -261,19 +279,25 @@ impl Receiver {
             return Ok(Outcome::Lines(lines, None));
         };
         let file = object.get("file").and_then(Value::as_object);
-        let Some(at) = file.and_then(payload::attachment_ref) else {
-            return Ok(Outcome::Lines(lines, None));
+        let at = match file.map(payload::attachment_ref) {
+            Some(Ok(Some(at))) => at,
+            Some(Err(why)) => return Ok(Outcome::Refused(why)),
+            Some(Ok(None)) | None => return Ok(Outcome::Lines(lines, None)),
         };
+        if let Err(why) = payload::allowed(&at, &self.source.config.payload_buckets) {
+            return Ok(Outcome::Refused(why));
+        }
         let requested = file
             .and_then(|f| f.get("filename"))
             .and_then(Value::as_str)
             .unwrap_or_default();
         let name = match safe_attachment_name(requested) {
             Ok(name) => name,
-            Err(e) => return Ok(Outcome::Refused(format!("file.filename {requested:?}: {e}"))),
+            Err(e) => return Ok(Outcome::Refused(format!("file.filename is no safe file name: {e}"))),
         };
-        let Ok(message) = Message::from_object(object, 1) else {
-            return Ok(Outcome::Lines(lines, None));
+        let message = match Message::from_object(object, 1) {
+            Ok(message) => message,
+            Err(e) => return Ok(Outcome::Refused(e.to_string())),
         };
         let max = self.intake.max_file;
         let mut partial = self.intake.spool.begin_attachment(max).await?;
@@ -287,9 +311,10 @@ impl Receiver {
         Ok(Outcome::Attachment(partial, name, message))
     }
 
-    /// Deletes archived messages, ten a call. A delete that fails leaves its message to return and be
-    /// archived again (at least once).
-    async fn delete(&self, done: &[&SqsMessage]) {
+    /// Deletes archived messages, ten a call; which were deleted. A delete that fails leaves its
+    /// message to return and be archived again (at least once).
+    async fn delete(&self, done: &[&SqsMessage]) -> Vec<bool> {
+        let mut deleted = Vec::with_capacity(done.len());
         for chunk in done.chunks(10) {
             let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
                 .iter()
@@ -318,28 +343,48 @@ impl Receiver {
                     for failed in &out.failed {
                         tracing::warn!(code = %failed.code, "an archived SQS message could not be deleted: it returns and is archived again");
                     }
+                    let ok: std::collections::HashSet<&str> = out.successful.iter().map(|e| e.id.as_str()).collect();
+                    deleted.extend((0..chunk.len()).map(|i| ok.contains(i.to_string().as_str())));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::aws::one_line(&e), "archived SQS messages could not be deleted: they return and are archived again")
+                    tracing::warn!(error = %crate::aws::one_line(&e), "archived SQS messages could not be deleted: they return and are archived again");
+                    deleted.extend(std::iter::repeat_n(false, chunk.len()));
                 }
             }
         }
+        deleted
+    }
+
+    /// A message whose payload or attachment S3 could not give now: it returns later, reported once.
+    /// (Each return counts towards the redrive policy's maxReceiveCount: set it to outlast an S3
+    /// outage, see docs/sqs.md.)
+    async fn later(&self, m: &SqsMessage, why: &str) {
+        let id = m.message_id().unwrap_or_default();
+        if self.first_time(&format!("later:{id}")) {
+            tracing::warn!(message_id = id, error = %why, "SQS message left to return: what it keeps in S3 could not be read now");
+        }
+        self.source
+            .change_visibility(std::slice::from_ref(m), LATER_RETURNS_AFTER)
+            .await;
+    }
+
+    /// Whether `key` is new to the lately-seen set (and now in it).
+    fn first_time(&self, key: &str) -> bool {
+        self.refused
+            .lock()
+            .map(|mut seen| {
+                let first = !seen.contains(key);
+                seen.insert(key.to_owned(), ());
+                first
+            })
+            .unwrap_or(true)
     }
 
     /// A message that fails the checks: counted and reported once (by its id, never its content),
     /// and left to return soon, so the redrive policy moves it to the dead-letter queue.
     async fn refuse(&self, m: &SqsMessage, why: &str) {
         let id = m.message_id().unwrap_or_default().to_owned();
-        let first = self
-            .refused
-            .lock()
-            .map(|mut seen| {
-                let first = !seen.contains(&id);
-                seen.insert(id.clone(), ());
-                first
-            })
-            .unwrap_or(true);
-        if first {
+        if self.first_time(&id) {
             self.intake.metrics.incr(Counter::SqsRefused);
             crate::events::announce!(
                 self.events,
@@ -404,6 +449,56 @@ impl Receiver {
             .min()
             .map_or(0, |sent| now.saturating_sub(*sent) / 1000);
         self.intake.metrics.set(Gauge::SqsOldestInHandSecs, age);
+    }
+}
+
+/// A body, checked.
+enum Body {
+    /// One message; `true` if it is a file message that may name its bytes in S3.
+    One(Lines, bool),
+    /// NDJSON lines, none naming bytes in S3.
+    Many(Lines),
+}
+
+/// Checks a body as the HTTP source would: one message (perhaps pretty-printed), else NDJSON. Only a
+/// body of one message may name its attachment's bytes in S3 (`file.s3`): in NDJSON such a line is
+/// refused, never archived without its bytes.
+fn parse_body(bytes: Vec<u8>) -> Result<Body, String> {
+    let first_reason = |refused: message::Refused| {
+        refused
+            .listed
+            .first()
+            .map_or_else(|| "no message in it".to_owned(), ToString::to_string)
+    };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && let Ok((lines, checked)) = message::parse_one(bytes.clone())
+    {
+        return Ok(Body::One(lines, checked.msgtype == crate::message::MSGTYPE_FILE));
+    }
+    let lines = message::parse_ndjson(bytes).map_err(first_reason)?;
+    // Cheap first: only a body that mentions "s3" is read line by line.
+    if memchr::memmem::find(&lines.bytes, b"\"s3\"").is_some() {
+        for (n, line) in lines.bytes.split(|b| *b == b'\n').enumerate() {
+            let names_s3 = serde_json::from_slice::<Value>(line)
+                .ok()
+                .is_some_and(|v| v.pointer("/file/s3").is_some());
+            if names_s3 {
+                return Err(format!(
+                    "line {}: file.s3 is taken only in a body of one message (its bytes are copied with it)",
+                    n + 1
+                ));
+            }
+        }
+    }
+    Ok(Body::Many(lines))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
