@@ -316,6 +316,24 @@ impl Spool {
         })
     }
 
+    /// [`store_attachment`](Self::store_attachment) for a source that built the message itself: its
+    /// line names where the file was saved (`file.localfilename`), as the original's do.
+    pub async fn store_message_attachment(
+        &self,
+        partial: PartialAttachment,
+        safe_name: String,
+        message: crate::message::Message,
+    ) -> Result<StoredAttachment, SpoolError> {
+        let line = move |path: &str| {
+            let mut message = message;
+            message.set_local_filename(path);
+            let mut one = Lines::default();
+            one.push(&message);
+            one
+        };
+        self.store_attachment(partial, safe_name, line).await
+    }
+
     /// Writes the message line of a saved attachment; then the attachment belongs to the sink. If the
     /// line cannot be written the attachment is removed, so a refused request leaves nothing behind.
     async fn commit_attachment(&self, saved: SavedAttachment, lines: Lines) -> Result<StoredAttachment, SpoolError> {

@@ -520,14 +520,7 @@ impl MatrixSource {
         };
         match received {
             Some((partial, name)) => {
-                let line = move |path: &str| {
-                    let mut message = message;
-                    message.set_local_filename(path);
-                    let mut one = Lines::default();
-                    one.push(&message);
-                    one
-                };
-                intake.spool.store_attachment(partial, name, line).await?;
+                intake.spool.store_message_attachment(partial, name, message).await?;
                 Ok(())
             }
             None => {

@@ -164,16 +164,9 @@ impl Receiver {
                     if lines.count > 0 {
                         self.append(std::mem::take(&mut lines)).await?;
                     }
-                    let line = move |path: &str| {
-                        let mut message = message;
-                        message.set_local_filename(path);
-                        let mut one = Lines::default();
-                        one.push(&message);
-                        one
-                    };
                     self.intake
                         .spool
-                        .store_attachment(partial, name, line)
+                        .store_message_attachment(partial, name, message)
                         .await
                         .map_err(Paused)?;
                     done.push(m);
