@@ -380,7 +380,7 @@ async fn with_every_fsync_failing_nothing_is_deleted_and_once_healed_all_is_arch
     let moto = Moto::start().await;
     let dead = Queue::create(&moto, "faulty-dlq", &[]).await;
     let redrive = format!(
-        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"2"}}"#,
+        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"4"}}"#,
         dead.arn().await
     );
     let queue = Queue::create(&moto, "faulty", &[(QueueAttributeName::RedrivePolicy, redrive)]).await;
@@ -391,8 +391,10 @@ async fn with_every_fsync_failing_nothing_is_deleted_and_once_healed_all_is_arch
     shim.inject(&["fsync EIO /".to_owned()]);
     let messages: Vec<String> = (0..40).map(text_message).collect();
     queue.send(&messages, None).await;
-    // Long enough for several receives and refused writes.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Long enough for several receives, were receiving not paused: with maxReceiveCount 4 (the
+    // receive whose write failed, the one that archives it, and room for one more should a renewal
+    // come late on a slow host), every message received every 6 s would reach the dead-letter queue.
+    tokio::time::sleep(Duration::from_secs(20)).await;
     let (waiting, in_flight) = queue.counts().await;
     assert_eq!(
         waiting + in_flight,
