@@ -31,7 +31,7 @@ fn offset() -> chrono::Duration {
             start.with_timezone(&Utc) - Utc::now()
         }
         Err(e) => {
-            tracing::error!(value = %start, error = %e, "{TEST_CLOCK_VAR} is not an RFC 3339 time; the real clock is used");
+            tracing::error!(value = %start, error = %crate::error_chain::Chain(&e), "{TEST_CLOCK_VAR} is not an RFC 3339 time; the real clock is used");
             chrono::Duration::zero()
         }
     }

@@ -58,6 +58,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         identity: &Identity,
         events: &Events,
+        aws: &crate::aws::Aws,
     ) -> anyhow::Result<Self> {
         crate::clock::start();
         let (closed_tx, closed_rx) = mpsc::unbounded_channel();
@@ -82,7 +83,7 @@ impl Pipeline {
                     signer: identity.signing_key().clone(),
                 };
                 let grace = config.ingest.shutdown_grace;
-                let mut s3 = S3Sink::new(s3.clone(), bot, metrics.clone(), events.clone(), grace).await;
+                let mut s3 = S3Sink::new(s3.clone(), bot, metrics.clone(), events.clone(), grace, aws).await;
                 let (keys, discards) = (s3.key_ring(), s3.take_discards());
                 tokio::spawn(sink::run(
                     ManifestSink::new(s3, manifest, events.clone()).with_keys(keys, discards),
@@ -116,6 +117,7 @@ impl Pipeline {
                 config.identity.state_dir.clone(),
                 metrics.clone(),
                 events.clone(),
+                aws,
             )
         }) {
             tokio::spawn(check.run(stop_sink.subscribe()));
@@ -133,7 +135,7 @@ impl Pipeline {
         self.spool.close().await;
         self.stop_sink.fire();
         if let Err(e) = self.sink_task.await {
-            tracing::error!(error = %e, "sink task failed");
+            tracing::error!(error = %crate::error_chain::Chain(&e), "sink task failed");
         }
     }
 }
@@ -146,10 +148,11 @@ pub async fn run(
     identity: Identity,
     events: Events,
     capture: Option<Capture>,
+    aws: &crate::aws::Aws,
 ) -> anyhow::Result<()> {
     // Installed first, so a stop request during start-up is honoured rather than fatal.
     let signal = shutdown_signal()?;
-    let pipeline = Pipeline::start(&config, metrics, &identity, &events).await?;
+    let pipeline = Pipeline::start(&config, metrics, &identity, &events, aws).await?;
     let addr = config.ingest.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

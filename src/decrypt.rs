@@ -36,6 +36,9 @@ pub struct Archive {
     /// The KMS key's region [default: the bucket's].
     #[arg(long, env = "WICKRIO_KMS_REGION")]
     pub kms_region: Option<String>,
+    /// How its clients reach AWS (the role they assume), handed over by whoever runs the tool.
+    #[arg(skip)]
+    pub aws: aws::Aws,
 }
 
 impl Archive {
@@ -49,7 +52,7 @@ impl Archive {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| failure(&format!("list s3://{}/{}", self.bucket, self.prefix), &e))?;
+            let page = page.map_err(|e| failure(&format!("list s3://{}/{}", self.bucket, self.prefix), e))?;
             listed.extend(
                 page.contents()
                     .iter()
@@ -61,9 +64,9 @@ impl Archive {
 
     /// The S3 client for the bucket and the KMS client for its objects' data keys.
     pub async fn clients(&self) -> (aws_sdk_s3::Client, aws_sdk_kms::Client) {
-        let s3 = aws::s3_client(&aws::sdk_config(&self.region).await);
+        let s3 = self.aws.s3(&self.region).await;
         let kms_region = self.kms_region.as_deref().unwrap_or(&self.region);
-        (s3, aws_sdk_kms::Client::new(&aws::sdk_config(kms_region).await))
+        (s3, aws_sdk_kms::Client::new(&self.aws.sdk_config(kms_region).await))
     }
 }
 
@@ -99,7 +102,7 @@ pub enum Outcome {
 pub enum ObjectError {
     #[error(transparent)]
     S3(#[from] AwsFailure),
-    #[error("envelope: {0}")]
+    #[error("the object's envelope")]
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
     Cipher(#[from] gcm::GcmError),
@@ -109,8 +112,12 @@ pub enum ObjectError {
     Truncated,
     #[error("unsafe restore path {0:?} (absolute, empty, or with '..'): refusing to write outside the destination")]
     UnsafePath(String),
-    #[error("cannot write {path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    #[error("cannot write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
     #[error(
         "{size} bytes, more than the {limit} bytes the bot ever writes in an object of this kind (planted?); not read"
     )]
@@ -238,7 +245,7 @@ impl Plaintext {
         let chunk = body
             .try_next()
             .await
-            .map_err(|e| AwsFailure::new(aws::Retry::Soon, format!("download s3://{bucket}/{key}: {e}")))?;
+            .map_err(|e| AwsFailure::caused_by(aws::Retry::Soon, format!("download s3://{bucket}/{key}"), e))?;
         chunk.map(|chunk| self.next(&chunk)).transpose()
     }
 
@@ -277,8 +284,8 @@ async fn get(
         .send()
         .await
         .map_err(|e| match version {
-            Some(v) => failure(&format!("download s3://{bucket}/{key} (version {v})"), &e),
-            None => failure(&format!("download s3://{bucket}/{key}"), &e),
+            Some(v) => failure(&format!("download s3://{bucket}/{key} (version {v})"), e),
+            None => failure(&format!("download s3://{bucket}/{key}"), e),
         })
 }
 
@@ -449,8 +456,7 @@ fn unnamed_file_in(dir: &Path) -> std::io::Result<File> {
     .map_err(|e| {
         std::io::Error::other(format!(
             "cannot create an unnamed file in {} ({e}); the file system must support O_TMPFILE (ext4, xfs, btrfs, tmpfs do)",
-            dir.display()
-        ))
+            dir.display(), e = crate::error_chain::Chain(&e)))
     })?;
     Ok(File::from(fd))
 }

@@ -151,7 +151,7 @@ pub async fn run(options: &Options) -> Result<Summary, AwsFailure> {
         match result {
             Ok(_) => summary.changed.push(key),
             Err(e) => {
-                let e = failure(&format!("set the legal hold of s3://{}/{key}", archive.bucket), &e);
+                let e = failure(&format!("set the legal hold of s3://{}/{key}", archive.bucket), e);
                 summary.failed.push((key, e));
             }
         }

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod decrypt;
 pub mod durable;
 pub mod envelope;
+pub mod error_chain;
 pub mod events;
 pub mod export;
 pub mod identity;

@@ -29,7 +29,7 @@ pub enum LockError {
         holder: String,
         hint: &'static str,
     },
-    #[error("cannot lock {path}: {source}; check that the state directory (WICKRIO_STATE_DIR) is writable")]
+    #[error("cannot lock {path} (check that the state directory, WICKRIO_STATE_DIR, is writable)")]
     Io { path: PathBuf, source: std::io::Error },
 }
 
@@ -87,7 +87,7 @@ impl StateLock {
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(who.as_bytes()));
         if let Err(e) = written {
-            tracing::warn!(error = %e, file = %path.display(), "cannot note this process in the lock file (the lock itself is held)");
+            tracing::warn!(error = %crate::error_chain::Chain(&e), file = %path.display(), "cannot note this process in the lock file (the lock itself is held)");
         }
         Ok(StateLock { _file: file })
     }

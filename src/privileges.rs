@@ -13,14 +13,20 @@ use nix::unistd::{Gid, Uid};
 pub enum PrivilegeError {
     #[error("WICKRIO_RUN_AS: {0:?} is not <uid>:<gid>; accepted: two numbers, e.g. 10001:10001 (not 0)")]
     BadUser(String),
-    #[error("cannot give {path} to user {uid}: {error}")]
+    #[error("cannot give {path} to user {uid}")]
     Chown {
         path: PathBuf,
         uid: u32,
+        #[source]
         error: std::io::Error,
     },
-    #[error("cannot become user {uid}:{gid}: {error}")]
-    Switch { uid: u32, gid: u32, error: nix::Error },
+    #[error("cannot become user {uid}:{gid}")]
+    Switch {
+        uid: u32,
+        gid: u32,
+        #[source]
+        error: nix::Error,
+    },
 }
 
 /// Parses `WICKRIO_RUN_AS`; `None` when unset or empty.

@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::error_chain::Chain;
 use crate::metrics::{Counter, Metrics};
 use crate::shutdown::{Drain, Shutdown};
 use crate::spool::Spool;
@@ -108,7 +109,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, metrics: 
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, most likely: wait a moment rather than spin.
-                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tracing::warn!(error = %Chain(&e), "cannot accept a connection");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -124,7 +125,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, metrics: 
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                tracing::debug!(error = %Chain(&e), %peer, "connection ended with an error");
             }
             drop(permit);
         });

@@ -98,18 +98,13 @@ fn first_with(archive: &Path, sub: &str, prefix: &str) -> PathBuf {
     dir.join(file_names(&dir).into_iter().find(|n| n.starts_with(prefix)).unwrap())
 }
 
-#[tokio::test]
-async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("bot");
-    build_archive(&root).await;
-    let key = root.join("state/public_key.txt");
-
-    let clean = copy_archive(&root, &tmp.path().join("clean"));
-    let (code, out) = verify(&clean, &key);
+/// `verify` passes the untouched copy `clean` with no problem, and its manifests list each archived
+/// file once, over one manifest per run at least.
+fn clean_copy_verifies(clean: &Path, key: &Path) {
+    let (code, out) = verify(clean, key);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains(" 0 problem(s)"), "{out}");
-    let entries: usize = manifests(&clean)
+    let entries: usize = manifests(clean)
         .iter()
         .map(|m| std::fs::read_to_string(m).unwrap().lines().count())
         .sum();
@@ -119,21 +114,36 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
         .count()
         + file_names(&clean.join("attachments")).len();
     assert_eq!(entries, archived, "one entry per archived file");
-    assert!(manifests(&clean).len() >= 3, "one manifest per run at least");
+    assert!(manifests(clean).len() >= 3, "one manifest per run at least");
+}
 
-    let case = |name: &str, tamper: &dyn Fn(&Path), expect: &str| {
-        let archive = copy_archive(&root, &tmp.path().join(name));
+/// What each tampering case needs: the bot's root to copy the archive from, where the copies go, and
+/// the bot's public key.
+struct Cases<'a> {
+    root: &'a Path,
+    scratch: &'a Path,
+    key: &'a Path,
+}
+
+impl Cases<'_> {
+    /// A copy of the archive named `name`, changed by `tamper`: `verify` fails, saying `expect`.
+    fn case(&self, name: &str, tamper: &dyn Fn(&Path), expect: &str) {
+        let archive = copy_archive(self.root, &self.scratch.join(name));
         tamper(&archive);
-        let (code, out) = verify(&archive, &key);
+        let (code, out) = verify(&archive, self.key);
         assert_eq!(code, Some(1), "{name}: {out}");
         assert!(out.contains(expect), "{name}: expected {expect:?} in:\n{out}");
-    };
-    case(
+    }
+}
+
+/// A file deleted or flipped, and a manifest line dropped or two swapped, are each caught.
+fn deleted_altered_and_reordered_are_caught(c: &Cases<'_>) {
+    c.case(
         "deleted",
         &|a| std::fs::remove_file(first_with(a, "messages", "receivedMessages_")).unwrap(),
         "MISSING",
     );
-    case(
+    c.case(
         "flipped",
         &|a| {
             let p = first_with(a, "attachments", "attachment_");
@@ -143,7 +153,7 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
         },
         "ALTERED",
     );
-    case(
+    c.case(
         "dropped-line",
         &|a| {
             let m = &manifests(a)[0];
@@ -158,7 +168,7 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
         },
         "CHAIN BROKEN",
     );
-    case(
+    c.case(
         "swapped",
         &|a| {
             let m = &manifests(a)[0];
@@ -168,12 +178,17 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
         },
         "CHAIN BROKEN",
     );
-    case(
+}
+
+/// A file added, an entry edited, a forged copy of a listed file, an undecodable manifest line, and
+/// the newest manifest cut off with its files, are each caught.
+fn added_edited_forged_unreadable_and_truncated_are_caught(c: &Cases<'_>) {
+    c.case(
         "added",
         &|a| std::fs::write(a.join("messages/receivedMessages_forged.txt"), "{}\n").unwrap(),
         "UNLISTED",
     );
-    case(
+    c.case(
         "edited-entry",
         &|a| {
             let m = &manifests(a)[0];
@@ -184,7 +199,7 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
         },
         "BAD SIGNATURE",
     );
-    case(
+    c.case(
         "forged-copy-elsewhere",
         &|a| {
             // A forged copy of a listed file, in a subdirectory read after the genuine one.
@@ -194,7 +209,7 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
         },
         "DUPLICATE",
     );
-    case(
+    c.case(
         "undecodable-line",
         &|a| {
             let m = &manifests(a)[0];
@@ -207,51 +222,87 @@ async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
     // The newest manifest deleted with every file it lists: its chain head record (shipped beside it,
     // under Object Lock in S3) shows the archive was cut off; so does a copy kept elsewhere when the
     // record went too.
-    case(
+    c.case(
         "truncated",
         &|a| {
             cut_off_newest(a);
         },
         "TRUNCATED: the archive ends at entry",
     );
-    let cut = copy_archive(&root, &tmp.path().join("truncated-and-its-head"));
+}
+
+/// The newest manifest cut off with its head record too: the shorter chain verifies alone, but a
+/// copy of the head kept elsewhere shows the cut, and the whole archive `clean` reaches it.
+fn a_head_kept_elsewhere_catches_the_cut(c: &Cases<'_>, clean: &Path) {
+    let cut = copy_archive(c.root, &c.scratch.join("truncated-and-its-head"));
     let head = cut_off_newest(&cut);
-    let kept_elsewhere = tmp.path().join("head-copy.json");
+    let kept_elsewhere = c.scratch.join("head-copy.json");
     std::fs::rename(&head, &kept_elsewhere).unwrap();
-    let (code, out) = verify(&cut, &key);
+    let (code, out) = verify(&cut, c.key);
     assert_eq!(
         code,
         Some(0),
         "without the head the shorter chain still verifies: {out}"
     );
-    let (code, out) = verify_with_head(&cut, &key, &kept_elsewhere);
+    let (code, out) = verify_with_head(&cut, c.key, &kept_elsewhere);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("TRUNCATED"), "{out}");
-    let (code, out) = verify_with_head(&clean, &key, &kept_elsewhere);
+    let (code, out) = verify_with_head(clean, c.key, &kept_elsewhere);
     assert_eq!(code, Some(0), "the whole archive reaches the head: {out}");
+}
 
+/// Neither an empty directory nor a missing one is a clean archive: both say there is nothing to
+/// verify.
+fn nothing_to_verify_is_no_clean_archive(scratch: &Path, key: &Path) {
     // An empty directory (a volume that is not mounted) is not a clean archive.
-    let empty = tmp.path().join("empty");
+    let empty = scratch.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let (code, out) = verify(&empty, &key);
+    let (code, out) = verify(&empty, key);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("NOTHING TO VERIFY"), "{out}");
     // Nor is a path that does not exist (a typo): the same words, not an I/O error.
-    let (code, out) = verify(&tmp.path().join("no-such-dir"), &key);
+    let (code, out) = verify(&scratch.join("no-such-dir"), key);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("NOTHING TO VERIFY") && !out.contains("cannot read"),
         "{out}"
     );
+}
 
-    // Another bot's key proves nothing.
-    let other = tmp.path().join("other");
+/// Another bot's public key (a bot run once under `scratch`) proves nothing of `clean`.
+async fn another_bots_key_proves_nothing(scratch: &Path, clean: &Path) {
+    let other = scratch.join("other");
     let mut stranger = Bot::prepare(&other, &[]);
     stranger.spawn().await;
     assert!(stranger.stop().await.success());
-    let (code, out) = verify(&clean, &other.join("state/public_key.txt"));
+    let (code, out) = verify(clean, &other.join("state/public_key.txt"));
     assert_eq!(code, Some(1));
     assert!(out.contains("BAD SIGNATURE"), "{out}");
+}
+
+#[tokio::test]
+async fn verify_passes_untouched_and_catches_each_kind_of_tampering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("bot");
+    build_archive(&root).await;
+    let key = root.join("state/public_key.txt");
+
+    let clean = copy_archive(&root, &tmp.path().join("clean"));
+    clean_copy_verifies(&clean, &key);
+
+    let cases = Cases {
+        root: &root,
+        scratch: tmp.path(),
+        key: &key,
+    };
+    deleted_altered_and_reordered_are_caught(&cases);
+    added_edited_forged_unreadable_and_truncated_are_caught(&cases);
+    a_head_kept_elsewhere_catches_the_cut(&cases, &clean);
+
+    nothing_to_verify_is_no_clean_archive(tmp.path(), &key);
+
+    // Another bot's key proves nothing.
+    another_bots_key_proves_nothing(tmp.path(), &clean).await;
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::path::Path;
 use nix::sys::stat::Mode;
 
 use super::ConfigError;
+use crate::error_chain::Chain;
 
 /// Checks `dir` (the setting `var` names it) and every directory above it. Call it as the user the
 /// bot runs as, after any change of user.
@@ -17,21 +18,27 @@ pub fn check_private_dir(var: &'static str, dir: &Path) -> Result<(), ConfigErro
 }
 
 fn check_private_dir_for(var: &'static str, configured: &Path, me: u32) -> Result<(), ConfigError> {
-    let dir = configured;
     // Through any links to the directory really used (a link someone could swap needs a parent
     // they can write to, which the walk up below refuses).
-    let real = std::fs::canonicalize(dir).map_err(|e| {
+    let real = std::fs::canonicalize(configured).map_err(|e| {
         ConfigError::new(
             var,
-            format!("cannot inspect {}: {e}", dir.display()),
+            format!("cannot inspect {}: {e}", configured.display(), e = Chain(&e)),
             "an existing directory",
         )
     })?;
-    let dir = real.as_path();
+    check_own_dir(var, &real, me)?;
+    check_parents(var, configured, &real, me)
+}
+
+/// The directory itself (already through any links): it must exist, be a directory, be the bot's
+/// user's and be closed to other writers. Kept apart from the walk up, which judges parents by
+/// other rules.
+fn check_own_dir(var: &'static str, dir: &Path, me: u32) -> Result<(), ConfigError> {
     let meta = std::fs::metadata(dir).map_err(|e| {
         ConfigError::new(
             var,
-            format!("cannot inspect {}: {e}", dir.display()),
+            format!("cannot inspect {}: {e}", dir.display(), e = Chain(&e)),
             "an existing directory",
         )
     })?;
@@ -67,6 +74,12 @@ fn check_private_dir_for(var: &'static str, configured: &Path, me: u32) -> Resul
             format!("a directory only the bot writes: chmod go-w {}", dir.display()),
         ));
     }
+    Ok(())
+}
+
+/// Walks up from both the directory as configured and the directory `dir` it really is, so that
+/// each parent is checked once whichever path leads to it.
+fn check_parents(var: &'static str, configured: &Path, dir: &Path, me: u32) -> Result<(), ConfigError> {
     // Above the directory as configured (whoever may write there may re-point a link in it) and
     // above the directory it really is.
     let configured = std::path::absolute(configured).unwrap_or_else(|_| configured.to_owned());
@@ -74,34 +87,41 @@ fn check_private_dir_for(var: &'static str, configured: &Path, me: u32) -> Resul
     parents.sort();
     parents.dedup();
     for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
-        let meta = std::fs::metadata(parent).map_err(|e| {
-            ConfigError::new(
-                var,
-                format!("cannot inspect {}: {e}", parent.display()),
-                "existing directories",
-            )
-        })?;
-        let sticky = meta.mode() & 0o1000 != 0;
-        let theirs = meta.uid() != 0 && meta.uid() != me;
-        let open = meta.mode() & 0o022 != 0 && !sticky;
-        if theirs || open {
-            return Err(ConfigError::new(
-                var,
-                format!(
-                    "{} is under {}, which {} (owner {}, mode {:o}): others could move the bot's files away",
-                    dir.display(),
-                    parent.display(),
-                    if theirs {
-                        "belongs to another user"
-                    } else {
-                        "others may write to"
-                    },
-                    meta.uid(),
-                    meta.mode() & 0o7777
-                ),
-                "directories above it owned by root or the bot's user and not writable by others (or sticky, like /tmp)",
-            ));
-        }
+        check_parent(var, dir, parent, me)?;
+    }
+    Ok(())
+}
+
+/// One directory above `dir`: it must be root's or the bot's user's, and not open to other writers
+/// unless sticky.
+fn check_parent(var: &'static str, dir: &Path, parent: &Path, me: u32) -> Result<(), ConfigError> {
+    let meta = std::fs::metadata(parent).map_err(|e| {
+        ConfigError::new(
+            var,
+            format!("cannot inspect {}: {e}", parent.display(), e = Chain(&e)),
+            "existing directories",
+        )
+    })?;
+    let sticky = meta.mode() & 0o1000 != 0;
+    let theirs = meta.uid() != 0 && meta.uid() != me;
+    let open = meta.mode() & 0o022 != 0 && !sticky;
+    if theirs || open {
+        return Err(ConfigError::new(
+            var,
+            format!(
+                "{} is under {}, which {} (owner {}, mode {:o}): others could move the bot's files away",
+                dir.display(),
+                parent.display(),
+                if theirs {
+                    "belongs to another user"
+                } else {
+                    "others may write to"
+                },
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+            "directories above it owned by root or the bot's user and not writable by others (or sticky, like /tmp)",
+        ));
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::error_chain::Chain;
 use zeroize::Zeroizing;
 
 mod aws_names;
@@ -24,7 +25,7 @@ pub use dirs::{check_private_dir, umask};
 pub use ingest::IngestConfig;
 pub use network::{MatrixConfig, Network, SqsConfig};
 pub use reporting::ReportingConfig;
-pub use role::{AssumeRole, assume_role};
+pub use role::assume_role;
 pub use secret::SecretLocation;
 pub use settings::{SETTINGS, Setting, unknown_settings};
 pub use storage::{DataKeyReuse, GCM_MAX_PLAINTEXT, KmsConfig, LockMode, ObjectLock, S3Config};
@@ -339,8 +340,13 @@ fn check_writable_dir(var: &'static str, dir: &Path) -> Result<Option<PathBuf>, 
         .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
         .last()
         .map(Path::to_owned);
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ConfigError::new(var, format!("cannot create directory {}: {e}", dir.display()), accepted))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        ConfigError::new(
+            var,
+            format!("cannot create directory {}: {e}", dir.display(), e = Chain(&e)),
+            accepted,
+        )
+    })?;
     let mut nonce = [0u8; 8];
     let _ = getrandom::fill(&mut nonce);
     let probe = dir.join(format!(
@@ -353,7 +359,7 @@ fn check_writable_dir(var: &'static str, dir: &Path) -> Result<Option<PathBuf>, 
         .map_err(|e| {
             ConfigError::new(
                 var,
-                format!("directory {} is not writable: {e}", dir.display()),
+                format!("directory {} is not writable: {e}", dir.display(), e = Chain(&e)),
                 accepted,
             )
         })?;

@@ -3,16 +3,7 @@
 //! for the daemon and for the tools alike.
 
 use super::ConfigError;
-
-/// The role to assume, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AssumeRole {
-    pub arn: String,
-    /// Shown in the other account's CloudTrail.
-    pub session_name: String,
-    /// What the role's trust policy may require (`sts:ExternalId`).
-    pub external_id: Option<String>,
-}
+use crate::aws::AssumeRole;
 
 const ARN: &str = "WICKRIO_ROLE_ARN";
 const EXTERNAL_ID: &str = "WICKRIO_ROLE_EXTERNAL_ID";

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use super::aws_names::check_region;
 use super::{ConfigError, Secret};
+use crate::aws::{Aws, AwsFailure};
 
 /// The secret's keys and the environment variables they stand in for.
 pub const KEYS: &[(&str, &str)] = &[
@@ -60,25 +61,26 @@ pub enum SecretError {
     )]
     NotFound { name: String, region: String },
     #[error(
-        "access to secret {name:?} was denied ({detail}); the bot's role needs secretsmanager:{action} on it (and kms:Decrypt if it is encrypted with a customer managed key)"
+        "access to secret {name:?} was denied; the bot's role needs secretsmanager:{action} on it (and kms:Decrypt if it is encrypted with a customer managed key)"
     )]
     Denied {
         name: String,
         action: &'static str,
-        detail: String,
+        #[source]
+        cause: AwsFailure,
     },
-    #[error("cannot {action} secret {name:?}: {detail}")]
-    Unreachable {
-        name: String,
-        action: &'static str,
-        detail: String,
-    },
+    #[error(transparent)]
+    Unreachable(AwsFailure),
     #[error("secret {name:?} has no string value (it holds binary data); store the settings as a JSON object")]
     Binary { name: String },
     #[error(
-        "secret {name:?} is not JSON ({detail}); it must be a JSON object such as {{\"password\": \"...\", \"s3_bucket_name\": \"...\"}}"
+        "secret {name:?} is not JSON; it must be a JSON object such as {{\"password\": \"...\", \"s3_bucket_name\": \"...\"}}"
     )]
-    NotJson { name: String, detail: String },
+    NotJson {
+        name: String,
+        #[source]
+        cause: serde_json::Error,
+    },
     #[error("secret {name:?} is JSON but not an object; it must be a JSON object of string values")]
     NotObject { name: String },
     #[error("secret {name:?}: key {key:?} is {found}; it must be a string")]
@@ -175,15 +177,15 @@ pub fn layered<'a>(
 }
 
 /// Reads the secret with credentials from the SDK's default chain.
-pub async fn fetch(location: &SecretLocation) -> Result<SecretValues, SecretError> {
-    let text = read_string(&client(location).await, location).await?;
+pub async fn fetch(location: &SecretLocation, aws: &Aws) -> Result<SecretValues, SecretError> {
+    let text = read_string(&client(location, aws).await, location).await?;
     SecretValues::parse(&location.name, &text)
 }
 
 /// Writes `password` into the secret's `password` key, keeping every other key. The secret is read
 /// again first, so keys an admin changed since start-up are kept too.
-pub async fn store_password(location: &SecretLocation, password: &Secret) -> Result<(), SecretError> {
-    let client = client(location).await;
+pub async fn store_password(location: &SecretLocation, password: &Secret, aws: &Aws) -> Result<(), SecretError> {
+    let client = client(location, aws).await;
     let text = read_string(&client, location).await?;
     let mut map = parse_object(&location.name, &text)?;
     wipe_password(&mut map);
@@ -213,8 +215,8 @@ fn wipe_password(map: &mut serde_json::Map<String, serde_json::Value>) {
     }
 }
 
-async fn client(location: &SecretLocation) -> aws_sdk_secretsmanager::Client {
-    aws_sdk_secretsmanager::Client::new(&crate::aws::sdk_config(&location.region).await)
+async fn client(location: &SecretLocation, aws: &Aws) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(&aws.sdk_config(&location.region).await)
 }
 
 async fn read_string(
@@ -239,9 +241,9 @@ fn parse_object(name: &str, text: &str) -> Result<serde_json::Map<String, serde_
     match serde_json::from_str(text) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
         Ok(_) => Err(SecretError::NotObject { name: name.to_owned() }),
-        Err(e) => Err(SecretError::NotJson {
+        Err(cause) => Err(SecretError::NotJson {
             name: name.to_owned(),
-            detail: e.to_string(),
+            cause,
         }),
     }
 }
@@ -252,10 +254,12 @@ fn sdk_error<E>(
     e: aws_sdk_secretsmanager::error::SdkError<E, aws_sdk_secretsmanager::config::http::HttpResponse>,
 ) -> SecretError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let name = location.name.clone();
-    match e.code() {
+    let verb = if action == "GetSecretValue" { "read" } else { "update" };
+    let failure = crate::aws::failure(&format!("{verb} secret {name:?}"), e);
+    match failure.code.as_deref() {
         Some("ResourceNotFoundException") => SecretError::NotFound {
             name,
             region: location.region.clone(),
@@ -264,14 +268,10 @@ where
             SecretError::Denied {
                 name,
                 action,
-                detail: e.message().unwrap_or("no reason given").to_owned(),
+                cause: failure,
             }
         }
-        _ => SecretError::Unreachable {
-            name,
-            action: if action == "GetSecretValue" { "read" } else { "update" },
-            detail: crate::aws::one_line(&e),
-        },
+        _ => SecretError::Unreachable(failure),
     }
 }
 

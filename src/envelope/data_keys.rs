@@ -117,7 +117,11 @@ impl DataKeys {
             });
         }
         let Some(c) = current.as_mut() else {
-            return Err(AwsFailure::new(crate::aws::Retry::Soon, "no data key"));
+            return Err(AwsFailure::new(
+                crate::aws::Retry::Soon,
+                "reuse a data key",
+                "no data key",
+            ));
         };
         c.used += 1;
         Envelope::new(self.format, c.key.clone(), c.wrapped.clone())

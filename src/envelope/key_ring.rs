@@ -99,7 +99,8 @@ impl KeyRing {
         let time = name_time(name).ok_or_else(|| {
             AwsFailure::new(
                 Retry::Slowly,
-                format!("cannot tell the key period of {name} from its name; it waits on local disk"),
+                format!("choose the KMS key of {name}"),
+                "its name tells no key period; it waits on local disk",
             )
         })?;
         self.resolve(granularity.period_of(time)).await
@@ -137,7 +138,8 @@ impl KeyRing {
         if recently_missing {
             return Err(AwsFailure::new(
                 Retry::Soon,
-                format!("the KMS key for the period {period} ({alias}) was missing moments ago"),
+                format!("use the KMS key for the period {period} ({alias})"),
+                "it was missing moments ago",
             ));
         }
         let resolved = self.resolve_now(period, &alias).await;
@@ -196,13 +198,17 @@ impl KeyRing {
         match self.kms.describe_key().key_id(alias).send().await {
             Ok(out) => {
                 let meta = out.key_metadata.ok_or_else(|| {
-                    AwsFailure::new(Retry::Soon, format!("KMS DescribeKey of {alias} returned no key"))
+                    AwsFailure::new(
+                        Retry::Soon,
+                        format!("look up KMS alias {alias}"),
+                        "DescribeKey returned no key",
+                    )
                 })?;
                 let state = meta.key_state.clone().unwrap_or(KeyState::Unavailable);
                 Ok(Some((meta.arn.unwrap_or(meta.key_id), state)))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => Ok(None),
-            Err(e) => Err(failure(&format!("look up KMS alias {alias}"), &e)),
+            Err(e) => Err(failure(&format!("look up KMS alias {alias}"), e)),
         }
     }
 
@@ -218,10 +224,8 @@ impl KeyRing {
             self.events.send(EventKind::PeriodKeyMissing, message.clone());
         }
         // Soon: the files should go up within seconds of someone making the key.
-        AwsFailure {
-            code: Some(PERIOD_KEY_UNUSABLE.to_owned()),
-            ..AwsFailure::new(Retry::Soon, message)
-        }
+        AwsFailure::new(Retry::Soon, format!("use the KMS key for the period {period}"), message)
+            .with_code(PERIOD_KEY_UNUSABLE)
     }
 
     /// Creates `period`'s key (symmetric, tagged with the period) and its alias. A key made before
@@ -235,7 +239,7 @@ impl KeyRing {
                     .tag_key(PERIOD_TAG)
                     .tag_value(period.to_string())
                     .build()
-                    .map_err(|e| AwsFailure::new(Retry::Slowly, e.to_string()))?;
+                    .map_err(|e| AwsFailure::caused_by(Retry::Slowly, format!("tag the KMS key for {period}"), e))?;
                 let out = self
                     .kms
                     .create_key()
@@ -247,10 +251,14 @@ impl KeyRing {
                     .tags(tag)
                     .send()
                     .await
-                    .map_err(|e| failure(&format!("create the KMS key for {period}"), &e))?;
-                let meta = out
-                    .key_metadata
-                    .ok_or_else(|| AwsFailure::new(Retry::Soon, "KMS CreateKey returned no key"))?;
+                    .map_err(|e| failure(&format!("create the KMS key for {period}"), e))?;
+                let meta = out.key_metadata.ok_or_else(|| {
+                    AwsFailure::new(
+                        Retry::Soon,
+                        format!("create the KMS key for {period}"),
+                        "CreateKey returned no key",
+                    )
+                })?;
                 let made = (meta.key_id.clone(), meta.arn.unwrap_or(meta.key_id));
                 lock(&self.orphans).insert(period, made.clone());
                 made
@@ -270,14 +278,14 @@ impl KeyRing {
             if let Ok(Some((theirs, KeyState::Enabled))) = self.describe(alias).await {
                 return Ok(theirs);
             }
-            let failed = failure(&format!("create KMS alias {alias_name} for {period}"), &e);
+            let failed = failure(&format!("create KMS alias {alias_name} for {period}"), e);
             // The bot may not delete keys (that is shred's, an operator's): it says which key it made.
             return Err(self.missing(
                 period,
                 alias,
                 &format!(
                     "could not be created ({}); the key {arn} made for it is used once the alias can be made",
-                    failed.message
+                    crate::error_chain::chain(&failed)
                 ),
             ));
         }
@@ -324,7 +332,7 @@ impl KeyRing {
                     Ok(arn) => keep.push(arn),
                     Err(e) => {
                         missing += 1;
-                        tracing::warn!(period = %period, error = %e.message, "period key not ready");
+                        tracing::warn!(period = %period, error = %crate::error_chain::Chain(&e), "period key not ready");
                     }
                 }
             }

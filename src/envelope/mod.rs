@@ -98,8 +98,14 @@ async fn generate_data_key(
         .set_encryption_context(Some(format.context()))
         .send()
         .await
-        .map_err(|e| failure(&format!("get a data key from KMS key {key_arn}"), &e))?;
-    let bad = || AwsFailure::new(Retry::Soon, "KMS GenerateDataKey returned no usable key");
+        .map_err(|e| failure(&format!("get a data key from KMS key {key_arn}"), e))?;
+    let bad = || {
+        AwsFailure::new(
+            Retry::Soon,
+            format!("get a data key from KMS key {key_arn}"),
+            "GenerateDataKey returned no usable key",
+        )
+    };
     let plaintext = Zeroizing::new(out.plaintext.ok_or_else(bad)?.into_inner());
     let key: [u8; gcm::KEY_LEN] = plaintext.as_slice().try_into().map_err(|_| bad())?;
     let wrapped = out.ciphertext_blob.ok_or_else(bad)?.into_inner();
@@ -111,7 +117,7 @@ impl Envelope {
     /// random IV, never used before with this key.
     pub fn new(format: Format, key: Zeroizing<[u8; gcm::KEY_LEN]>, wrapped: Vec<u8>) -> Result<Self, AwsFailure> {
         let random = |bytes: &mut [u8]| {
-            getrandom::fill(bytes).map_err(|e| AwsFailure::new(Retry::Soon, format!("no random IV: {e}")))
+            getrandom::fill(bytes).map_err(|e| AwsFailure::new(Retry::Soon, "draw a random IV", e.to_string()))
         };
         let nonce = match format {
             Format::V2 => {
@@ -192,13 +198,37 @@ enum Stored {
 impl StoredEnvelope {
     /// `None` when the object carries no envelope (it was uploaded plain).
     pub fn from_metadata(metadata: &HashMap<String, String>) -> Result<Option<Self>, EnvelopeError> {
-        let plain_len = match metadata.get(meta::PLAIN_LEN) {
+        let plain_len = Self::plain_len_from(metadata)?;
+        Self::check_one_envelope(metadata)?;
+        if let Some(stored) = v3::read(metadata)? {
+            return Ok(Some(Self {
+                wrapped: stored.wrapped.clone(),
+                context: stored.context.clone(),
+                stored: Stored::V3(stored),
+                plain_len,
+            }));
+        }
+        let Some(wrapped) = metadata.get(meta::KEY_V2) else {
+            return Ok(None);
+        };
+        Self::from_v2_metadata(metadata, wrapped, plain_len).map(Some)
+    }
+
+    /// The plaintext length the metadata states, if it states one: read first, whatever the format,
+    /// so that a bad length is refused before anything else.
+    fn plain_len_from(metadata: &HashMap<String, String>) -> Result<Option<u64>, EnvelopeError> {
+        Ok(match metadata.get(meta::PLAIN_LEN) {
             None => None,
             Some(n) => Some(
                 n.parse()
                     .map_err(|_| EnvelopeError::Invalid(meta::PLAIN_LEN, format!("{n:?} is not a length")))?,
             ),
-        };
+        })
+    }
+
+    /// Refuses metadata holding both envelopes, or V3 keys without V3's wrapped key, before either
+    /// format's reader is tried: neither reader looks at the other format's keys.
+    fn check_one_envelope(metadata: &HashMap<String, String>) -> Result<(), EnvelopeError> {
         if metadata.contains_key(meta::KEY_V2) && metadata.contains_key(v3::meta::KEY) {
             return Err(EnvelopeError::Invalid(
                 v3::meta::KEY,
@@ -218,17 +248,16 @@ impl StoredEnvelope {
                 key
             }));
         }
-        if let Some(stored) = v3::read(metadata)? {
-            return Ok(Some(Self {
-                wrapped: stored.wrapped.clone(),
-                context: stored.context.clone(),
-                stored: Stored::V3(stored),
-                plain_len,
-            }));
-        }
-        let Some(wrapped) = metadata.get(meta::KEY_V2) else {
-            return Ok(None);
-        };
+        Ok(())
+    }
+
+    /// The V2 envelope, once `wrapped` (the `x-amz-key-v2` value) shows the object has one: kept
+    /// apart from [`Self::from_metadata`], which decides which format's reader applies.
+    fn from_v2_metadata(
+        metadata: &HashMap<String, String>,
+        wrapped: &str,
+        plain_len: Option<u64>,
+    ) -> Result<Self, EnvelopeError> {
         let get = |key: &'static str| metadata.get(key).ok_or(EnvelopeError::Missing(key));
         let expect = |key: &'static str, expected: &'static str| {
             let value = get(key)?;
@@ -266,12 +295,12 @@ impl StoredEnvelope {
                 format!("the KMS context must hold \"{CONTEXT_KEY}\": \"{CEK_ALG}\""),
             ));
         }
-        Ok(Some(Self {
+        Ok(Self {
             wrapped,
             context,
             stored: Stored::V2 { iv },
             plain_len,
-        }))
+        })
     }
 
     /// The KMS key (its ARN, as KMS answers) that wraps this object's data key: `shred` asks, so as
@@ -328,7 +357,7 @@ async fn unwrap_with(
         .set_encryption_context(Some(context.clone()))
         .send()
         .await
-        .map_err(|e| failure("unwrap the data key with KMS", &e))?)
+        .map_err(|e| failure("unwrap the data key with KMS", e))?)
 }
 
 /// The key KMS says wraps `wrapped`, asked under each of `contexts` in turn until one is taken.

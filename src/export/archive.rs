@@ -3,7 +3,7 @@
 //! entry, and every message file no entry lists. Files are then read chunk by chunk, decrypted in
 //! memory when encrypted: no plaintext reaches the disk outside `--out`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
@@ -94,9 +94,22 @@ impl Place {
             });
         }
         let mut chains = Chains::new(keys);
-        let mut listed_names = std::collections::HashSet::new();
-        let sizes: HashMap<&str, u64> = found.others.iter().map(|(at, n)| (at.as_str(), *n)).collect();
-        let shreds = match self {
+        let shreds = self.shred_records(&found, keys, &mut cat.problems).await;
+        let (manifests, head_records) = with_kept_copies(&found, &shreds);
+        let listed_names = self
+            .read_manifests(&mut cat, &mut chains, keys, &found, &shreds, &manifests)
+            .await;
+        self.read_heads(&mut cat, &chains, &shreds, &head_records).await;
+        cat.entries = chains.entries;
+        self.add_unlisted(&mut cat, &found, &shreds, &listed_names, unsigned_source);
+        Ok(cat)
+    }
+
+    /// The signed records of the periods crypto-shredded on purpose (a bucket's; a directory has
+    /// none), what is wrong with one added to `problems`. Apart from `catalogue` so that its
+    /// phases read one by one.
+    async fn shred_records(&self, found: &Found, keys: &[VerifyingKey], problems: &mut Vec<Problem>) -> ShredRecords {
+        match self {
             Place::Bucket { archive, s3, kms } => {
                 let reader = ObjectReader {
                     s3: s3.clone(),
@@ -104,44 +117,27 @@ impl Place {
                     bucket: archive.bucket.clone(),
                 };
                 let listing = Listing::unversioned(&found.listed);
-                ShredRecords::load(&reader, &archive.prefix, &listing, keys, &mut cat.problems).await
+                ShredRecords::load(&reader, &archive.prefix, &listing, keys, problems).await
             }
             Place::Dir(_) => ShredRecords::default(),
-        };
-        let shredded_by = |at: &str| {
-            shreds
-                .periods
-                .iter()
-                .find(|p| p.objects_listed.iter().any(|k| k == at))
-                .map(|p| {
-                    format!(
-                        "SHREDDED: the period {} was destroyed on purpose ({})",
-                        p.period, p.record
-                    )
-                })
-        };
-        // A shredded period's manifests and heads whose objects are gone (a lifecycle rule deletes
-        // shredded ciphertext): the records' copies keep the chains whole.
-        let mut manifests = found.manifests.clone();
-        let mut head_records = found.heads.clone();
-        for key in shreds.kept.keys() {
-            let (list, kind) = match object_name(key) {
-                name if is_manifest_name(name) => (&mut manifests, Kind::Manifest),
-                name if is_head_record(name) => (&mut head_records, Kind::Head),
-                _ => continue,
-            };
-            if !list.iter().any(|s| &s.at == key) {
-                list.push(Source {
-                    at: key.clone(),
-                    kind,
-                    stored: 0,
-                    entry: None,
-                    signer: None,
-                });
-            }
         }
-        manifests.sort_by(|a, b| object_name(&a.at).cmp(object_name(&b.at)));
-        for manifest in &manifests {
+    }
+
+    /// Reads the manifests in order (a shredded period's from the record that kept it), takes
+    /// their entries into `chains` and catalogues every copy of the files they list. Returns the
+    /// files listed. Apart from `catalogue` so that its phases read one by one.
+    async fn read_manifests(
+        &self,
+        cat: &mut Catalogue,
+        chains: &mut Chains<'_>,
+        keys: &[VerifyingKey],
+        found: &Found,
+        shreds: &ShredRecords,
+        manifests: &[Source],
+    ) -> HashSet<String> {
+        let mut listed_names = HashSet::new();
+        let sizes: HashMap<&str, u64> = found.others.iter().map(|(at, n)| (at.as_str(), *n)).collect();
+        for manifest in manifests {
             let (text, read) = match shreds.kept.get(&manifest.at) {
                 // A shredded period's manifest: the signed record's copy (its entries are signed too).
                 Some(kept) => Self::kept_copy(manifest, kept),
@@ -153,7 +149,6 @@ impl Place {
                 if entry.is_discarded() {
                     continue;
                 }
-                let signer_hex = hex::encode(keys[signer].as_bytes());
                 let copies = found.copies(&entry, &bot_tag(&keys[signer]), &sizes);
                 if copies.is_empty() && shreds.covering(&entry).is_none() {
                     cat.problems.push(Problem::Missing {
@@ -162,32 +157,24 @@ impl Place {
                     });
                 }
                 listed_names.extend(copies.iter().map(|(at, _)| at.clone()));
-                for (at, stored) in copies {
-                    let shredded = shredded_by(&at);
-                    let source = Source {
-                        at,
-                        kind: if entry.body.kind == crate::spool::FileKind::Messages.as_str() {
-                            Kind::Messages
-                        } else {
-                            Kind::Attachment
-                        },
-                        stored,
-                        entry: Some(entry.clone()),
-                        signer: Some(signer_hex.clone()),
-                    };
-                    if let Some(why) = shredded {
-                        cat.shredded.push((source, why));
-                        continue;
-                    }
-                    match source.kind {
-                        Kind::Attachment => cat.attachments.entry(entry.body.name.clone()).or_default().push(source),
-                        _ => cat.messages.push(source),
-                    }
-                }
+                add_listed(cat, shreds, &entry, &keys[signer], copies);
             }
         }
+        listed_names
+    }
+
+    /// Reads the head records (a shredded period's from the record that kept it) and checks the
+    /// chains against them, and that every key signed. Apart from `catalogue` so that its phases
+    /// read one by one.
+    async fn read_heads(
+        &self,
+        cat: &mut Catalogue,
+        chains: &Chains<'_>,
+        shreds: &ShredRecords,
+        head_records: &[Source],
+    ) {
         let mut heads = Vec::new();
-        for head in &head_records {
+        for head in head_records {
             let (text, read) = match shreds.kept.get(&head.at) {
                 Some(kept) => Self::kept_copy(head, kept),
                 None => self.read_small(head, Kind::Head).await,
@@ -201,8 +188,19 @@ impl Place {
         }
         chains.check_heads(heads, &mut cat.problems);
         chains.check_every_key_signed(&mut cat.problems);
-        cat.entries = chains.entries;
-        // Message files no entry lists: read too, their lines marked unverified.
+    }
+
+    /// Message files no entry lists (read too, their lines marked unverified) and, with
+    /// `unsigned_source`, attachments no entry lists. Apart from `catalogue` so that its phases
+    /// read one by one.
+    fn add_unlisted(
+        &self,
+        cat: &mut Catalogue,
+        found: &Found,
+        shreds: &ShredRecords,
+        listed_names: &HashSet<String>,
+        unsigned_source: bool,
+    ) {
         let mut unlisted: Vec<&(String, u64)> = found
             .others
             .iter()
@@ -244,7 +242,6 @@ impl Place {
                     });
             }
         }
-        Ok(cat)
     }
 
     /// Lists what is there: manifests (in order), heads, and every other file.
@@ -412,6 +409,83 @@ impl Found {
             }
         }
     }
+}
+
+/// The manifests (in name order) and head records to read: those found, and the copies shredding
+/// records kept. Apart from `Place::catalogue` so that its phases read one by one.
+fn with_kept_copies(found: &Found, shreds: &ShredRecords) -> (Vec<Source>, Vec<Source>) {
+    // A shredded period's manifests and heads whose objects are gone (a lifecycle rule deletes
+    // shredded ciphertext): the records' copies keep the chains whole.
+    let mut manifests = found.manifests.clone();
+    let mut head_records = found.heads.clone();
+    for key in shreds.kept.keys() {
+        let (list, kind) = match object_name(key) {
+            name if is_manifest_name(name) => (&mut manifests, Kind::Manifest),
+            name if is_head_record(name) => (&mut head_records, Kind::Head),
+            _ => continue,
+        };
+        if !list.iter().any(|s| &s.at == key) {
+            list.push(Source {
+                at: key.clone(),
+                kind,
+                stored: 0,
+                entry: None,
+                signer: None,
+            });
+        }
+    }
+    manifests.sort_by(|a, b| object_name(&a.at).cmp(object_name(&b.at)));
+    (manifests, head_records)
+}
+
+/// Catalogues the copies of the file a signed entry lists (signed by `signer`): a message file or
+/// an attachment, or a file of a period shredded on purpose. Apart from `Place::read_manifests`
+/// to keep it short.
+fn add_listed(
+    cat: &mut Catalogue,
+    shreds: &ShredRecords,
+    entry: &Entry,
+    signer: &VerifyingKey,
+    copies: Vec<(String, u64)>,
+) {
+    let signer_hex = hex::encode(signer.as_bytes());
+    for (at, stored) in copies {
+        let shredded = shredded_by(shreds, &at);
+        let source = Source {
+            at,
+            kind: if entry.body.kind == crate::spool::FileKind::Messages.as_str() {
+                Kind::Messages
+            } else {
+                Kind::Attachment
+            },
+            stored,
+            entry: Some(entry.clone()),
+            signer: Some(signer_hex.clone()),
+        };
+        if let Some(why) = shredded {
+            cat.shredded.push((source, why));
+            continue;
+        }
+        match source.kind {
+            Kind::Attachment => cat.attachments.entry(entry.body.name.clone()).or_default().push(source),
+            _ => cat.messages.push(source),
+        }
+    }
+}
+
+/// Why a file is not read: the shredding record of the period it belongs to, if it was shredded on
+/// purpose. Shared by the manifests' copies in `add_listed`.
+fn shredded_by(shreds: &ShredRecords, at: &str) -> Option<String> {
+    shreds
+        .periods
+        .iter()
+        .find(|p| p.objects_listed.iter().any(|k| k == at))
+        .map(|p| {
+            format!(
+                "SHREDDED: the period {} was destroyed on purpose ({})",
+                p.period, p.record
+            )
+        })
 }
 
 /// A message file: the bot's closed files, or one the original bot may have written (how it names

@@ -136,7 +136,7 @@ async fn copy(
         (Some(entry), Ok(())) => content_problem(entry, location, Ok((len, &sha256))).map(|p| p.to_string()),
         // No entry to check it against, but a failed read (a GCM tag, a cut-off object) is still
         // one: an unsigned attachment is taken only as it was written.
-        (None, Err(e)) => Some(format!("UNREADABLE {location}: {e}")),
+        (None, Err(e)) => Some(format!("UNREADABLE {location}: {e}", e = crate::error_chain::Chain(&e))),
         (None, Ok(())) => None,
     };
     match read {

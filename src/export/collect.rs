@@ -25,6 +25,9 @@ use std::sync::OnceLock;
 
 use super::selection::{Judge, Verdict, read_line};
 
+/// Each message's replies (by the message and their file's trust), in time order.
+type Replies = HashMap<(Digest, Trust), Vec<u32>>;
+
 /// A 64-bit digest standing for a string (an id, a room, a line), eight bytes a line in memory.
 /// It is keyed at random for each run (SipHash), so no one can make two strings meet on purpose,
 /// and where two meeting would lose a line (two lines taken for one) the bytes are compared.
@@ -133,6 +136,142 @@ pub fn judge_line(judge: &Judge, rooms: &Rooms, text: &[u8], number: u32) -> Jud
     Judgement::Kept(judged)
 }
 
+/// The ids the lines of each trust level may refer to: built once for [`Collector::resolve`], apart
+/// from it so that it stays short.
+struct Targets {
+    signed: HashSet<Digest>,
+    unsigned: Option<HashSet<Digest>>,
+    unverified: Option<HashSet<Digest>>,
+}
+
+impl Targets {
+    fn new(kept: &[Kept], trust_of: &dyn Fn(&Kept) -> Trust) -> Targets {
+        // A level no line is at has the same set as the level above it: only the others are built.
+        let at = |t: Trust| {
+            kept.iter()
+                .any(|k| trust_of(k) == t)
+                .then(|| reply_ids(kept, trust_of, t))
+        };
+        Targets {
+            signed: reply_ids(kept, trust_of, Trust::Signed),
+            unsigned: at(Trust::Unsigned),
+            unverified: at(Trust::Unverified),
+        }
+    }
+
+    /// The ids a line of a file trusted `t` may refer to.
+    fn of(&self, t: Trust) -> &HashSet<Digest> {
+        match t {
+            Trust::Signed => &self.signed,
+            Trust::Unsigned => self.unsigned.as_ref().unwrap_or(&self.signed),
+            Trust::Unverified => self
+                .unverified
+                .as_ref()
+                .or(self.unsigned.as_ref())
+                .unwrap_or(&self.signed),
+        }
+    }
+
+    /// Each selected message's replies, in time order, by the message and their file's trust; and
+    /// the selected lines that reply to none, in time order (each the root of a tree).
+    fn replies(
+        &self,
+        kept: &[Kept],
+        trust_of: &dyn Fn(&Kept) -> Trust,
+    ) -> (Replies, Vec<u32>) {
+        let mut sorted: Vec<u32> = (0..kept.len() as u32).collect();
+        sorted.sort_unstable_by_key(|i| (kept[*i as usize].time, kept[*i as usize].order));
+        // Each selected message's replies, in time order, apart by their file's trust: a reply
+        // follows only a message trusted at least as much, so that no line of a planted or altered
+        // file (one that takes a signed message's id, say) can move a signed line.
+        let mut replies: Replies = HashMap::new();
+        let mut top = Vec::new();
+        for &i in &sorted {
+            let k = &kept[i as usize];
+            let targets = self.of(trust_of(k));
+            match k.refers_to.filter(|r| targets.contains(r) && Some(*r) != k.id) {
+                Some(target) => replies.entry((target, trust_of(k))).or_default().push(i),
+                None if k.cond == Cond::Selected => top.push(i),
+                None => {}
+            }
+        }
+        (replies, top)
+    }
+}
+
+/// The ids of the selected messages of files trusted at least `at_least`, and of the lines of such
+/// files that refer to them, and to those... Apart from [`Targets::new`], which builds it for each
+/// level.
+fn reply_ids(kept: &[Kept], trust_of: &dyn Fn(&Kept) -> Trust, at_least: Trust) -> HashSet<Digest> {
+    let counted = |k: &&Kept| trust_of(k) >= at_least;
+    let mut ids: HashSet<Digest> = kept
+        .iter()
+        .filter(counted)
+        .filter(|k| k.cond == Cond::Selected)
+        .filter_map(|k| k.id)
+        .collect();
+    loop {
+        let before = ids.len();
+        for k in kept.iter().filter(counted) {
+            if let (Some(id), Some(target)) = (k.id, k.refers_to)
+                && ids.contains(&target)
+            {
+                ids.insert(id);
+            }
+        }
+        if ids.len() == before {
+            return ids;
+        }
+    }
+}
+
+/// Puts the lines in their written order, tree by tree: what [`Collector::resolve`] carries from one
+/// tree to the next, apart from it so that it stays short.
+struct Emitter<'a> {
+    kept: &'a [Kept],
+    trust_of: &'a dyn Fn(&Kept) -> Trust,
+    /// The lines that are the same line again: counted, not written.
+    duplicate: Vec<bool>,
+    emitted: Vec<bool>,
+    out: Resolved,
+}
+
+impl Emitter<'_> {
+    /// Writes the tree from `root`, taking each line's replies out of `replies`.
+    fn emit_tree(&mut self, root: u32, replies: &mut HashMap<(Digest, Trust), Vec<u32>>) {
+        let (kept, trust_of) = (self.kept, self.trust_of);
+        // Depth first, each line's replies after it; a line is written once, so a cycle of
+        // replies ends.
+        let mut stack = vec![root];
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut self.emitted[i as usize], true) {
+                continue;
+            }
+            let k = &kept[i as usize];
+            if self.duplicate[i as usize] {
+                self.out.duplicates += 1;
+            } else {
+                self.out.lines.push(OutLine {
+                    offset: k.offset,
+                    len: k.len,
+                    trust: trust_of(k),
+                    related: k.cond != Cond::Selected,
+                });
+            }
+            if let Some(id) = k.id {
+                let mut children = Vec::new();
+                for t in [Trust::Unverified, Trust::Unsigned, Trust::Signed] {
+                    if t <= trust_of(k) {
+                        children.extend(replies.remove(&(id, t)).unwrap_or_default());
+                    }
+                }
+                children.sort_unstable_by_key(|i| (kept[*i as usize].time, kept[*i as usize].order));
+                stack.extend(children.into_iter().rev());
+            }
+        }
+    }
+}
+
 /// The lines kept so far.
 pub struct Collector {
     work: BufWriter<File>,
@@ -217,96 +356,22 @@ impl Collector {
     pub fn resolve(&mut self, trust: &dyn Fn(u32) -> Trust) -> std::io::Result<Resolved> {
         self.work.flush()?;
         let kept = std::mem::take(&mut self.kept);
-        let selected = |k: &Kept| k.cond == Cond::Selected;
         let trust_of = |k: &Kept| trust(k.order.0);
-        let mut sorted: Vec<u32> = (0..kept.len() as u32).collect();
-        sorted.sort_unstable_by_key(|i| (kept[*i as usize].time, kept[*i as usize].order));
-        // The ids of the selected messages of files trusted at least `at_least`, and of the lines
-        // of such files that refer to them, and to those...
-        let ids = |at_least: Trust| -> HashSet<Digest> {
-            let counted = |k: &&Kept| trust_of(k) >= at_least;
-            let mut ids: HashSet<Digest> = kept
-                .iter()
-                .filter(counted)
-                .filter(|k| selected(k))
-                .filter_map(|k| k.id)
-                .collect();
-            loop {
-                let before = ids.len();
-                for k in kept.iter().filter(counted) {
-                    if let (Some(id), Some(target)) = (k.id, k.refers_to)
-                        && ids.contains(&target)
-                    {
-                        ids.insert(id);
-                    }
-                }
-                if ids.len() == before {
-                    return ids;
-                }
-            }
-        };
-        // A level no line is at has the same set as the level above it: only the others are built.
-        let at = |t: Trust| kept.iter().any(|k| trust_of(k) == t).then(|| ids(t));
-        let (signed, unsigned, unverified) = (ids(Trust::Signed), at(Trust::Unsigned), at(Trust::Unverified));
-        let targets_of = |t: Trust| match t {
-            Trust::Signed => &signed,
-            Trust::Unsigned => unsigned.as_ref().unwrap_or(&signed),
-            Trust::Unverified => unverified.as_ref().or(unsigned.as_ref()).unwrap_or(&signed),
-        };
-        // Each selected message's replies, in time order, apart by their file's trust: a reply
-        // follows only a message trusted at least as much, so that no line of a planted or altered
-        // file (one that takes a signed message's id, say) can move a signed line.
-        let mut replies: HashMap<(Digest, Trust), Vec<u32>> = HashMap::new();
-        let mut top = Vec::new();
-        for &i in &sorted {
-            let k = &kept[i as usize];
-            let targets = targets_of(trust_of(k));
-            match k.refers_to.filter(|r| targets.contains(r) && Some(*r) != k.id) {
-                Some(target) => replies.entry((target, trust_of(k))).or_default().push(i),
-                None if selected(k) => top.push(i),
-                None => {}
-            }
-        }
-        drop(sorted);
+        let targets = Targets::new(&kept, &trust_of);
+        let (mut replies, top) = targets.replies(&kept, &trust_of);
         let duplicate = self.duplicates(&kept, &trust_of)?;
-        let mut out = Resolved {
-            lines: Vec::new(),
-            duplicates: 0,
-        };
-        let mut emitted = vec![false; kept.len()];
-        let mut emit_tree = |root: u32, replies: &mut HashMap<(Digest, Trust), Vec<u32>>, out: &mut Resolved| {
-            // Depth first, each line's replies after it; a line is written once, so a cycle of
-            // replies ends.
-            let mut stack = vec![root];
-            while let Some(i) = stack.pop() {
-                if std::mem::replace(&mut emitted[i as usize], true) {
-                    continue;
-                }
-                let k = &kept[i as usize];
-                if duplicate[i as usize] {
-                    out.duplicates += 1;
-                } else {
-                    out.lines.push(OutLine {
-                        offset: k.offset,
-                        len: k.len,
-                        trust: trust_of(k),
-                        related: !selected(k),
-                    });
-                }
-                if let Some(id) = k.id {
-                    let mut children = Vec::new();
-                    for t in [Trust::Unverified, Trust::Unsigned, Trust::Signed] {
-                        if t <= trust_of(k) {
-                            children.extend(replies.remove(&(id, t)).unwrap_or_default());
-                        }
-                    }
-                    children.sort_unstable_by_key(|i| (kept[*i as usize].time, kept[*i as usize].order));
-                    stack.extend(children.into_iter().rev());
-                }
-            }
+        let mut emitter = Emitter {
+            kept: &kept,
+            trust_of: &trust_of,
+            duplicate,
+            emitted: vec![false; kept.len()],
+            out: Resolved {
+                lines: Vec::new(),
+                duplicates: 0,
+            },
         };
         for i in top {
-            emit_tree(i, &mut replies, &mut out);
+            emitter.emit_tree(i, &mut replies);
         }
         // Replies whose message was itself only a reply's reply already came out; any left (their
         // message is in no tree: a cycle) come out in time order.
@@ -314,9 +379,9 @@ impl Collector {
         left.sort_unstable_by_key(|i| (kept[*i as usize].time, kept[*i as usize].order));
         let mut none = HashMap::new();
         for i in left {
-            emit_tree(i, &mut none, &mut out);
+            emitter.emit_tree(i, &mut none);
         }
-        Ok(out)
+        Ok(emitter.out)
     }
 
     /// Which lines are the same line again (a producer re-sent it), of a file trusted the same: all

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::archive::{Kind, Read, Source};
 use super::selection::Selection;
 use super::{Counts, ExportError, Signing};
+use crate::error_chain::Chain;
 
 pub const CUSTODY_STEM: &str = "custody";
 pub const CUSTODY_JSON: &str = "custody.json";
@@ -310,11 +311,16 @@ pub enum SignatureCheck {
 /// problem is found, not the first only. `Err` only when the report itself cannot be read.
 pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
     let path = dir.join(CUSTODY_JSON);
-    let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_slice::<NoDuplicates>(&text)
-        .map_err(|e| format!("{} is not a custody report as written: {e}", path.display()))?;
-    let mut doc: Map<String, Value> =
-        serde_json::from_slice(&text).map_err(|e| format!("{} is not a custody report: {e}", path.display()))?;
+    let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display(), e = Chain(&e)))?;
+    serde_json::from_slice::<NoDuplicates>(&text).map_err(|e| {
+        format!(
+            "{} is not a custody report as written: {e}",
+            path.display(),
+            e = Chain(&e)
+        )
+    })?;
+    let mut doc: Map<String, Value> = serde_json::from_slice(&text)
+        .map_err(|e| format!("{} is not a custody report: {e}", path.display(), e = Chain(&e)))?;
     let signature = doc.remove("signature").unwrap_or(Value::Null);
     let unsigned = signature
         .as_object()
@@ -337,7 +343,7 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
         }
     };
     let listed: Vec<OutputFile> = serde_json::from_value(doc.get("outputs").cloned().unwrap_or_default())
-        .map_err(|e| format!("custody.json's outputs: {e}"))?;
+        .map_err(|e| format!("custody.json's outputs: {e}", e = Chain(&e)))?;
     let mut problems = Vec::new();
     let mut there = Vec::new();
     for (path, hashed) in hash_each(dir).map_err(|e| e.to_string())? {
@@ -345,7 +351,7 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
             Ok(file) => there.push(file),
             Err(e) => {
                 let relative = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
-                problems.push(format!("UNREADABLE {relative}: {e}"));
+                problems.push(format!("UNREADABLE {relative}: {e}", e = Chain(&e)));
                 // Listed or not, it is not as listed: named once, as unreadable.
                 there.push(OutputFile {
                     path: relative,
@@ -365,7 +371,7 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
         }
     }
     match std::fs::read(dir.join(CUSTODY_TXT)) {
-        Err(e) => problems.push(format!("MISSING {CUSTODY_TXT}: cannot read it: {e}")),
+        Err(e) => problems.push(format!("MISSING {CUSTODY_TXT}: cannot read it: {e}", e = Chain(&e))),
         Ok(txt) => {
             if doc.get("custody_txt_sha256").and_then(Value::as_str) != Some(&hex::encode(Sha256::digest(&txt))) {
                 problems.push(format!("ALTERED {CUSTODY_TXT}: its SHA-256 is not custody.json's"));

@@ -13,7 +13,7 @@ use std::io::{BufWriter, Write as _};
 use std::path::Path;
 
 use super::ExportError;
-use super::rsmf::conversation_stem;
+use super::output::{ATTACHMENTS, conversation_stem, create_new};
 use super::timeline::{Conversation, Timeline, TimelineEvent};
 
 pub const TRANSCRIPT_DIR: &str = "transcript";
@@ -87,7 +87,7 @@ fn page_start(title: &str) -> String {
 pub fn write_all(staging: &Path, timeline: &Timeline) -> Result<usize, ExportError> {
     let dir = staging.join(TRANSCRIPT_DIR);
     std::fs::create_dir_all(&dir).map_err(write_error(&dir))?;
-    let attachments = staging.join(super::output::ATTACHMENTS);
+    let attachments = staging.join(ATTACHMENTS);
     let mut rows = String::new();
     for (id, conversation) in &timeline.conversations {
         let page = format!("{}.html", conversation_stem(id));
@@ -138,7 +138,7 @@ fn write_page(
 ) -> Result<Summary, ExportError> {
     let mut stored: Vec<_> = conversation.events.iter().collect();
     stored.sort_by_key(|s| s.time);
-    let file = super::rsmf::create_new(path)?;
+    let file = create_new(path)?;
     let mut out = BufWriter::new(file);
     let kind = if conversation.is_direct() {
         "direct conversation"
@@ -181,6 +181,29 @@ fn shown_time(timestamp: &str) -> String {
 
 /// One event as HTML; every text from the archive escaped.
 fn event_html(event: &TimelineEvent, attachments: &Path) -> String {
+    let mut html = event_head(event);
+    let reply = event.parent.as_deref().or_else(|| event.custom("reply_to"));
+    if let Some(parent) = reply {
+        let _ = writeln!(
+            html,
+            "<div class=\"reply\">in reply to <a href=\"#m-{}\">{}</a></div>",
+            escape(&url_part(parent)),
+            escape(parent)
+        );
+    }
+    if let Some(body) = event.body.as_deref().filter(|b| !b.is_empty()) {
+        let _ = writeln!(html, "<div class=\"body\">{}</div>", escape(body));
+    }
+    push_attachments(&mut html, event, attachments);
+    push_changes(&mut html, event);
+    html.push_str("</div>\n");
+    html
+}
+
+/// An event's opening: its `div` (classed by kind and deletion), the head line with sender, time
+/// and kind, and the note an unsigned source or change needs; kept apart so `event_html` stays
+/// short.
+fn event_head(event: &TimelineEvent) -> String {
     let mut classes = vec!["event"];
     if event.kind != "message" {
         classes.push("system");
@@ -205,18 +228,12 @@ fn event_html(event: &TimelineEvent, attachments: &Path) -> String {
     } else if event.custom("unsigned_change").is_some() {
         html.push_str("<div class=\"note unsigned\">UNSIGNED CHANGE: an edit, reaction or delete below is from a file no signed manifest entry lists (--unsigned-source)</div>\n");
     }
-    let reply = event.parent.as_deref().or_else(|| event.custom("reply_to"));
-    if let Some(parent) = reply {
-        let _ = writeln!(
-            html,
-            "<div class=\"reply\">in reply to <a href=\"#m-{}\">{}</a></div>",
-            escape(&url_part(parent)),
-            escape(parent)
-        );
-    }
-    if let Some(body) = event.body.as_deref().filter(|b| !b.is_empty()) {
-        let _ = writeln!(html, "<div class=\"body\">{}</div>", escape(body));
-    }
+    html
+}
+
+/// An event's attachments: linked (an image also shown) when the export holds the file, else
+/// named as not in it; kept apart so `event_html` stays short.
+fn push_attachments(html: &mut String, event: &TimelineEvent, attachments: &Path) {
     for a in &event.attachments {
         let href = format!("../attachments/{}", url_part(&a.id));
         let exported = attachments.join(&a.id).is_file();
@@ -257,6 +274,11 @@ fn event_html(event: &TimelineEvent, attachments: &Path) -> String {
             escape(missing)
         );
     }
+}
+
+/// What happened to an event after it was sent: its edit history, reactions and deletion; kept
+/// apart so `event_html` stays short.
+fn push_changes(html: &mut String, event: &TimelineEvent) {
     if !event.edits.is_empty() {
         html.push_str("<ul class=\"edits\">\n");
         for e in &event.edits {
@@ -294,12 +316,10 @@ fn event_html(event: &TimelineEvent, attachments: &Path) -> String {
             escape(&shown_time(event.custom("deleted_at").unwrap_or("?")))
         );
     }
-    html.push_str("</div>\n");
-    html
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
-    let mut file = super::rsmf::create_new(path)?;
+    let mut file = create_new(path)?;
     file.write_all(bytes).map_err(write_error(path))
 }
 

@@ -49,10 +49,18 @@ pub const UNSIGNED_SOURCE: &str = "UNSIGNED SOURCE: no signed manifest entry lis
 pub enum ExportError {
     #[error(transparent)]
     Aws(#[from] AwsFailure),
-    #[error("cannot read {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
-    #[error("cannot write {path}: {error}")]
-    Write { path: PathBuf, error: std::io::Error },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("--out {0} already holds files: give a new or empty directory (an export never mixes with another)")]
     OutNotEmpty(PathBuf),
     #[error("--strict: {0}; nothing was written")]
@@ -196,42 +204,9 @@ impl Export {
         let work = staging.join(".lines");
         let mut collector = Collector::new(&work).map_err(write_err(&work))?;
         let sources: Arc<[Source]> = plan.catalogue.messages.clone().into();
-        let mut book = Book {
-            records: vec![None; sources.len()],
-            problems: plan.catalogue.problems.iter().map(ToString::to_string).collect(),
-            said: HashSet::new(),
-            trust: vec![Trust::Unverified; sources.len()],
-            counts: Counts {
-                // With --participant every file is read (first for the rooms): none skipped.
-                files_skipped: if plan.rooms_from.is_empty() { plan.skipped } else { 0 },
-                ..Counts::default()
-            },
-            done: Progress {
-                objects: 0,
-                objects_total: plan.rooms_from.len() + plan.to_read.len(),
-                bytes: 0,
-                bytes_total: plan.bytes_of(&plan.rooms_from) + plan.bytes(),
-            },
-        };
-        let judge = match judge.has_participants() {
-            true => {
-                let finding = Arc::new((judge.clone(), Rooms::Finding));
-                let rooms = self
-                    .read_files(&mut book, finding, &sources, &plan.rooms_from, None, progress)
-                    .await?;
-                (judge, Rooms::Known(rooms))
-            }
-            false => (judge, Rooms::Known(HashSet::new())),
-        };
-        self.read_files(
-            &mut book,
-            Arc::new(judge),
-            &sources,
-            &plan.to_read,
-            Some(&mut collector),
-            progress,
-        )
-        .await?;
+        let mut book = Book::new(&plan);
+        self.read_lines(&mut book, judge, &sources, &plan, &mut collector, progress)
+            .await?;
         let Book {
             records,
             mut problems,
@@ -243,22 +218,7 @@ impl Export {
             return Err(ExportError::Strict(p.clone()));
         }
 
-        let resolved =
-            tokio::task::block_in_place(|| collector.resolve(&|i| trust[i as usize])).map_err(write_err(&work))?;
-        counts.duplicates = resolved.duplicates;
-        let mut timeline = match self.formats.conversations() {
-            true => {
-                let path = staging.join(".timeline");
-                Some(timeline::Timeline::new(&path).map_err(write_err(&path))?)
-            }
-            false => None,
-        };
-        let written = tokio::task::block_in_place(|| {
-            output::write_lines(staging, &collector, &resolved, self.formats, timeline.as_mut())
-        })?;
-        (counts.messages, counts.related, counts.unverified) = (written.selected, written.related, written.unverified);
-        collector.remove().map_err(write_err(&work))?;
-
+        let (written, timeline) = self.write_kept_lines(staging, collector, &trust, &mut counts)?;
         let fetched = attachments::fetch(&self.place, &plan.catalogue, &written.attachments, staging).await?;
         if let Some(p) = fetched.problems.first().filter(|_| self.strict) {
             return Err(ExportError::Strict(p.clone()));
@@ -267,51 +227,9 @@ impl Export {
         counts.attachments_unverified = fetched.unverified;
         counts.attachments_missing = fetched.missing.clone();
         if let Some(timeline) = timeline {
-            let path = staging.join(".timeline");
-            if timeline.left_out > 0 {
-                let p = format!(
-                    "NO EVENT: {} line(s) of the output have no sender or no readable msg_ts, so no place in RSMF or the transcript (they are in messages.jsonl)",
-                    timeline.left_out
-                );
-                if self.strict {
-                    return Err(ExportError::Strict(p));
-                }
-                problems.push(p);
-            }
-            (counts.rsmf_files, counts.transcript_pages) = tokio::task::block_in_place(|| {
-                let rsmf = if self.formats.rsmf {
-                    rsmf::write_all(staging, &timeline)?
-                } else {
-                    0
-                };
-                let html = if self.formats.html {
-                    html::write_all(staging, &timeline)?
-                } else {
-                    0
-                };
-                // One sync for the many files just written, and their directories.
-                crate::durable::sync_filesystem(staging).map_err(write_err(staging))?;
-                for dir in [rsmf::RSMF_DIR, html::TRANSCRIPT_DIR] {
-                    let dir = staging.join(dir);
-                    if dir.is_dir() {
-                        crate::durable::sync_dir(&dir).map_err(write_err(&dir))?;
-                    }
-                }
-                Ok::<_, ExportError>((rsmf, html))
-            })?;
-            timeline.remove().map_err(write_err(&path))?;
+            self.write_conversations(staging, timeline, &mut problems, &mut counts)?;
         }
-        let mut all_records: Vec<SourceRecord> = plan
-            .catalogue
-            .records
-            .iter()
-            .map(|r| SourceRecord::of_read(r, &self.place.describe_file(&r.source.at)))
-            .collect();
-        all_records.extend(records.into_iter().flatten());
-        all_records.extend(plan.catalogue.shredded.iter().map(|(source, why)| SourceRecord {
-            result: why.clone(),
-            ..SourceRecord::of(source, &self.place.describe_file(&source.at))
-        }));
+        let mut all_records = self.catalogue_records(&plan.catalogue, records);
         all_records.extend(fetched.records);
         problems.extend(fetched.problems);
         let report = custody::Report {
@@ -328,6 +246,124 @@ impl Export {
         tokio::task::block_in_place(|| custody::write(staging, report, signing))?;
         Ok(Exported { counts, problems })
     }
+
+    /// Reads the planned files, the lines that may belong into `collector`: with --participant,
+    /// every file first for the rooms the participants are members of. Apart from `produce` so
+    /// that its phases read one by one.
+    async fn read_lines(
+        &self,
+        book: &mut Book,
+        judge: selection::Judge,
+        sources: &Arc<[Source]>,
+        plan: &Plan,
+        collector: &mut Collector,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<(), ExportError> {
+        let judge = match judge.has_participants() {
+            true => {
+                let finding = Arc::new((judge.clone(), Rooms::Finding));
+                let rooms = self
+                    .read_files(book, finding, sources, &plan.rooms_from, None, progress)
+                    .await?;
+                (judge, Rooms::Known(rooms))
+            }
+            false => (judge, Rooms::Known(HashSet::new())),
+        };
+        self.read_files(book, Arc::new(judge), sources, &plan.to_read, Some(collector), progress)
+            .await?;
+        Ok(())
+    }
+
+    /// Orders the lines kept and writes them out, handing the verified ones to the conversations'
+    /// timeline when RSMF or the transcript is chosen; the collector's work file is removed. Apart
+    /// from `produce` so that its phases read one by one.
+    fn write_kept_lines(
+        &self,
+        staging: &Path,
+        mut collector: Collector,
+        trust: &[Trust],
+        counts: &mut Counts,
+    ) -> Result<(output::Written, Option<timeline::Timeline>), ExportError> {
+        let work = staging.join(".lines");
+        let resolved =
+            tokio::task::block_in_place(|| collector.resolve(&|i| trust[i as usize])).map_err(write_err(&work))?;
+        counts.duplicates = resolved.duplicates;
+        let mut timeline = match self.formats.conversations() {
+            true => {
+                let path = staging.join(".timeline");
+                Some(timeline::Timeline::new(&path).map_err(write_err(&path))?)
+            }
+            false => None,
+        };
+        let written = tokio::task::block_in_place(|| {
+            output::write_lines(staging, &collector, &resolved, self.formats, timeline.as_mut())
+        })?;
+        (counts.messages, counts.related, counts.unverified) = (written.selected, written.related, written.unverified);
+        collector.remove().map_err(write_err(&work))?;
+        Ok((written, timeline))
+    }
+
+    /// Writes the chosen RSMF files and transcript from the conversations' `timeline`, and
+    /// removes its work file. Apart from `produce` so that its phases read one by one.
+    fn write_conversations(
+        &self,
+        staging: &Path,
+        timeline: timeline::Timeline,
+        problems: &mut Vec<String>,
+        counts: &mut Counts,
+    ) -> Result<(), ExportError> {
+        let path = staging.join(".timeline");
+        if timeline.left_out > 0 {
+            let p = format!(
+                "NO EVENT: {} line(s) of the output have no sender or no readable msg_ts, so no place in RSMF or the transcript (they are in messages.jsonl)",
+                timeline.left_out
+            );
+            if self.strict {
+                return Err(ExportError::Strict(p));
+            }
+            problems.push(p);
+        }
+        (counts.rsmf_files, counts.transcript_pages) = tokio::task::block_in_place(|| {
+            let rsmf = if self.formats.rsmf {
+                rsmf::write_all(staging, &timeline)?
+            } else {
+                0
+            };
+            let html = if self.formats.html {
+                html::write_all(staging, &timeline)?
+            } else {
+                0
+            };
+            // One sync for the many files just written, and their directories.
+            crate::durable::sync_filesystem(staging).map_err(write_err(staging))?;
+            for dir in [rsmf::RSMF_DIR, html::TRANSCRIPT_DIR] {
+                let dir = staging.join(dir);
+                if dir.is_dir() {
+                    crate::durable::sync_dir(&dir).map_err(write_err(&dir))?;
+                }
+            }
+            Ok::<_, ExportError>((rsmf, html))
+        })?;
+        timeline.remove().map_err(write_err(&path))?;
+        Ok(())
+    }
+
+    /// The custody report's records of the files the catalogue read (manifests and heads), the
+    /// message files read (`records`) and the files of shredded periods, in that order. Apart from
+    /// `produce` so that its phases read one by one.
+    fn catalogue_records(&self, catalogue: &Catalogue, records: Vec<Option<SourceRecord>>) -> Vec<SourceRecord> {
+        let mut all_records: Vec<SourceRecord> = catalogue
+            .records
+            .iter()
+            .map(|r| SourceRecord::of_read(r, &self.place.describe_file(&r.source.at)))
+            .collect();
+        all_records.extend(records.into_iter().flatten());
+        all_records.extend(catalogue.shredded.iter().map(|(source, why)| SourceRecord {
+            result: why.clone(),
+            ..SourceRecord::of(source, &self.place.describe_file(&source.at))
+        }));
+        all_records
+    }
 }
 
 /// What reading the files showed so far: each file's record, the problems, and what each file is
@@ -340,6 +376,31 @@ struct Book {
     trust: Vec<Trust>,
     counts: Counts,
     done: Progress,
+}
+
+impl Book {
+    /// An empty book for the files of `plan`, its catalogue's problems said already; apart from
+    /// `produce` so that its phases read one by one.
+    fn new(plan: &Plan) -> Book {
+        let files = plan.catalogue.messages.len();
+        Book {
+            records: vec![None; files],
+            problems: plan.catalogue.problems.iter().map(ToString::to_string).collect(),
+            said: HashSet::new(),
+            trust: vec![Trust::Unverified; files],
+            counts: Counts {
+                // With --participant every file is read (first for the rooms): none skipped.
+                files_skipped: if plan.rooms_from.is_empty() { plan.skipped } else { 0 },
+                ..Counts::default()
+            },
+            done: Progress {
+                objects: 0,
+                objects_total: plan.rooms_from.len() + plan.to_read.len(),
+                bytes: 0,
+                bytes_total: plan.bytes_of(&plan.rooms_from) + plan.bytes(),
+            },
+        }
+    }
 }
 
 impl Export {
@@ -449,7 +510,8 @@ impl Drop for AbortOnDrop {
 fn file_problem(source: &Source, location: &str, read: &FileRead) -> Option<String> {
     match (&source.entry, &read.error) {
         (None, Some(e)) => Some(format!(
-            "UNREADABLE {location}: {e} (and no signed manifest entry lists this file)"
+            "UNREADABLE {location}: {e} (and no signed manifest entry lists this file)",
+            e = crate::error_chain::Chain(&e)
         )),
         (None, None) => Some(format!("UNLISTED {location}: no signed manifest entry lists this file")),
         (Some(entry), Some(e)) => content_problem(entry, location, Err(e)).map(|p| p.to_string()),

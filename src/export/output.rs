@@ -6,6 +6,8 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use super::collect::{Collector, Resolved};
 use super::selection::read_line;
 use super::{ExportError, PARTIAL_DIR};
@@ -21,6 +23,26 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
         path: path.to_owned(),
         error,
     }
+}
+
+/// A file made here, never one that is there already: two conversations whose names collide fail
+/// the export rather than one overwriting the other.
+pub fn create_new(path: &Path) -> Result<File, ExportError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(write_error(path))
+}
+
+/// A conversation's name in file names: its id made safe, and a hash that keeps two ids apart.
+pub fn conversation_stem(conversation: &str) -> String {
+    let safe: String = conversation
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .take(60)
+        .collect();
+    format!("{safe}-{}", &hex::encode(Sha256::digest(conversation.as_bytes()))[..16])
 }
 
 /// Makes `out` (which must be new or empty) and the staging directory in it; says whether `out`

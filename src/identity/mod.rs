@@ -97,9 +97,9 @@ pub enum LoginError {
     #[error(transparent)]
     Seal(#[from] SealError),
     #[error(
-        "cannot show the generated password on standard output ({0}), so nothing was sealed (the bot would be locked out for good); run the first start with standard output on a terminal or a log"
+        "cannot show the generated password on standard output, so nothing was sealed (the bot would be locked out for good); run the first start with standard output on a terminal or a log"
     )]
-    Banner(std::io::Error),
+    Banner(#[source] std::io::Error),
 }
 
 impl LoginError {

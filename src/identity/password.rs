@@ -89,8 +89,8 @@ pub enum PasswordError {
     None,
     #[error("the passwords entered did not match {PROMPT_TRIES} times")]
     Mismatch,
-    #[error("cannot read the password from the terminal: {0}")]
-    Prompt(std::io::Error),
+    #[error("cannot read the password from the terminal")]
+    Prompt(#[source] std::io::Error),
 }
 
 /// The password, from the environment, else the secret, else the terminal. On first run the terminal

@@ -44,16 +44,40 @@ pub struct Kdf {
     pub salt: String,
 }
 
+/// Why an identity could not be sealed, stored, loaded or opened. Each cause is kept as `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error("the password does not open the bot's identity")]
     WrongPassword,
     #[error("identity file {path} is damaged or not ours: {why}")]
-    Corrupt { path: String, why: String },
-    #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
-    #[error("cryptographic failure: {0}")]
-    Crypto(String),
+    Corrupt { path: String, why: &'static str },
+    #[error("identity file {path} is damaged or not ours: it is not a sealed identity's JSON")]
+    NotJson {
+        path: String,
+        #[source]
+        cause: serde_json::Error,
+    },
+    #[error("cannot read identity file {path}")]
+    Read {
+        path: String,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("the password's key derivation (Argon2id) failed")]
+    Kdf(#[source] argon2::Error),
+    #[error("the initial password's hash could not be made")]
+    Hash(#[source] argon2::password_hash::Error),
+    /// AES-GCM says nothing of why (its error is opaque): the step it failed at.
+    #[error("the cipher (AES-256-GCM) failed to {0}")]
+    Cipher(&'static str),
+    #[error("the sealed identity could not be written as JSON")]
+    Serialize(#[source] serde_json::Error),
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -64,7 +88,7 @@ fn random<const N: usize>() -> [u8; N] {
 }
 
 fn argon2(m: u32, t: u32, p: u32) -> Result<Argon2<'static>, SealError> {
-    let params = Params::new(m, t, p, Some(32)).map_err(|e| SealError::Crypto(e.to_string()))?;
+    let params = Params::new(m, t, p, Some(32)).map_err(SealError::Kdf)?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -81,8 +105,9 @@ impl SealedIdentity {
         };
         let public_key = hex::encode(key.verifying_key().as_bytes());
         let nonce = random::<12>();
-        let derived = derive(&kdf, password)?;
-        let cipher = Aes256Gcm::new_from_slice(derived.as_slice()).map_err(|e| SealError::Crypto(e.to_string()))?;
+        let derived = derive(&kdf, password, Path::new("(new)"))?;
+        let cipher =
+            Aes256Gcm::new_from_slice(derived.as_slice()).map_err(|_| SealError::Cipher("take the derived key"))?;
         let aad = associated_data(&public_key, &kdf);
         let sealed = cipher
             .encrypt(
@@ -92,7 +117,7 @@ impl SealedIdentity {
                     aad: &aad,
                 },
             )
-            .map_err(|e| SealError::Crypto(e.to_string()))?;
+            .map_err(|_| SealError::Cipher("seal the signing key"))?;
         Ok(Self {
             version: 1,
             public_key,
@@ -110,9 +135,9 @@ impl SealedIdentity {
     }
 
     pub fn unseal(&self, password: &Secret, path: &Path) -> Result<SigningKey, SealError> {
-        let corrupt = |why: &str| SealError::Corrupt {
+        let corrupt = |why: &'static str| SealError::Corrupt {
             path: path.display().to_string(),
-            why: why.into(),
+            why,
         };
         if self.version != 1 || self.cipher != "aes-256-gcm" || self.kdf.algorithm != "argon2id" {
             return Err(corrupt("unknown version, cipher or KDF"));
@@ -124,8 +149,9 @@ impl SealedIdentity {
         if nonce.len() != 12 {
             return Err(corrupt("nonce is not 12 bytes"));
         }
-        let derived = derive(&self.kdf, password)?;
-        let cipher = Aes256Gcm::new_from_slice(derived.as_slice()).map_err(|e| SealError::Crypto(e.to_string()))?;
+        let derived = derive(&self.kdf, password, path)?;
+        let cipher =
+            Aes256Gcm::new_from_slice(derived.as_slice()).map_err(|_| SealError::Cipher("take the derived key"))?;
         let aad = associated_data(&self.public_key, &self.kdf);
         let seed = Zeroizing::new(
             cipher
@@ -163,28 +189,31 @@ impl SealedIdentity {
     }
 
     pub fn load(path: &Path) -> Result<Self, SealError> {
-        let corrupt = |why: String| SealError::Corrupt {
-            path: path.display().to_string(),
-            why,
-        };
-        let text = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
-        serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))
+        let path_text = || path.display().to_string();
+        let text = std::fs::read(path).map_err(|cause| SealError::Read {
+            path: path_text(),
+            cause,
+        })?;
+        serde_json::from_slice(&text).map_err(|cause| SealError::NotJson {
+            path: path_text(),
+            cause,
+        })
     }
 
     /// Temp file, fsync, rename over, fsync the directory: a crash leaves the old or the new file,
     /// never a mix.
     pub fn store(&self, path: &Path) -> Result<(), SealError> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| SealError::Crypto(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(SealError::Serialize)?;
         store_file(path, &bytes)
     }
 }
 
 /// Hashes the initial password for [`SealedIdentity::is_initial_password`].
 pub fn hash_initial_password(password: &Secret) -> Result<String, SealError> {
-    let salt = SaltString::encode_b64(&random::<16>()).map_err(|e| SealError::Crypto(e.to_string()))?;
+    let salt = SaltString::encode_b64(&random::<16>()).map_err(SealError::Hash)?;
     let hash = argon2(M_COST_KIB, T_COST, P_COST)?
         .hash_password(password.expose().as_bytes(), &salt)
-        .map_err(|e| SealError::Crypto(e.to_string()))?;
+        .map_err(SealError::Hash)?;
     Ok(hash.to_string())
 }
 
@@ -192,14 +221,15 @@ pub fn new_signing_key() -> SigningKey {
     SigningKey::from_bytes(&Zeroizing::new(random::<32>()))
 }
 
-fn derive(kdf: &Kdf, password: &Secret) -> Result<Zeroizing<[u8; 32]>, SealError> {
-    let salt = B64
-        .decode(&kdf.salt)
-        .map_err(|_| SealError::Crypto("salt is not base64".into()))?;
+fn derive(kdf: &Kdf, password: &Secret, path: &Path) -> Result<Zeroizing<[u8; 32]>, SealError> {
+    let salt = B64.decode(&kdf.salt).map_err(|_| SealError::Corrupt {
+        path: path.display().to_string(),
+        why: "salt is not base64",
+    })?;
     let mut key = Zeroizing::new([0u8; 32]);
     argon2(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost)?
         .hash_password_into(password.expose().as_bytes(), &salt, key.as_mut())
-        .map_err(|e| SealError::Crypto(e.to_string()))?;
+        .map_err(SealError::Kdf)?;
     Ok(key)
 }
 
@@ -215,7 +245,7 @@ fn associated_data(public_key: &str, kdf: &Kdf) -> Vec<u8> {
 pub(super) fn store_file(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
     crate::durable::write_atomically(path, bytes).map_err(|source| SealError::Write {
         path: path.display().to_string(),
-        source,
+        cause: source,
     })
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::head::HeadRecord;
 use super::stage::{ManifestError, ManifestWriter};
 use crate::envelope::KeyRing;
+use crate::error_chain::Chain;
 use crate::events::{EventKind, Events};
 use crate::period::Period;
 use crate::shred::{Shred, ShredWatch};
@@ -71,7 +72,7 @@ impl<S: Sink> ManifestSink<S> {
                 Some(result)
             }
             Err(e) => {
-                tracing::error!(error = %e, "manifest writer failed; files are no longer listed in manifests");
+                tracing::error!(error = %Chain(&e), "manifest writer failed; files are no longer listed in manifests");
                 None
             }
         }
@@ -92,7 +93,7 @@ impl<S: Sink> ManifestSink<S> {
             match keys.key_for(&name).await {
                 Ok(key) => file.kms_key = Some(key),
                 Err(e) => {
-                    tracing::warn!(file = %file.path.display(), error = %e.message, "the file waits on local disk for its KMS key");
+                    tracing::warn!(file = %file.path.display(), error = %Chain(&e), "the file waits on local disk for its KMS key");
                     self.unlisted.push(file);
                     return;
                 }
@@ -115,7 +116,7 @@ impl<S: Sink> ManifestSink<S> {
                 self.inner.deliver(file).await;
             }
             Some(Err(e)) => {
-                tracing::error!(error = %e, file = %file.path.display(), "cannot write the manifest; the file waits on local disk until its entry can be written");
+                tracing::error!(error = %Chain(&e), file = %file.path.display(), "cannot write the manifest; the file waits on local disk until its entry can be written");
                 self.unlisted.push(file);
             }
             // The writer is lost: the archive carries on unsigned rather than holding data back.
@@ -155,7 +156,7 @@ impl<S: Sink> ManifestSink<S> {
             .await;
         if let Some((closing, manifests, heads)) = closed {
             if let Err(e) = closing {
-                tracing::error!(error = %e, "{failed}");
+                tracing::error!(error = %Chain(&e), "{failed}");
             }
             self.publish(heads);
             for manifest in manifests {
@@ -215,9 +216,9 @@ impl<S: Sink> ManifestSink<S> {
                 )
             }
             Ok(Err(e)) => {
-                tracing::error!(file = %path.display(), error = %e, "recorded as discarded, but cannot remove it; remove it by hand")
+                tracing::error!(file = %path.display(), error = %Chain(&e), "recorded as discarded, but cannot remove it; remove it by hand")
             }
-            Err(e) => tracing::error!(error = %e, "the removal task failed"),
+            Err(e) => tracing::error!(error = %Chain(&e), "the removal task failed"),
         }
     }
 

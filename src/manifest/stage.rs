@@ -19,30 +19,51 @@ use super::head::{self, HeadBody, HeadRecord};
 use crate::config::SpoolConfig;
 
 use crate::durable;
+use crate::error_chain::Chain;
 use crate::spool::naming::{CLOSED_SUFFIX, Names, open_name};
 use crate::spool::{ClosedFile, FileKind, recovery};
 
 /// The chain head in the state directory: `{"seq": N, "hash": "..."}`.
 pub const HEAD_FILE: &str = "manifest_head.json";
 
-/// Why the manifest stage could not list a file, each naming the file to look at. The cause is kept
-/// whole and shown in the message (not also as `source()`, which would print it twice in a chain).
+/// Why the manifest stage could not list a file, each naming the file to look at; the cause is kept
+/// whole as `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("{path} is damaged: {error}; restore it from a backup")]
-    HeadDamaged { path: PathBuf, error: serde_json::Error },
-    #[error("cannot read or store the manifest chain head {path}: {error}")]
-    Head { path: PathBuf, error: std::io::Error },
-    #[error("cannot hash {path} for its manifest entry: {error}")]
-    Hash { path: PathBuf, error: std::io::Error },
-    #[error("cannot write manifest {path}: {error}")]
-    Write { path: PathBuf, error: std::io::Error },
+    #[error("{path} is damaged (restore it from a backup)")]
+    HeadDamaged {
+        path: PathBuf,
+        #[source]
+        error: serde_json::Error,
+    },
+    #[error("cannot read or store the manifest chain head {path}")]
+    Head {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("cannot hash {path} for its manifest entry")]
+    Hash {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("cannot write manifest {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
     #[error(
         "the manifest entry for {path} would be {len} bytes, more than the {MAX_ENTRY_LINE} readers take; check WICKRIO_KMS_MSTRKEY_ARN's length"
     )]
     EntryTooLong { path: PathBuf, len: usize },
-    #[error("cannot recover the manifests and closed files under {dir}: {error}")]
-    Recover { dir: PathBuf, error: std::io::Error },
+    #[error("cannot recover the manifests and closed files under {dir}")]
+    Recover {
+        dir: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
 }
 
 impl ManifestError {
@@ -290,10 +311,10 @@ impl ManifestWriter {
         };
         self.head_dirty = true;
         if let Err(e) = self.store_head() {
-            tracing::error!(error = %e, "cannot store the manifest chain head; manifests are held back until it is stored");
+            tracing::error!(error = %Chain(&e), "cannot store the manifest chain head; manifests are held back until it is stored");
         }
         if full && let Err(e) = self.close() {
-            tracing::error!(error = %e, "cannot close a full manifest; it is closed by recovery at the next start")
+            tracing::error!(error = %Chain(&e), "cannot close a full manifest; it is closed by recovery at the next start")
         }
         Ok(())
     }
@@ -316,7 +337,7 @@ impl ManifestWriter {
         }
         // Delivered like a rotated one.
         if let Err(e) = self.close() {
-            tracing::error!(error = %e, "cannot close the manifest either; it is closed by recovery at the next start");
+            tracing::error!(error = %Chain(&e), "cannot close the manifest either; it is closed by recovery at the next start");
             self.open = None;
         }
     }
@@ -400,7 +421,7 @@ impl ManifestWriter {
                 self.published.push(record);
             }
             Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "cannot write the chain head record; the next manifest's covers its entries")
+                tracing::error!(file = %path.display(), error = %Chain(&e), "cannot write the chain head record; the next manifest's covers its entries")
             }
         }
     }

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use super::entries::{Key, MAX_FIELDS, duplicate_key};
 use super::shape::{Kind, Shape};
 use super::{InvalidMessage, Lines};
+use crate::error_chain::Chain;
 
 /// At most this many invalid messages are listed in an answer; the rest are counted.
 pub const MAX_LISTED: usize = 100;
@@ -89,9 +90,9 @@ pub fn check_line(text: &[u8], line: usize) -> Result<Checked, InvalidMessage> {
 
 fn json_problem(e: &serde_json::Error) -> String {
     if e.is_eof() {
-        format!("incomplete JSON ({e})")
+        format!("incomplete JSON ({e})", e = Chain(&e))
     } else {
-        format!("not valid JSON ({e})")
+        format!("not valid JSON ({e})", e = Chain(&e))
     }
 }
 

@@ -14,6 +14,7 @@ use ed25519_dalek::VerifyingKey;
 
 use crate::config::S3Config;
 use crate::decrypt::{Archive, folder_prefix};
+use crate::error_chain::Chain;
 use crate::events::{EventKind, Events, announce};
 use crate::manifest::stage::{HEAD_FILE, Head};
 use crate::manifest::verify::{BucketCheck, InFlight};
@@ -45,6 +46,7 @@ impl ArchiveCheck {
         state_dir: PathBuf,
         metrics: Arc<Metrics>,
         events: Events,
+        aws: &crate::aws::Aws,
     ) -> Option<Self> {
         Some(Self {
             archive: Archive {
@@ -52,6 +54,7 @@ impl ArchiveCheck {
                 prefix: folder_prefix(&s3.folder).unwrap_or_default(),
                 region: s3.region.clone(),
                 kms_region: s3.kms.as_ref().map(|k| k.region.clone()),
+                aws: aws.clone(),
             },
             key,
             min_retention_days: s3.object_lock.map(|lock| u64::from(lock.days)),
@@ -78,8 +81,13 @@ impl ArchiveCheck {
         let (dirs, state_dir) = (self.dirs.clone(), self.state_dir.clone());
         let in_flight = match tokio::task::spawn_blocking(move || in_flight(&dirs, &state_dir)).await {
             Ok(Ok(f)) => f,
-            Ok(Err(e)) => return self.incomplete(&location, &format!("cannot read the local destinations: {e}")),
-            Err(e) => return self.incomplete(&location, &format!("the local scan failed: {e}")),
+            Ok(Err(e)) => {
+                return self.incomplete(
+                    &location,
+                    &format!("cannot read the local destinations: {e}", e = Chain(&e)),
+                );
+            }
+            Err(e) => return self.incomplete(&location, &format!("the local scan failed: {e}", e = Chain(&e))),
         };
         let check = BucketCheck {
             archive: &self.archive,

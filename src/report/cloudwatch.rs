@@ -57,14 +57,14 @@ pub struct CloudWatchExporter {
 }
 
 impl CloudWatchExporter {
-    pub async fn new(config: &CloudWatchConfig, bot_name: &str, metrics: Arc<Metrics>) -> Self {
+    pub async fn new(config: &CloudWatchConfig, bot_name: &str, metrics: Arc<Metrics>, aws: &aws::Aws) -> Self {
         tracing::info!(
             region = %config.region,
             interval_secs = config.interval.as_secs(),
             "metrics go to CloudWatch namespace {NAMESPACE}"
         );
         Self {
-            client: aws_sdk_cloudwatch::Client::new(&aws::sdk_config(&config.region).await),
+            client: aws_sdk_cloudwatch::Client::new(&aws.sdk_config(&config.region).await),
             bot_name: bot_name.to_owned(),
             metrics,
             interval: config.interval,
@@ -131,8 +131,8 @@ impl CloudWatchExporter {
                 self.published = now;
             }
             Err(e) => {
-                let e = failure("publish metrics to CloudWatch", &e);
-                tracing::warn!(error = %e, "metrics not published; the counts go out with the next publication");
+                let e = failure("publish metrics to CloudWatch", e);
+                tracing::warn!(error = %crate::error_chain::Chain(&e), "metrics not published; the counts go out with the next publication");
                 self.metrics.incr(Counter::CloudWatchErrors);
             }
         }

@@ -29,14 +29,14 @@ pub struct Reporter {
 
 impl Reporter {
     /// Starts the publishers. No network call is made until there is something to send.
-    pub async fn start(config: &ReportingConfig, metrics: Arc<Metrics>) -> Self {
+    pub async fn start(config: &ReportingConfig, metrics: Arc<Metrics>, aws: &crate::aws::Aws) -> Self {
         let (stop, stop_rx) = crate::shutdown::channel();
         let mut tasks = JoinSet::new();
         let events = match &config.sns {
             Some(sns) => {
                 let (events, queue) = Events::channel();
                 let origin = origin::Origin::of_this_process(&config.bot_name);
-                let publisher = sns::SnsPublisher::new(sns, origin, metrics.clone()).await;
+                let publisher = sns::SnsPublisher::new(sns, origin, metrics.clone(), aws).await;
                 let collapser = collapse::Collapser::new(config.event_repeat);
                 tasks.spawn(publisher.run(queue, collapser, stop_rx.clone()));
                 events
@@ -44,7 +44,7 @@ impl Reporter {
             None => Events::none(),
         };
         if let Some(cw) = &config.cloudwatch {
-            let exporter = cloudwatch::CloudWatchExporter::new(cw, &config.bot_name, metrics).await;
+            let exporter = cloudwatch::CloudWatchExporter::new(cw, &config.bot_name, metrics, aws).await;
             tasks.spawn(exporter.run(stop_rx));
         }
         Self { events, stop, tasks }

@@ -23,10 +23,10 @@ pub struct SnsPublisher {
 }
 
 impl SnsPublisher {
-    pub async fn new(config: &SnsConfig, origin: Origin, metrics: Arc<Metrics>) -> Self {
+    pub async fn new(config: &SnsConfig, origin: Origin, metrics: Arc<Metrics>, aws: &aws::Aws) -> Self {
         tracing::info!(topic = %config.topic_arn, "events go to SNS");
         Self {
-            client: aws_sdk_sns::Client::new(&aws::sdk_config(&config.region).await),
+            client: aws_sdk_sns::Client::new(&aws.sdk_config(&config.region).await),
             topic_arn: config.topic_arn.clone(),
             origin,
             metrics,
@@ -87,8 +87,8 @@ impl SnsPublisher {
                     return;
                 }
                 Err(e) if attempt == ATTEMPTS => {
-                    let e = failure(&format!("publish an event to {}", self.topic_arn), &e);
-                    tracing::warn!(error = %e, event = %event.message, "event not published; it is only in this log");
+                    let e = failure(&format!("publish an event to {}", self.topic_arn), e);
+                    tracing::warn!(error = %crate::error_chain::Chain(&e), event = %event.message, "event not published; it is only in this log");
                     self.metrics.incr(Counter::SnsPublishErrors);
                 }
                 Err(_) => {

@@ -42,6 +42,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::aws::{AwsFailure, failure};
 use crate::decrypt::Archive;
+use crate::error_chain::Chain;
 use crate::manifest::verify::{Listing, ObjectReader, ShredRecords, Version, newest_record};
 use crate::period::{Granularity, Period, name_time};
 use crate::sink::s3::keys::object_name;
@@ -92,7 +93,7 @@ pub struct Options {
 /// Why `shred` changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ShredError {
-    #[error("{0}")]
+    #[error(transparent)]
     Aws(#[from] AwsFailure),
     #[error("{0}")]
     Usage(String),
@@ -470,7 +471,7 @@ async fn describe(kms: &aws_sdk_kms::Client, alias: &str) -> Result<(String, Opt
             alias: alias.to_owned(),
             why: "does not exist: check --period and the key template".into(),
         }),
-        Err(e) => Err(failure(&format!("look up KMS alias {alias}"), &e).into()),
+        Err(e) => Err(failure(&format!("look up KMS alias {alias}"), e).into()),
     }
 }
 
@@ -485,7 +486,7 @@ async fn key_metadata(
         .key_id(arn)
         .send()
         .await
-        .map_err(|e| failure(&format!("look up KMS key {arn}"), &e))?
+        .map_err(|e| failure(&format!("look up KMS key {arn}"), e))?
         .key_metadata;
     let id = meta.as_ref().map_or(arn, |m| m.key_id.as_str()).to_owned();
     Ok((id, meta))
@@ -505,7 +506,7 @@ pub async fn schedule(options: &Options, plan: &Plan) -> Result<ShreddedKey, Shr
             .pending_window_in_days(i32::try_from(options.pending_days).unwrap_or(30))
             .send()
             .await
-            .map_err(|e| failure(&format!("schedule the deletion of KMS key {arn}"), &e))?
+            .map_err(|e| failure(&format!("schedule the deletion of KMS key {arn}"), e))?
             .deletion_date
             .map(|d| d.secs()),
     };
@@ -551,11 +552,10 @@ pub async fn record(
         return Err(e);
     }
     let failed_recount = recounted.err().map(|e| {
-        AwsFailure::new(
+        AwsFailure::caused_by(
             crate::aws::Retry::Soon,
-            format!(
-                "could not count the period's objects again after the wait ({e}); the record lists those of the plan"
-            ),
+            "count the period's objects again after the wait (the record lists those of the plan)",
+            e,
         )
     });
     let mut objects: BTreeMap<String, u64> = BTreeMap::new();
@@ -608,10 +608,10 @@ async fn recount(witness: &Witness<'_>, listing: &Listing, period: Period, plan:
 /// Cancels a deletion just scheduled (a file of another period turned up under the key).
 async fn undo_schedule(kms: &aws_sdk_kms::Client, arn: &str) -> Result<(), ShredError> {
     enable_again(kms, arn).await.map_err(|e| match e {
-        ShredError::Aws(f) => ShredError::Aws(AwsFailure {
-            message: format!("{} (do it by hand NOW)", f.message),
-            ..f
-        }),
+        ShredError::Aws(f) => {
+            let operation = format!("{} (do it by hand NOW)", f.operation);
+            ShredError::Aws(f.with_operation(operation))
+        }
         other => other,
     })
 }
@@ -645,7 +645,12 @@ pub async fn cancel(
         None => newest_record(&reader, &listing, &key, &bots)
             .await
             .map(|(_, record)| record)
-            .map_err(|e| no_record(format!("{e} (a saved copy may be given with --record FILE)")))?,
+            .map_err(|e| {
+                no_record(format!(
+                    "{e} (a saved copy may be given with --record FILE)",
+                    e = Chain(&e)
+                ))
+            })?,
     };
     let body = &previous.body;
     if body.period != options.period.to_string() || body.bucket != archive.bucket || body.prefix != archive.prefix {
@@ -680,23 +685,21 @@ pub async fn cancel(
 /// disabled).
 async fn enable_again(kms: &aws_sdk_kms::Client, arn: &str) -> Result<(), ShredError> {
     let (id, meta) = key_metadata(kms, arn).await.map_err(|e| {
-        ShredError::Aws(AwsFailure {
-            message: format!("{}; a key KMS has deleted cannot be brought back", e.message),
-            ..e
-        })
+        let operation = format!("{} (a key KMS has deleted cannot be brought back)", e.operation);
+        ShredError::Aws(e.with_operation(operation))
     })?;
     if meta.and_then(|m| m.key_state) == Some(KeyState::PendingDeletion) {
         kms.cancel_key_deletion()
             .key_id(&id)
             .send()
             .await
-            .map_err(|e| failure(&format!("cancel the deletion of KMS key {arn}"), &e))?;
+            .map_err(|e| failure(&format!("cancel the deletion of KMS key {arn}"), e))?;
     }
     kms.enable_key()
         .key_id(&id)
         .send()
         .await
-        .map_err(|e| failure(&format!("enable KMS key {arn} again"), &e))?;
+        .map_err(|e| failure(&format!("enable KMS key {arn} again"), e))?;
     Ok(())
 }
 
@@ -792,7 +795,7 @@ async fn upload_at(options: &Options, key: &str, record: &ShredRecord) -> Result
         .map_err(|e| {
             failure(
                 &format!("upload the shredding record to s3://{}/{key}", archive.bucket),
-                &e,
+                e,
             )
         })?;
     Ok(format!("s3://{}/{key}", archive.bucket))

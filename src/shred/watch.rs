@@ -126,7 +126,7 @@ impl ShredWatch {
         let (_, record) = match newest_record(&self.reader, &listing, &key, &own).await {
             Ok(found) => found,
             Err(e) => {
-                tracing::debug!(period = %period, error = %e, "no shredding record of ours for the period");
+                tracing::debug!(period = %period, error = %crate::error_chain::Chain(&e), "no shredding record of ours for the period");
                 return None;
             }
         };
@@ -192,7 +192,8 @@ impl ShredWatch {
             .body(ByteStream::from(record.to_json().into_bytes()))
             .send()
             .await
-            .map_err(|e| failure(&format!("upload s3://{}/{key}", self.reader.bucket), &e).message)?;
+            .map_err(|e| failure(&format!("upload s3://{}/{key}", self.reader.bucket), e))
+            .map_err(|e| crate::error_chain::chain(&e))?;
         Ok(self.reader.location(&key))
     }
 }

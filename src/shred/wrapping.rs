@@ -115,7 +115,7 @@ impl<'r> Witness<'r> {
             .set_version_id(version.id.clone())
             .send()
             .await
-            .map_err(|e| failure(&format!("read s3://{bucket}/{at}"), &e))?;
+            .map_err(|e| failure(&format!("read s3://{bucket}/{at}"), e))?;
         let metadata = head.metadata().cloned().unwrap_or_default();
         let (verdict, wrapped) = match StoredEnvelope::from_metadata(&metadata) {
             Ok(None) => (Verdict::Plain, None),
@@ -179,7 +179,10 @@ impl<'r> Witness<'r> {
             Err(e) => {
                 return Err(ShredError::Envelope {
                     key: at.to_owned(),
-                    why: format!("KMS could not say which key protects it: {e}"),
+                    why: format!(
+                        "KMS could not say which key protects it: {e}",
+                        e = crate::error_chain::Chain(&e)
+                    ),
                 });
             }
         })

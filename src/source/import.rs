@@ -21,9 +21,9 @@ pub struct ImportReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: stopped before line {line}, which and all later lines were not imported: {source}")]
+    #[error("{path}: stopped before line {line}, which and all later lines were not imported")]
     Spool {
         path: PathBuf,
         line: usize,

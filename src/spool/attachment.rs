@@ -113,7 +113,7 @@ impl PartialAttachment {
         let (file, guard) = rx
             .await
             .map_err(|e| SpoolError::task(&path, e))?
-            .map_err(|e| SpoolError::io(&path, &e))?;
+            .map_err(|e| SpoolError::io(&path, e))?;
         Ok(Self {
             file: tokio::fs::File::from_std(file),
             guard,
@@ -127,7 +127,7 @@ impl PartialAttachment {
     }
 
     /// A write or sync failed: the device's fault (not a full disk) makes the spool unready.
-    fn device_error(&self, e: &std::io::Error) -> SpoolError {
+    fn device_error(&self, e: std::io::Error) -> SpoolError {
         let err = SpoolError::io(self.guard.path(), e);
         if !matches!(err, SpoolError::DiskFull { .. }) {
             self.health.failed(&err);
@@ -149,7 +149,7 @@ impl PartialAttachment {
         }
         match self.file.write_all(chunk).await {
             Ok(()) => Ok(()),
-            Err(e) => Err(self.device_error(&e)),
+            Err(e) => Err(self.device_error(e)),
         }
     }
 
@@ -163,10 +163,10 @@ impl PartialAttachment {
     pub(super) async fn finish(mut self, safe_name: &str) -> Result<SavedAttachment, SpoolError> {
         let partial = self.guard.path().to_owned();
         if let Err(e) = self.file.flush().await {
-            return Err(self.device_error(&e));
+            return Err(self.device_error(e));
         }
         if let Err(e) = self.file.sync_all().await {
-            return Err(self.device_error(&e));
+            return Err(self.device_error(e));
         }
         let (dir, name, from) = (self.dir.clone(), safe_name.to_owned(), partial.clone());
         let linked = tokio::task::spawn_blocking(move || link_under_free_name(&dir, &name, &from))
@@ -174,7 +174,7 @@ impl PartialAttachment {
             .map_err(|e| SpoolError::task(&partial, e))?;
         let path = match linked {
             Ok(path) => path,
-            Err(e) => return Err(self.device_error(&e)),
+            Err(e) => return Err(self.device_error(e)),
         };
         // The partial name is gone and the final one is durable: nothing left to clean up.
         self.guard.0 = None;
@@ -218,7 +218,7 @@ impl SavedAttachment {
                 None => Ok(()),
             });
             if let Err(e) = removed {
-                tracing::warn!(error = %e, file = %path.display(), "cannot remove an attachment whose message was refused");
+                tracing::warn!(error = %crate::error_chain::Chain(&e), file = %path.display(), "cannot remove an attachment whose message was refused");
             }
         })
         .await;

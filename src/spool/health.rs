@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::SpoolError;
+use crate::error_chain::Chain;
 use crate::events::{EventKind, Events, announce};
 use crate::metrics::{Counter, Metrics};
 
@@ -34,11 +35,12 @@ impl Health {
         self.metrics.incr(Counter::SpoolWriteErrors);
         if self.healthy.swap(false, Ordering::Relaxed) {
             let message = format!(
-                "writing the spool failed: {e}; the affected requests were refused (none acknowledged), a message file it hit was closed as suspect, and /readyz answers 503 until a write and an fsync succeed again"
+                "writing the spool failed: {e}; the affected requests were refused (none acknowledged), a message file it hit was closed as suspect, and /readyz answers 503 until a write and an fsync succeed again",
+                e = Chain(&e)
             );
             announce!(self.events, tracing::Level::ERROR, EventKind::SpoolFailing, message);
         } else {
-            tracing::error!(error = %e, "writing the spool failed again");
+            tracing::error!(error = %Chain(&e), "writing the spool failed again");
         }
     }
 

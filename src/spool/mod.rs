@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 pub use attachment::{PartialAttachment, safe_attachment_name};
 
 use crate::config::SpoolConfig;
+use crate::error_chain::Chain;
 use crate::events::Events;
 use crate::message::Lines;
 use crate::metrics::{Counter, Gauge, Metrics};
@@ -88,10 +89,14 @@ pub enum SpoolError {
     DiskLow { path: PathBuf, free_mib: u64, min_mib: u64 },
     #[error("disk full while writing {path}; nothing partial was kept; free space and retry")]
     DiskFull { path: PathBuf },
-    /// The cause kept whole (not as text), behind `Arc` because one failed group commit answers
-    /// every request in it; shown in the message, not also as `source()` (a chain would say it twice).
-    #[error("I/O error on {path}: {error}")]
-    Io { path: PathBuf, error: Arc<std::io::Error> },
+    /// The cause kept whole (its OS error number too), behind `Arc` because one failed group
+    /// commit answers every request in it.
+    #[error("I/O error on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        error: Arc<std::io::Error>,
+    },
     #[error("attachment is larger than WICKRIO_INGEST_MAX_FILE ({max} bytes)")]
     TooLarge { max: u64 },
     #[error("the bot is shutting down and takes no new data; retry shortly")]
@@ -99,13 +104,13 @@ pub enum SpoolError {
 }
 
 impl SpoolError {
-    fn io(path: &Path, e: &std::io::Error) -> Self {
+    fn io(path: &Path, e: std::io::Error) -> Self {
         if e.raw_os_error() == Some(nix::libc::ENOSPC) {
             return SpoolError::DiskFull { path: path.to_owned() };
         }
         SpoolError::Io {
             path: path.to_owned(),
-            error: Arc::new(std::io::Error::new(e.kind(), e.to_string())),
+            error: Arc::new(e),
         }
     }
 
@@ -311,7 +316,7 @@ impl Spool {
         self.inner.attachments.spawn(job).await.unwrap_or_else(|e| {
             Err(SpoolError::task(
                 &self.inner.shared.config.file_dest,
-                format!("attachment: {e}"),
+                format!("attachment: {e}", e = Chain(&e)),
             ))
         })
     }

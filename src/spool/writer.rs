@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use super::naming::{acked_note, open_name, suspect_name};
 use super::{ClosedFile, FileKind, Request, Shared, SpoolError};
 use crate::durable;
+use crate::error_chain::Chain;
 use crate::message::Lines;
 use crate::metrics::Counter;
 
@@ -253,7 +254,7 @@ impl Writer {
             f.len += bytes.len() as u64;
             return Ok(f.id);
         };
-        let err = SpoolError::io(&f.path, &e);
+        let err = SpoolError::io(&f.path, e);
         let cut = f.file.set_len(before);
         // A full disk refuses the batch, but a file cut back cleanly is as good as before; any other
         // failure means the device cannot be trusted with this file.
@@ -288,7 +289,7 @@ impl Writer {
             Ok(file)
         })();
         let file = created.map_err(|e| {
-            let err = SpoolError::io(&path, &e);
+            let err = SpoolError::io(&path, e);
             if !matches!(err, SpoolError::DiskFull { .. }) {
                 self.shared.health.failed(&err);
             }
@@ -350,14 +351,14 @@ impl Writer {
         let mut errors = Vec::new();
         for f in &self.sealed {
             if let Err(e) = f.file.sync_all() {
-                errors.push((f.id, SpoolError::io(&f.path, &e)));
+                errors.push((f.id, SpoolError::io(&f.path, e)));
             }
         }
         if let Some(f) = &self.current
             && f.len > f.acked
             && let Err(e) = f.file.sync_data()
         {
-            errors.push((f.id, SpoolError::io(&f.path, &e)));
+            errors.push((f.id, SpoolError::io(&f.path, e)));
         }
         for (id, e) in errors {
             self.fail_file(id, e);
@@ -373,7 +374,7 @@ impl Writer {
                     renamed.push(f);
                 }
                 Err(e) => {
-                    self.fail_file(f.id, SpoolError::io(&f.path, &e));
+                    self.fail_file(f.id, SpoolError::io(&f.path, e));
                     self.sealed.push(f);
                 }
             }
@@ -381,8 +382,9 @@ impl Writer {
         if !renamed.is_empty()
             && let Err(e) = durable::sync_dir(&dir)
         {
+            let err = SpoolError::io(&dir, e);
             for f in &renamed {
-                self.fail_file(f.id, SpoolError::io(&dir, &e));
+                self.fail_file(f.id, err.clone());
             }
         }
         self.spread_failures(spread);
@@ -433,12 +435,12 @@ impl Writer {
                 Ok(()) => {
                     tracing::error!(file = %f.path.display(), error = %why, "message file given up: it held only refused lines, and is removed")
                 }
-                Err(e) => self.leave_for_recovery(&f, &format!("cannot remove it: {e}")),
+                Err(e) => self.leave_for_recovery(&f, &format!("cannot remove it: {e}", e = Chain(&e))),
             }
             return;
         }
         if let Err(e) = f.file.set_len(f.acked) {
-            return self.leave_for_recovery(&f, &format!("cannot cut it back: {e}"));
+            return self.leave_for_recovery(&f, &format!("cannot cut it back: {e}", e = Chain(&e)));
         }
         // Cut, but maybe not durably: only a crash could bring the refused tail back, as it brings
         // back any whole line written before a crash.
@@ -513,7 +515,7 @@ impl Writer {
         };
         for dir in dirs {
             if let Err(e) = durable::probe_write(&dir.join(&name)) {
-                tracing::debug!(error = %e, dir = %dir.display(), "still failing a write and fsync");
+                tracing::debug!(error = %Chain(&e), dir = %dir.display(), "still failing a write and fsync");
                 return;
             }
         }

@@ -12,6 +12,7 @@ use retention_bot::export::{Export, ExportError, Exported, Formats, Place, Plan,
 use super::progress::ProgressLine;
 use super::signing::{self, unsigned_reason};
 use super::*;
+use retention_bot::error_chain::Chain;
 
 #[derive(clap::Args)]
 pub(super) struct Args {
@@ -66,39 +67,10 @@ pub(super) struct Args {
 /// Exit status 0: exported, no problem; 1: exported with problems (each in the custody report and
 /// on stderr), or nothing exported (--strict, an unreadable archive); 2: bad arguments or keys;
 /// 3: the bot's password was refused.
-pub(super) fn run(args: Args) -> ExitCode {
-    // clap counts a value from the environment as given, so these cannot be declared in conflict:
-    // the bucket and folder of WICKRIO_S3_BUCKET_NAME/_FOLDER_NAME (the bot's own host) give way to
-    // --dir; either on the command line beside --dir is a mistake. An empty variable is unset.
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+pub(super) fn run(args: Args, aws: &retention_bot::aws::Aws) -> ExitCode {
     let mut args = args;
-    if args.bucket.as_deref() == Some("") {
-        args.bucket = None;
-    }
-    if args.dir.is_some() {
-        let prefix_from_env = env("WICKRIO_S3_FOLDER_NAME").map(|p| folder_prefix(&p).unwrap_or_default());
-        if args.bucket.is_some() && args.bucket != env("WICKRIO_S3_BUCKET_NAME") {
-            esay!("retention-bot export: --bucket and --dir cannot be used together: the archive is one or the other");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        if !args.prefix.is_empty() && Some(&args.prefix) != prefix_from_env.as_ref() {
-            esay!("retention-bot export: --prefix goes with --bucket, not --dir: point --dir at the folder itself");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    } else if args.bucket.is_none() {
-        esay!("retention-bot export: no archive: give --bucket (or WICKRIO_S3_BUCKET_NAME) or --dir");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let judge_check = retention_bot::export::selection::Judge::new(&args.selection);
-    if let Err(e) = judge_check {
-        esay!("retention-bot export: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    if let Some(out) = args.out.as_ref().filter(|_| !args.dry_run)
-        && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some())
-    {
-        esay!("retention-bot export: {}", ExportError::OutNotEmpty(out.clone()));
-        return ExitCode::from(EXIT_CONFIG);
+    if let Err(code) = check_args(&mut args) {
+        return code;
     }
     let Some((_, keys)) = verify::keys("export", args.public_key.clone()) else {
         return ExitCode::from(EXIT_CONFIG);
@@ -120,19 +92,8 @@ pub(super) fn run(args: Args) -> ExitCode {
     let Some(runtime) = tools::tool_runtime("export") else {
         return ExitCode::FAILURE;
     };
-    let place = match (&args.bucket, &args.dir) {
-        (_, Some(dir)) => Place::Dir(dir.clone()),
-        (Some(bucket), None) => {
-            let archive = Archive {
-                bucket: bucket.clone(),
-                prefix: args.prefix.clone(),
-                region: args.region.clone(),
-                kms_region: args.kms_region.clone(),
-            };
-            let (s3, kms) = runtime.block_on(archive.clients());
-            Place::Bucket { archive, s3, kms }
-        }
-        (None, None) => return ExitCode::from(EXIT_CONFIG),
+    let Some(place) = archive_place(&args, &runtime, aws) else {
+        return ExitCode::from(EXIT_CONFIG);
     };
     let export = Export {
         place: Arc::new(place),
@@ -145,7 +106,7 @@ pub(super) fn run(args: Args) -> ExitCode {
     let plan = match runtime.block_on(export.plan()) {
         Ok(plan) => plan,
         Err(e) => {
-            esay!("retention-bot export: {e}");
+            esay!("retention-bot export: {e}", e = Chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -166,10 +127,70 @@ pub(super) fn run(args: Args) -> ExitCode {
     match done {
         Ok(exported) => report(&out, &exported, signing_key.as_ref().map(|(_, hex)| hex.as_str())),
         Err(e) => {
-            esay!("retention-bot export: {e}");
+            esay!("retention-bot export: {e}", e = Chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Settles the archive's flags against the environment and checks the arguments, before any key or
+/// password is asked for: `Err` with the exit status when they are wrong. Apart from `run` so that
+/// it stays short.
+fn check_args(args: &mut Args) -> Result<(), ExitCode> {
+    // clap counts a value from the environment as given, so these cannot be declared in conflict:
+    // the bucket and folder of WICKRIO_S3_BUCKET_NAME/_FOLDER_NAME (the bot's own host) give way to
+    // --dir; either on the command line beside --dir is a mistake. An empty variable is unset.
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if args.bucket.as_deref() == Some("") {
+        args.bucket = None;
+    }
+    if args.dir.is_some() {
+        let prefix_from_env = env("WICKRIO_S3_FOLDER_NAME").map(|p| folder_prefix(&p).unwrap_or_default());
+        if args.bucket.is_some() && args.bucket != env("WICKRIO_S3_BUCKET_NAME") {
+            esay!("retention-bot export: --bucket and --dir cannot be used together: the archive is one or the other");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+        if !args.prefix.is_empty() && Some(&args.prefix) != prefix_from_env.as_ref() {
+            esay!("retention-bot export: --prefix goes with --bucket, not --dir: point --dir at the folder itself");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    } else if args.bucket.is_none() {
+        esay!("retention-bot export: no archive: give --bucket (or WICKRIO_S3_BUCKET_NAME) or --dir");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    let judge_check = retention_bot::export::selection::Judge::new(&args.selection);
+    if let Err(e) = judge_check {
+        esay!("retention-bot export: {e}");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    if let Some(out) = args.out.as_ref().filter(|_| !args.dry_run)
+        && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some())
+    {
+        esay!("retention-bot export: {}", ExportError::OutNotEmpty(out.clone()));
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(())
+}
+
+/// The archive the arguments name: a directory, or a bucket with its clients (made on `runtime`);
+/// `None` when neither is given. Apart from `run` so that it stays short.
+fn archive_place(args: &Args, runtime: &tokio::runtime::Runtime, aws: &retention_bot::aws::Aws) -> Option<Place> {
+    let place = match (&args.bucket, &args.dir) {
+        (_, Some(dir)) => Place::Dir(dir.clone()),
+        (Some(bucket), None) => {
+            let archive = Archive {
+                bucket: bucket.clone(),
+                prefix: args.prefix.clone(),
+                region: args.region.clone(),
+                kms_region: args.kms_region.clone(),
+                aws: aws.clone(),
+            };
+            let (s3, kms) = runtime.block_on(archive.clients());
+            Place::Bucket { archive, s3, kms }
+        }
+        (None, None) => return None,
+    };
+    Some(place)
 }
 
 fn print_plan(place: &Place, plan: &Plan) {

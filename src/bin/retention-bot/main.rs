@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use retention_bot::config::{self, Config, LogFormat, Network, SETTINGS, SecretLocation, secret};
 use retention_bot::daemon::{self, Pipeline};
+use retention_bot::error_chain::Chain;
 use retention_bot::identity::{self, PasswordChange, password::Terminal};
 use retention_bot::lock::StateLock;
 use retention_bot::log_repeats::RepeatedWarnings;
@@ -168,7 +169,7 @@ fn main() -> ExitCode {
     let format = match config::log_format(|k| std::env::var(k).ok()) {
         Ok(f) => f,
         Err(e) => {
-            esay!("retention-bot: configuration error: {e}");
+            esay!("retention-bot: configuration error: {e}", e = Chain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -177,38 +178,49 @@ fn main() -> ExitCode {
     match config::umask(&|k| std::env::var(k).ok()) {
         Ok(mask) => drop(nix::sys::stat::umask(mask)),
         Err(e) => {
-            esay!("retention-bot: configuration error: {e}");
+            esay!("retention-bot: configuration error: {e}", e = Chain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     }
     // Before any AWS client is built, the tools' included: each then assumes the role.
-    match config::assume_role(&|k| std::env::var(k).ok().filter(|v| !v.is_empty())) {
-        Ok(Some(role)) => retention_bot::aws::assume_role(role),
-        Ok(None) => {}
+    let aws = match config::assume_role(&|k| std::env::var(k).ok().filter(|v| !v.is_empty())) {
+        Ok(role) => retention_bot::aws::Aws::new(role),
         Err(e) => {
-            esay!("retention-bot: configuration error: {e}");
+            esay!("retention-bot: configuration error: {e}", e = Chain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
-    }
+    };
     let command = cli.command.unwrap_or(Command::Run);
     match command {
         Command::Healthcheck => return tools::healthcheck(),
-        Command::Verify { args } => return verify::run(args),
-        Command::Decrypt { options, public_key } => return tools::decrypt(&options, public_key),
-        Command::LegalHold { options } => return tools::legal_hold(&options),
-        Command::Export { args } => return export::run(args),
+        Command::Verify { args } => return verify::run(args, &aws),
+        Command::Decrypt {
+            mut options,
+            public_key,
+        } => {
+            options.archive.aws = aws;
+            return tools::decrypt(&options, public_key);
+        }
+        Command::LegalHold { mut options } => {
+            options.archive.aws = aws;
+            return tools::legal_hold(&options);
+        }
+        Command::Export { args } => return export::run(args, &aws),
         Command::VerifyExport { args } => return export::check(args),
-        Command::Shred { options } => return shred::run(&options),
+        Command::Shred { mut options } => {
+            options.archive.aws = aws;
+            return shred::run(&options);
+        }
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}", e = Chain(&e));
             return ExitCode::FAILURE;
         }
     };
-    start(&runtime, command, stdout_reaches_someone())
+    start(&runtime, command, stdout_reaches_someone(), &aws)
 }
 
 fn init_logging(format: LogFormat) {

@@ -7,6 +7,7 @@ use retention_bot::shred::{self, Options, Plan, ShredError, record::ShredRecord}
 
 use super::signing::{self, signing_key, unsigned_reason};
 use super::*;
+use retention_bot::error_chain::Chain;
 
 pub(super) fn run(options: &Options) -> ExitCode {
     let signer = if options.dry_run {
@@ -63,12 +64,12 @@ pub(super) fn run(options: &Options) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e @ (ShredError::Aws(_) | ShredError::Envelope { .. })) => {
-            esay!("retention-bot shred: {e}");
+            esay!("retention-bot shred: {e}", e = Chain(&e));
             ExitCode::FAILURE
         }
         Err(e) => {
             // Refused: nothing was changed.
-            esay!("retention-bot shred: {e}");
+            esay!("retention-bot shred: {e}", e = Chain(&e));
             ExitCode::from(EXIT_CONFIG)
         }
     }
@@ -158,7 +159,8 @@ fn report(record: &ShredRecord, uploaded: Result<String, retention_bot::aws::Aws
         Err(e) => {
             esay!(
                 "retention-bot shred: the keys are done as above, but the signed record could not be uploaded ({e}); keep it, and upload it as shredding_{}.json beside the archive:",
-                body.period
+                body.period,
+                e = Chain(&e)
             );
             say!("{}", record.to_json());
             ExitCode::FAILURE

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use retention_bot::identity::{self, sealed::SealedIdentity};
 
 use super::*;
+use retention_bot::error_chain::Chain;
 
 /// The bot's state directory, as the daemon finds it.
 pub(super) fn state_dir() -> Option<PathBuf> {
@@ -46,7 +47,8 @@ pub(super) fn signing_key(
     let sealed = SealedIdentity::load(&path).map_err(|e| {
         esay!(
             "retention-bot {command}: cannot read the bot's identity {}: {e}",
-            path.display()
+            path.display(),
+            e = Chain(&e)
         );
         ExitCode::from(EXIT_CONFIG)
     })?;
@@ -68,7 +70,8 @@ pub(super) fn signing_key(
         Err(e) => {
             esay!(
                 "retention-bot {command}: the bot's password does not open {} ({e}); give the right one in WICKRIO_BOT_PASSWORD, {otherwise}",
-                path.display()
+                path.display(),
+                e = Chain(&e)
             );
             Err(ExitCode::from(EXIT_LOGIN))
         }

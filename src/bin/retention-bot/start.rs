@@ -1,6 +1,8 @@
 //! `run` and `import`: the start-up both share, step by step, each refusal reported.
 
 use super::*;
+use retention_bot::aws::Aws;
+use retention_bot::error_chain::Chain;
 
 /// How long, at exit, queued events and the last metrics may take to publish.
 const REPORT_FLUSH: Duration = Duration::from_secs(5);
@@ -8,32 +10,33 @@ const REPORT_FLUSH: Duration = Duration::from_secs(5);
 /// `run` and `import`: the configuration (environment, then the Secrets Manager secret), the
 /// reporters, login, then the pipeline. Every exit caused by an error is reported as a critical
 /// event first, when the SNS topic is known.
-pub(super) fn start(runtime: &tokio::runtime::Runtime, command: Command, stdout_open: bool) -> ExitCode {
+pub(super) fn start(runtime: &tokio::runtime::Runtime, command: Command, stdout_open: bool, aws: &Aws) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     warn_unknown_settings();
     let settings = match SecretLocation::from_env(env) {
         Err(e) => {
-            tracing::error!("configuration error: {e}");
+            tracing::error!("configuration error: {e}", e = Chain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
-        Ok(location) => Settings::read(runtime, location),
+        Ok(location) => Settings::read(runtime, location, aws),
     };
     let lookup = secret::layered(env, settings.values.as_ref());
     let reporting = match config::reporting::from_lookup(&lookup) {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!("configuration error: {e}");
+            tracing::error!("configuration error: {e}", e = Chain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let metrics = Arc::new(Metrics::default());
-    let reporter = runtime.block_on(Reporter::start(&reporting, metrics.clone()));
+    let reporter = runtime.block_on(Reporter::start(&reporting, metrics.clone(), aws));
     let events = reporter.events.clone();
     let started = Started {
         runtime,
         settings: &settings,
         metrics: &metrics,
         events: &events,
+        aws,
     };
     let code = match started.run_command(command, &lookup, stdout_open) {
         Ok(code) => code,
@@ -68,7 +71,7 @@ struct Settings {
 }
 
 impl Settings {
-    fn read(runtime: &tokio::runtime::Runtime, location: Option<SecretLocation>) -> Self {
+    fn read(runtime: &tokio::runtime::Runtime, location: Option<SecretLocation>, aws: &Aws) -> Self {
         let Some(location) = location else {
             return Self {
                 location: None,
@@ -76,7 +79,7 @@ impl Settings {
                 error: None,
             };
         };
-        match runtime.block_on(secret::fetch(&location)) {
+        match runtime.block_on(secret::fetch(&location, aws)) {
             Ok(values) => {
                 tracing::info!(secret = %location.name, region = %location.region, "settings read from Secrets Manager");
                 values.log_sources(|k| std::env::var(k).ok());
@@ -111,8 +114,12 @@ impl Refusal {
         }
     }
 
-    fn config(e: impl std::fmt::Display) -> Self {
-        Self::new(EXIT_CONFIG, EventKind::Fatal, format!("configuration error: {e}"))
+    fn config(e: impl std::error::Error) -> Self {
+        Self::new(
+            EXIT_CONFIG,
+            EventKind::Fatal,
+            format!("configuration error: {e}", e = Chain(&e)),
+        )
     }
 }
 
@@ -122,6 +129,7 @@ struct Started<'a> {
     settings: &'a Settings,
     metrics: &'a Arc<Metrics>,
     events: &'a Events,
+    aws: &'a Aws,
 }
 
 impl Started<'_> {
@@ -135,13 +143,13 @@ impl Started<'_> {
             return Err(Refusal::new(
                 EXIT_CONFIG,
                 EventKind::Fatal,
-                format!("cannot use the settings secret: {e}"),
+                format!("cannot use the settings secret: {e}", e = Chain(&e)),
             ));
         }
         let config = Config::from_lookup(lookup).map_err(Refusal::config)?;
         if let Some(s3) = &config.s3 {
             self.runtime
-                .block_on(retention_bot::sink::s3::object_lock::check_at_start(s3))
+                .block_on(retention_bot::sink::s3::object_lock::check_at_start(s3, self.aws))
                 .map_err(Refusal::config)?;
         }
         let command_name = match command {
@@ -160,16 +168,17 @@ impl Started<'_> {
                     q,
                     config.ingest.max_body,
                     config.ingest.shutdown_grace,
+                    self.aws,
                 ));
                 Some(daemon::Capture::Sqs(connected.map_err(Refusal::config)?))
             }
             _ => None,
         };
-        let (metrics, events) = (self.metrics.clone(), self.events);
+        let (metrics, events, aws) = (self.metrics.clone(), self.events, self.aws);
         let result = self.runtime.block_on(async {
             match command {
-                Command::Import { files } => run_import(&config, metrics, &identity, events, files).await,
-                _ => daemon::run(config, metrics, identity, events.clone(), capture)
+                Command::Import { files } => run_import(&config, metrics, &identity, events, files, aws).await,
+                _ => daemon::run(config, metrics, identity, events.clone(), capture, aws)
                     .await
                     .map(|()| ExitCode::SUCCESS),
             }
@@ -195,12 +204,16 @@ impl Started<'_> {
         )
         .map_err(|e| {
             let code = if e.is_refusal() { EXIT_LOGIN } else { 1 };
-            Refusal::new(code, EventKind::LoginFailed, format!("login refused: {e}"))
+            Refusal::new(
+                code,
+                EventKind::LoginFailed,
+                format!("login refused: {e}", e = Chain(&e)),
+            )
         })?;
         tracing::debug!(?identity, "logged in");
         if let Some(change) = identity.password_change() {
             self.runtime
-                .block_on(announce_password(change, &identity, store_in, self.events));
+                .block_on(announce_password(change, &identity, store_in, self.events, self.aws));
         }
         Ok(identity)
     }
@@ -220,10 +233,14 @@ impl Started<'_> {
                 Refusal::new(
                     EXIT_LOGIN,
                     EventKind::LoginFailed,
-                    format!("login refused by the Matrix homeserver: {e}"),
+                    format!("login refused by the Matrix homeserver: {e}", e = Chain(&e)),
                 )
             }
-            e => Refusal::new(1, EventKind::Fatal, format!("cannot start the Matrix source: {e}")),
+            e => Refusal::new(
+                1,
+                EventKind::Fatal,
+                format!("cannot start the Matrix source: {e}", e = Chain(&e)),
+            ),
         })
     }
 }
@@ -260,6 +277,7 @@ async fn announce_password(
     identity: &identity::Identity,
     store_in: Option<&SecretLocation>,
     events: &Events,
+    aws: &Aws,
 ) {
     let (kind, what) = match change {
         PasswordChange::Generated => (
@@ -275,7 +293,7 @@ async fn announce_password(
         );
         return;
     };
-    match secret::store_password(location, identity.password()).await {
+    match secret::store_password(location, identity.password(), aws).await {
         Ok(()) => {
             tracing::info!(secret = %location.name, "the new password is stored in the secret's password key");
             events.send(
@@ -285,7 +303,8 @@ async fn announce_password(
         }
         Err(e) => {
             let message = format!(
-                "{what}, but it could NOT be stored in the secret: {e}; copy it from the banner (or the new WICKRIO_ROTATE_PASSWORD) into the secret's password key by hand"
+                "{what}, but it could NOT be stored in the secret: {e}; copy it from the banner (or the new WICKRIO_ROTATE_PASSWORD) into the secret's password key by hand",
+                e = Chain(&e)
             );
             tracing::error!("{message}");
             events.send(EventKind::SecretUpdateFailed, message);
@@ -299,8 +318,9 @@ async fn run_import(
     identity: &identity::Identity,
     events: &Events,
     files: Vec<PathBuf>,
+    aws: &Aws,
 ) -> anyhow::Result<ExitCode> {
-    let pipeline = Pipeline::start(config, metrics, identity, events).await?;
+    let pipeline = Pipeline::start(config, metrics, identity, events, aws).await?;
     let (spool, metrics) = (pipeline.spool.clone(), pipeline.metrics.clone());
     let outcome =
         tokio::task::spawn_blocking(move || import::import(&files, &spool, &metrics, &mut std::io::stderr().lock()))

@@ -1,6 +1,7 @@
 //! The one-shot commands: `healthcheck`, `decrypt` and `legal-hold` (`verify` has its own file).
 
 use super::*;
+use retention_bot::error_chain::Chain;
 
 /// One GET over plain TCP. A full HTTP client for a single loopback request would add a dependency
 /// tree to the binary for nothing; HTTP/1.0 without keep-alive keeps this to a few lines.
@@ -8,7 +9,7 @@ pub(super) fn healthcheck() -> ExitCode {
     let mut addr = match config::ingest_addr(|k| std::env::var(k).ok()) {
         Ok(a) => a,
         Err(e) => {
-            esay!("retention-bot: configuration error: {e}");
+            esay!("retention-bot: configuration error: {e}", e = Chain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -30,7 +31,7 @@ pub(super) fn healthcheck() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            esay!("unhealthy: cannot reach {addr}: {e}");
+            esay!("unhealthy: cannot reach {addr}: {e}", e = Chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -41,7 +42,10 @@ pub(super) fn tool_runtime(command: &str) -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => Some(rt),
         Err(e) => {
-            esay!("retention-bot {command}: cannot start the async runtime: {e}");
+            esay!(
+                "retention-bot {command}: cannot start the async runtime: {e}",
+                e = Chain(&e)
+            );
             None
         }
     }
@@ -61,7 +65,7 @@ pub(super) fn legal_hold(options: &retention_bot::legal_hold::Options) -> ExitCo
     let summary = match runtime.block_on(retention_bot::legal_hold::run(options)) {
         Ok(s) => s,
         Err(e) => {
-            esay!("retention-bot legal-hold: {e}");
+            esay!("retention-bot legal-hold: {e}", e = Chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -76,10 +80,13 @@ pub(super) fn legal_hold(options: &retention_bot::legal_hold::Options) -> ExitCo
         say!("legal hold {state}: s3://{bucket}/{key}");
     }
     for (key, e) in &summary.unreadable_manifests {
-        esay!("UNREADABLE manifest s3://{bucket}/{key}: {e} (the files it lists may be missing from the selection)");
+        esay!(
+            "UNREADABLE manifest s3://{bucket}/{key}: {e} (the files it lists may be missing from the selection)",
+            e = Chain(&e)
+        );
     }
     for (key, e) in &summary.failed {
-        esay!("FAILED s3://{bucket}/{key}: {e}");
+        esay!("FAILED s3://{bucket}/{key}: {e}", e = Chain(&e));
     }
     say!(
         "legal hold {state} on {} object(s) under s3://{bucket}/{}, {} failed, {} manifest(s) unreadable",
@@ -110,7 +117,7 @@ pub(super) fn decrypt(options: &retention_bot::decrypt::Options, public_key: Vec
     let summary = match runtime.block_on(retention_bot::decrypt::run(options)) {
         Ok(s) => s,
         Err(e) => {
-            esay!("retention-bot decrypt: {e}");
+            esay!("retention-bot decrypt: {e}", e = Chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -124,7 +131,7 @@ pub(super) fn decrypt(options: &retention_bot::decrypt::Options, public_key: Vec
         say!("{verb}: s3://{bucket}/{key} -> {}", path.display());
     }
     for (key, e) in &summary.failed {
-        esay!("FAILED s3://{bucket}/{key}: {e}");
+        esay!("FAILED s3://{bucket}/{key}: {e}", e = Chain(&e));
     }
     say!(
         "{} object(s) restored to {}, {} failed",

@@ -8,6 +8,7 @@ use retention_bot::manifest::verify::{BucketCheck, ObjectFacts, Report, read_pub
 
 use super::progress::ProgressLine;
 use super::*;
+use retention_bot::error_chain::Chain;
 
 #[derive(clap::Args)]
 pub(super) struct Args {
@@ -42,7 +43,7 @@ pub(super) struct Args {
 
 /// Exit status 0: no problem; 1: problems (each printed), or the archive could not be read; 2: bad
 /// arguments or keys.
-pub(super) fn run(args: Args) -> ExitCode {
+pub(super) fn run(args: Args, aws: &retention_bot::aws::Aws) -> ExitCode {
     let cannot = |why: String| {
         if args.json {
             say!(
@@ -71,6 +72,7 @@ pub(super) fn run(args: Args) -> ExitCode {
             prefix: folder_prefix(prefix).unwrap_or_default(),
             region: args.region,
             kms_region: args.kms_region,
+            aws: aws.clone(),
         };
         let Some(runtime) = tools::tool_runtime("verify") else {
             return ExitCode::FAILURE;
@@ -96,7 +98,7 @@ pub(super) fn run(args: Args) -> ExitCode {
         }
         match verify_dir(Path::new(&args.archive), &keys, &args.head) {
             Ok(report) => (report, None, 0),
-            Err(e) => return cannot(format!("cannot read {}: {e}", args.archive)),
+            Err(e) => return cannot(format!("cannot read {}: {e}", args.archive, e = Chain(&e))),
         }
     };
     if args.json {
@@ -126,7 +128,11 @@ pub(super) fn verify_dir_with(dir: &Path, public_keys: Vec<PathBuf>) -> ExitCode
             }
         }
         Err(e) => {
-            esay!("retention-bot verify: cannot read {}: {e}", dir.display());
+            esay!(
+                "retention-bot verify: cannot read {}: {e}",
+                dir.display(),
+                e = Chain(&e)
+            );
             ExitCode::FAILURE
         }
     }

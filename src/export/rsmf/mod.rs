@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 mod headers;
 
 use super::ExportError;
+use super::output::{ATTACHMENTS, conversation_stem, create_new};
 use super::timeline::{Conversation, Custom, Stored, Timeline, TimelineEvent};
 use headers::{addresses, header_list, header_text, is_rsmf_email, listable};
 
@@ -62,7 +63,7 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
 pub fn write_all(staging: &Path, timeline: &Timeline) -> Result<usize, ExportError> {
     let dir = staging.join(RSMF_DIR);
     std::fs::create_dir_all(&dir).map_err(write_error(&dir))?;
-    let attachments = staging.join(super::output::ATTACHMENTS);
+    let attachments = staging.join(ATTACHMENTS);
     let mut files = 0;
     for (id, conversation) in &timeline.conversations {
         // A room's members as its events go by: each file lists those at its first event.
@@ -122,16 +123,6 @@ fn days(conversation: &Conversation) -> Vec<(NaiveDate, usize, Vec<&Stored>)> {
     out
 }
 
-/// A file made here, never one that is there already: two conversations whose names collide fail
-/// the export rather than one overwriting the other.
-pub fn create_new(path: &Path) -> Result<File, ExportError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(write_error(path))
-}
-
 /// An attachment's name in the zip: its archived name with anything but letters, digits and
 /// `.-_` made `_`, never `.`/`..`, and unique in the zip (unless it is the same file).
 fn zip_entry_name(name: &str, path: &Path, files: &BTreeMap<String, PathBuf>) -> String {
@@ -165,16 +156,6 @@ pub fn file_name(conversation: &str, day: NaiveDate, part: usize) -> String {
         String::new()
     };
     format!("{}_{day}{part}.rsmf", conversation_stem(conversation))
-}
-
-/// A conversation's name in file names: its id made safe, and a hash that keeps two ids apart.
-pub fn conversation_stem(conversation: &str) -> String {
-    let safe: String = conversation
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-        .take(60)
-        .collect();
-    format!("{safe}-{}", &hex::encode(Sha256::digest(conversation.as_bytes()))[..16])
 }
 
 /// One conversation-day's file.
@@ -339,7 +320,9 @@ impl RsmfFile<'_> {
         }
     }
 
-    fn write_eml(&self, path: &Path, zip: &mut impl Read, attachment_count: usize) -> Result<(), ExportError> {
+    /// The file's RFC 5322 and `X-RSMF-*` headers, up to its `Content-Type` (multipart with
+    /// `boundary`): built apart from the writing so that `write_eml` stays short.
+    fn headers(&self, boundary: &str, attachment_count: usize) -> Vec<(&'static str, String)> {
         let people = self.people();
         let (begin, end) = (
             self.events
@@ -362,10 +345,6 @@ impl RsmfFile<'_> {
         } else {
             "Wickr"
         };
-        let boundary = format!(
-            "retention-bot-rsmf-{}",
-            &hex::encode(Sha256::digest(path.to_string_lossy().as_bytes()))[..16]
-        );
         let mut headers = vec![
             ("MIME-Version", "1.0".to_owned()),
             // Only names that are addresses: any other name is no address, whatever it looks like.
@@ -400,7 +379,15 @@ impl RsmfFile<'_> {
         }
         headers.push(("X-RSMF-EventCollectionID", self.collection_id()));
         headers.push(("Content-Type", format!("multipart/mixed; boundary=\"{boundary}\"")));
+        headers
+    }
 
+    fn write_eml(&self, path: &Path, zip: &mut impl Read, attachment_count: usize) -> Result<(), ExportError> {
+        let boundary = format!(
+            "retention-bot-rsmf-{}",
+            &hex::encode(Sha256::digest(path.to_string_lossy().as_bytes()))[..16]
+        );
+        let headers = self.headers(&boundary, attachment_count);
         let file = create_new(path)?;
         let mut out = BufWriter::new(file);
         let mut head = String::new();

@@ -1,5 +1,5 @@
-//! The verified lines of an export as conversation events: what the RSMF files ([`super::rsmf`]) and
-//! the transcript ([`super::html`]) show. Each line of the WickrIO format (and what the Matrix source
+//! The verified lines of an export as conversation events: what the RSMF files (`export::rsmf`) and
+//! the transcript (`export::html`) show. Each line of the WickrIO format (and what the Matrix source
 //! writes) becomes one event in RSMF 2.0's terms: a text, file, call or location message a `message`
 //! event (a file's attachment named, a call's or location's details as `custom` properties); an edit
 //! (9000) an entry of its message's `edits`; a reaction (9100) one of its `reactions`; a delete

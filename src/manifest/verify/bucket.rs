@@ -48,7 +48,7 @@ pub fn content_problem(entry: &Entry, location: &str, read: Result<(u64, &str), 
     match read {
         // The GCM tag or the stated length refuted the object: it was altered.
         Err(e @ (ObjectError::Cipher(_) | ObjectError::Truncated | ObjectError::Length { .. })) => {
-            altered(format!("it does not decrypt: {e}"))
+            altered(format!("it does not decrypt: {e}", e = crate::error_chain::Chain(&e)))
         }
         Err(e) => Some(Problem::Unreadable {
             at: location.to_owned(),

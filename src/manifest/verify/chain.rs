@@ -48,7 +48,7 @@ impl<'k> Chains<'k> {
             Err(e) => {
                 problems.push(Problem::Unreadable {
                     at,
-                    why: format!("not UTF-8 ({e})"),
+                    why: format!("not UTF-8 ({e})", e = crate::error_chain::Chain(&e)),
                 });
                 return None;
             }

@@ -14,6 +14,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::error_chain::Chain;
 use ed25519_dalek::VerifyingKey;
 
 mod bucket;
@@ -236,10 +237,12 @@ pub fn read_heads(paths: &[PathBuf]) -> Vec<(String, Result<String, String>)> {
 
 /// Reads the public key written at first run: 64 hex digits.
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read public key {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read public key {}: {e}", path.display(), e = Chain(&e)))?;
     let bytes: [u8; 32] = hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| format!("{} does not hold a 64-hex-digit Ed25519 public key", path.display()))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{}: not a valid Ed25519 public key: {e}", path.display()))
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| format!("{}: not a valid Ed25519 public key: {e}", path.display(), e = Chain(&e)))
 }

@@ -63,7 +63,12 @@ pub async fn not_in_effect(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> O
             },
             // Deleted: the shred is complete.
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => {}
-            Err(e) => return Some((key.arn.clone(), crate::aws::failure("look up the key", &e).message)),
+            Err(e) => {
+                return Some((
+                    key.arn.clone(),
+                    crate::error_chain::chain(&crate::aws::failure("look up the key", e)),
+                ));
+            }
         }
     }
     None

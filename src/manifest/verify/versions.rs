@@ -219,7 +219,7 @@ impl Listing {
                 .set_version_id_marker(version_marker.take())
                 .send()
                 .await
-                .map_err(|e| failure(&format!("list the versions in s3://{bucket}/{prefix}"), &e))?;
+                .map_err(|e| failure(&format!("list the versions in s3://{bucket}/{prefix}"), e))?;
             let versions = page.versions().iter().map(|v| {
                 let t = time(v.last_modified());
                 let version = Version {
@@ -386,7 +386,7 @@ async fn versioning(archive: &Archive, s3: &aws_sdk_s3::Client) -> Option<Versio
             _ => Versioning::Off,
         }),
         Err(e) => {
-            tracing::debug!(error = %failure("read the bucket's versioning", &e), "versioning unknown");
+            tracing::debug!(error = %crate::error_chain::Chain(&failure("read the bucket's versioning", e)), "versioning unknown");
             None
         }
     }

@@ -17,7 +17,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use super::error::UploadError;
 use super::metadata;
 use super::upload::Target;
-use crate::aws::{AwsFailure, Retry, failure};
+use crate::aws::{Retry, failure};
 
 /// `wickrio-content-mac`: a keyed hash (HMAC-SHA256 under a key derived from the bot's signing key) of
 /// the file's SHA-256. A plain SHA-256 in the metadata would let anyone who may read the bucket's
@@ -89,13 +89,14 @@ pub async fn look(target: &Target<'_>, plain_len: u64) -> Found {
         Ok(head) => head,
         Err(e) => {
             let gone = e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
-            let e = failure(&format!("read the object s3://{}/{}", target.bucket, target.key), &e);
+            let e = failure(&format!("read the object s3://{}/{}", target.bucket, target.key), e);
             return Found::Unknown(if gone || e.retry == Retry::Soon {
                 // Passing trouble, or the object went away since the 412: the next attempt tells.
-                UploadError::S3(AwsFailure::new(Retry::Soon, e.message))
+                UploadError::S3(e.with_retry(Retry::Soon))
             } else {
                 conflict(format!(
-                    "an object the bot may not read to compare with this file, most likely its own earlier upload ({e}): grant the bot s3:GetObject on the folder so that it can tell"
+                    "an object the bot may not read to compare with this file, most likely its own earlier upload ({}): grant the bot s3:GetObject on the folder so that it can tell",
+                    crate::error_chain::Chain(&e)
                 ))
             });
         }

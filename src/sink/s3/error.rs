@@ -1,7 +1,7 @@
 //! Why one attempt at uploading a file did not upload it, and what that means for its retry.
 //!
-//! Causes are kept typed and shown in the message (not also returned as `source()`: the log lines
-//! and `{:#}` chains would print them twice), as in the crate's other error enums.
+//! Each variant says what failed; its cause is kept typed as `source()` and printed with the rest of
+//! the chain where the failure is reported (`error_chain::Chain`).
 
 use std::io;
 use std::path::PathBuf;
@@ -16,24 +16,33 @@ pub enum UploadError {
     #[error("{} vanished before its upload; nothing to upload", .0.display())]
     Gone(PathBuf),
     /// The local file could not be opened or read.
-    #[error("cannot read {}: {error}", path.display())]
-    Read { path: PathBuf, error: io::Error },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        error: io::Error,
+    },
     /// The file could not be hashed for its attachment key.
-    #[error("cannot hash {} for its key: {error}", path.display())]
-    Hash { path: PathBuf, error: io::Error },
+    #[error("cannot hash {} for its key", path.display())]
+    Hash {
+        path: PathBuf,
+        #[source]
+        error: io::Error,
+    },
     /// KMS issued no data key: nothing is uploaded unencrypted.
-    #[error("{0}")]
+    #[error(transparent)]
     Kms(AwsFailure),
     /// The cipher failed (OpenSSL refused a context or a step).
-    #[error("cannot encrypt: {0}")]
-    Cipher(GcmError),
+    #[error("cannot encrypt")]
+    Cipher(#[source] GcmError),
     /// S3 failed or refused a call.
-    #[error("{0}")]
+    #[error(transparent)]
     S3(AwsFailure),
     /// A task of the upload (reader, part sender, hasher) panicked or was cancelled.
-    #[error("the {what} task failed: {error}")]
+    #[error("the {what} task failed")]
     Task {
         what: &'static str,
+        #[source]
         error: tokio::task::JoinError,
     },
     /// The file no longer holds what its manifest entry lists: nothing was stored.
@@ -106,8 +115,8 @@ mod tests {
 
     #[test]
     fn refusals_wait_long_passing_troubles_retry_soon_and_kms_is_its_own_service() {
-        let refused = AwsFailure::new(Retry::Slowly, "AccessDenied");
-        let throttled = AwsFailure::new(Retry::Soon, "SlowDown");
+        let refused = AwsFailure::new(Retry::Slowly, "upload", "AccessDenied");
+        let throttled = AwsFailure::new(Retry::Soon, "upload", "SlowDown");
         assert_eq!(UploadError::S3(refused.clone()).retry(), Retry::Slowly);
         assert_eq!(UploadError::S3(throttled.clone()).retry(), Retry::Soon);
         assert_eq!(UploadError::Kms(refused).service(), Service::Kms);
@@ -117,7 +126,12 @@ mod tests {
             error: io::Error::from(io::ErrorKind::PermissionDenied),
         };
         assert_eq!(unreadable.retry(), Retry::Slowly);
-        assert!(unreadable.to_string().starts_with("cannot read /x: "), "{unreadable}");
+        assert_eq!(unreadable.to_string(), "cannot read /x");
+        let chain = crate::error_chain::chain(&unreadable);
+        assert!(
+            chain.starts_with("cannot read /x: ") && chain.len() > "cannot read /x: ".len(),
+            "{chain}"
+        );
         assert_eq!(
             UploadError::Cipher(GcmError::Cipher("EVP_EncryptUpdate")).retry(),
             Retry::Soon

@@ -35,6 +35,7 @@ use crate::metrics::{Counter, Gauge, Metrics};
 use crate::shred::ShredWatch;
 use crate::spool::{ClosedFile, FileKind};
 
+use crate::error_chain::Chain;
 pub use create_only::ContentMac;
 use error::Service;
 pub use error::UploadError;
@@ -105,12 +106,16 @@ impl Service {
         match self {
             Service::S3 => (
                 EventKind::S3Failing,
-                format!("S3 upload failing: {e}; closed files wait on local disk and are retried"),
+                format!(
+                    "S3 upload failing: {e}; closed files wait on local disk and are retried",
+                    e = Chain(&e)
+                ),
             ),
             Service::Kms => (
                 EventKind::KmsFailing,
                 format!(
-                    "KMS failing: {e}; nothing is uploaded unencrypted: closed files wait on local disk and are retried"
+                    "KMS failing: {e}; nothing is uploaded unencrypted: closed files wait on local disk and are retried",
+                    e = Chain(&e)
                 ),
             ),
         }
@@ -132,13 +137,14 @@ impl S3Sink {
         metrics: Arc<Metrics>,
         events: Events,
         finish_grace: Duration,
+        aws: &aws::Aws,
     ) -> Self {
-        let s3 = aws::s3_client(&aws::sdk_config(&config.region).await);
+        let s3 = aws.s3(&config.region).await;
         let mut shredded = None;
         let mut discards = None;
         let kms = match &config.kms {
             Some(kms) => {
-                let client = aws_sdk_kms::Client::new(&aws::sdk_config(&kms.region).await);
+                let client = aws_sdk_kms::Client::new(&aws.sdk_config(&kms.region).await);
                 let ring = Arc::new(KeyRing::new(client.clone(), kms, metrics.clone(), events.clone()));
                 tokio::spawn(ring.clone().look_ahead());
                 if let Some(granularity) = kms.period {
@@ -294,7 +300,7 @@ impl Uploader {
                 Err(e @ UploadError::Conflict { .. }) => {
                     self.metrics.incr(Counter::S3PostErrors);
                     self.metrics.incr(Counter::S3KeyConflicts);
-                    let message = format!("{e}; retried every {} s", REFUSED_RETRY.as_secs());
+                    let message = format!("{e}; retried every {} s", REFUSED_RETRY.as_secs(), e = Chain(&e));
                     if item.conflict_said {
                         tracing::error!(file = %item.file.path.display(), "{message}");
                     } else {
@@ -318,7 +324,7 @@ impl Uploader {
             let file = item.file.path.display();
             match e.retry() {
                 Retry::Soon => {
-                    tracing::warn!(%file, attempt = item.attempts, error = %e, "upload failed; the file waits on disk and is retried");
+                    tracing::warn!(%file, attempt = item.attempts, error = %Chain(&e), "upload failed; the file waits on disk and is retried");
                     if try_here < TRIES_IN_PLACE {
                         // Short waits only: a longer one would hold this worker from the files behind.
                         tokio::time::sleep(jitter(IN_PLACE_WAIT * try_here)).await;
@@ -328,7 +334,7 @@ impl Uploader {
                     tracing::error!(
                         %file,
                         attempt = item.attempts,
-                        error = %e,
+                        error = %Chain(&e),
                         retry_secs = REFUSED_RETRY.as_secs(),
                         "upload REFUSED: check the bucket, the KMS key and this bot's permissions; the file waits on disk, other files go on"
                     );
@@ -529,7 +535,7 @@ async fn remove_local(path: &Path) {
     let path = path.to_owned();
     let result = tokio::task::spawn_blocking(move || durable::remove_durably(&path)).await;
     if let Ok(Err(e)) = result {
-        tracing::warn!(error = %e, "uploaded, but cannot delete the local copy; it will be uploaded again at the next start");
+        tracing::warn!(error = %Chain(&e), "uploaded, but cannot delete the local copy; it will be uploaded again at the next start");
     }
 }
 

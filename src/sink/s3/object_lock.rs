@@ -92,14 +92,14 @@ pub async fn check_bucket(client: &aws_sdk_s3::Client, config: &S3Config) -> Res
         Err(e) if e.as_service_error().and_then(|s| s.code()) == Some(NOT_ENABLED) => None,
         Err(e) => {
             if config.object_lock.is_some() {
-                let e = aws::failure(&format!("read the Object Lock configuration of s3://{bucket}"), &e);
+                let e = aws::failure(&format!("read the Object Lock configuration of s3://{bucket}"), e);
                 // A refusal is most likely the permission; anything else (network, credentials) says itself.
                 let hint = if e.retry == aws::Retry::Slowly {
                     " (needs s3:GetBucketObjectLockConfiguration)"
                 } else {
                     ""
                 };
-                tracing::warn!(error = %e, "cannot check the bucket's Object Lock configuration{hint}; uploads will say if it is missing");
+                tracing::warn!(error = %crate::error_chain::Chain(&e), "cannot check the bucket's Object Lock configuration{hint}; uploads will say if it is missing");
             }
             return Ok(());
         }
@@ -144,8 +144,8 @@ pub async fn check_bucket(client: &aws_sdk_s3::Client, config: &S3Config) -> Res
 
 /// The check at start-up: it holds up the start (at most a few seconds) only when a lock mode is
 /// set, which it can refuse; otherwise it runs alongside, to say what the bucket applies.
-pub async fn check_at_start(config: &S3Config) -> Result<(), LockNotEnabled> {
-    let client = aws::s3_client(&aws::sdk_config(&config.region).await);
+pub async fn check_at_start(config: &S3Config, aws: &aws::Aws) -> Result<(), LockNotEnabled> {
+    let client = aws.s3(&config.region).await;
     if config.object_lock.is_some() {
         return check_bucket(&client, config).await;
     }

@@ -24,6 +24,7 @@ use super::object_lock::Retention;
 use crate::aws::{AwsFailure, Retry, failure};
 use crate::config::ObjectLock;
 use crate::envelope::{Envelope, gcm};
+use crate::error_chain::Chain;
 use crate::metrics::{Counter, Metrics};
 
 /// 8 MiB parts: S3's minimum is 5 MiB, and 10,000 parts of 8 MiB hold 78 GiB, above any file the
@@ -242,7 +243,7 @@ async fn put_single(
         Err(e) => {
             return Err(UploadError::S3(failure(
                 &format!("upload s3://{}/{}", target.bucket, target.key),
-                &e,
+                e,
             )));
         }
     }
@@ -269,15 +270,10 @@ async fn put_multipart(
         .checksum_algorithm(ChecksumAlgorithm::Crc32C)
         .send()
         .await
-        .map_err(|e| UploadError::S3(failure(&what, &e)))?;
+        .map_err(|e| UploadError::S3(failure(&what, e)))?;
     let upload_id = created
         .upload_id()
-        .ok_or_else(|| {
-            UploadError::S3(AwsFailure::new(
-                Retry::Soon,
-                format!("cannot {what}: S3 returned no upload id"),
-            ))
-        })?
+        .ok_or_else(|| UploadError::S3(AwsFailure::new(Retry::Soon, what.clone(), "S3 returned no upload id")))?
         .to_owned();
     let result = send_parts(target, &upload_id, parts).await;
     let (completed, sent) = match result {
@@ -305,7 +301,7 @@ async fn put_multipart(
             create_only::settle(target, plain_len).await?;
             Ok(sent)
         }
-        Err(e) => Err(UploadError::S3(failure(&what, &e))),
+        Err(e) => Err(UploadError::S3(failure(&what, e))),
     }
 }
 
@@ -355,7 +351,7 @@ async fn send_parts(
         let what = format!("upload part {number} of s3://{}/{}", target.bucket, target.key);
         let metrics = target.metrics.clone();
         in_flight.spawn(async move {
-            let out = request.send().await.map_err(|e| UploadError::S3(failure(&what, &e)))?;
+            let out = request.send().await.map_err(|e| UploadError::S3(failure(&what, e)))?;
             drop(part);
             metrics.incr(Counter::S3PartsUploaded);
             Ok(CompletedPart::builder()
@@ -397,7 +393,7 @@ async fn abort_abandoned(target: &Target<'_>) {
         Err(e) => {
             // An S3-compatible store without the call (501) is told once, like a missing permission.
             let unsupported = e.raw_response().is_some_and(|r| r.status().as_u16() == 501);
-            let e = failure(&format!("list unfinished uploads in s3://{}", target.bucket), &e);
+            let e = failure(&format!("list unfinished uploads in s3://{}", target.bucket), e);
             // A missing permission (the original's policy has only s3:PutObject) is said once, not
             // for every file; a passing trouble every time.
             static REFUSAL_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -408,9 +404,9 @@ async fn abort_abandoned(target: &Target<'_>) {
                 } else {
                     "needs s3:ListBucketMultipartUploads"
                 };
-                tracing::warn!(error = %e, "cannot look for unfinished uploads to abort ({why}); a crash may have left some behind");
+                tracing::warn!(error = %Chain(&e), "cannot look for unfinished uploads to abort ({why}); a crash may have left some behind");
             } else {
-                tracing::debug!(error = %e, "cannot look for unfinished uploads to abort");
+                tracing::debug!(error = %Chain(&e), "cannot look for unfinished uploads to abort");
             }
             return;
         }
@@ -437,9 +433,9 @@ async fn abort_abandoned(target: &Target<'_>) {
         {
             let e = failure(
                 &format!("abort an unfinished upload of s3://{}/{key}", target.bucket),
-                &e,
+                e,
             );
-            tracing::warn!(error = %e, "cannot abort an unfinished upload (needs s3:AbortMultipartUpload)");
+            tracing::warn!(error = %Chain(&e), "cannot abort an unfinished upload (needs s3:AbortMultipartUpload)");
         }
     }
 }

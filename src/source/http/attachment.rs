@@ -15,6 +15,7 @@ use serde_json::json;
 use super::body::{self, Limits, Share};
 use super::framing::Framing;
 use super::{ApiError, HttpState};
+use crate::error_chain::Chain;
 use crate::message::{self, InvalidMessage, Lines, MSGTYPE_FILE};
 use crate::metrics::Counter;
 use crate::spool::{PartialAttachment, safe_attachment_name};
@@ -42,8 +43,12 @@ pub(super) async fn post_attachment(state: &HttpState, req: Request) -> Result<s
     };
     let safe = match safe {
         Some(name) => name,
-        None => safe_attachment_name(field.file_name().unwrap_or(""))
-            .map_err(|e| refused(bad(format!("file name of part `file`: {e}; nothing was written"))))?,
+        None => safe_attachment_name(field.file_name().unwrap_or("")).map_err(|e| {
+            refused(bad(format!(
+                "file name of part `file`: {e}; nothing was written",
+                e = Chain(&e)
+            )))
+        })?,
     };
 
     let failed = |e: ApiError| {
@@ -83,7 +88,10 @@ fn open_multipart(req: Request) -> Result<multer::Multipart<'static>, ApiError> 
     let boundary = multer::parse_boundary(content_type).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("not a valid multipart body: {e} (Content-Type needs a boundary)"),
+            format!(
+                "not a valid multipart body: {e} (Content-Type needs a boundary)",
+                e = Chain(&e)
+            ),
         )
     })?;
     let mut framing = Framing::new(&boundary);
@@ -138,7 +146,12 @@ async fn message_part(
     let safe = requested
         .map(|name| safe_attachment_name(&name))
         .transpose()
-        .map_err(|e| refused(bad(format!("field `file.filename`: {e}; nothing was written"))))?;
+        .map_err(|e| {
+            refused(bad(format!(
+                "field `file.filename`: {e}; nothing was written",
+                e = Chain(&e)
+            )))
+        })?;
     Ok((text, share, safe))
 }
 
@@ -202,7 +215,7 @@ fn multipart_error(what: &str, e: &multer::Error) -> ApiError {
         }
         _ => StatusCode::BAD_REQUEST,
     };
-    ApiError::new(status, format!("{what}: {e}"))
+    ApiError::new(status, format!("{what}: {e}", e = Chain(&e)))
 }
 
 /// Hands multer one chunk per poll. multer reads its stream until it is not ready before it yields

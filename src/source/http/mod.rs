@@ -47,7 +47,7 @@ pub(super) async fn check_off_the_workers<T: Send + 'static>(
     tokio::task::spawn_blocking(check).await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the check of {what} failed: {e}"),
+            format!("the check of {what} failed: {e}", e = crate::error_chain::Chain(&e)),
         )
     })
 }
@@ -121,7 +121,7 @@ impl From<SpoolError> for ApiError {
             // The device failed: nothing was acknowledged, and the producer should retry shortly.
             SpoolError::ShuttingDown | SpoolError::Io { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError::new(status, e)
+        ApiError::new(status, crate::error_chain::chain(&e))
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::MatrixSource;
 use super::coverage::RoomChange;
 use super::translate::{self, Context, Delivery, Translated};
+use crate::error_chain::Chain;
 
 impl MatrixSource {
     /// An event's lines, given what the bot knows of its room; after the bot's own join, the line
@@ -64,7 +65,9 @@ impl MatrixSource {
                 self.members
                     .seed(room_id, now.iter().map(|m| m.user_id().to_string()), undo.iter());
             }
-            Err(e) => tracing::debug!(room = room_id, error = %e, "room members unknown: lines go without them"),
+            Err(e) => {
+                tracing::debug!(room = room_id, error = %Chain(&e), "room members unknown: lines go without them")
+            }
         }
     }
 
@@ -93,7 +96,7 @@ impl MatrixSource {
                 Some(sender)
             }
             Err(e) => {
-                tracing::debug!(event = target, error = %e, "cannot learn who sent the event an edit or redaction names");
+                tracing::debug!(event = target, error = %Chain(&e), "cannot learn who sent the event an edit or redaction names");
                 None
             }
         }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::MatrixSource;
 use super::translate::member_action;
+use crate::error_chain::Chain;
 use crate::events::{EventKind, announce};
 use crate::metrics::Gauge;
 
@@ -120,7 +121,7 @@ impl MatrixSource {
         let via: Vec<OwnedServerName> = via.iter().filter_map(|s| ServerName::parse(s).ok()).collect();
         let joined = match self.client.join_room_by_id_or_alias(target.into(), &via).await {
             Ok(joined) => joined,
-            Err(e) => return self.lose(replacement, room, lost(format!("cannot join: {e}"))),
+            Err(e) => return self.lose(replacement, room, lost(format!("cannot join: {e}", e = Chain(&e)))),
         };
         match self.predecessor_of(target).await {
             Some(p) if p == room => {
@@ -137,7 +138,7 @@ impl MatrixSource {
             named => {
                 self.refused.insert(replacement.to_owned());
                 if let Err(e) = joined.leave().await {
-                    tracing::warn!(room = replacement, error = %e, "cannot leave a room that is no replacement");
+                    tracing::warn!(room = replacement, error = %Chain(&e), "cannot leave a room that is no replacement");
                 }
                 let why = match named {
                     Some(p) => format!("it names {p} as its predecessor, not this room: left it, not captured"),

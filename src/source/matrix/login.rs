@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 use super::MatrixError;
 use crate::config::Secret;
 use crate::durable;
+use crate::error_chain::Chain;
 use crate::identity::derived_key;
 
 const DEVICE_FILE: &str = "device_id";
@@ -56,7 +57,7 @@ impl Pending {
 
     fn store(&self, old: &Secret) -> Result<(), MatrixError> {
         let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).map_err(|e| MatrixError::State(format!("no randomness: {e}")))?;
+        getrandom::fill(&mut nonce).map_err(|e| MatrixError::State(format!("no randomness: {e}", e = Chain(&e))))?;
         let cipher = Aes256Gcm::new(self.key.as_ref().into());
         let sealed = cipher
             .encrypt(Nonce::from_slice(&nonce), old.expose().as_bytes())
@@ -174,14 +175,15 @@ async fn password_login(
         match err.client_api_error_kind() {
             Some(ErrorKind::Forbidden) => {
                 return Err(MatrixError::Refused(format!(
-                    "the homeserver refused the password for {user} ({err})"
+                    "the homeserver refused the password for {user} ({err})",
+                    err = Chain(&err)
                 )));
             }
             Some(ErrorKind::UserDeactivated) => {
                 return Err(MatrixError::Refused(format!("{user} is deactivated on the homeserver")));
             }
             _ => {
-                tracing::warn!(error = %err, retry_in_secs = backoff.as_secs(), "cannot log in to the homeserver; retrying");
+                tracing::warn!(error = %Chain(&err), retry_in_secs = backoff.as_secs(), "cannot log in to the homeserver; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
@@ -206,8 +208,7 @@ async fn change_password(client: &Client, old: &Secret, new: &Secret) -> Result<
         .await
         .map_err(|e| {
             MatrixError::Refused(format!(
-                "the homeserver did not accept the bot's new password ({e}); its account still has the previous password"
-            ))
+                "the homeserver did not accept the bot's new password ({e}); its account still has the previous password", e = Chain(&e)))
         })?;
     tracing::info!(
         "the account's password on the homeserver is now the bot's password; the previous one is refused there"

@@ -38,6 +38,7 @@ use serde_json::Value;
 
 use crate::config::MatrixConfig;
 use crate::durable;
+use crate::error_chain::Chain;
 use crate::events::Events;
 use crate::identity::Identity;
 use crate::message::{Lines, Message};
@@ -74,16 +75,22 @@ pub enum MatrixError {
     Refused(String),
     #[error("{0}")]
     State(String),
-    #[error("{path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
-    #[error("cannot open the Matrix client store in {path}: {error}")]
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("cannot open the Matrix client store in {path}")]
     Store {
         path: PathBuf,
+        #[source]
         error: Box<matrix_sdk::ClientBuildError>,
     },
-    #[error("Matrix request failed: {what}: {error}")]
+    #[error("Matrix request failed: {what}")]
     Request {
         what: String,
+        #[source]
         error: Box<matrix_sdk::Error>,
     },
     #[error(transparent)]
@@ -261,7 +268,8 @@ impl MatrixSource {
                 }
                 Err(e) if matches!(e.client_api_error_kind(), Some(ErrorKind::UnknownToken(_))) => {
                     return Err(MatrixError::Refused(format!(
-                        "the homeserver ended the bot's session ({e}), e.g. after its password was changed elsewhere; restart the bot to log in again"
+                        "the homeserver ended the bot's session ({e}), e.g. after its password was changed elsewhere; restart the bot to log in again",
+                        e = Chain(&e)
                     )));
                 }
                 Err(e) => Err(MatrixError::request("sync", e)),
@@ -269,7 +277,7 @@ impl MatrixSource {
             match result {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "Matrix capture interrupted; the events wait on the homeserver and are read again");
+                    tracing::warn!(error = %Chain(&e), retry_in_secs = backoff.as_secs(), "Matrix capture interrupted; the events wait on the homeserver and are read again");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = stop.recv() => return Ok(()),
@@ -286,7 +294,9 @@ impl MatrixSource {
             match room.join().await {
                 Ok(()) => tracing::info!(room = %id, "invited: joined the room"),
                 // The invite stays; the next sync offers it again.
-                Err(e) => tracing::warn!(room = %id, error = %e, "cannot join the room it was invited to; will retry"),
+                Err(e) => {
+                    tracing::warn!(room = %id, error = %Chain(&e), "cannot join the room it was invited to; will retry")
+                }
             }
         }
     }
@@ -383,7 +393,7 @@ impl MatrixSource {
                 Err(e) => {
                     // Only a malformed event (no sender, no ID) can fail validation.
                     intake.metrics.incr(Counter::MessagesRxFailed);
-                    tracing::warn!(room = %room_id, event = %id, error = %e, "event not captured: malformed");
+                    tracing::warn!(room = %room_id, event = %id, error = %Chain(&e), "event not captured: malformed");
                     continue;
                 }
             };
@@ -487,7 +497,7 @@ impl MatrixSource {
         };
         let source: MediaSource = match serde_json::from_value(media.source.clone()) {
             Ok(s) => s,
-            Err(e) => return failed(message, format!("the event names no usable media ({e})")),
+            Err(e) => return failed(message, format!("the event names no usable media ({e})", e = Chain(&e))),
         };
         let mut tries = 0;
         loop {

@@ -35,7 +35,8 @@ impl Position {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 MatrixError::State(format!(
                     "{} is damaged ({e}); remove it to capture again from the rooms' history",
-                    path.display()
+                    path.display(),
+                    e = crate::error_chain::Chain(&e)
                 ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::translate::Delivery;
 use super::{MatrixError, MatrixSource, event_json};
+use crate::error_chain::Chain;
 use crate::source::Intake;
 
 const FILE: &str = "undecrypted.json";
@@ -82,7 +83,8 @@ impl Undecrypted {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 MatrixError::State(format!(
                     "{} is damaged ({e}); remove it (the events it names stay written, encrypted)",
-                    path.display()
+                    path.display(),
+                    e = Chain(&e)
                 ))
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => VecDeque::new(),
@@ -256,7 +258,7 @@ impl MatrixSource {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::debug!(event = %event_id, error = %e, "still cannot decrypt"),
+                Err(e) => tracing::debug!(event = %event_id, error = %Chain(&e), "still cannot decrypt"),
             }
         }
         for (room_id, events) in rooms {

@@ -38,9 +38,13 @@ const WAIT: Duration = Duration::from_secs(20);
 #[derive(Debug, thiserror::Error)]
 pub enum SqsError {
     #[error(
-        "cannot reach the SQS queue {queue}: {detail}; check WICKRIO_SQS_QUEUE_URL, WICKRIO_SQS_REGION and the bot's sqs:GetQueueAttributes permission"
+        "cannot reach the SQS queue {queue}; check WICKRIO_SQS_QUEUE_URL, WICKRIO_SQS_REGION and the bot's sqs:GetQueueAttributes permission"
     )]
-    Unreachable { queue: String, detail: String },
+    Unreachable {
+        queue: String,
+        #[source]
+        cause: crate::aws::AwsFailure,
+    },
 }
 
 /// A queue, ready to drain. Cheap to clone (the clients are handles).
@@ -64,8 +68,13 @@ impl std::fmt::Debug for SqsSource {
 
 /// Builds the clients and checks the queue answers (so a wrong URL or a missing permission stops the
 /// bot at start-up, not silently later). Payloads in S3 are fetched in the queue's region.
-pub async fn connect(config: &SqsConfig, max_body: usize, grace: Duration) -> Result<SqsSource, SqsError> {
-    let sdk = crate::aws::sdk_config(&config.region).await;
+pub async fn connect(
+    config: &SqsConfig,
+    max_body: usize,
+    grace: Duration,
+    aws: &crate::aws::Aws,
+) -> Result<SqsSource, SqsError> {
+    let sdk = aws.sdk_config(&config.region).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let s3 = crate::aws::s3_client(&sdk);
     sqs.get_queue_attributes()
@@ -75,7 +84,7 @@ pub async fn connect(config: &SqsConfig, max_body: usize, grace: Duration) -> Re
         .await
         .map_err(|e| SqsError::Unreachable {
             queue: config.queue_url.to_string(),
-            detail: crate::aws::one_line(&e),
+            cause: crate::aws::failure("read the queue's attributes", e),
         })?;
     tracing::info!(queue = %config.queue_url, receivers = config.receivers, "draining the SQS queue");
     Ok(SqsSource {
@@ -137,7 +146,7 @@ impl SqsSource {
                 .send()
                 .await;
             if let Err(e) = changed {
-                tracing::debug!(error = %crate::aws::one_line(&e), "cannot change SQS messages' visibility");
+                tracing::debug!(error = %crate::error_chain::Chain(&crate::aws::failure("change the messages' visibility", e)), "cannot change SQS messages' visibility");
             }
         }
     }

@@ -2,9 +2,9 @@
 //! Python) moved there, leaving a pointer in the queue; and an attachment a file message names by its
 //! S3 location instead of carrying it. Both are read with a size cap, as they arrive.
 
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use serde_json::Value;
 
+use crate::error_chain::Chain;
 use crate::spool::{PartialAttachment, SpoolError};
 
 /// The Extended Client's pointer class (the payload-offloading library, Java 2.x and Python).
@@ -98,11 +98,12 @@ async fn open(s3: &aws_sdk_s3::Client, at: &S3Ref, max: u64) -> Result<aws_sdk_s
             // What the object is (gone, archived away) refuses the message: it cannot be archived as
             // it is. Anything else (access denied, a wrong region, throttling) is the bot's setup or
             // S3's moment: the message waits for it to be mended.
-            let why = format!("cannot read {at}: {}", crate::aws::one_line(&e));
-            let refused = e
-                .as_service_error()
-                .and_then(|s| s.code())
-                .is_some_and(|c| matches!(c, "NoSuchKey" | "NoSuchBucket" | "InvalidObjectState"));
+            let failure = crate::aws::failure(&format!("read {at}"), e);
+            let refused = matches!(
+                failure.code.as_deref(),
+                Some("NoSuchKey" | "NoSuchBucket" | "InvalidObjectState")
+            );
+            let why = crate::error_chain::chain(&failure);
             if refused {
                 FetchError::Refused(why)
             } else {
@@ -125,7 +126,7 @@ pub async fn fetch_body(s3: &aws_sdk_s3::Client, at: &S3Ref, max: u64) -> Result
     while let Some(chunk) = body
         .try_next()
         .await
-        .map_err(|e| FetchError::Unavailable(format!("reading {at}: {e}")))?
+        .map_err(|e| FetchError::Unavailable(format!("reading {at}: {e}", e = Chain(&e))))?
     {
         if (bytes.len() + chunk.len()) as u64 > max {
             return Err(FetchError::Refused(format!("{at} is over the limit of {max} bytes")));
@@ -146,7 +147,7 @@ pub async fn fetch_attachment(
     while let Some(chunk) = body
         .try_next()
         .await
-        .map_err(|e| FetchError::Unavailable(format!("reading {at}: {e}")))?
+        .map_err(|e| FetchError::Unavailable(format!("reading {at}: {e}", e = Chain(&e))))?
     {
         match partial.write(&chunk).await {
             Err(SpoolError::TooLarge { max }) => {

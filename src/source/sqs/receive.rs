@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::payload::{self, FetchError};
 use super::{LATER_RETURNS_AFTER, REFUSED_RETURNS_AFTER, SqsSource, VISIBILITY, WAIT};
+use crate::error_chain::Chain;
 use crate::events::{EventKind, Events};
 use crate::message::{self, Lines, Message};
 use crate::metrics::{Counter, Gauge};
@@ -80,7 +81,7 @@ impl Receiver {
                 Ok(batch) => batch,
                 Err(e) => {
                     self.intake.metrics.incr(Counter::SqsReceiveErrors);
-                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "cannot receive from the SQS queue");
+                    tracing::warn!(error = %Chain(&e), retry_in_secs = backoff.as_secs(), "cannot receive from the SQS queue");
                     if sleep_or_stop(&mut stop, backoff).await {
                         break;
                     }
@@ -95,7 +96,7 @@ impl Receiver {
             match self.handle(&batch, stop.clone()).await {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(Paused(e)) => {
-                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "SQS messages not archived (the spool refused them): nothing deleted; receiving pauses");
+                    tracing::warn!(error = %Chain(&e), retry_in_secs = backoff.as_secs(), "SQS messages not archived (the spool refused them): nothing deleted; receiving pauses");
                     if sleep_or_stop(&mut stop, backoff).await {
                         break;
                     }
@@ -105,7 +106,7 @@ impl Receiver {
         }
     }
 
-    async fn receive(&self) -> Result<Vec<SqsMessage>, String> {
+    async fn receive(&self) -> Result<Vec<SqsMessage>, crate::aws::AwsFailure> {
         let out = self
             .source
             .sqs
@@ -117,7 +118,7 @@ impl Receiver {
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
-            .map_err(|e| crate::aws::one_line(&e))?;
+            .map_err(|e| crate::aws::failure("receive messages", e))?;
         Ok(out.messages.unwrap_or_default())
     }
 
@@ -207,7 +208,7 @@ impl Receiver {
                     .send()
                     .await
                 {
-                    tracing::warn!(payload = %at, error = %crate::aws::one_line(&e), "cannot delete an archived message's payload from S3");
+                    tracing::warn!(payload = %at, error = %Chain(&crate::aws::failure("delete the payload", e)), "cannot delete an archived message's payload from S3");
                 }
             }
         }
@@ -254,7 +255,7 @@ impl Receiver {
         } else {
             match tokio::task::spawn_blocking(parse).await {
                 Ok(parsed) => parsed,
-                Err(e) => return Ok(Outcome::Later(format!("its check failed: {e}"))),
+                Err(e) => return Ok(Outcome::Later(format!("its check failed: {e}", e = Chain(&e)))),
             }
         };
         match parsed {
@@ -286,7 +287,12 @@ impl Receiver {
             .unwrap_or_default();
         let name = match safe_attachment_name(requested) {
             Ok(name) => name,
-            Err(e) => return Ok(Outcome::Refused(format!("file.filename is no safe file name: {e}"))),
+            Err(e) => {
+                return Ok(Outcome::Refused(format!(
+                    "file.filename is no safe file name: {e}",
+                    e = Chain(&e)
+                )));
+            }
         };
         let message = match Message::from_object(object, 1) {
             Ok(message) => message,
@@ -340,7 +346,7 @@ impl Receiver {
                     deleted.extend((0..chunk.len()).map(|i| ok.contains(i.to_string().as_str())));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::aws::one_line(&e), "archived SQS messages could not be deleted: they return and are archived again");
+                    tracing::warn!(error = %Chain(&crate::aws::failure("delete the messages", e)), "archived SQS messages could not be deleted: they return and are archived again");
                     deleted.extend(std::iter::repeat_n(false, chunk.len()));
                 }
             }
