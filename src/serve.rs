@@ -65,7 +65,7 @@ async fn readyz(State(status): State<Arc<Status>>) -> Response {
         Ok(Err(why)) => unavailable(why),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({ "error": e.to_string() })),
+            axum::Json(json!({ "error": crate::error_chain::chain(&e) })),
         )
             .into_response(),
     }

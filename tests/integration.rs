@@ -17,6 +17,7 @@ mod doc_examples;
 mod docs;
 mod export;
 mod faults;
+mod house;
 mod identity;
 mod insider;
 mod manifest;

@@ -28,7 +28,7 @@ pub use reporting::ReportingConfig;
 pub use role::assume_role;
 pub use secret::SecretLocation;
 pub use settings::{SETTINGS, Setting, unknown_settings};
-pub use storage::{DataKeyReuse, GCM_MAX_PLAINTEXT, KmsConfig, LockMode, ObjectLock, S3Config};
+pub use storage::{DataKeyReuse, Format, GCM_MAX_PLAINTEXT, KmsConfig, LockMode, ObjectLock, S3Config};
 
 /// A bad setting: which variable, what is wrong, what would be accepted.
 #[derive(Debug, thiserror::Error)]

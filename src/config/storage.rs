@@ -87,12 +87,22 @@ pub struct KmsConfig {
     /// `Some`: a data key serves several objects (each with its own random IV) before it is dropped.
     pub reuse: Option<DataKeyReuse>,
     /// `WICKRIO_S3_ENCRYPTION_FORMAT`: V2 (the original's) or V3 (key commitment).
-    pub format: crate::envelope::Format,
+    pub format: Format,
+}
+
+/// Which message format objects are written in (`WICKRIO_S3_ENCRYPTION_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// What the original bot and its decryption sample read.
+    #[default]
+    V2,
+    /// Key commitment (`ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY`), what current official clients read
+    /// by default.
+    V3,
 }
 
 /// `WICKRIO_S3_ENCRYPTION_FORMAT`: `v2` (the default) or `v3`.
-fn encryption_format(get: &impl Fn(&str) -> Option<String>) -> Result<crate::envelope::Format, ConfigError> {
-    use crate::envelope::Format;
+fn encryption_format(get: &impl Fn(&str) -> Option<String>) -> Result<Format, ConfigError> {
     match get(FORMAT).map(|f| f.to_ascii_lowercase()).as_deref() {
         None | Some("v2") => Ok(Format::V2),
         Some("v3") => Ok(Format::V3),

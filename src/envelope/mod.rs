@@ -39,24 +39,13 @@ pub mod meta {
     pub const PLAIN_LEN: &str = "x-amz-unencrypted-content-length";
 }
 
-/// Which message format objects are written in (`WICKRIO_S3_ENCRYPTION_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// What the original bot and its decryption sample read.
-    #[default]
-    V2,
-    /// Key commitment (`ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY`), what current official clients read
-    /// by default.
-    V3,
-}
+pub use crate::config::Format;
 
-impl Format {
-    /// The KMS encryption context a data key of this format is bound to.
-    fn context(self) -> HashMap<String, String> {
-        match self {
-            Format::V2 => context(),
-            Format::V3 => v3::context(),
-        }
+/// The KMS encryption context a data key of this format is bound to.
+fn context_of(format: Format) -> HashMap<String, String> {
+    match format {
+        Format::V2 => context(),
+        Format::V3 => v3::context(),
     }
 }
 
@@ -95,7 +84,7 @@ async fn generate_data_key(
         .generate_data_key()
         .key_id(key_arn)
         .key_spec(DataKeySpec::Aes256)
-        .set_encryption_context(Some(format.context()))
+        .set_encryption_context(Some(context_of(format)))
         .send()
         .await
         .map_err(|e| failure(&format!("get a data key from KMS key {key_arn}"), e))?;
@@ -117,7 +106,8 @@ impl Envelope {
     /// random IV, never used before with this key.
     pub fn new(format: Format, key: Zeroizing<[u8; gcm::KEY_LEN]>, wrapped: Vec<u8>) -> Result<Self, AwsFailure> {
         let random = |bytes: &mut [u8]| {
-            getrandom::fill(bytes).map_err(|e| AwsFailure::new(Retry::Soon, "draw a random IV", e.to_string()))
+            getrandom::fill(bytes)
+                .map_err(|e| AwsFailure::new(Retry::Soon, "draw a random IV", crate::error_chain::chain(&e)))
         };
         let nonce = match format {
             Format::V2 => {
@@ -281,14 +271,14 @@ impl StoredEnvelope {
         }
         let wrapped = B64
             .decode(wrapped)
-            .map_err(|e| EnvelopeError::Invalid(meta::KEY_V2, e.to_string()))?;
+            .map_err(|e| EnvelopeError::Invalid(meta::KEY_V2, crate::error_chain::chain(&e)))?;
         let iv = B64
             .decode(get(meta::IV)?)
             .ok()
             .and_then(|iv| <[u8; gcm::IV_LEN]>::try_from(iv).ok())
             .ok_or_else(|| EnvelopeError::Invalid(meta::IV, "not 12 bytes of base64".into()))?;
         let context: HashMap<String, String> = serde_json::from_str(get(meta::MATDESC)?)
-            .map_err(|e| EnvelopeError::Invalid(meta::MATDESC, e.to_string()))?;
+            .map_err(|e| EnvelopeError::Invalid(meta::MATDESC, crate::error_chain::chain(&e)))?;
         if context.get(CONTEXT_KEY).map(String::as_str) != Some(CEK_ALG) {
             return Err(EnvelopeError::Invalid(
                 meta::MATDESC,
@@ -308,7 +298,7 @@ impl StoredEnvelope {
     /// when KMS refuses that, under each format's own, whatever format the metadata claims: altered
     /// metadata must not hide which key the data key is under.
     pub async fn wrapping_key(&self, kms: &aws_sdk_kms::Client) -> Result<String, EnvelopeError> {
-        let contexts = [self.context.clone(), Format::V2.context(), Format::V3.context()];
+        let contexts = [self.context.clone(), context_of(Format::V2), context_of(Format::V3)];
         wrapping_key_of(kms, &self.wrapped, &contexts).await
     }
 
@@ -406,7 +396,7 @@ pub fn salvaged_wrapped(metadata: &HashMap<String, String>) -> Option<Vec<u8>> {
 
 /// The key KMS says wraps `wrapped`, asked under each format's context in turn.
 pub async fn wrapping_key_any_context(kms: &aws_sdk_kms::Client, wrapped: &[u8]) -> Result<String, EnvelopeError> {
-    wrapping_key_of(kms, wrapped, &[Format::V2.context(), Format::V3.context()]).await
+    wrapping_key_of(kms, wrapped, &[context_of(Format::V2), context_of(Format::V3)]).await
 }
 
 #[cfg(test)]

@@ -106,15 +106,17 @@ pub fn read(metadata: &HashMap<String, String>) -> Result<Option<Stored>, Envelo
     };
     expect(meta::CONTENT_CIPHER, SUITE)?;
     expect(meta::WRAP_ALG, WRAP_KMS_CONTEXT)?;
-    let bytes =
-        |key: &'static str, text: &str| B64.decode(text).map_err(|e| EnvelopeError::Invalid(key, e.to_string()));
+    let bytes = |key: &'static str, text: &str| {
+        B64.decode(text)
+            .map_err(|e| EnvelopeError::Invalid(key, crate::error_chain::chain(&e)))
+    };
     let fixed = |key: &'static str| -> Result<[u8; 28], EnvelopeError> {
         bytes(key, get(key)?)?
             .try_into()
             .map_err(|_| EnvelopeError::Invalid(key, "not 28 bytes of base64".into()))
     };
-    let context: HashMap<String, String> =
-        serde_json::from_str(get(meta::CONTEXT)?).map_err(|e| EnvelopeError::Invalid(meta::CONTEXT, e.to_string()))?;
+    let context: HashMap<String, String> = serde_json::from_str(get(meta::CONTEXT)?)
+        .map_err(|e| EnvelopeError::Invalid(meta::CONTEXT, crate::error_chain::chain(&e)))?;
     if context.get(super::CONTEXT_KEY).map(String::as_str) != Some(SUITE) {
         return Err(EnvelopeError::Invalid(
             meta::CONTEXT,

@@ -346,7 +346,7 @@ impl Place {
                 (Some(text), read)
             }
             Err(e) => {
-                read.problem = Some(e.to_string());
+                read.problem = Some(crate::error_chain::chain(&e));
                 (None, read)
             }
         }

@@ -174,11 +174,7 @@ impl Targets {
 
     /// Each selected message's replies, in time order, by the message and their file's trust; and
     /// the selected lines that reply to none, in time order (each the root of a tree).
-    fn replies(
-        &self,
-        kept: &[Kept],
-        trust_of: &dyn Fn(&Kept) -> Trust,
-    ) -> (Replies, Vec<u32>) {
+    fn replies(&self, kept: &[Kept], trust_of: &dyn Fn(&Kept) -> Trust) -> (Replies, Vec<u32>) {
         let mut sorted: Vec<u32> = (0..kept.len() as u32).collect();
         sorted.sort_unstable_by_key(|i| (kept[*i as usize].time, kept[*i as usize].order));
         // Each selected message's replies, in time order, apart by their file's trust: a reply

@@ -321,32 +321,12 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
     })?;
     let mut doc: Map<String, Value> = serde_json::from_slice(&text)
         .map_err(|e| format!("{} is not a custody report: {e}", path.display(), e = Chain(&e)))?;
-    let signature = doc.remove("signature").unwrap_or(Value::Null);
-    let unsigned = signature
-        .as_object()
-        .filter(|o| o.len() == 1)
-        .and_then(|o| o.get("unsigned"))
-        .and_then(Value::as_str);
-    let signature = match (unsigned, signature.get("ed25519").and_then(Value::as_str)) {
-        // Unsigned only as the exporter writes it: `{"unsigned": why}`. Anything else without a
-        // signature that verifies (none, a malformed one) is a bad signature, not a lesser state
-        // someone who altered a signed report could step down to.
-        (Some(why), _) => SignatureCheck::Unsigned(why.to_owned()),
-        (None, None) => SignatureCheck::Bad,
-        (None, Some(sig_hex)) => {
-            let sig = hex::decode(sig_hex).ok().and_then(|b| Signature::from_slice(&b).ok());
-            let signed = signed_bytes(&doc).map_err(|e| e.to_string())?;
-            match sig.and_then(|sig| keys.iter().find(|k| k.verify(&signed, &sig).is_ok())) {
-                Some(signer) => SignatureCheck::Signed(hex::encode(signer.as_bytes())),
-                None => SignatureCheck::Bad,
-            }
-        }
-    };
+    let signature = check_signature(&mut doc, keys)?;
     let listed: Vec<OutputFile> = serde_json::from_value(doc.get("outputs").cloned().unwrap_or_default())
         .map_err(|e| format!("custody.json's outputs: {e}", e = Chain(&e)))?;
     let mut problems = Vec::new();
     let mut there = Vec::new();
-    for (path, hashed) in hash_each(dir).map_err(|e| e.to_string())? {
+    for (path, hashed) in hash_each(dir).map_err(|e| crate::error_chain::chain(&e))? {
         match hashed {
             Ok(file) => there.push(file),
             Err(e) => {
@@ -388,6 +368,31 @@ pub fn check(dir: &Path, keys: &[VerifyingKey]) -> Result<Checked, String> {
         signature,
         files: listed.len(),
         problems,
+    })
+}
+
+/// The report's signature, taken out of `doc` (what remains is what was signed), checked under `keys`.
+fn check_signature(doc: &mut Map<String, Value>, keys: &[VerifyingKey]) -> Result<SignatureCheck, String> {
+    let signature = doc.remove("signature").unwrap_or(Value::Null);
+    let unsigned = signature
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get("unsigned"))
+        .and_then(Value::as_str);
+    Ok(match (unsigned, signature.get("ed25519").and_then(Value::as_str)) {
+        // Unsigned only as the exporter writes it: `{"unsigned": why}`. Anything else without a
+        // signature that verifies (none, a malformed one) is a bad signature, not a lesser state
+        // someone who altered a signed report could step down to.
+        (Some(why), _) => SignatureCheck::Unsigned(why.to_owned()),
+        (None, None) => SignatureCheck::Bad,
+        (None, Some(sig_hex)) => {
+            let sig = hex::decode(sig_hex).ok().and_then(|b| Signature::from_slice(&b).ok());
+            let signed = signed_bytes(doc).map_err(|e| crate::error_chain::chain(&e))?;
+            match sig.and_then(|sig| keys.iter().find(|k| k.verify(&signed, &sig).is_ok())) {
+                Some(signer) => SignatureCheck::Signed(hex::encode(signer.as_bytes())),
+                None => SignatureCheck::Bad,
+            }
+        }
     })
 }
 

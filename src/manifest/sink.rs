@@ -237,7 +237,7 @@ impl<S: Sink> ManifestSink<S> {
         }
         recorded
             .map(|_| "a `discarded` entry in the manifest chain says so".to_owned())
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::error_chain::chain(&e))
     }
 
     /// Files the uploader handed back because their period was shredded, and those waiting on a

@@ -435,7 +435,8 @@ impl ManifestWriter {
                 .create_new(true)
                 .open(&open_path)
                 .and_then(|file| {
-                    file.try_lock().map_err(|e| std::io::Error::other(e.to_string()))?;
+                    file.try_lock()
+                        .map_err(|e| std::io::Error::other(crate::error_chain::chain(&e)))?;
                     durable::sync_dir(&self.dir)?;
                     Ok(file)
                 })

@@ -98,7 +98,7 @@ impl ArchiveCheck {
         };
         let found = match check.run(&|_| {}).await {
             Ok(found) => found,
-            Err(e) => return self.incomplete(&location, &e.to_string()),
+            Err(e) => return self.incomplete(&location, &crate::error_chain::chain(&e)),
         };
         let problems = &found.report.problems;
         self.metrics.incr(Counter::ArchiveChecks);

@@ -639,7 +639,7 @@ pub async fn cancel(
             let (file, keys) = (path.clone(), bots.to_vec());
             tokio::task::spawn_blocking(move || read_record_file(&file, &keys))
                 .await
-                .map_err(|e| no_record(e.to_string()))?
+                .map_err(|e| no_record(crate::error_chain::chain(&e)))?
                 .map_err(|why| no_record(format!("{}: {why}", path.display())))?
         }
         None => newest_record(&reader, &listing, &key, &bots)
@@ -734,15 +734,15 @@ async fn cancel_supplements(
 /// line is kept.
 fn read_record_file(path: &std::path::Path, bots: &[VerifyingKey]) -> Result<ShredRecord, String> {
     use std::io::Read as _;
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut file = std::fs::File::open(path).map_err(|e| crate::error_chain::chain(&e))?;
     let mut reader = RecordReader::new(bots);
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+        let n = file.read(&mut buf).map_err(|e| crate::error_chain::chain(&e))?;
         if n == 0 {
-            return reader.finish().map_err(|e| e.to_string());
+            return reader.finish().map_err(|e| crate::error_chain::chain(&e));
         }
-        reader.feed(&buf[..n]).map_err(|e| e.to_string())?;
+        reader.feed(&buf[..n]).map_err(|e| crate::error_chain::chain(&e))?;
     }
 }
 

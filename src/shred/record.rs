@@ -245,7 +245,8 @@ impl<'k> RecordReader<'k> {
     }
 
     fn take_header(&mut self) -> Result<(), RecordError> {
-        let header: Header = serde_json::from_slice(&self.buf).map_err(|e| RecordError::NotARecord(e.to_string()))?;
+        let header: Header =
+            serde_json::from_slice(&self.buf).map_err(|e| RecordError::NotARecord(crate::error_chain::chain(&e)))?;
         let record = ShredRecord {
             body: header.body,
             sig: header.sig,
@@ -283,7 +284,7 @@ impl<'k> RecordReader<'k> {
             kept: Vec::new(),
         };
         for line in self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            match serde_json::from_slice(line).map_err(|e| RecordError::Altered(e.to_string()))? {
+            match serde_json::from_slice(line).map_err(|e| RecordError::Altered(crate::error_chain::chain(&e)))? {
                 Line::Object(o) => record.objects.push(o),
                 Line::Kept(k) => record.kept.push(k),
             }
@@ -320,7 +321,8 @@ struct V1Record {
 /// A whole v1 record, its signature checked, as the record it stands for (its `sig` the v1 one:
 /// it is never written again as it is; a cancellation signs a new record).
 fn read_v1(text: &[u8], keys: &[VerifyingKey]) -> Result<ShredRecord, RecordError> {
-    let v1: V1Record = serde_json::from_slice(text).map_err(|e| RecordError::NotARecord(e.to_string()))?;
+    let v1: V1Record =
+        serde_json::from_slice(text).map_err(|e| RecordError::NotARecord(crate::error_chain::chain(&e)))?;
     if !keys.iter().any(|k| verify(DOMAIN_V1, &v1.body, &v1.sig, k)) {
         return Err(RecordError::BadSignature);
     }

@@ -131,7 +131,8 @@ impl Survey {
             Some(_) => {}
             None => {
                 if let Some(e) = taken.reads.iter().find_map(|r| r.read.as_ref().err()) {
-                    self.unreadable.push((manifest.to_owned(), e.to_string()));
+                    self.unreadable
+                        .push((manifest.to_owned(), crate::error_chain::chain(&e)));
                 }
             }
         }

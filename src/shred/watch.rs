@@ -162,11 +162,16 @@ impl ShredWatch {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let size = tokio::fs::metadata(path).await.map_err(|e| e.to_string())?.len();
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| crate::error_chain::chain(&e))?
+            .len();
         if size > MAX_MANIFEST {
             return Err(format!("{size} bytes, more than a manifest can be"));
         }
-        let text = tokio::fs::read_to_string(path).await.map_err(|e| e.to_string())?;
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| crate::error_chain::chain(&e))?;
         let body = ShredBody {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             public_key: hex::encode(self.signer.verifying_key().as_bytes()),

@@ -100,7 +100,7 @@ fn import_file(
                     rejects,
                     "{}:{}",
                     path.display(),
-                    e.to_string().trim_start_matches("line ")
+                    crate::error_chain::chain(&e).trim_start_matches("line ")
                 );
             }
         }

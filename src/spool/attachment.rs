@@ -105,7 +105,8 @@ impl PartialAttachment {
                 .map(|f| (f, RemoveOnDrop(Some(p.clone()))))
                 .and_then(|(f, guard)| {
                     // Locked so that recovery in another instance sharing FILEDEST leaves it alone.
-                    f.try_lock().map_err(|e| std::io::Error::other(e.to_string()))?;
+                    f.try_lock()
+                        .map_err(|e| std::io::Error::other(crate::error_chain::chain(&e)))?;
                     Ok((f, guard))
                 });
             let _ = tx.send(created);

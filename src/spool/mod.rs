@@ -267,7 +267,7 @@ impl Spool {
         if !self.inner.shared.health.is_healthy() {
             return Err("a write or fsync of the spool failed; unready until one succeeds again (see the logs)".into());
         }
-        self.check_free_space().map_err(|e| e.to_string())
+        self.check_free_space().map_err(|e| crate::error_chain::chain(&e))
     }
 
     pub fn check_free_space(&self) -> Result<(), SpoolError> {

@@ -250,7 +250,7 @@ impl Started<'_> {
 /// the directories' ownership and modes checked as the user the bot runs as.
 fn take_directories(config: &Config, command_name: &'static str) -> Result<StateLock, Refusal> {
     let lock = StateLock::acquire(&config.identity.state_dir, command_name)
-        .map_err(|e| Refusal::new(1, EventKind::Fatal, e.to_string()))?;
+        .map_err(|e| Refusal::new(1, EventKind::Fatal, retention_bot::error_chain::chain(&e)))?;
     let run_as = privileges::parse_run_as(std::env::var("WICKRIO_RUN_AS").ok().as_deref()).map_err(Refusal::config)?;
     let own = [
         config.identity.state_dir.as_path(),
@@ -262,7 +262,8 @@ fn take_directories(config: &Config, command_name: &'static str) -> Result<State
         .copied()
         .chain(config.made_dirs.iter().map(PathBuf::as_path))
         .collect();
-    privileges::drop_root(run_as, &handed).map_err(|e| Refusal::new(1, EventKind::Fatal, e.to_string()))?;
+    privileges::drop_root(run_as, &handed)
+        .map_err(|e| Refusal::new(1, EventKind::Fatal, retention_bot::error_chain::chain(&e)))?;
     let vars = ["WICKRIO_STATE_DIR", "WICKRIO_COMP_MESGDEST", "WICKRIO_COMP_FILEDEST"];
     for (var, dir) in vars.into_iter().zip(own) {
         config::check_private_dir(var, dir).map_err(Refusal::config)?;

@@ -89,7 +89,7 @@ pub(super) fn run(args: Args, aws: &retention_bot::aws::Aws) -> ExitCode {
         line.clear();
         match checked {
             Ok(r) => (r.report, Some(r.objects), r.bytes),
-            Err(e) => return cannot(e.to_string()),
+            Err(e) => return cannot(retention_bot::error_chain::chain(&e)),
         }
     } else {
         if args.min_retention_days.is_some() {

@@ -52,7 +52,7 @@ pub fn content_problem(entry: &Entry, location: &str, read: Result<(u64, &str), 
         }
         Err(e) => Some(Problem::Unreadable {
             at: location.to_owned(),
-            why: e.to_string(),
+            why: crate::error_chain::chain(&e),
         }),
         Ok((len, _)) if len != entry.body.size => altered(format!("{len} bytes, listed as {}", entry.body.size)),
         Ok((_, sha256)) if sha256 != entry.body.sha256 => altered("content differs (SHA-256 mismatch)".into()),
@@ -280,7 +280,7 @@ impl BucketCheck<'_> {
         if let Some(e) = unread {
             tally.problem(Problem::Unreadable {
                 at: at.clone(),
-                why: e.to_string(),
+                why: crate::error_chain::chain(&e),
             });
         }
         tally.problems(own::piled(listing, key, &at));
@@ -351,7 +351,7 @@ impl BucketCheck<'_> {
             match self.facts(key, version, read, tally) {
                 Ok(read) if Some(version) == bots => self.check_retention(key, &read, tally),
                 Ok(_) => newest = Some(Ok(())),
-                Err(e) => newest = Some(Err(e.to_string())),
+                Err(e) => newest = Some(Err(crate::error_chain::chain(&e))),
             }
         }
         tally.problems(own::piled(listing, key, &at));

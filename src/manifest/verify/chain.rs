@@ -56,7 +56,10 @@ impl<'k> Chains<'k> {
         let entry: Entry = match serde_json::from_str(line) {
             Ok(e) => e,
             Err(e) => {
-                problems.push(Problem::Unreadable { at, why: e.to_string() });
+                problems.push(Problem::Unreadable {
+                    at,
+                    why: crate::error_chain::chain(&e),
+                });
                 return None;
             }
         };
@@ -152,8 +155,9 @@ impl<'k> Chains<'k> {
         // Per key: the newest head, and where it is.
         let mut newest: Vec<Option<(u64, String)>> = vec![None; self.keys.len()];
         for (at, text) in heads {
-            let record =
-                text.and_then(|text| serde_json::from_str::<HeadRecord>(text.trim()).map_err(|e| e.to_string()));
+            let record = text.and_then(|text| {
+                serde_json::from_str::<HeadRecord>(text.trim()).map_err(|e| crate::error_chain::chain(&e))
+            });
             let record = match record {
                 Ok(r) => r,
                 Err(why) => {

@@ -130,7 +130,7 @@ fn check_file(entry: &Entry, path: &Path, problems: &mut Vec<Problem>) -> std::i
         Err(e) => {
             problems.push(Problem::Unreadable {
                 at: path.display().to_string(),
-                why: e.to_string(),
+                why: crate::error_chain::chain(&e),
             });
             return Ok(());
         }

@@ -229,7 +229,7 @@ pub fn read_heads(paths: &[PathBuf]) -> Vec<(String, Result<String, String>)> {
         .map(|p| {
             (
                 p.display().to_string(),
-                std::fs::read_to_string(p).map_err(|e| e.to_string()),
+                std::fs::read_to_string(p).map_err(|e| crate::error_chain::chain(&e)),
             )
         })
         .collect()

@@ -245,7 +245,10 @@ async fn newest_valid(
             None
         }
         Err(e) => {
-            problems.push(Problem::Unreadable { at, why: e.to_string() });
+            problems.push(Problem::Unreadable {
+                at,
+                why: crate::error_chain::chain(&e),
+            });
             None
         }
     }

@@ -16,7 +16,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::error::UploadError;
 use super::metadata;
-use super::upload::Target;
+use super::target::Target;
 use crate::aws::{Retry, failure};
 
 /// `wickrio-content-mac`: a keyed hash (HMAC-SHA256 under a key derived from the bot's signing key) of

@@ -14,6 +14,8 @@ mod error;
 pub mod keys;
 pub mod metadata;
 pub mod object_lock;
+mod retry;
+mod target;
 mod upload;
 
 use std::path::Path;
@@ -39,19 +41,11 @@ use crate::error_chain::Chain;
 pub use create_only::ContentMac;
 use error::Service;
 pub use error::UploadError;
+use retry::{FIRST_BACKOFF, Next, REFUSED_RETRY};
 use upload::PartBudget;
 
 /// Files uploaded at once.
 const WORKERS: usize = 2;
-/// Transient failures retry after 1 s, doubling up to this, with jitter.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Transient failures are tried this many times by the worker (1 s, then 2 s apart) before the
-/// file waits aside.
-const TRIES_IN_PLACE: u32 = 3;
-const IN_PLACE_WAIT: Duration = Duration::from_secs(1);
-/// Refusals (access denied, no such bucket, key disabled, a key or request S3 will not take) retry
-/// this often: they need an operator, or concern this one file.
-const REFUSED_RETRY: Duration = Duration::from_secs(120);
 
 /// A file on its way to S3, with its own retry state.
 struct Queued {
@@ -225,7 +219,7 @@ impl Sink for S3Sink {
         let queued = Queued {
             file,
             attempts: 0,
-            backoff: Duration::from_secs(1),
+            backoff: FIRST_BACKOFF,
             conflict_said: false,
         };
         if let Some(queue) = &self.queue
@@ -270,7 +264,9 @@ impl Uploader {
     /// Uploads the file (retrying a transient failure a few times in place) and removes the local
     /// copy. Returns the file and how long it should wait aside if it is not done.
     async fn try_upload(&self, mut item: Queued) -> Option<(Queued, Duration)> {
-        for try_here in 1..=TRIES_IN_PLACE {
+        let mut try_here = 0;
+        loop {
+            try_here += 1;
             item.attempts += 1;
             let conflict_said = item.conflict_said;
             let attempt = async {
@@ -325,10 +321,6 @@ impl Uploader {
             match e.retry() {
                 Retry::Soon => {
                     tracing::warn!(%file, attempt = item.attempts, error = %Chain(&e), "upload failed; the file waits on disk and is retried");
-                    if try_here < TRIES_IN_PLACE {
-                        // Short waits only: a longer one would hold this worker from the files behind.
-                        tokio::time::sleep(jitter(IN_PLACE_WAIT * try_here)).await;
-                    }
                 }
                 Retry::Slowly => {
                     tracing::error!(
@@ -338,14 +330,15 @@ impl Uploader {
                         retry_secs = REFUSED_RETRY.as_secs(),
                         "upload REFUSED: check the bucket, the KMS key and this bot's permissions; the file waits on disk, other files go on"
                     );
-                    return Some((item, REFUSED_RETRY));
                 }
             }
+            let (step, backoff) = retry::next(e.retry(), try_here, item.backoff, random_spread());
+            item.backoff = backoff;
+            match step {
+                Next::InPlace(wait) => tokio::time::sleep(wait).await,
+                Next::Aside(wait) => return Some((item, wait)),
+            }
         }
-        // Transient, but not passing: it waits aside, longer each time, up to MAX_BACKOFF.
-        let wait = jitter(item.backoff);
-        item.backoff = (item.backoff * 2).min(MAX_BACKOFF);
-        Some((item, wait))
     }
 
     /// Whether the file's (ended) period was shredded, as the bot's own signed record says, and
@@ -434,8 +427,8 @@ impl Uploader {
         })
     }
 
-    fn target<'a>(&'a self, file: &ClosedFile, key: &'a str, sha256: &str) -> upload::Target<'a> {
-        upload::Target {
+    fn target<'a>(&'a self, file: &ClosedFile, key: &'a str, sha256: &str) -> target::Target<'a> {
+        target::Target {
             client: &self.s3,
             bucket: &self.config.bucket,
             key,
@@ -539,9 +532,10 @@ async fn remove_local(path: &Path) {
     }
 }
 
-/// Between half and all of `d`, so that many bots recovering from one outage do not retry in step.
-fn jitter(d: Duration) -> Duration {
+/// A random fraction in `[0, 1]`: how far `retry::next` spreads a wait, so that many bots recovering
+/// from one outage do not retry in step.
+fn random_spread() -> f64 {
     let mut b = [0u8; 2];
     let _ = getrandom::fill(&mut b);
-    d.mul_f64(0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) / 2.0)
+    f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
 }

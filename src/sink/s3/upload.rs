@@ -5,12 +5,10 @@
 //! Every request carries a CRC32C checksum that S3 verifies before it stores the data, and every
 //! write is create-only (`create_only`).
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -21,11 +19,11 @@ use tokio::task::JoinSet;
 use super::create_only;
 use super::error::UploadError;
 use super::object_lock::Retention;
+use super::target::Target;
 use crate::aws::{AwsFailure, Retry, failure};
-use crate::config::ObjectLock;
 use crate::envelope::{Envelope, gcm};
 use crate::error_chain::Chain;
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::Counter;
 
 /// 8 MiB parts: S3's minimum is 5 MiB, and 10,000 parts of 8 MiB hold 78 GiB, above any file the
 /// bot writes (the GCM cap keeps encrypted files under 64 GiB; rotation keeps the rest small).
@@ -52,18 +50,6 @@ struct Part {
 }
 
 type Parts = mpsc::Receiver<Result<Part, UploadError>>;
-
-/// Where an object goes and what it says about itself.
-pub struct Target<'a> {
-    pub client: &'a Client,
-    pub bucket: &'a str,
-    pub key: &'a str,
-    pub metadata: HashMap<String, String>,
-    /// Counts every part (or single object) S3 accepts: the watchdog's measure of progress.
-    pub metrics: &'a Arc<Metrics>,
-    /// Object Lock retention, counted from when the file was closed (its last modification).
-    pub lock: Option<ObjectLock>,
-}
 
 /// What an upload did, for the check before the local copy is deleted.
 #[derive(Debug, Clone, Copy)]

@@ -66,7 +66,7 @@ impl Pending {
             nonce: hex::encode(nonce),
             sealed: hex::encode(sealed),
         };
-        let json = serde_json::to_vec(&file).map_err(|e| MatrixError::State(e.to_string()))?;
+        let json = serde_json::to_vec(&file).map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?;
         durable::write_atomically(&self.path, &json).map_err(|e| MatrixError::io(&self.path, e))
     }
 

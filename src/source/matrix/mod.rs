@@ -518,7 +518,7 @@ impl MatrixSource {
 async fn write_state(path: PathBuf, bytes: Vec<u8>) -> Result<(), MatrixError> {
     tokio::task::spawn_blocking(move || durable::write_atomically(&path, &bytes).map_err(|e| MatrixError::io(&path, e)))
         .await
-        .map_err(|e| MatrixError::State(e.to_string()))?
+        .map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?
 }
 
 /// A membership event's JSON (they are never encrypted), for following who is in a room.

@@ -46,7 +46,7 @@ impl Position {
 
     /// The file's path and new contents, for `write_state` (which replaces it atomically).
     pub fn to_save(&self, dir: &Path) -> Result<(PathBuf, Vec<u8>), MatrixError> {
-        let json = serde_json::to_vec(self).map_err(|e| MatrixError::State(e.to_string()))?;
+        let json = serde_json::to_vec(self).map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?;
         Ok((Self::path(dir), json))
     }
 }

@@ -189,7 +189,7 @@ impl Undecrypted {
         if !self.changed {
             return Ok(None);
         }
-        let json = serde_json::to_vec(&self.events).map_err(|e| MatrixError::State(e.to_string()))?;
+        let json = serde_json::to_vec(&self.events).map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?;
         Ok(Some((Self::path(dir), json)))
     }
 
@@ -262,7 +262,8 @@ impl MatrixSource {
             }
         }
         for (room_id, events) in rooms {
-            let room_id = OwnedRoomId::try_from(room_id).map_err(|e| MatrixError::State(e.to_string()))?;
+            let room_id =
+                OwnedRoomId::try_from(room_id).map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?;
             self.capture_room(&room_id, events, intake).await?;
         }
         if !done.is_empty() {

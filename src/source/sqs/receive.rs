@@ -296,7 +296,7 @@ impl Receiver {
         };
         let message = match Message::from_object(object, 1) {
             Ok(message) => message,
-            Err(e) => return Ok(Outcome::Refused(e.to_string())),
+            Err(e) => return Ok(Outcome::Refused(crate::error_chain::chain(&e))),
         };
         let max = self.intake.max_file;
         let mut partial = self.intake.spool.begin_attachment(max).await?;
