@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 
-pub const TEST_CLOCK_VAR: &str = "RETENTION_BOT_TEST_CLOCK";
+pub(crate) const TEST_CLOCK_VAR: &str = "RETENTION_BOT_TEST_CLOCK";
 
 static OFFSET: OnceLock<chrono::Duration> = OnceLock::new();
 

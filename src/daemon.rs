@@ -11,13 +11,14 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Network};
 use crate::identity::Identity;
-use crate::manifest::{ManifestSink, ManifestWriter};
+use crate::manifest::ManifestWriter;
 use crate::metrics::{Gauge, Metrics};
 use crate::report::archive_check::ArchiveCheck;
 use crate::report::watchdog::Watchdog;
 use crate::report::{EventKind, Events};
 use crate::serve::{self, Status};
 use crate::shutdown::{self, Drain, Trigger};
+use crate::sink::ManifestSink;
 use crate::sink::{
     self,
     local::LocalSink,

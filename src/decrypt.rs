@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::{self, AwsFailure, failure};
 use crate::envelope::{EnvelopeError, StoredEnvelope, gcm};
-use crate::sink::s3::metadata::{self, TYPE};
+use crate::objects::metadata::{self, TYPE};
 
 /// Which archive in S3 a tool works on (the defaults are the bot's settings, so the line that ran
 /// the bot also names its archive). Shared by `decrypt` and `legal-hold`.
@@ -291,7 +291,7 @@ async fn get(
 
 /// The most of an object `stream` keeps in memory (manifests and head records are far smaller): a
 /// planted object under such a name cannot exhaust the reader's memory.
-pub const MAX_KEPT: u64 = 64 << 20;
+pub(crate) const MAX_KEPT: u64 = 64 << 20;
 
 /// One object read through: its plaintext's length and SHA-256, the plaintext itself when asked
 /// for, and what its retention counts from and until.
@@ -321,7 +321,7 @@ pub async fn stream(
 
 /// As [`stream`], of one version (or the current one), keeping the plaintext up to `keep` bytes (a
 /// larger object is refused before it is read).
-pub async fn stream_keeping(
+pub(crate) async fn stream_keeping(
     s3: &aws_sdk_s3::Client,
     kms: &aws_sdk_kms::Client,
     bucket: &str,

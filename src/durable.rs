@@ -12,26 +12,26 @@ use std::path::Path;
 const BY_NAME: i32 = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC;
 
 /// Bytes an unprivileged writer may still use on the file system holding `dir`.
-pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+pub(crate) fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
     #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
     Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
 /// fsyncs a directory so that a file created, renamed or removed in it survives a power loss.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Makes everything written to the file system `dir` is on durable, with one call (`syncfs`)
 /// rather than one `fsync` per file: for many files written at once, then published together.
-pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
     let dir = File::open(dir)?;
     nix::unistd::syncfs(&dir).map_err(std::io::Error::from)
 }
 
 /// Removes a file and makes the removal durable (its directory fsync'd).
-pub fn remove_durably(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_durably(path: &Path) -> std::io::Result<()> {
     std::fs::remove_file(path)?;
     match path.parent() {
         Some(dir) => sync_dir(dir),
@@ -40,7 +40,7 @@ pub fn remove_durably(path: &Path) -> std::io::Result<()> {
 }
 
 /// fsyncs the directory holding `path`.
-pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
         _ => sync_dir(Path::new(".")),
@@ -50,7 +50,7 @@ pub fn sync_parent(path: &Path) -> std::io::Result<()> {
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new content, never a torn one:
 /// a new temporary file beside it (mode 0600, never through a link), fsync'd, renamed over `path`,
 /// then the directory fsync'd.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     // A leftover from a crash (or something planted there) is replaced, never written through.
     match std::fs::remove_file(&tmp) {
@@ -71,7 +71,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Does the device take a write again? Creates a file beside `path`, writes and fsyncs a byte,
 /// renames it to `path`, fsyncs the directory, then removes it: every step a commit takes.
-pub fn probe_write(path: &Path) -> std::io::Result<()> {
+pub(crate) fn probe_write(path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let result = (|| {
         // Not create_new: a probe file a failed probe could not remove must not stop every later one.
@@ -94,12 +94,12 @@ pub fn probe_write(path: &Path) -> std::io::Result<()> {
 
 /// Opens a file found by its name for reading; refuses (`InvalidInput`) anything but a regular file
 /// reached without a symbolic link.
-pub fn open_regular(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<File> {
     open_checked(path, OpenOptions::new().read(true))
 }
 
 /// [`open_regular`], for repairs (read and write).
-pub fn open_regular_rw(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_regular_rw(path: &Path) -> std::io::Result<File> {
     open_checked(path, OpenOptions::new().read(true).write(true))
 }
 
@@ -132,14 +132,14 @@ fn open_checked(path: &Path, options: &mut OpenOptions) -> std::io::Result<File>
 }
 
 /// Whether an error from [`open_regular`] means "not a regular file" (rather than an I/O failure).
-pub fn is_not_regular(e: &std::io::Error) -> bool {
+pub(crate) fn is_not_regular(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::InvalidInput
 }
 
 /// Reads `source` line by line (each with its `\n`; the last one may have none) through one 1 MiB
 /// buffer, whatever the file's size, handing each line to `each`; returns the last line. The one
 /// loop spool recovery (finding a torn tail) and the manifest (hashing a file) read files with.
-pub fn for_each_line(source: impl Read, mut each: impl FnMut(&[u8])) -> std::io::Result<Vec<u8>> {
+pub(crate) fn for_each_line(source: impl Read, mut each: impl FnMut(&[u8])) -> std::io::Result<Vec<u8>> {
     let mut reader = BufReader::with_capacity(1 << 20, source);
     let (mut line, mut last) = (Vec::new(), Vec::new());
     loop {

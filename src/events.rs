@@ -90,7 +90,7 @@ impl Event {
 }
 
 /// Events waiting for the publisher at most; beyond it new events are dropped (and logged).
-pub const QUEUE: usize = 256;
+pub(crate) const QUEUE: usize = 256;
 
 /// Where any part of the bot sends events. Cheap to clone; sending never waits.
 #[derive(Debug, Clone, Default)]

@@ -19,8 +19,8 @@ use crate::aws::{AwsFailure, failure};
 use crate::decrypt::{Archive, ObjectError, stream};
 use crate::manifest::{Entry, head, is_manifest_name};
 use crate::message::msg_time;
+use crate::objects::keys::{ListedObjects, object_name};
 use crate::period::{parse_end, parse_time};
-use crate::sink::s3::keys::{ListedObjects, object_name};
 
 /// `legal-hold`'s options.
 #[derive(Debug, Clone, clap::Args)]

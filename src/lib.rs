@@ -3,14 +3,14 @@
 //! for the data path.
 
 pub mod aws;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decrypt;
-pub mod durable;
+pub(crate) mod durable;
 pub mod envelope;
 pub mod error_chain;
-pub mod events;
+pub(crate) mod events;
 pub mod export;
 pub mod identity;
 pub mod legal_hold;
@@ -19,15 +19,16 @@ pub mod log_repeats;
 pub mod manifest;
 pub mod message;
 pub mod metrics;
-pub mod period;
+pub mod objects;
+pub(crate) mod period;
 pub mod privileges;
 pub mod report;
-pub mod serve;
+pub(crate) mod serve;
 pub mod shred;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod sink;
 pub mod source;
-pub mod spool;
+pub(crate) mod spool;
 mod sync;
 
 /// Entry points for the fuzz targets in `fuzz/` (`cargo fuzz`), which reach internals that no

@@ -11,7 +11,7 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-pub const LOCK_FILE: &str = "retention-bot.lock";
+pub(crate) const LOCK_FILE: &str = "retention-bot.lock";
 
 /// Held for as long as it lives.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ macro_rules! metrics {
         pub enum $kind { $($variant),* }
 
         impl $kind {
-            pub const ALL: &'static [$kind] = &[$($kind::$variant),*];
+            pub(crate) const ALL: &'static [$kind] = &[$($kind::$variant),*];
 
             pub fn name(self) -> &'static str {
                 match self { $($kind::$variant => $name),* }
@@ -100,7 +100,7 @@ impl Metrics {
         self.values[counter as usize].load(Ordering::Relaxed)
     }
 
-    pub fn raise(&self, gauge: Gauge, n: u64) {
+    pub(crate) fn raise(&self, gauge: Gauge, n: u64) {
         self.gauges[gauge as usize].fetch_add(n, Ordering::Relaxed);
     }
 
@@ -119,7 +119,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format, version 0.0.4.
-    pub fn render_prometheus(&self, bot_name: &str) -> String {
+    pub(crate) fn render_prometheus(&self, bot_name: &str) -> String {
         let bot = bot_name.replace('\\', "\\\\").replace('"', "\\\"");
         let mut out = String::with_capacity(2048);
         for &c in Counter::ALL {

@@ -8,13 +8,13 @@ use std::fmt;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 
 /// The start of a period: RFC 3339, or a date (its first instant, UTC).
-pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     parse_instant(text, false)
 }
 
 /// The end of a period: RFC 3339, or a date (its last instant, UTC: 23:59:59.999999999, so that
 /// every `msg_ts` of the day, whatever its digits, is in it).
-pub fn parse_end(text: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_end(text: &str) -> Result<DateTime<Utc>, String> {
     parse_instant(text, true)
 }
 
@@ -49,13 +49,13 @@ pub struct Period {
 }
 
 /// The placeholders a key template may hold.
-pub const YEAR_PLACEHOLDER: &str = "{yyyy}";
-pub const MONTH_PLACEHOLDER: &str = "{mm}";
+pub(crate) const YEAR_PLACEHOLDER: &str = "{yyyy}";
+pub(crate) const MONTH_PLACEHOLDER: &str = "{mm}";
 
 impl Granularity {
     /// The granularity a key template asks for: `None` when it holds no placeholder (one key for
     /// ever). A month without its year, or any other `{...}`, is refused.
-    pub fn of_template(template: &str) -> Result<Option<Granularity>, String> {
+    pub(crate) fn of_template(template: &str) -> Result<Option<Granularity>, String> {
         let rest = template.replace(YEAR_PLACEHOLDER, "").replace(MONTH_PLACEHOLDER, "");
         if rest.contains('{') || rest.contains('}') {
             return Err(format!(
@@ -85,7 +85,7 @@ impl Granularity {
 
 impl Period {
     /// Whether the period is over at `now`.
-    pub fn ended_by(self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn ended_by(self, now: DateTime<Utc>) -> bool {
         self.next().start() <= now
     }
 
@@ -109,7 +109,7 @@ impl Period {
         })
     }
 
-    pub fn granularity(self) -> Granularity {
+    pub(crate) fn granularity(self) -> Granularity {
         if self.month.is_some() {
             Granularity::Month
         } else {
@@ -170,7 +170,7 @@ impl fmt::Display for Period {
 /// `<basename>_<yyyyMMdd>T<HHmmssSSS>Z_<instance>_<seq>.txt` (message files, manifests, and their
 /// head records in `.json`), read from the right so that no basename can pass for a time. `None`
 /// for a name the bot did not give.
-pub fn name_time(name: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn name_time(name: &str) -> Option<DateTime<Utc>> {
     let attachment = name
         .strip_prefix("attachment_")
         .and_then(|rest| rest.get(..17))

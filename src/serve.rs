@@ -35,7 +35,7 @@ pub struct Status {
 }
 
 /// `GET /healthz`, `/readyz`, `/metrics`.
-pub fn status_routes(status: Arc<Status>) -> Router {
+pub(crate) fn status_routes(status: Arc<Status>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -85,11 +85,11 @@ pub struct Limits {
 }
 
 /// Longest a request's headers may take (less when `WICKRIO_INGEST_IDLE_SECS` is shorter).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes hyper buffers per connection (its default is about 400 KiB): with the connection cap, this
 /// bounds what connections hold outside the body budget (512 × 64 KiB = 32 MiB).
-pub const READ_BUFFER: usize = 64 << 10;
+pub(crate) const READ_BUFFER: usize = 64 << 10;
 
 /// What a connection over the cap is told before it is closed.
 const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 73\r\n\r\n{\"error\":\"too many connections (WICKRIO_INGEST_MAX_CONNECTIONS); retry\"}\n";

@@ -22,7 +22,7 @@ pub fn channel() -> (Trigger, Shutdown) {
 }
 
 impl Trigger {
-    pub fn fire(&self) {
+    pub(crate) fn fire(&self) {
         let _ = self.0.send(true);
     }
 
@@ -39,7 +39,7 @@ impl Shutdown {
         let _ = self.0.wait_for(|fired| *fired).await.map(|_| ());
     }
 
-    pub fn is_fired(&self) -> bool {
+    pub(crate) fn is_fired(&self) -> bool {
         *self.0.borrow()
     }
 }
@@ -69,7 +69,7 @@ impl Drain {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 

@@ -95,7 +95,11 @@ impl AwsFailure {
     }
 
     /// A failure with a given cause.
-    pub fn caused_by(retry: Retry, operation: impl Into<String>, cause: impl Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn caused_by(
+        retry: Retry,
+        operation: impl Into<String>,
+        cause: impl Error + Send + Sync + 'static,
+    ) -> Self {
         Self {
             operation: operation.into(),
             code: None,
@@ -107,19 +111,19 @@ impl AwsFailure {
 
     /// The same failure with a service code of the bot's own (see `envelope::PERIOD_KEY_UNUSABLE`),
     /// for callers that match on codes.
-    pub fn with_code(mut self, code: &str) -> Self {
+    pub(crate) fn with_code(mut self, code: &str) -> Self {
         self.code = Some(code.to_owned());
         self
     }
 
     /// The same failure, to be retried as the caller knows best (it knows what the call was for).
-    pub fn with_retry(mut self, retry: Retry) -> Self {
+    pub(crate) fn with_retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
         self
     }
 
     /// The same failure, its operation told more fully (`…; do it by hand NOW`).
-    pub fn with_operation(mut self, operation: impl Into<String>) -> Self {
+    pub(crate) fn with_operation(mut self, operation: impl Into<String>) -> Self {
         self.operation = operation.into();
         self
     }
@@ -167,7 +171,7 @@ const TRANSIENT_CLIENT_ERRORS: &[&str] = &[
 /// Whether a service's answer is worth retrying soon: a client error is a refusal of this request as
 /// it is (a key S3 will not take, a policy, a missing key) and retrying it soon cannot help; 408,
 /// 429 and throttling can.
-pub fn retry_for(code: Option<&str>, status: u16) -> Retry {
+fn retry_for(code: Option<&str>, status: u16) -> Retry {
     let code = code.unwrap_or_default();
     let client_error = (400..500).contains(&status) && status != 408 && status != 429;
     if REFUSALS.contains(&code) || (client_error && !TRANSIENT_CLIENT_ERRORS.contains(&code)) {

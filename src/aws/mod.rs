@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, timeout::TimeoutConfig};
 
-pub use failure::{AwsFailure, Retry, ServiceAnswer, failure, retry_for};
+pub use failure::{AwsFailure, Retry, ServiceAnswer, failure};
 
 /// The role every client assumes (`WICKRIO_ROLE_ARN`): STS AssumeRole on top of the default chain,
 /// for writing to another account's bucket.
@@ -86,7 +86,7 @@ impl Aws {
 
 /// An S3 client. A custom endpoint (an S3-compatible store or a test server, often on an IP
 /// address) gets path-style addressing, which every such server understands.
-pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+pub(crate) fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
     let custom_endpoint = config.endpoint_url().is_some();
     let s3 = aws_sdk_s3::config::Builder::from(config)
         .force_path_style(custom_endpoint)

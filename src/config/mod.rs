@@ -23,12 +23,18 @@ mod settings;
 mod storage;
 pub use dirs::{check_private_dir, umask};
 pub use ingest::IngestConfig;
-pub use network::{MatrixConfig, Network, SqsConfig};
+pub use network::SqsConfig;
+pub use network::{MatrixConfig, Network};
 pub use reporting::ReportingConfig;
 pub use role::assume_role;
 pub use secret::SecretLocation;
 pub use settings::{SETTINGS, Setting, unknown_settings};
-pub use storage::{DataKeyReuse, Format, GCM_MAX_PLAINTEXT, KmsConfig, LockMode, ObjectLock, S3Config};
+pub use storage::DataKeyReuse;
+pub use storage::Format;
+pub use storage::KmsConfig;
+pub use storage::LockMode;
+pub use storage::ObjectLock;
+pub use storage::S3Config;
 
 /// A bad setting: which variable, what is wrong, what would be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +63,7 @@ impl Secret {
     pub fn new(value: String) -> Self {
         Self(Zeroizing::new(value))
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

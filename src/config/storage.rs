@@ -6,10 +6,11 @@ use super::ConfigError;
 use super::aws_names::{KMS_KEY, arn_region, check_region};
 
 /// AES-GCM encrypts at most 2^36 - 32 bytes under one IV: the cap on one encrypted object.
-pub const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
+const GCM_MAX_PLAINTEXT: u64 = (1 << 36) - 32;
 /// Message files and attachments stay this far below the GCM cap when encryption is on: a file
 /// rotates at a line boundary, so it may overshoot its size limit by one batch.
 const ENCRYPTED_FILE_LIMIT: u64 = 60 << 30;
+const _: () = assert!(ENCRYPTED_FILE_LIMIT < GCM_MAX_PLAINTEXT);
 /// With S3, the original's defaults (1000000000 KiB, no time limit) would keep one file open, and
 /// un-uploaded, for ever: the size limit defaults to 1 GiB, and with neither limit set, files also
 /// rotate every 10 minutes.
@@ -65,7 +66,7 @@ impl LockMode {
 
 impl S3Config {
     /// `<folder>/<name>`, or `<name>` without a folder.
-    pub fn key_for(&self, name: &str) -> String {
+    pub(crate) fn key_for(&self, name: &str) -> String {
         if self.folder.is_empty() {
             name.to_owned()
         } else {
@@ -144,7 +145,7 @@ pub struct DataKeyReuse {
 
 /// Most objects under one data key: AES-GCM with random 96-bit IVs stays far inside its bound
 /// (2^32 messages per key, NIST SP 800-38D) at 2^20.
-pub const MAX_DATAKEY_OBJECTS: u64 = 1 << 20;
+pub(crate) const MAX_DATAKEY_OBJECTS: u64 = 1 << 20;
 /// Longest a data key is kept: a day.
 const MAX_DATAKEY_AGE_SECS: u64 = 86_400;
 /// The other bound when only one is set.

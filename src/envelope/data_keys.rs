@@ -27,10 +27,10 @@ use crate::metrics::{Counter, Metrics};
 const KEY_FRESHNESS: Duration = Duration::from_secs(60);
 /// Tests shorten the bound (`shred` then waits less, and so does every test of it). Nothing an
 /// operator sets, so not in `--help`; the bot and the tool log a warning when it is set.
-pub const TEST_KEY_FRESHNESS_VAR: &str = "RETENTION_BOT_TEST_KEY_FRESHNESS_SECS";
+pub(crate) const TEST_KEY_FRESHNESS_VAR: &str = "RETENTION_BOT_TEST_KEY_FRESHNESS_SECS";
 
 /// How long a reused data key may be used after its KMS key was last seen enabled.
-pub fn key_freshness() -> Duration {
+pub(crate) fn key_freshness() -> Duration {
     static BOUND: OnceLock<Duration> = OnceLock::new();
     *BOUND.get_or_init(|| {
         let Some(secs) = std::env::var(TEST_KEY_FRESHNESS_VAR)
@@ -48,7 +48,7 @@ pub fn key_freshness() -> Duration {
 }
 
 /// The data keys of one KMS key.
-pub struct DataKeys {
+pub(crate) struct DataKeys {
     kms: aws_sdk_kms::Client,
     key_arn: String,
     format: Format,

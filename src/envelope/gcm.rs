@@ -18,9 +18,9 @@ use std::ptr::{NonNull, null_mut};
 
 use aws_lc_sys as ffi;
 
-pub const KEY_LEN: usize = 32;
-pub const IV_LEN: usize = 12;
-pub const TAG_LEN: usize = 16;
+pub(crate) const KEY_LEN: usize = 32;
+pub(crate) const IV_LEN: usize = 12;
+pub(crate) const TAG_LEN: usize = 16;
 /// `EVP_*Update` takes a C `int` length.
 const MAX_UPDATE: usize = 1 << 30;
 
@@ -118,7 +118,7 @@ impl Encryptor {
     }
 
     /// With additional authenticated data (the committing format's suite id).
-    pub fn with_aad(key: &[u8; KEY_LEN], iv: &[u8; IV_LEN], aad: &[u8]) -> Result<Self, GcmError> {
+    pub(crate) fn with_aad(key: &[u8; KEY_LEN], iv: &[u8; IV_LEN], aad: &[u8]) -> Result<Self, GcmError> {
         let mut ctx = Context::new(key, iv, true)?;
         ctx.aad(aad, true)?;
         Ok(Self(ctx))
@@ -151,7 +151,7 @@ impl Encryptor {
 
 /// Decrypts a stream chunk by chunk, in place. The plaintext is unauthenticated until
 /// [`finish`](Self::finish) accepts the tag: callers must not release it before then.
-pub struct Decryptor(Context);
+pub(crate) struct Decryptor(Context);
 
 impl Decryptor {
     pub fn new(key: &[u8; KEY_LEN], iv: &[u8; IV_LEN]) -> Result<Self, GcmError> {
@@ -159,7 +159,7 @@ impl Decryptor {
     }
 
     /// With additional authenticated data, which the tag covers.
-    pub fn with_aad(key: &[u8; KEY_LEN], iv: &[u8; IV_LEN], aad: &[u8]) -> Result<Self, GcmError> {
+    pub(crate) fn with_aad(key: &[u8; KEY_LEN], iv: &[u8; IV_LEN], aad: &[u8]) -> Result<Self, GcmError> {
         let mut ctx = Context::new(key, iv, false)?;
         ctx.aad(aad, false)?;
         Ok(Self(ctx))

@@ -33,12 +33,12 @@ const RETRY_MISSING: Duration = Duration::from_secs(60);
 const LOOK_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(1);
 /// The code of the failure of a file whose period's key is missing or not enabled (the alias names
 /// none, or a key pending deletion or disabled).
-pub const PERIOD_KEY_UNUSABLE: &str = "PeriodKeyUnusable";
+pub(crate) const PERIOD_KEY_UNUSABLE: &str = "PeriodKeyUnusable";
 /// The tag the bot puts on keys it creates, holding the period.
-pub const PERIOD_TAG: &str = "retention-bot-period";
+pub(crate) const PERIOD_TAG: &str = "retention-bot-period";
 
 /// The keys files are encrypted under, and their data keys.
-pub struct KeyRing {
+pub(crate) struct KeyRing {
     kms: aws_sdk_kms::Client,
     template: String,
     period: Option<Granularity>,
@@ -91,7 +91,7 @@ impl KeyRing {
 
     /// The key a file named `name` is encrypted under (and its entry names): the configured one, or
     /// its period's, resolved. Fails while that key is missing or unusable: the file must wait.
-    pub async fn key_for(&self, name: &str) -> Result<String, AwsFailure> {
+    pub(crate) async fn key_for(&self, name: &str) -> Result<String, AwsFailure> {
         let Some(granularity) = self.period else {
             return Ok(self.template.clone());
         };
@@ -315,7 +315,7 @@ impl KeyRing {
 
     /// Resolves the current period's key and the next one's when it starts within a day, every hour,
     /// so that a missing key is known (and, if allowed, created) before a file needs it.
-    pub async fn look_ahead(self: Arc<Self>) {
+    pub(crate) async fn look_ahead(self: Arc<Self>) {
         let Some(granularity) = self.period else { return };
         loop {
             let now = crate::clock::now();

@@ -10,8 +10,8 @@ pub mod gcm;
 mod key_ring;
 pub mod v3;
 
-pub use data_keys::{DataKeys, TEST_KEY_FRESHNESS_VAR, key_freshness};
-pub use key_ring::{KeyRing, PERIOD_KEY_UNUSABLE, PERIOD_TAG};
+pub(crate) use data_keys::{DataKeys, key_freshness};
+pub(crate) use key_ring::{KeyRing, PERIOD_KEY_UNUSABLE};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,19 +24,19 @@ use zeroize::Zeroizing;
 
 use crate::aws::{AwsFailure, Retry, failure};
 
-pub const CEK_ALG: &str = "AES/GCM/NoPadding";
+pub(crate) const CEK_ALG: &str = "AES/GCM/NoPadding";
 const CONTEXT_KEY: &str = "aws:x-amz-cek-alg";
 const WRAP_ALG: &str = "kms+context";
 
 /// The metadata keys of the V2 format (stored as user metadata, `x-amz-meta-<key>`).
 pub mod meta {
-    pub const KEY_V2: &str = "x-amz-key-v2";
+    pub(crate) const KEY_V2: &str = "x-amz-key-v2";
     pub const IV: &str = "x-amz-iv";
-    pub const CEK_ALG: &str = "x-amz-cek-alg";
-    pub const TAG_LEN: &str = "x-amz-tag-len";
-    pub const WRAP_ALG: &str = "x-amz-wrap-alg";
-    pub const MATDESC: &str = "x-amz-matdesc";
-    pub const PLAIN_LEN: &str = "x-amz-unencrypted-content-length";
+    pub(crate) const CEK_ALG: &str = "x-amz-cek-alg";
+    pub(crate) const TAG_LEN: &str = "x-amz-tag-len";
+    pub(crate) const WRAP_ALG: &str = "x-amz-wrap-alg";
+    pub(crate) const MATDESC: &str = "x-amz-matdesc";
+    pub(crate) const PLAIN_LEN: &str = "x-amz-unencrypted-content-length";
 }
 
 pub use crate::config::Format;
@@ -297,7 +297,7 @@ impl StoredEnvelope {
     /// to destroy only keys that protect the period's objects. Asked under the stored context, and
     /// when KMS refuses that, under each format's own, whatever format the metadata claims: altered
     /// metadata must not hide which key the data key is under.
-    pub async fn wrapping_key(&self, kms: &aws_sdk_kms::Client) -> Result<String, EnvelopeError> {
+    pub(crate) async fn wrapping_key(&self, kms: &aws_sdk_kms::Client) -> Result<String, EnvelopeError> {
         let contexts = [self.context.clone(), context_of(Format::V2), context_of(Format::V3)];
         wrapping_key_of(kms, &self.wrapped, &contexts).await
     }
@@ -317,7 +317,7 @@ impl StoredEnvelope {
 
     /// Unwraps the data key with KMS (which checks the context) and returns a decryptor; a V3
     /// object's key commitment is checked first.
-    pub async fn decryptor(&self, kms: &aws_sdk_kms::Client) -> Result<gcm::Decryptor, EnvelopeError> {
+    pub(crate) async fn decryptor(&self, kms: &aws_sdk_kms::Client) -> Result<gcm::Decryptor, EnvelopeError> {
         let out = self.unwrap(kms).await?;
         let plaintext = Zeroizing::new(
             out.plaintext
@@ -387,7 +387,7 @@ async fn wrapping_key_of(
 /// For an object whose envelope metadata does not parse: the data key it still carries (base64
 /// under `x-amz-key-v2` or `x-amz-3`), if any. Whoever can repair the metadata can read such an
 /// object, so `shred` asks about it as about any other ([`wrapping_key_any_context`]).
-pub fn salvaged_wrapped(metadata: &HashMap<String, String>) -> Option<Vec<u8>> {
+pub(crate) fn salvaged_wrapped(metadata: &HashMap<String, String>) -> Option<Vec<u8>> {
     [meta::KEY_V2, v3::meta::KEY]
         .iter()
         .filter_map(|k| metadata.get(*k))
@@ -395,7 +395,10 @@ pub fn salvaged_wrapped(metadata: &HashMap<String, String>) -> Option<Vec<u8>> {
 }
 
 /// The key KMS says wraps `wrapped`, asked under each format's context in turn.
-pub async fn wrapping_key_any_context(kms: &aws_sdk_kms::Client, wrapped: &[u8]) -> Result<String, EnvelopeError> {
+pub(crate) async fn wrapping_key_any_context(
+    kms: &aws_sdk_kms::Client,
+    wrapped: &[u8],
+) -> Result<String, EnvelopeError> {
     wrapping_key_of(kms, wrapped, &[context_of(Format::V2), context_of(Format::V3)]).await
 }
 

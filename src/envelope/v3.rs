@@ -25,23 +25,23 @@ use zeroize::Zeroizing;
 use super::{EnvelopeError, gcm};
 
 /// The suite id, as the AAD and the HKDF info prefix.
-pub const SUITE_ID: [u8; 2] = [0x00, 0x73];
+pub(crate) const SUITE_ID: [u8; 2] = [0x00, 0x73];
 /// The suite id as `x-amz-c` and the KMS context hold it.
-pub const SUITE: &str = "115";
+pub(crate) const SUITE: &str = "115";
 /// `x-amz-w` for kms+context.
 const WRAP_KMS_CONTEXT: &str = "12";
-pub const MESSAGE_ID_LEN: usize = 28;
+pub(crate) const MESSAGE_ID_LEN: usize = 28;
 const COMMITMENT_LEN: usize = 28;
 /// The fixed IV of the committing suite.
 pub const IV: [u8; gcm::IV_LEN] = [0x01; gcm::IV_LEN];
 
 pub mod meta {
-    pub const CONTENT_CIPHER: &str = "x-amz-c";
-    pub const KEY: &str = "x-amz-3";
-    pub const WRAP_ALG: &str = "x-amz-w";
-    pub const CONTEXT: &str = "x-amz-t";
-    pub const MESSAGE_ID: &str = "x-amz-i";
-    pub const COMMITMENT: &str = "x-amz-d";
+    pub(crate) const CONTENT_CIPHER: &str = "x-amz-c";
+    pub(crate) const KEY: &str = "x-amz-3";
+    pub(crate) const WRAP_ALG: &str = "x-amz-w";
+    pub(crate) const CONTEXT: &str = "x-amz-t";
+    pub(crate) const MESSAGE_ID: &str = "x-amz-i";
+    pub(crate) const COMMITMENT: &str = "x-amz-d";
 }
 
 /// The content key and the commitment of one object.
@@ -134,7 +134,7 @@ pub fn read(metadata: &HashMap<String, String>) -> Result<Option<Stored>, Envelo
 impl Stored {
     /// The decryptor for the body, once the data key proved to be the one the object was
     /// encrypted under (its commitment matches, compared in constant time).
-    pub fn decryptor(&self, data_key: &[u8; gcm::KEY_LEN]) -> Result<gcm::Decryptor, EnvelopeError> {
+    pub(crate) fn decryptor(&self, data_key: &[u8; gcm::KEY_LEN]) -> Result<gcm::Decryptor, EnvelopeError> {
         use subtle::ConstantTimeEq as _;
         let derived = derive(data_key, &self.message_id);
         if !bool::from(derived.commitment.ct_eq(&self.commitment)) {

@@ -15,7 +15,7 @@ use crate::decrypt::{Archive, MAX_KEPT, ObjectError, Opened, stream};
 use crate::manifest::entry::{Entry, is_manifest_name};
 use crate::manifest::head::is_head_record;
 use crate::manifest::verify::{Chains, Listing, ObjectReader, Problem, ShredRecords, bot_tag, scan};
-use crate::sink::s3::keys::{ListedObjects, object_name};
+use crate::objects::keys::{ListedObjects, object_name};
 
 /// The archive an export reads.
 pub enum Place {
@@ -75,7 +75,7 @@ pub struct Catalogue {
 }
 
 impl Place {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Place::Dir(dir) => dir.display().to_string(),
             Place::Bucket { archive, .. } => format!("s3://{}/{}", archive.bucket, archive.prefix),

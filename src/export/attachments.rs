@@ -15,7 +15,7 @@ use crate::decrypt::ObjectError;
 use crate::manifest::verify::content_problem;
 
 #[derive(Debug, Default)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     pub verified: usize,
     pub unverified: usize,
     pub missing: Vec<String>,

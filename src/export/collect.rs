@@ -62,7 +62,7 @@ struct Kept {
 }
 
 /// One line of a file, judged as it may belong in the export.
-pub struct Judged {
+pub(crate) struct Judged {
     /// The line, without its newline.
     pub text: Vec<u8>,
     pub number: u32,
@@ -73,7 +73,7 @@ pub struct Judged {
 }
 
 /// What is known of the rooms a `--participant` is a member of.
-pub enum Rooms {
+pub(crate) enum Rooms {
     /// Being found: a line is read only for the room membership it shows, and never kept.
     Finding,
     /// Known, from files that checked out (so that no planted or altered file can bring a room's
@@ -82,7 +82,7 @@ pub enum Rooms {
 }
 
 /// What one line is to the export.
-pub enum Judgement {
+pub(crate) enum Judgement {
     /// It may belong.
     Kept(Judged),
     /// It shows a participant is a member of this room (only while [`Rooms::Finding`]).
@@ -94,7 +94,7 @@ pub enum Judgement {
 
 /// Judges one line: whether it may belong in the export or, while the rooms are being found, what
 /// it shows of room membership.
-pub fn judge_line(judge: &Judge, rooms: &Rooms, text: &[u8], number: u32) -> Judgement {
+pub(crate) fn judge_line(judge: &Judge, rooms: &Rooms, text: &[u8], number: u32) -> Judgement {
     let Some(line) = read_line(text) else {
         return Judgement::NotJson;
     };
@@ -269,7 +269,7 @@ impl Emitter<'_> {
 }
 
 /// The lines kept so far.
-pub struct Collector {
+pub(crate) struct Collector {
     work: BufWriter<File>,
     work_path: PathBuf,
     written: u64,
@@ -278,7 +278,7 @@ pub struct Collector {
 
 /// What a file is to the export, least trusted first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Trust {
+pub(crate) enum Trust {
     /// It failed its check, or no signed entry lists it: its lines go to `unverified/`.
     Unverified = 0,
     /// No signed entry lists it, and `--unsigned-source` takes it: its lines are in the output,
@@ -290,7 +290,7 @@ pub enum Trust {
 
 impl Trust {
     /// Whether its lines are in the main output.
-    pub fn is_output(self) -> bool {
+    pub(crate) fn is_output(self) -> bool {
         self != Trust::Unverified
     }
 }
@@ -298,7 +298,7 @@ impl Trust {
 /// A line to write: where it is in the work file, what its file is, and whether it is there only
 /// for the selected message it refers to.
 #[derive(Debug, Clone, Copy)]
-pub struct OutLine {
+pub(crate) struct OutLine {
     pub offset: u64,
     pub len: u32,
     pub trust: Trust,
@@ -306,7 +306,7 @@ pub struct OutLine {
 }
 
 /// The lines in the order they are written.
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub lines: Vec<OutLine>,
     pub duplicates: usize,
 }

@@ -22,7 +22,7 @@ const HEADER: [&str; 12] = [
     "verified",
 ];
 
-pub struct Writer<W: Write> {
+pub(crate) struct Writer<W: Write> {
     csv: csv::Writer<W>,
     header_written: bool,
 }

@@ -15,9 +15,9 @@ use super::selection::Selection;
 use super::{Counts, ExportError, Signing};
 use crate::error_chain::Chain;
 
-pub const CUSTODY_STEM: &str = "custody";
+pub(crate) const CUSTODY_STEM: &str = "custody";
 pub const CUSTODY_JSON: &str = "custody.json";
-pub const CUSTODY_TXT: &str = "custody.txt";
+pub(crate) const CUSTODY_TXT: &str = "custody.txt";
 const DOMAIN: &[u8] = b"retention-bot custody v1\n";
 
 /// One file of the archive the export read.
@@ -49,7 +49,7 @@ impl SourceRecord {
         }
     }
 
-    pub fn of_read(read: &Read, location: &str) -> Self {
+    pub(crate) fn of_read(read: &Read, location: &str) -> Self {
         Self {
             sha256: read.sha256.clone(),
             result: match &read.problem {
@@ -76,7 +76,7 @@ pub struct Report<'a> {
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct OutputFile {
+pub(crate) struct OutputFile {
     pub path: String,
     pub bytes: u64,
     pub sha256: String,

@@ -16,7 +16,7 @@ use super::ExportError;
 use super::output::{ATTACHMENTS, conversation_stem, create_new};
 use super::timeline::{Conversation, Timeline, TimelineEvent};
 
-pub const TRANSCRIPT_DIR: &str = "transcript";
+pub(crate) const TRANSCRIPT_DIR: &str = "transcript";
 
 /// Image files shown inline (by their name's extension).
 const IMAGES: &[&str] = &["png", "jpg", "jpeg", "gif", "webp", "bmp"];
@@ -48,7 +48,7 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
 }
 
 /// Escapes text for HTML, in content and in quoted attribute values alike.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

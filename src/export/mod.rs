@@ -33,7 +33,9 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::aws::AwsFailure;
 use crate::manifest::verify::{Progress, content_problem};
-pub use archive::{Catalogue, Place, Source};
+pub use archive::Catalogue;
+pub use archive::Place;
+pub use archive::Source;
 use collect::{Collector, Rooms, Trust};
 pub use custody::SourceRecord;
 pub use formats::Formats;
@@ -41,9 +43,9 @@ use read::{Event, FileRead, MAX_LINE};
 pub use selection::Selection;
 
 /// Where the output is assembled, under `--out`.
-pub const PARTIAL_DIR: &str = ".export-partial";
+pub(crate) const PARTIAL_DIR: &str = ".export-partial";
 /// A file's result in the custody report when `--unsigned-source` took it as read.
-pub const UNSIGNED_SOURCE: &str = "UNSIGNED SOURCE: no signed manifest entry lists it; taken into the output as read (--unsigned-source), its SHA-256 as read";
+pub(crate) const UNSIGNED_SOURCE: &str = "UNSIGNED SOURCE: no signed manifest entry lists it; taken into the output as read (--unsigned-source), its SHA-256 as read";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -12,11 +12,11 @@ use super::collect::{Collector, Resolved};
 use super::selection::read_line;
 use super::{ExportError, PARTIAL_DIR};
 
-pub const MESSAGES: &str = "messages.jsonl";
-pub const MESSAGES_CSV: &str = "messages.csv";
+pub(crate) const MESSAGES: &str = "messages.jsonl";
+pub(crate) const MESSAGES_CSV: &str = "messages.csv";
 /// Lines and attachments that failed their check (or no signed entry lists): kept apart.
 pub const UNVERIFIED: &str = "unverified";
-pub const ATTACHMENTS: &str = "attachments";
+pub(crate) const ATTACHMENTS: &str = "attachments";
 
 fn write_error(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
     move |error| ExportError::Write {
@@ -27,7 +27,7 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
 
 /// A file made here, never one that is there already: two conversations whose names collide fail
 /// the export rather than one overwriting the other.
-pub fn create_new(path: &Path) -> Result<File, ExportError> {
+pub(crate) fn create_new(path: &Path) -> Result<File, ExportError> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -36,7 +36,7 @@ pub fn create_new(path: &Path) -> Result<File, ExportError> {
 }
 
 /// A conversation's name in file names: its id made safe, and a hash that keeps two ids apart.
-pub fn conversation_stem(conversation: &str) -> String {
+pub(crate) fn conversation_stem(conversation: &str) -> String {
     let safe: String = conversation
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
@@ -156,7 +156,7 @@ impl Pair {
 /// Writes the chosen `messages.jsonl` and `messages.csv` (and `unverified/messages.jsonl`, and its
 /// `.csv` when CSV is chosen, when there are such lines) in the resolved order, and hands the
 /// verified lines to the conversations' `timeline` (RSMF, the transcript) when there is one.
-pub fn write_lines(
+pub(crate) fn write_lines(
     staging: &Path,
     collector: &Collector,
     resolved: &Resolved,

@@ -18,7 +18,7 @@ const AT_ONCE: usize = 4;
 /// Lines waiting for the collector, at most.
 const QUEUED_LINES: usize = 4096;
 /// The longest line read: a longer one (no message is) is skipped and reported.
-pub const MAX_LINE: usize = 64 << 20;
+pub(crate) const MAX_LINE: usize = 64 << 20;
 
 /// What a reader tells the collector.
 pub enum Event {
@@ -30,7 +30,7 @@ pub enum Event {
 
 /// What reading a file showed, once it ended.
 #[derive(Default)]
-pub struct FileRead {
+pub(crate) struct FileRead {
     pub plain_len: u64,
     pub sha256: String,
     pub error: Option<ObjectError>,

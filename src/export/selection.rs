@@ -131,7 +131,7 @@ pub struct Line<'a> {
 
 /// Reads a line's fields; `None` if it is not a JSON object. A field of an unexpected type is read as
 /// absent: archived lines were checked only for what the format requires.
-pub fn read_line(text: &[u8]) -> Option<Line<'_>> {
+pub(crate) fn read_line(text: &[u8]) -> Option<Line<'_>> {
     let top: Fields = serde_json::from_slice(text).ok()?;
     let string = |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Cow<str>>(r.get()).ok());
     let object = |name: &str| top.get(name).and_then(|r| serde_json::from_str::<Fields>(r.get()).ok());
@@ -231,7 +231,7 @@ impl<'a> Fields<'a> {
 
 /// What the selection says of one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Selected.
     Yes,
     /// Selected if a participant turns out to be a member of this room (known only once every file
@@ -277,16 +277,16 @@ impl Judge {
         })
     }
 
-    pub fn has_period(&self) -> bool {
+    pub(crate) fn has_period(&self) -> bool {
         self.from.is_some() || self.to.is_some()
     }
 
-    pub fn has_participants(&self) -> bool {
+    pub(crate) fn has_participants(&self) -> bool {
         !self.participants.is_empty()
     }
 
     /// Whether a file whose messages span `span` may hold a selected line (`None`: unknown, so yes).
-    pub fn may_hold(&self, span: Option<(DateTime<Utc>, DateTime<Utc>)>) -> bool {
+    pub(crate) fn may_hold(&self, span: Option<(DateTime<Utc>, DateTime<Utc>)>) -> bool {
         let Some((earliest, latest)) = span else {
             return true;
         };
@@ -304,7 +304,7 @@ impl Judge {
 
     /// Whether a participant is a member of the line's room, as the line shows it: they sent it, or
     /// its control message names them.
-    pub fn shows_member(&self, line: &Line) -> bool {
+    pub(crate) fn shows_member(&self, line: &Line) -> bool {
         self.has_participants()
             && line.room.is_some()
             && (line
@@ -318,7 +318,7 @@ impl Judge {
                     .any(|m| self.participants.contains(&m.to_lowercase())))
     }
 
-    pub fn judge(&self, line: &Line) -> Verdict {
+    pub(crate) fn judge(&self, line: &Line) -> Verdict {
         let user_in = |set: &HashSet<String>, user: &Option<Cow<str>>| {
             user.as_deref().is_some_and(|u| set.contains(&u.to_lowercase()))
         };

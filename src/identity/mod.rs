@@ -50,7 +50,7 @@ impl std::fmt::Debug for Identity {
 /// A key for one purpose, derived from the bot's signing key: only the bot's password unlocks the
 /// signing key, and unlike the password it survives rotation, so what it keys need not be re-keyed.
 /// (The salt names the Matrix store, its first use: changing it would lock that store.)
-pub fn derived_key(signing_key: &SigningKey, purpose: &str) -> zeroize::Zeroizing<[u8; 32]> {
+pub(crate) fn derived_key(signing_key: &SigningKey, purpose: &str) -> zeroize::Zeroizing<[u8; 32]> {
     let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"retention-bot matrix"), signing_key.as_bytes());
     let mut key = zeroize::Zeroizing::new([0u8; 32]);
     // 32 bytes is far below HKDF-SHA256's limit of 8160, so `expand` cannot fail.
@@ -74,11 +74,11 @@ impl Identity {
     }
 
     /// The password this start-up replaced (the initial one on first run, the old one on rotation).
-    pub fn previous_password(&self) -> Option<&Secret> {
+    pub(crate) fn previous_password(&self) -> Option<&Secret> {
         self.previous.as_ref()
     }
 
-    pub fn public_key_hex(&self) -> &str {
+    pub(crate) fn public_key_hex(&self) -> &str {
         &self.public_key_hex
     }
 }

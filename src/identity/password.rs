@@ -6,7 +6,7 @@ use crate::config::Secret;
 
 /// Where a password was found: logged (never the value) so an operator knows which one was used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordSource {
+pub(crate) enum PasswordSource {
     Env,
     Secret,
     Prompt,
@@ -95,7 +95,7 @@ pub enum PasswordError {
 
 /// The password, from the environment, else the secret, else the terminal. On first run the terminal
 /// asks twice and repeats until both entries match.
-pub fn obtain(
+pub(crate) fn obtain(
     env: Option<Secret>,
     secret: Option<Secret>,
     first_run: bool,

@@ -130,7 +130,7 @@ impl SealedIdentity {
     }
 
     /// The same key under a new password, keeping the record of the initial one.
-    pub fn reseal(&self, key: &SigningKey, new_password: &Secret) -> Result<Self, SealError> {
+    pub(crate) fn reseal(&self, key: &SigningKey, new_password: &Secret) -> Result<Self, SealError> {
         Self::seal(key, new_password, self.initial_password_hash.clone())
     }
 
@@ -180,7 +180,7 @@ impl SealedIdentity {
         VerifyingKey::from_bytes(&bytes).ok()
     }
 
-    pub fn is_initial_password(&self, password: &Secret) -> bool {
+    pub(crate) fn is_initial_password(&self, password: &Secret) -> bool {
         PasswordHash::new(&self.initial_password_hash).is_ok_and(|h| {
             Argon2::default()
                 .verify_password(password.expose().as_bytes(), &h)
@@ -209,7 +209,7 @@ impl SealedIdentity {
 }
 
 /// Hashes the initial password for [`SealedIdentity::is_initial_password`].
-pub fn hash_initial_password(password: &Secret) -> Result<String, SealError> {
+pub(crate) fn hash_initial_password(password: &Secret) -> Result<String, SealError> {
     let salt = SaltString::encode_b64(&random::<16>()).map_err(SealError::Hash)?;
     let hash = argon2(M_COST_KIB, T_COST, P_COST)?
         .hash_password(password.expose().as_bytes(), &salt)
@@ -217,7 +217,7 @@ pub fn hash_initial_password(password: &Secret) -> Result<String, SealError> {
     Ok(hash.to_string())
 }
 
-pub fn new_signing_key() -> SigningKey {
+pub(crate) fn new_signing_key() -> SigningKey {
     SigningKey::from_bytes(&Zeroizing::new(random::<32>()))
 }
 

@@ -17,33 +17,33 @@ use sha2::{Digest, Sha256};
 use crate::message::msg_time;
 
 /// Manifest files are message-file-like: `manifest_<time>_<instance>_<seq>.txt` in `MESGDEST`.
-pub const MANIFEST_BASENAME: &str = "manifest";
+pub(crate) const MANIFEST_BASENAME: &str = "manifest";
 /// Whether a file (or object) name is a manifest's, closed or still open.
-pub fn is_manifest_name(name: &str) -> bool {
+pub(crate) fn is_manifest_name(name: &str) -> bool {
     name.strip_prefix(MANIFEST_BASENAME)
         .is_some_and(|rest| rest.starts_with('_'))
         && (name.ends_with(crate::spool::naming::CLOSED_SUFFIX) || name.ends_with(crate::spool::naming::OPEN_SUFFIX))
 }
 
 /// A manifest closes after this many entries (or an hour, `stage`), so its size is bounded.
-pub const MAX_ENTRIES: usize = 1000;
+pub(crate) const MAX_ENTRIES: usize = 1000;
 /// The longest `msg_ts` text an entry records; a longer one (a producer's odd string) is left out
 /// of the entry, whose file then counts as holding any time.
-pub const MAX_TS: usize = 64;
+pub(crate) const MAX_TS: usize = 64;
 /// The longest entry line the bot writes: a file name of at most 255 bytes (each escaped at worst
 /// as `\u00XX`), four times of at most [`MAX_TS`] bytes, a key ARN of at most 2,048 bytes, hashes
 /// and a signature fit in well under half of it. The manifest stage refuses a longer one.
-pub const MAX_ENTRY_LINE: usize = 8 << 10;
+pub(crate) const MAX_ENTRY_LINE: usize = 8 << 10;
 /// The largest manifest the bot writes (every entry, one of them written again after a failed
 /// append, plus newlines): what a reader takes whole at most; anything larger was planted.
-pub const MAX_MANIFEST: u64 = ((MAX_ENTRIES + 1) * (MAX_ENTRY_LINE + 1)) as u64;
+pub(crate) const MAX_MANIFEST: u64 = ((MAX_ENTRIES + 1) * (MAX_ENTRY_LINE + 1)) as u64;
 
 /// Whether an entry records a file the bot removed unsent because its period was shredded before
 /// it could be uploaded: no object is expected for it.
-pub const DISCARDED: &str = "discarded";
+pub(crate) const DISCARDED: &str = "discarded";
 
 /// The `prev` of the very first entry.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The signed part of an entry. Field order is the serialisation order, which signing relies on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,14 +97,14 @@ impl Entry {
     /// The span of times a message file's messages lie in, if its entry bounds them: from
     /// `earliest_msg_ts`/`latest_msg_ts`. `None` for an attachment, for an entry written before
     /// those fields existed, or for a time that does not parse: such a file may hold any time.
-    pub fn msg_span(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    pub(crate) fn msg_span(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         let earliest = msg_time(self.body.earliest_msg_ts.as_deref()?)?;
         let latest = msg_time(self.body.latest_msg_ts.as_deref()?)?;
         Some((earliest, latest))
     }
 
     /// A file removed unsent (its period shredded first): no object is expected for it.
-    pub fn is_discarded(&self) -> bool {
+    pub(crate) fn is_discarded(&self) -> bool {
         self.body.kind == DISCARDED
     }
 
@@ -143,7 +143,7 @@ pub fn line_hash(line: &str) -> String {
 /// What a file holds, for its entry: size and SHA-256, and for message files the `msg_ts` of the
 /// first and last line, and the earliest and latest. Streams the file.
 #[derive(Debug, Default, PartialEq)]
-pub struct FileFacts {
+pub(crate) struct FileFacts {
     pub size: u64,
     pub sha256: String,
     pub first_msg_ts: Option<String>,
@@ -152,7 +152,7 @@ pub struct FileFacts {
     pub latest_msg_ts: Option<String>,
 }
 
-pub fn file_facts(path: &Path, message_lines: bool) -> std::io::Result<FileFacts> {
+pub(crate) fn file_facts(path: &Path, message_lines: bool) -> std::io::Result<FileFacts> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut facts = FileFacts::default();

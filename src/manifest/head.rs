@@ -13,16 +13,16 @@ use serde::{Deserialize, Serialize};
 use super::entry::{sign, verify};
 
 /// Head record files are named `chainhead_<the manifest's name without .txt>.json`.
-pub const HEAD_RECORD_PREFIX: &str = "chainhead_";
+pub(crate) const HEAD_RECORD_PREFIX: &str = "chainhead_";
 const HEAD_RECORD_SUFFIX: &str = ".json";
 const HEAD_DOMAIN: &[u8] = b"retention-bot chain head v1\n";
 /// The largest head record the bot writes (a manifest name of the bot's own making, a hash, a
 /// time and a signature take a few hundred bytes): what a reader takes whole at most.
-pub const MAX_HEAD_RECORD: u64 = 4 << 10;
+pub(crate) const MAX_HEAD_RECORD: u64 = 4 << 10;
 
 /// The signed part: which entry was the chain's newest when `manifest` closed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeadBody {
+pub(crate) struct HeadBody {
     pub seq: u64,
     /// SHA-256 of that entry's line (what the next entry's `prev` holds).
     pub hash: String,
@@ -31,7 +31,7 @@ pub struct HeadBody {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeadRecord {
+pub(crate) struct HeadRecord {
     #[serde(flatten)]
     pub body: HeadBody,
     pub sig: String,
@@ -61,7 +61,7 @@ pub fn file_name(manifest: &str) -> String {
 }
 
 /// The manifest a head record file (`chainhead_<stem>.json`) belongs to: `<stem>.txt`.
-pub fn manifest_of(head: &str) -> String {
+pub(crate) fn manifest_of(head: &str) -> String {
     let stem = head
         .strip_prefix(HEAD_RECORD_PREFIX)
         .and_then(|rest| rest.strip_suffix(HEAD_RECORD_SUFFIX))
@@ -69,7 +69,7 @@ pub fn manifest_of(head: &str) -> String {
     format!("{stem}.txt")
 }
 
-pub fn is_head_record(name: &str) -> bool {
+pub(crate) fn is_head_record(name: &str) -> bool {
     name.starts_with(HEAD_RECORD_PREFIX) && name.ends_with(HEAD_RECORD_SUFFIX)
 }
 

@@ -4,10 +4,11 @@
 
 pub mod entry;
 pub mod head;
-mod sink;
+pub mod shred_record;
 pub mod stage;
 pub mod verify;
 
-pub use entry::{Entry, EntryBody, FileFacts, GENESIS, MANIFEST_BASENAME, file_facts, is_manifest_name, line_hash};
-pub use sink::ManifestSink;
-pub use stage::{ManifestError, ManifestWriter};
+pub use entry::EntryBody;
+pub use entry::{Entry, line_hash};
+pub(crate) use entry::{MANIFEST_BASENAME, file_facts, is_manifest_name};
+pub(crate) use stage::ManifestWriter;

@@ -24,12 +24,12 @@ use crate::spool::naming::{CLOSED_SUFFIX, Names, open_name};
 use crate::spool::{ClosedFile, FileKind, recovery};
 
 /// The chain head in the state directory: `{"seq": N, "hash": "..."}`.
-pub const HEAD_FILE: &str = "manifest_head.json";
+pub(crate) const HEAD_FILE: &str = "manifest_head.json";
 
 /// Why the manifest stage could not list a file, each naming the file to look at; the cause is kept
 /// whole as `source()`.
 #[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
+pub(crate) enum ManifestError {
     #[error("{path} is damaged (restore it from a backup)")]
     HeadDamaged {
         path: PathBuf,
@@ -84,7 +84,7 @@ pub(crate) struct Head {
 }
 
 /// Appends manifest entries; blocking, so it runs on the blocking pool.
-pub struct ManifestWriter {
+pub(crate) struct ManifestWriter {
     dir: PathBuf,
     head_path: PathBuf,
     head: Head,
@@ -124,7 +124,7 @@ struct OpenManifest {
 }
 
 /// What listing a file did.
-pub struct Recorded {
+pub(crate) struct Recorded {
     /// The file's SHA-256 as listed.
     pub sha256: String,
 }
@@ -220,7 +220,7 @@ impl ManifestWriter {
 
     /// Appends a `discarded` entry for `file`: the bot removes it unsent, its period shredded
     /// while it waited (whether or not an entry already lists it).
-    pub fn record_discarded(&mut self, file: &ClosedFile) -> Result<Recorded, ManifestError> {
+    pub(crate) fn record_discarded(&mut self, file: &ClosedFile) -> Result<Recorded, ManifestError> {
         self.close_past_period()?;
         self.flush_pending()?;
         self.already_listed.remove(&file.path);
@@ -345,7 +345,7 @@ impl ManifestWriter {
     /// The manifests closed since the last call, for delivery; none while the chain head is not
     /// stored (a manifest that left the host with its entries unrecorded could let a later start
     /// number entries again).
-    pub fn take_closed(&mut self) -> Vec<ClosedFile> {
+    pub(crate) fn take_closed(&mut self) -> Vec<ClosedFile> {
         if self.head_dirty && self.store_head().is_err() {
             return Vec::new();
         }
@@ -355,7 +355,7 @@ impl ManifestWriter {
     /// Closes the open manifest if it was opened in an earlier key period than now's: a manifest is
     /// encrypted under its own period's key, and must not list the next period's files (shredding
     /// one period must leave the next one's entries readable).
-    pub fn close_past_period(&mut self) -> Result<(), ManifestError> {
+    pub(crate) fn close_past_period(&mut self) -> Result<(), ManifestError> {
         let (Some(granularity), Some(open)) = (self.key_period, &self.open) else {
             return Ok(());
         };
@@ -372,7 +372,7 @@ impl ManifestWriter {
     }
 
     /// The heads of the manifests closed since the last call.
-    pub fn take_published(&mut self) -> Vec<HeadRecord> {
+    pub(crate) fn take_published(&mut self) -> Vec<HeadRecord> {
         std::mem::take(&mut self.published)
     }
 

@@ -17,11 +17,11 @@ use super::{InvalidMessage, Lines};
 use crate::error_chain::Chain;
 
 /// At most this many invalid messages are listed in an answer; the rest are counted.
-pub const MAX_LISTED: usize = 100;
+pub(crate) const MAX_LISTED: usize = 100;
 /// Deepest nesting of arrays and objects a message may have. serde_json, Python's json and most
 /// readers refuse a few hundred levels or run out of stack: a message that no reader of the archive
 /// could open is refused here rather than kept.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// serde_json's stand-in key for a number when `arbitrary_precision` is on (numbers then arrive as
 /// a one-entry map holding their text, which is how every digit is kept).
@@ -264,7 +264,7 @@ fn check_structure(text: &[u8], max_depth: usize) -> Result<(), String> {
 }
 
 /// Appends valid JSON `text` without its insignificant whitespace.
-pub fn compact_json(text: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn compact_json(text: &[u8], out: &mut Vec<u8>) {
     let mut c = Compactor::default();
     out.extend(text.iter().copied().filter(|b| c.keep(*b)));
 }

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 /// Most fields a message, or its `file` object, may have (a WickrIO message has about fifteen): the
 /// check keeps their names, which must not cost more memory than the body.
-pub const MAX_FIELDS: usize = 1024;
+pub(crate) const MAX_FIELDS: usize = 1024;
 
 /// A key, borrowed from the text unless it had escapes.
 pub(super) struct Key<'de>(pub(super) Cow<'de, str>);

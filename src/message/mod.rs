@@ -15,36 +15,37 @@ mod shape;
 
 use serde_json::{Map, Value};
 
-pub use check::{Checked, MAX_LISTED, Refused, check_line, compact_json, parse_ndjson, parse_one};
+pub(crate) use check::compact_json;
+pub use check::{Checked, Refused, check_line, parse_ndjson, parse_one};
 pub use file_line::{file_name, with_local_filename};
 use shape::{Kind, Shape};
 
 /// `msgtype` of a text message.
-pub const MSGTYPE_TEXT: i64 = 1000;
+pub(crate) const MSGTYPE_TEXT: i64 = 1000;
 /// `msgtype` of a file message.
-pub const MSGTYPE_FILE: i64 = 6000;
+pub(crate) const MSGTYPE_FILE: i64 = 6000;
 /// `msgtype` of a call.
-pub const MSGTYPE_CALL: i64 = 7000;
+pub(crate) const MSGTYPE_CALL: i64 = 7000;
 /// `msgtype` of a location.
-pub const MSGTYPE_LOCATION: i64 = 8000;
+pub(crate) const MSGTYPE_LOCATION: i64 = 8000;
 /// `msgtype` of an edit.
-pub const MSGTYPE_EDIT: i64 = 9000;
+pub(crate) const MSGTYPE_EDIT: i64 = 9000;
 /// `msgtype` of an edit reaction (an emoji on a message; Matrix `m.reaction`).
-pub const MSGTYPE_REACTION: i64 = 9100;
+pub(crate) const MSGTYPE_REACTION: i64 = 9100;
 /// `msgtype` of a control message: a room was created.
-pub const MSGTYPE_CREATE_ROOM: i64 = 4001;
+pub(crate) const MSGTYPE_CREATE_ROOM: i64 = 4001;
 /// `msgtype` of a control message: a room's members changed.
-pub const MSGTYPE_MODIFY_MEMBERS: i64 = 4002;
+pub(crate) const MSGTYPE_MODIFY_MEMBERS: i64 = 4002;
 /// `msgtype` of a control message: a member left a room.
-pub const MSGTYPE_LEAVE_ROOM: i64 = 4003;
+pub(crate) const MSGTYPE_LEAVE_ROOM: i64 = 4003;
 /// `msgtype` of a control message: a room's parameters (name, topic...) changed.
-pub const MSGTYPE_MODIFY_ROOM: i64 = 4004;
+pub(crate) const MSGTYPE_MODIFY_ROOM: i64 = 4004;
 /// `msgtype` of a control message: a message was deleted.
-pub const MSGTYPE_DELETE_MESSAGE: i64 = 4011;
+pub(crate) const MSGTYPE_DELETE_MESSAGE: i64 = 4011;
 
 /// A `msg_ts` (seconds since the epoch, with a fraction: `1691176258.901277`) as a time; `None` for
 /// text that is not one (the format requires only a string).
-pub fn msg_time(ts: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn msg_time(ts: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let (secs, frac) = ts.split_once('.').unwrap_or((ts, "0"));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(secs) || !(frac.is_empty() || digits(frac)) {
@@ -82,7 +83,7 @@ impl InvalidMessage {
 
 impl Message {
     /// Validates a message a source built itself (e.g. from a Matrix event).
-    pub fn from_object(fields: Map<String, Value>, line: usize) -> Result<Self, InvalidMessage> {
+    pub(crate) fn from_object(fields: Map<String, Value>, line: usize) -> Result<Self, InvalidMessage> {
         let mut shape = Shape::default();
         for (name, value) in &fields {
             shape.saw(name, Kind::of(value), value.as_i64());
@@ -108,24 +109,24 @@ impl Message {
 
     /// Sets `key` in the nested object `object` (e.g. a call's duration, once its end is known);
     /// nothing if the message has no such object. No field the format's rules look at is nested.
-    pub fn set_in(&mut self, object: &str, key: &str, value: Value) {
+    pub(crate) fn set_in(&mut self, object: &str, key: &str, value: Value) {
         if let Some(Value::Object(inner)) = self.fields.get_mut(object) {
             inner.insert(key.into(), value);
         }
     }
 
     /// Records where an attachment was saved, as the original does.
-    pub fn set_local_filename(&mut self, path: &str) {
+    pub(crate) fn set_local_filename(&mut self, path: &str) {
         self.set_in("file", "localfilename", Value::String(path.to_owned()));
     }
 
     /// Adds a note to the `matrix` object a Matrix source's line carries (e.g. why media is missing).
-    pub fn set_matrix_field(&mut self, key: &str, value: Value) {
+    pub(crate) fn set_matrix_field(&mut self, key: &str, value: Value) {
         self.set_in("matrix", key, value);
     }
 
     /// Appends the message as one compact JSON line (field order and numbers as received).
-    pub fn write_line(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_line(&self, out: &mut Vec<u8>) {
         // Serialising a map of `Value`s cannot fail: every key is a string.
         if serde_json::to_writer(&mut *out, &self.fields).is_ok() {
             out.push(b'\n');

@@ -25,7 +25,7 @@ use crate::shutdown::Shutdown;
 /// Problems named in an event; the rest are counted (`verify` lists them all).
 const NAMED: usize = 3;
 
-pub struct ArchiveCheck {
+pub(crate) struct ArchiveCheck {
     archive: Archive,
     key: VerifyingKey,
     min_retention_days: Option<u64>,

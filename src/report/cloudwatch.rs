@@ -13,7 +13,7 @@ use crate::aws::{self, failure};
 use crate::config::reporting::CloudWatchConfig;
 use crate::metrics::{Counter, Gauge, Metrics};
 
-pub const NAMESPACE: &str = "WickrIO";
+pub(crate) const NAMESPACE: &str = "WickrIO";
 
 /// The original's metrics, in its order, then ours worth an alarm.
 const COUNTERS: &[Counter] = &[
@@ -46,7 +46,7 @@ const LEVELS: &[Gauge] = &[
     Gauge::SqsOldestInHandSecs,
 ];
 
-pub struct CloudWatchExporter {
+pub(crate) struct CloudWatchExporter {
     client: aws_sdk_cloudwatch::Client,
     bot_name: String,
     metrics: Arc<Metrics>,

@@ -102,7 +102,7 @@ impl<K: Hash + Eq, T> Repeats<K, T> {
 }
 
 /// Events collapsed by kind, each summary saying how often its kind repeated.
-pub struct Collapser(Repeats<EventKind, Event>);
+pub(crate) struct Collapser(Repeats<EventKind, Event>);
 
 impl Collapser {
     pub fn new(window: Duration) -> Self {
@@ -116,7 +116,7 @@ impl Collapser {
     }
 
     /// One summary per window that closed with repeats.
-    pub fn due(&mut self, now: Instant) -> Vec<Event> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<Event> {
         let window = self.0.window();
         self.0
             .due(now)

@@ -3,9 +3,9 @@
 //! disk into events and metrics. Nothing here can slow or stop capture: events are queued without
 //! waiting, and every publishing failure is logged and counted, never fatal.
 
-pub mod archive_check;
+pub(crate) mod archive_check;
 pub mod cloudwatch;
-pub mod collapse;
+pub(crate) mod collapse;
 pub mod origin;
 pub mod sns;
 pub mod watchdog;
@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-pub use crate::events::{EventKind, Events, Severity};
+pub use crate::events::Severity;
+pub use crate::events::{EventKind, Events};
 
 use crate::config::ReportingConfig;
 use crate::metrics::Metrics;

@@ -20,7 +20,7 @@ pub const NOTIFICATION_KEYS: [&str; 8] = [
 
 /// Who sends the events: the original's `complianceBot`, `device`, `dockerImage` and `dockerTag`.
 #[derive(Debug, Clone)]
-pub struct Origin {
+pub(crate) struct Origin {
     pub bot_name: String,
     /// The host name (in a container, the container's).
     pub device: String,
@@ -31,7 +31,7 @@ pub struct Origin {
 }
 
 impl Origin {
-    pub fn of_this_process(bot_name: &str) -> Self {
+    pub(crate) fn of_this_process(bot_name: &str) -> Self {
         let device = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -49,7 +49,7 @@ impl Origin {
     }
 
     /// The SNS message: the original's JSON object, with these keys exactly.
-    pub fn notification(&self, event: &Event, at: chrono::DateTime<chrono::Utc>) -> String {
+    pub(crate) fn notification(&self, event: &Event, at: chrono::DateTime<chrono::Utc>) -> String {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Notification<'a> {

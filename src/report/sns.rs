@@ -15,7 +15,7 @@ use crate::metrics::{Counter, Metrics};
 /// Attempts per event before it is given up (and counted in `SNS_Publish_Errors`).
 const ATTEMPTS: u32 = 4;
 
-pub struct SnsPublisher {
+pub(crate) struct SnsPublisher {
     client: aws_sdk_sns::Client,
     topic_arn: String,
     origin: Origin,

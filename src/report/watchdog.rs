@@ -115,7 +115,7 @@ fn space(free: u64, min_free: u64) -> Space {
     }
 }
 
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     metrics: Arc<Metrics>,
     events: Events,
     after: Duration,

@@ -24,12 +24,13 @@
 //! reused data key ([`crate::envelope::key_freshness`]), counts the period's objects again, and puts
 //! the signed record in the bucket.
 
-pub mod record;
+pub use crate::manifest::shred_record as record;
 mod survey;
 mod watch;
 mod wrapping;
 
-pub use watch::{Shred, ShredWatch};
+pub use watch::Shred;
+pub(crate) use watch::ShredWatch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -44,8 +45,8 @@ use crate::aws::{AwsFailure, failure};
 use crate::decrypt::Archive;
 use crate::error_chain::Chain;
 use crate::manifest::verify::{Listing, ObjectReader, ShredRecords, Version, newest_record};
+use crate::objects::keys::object_name;
 use crate::period::{Granularity, Period, name_time};
-use crate::sink::s3::keys::object_name;
 use record::{Contents, KeptText, RecordReader, ShredBody, ShredRecord, ShreddedKey, ShreddedObject, State};
 use wrapping::{Looked, Verdict, Witness, held_by};
 

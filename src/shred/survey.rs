@@ -20,8 +20,8 @@ use crate::manifest::head::{HeadRecord, is_head_record};
 use crate::manifest::verify::{
     Chains, Listing, ObjectReader, Problem, ShredRecords, bot_tag, head_of, head_versions, read_heads, take_manifest,
 };
+use crate::objects::keys::{ListedObjects, object_name};
 use crate::period::{Period, name_time};
-use crate::sink::s3::keys::{ListedObjects, object_name};
 
 /// What the manifests and heads say.
 #[derive(Debug, Default)]

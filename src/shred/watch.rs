@@ -31,7 +31,7 @@ use crate::sync::lock;
 /// How long an answer about a period is kept: files waiting for a key retry every few seconds.
 const ASK_AGAIN: Duration = Duration::from_secs(30);
 
-pub struct ShredWatch {
+pub(crate) struct ShredWatch {
     reader: ObjectReader,
     prefix: String,
     /// Verifies the records (only this bot's count) and signs the supplements.
@@ -89,14 +89,14 @@ impl ShredWatch {
 
     /// The period a file (by its name) belongs to, if it has ended by the bot's clock: only such a
     /// period can have been shredded (a day after its end at the earliest).
-    pub fn ended_period_of(&self, name: &str) -> Option<Period> {
+    pub(crate) fn ended_period_of(&self, name: &str) -> Option<Period> {
         self.period_of(name).filter(|p| p.ended_by(crate::clock::now()))
     }
 
     /// The shred of `period`, if one is in effect: this bot's signature, this archive, the period,
     /// scheduled, and KMS holding its keys pending deletion or deleted. Asked again at most every
     /// minute.
-    pub async fn shred_of(&self, period: Period) -> Option<Shred> {
+    pub(crate) async fn shred_of(&self, period: Period) -> Option<Shred> {
         if let Some((asked, answer)) = lock(&self.answers).get(&period)
             && asked.elapsed() < ASK_AGAIN
         {
@@ -108,7 +108,7 @@ impl ShredWatch {
     }
 
     /// Says once per period that its files wait while the shred can still be cancelled.
-    pub fn say_waiting(&self, period: Period, shred: &Shred) {
+    pub(crate) fn say_waiting(&self, period: Period, shred: &Shred) {
         if lock(&self.said_waiting).insert(period) {
             tracing::warn!(
                 period = %period,
@@ -152,7 +152,7 @@ impl ShredWatch {
 
     /// Puts a copy of a manifest or head record of the shredded `period` (the file at `path`) in a
     /// signed supplement to the period's record; its location.
-    pub async fn keep_copy(&self, period: Period, path: &std::path::Path) -> Result<String, String> {
+    pub(crate) async fn keep_copy(&self, period: Period, path: &std::path::Path) -> Result<String, String> {
         let main = self
             .shred_of(period)
             .await

@@ -88,7 +88,7 @@ impl<'r> Witness<'r> {
 
     /// Looks at every version in `versions`, several at a time, handing each to `seen` as it is
     /// looked at (nothing of them is held: a bucket of a million versions costs no more memory).
-    pub async fn look_all(
+    pub(crate) async fn look_all(
         &self,
         versions: impl Iterator<Item = (String, Version)>,
         mut seen: impl FnMut(Looked) -> Result<(), ShredError>,

@@ -5,7 +5,7 @@ use crate::spool::ClosedFile;
 
 /// Keeps files on local disk (the original's behaviour when no bucket is configured).
 #[derive(Debug, Default)]
-pub struct LocalSink;
+pub(crate) struct LocalSink;
 
 impl Sink for LocalSink {
     async fn deliver(&mut self, file: ClosedFile) {

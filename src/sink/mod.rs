@@ -5,6 +5,7 @@
 //! wraps either.
 
 pub mod local;
+mod manifest_stage;
 pub mod s3;
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::future::Future;
 use tokio::sync::mpsc;
 
 use crate::spool::ClosedFile;
+pub(crate) use manifest_stage::ManifestSink;
 
 /// How often [`Sink::tick`] runs.
 const TICK: std::time::Duration = std::time::Duration::from_secs(5);

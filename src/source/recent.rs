@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 /// The last `capacity` keys inserted, each with a value; the oldest is forgotten first.
 #[derive(Debug)]
-pub struct Recent<V> {
+pub(crate) struct Recent<V> {
     map: HashMap<String, V>,
     order: VecDeque<String>,
     capacity: usize,

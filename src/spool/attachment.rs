@@ -20,7 +20,7 @@ const FREE_CHECK_EVERY: u64 = 8 << 20;
 
 /// Why a requested file name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadName {
+pub(crate) enum BadName {
     #[error("file name contains a control character (such as NUL)")]
     ControlCharacter,
     #[error("file name contains a `..` path component")]
@@ -30,7 +30,7 @@ pub enum BadName {
 /// Makes a producer's file name safe to use as part of a local file name: path tricks (`..`, control
 /// characters such as NUL) are refused; path separators become `_`; long names are cut (keeping the
 /// extension) to fit the file system's 255-byte limit.
-pub fn safe_attachment_name(requested: &str) -> Result<String, BadName> {
+pub(crate) fn safe_attachment_name(requested: &str) -> Result<String, BadName> {
     if requested.chars().any(char::is_control) {
         return Err(BadName::ControlCharacter);
     }
@@ -66,7 +66,7 @@ pub fn safe_attachment_name(requested: &str) -> Result<String, BadName> {
 }
 
 /// An attachment being received.
-pub struct PartialAttachment {
+pub(crate) struct PartialAttachment {
     file: tokio::fs::File,
     guard: RemoveOnDrop,
     dir: PathBuf,
@@ -152,10 +152,6 @@ impl PartialAttachment {
             Ok(()) => Ok(()),
             Err(e) => Err(self.device_error(e)),
         }
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.written
     }
 
     /// Makes the bytes durable and gives the file its final name (with a suffix if that name is

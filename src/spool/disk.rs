@@ -6,7 +6,7 @@ use super::SpoolError;
 use crate::durable;
 
 /// Refuses new data while `dir`'s file system has less than `min` bytes free.
-pub fn check_free(dir: &Path, min: u64) -> Result<(), SpoolError> {
+pub(crate) fn check_free(dir: &Path, min: u64) -> Result<(), SpoolError> {
     let free = durable::free_bytes(dir).map_err(|e| SpoolError::io(dir, e))?;
     if free < min {
         return Err(SpoolError::DiskLow {

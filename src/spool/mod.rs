@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-pub use attachment::{PartialAttachment, safe_attachment_name};
+pub(crate) use attachment::{PartialAttachment, safe_attachment_name};
 
 use crate::config::SpoolConfig;
 use crate::error_chain::Chain;
@@ -75,7 +75,7 @@ impl ClosedFile {
 
 /// An attachment whose message line is durable: it now belongs to the sink.
 #[derive(Debug, Clone)]
-pub struct StoredAttachment {
+pub(crate) struct StoredAttachment {
     pub path: PathBuf,
     pub bytes: u64,
 }
@@ -229,7 +229,7 @@ impl Spool {
     }
 
     /// [`append`](Self::append) for callers on a plain thread (the import source).
-    pub fn append_blocking(&self, lines: Lines) -> Result<(), SpoolError> {
+    pub(crate) fn append_blocking(&self, lines: Lines) -> Result<(), SpoolError> {
         let (done, rx) = oneshot::channel();
         let count = lines.count;
         let _pending = Pending::new(&self.inner.shared.metrics, count);
@@ -270,14 +270,14 @@ impl Spool {
         self.check_free_space().map_err(|e| crate::error_chain::chain(&e))
     }
 
-    pub fn check_free_space(&self) -> Result<(), SpoolError> {
+    pub(crate) fn check_free_space(&self) -> Result<(), SpoolError> {
         let c = &self.inner.shared.config;
         disk::check_free(&c.mesg_dest, c.min_free_bytes)?;
         disk::check_free(&c.file_dest, c.min_free_bytes)
     }
 
     /// Starts receiving an attachment into a hidden partial file in `FILEDEST`.
-    pub async fn begin_attachment(&self, max_bytes: u64) -> Result<PartialAttachment, SpoolError> {
+    pub(crate) async fn begin_attachment(&self, max_bytes: u64) -> Result<PartialAttachment, SpoolError> {
         self.check_free_space()?;
         let c = &self.inner.shared.config;
         PartialAttachment::create(
@@ -294,7 +294,7 @@ impl Spool {
     /// (`line` makes it, given where the file was saved) durably; then the attachment belongs to the
     /// sink. This runs in a task of its own, so a producer that hangs up cannot stop it half-way:
     /// either both the file and its line are kept, or neither is (a refused line takes its file with it).
-    pub async fn store_attachment(
+    pub(crate) async fn store_attachment(
         &self,
         partial: PartialAttachment,
         safe_name: String,
@@ -323,7 +323,7 @@ impl Spool {
 
     /// [`store_attachment`](Self::store_attachment) for a source that built the message itself: its
     /// line names where the file was saved (`file.localfilename`), as the original's do.
-    pub async fn store_message_attachment(
+    pub(crate) async fn store_message_attachment(
         &self,
         partial: PartialAttachment,
         safe_name: String,

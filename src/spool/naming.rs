@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 
-pub const CLOSED_SUFFIX: &str = ".txt";
-pub const OPEN_SUFFIX: &str = ".txt.open";
+pub(crate) const CLOSED_SUFFIX: &str = ".txt";
+pub(crate) const OPEN_SUFFIX: &str = ".txt.open";
 /// Attachments being received; never acknowledged, so removed by recovery.
-pub const PARTIAL_PREFIX: &str = ".partial_";
+pub(crate) const PARTIAL_PREFIX: &str = ".partial_";
 
 /// This process's share of the name space.
 #[derive(Debug)]
-pub struct Names {
+pub(crate) struct Names {
     instance: String,
     seq: AtomicU64,
 }
@@ -48,7 +48,7 @@ impl Names {
         )
     }
 
-    pub fn partial_attachment(&self) -> String {
+    pub(crate) fn partial_attachment(&self) -> String {
         format!("{PARTIAL_PREFIX}{}_{:06}", self.instance, self.next())
     }
 }
@@ -59,13 +59,13 @@ impl Default for Names {
     }
 }
 
-pub fn open_name(closed: &str) -> String {
+pub(crate) fn open_name(closed: &str) -> String {
     format!("{closed}.open")
 }
 
 /// The note beside an open file given up after a failed write: how many of its bytes were
 /// acknowledged. Hidden (a leading `.`), so nothing takes it for an archive file.
-pub fn acked_note(open: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn acked_note(open: &std::path::Path) -> std::path::PathBuf {
     let name = open
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -76,9 +76,9 @@ pub fn acked_note(open: &std::path::Path) -> std::path::PathBuf {
 /// Marks a suspect file, one given up after a failed write or sync, which holds only acknowledged
 /// lines: `<stem>.txt` becomes `<stem>.suspect.txt`. It is still a closed message file (it ends in
 /// `.txt`), so it is listed, shipped and verified like any other.
-pub const SUSPECT_MARK: &str = ".suspect";
+pub(crate) const SUSPECT_MARK: &str = ".suspect";
 
-pub fn suspect_name(closed: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn suspect_name(closed: &std::path::Path) -> std::path::PathBuf {
     let name = closed
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -88,7 +88,7 @@ pub fn suspect_name(closed: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// The closed name of an open message file of ours, or `None` for anything else.
-pub fn closed_name_of_open(file_name: &str, basename: &str) -> Option<String> {
+pub(crate) fn closed_name_of_open(file_name: &str, basename: &str) -> Option<String> {
     let stem = file_name.strip_suffix(OPEN_SUFFIX)?;
     stem.strip_prefix(basename)?.strip_prefix('_')?;
     Some(format!("{stem}{CLOSED_SUFFIX}"))
@@ -96,7 +96,7 @@ pub fn closed_name_of_open(file_name: &str, basename: &str) -> Option<String> {
 
 /// `attachment_<yyyyMMddHHmmssSSS>_<name>`, the original's naming; `n > 0` adds a collision suffix
 /// before the extension.
-pub fn attachment_name(safe_name: &str, at: DateTime<Utc>, n: u32) -> String {
+pub(crate) fn attachment_name(safe_name: &str, at: DateTime<Utc>, n: u32) -> String {
     let ts = at.format("%Y%m%d%H%M%S%3f");
     if n == 0 {
         return format!("attachment_{ts}_{safe_name}");

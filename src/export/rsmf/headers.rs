@@ -28,7 +28,7 @@ fn plain(text: &str) -> bool {
 
 /// `text` as header text, on a line `start` characters in: as it is when plain and it fits, else
 /// encoded words separated by folds (which a reader joins without space between two encoded words).
-pub fn header_text(text: &str, start: usize) -> String {
+pub(crate) fn header_text(text: &str, start: usize) -> String {
     if plain(text) && start + text.len() <= LINE {
         return text.to_owned();
     }
@@ -47,7 +47,7 @@ pub fn header_text(text: &str, start: usize) -> String {
 
 /// A comma list of header texts on a line `start` characters in, folded after a comma when a line
 /// would grow past [`LINE`].
-pub fn header_list<'a>(start: usize, items: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn header_list<'a>(start: usize, items: impl IntoIterator<Item = &'a str>) -> String {
     let mut out = String::new();
     let mut line = start;
     for (i, item) in items.into_iter().enumerate() {
@@ -74,7 +74,7 @@ pub fn header_list<'a>(start: usize, items: impl IntoIterator<Item = &'a str>) -
 
 /// An address header's value, on a line `start` characters in: the names that are addresses as
 /// they are, folded; `fallback` (an address of its own) when none is.
-pub fn addresses<'a>(start: usize, names: impl IntoIterator<Item = &'a str>, fallback: &str) -> String {
+pub(crate) fn addresses<'a>(start: usize, names: impl IntoIterator<Item = &'a str>, fallback: &str) -> String {
     let list: Vec<&str> = names.into_iter().filter(|n| is_rsmf_email(n)).collect();
     if list.is_empty() {
         return fallback.to_owned();
@@ -83,14 +83,14 @@ pub fn addresses<'a>(start: usize, names: impl IntoIterator<Item = &'a str>, fal
 }
 
 /// Whether a name can stand in `X-RSMF-Participants`, which the reader splits on commas and trims.
-pub fn listable(name: &str) -> bool {
+pub(crate) fn listable(name: &str) -> bool {
     !name.is_empty() && !name.contains(',') && name.trim() == name && !name.chars().any(char::is_control)
 }
 
 /// Whether RSMF's reader takes `text` for an e-mail address (exactly one `@`, a local part of the
 /// characters it allows, a domain of letters, digits and hyphens): an address it refuses fails the
 /// whole file, so anything else is no address.
-pub fn is_rsmf_email(text: &str) -> bool {
+pub(crate) fn is_rsmf_email(text: &str) -> bool {
     let Some((local, domain)) = text.split_once('@') else {
         return false;
     };

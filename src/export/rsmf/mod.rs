@@ -34,7 +34,7 @@ use super::output::{ATTACHMENTS, conversation_stem, create_new};
 use super::timeline::{Conversation, Custom, Stored, Timeline, TimelineEvent};
 use headers::{addresses, header_list, header_text, is_rsmf_email, listable};
 
-pub const RSMF_DIR: &str = "rsmf";
+pub(crate) const RSMF_DIR: &str = "rsmf";
 /// Events per file at most: Relativity's advice, and its validator warns beyond.
 const MAX_EVENTS: usize = 10_000;
 /// A manifest longer than this is deflated in the zip.

@@ -53,7 +53,7 @@ pub struct Attachment {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Edit {
+pub(crate) struct Edit {
     pub participant: String,
     pub timestamp: String,
     pub previous: String,
@@ -61,14 +61,14 @@ pub struct Edit {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reaction {
+pub(crate) struct Reaction {
     pub value: String,
     pub count: u64,
     pub participants: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Custom {
+pub(crate) struct Custom {
     pub name: String,
     pub value: String,
 }

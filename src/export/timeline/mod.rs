@@ -26,7 +26,8 @@ use crate::message::{
 };
 #[cfg(test)]
 pub use event::Attachment;
-pub use event::{Custom, Edit, Reaction, TimelineEvent};
+pub use event::TimelineEvent;
+pub(crate) use event::{Custom, Edit, Reaction};
 use event::{base_event, control_events, message_event};
 
 /// What is known of a conversation across the export.

@@ -29,20 +29,24 @@ use crate::decrypt::{Archive, ObjectError, Streamed};
 use crate::envelope::gcm::TAG_LEN;
 use crate::manifest::entry::{Entry, is_manifest_name};
 use crate::manifest::head::{is_head_record, manifest_of};
-use crate::sink::s3::keys::{ListedObjects, listed_name, object_name};
+use crate::objects::keys::{ListedObjects, listed_name, object_name};
 
 /// Objects checked at once.
 const AT_ONCE: usize = 4;
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// The signing bot's tag in its attachments' object names: the first 8 hex digits of its public key.
-pub fn bot_tag(key: &VerifyingKey) -> String {
+pub(crate) fn bot_tag(key: &VerifyingKey) -> String {
     hex::encode(&key.as_bytes()[..4])
 }
 
 /// What is wrong with a file (at `location`) read against the entry that lists it, given its
 /// plaintext's length and SHA-256, or why it could not be read.
-pub fn content_problem(entry: &Entry, location: &str, read: Result<(u64, &str), &ObjectError>) -> Option<Problem> {
+pub(crate) fn content_problem(
+    entry: &Entry,
+    location: &str,
+    read: Result<(u64, &str), &ObjectError>,
+) -> Option<Problem> {
     let (name, seq) = (format!("{} ({location})", entry.body.name), entry.body.seq);
     let altered = |why: String| Some(Problem::Altered { name, seq, why });
     match read {
@@ -539,7 +543,7 @@ mod tests {
         let mut listing = Listing::default();
         listing.keys.insert(
             "k".into(),
-            super::super::KeyVersions {
+            super::super::versions::KeyVersions {
                 newest: v("m", 0, true),
                 data: vec![v("1", 100, false), v("2", 116, false), v("3", 7, false)],
                 dropped: 0,

@@ -12,7 +12,7 @@ use crate::manifest::head::HeadRecord;
 /// Problems named one by one from a single manifest; the rest are counted.
 const PROBLEMS_PER_MANIFEST: usize = 20;
 
-pub struct Chains<'k> {
+pub(crate) struct Chains<'k> {
     keys: &'k [VerifyingKey],
     /// Each key's last entry: its chain so far.
     previous: Vec<Option<(u64, String)>>,
@@ -97,7 +97,7 @@ impl<'k> Chains<'k> {
     /// Takes every line of one manifest (`at` says where it is), in order: its signed entries,
     /// each with the key that signed it. A planted manifest of many bad lines is reported by its
     /// first few and a count, not a problem per line.
-    pub fn take_all(&mut self, at: &str, text: &[u8], problems: &mut Vec<Problem>) -> Vec<(Entry, usize)> {
+    pub(crate) fn take_all(&mut self, at: &str, text: &[u8], problems: &mut Vec<Problem>) -> Vec<(Entry, usize)> {
         let mut mine = Vec::new();
         let mut taken = Vec::new();
         for (i, line) in text.split(|b| *b == b'\n').enumerate() {
@@ -116,13 +116,13 @@ impl<'k> Chains<'k> {
     }
 
     /// The sequence number of the last entry `signer`'s chain holds (0: none).
-    pub fn last_seq(&self, signer: usize) -> u64 {
+    pub(crate) fn last_seq(&self, signer: usize) -> u64 {
         self.previous[signer].as_ref().map_or(0, |(s, _)| *s)
     }
 
     /// The chain of `signer` must reach entry `seq`, which `what` says exists (the running bot's own
     /// chain head, less what it has not uploaded yet): `TRUNCATED` otherwise.
-    pub fn check_reaches(&self, signer: usize, seq: u64, what: &str, problems: &mut Vec<Problem>) {
+    pub(crate) fn check_reaches(&self, signer: usize, seq: u64, what: &str, problems: &mut Vec<Problem>) {
         let last_seq = self.last_seq(signer);
         if seq > last_seq {
             problems.push(Problem::Truncated {
@@ -135,7 +135,7 @@ impl<'k> Chains<'k> {
 
     /// With several keys, each must have signed something: a key with no entry at all is a bot whose
     /// whole archive is missing (or a key given by mistake).
-    pub fn check_every_key_signed(&self, problems: &mut Vec<Problem>) {
+    pub(crate) fn check_every_key_signed(&self, problems: &mut Vec<Problem>) {
         if self.keys.len() < 2 {
             return;
         }
@@ -151,7 +151,7 @@ impl<'k> Chains<'k> {
     /// Checks each key's chain against the heads it signed (`(where, its text or why it could not
     /// be read)`): the newest must not lie beyond the chain's end, and every head must name an entry
     /// the chain holds as it is.
-    pub fn check_heads(&self, heads: Vec<(String, Result<String, String>)>, problems: &mut Vec<Problem>) {
+    pub(crate) fn check_heads(&self, heads: Vec<(String, Result<String, String>)>, problems: &mut Vec<Problem>) {
         // Per key: the newest head, and where it is.
         let mut newest: Vec<Option<(u64, String)>> = vec![None; self.keys.len()];
         for (at, text) in heads {

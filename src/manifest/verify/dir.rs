@@ -74,7 +74,7 @@ pub fn verify_dir(dir: &Path, keys: &[VerifyingKey], extra_heads: &[PathBuf]) ->
 }
 
 /// Each place a file of a name lies.
-pub type FilesByName = HashMap<String, Vec<PathBuf>>;
+pub(crate) type FilesByName = HashMap<String, Vec<PathBuf>>;
 
 /// Every manifest under `dir` (in name order, which is the order they were written), every chain
 /// head record, and every other file, by name, with each place a file of that name lies.

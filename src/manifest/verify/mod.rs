@@ -24,12 +24,16 @@ mod own;
 mod shredded;
 mod versions;
 
-pub use bucket::{BucketCheck, BucketReport, InFlight, ObjectFacts, Progress, bot_tag, content_problem};
-pub use chain::Chains;
+pub use bucket::BucketReport;
+pub use bucket::InFlight;
+pub use bucket::{BucketCheck, ObjectFacts, Progress};
+pub(crate) use bucket::{bot_tag, content_problem};
+pub(crate) use chain::Chains;
 pub use dir::{scan, verify_dir};
-pub use own::{TakenManifest, head_of, head_versions, take_manifest};
-pub use shredded::{ReadError, ShredRecords, keys_deleted, newest_record, not_in_effect, over_problem, read_record};
-pub use versions::{KeyVersions, Listing, ObjectReader, Over, VERSIONS_READ, Version, Versioning};
+pub(crate) use own::{head_of, head_versions, take_manifest};
+pub(crate) use shredded::{ShredRecords, keys_deleted, newest_record, not_in_effect};
+pub(crate) use versions::{Listing, ObjectReader, Versioning};
+pub use versions::{Over, Version};
 
 /// One thing wrong with the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +227,7 @@ impl fmt::Display for Shredded {
 }
 
 /// Head record files kept elsewhere (`--head`): where each is, and its text or why it is unreadable.
-pub fn read_heads(paths: &[PathBuf]) -> Vec<(String, Result<String, String>)> {
+pub(crate) fn read_heads(paths: &[PathBuf]) -> Vec<(String, Result<String, String>)> {
     paths
         .iter()
         .map(|p| {

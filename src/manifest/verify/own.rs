@@ -17,7 +17,7 @@ use crate::decrypt::{ObjectError, Streamed};
 use crate::manifest::Entry;
 use crate::manifest::entry::MAX_MANIFEST;
 use crate::manifest::head::{HeadRecord, MAX_HEAD_RECORD, manifest_of};
-use crate::sink::s3::keys::object_name;
+use crate::objects::keys::object_name;
 
 /// One version read, without its text (taken into the chains, or kept apart).
 pub struct Read<'l> {
@@ -26,7 +26,7 @@ pub struct Read<'l> {
 }
 
 /// What a manifest's versions gave.
-pub struct TakenManifest<'l> {
+pub(crate) struct TakenManifest<'l> {
     /// The entries taken, each with the key that signed it.
     pub entries: Vec<(Entry, usize)>,
     /// The bot's version, and its text when asked for.
@@ -36,7 +36,7 @@ pub struct TakenManifest<'l> {
 }
 
 /// Whether a manifest's text holds an entry one of `keys` signed.
-pub fn has_signed_entry(text: &[u8], keys: &[VerifyingKey]) -> bool {
+pub(crate) fn has_signed_entry(text: &[u8], keys: &[VerifyingKey]) -> bool {
     text.split(|b| *b == b'\n')
         .filter_map(|line| serde_json::from_slice::<Entry>(line).ok())
         .any(|entry| keys.iter().any(|k| entry.verify(k)))
@@ -46,7 +46,7 @@ pub fn has_signed_entry(text: &[u8], keys: &[VerifyingKey]) -> bool {
 /// version too, whatever it holds: its bad lines are problems); versions no bot signed and no reader
 /// sees (hidden, or under the bot's) are left aside. Problems go to `problems`; the bot's version's
 /// text is kept with `keep_text`.
-pub async fn take_manifest<'l>(
+pub(crate) async fn take_manifest<'l>(
     reader: &ObjectReader,
     listing: &'l Listing,
     key: &str,
@@ -79,7 +79,7 @@ pub async fn take_manifest<'l>(
 
 /// The texts of a head record's versions that count (signed by one of `keys`, and the head of the
 /// manifest its name says), oldest first, with each version read.
-pub async fn head_versions<'l>(
+pub(crate) async fn head_versions<'l>(
     reader: &ObjectReader,
     listing: &'l Listing,
     key: &str,
@@ -102,13 +102,13 @@ pub async fn head_versions<'l>(
 
 /// The signed head record `text` is, if one of `keys` signed it and it is the head of the manifest
 /// the record's name `key` says.
-pub fn head_of(key: &str, text: &str, keys: &[VerifyingKey]) -> Option<HeadRecord> {
+pub(crate) fn head_of(key: &str, text: &str, keys: &[VerifyingKey]) -> Option<HeadRecord> {
     let record: HeadRecord = serde_json::from_str(text.trim()).ok()?;
     (record.body.manifest == manifest_of(object_name(key)) && keys.iter().any(|k| record.verify(k))).then_some(record)
 }
 
 /// A key with more data versions than are read: someone piled versions on it.
-pub fn piled(listing: &Listing, key: &str, at: &str) -> Option<Problem> {
+pub(crate) fn piled(listing: &Listing, key: &str, at: &str) -> Option<Problem> {
     let dropped = listing.dropped(key);
     (dropped > 0).then(|| Problem::Unreadable {
         at: at.to_owned(),

@@ -19,13 +19,13 @@ use super::versions::{Listing, ObjectReader, Over, Version};
 use super::{Problem, Shredded};
 use crate::decrypt::ObjectError;
 use crate::manifest::Entry;
+use crate::manifest::shred_record::{RecordError, RecordReader, ShredRecord, State, is_record_name};
+use crate::objects::keys::object_name;
 use crate::period::{Period, name_time};
-use crate::shred::record::{RecordError, RecordReader, ShredRecord, State, is_record_name};
-use crate::sink::s3::keys::object_name;
 
 /// Why a record version was not taken.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     #[error(transparent)]
     Object(#[from] ObjectError),
     #[error(transparent)]
@@ -33,7 +33,7 @@ pub enum ReadError {
 }
 
 /// One version of a record, read as far as its signed header allows.
-pub async fn read_record(
+pub(crate) async fn read_record(
     reader: &ObjectReader,
     key: &str,
     version: &Version,
@@ -49,7 +49,7 @@ pub async fn read_record(
 }
 
 /// The first key of a record that KMS does not hold pending deletion (or deleted), with its state.
-pub async fn not_in_effect(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> Option<(String, String)> {
+pub(crate) async fn not_in_effect(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> Option<(String, String)> {
     for key in &record.body.keys {
         match kms.describe_key().key_id(&key.arn).send().await {
             Ok(out) => match out.key_metadata.and_then(|m| m.key_state) {
@@ -75,7 +75,7 @@ pub async fn not_in_effect(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> O
 }
 
 /// Whether KMS has deleted every key a record names (each answers NotFound).
-pub async fn keys_deleted(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> bool {
+pub(crate) async fn keys_deleted(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> bool {
     for key in &record.body.keys {
         match kms.describe_key().key_id(&key.arn).send().await {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => {}
@@ -86,7 +86,7 @@ pub async fn keys_deleted(kms: &aws_sdk_kms::Client, record: &ShredRecord) -> bo
 }
 
 #[derive(Debug, Default)]
-pub struct ShredRecords {
+pub(crate) struct ShredRecords {
     /// The records' own objects.
     pub records: Vec<String>,
     /// The shredded periods' objects, by key.
@@ -178,7 +178,7 @@ impl ShredRecords {
 
     /// The shred that destroyed the file an entry lists: the entry's file is of a shredded period
     /// and under one of its record's keys. Its object may be there (unreadable) or gone.
-    pub fn covering(&self, entry: &Entry) -> Option<&Shredded> {
+    pub(crate) fn covering(&self, entry: &Entry) -> Option<&Shredded> {
         let time = name_time(&entry.body.name)?;
         let key = entry.body.kms_key.as_deref()?;
         self.periods
@@ -198,7 +198,7 @@ fn is_main_record(at: &str) -> bool {
 /// The newest version of a record that one of `keys` signed (a record's versions are its states:
 /// scheduled, cancelled), of those read; or why none is, from the newest read. Versions that are
 /// not a bot's record are passed over; one that cannot be fetched stops the search.
-pub async fn newest_record<'l>(
+pub(crate) async fn newest_record<'l>(
     reader: &ObjectReader,
     listing: &'l Listing,
     key: &str,
@@ -255,7 +255,7 @@ async fn newest_valid(
 }
 
 /// `HIDDEN` or `REPLACED` when something stands over the bot's `version` of `key`.
-pub fn over_problem(listing: &Listing, key: &str, version: &Version, at: &str) -> Option<Problem> {
+pub(crate) fn over_problem(listing: &Listing, key: &str, version: &Version, at: &str) -> Option<Problem> {
     Some(match listing.over(key, version)? {
         Over::Marker(marker) => Problem::Hidden {
             at: at.to_owned(),

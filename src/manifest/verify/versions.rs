@@ -21,7 +21,7 @@ use crate::envelope::gcm::TAG_LEN;
 
 /// Data versions of one key kept (and read) at most, the oldest: the bot writes one per key (a
 /// shredding record a few), so a pile of versions over an object costs its readers little.
-pub const VERSIONS_READ: usize = 16;
+pub(crate) const VERSIONS_READ: usize = 16;
 
 /// Whether the bucket keeps versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -84,7 +84,7 @@ impl Version {
 
 /// One key's versions, as far as the readers need them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyVersions {
+pub(crate) struct KeyVersions {
     /// What readers see: the newest version, or the delete marker over them.
     pub newest: Version,
     /// The versions holding data, oldest first, at most [`VERSIONS_READ`].
@@ -95,7 +95,7 @@ pub struct KeyVersions {
 
 /// Every key under the prefix that holds data in some version.
 #[derive(Debug, Default)]
-pub struct Listing {
+pub(crate) struct Listing {
     pub versioning: Option<Versioning>,
     pub keys: BTreeMap<String, KeyVersions>,
 }
@@ -192,7 +192,7 @@ impl Listing {
     }
 
     /// The versions of one key.
-    pub async fn of_key(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Listing, AwsFailure> {
+    pub(crate) async fn of_key(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Listing, AwsFailure> {
         let mut listing = Listing::default();
         listing.read_versions(s3, bucket, key, true).await?;
         Ok(listing)
@@ -282,12 +282,12 @@ impl Listing {
     }
 
     /// Every key that holds data in some version (current or not).
-    pub fn with_data(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn with_data(&self) -> impl Iterator<Item = &String> {
         self.keys.keys()
     }
 
     /// The versions of `key` holding data, oldest first (the bot's is the oldest).
-    pub fn data_versions(&self, key: &str) -> impl DoubleEndedIterator<Item = &Version> {
+    pub(crate) fn data_versions(&self, key: &str) -> impl DoubleEndedIterator<Item = &Version> {
         self.keys.get(key).into_iter().flat_map(|k| k.data.iter())
     }
 
@@ -340,7 +340,7 @@ impl Listing {
 
 /// Reads versions of one bucket's objects, decrypting in memory.
 #[derive(Clone)]
-pub struct ObjectReader {
+pub(crate) struct ObjectReader {
     pub s3: aws_sdk_s3::Client,
     pub kms: aws_sdk_kms::Client,
     pub bucket: String,
@@ -355,7 +355,7 @@ impl ObjectReader {
 
     /// One version read whole, refused unread above `cap` (the most the bot writes in such an
     /// object).
-    pub async fn read_whole(&self, key: &str, version: &Version, cap: u64) -> Result<Streamed, ObjectError> {
+    pub(crate) async fn read_whole(&self, key: &str, version: &Version, cap: u64) -> Result<Streamed, ObjectError> {
         if version.size > cap + TAG_LEN as u64 {
             return Err(ObjectError::TooLarge {
                 size: version.size,

@@ -15,15 +15,15 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::error::UploadError;
-use super::metadata;
 use super::target::Target;
 use crate::aws::{Retry, failure};
+use crate::objects::metadata;
 
 /// `wickrio-content-mac`: a keyed hash (HMAC-SHA256 under a key derived from the bot's signing key) of
 /// the file's SHA-256. A plain SHA-256 in the metadata would let anyone who may read the bucket's
 /// metadata, but not decrypt its objects, confirm a guess of a file's content; the keyed one tells
 /// only this bot that an object is its file.
-pub struct ContentMac(zeroize::Zeroizing<[u8; 32]>);
+pub(crate) struct ContentMac(zeroize::Zeroizing<[u8; 32]>);
 
 impl ContentMac {
     pub fn new(signing_key: &ed25519_dalek::SigningKey) -> Self {
@@ -45,10 +45,10 @@ impl std::fmt::Debug for ContentMac {
 }
 
 /// The `If-None-Match` value that means "only if no object has this key".
-pub const ANY_OBJECT: &str = "*";
+pub(crate) const ANY_OBJECT: &str = "*";
 
 /// True when S3 refused a conditional write because the key already holds an object.
-pub fn key_taken<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+pub(crate) fn key_taken<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
     match error {
         SdkError::ServiceError(e) => e.raw().status().as_u16() == 412 || e.err().code() == Some("PreconditionFailed"),
         _ => false,
@@ -56,7 +56,7 @@ pub fn key_taken<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> 
 }
 
 /// What the key holds, as far as the bot can tell.
-pub enum Found {
+pub(crate) enum Found {
     /// This file: same `wickrio-content-mac` and plaintext length.
     Ours,
     /// An object that is not this file.

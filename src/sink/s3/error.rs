@@ -11,7 +11,7 @@ use crate::envelope::gcm::GcmError;
 
 /// One failed attempt at one file.
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     /// The file was removed before its upload (found gone: nothing to upload, nothing to retry).
     #[error("{} vanished before its upload; nothing to upload", .0.display())]
     Gone(PathBuf),

@@ -11,8 +11,6 @@
 
 mod create_only;
 mod error;
-pub mod keys;
-pub mod metadata;
 pub mod object_lock;
 mod retry;
 mod target;
@@ -34,13 +32,14 @@ use crate::envelope::{KeyRing, gcm};
 use crate::events::{EventKind, Events, announce};
 use crate::manifest::verify::ObjectReader;
 use crate::metrics::{Counter, Gauge, Metrics};
+use crate::objects::{keys, metadata};
 use crate::shred::ShredWatch;
 use crate::spool::{ClosedFile, FileKind};
 
 use crate::error_chain::Chain;
-pub use create_only::ContentMac;
+pub(crate) use create_only::ContentMac;
 use error::Service;
-pub use error::UploadError;
+pub(crate) use error::UploadError;
 use retry::{FIRST_BACKOFF, Next, REFUSED_RETRY};
 use upload::PartBudget;
 
@@ -57,7 +56,7 @@ struct Queued {
 }
 
 /// Queues closed files for the uploader task.
-pub struct S3Sink {
+pub(crate) struct S3Sink {
     queue: Option<flume::Sender<Queued>>,
     workers: JoinSet<()>,
     metrics: Arc<Metrics>,
@@ -71,7 +70,7 @@ pub struct S3Sink {
 
 /// What the manifest stage needs to discard files of shredded periods: the watch that tells one,
 /// and the files the uploader gave up on for it.
-pub struct Discards {
+pub(crate) struct Discards {
     pub watch: Arc<ShredWatch>,
     pub files: mpsc::UnboundedReceiver<ClosedFile>,
 }
@@ -193,20 +192,20 @@ impl S3Sink {
     }
 
     /// The keys files are encrypted under, for their manifest entries; `None` when uploads are plain.
-    pub fn key_ring(&self) -> Option<Arc<KeyRing>> {
+    pub(crate) fn key_ring(&self) -> Option<Arc<KeyRing>> {
         self.keys.clone()
     }
 
     /// With per-period keys, what the manifest stage needs to discard files of shredded periods
     /// (once: the files' receiver moves).
-    pub fn take_discards(&mut self) -> Option<Discards> {
+    pub(crate) fn take_discards(&mut self) -> Option<Discards> {
         self.discards.take()
     }
 }
 
 /// Who the bot is, as the sink needs it: the tag in its attachments' keys, its content MAC, and
 /// its signing key (only its own shredding records count, and it signs their supplements).
-pub struct BotKeys {
+pub(crate) struct BotKeys {
     pub tag: String,
     pub content_mac: ContentMac,
     pub signer: ed25519_dalek::SigningKey,

@@ -31,7 +31,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The lock headers of one object.
 #[derive(Debug, Clone)]
-pub struct Retention {
+pub(crate) struct Retention {
     pub mode: ObjectLockMode,
     pub until: DateTime,
     /// The retention counted from the close had already run out (or nearly): the object gets
@@ -71,7 +71,7 @@ pub struct LockNotEnabled {
 /// refused (every upload would be refused). Otherwise says what applies: this bot's retention, or
 /// the bucket's default. A check that cannot be made (no permission, S3 unreachable) is a warning
 /// when a mode is set, and nothing else: the uploads themselves report a refusal.
-pub async fn check_bucket(client: &aws_sdk_s3::Client, config: &S3Config) -> Result<(), LockNotEnabled> {
+pub(crate) async fn check_bucket(client: &aws_sdk_s3::Client, config: &S3Config) -> Result<(), LockNotEnabled> {
     let bucket = &config.bucket;
     let call = client.get_object_lock_configuration().bucket(bucket).send();
     let answer = match tokio::time::timeout(CHECK_TIMEOUT, call).await {

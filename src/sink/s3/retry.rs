@@ -8,18 +8,18 @@ use crate::aws::Retry;
 
 /// Transient failures are tried this many times by the worker (1 s, then 2 s apart) before the
 /// file waits aside.
-pub const TRIES_IN_PLACE: u32 = 3;
+pub(crate) const TRIES_IN_PLACE: u32 = 3;
 const IN_PLACE_WAIT: Duration = Duration::from_secs(1);
 /// A file's first wait aside; it doubles with each round of failures, up to `MAX_BACKOFF`.
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Refusals (access denied, no such bucket, key disabled, a key or request S3 will not take, a key
 /// that holds another object) retry this often: they need an operator, or concern this one file.
-pub const REFUSED_RETRY: Duration = Duration::from_secs(120);
+pub(crate) const REFUSED_RETRY: Duration = Duration::from_secs(120);
 
 /// What the uploader does after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Try again on this worker after this short wait.
     InPlace(Duration),
     /// Set the file aside for this long; the worker goes on with the files behind it.

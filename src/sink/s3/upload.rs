@@ -27,7 +27,7 @@ use crate::metrics::Counter;
 
 /// 8 MiB parts: S3's minimum is 5 MiB, and 10,000 parts of 8 MiB hold 78 GiB, above any file the
 /// bot writes (the GCM cap keeps encrypted files under 64 GiB; rotation keeps the rest small).
-pub const PART_SIZE: usize = 8 << 20;
+pub(crate) const PART_SIZE: usize = 8 << 20;
 /// Parts of one file being sent at once.
 const IN_FLIGHT: usize = 3;
 /// Parts in memory at once, across all uploads.
@@ -35,7 +35,7 @@ const PARTS_IN_MEMORY: usize = 5;
 
 /// The permits for part buffers, shared by every upload of one sink.
 #[derive(Clone)]
-pub struct PartBudget(Arc<Semaphore>);
+pub(crate) struct PartBudget(Arc<Semaphore>);
 
 impl Default for PartBudget {
     fn default() -> Self {
@@ -53,7 +53,7 @@ type Parts = mpsc::Receiver<Result<Part, UploadError>>;
 
 /// What an upload did, for the check before the local copy is deleted.
 #[derive(Debug, Clone, Copy)]
-pub struct Uploaded {
+pub(crate) struct Uploaded {
     /// Bytes read from the file.
     pub plain_len: u64,
     /// Bytes S3 accepted (ciphertext and tag, when encrypted).
@@ -84,8 +84,8 @@ pub async fn upload(
     // What the retention counts from: the close, or now if the close lies ahead (a clock stepped back).
     let counted_from = closed.min(std::time::SystemTime::now());
     metadata.insert(
-        super::metadata::CLOSED_AT.to_owned(),
-        super::metadata::time_value(counted_from),
+        crate::objects::metadata::CLOSED_AT.to_owned(),
+        crate::objects::metadata::time_value(counted_from),
     );
     if let Some(envelope) = &envelope {
         metadata.extend(envelope.metadata(plain_len).into_iter().map(|(k, v)| (k.to_owned(), v)));

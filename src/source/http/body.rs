@@ -35,7 +35,7 @@ pub(super) struct Budget {
 
 /// A request's share of the budget, released when dropped.
 #[derive(Default)]
-pub struct Share {
+pub(crate) struct Share {
     permit: Option<OwnedSemaphorePermit>,
     kib: u32,
     in_small_lane: bool,

@@ -53,7 +53,7 @@ pub(super) async fn check_off_the_workers<T: Send + 'static>(
 }
 
 /// What the handlers share.
-pub struct HttpState {
+pub(crate) struct HttpState {
     pub intake: Intake,
     pub config: IngestConfig,
     pub drain: Arc<Drain>,
@@ -73,7 +73,7 @@ impl HttpState {
 }
 
 /// The ingest routes, behind the token check and the shutdown gate.
-pub fn router(state: Arc<HttpState>) -> Router {
+pub(crate) fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/v1/messages", post(post_messages))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -83,7 +83,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
 }
 
 /// An error answer: a status and a JSON body that says what was wrong.
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     body: serde_json::Value,
 }

@@ -20,7 +20,7 @@ struct Call {
 }
 
 #[derive(Default)]
-pub struct Calls {
+pub(crate) struct Calls {
     open: HashMap<String, Call>,
     order: VecDeque<String>,
 }

@@ -18,7 +18,7 @@ use crate::metrics::Gauge;
 
 /// What an event changes in what the bot can capture.
 #[derive(Debug, PartialEq, Eq)]
-pub enum RoomChange {
+pub(crate) enum RoomChange {
     /// The bot joined (or joined again): the room is captured.
     BotJoined,
     /// Someone removed the bot: `how` is `kick` or `ban`.
@@ -37,7 +37,7 @@ fn server_of(id: &str) -> Option<&str> {
 }
 
 /// What `event` changes for a bot whose user ID is `bot`, if anything.
-pub fn room_change(event: &Value, bot: &str) -> Option<RoomChange> {
+pub(crate) fn room_change(event: &Value, bot: &str) -> Option<RoomChange> {
     let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str);
     match text("/type")? {
         "m.room.member" if text("/state_key") == Some(bot) => match member_action(event) {

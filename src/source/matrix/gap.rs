@@ -11,7 +11,7 @@ use super::{MAX_READS_PER_PAGE, MatrixError, PAGE};
 /// The part of a room's timeline a limited sync skipped: from its `prev_batch` back to the last event
 /// captured (or the room's beginning). Found by paging back, keeping only the pages' bounds, and then
 /// read forward a page at a time, so a gap of any length costs one page of memory.
-pub struct Gap {
+pub(crate) struct Gap {
     /// Page bounds, newest first: page `i` lies between `bounds[i + 1]` (older; `None` is the room's
     /// beginning) and `bounds[i]`.
     bounds: Vec<Option<String>>,

@@ -31,7 +31,7 @@ const PENDING_FILE: &str = "pending_password.json";
 const DEVICE_NAME: &str = "retention-bot";
 
 /// The passphrase of matrix-sdk's SQLite state and crypto store.
-pub fn store_passphrase(signing_key: &SigningKey) -> Secret {
+pub(crate) fn store_passphrase(signing_key: &SigningKey) -> Secret {
     Secret::new(hex::encode(derived_key(signing_key, "store passphrase").as_ref()))
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::Value;
 
 #[derive(Debug, Default)]
-pub struct Members {
+pub(crate) struct Members {
     rooms: HashMap<String, BTreeSet<String>>,
 }
 
@@ -58,7 +58,7 @@ impl Members {
     }
 
     /// Follows a captured event (a membership change moves the set; anything else leaves it).
-    pub fn apply(&mut self, room: &str, event: &Value) {
+    pub(crate) fn apply(&mut self, room: &str, event: &Value) {
         let (Some((user, _, joined)), Some(members)) = (change(event), self.rooms.get_mut(room)) else {
             return;
         };

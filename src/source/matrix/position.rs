@@ -12,7 +12,7 @@ use super::MatrixError;
 const POSITION_FILE: &str = "sync.json";
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Position {
+pub(crate) struct Position {
     /// `next_batch` of the last sync whose events are durable; `None` before the first.
     pub next_batch: Option<String>,
     /// Room ID → ID of the last event captured in it.
@@ -45,7 +45,7 @@ impl Position {
     }
 
     /// The file's path and new contents, for `write_state` (which replaces it atomically).
-    pub fn to_save(&self, dir: &Path) -> Result<(PathBuf, Vec<u8>), MatrixError> {
+    pub(crate) fn to_save(&self, dir: &Path) -> Result<(PathBuf, Vec<u8>), MatrixError> {
         let json = serde_json::to_vec(self).map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?;
         Ok((Self::path(dir), json))
     }

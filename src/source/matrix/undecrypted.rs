@@ -25,17 +25,17 @@ use crate::source::Intake;
 const FILE: &str = "undecrypted.json";
 /// Events kept waiting for a key. Beyond this the oldest are given up: their lines stay written, with
 /// the ciphertext and the reason, but are no longer retried.
-pub const CAPACITY: usize = 1_000;
+pub(crate) const CAPACITY: usize = 1_000;
 /// Start-ups at which a waiting event is tried again (its key may have come while the bot was
 /// down). An event still undecryptable after this many, and [`GIVE_UP_AFTER_SECS`] after it came, is
 /// given up: a key that never came by then (withheld, or its sender's device gone) is not worth a
 /// retry and a warning at every start. Both must hold, so a crash loop gives nothing up early.
-pub const START_TRIES: u32 = 3;
-pub const GIVE_UP_AFTER_SECS: i64 = 24 * 3600;
+pub(crate) const START_TRIES: u32 = 3;
+pub(crate) const GIVE_UP_AFTER_SECS: i64 = 24 * 3600;
 
 /// One undecryptable event, as it arrived.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Pending {
+pub(crate) struct Pending {
     pub room_id: String,
     pub event_id: String,
     /// The Megolm session whose key decrypts it (`content.session_id`).
@@ -64,7 +64,7 @@ enum Due {
 }
 
 #[derive(Debug, Default)]
-pub struct Undecrypted {
+pub(crate) struct Undecrypted {
     events: VecDeque<Pending>,
     due: Due,
     changed: bool,
@@ -150,7 +150,7 @@ impl Undecrypted {
     }
 
     /// Notes that keys for `sessions` arrived.
-    pub fn keys_arrived(&mut self, sessions: impl IntoIterator<Item = String>) {
+    pub(crate) fn keys_arrived(&mut self, sessions: impl IntoIterator<Item = String>) {
         match &mut self.due {
             Due::All => {}
             Due::Sessions(due) => due.extend(sessions),
@@ -159,12 +159,12 @@ impl Undecrypted {
     }
 
     /// Key notices were missed (the notice queue overflowed): try everything.
-    pub fn all_due(&mut self) {
+    pub(crate) fn all_due(&mut self) {
         self.due = Due::All;
     }
 
     /// The waiting events worth trying now. They stay waiting until `decrypted` removes them.
-    pub fn due(&self) -> Vec<Pending> {
+    pub(crate) fn due(&self) -> Vec<Pending> {
         self.events
             .iter()
             .filter(|p| match &self.due {
@@ -185,7 +185,7 @@ impl Undecrypted {
     }
 
     /// The file's new contents, if anything changed since the last save.
-    pub fn to_save(&self, dir: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, MatrixError> {
+    pub(crate) fn to_save(&self, dir: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, MatrixError> {
         if !self.changed {
             return Ok(None);
         }
@@ -204,7 +204,7 @@ impl Undecrypted {
 type KeyNotices = Pin<Box<dyn Stream<Item = Option<Vec<String>>> + Send>>;
 
 /// Subscribes to the key notices; `None` without end-to-end encryption.
-pub async fn key_notices(client: &Client) -> Option<KeyNotices> {
+pub(crate) async fn key_notices(client: &Client) -> Option<KeyNotices> {
     let stream = client.encryption().room_keys_received_stream().await?;
     Some(Box::pin(stream.map(|notice| {
         notice.ok().map(|keys| keys.into_iter().map(|k| k.session_id).collect())

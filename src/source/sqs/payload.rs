@@ -14,7 +14,7 @@ pub const LEGACY_POINTER: &str = "com.amazon.sqs.javamessaging.MessageS3Pointer"
 
 /// An object in S3.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Ref {
+pub(crate) struct S3Ref {
     pub bucket: String,
     pub key: String,
 }
@@ -27,7 +27,7 @@ impl std::fmt::Display for S3Ref {
 
 /// Why what a message keeps in S3 was not read.
 #[derive(Debug, thiserror::Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// The object is not there, not ours to read, or too large: the message cannot be archived as
     /// it is (it returns, and goes to the dead-letter queue).
     #[error("{0}")]
@@ -60,7 +60,7 @@ pub fn pointer(body: &str) -> Option<S3Ref> {
 
 /// The S3 location a file message names for its bytes (`file.s3` {`bucket`, `key`}): `None` when
 /// it names none, an error when `s3` is there but not a bucket and a key.
-pub fn attachment_ref(file: &serde_json::Map<String, Value>) -> Result<Option<S3Ref>, String> {
+pub(crate) fn attachment_ref(file: &serde_json::Map<String, Value>) -> Result<Option<S3Ref>, String> {
     let Some(s3) = file.get("s3") else { return Ok(None) };
     let text = |k: &str| {
         s3.get(k)
@@ -120,7 +120,7 @@ async fn open(s3: &aws_sdk_s3::Client, at: &S3Ref, max: u64) -> Result<aws_sdk_s
 }
 
 /// A body kept in S3, whole, at most `max` bytes (counted as they arrive, whatever the object said).
-pub async fn fetch_body(s3: &aws_sdk_s3::Client, at: &S3Ref, max: u64) -> Result<Vec<u8>, FetchError> {
+pub(crate) async fn fetch_body(s3: &aws_sdk_s3::Client, at: &S3Ref, max: u64) -> Result<Vec<u8>, FetchError> {
     let mut body = open(s3, at, max).await?;
     let mut bytes = Vec::new();
     while let Some(chunk) = body
@@ -137,7 +137,7 @@ pub async fn fetch_body(s3: &aws_sdk_s3::Client, at: &S3Ref, max: u64) -> Result
 }
 
 /// An attachment kept in S3, streamed into `partial` (which enforces `WICKRIO_INGEST_MAX_FILE`).
-pub async fn fetch_attachment(
+pub(crate) async fn fetch_attachment(
     s3: &aws_sdk_s3::Client,
     at: &S3Ref,
     partial: &mut PartialAttachment,

@@ -7,7 +7,7 @@
 mod content;
 mod state;
 
-pub use state::member_action;
+pub(crate) use state::member_action;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -167,7 +167,7 @@ fn thumbnail_line(
 
 /// Members listed in a line at most: a room of thousands would otherwise make every line hundreds of
 /// kilobytes. Beyond it a line carries the count alone.
-pub const MAX_LISTED_MEMBERS: usize = 1_000;
+pub(crate) const MAX_LISTED_MEMBERS: usize = 1_000;
 
 /// Who was in the conversation: the room's members at that moment (their number, and their IDs up to
 /// [`MAX_LISTED_MEMBERS`]), and in a direct room (two people besides the bot) the one the sender
@@ -230,7 +230,7 @@ fn common_fields(
 }
 
 /// The original's `time_iso` format.
-pub fn iso_time(at: DateTime<Utc>) -> String {
+pub(crate) fn iso_time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
 }
 

@@ -58,7 +58,7 @@ pub(super) fn control(ctx: &Context, kind: &str, event: &Value, content: &Value,
 /// What a membership event did, told apart by who sent it and what the membership was before
 /// (`unsigned.prev_content`): a leave sent by someone else is a kick, or an unban if the user was
 /// banned, or a withdrawn invite.
-pub fn member_action(event: &Value) -> &'static str {
+pub(crate) fn member_action(event: &Value) -> &'static str {
     let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str);
     let affected = text("/state_key").unwrap_or_default();
     let by_self = text("/sender") == Some(affected);

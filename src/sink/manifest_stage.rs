@@ -4,19 +4,19 @@
 
 use std::sync::Arc;
 
-use super::head::HeadRecord;
-use super::stage::{ManifestError, ManifestWriter};
+use super::Sink;
+use super::s3::Discards;
 use crate::envelope::KeyRing;
 use crate::error_chain::Chain;
 use crate::events::{EventKind, Events};
+use crate::manifest::head::HeadRecord;
+use crate::manifest::stage::{ManifestError, ManifestWriter};
 use crate::period::Period;
 use crate::shred::{Shred, ShredWatch};
-use crate::sink::Sink;
-use crate::sink::s3::Discards;
 use crate::spool::{ClosedFile, FileKind};
 
 /// Wraps a sink: every file gets its manifest entry before the inner sink takes it.
-pub struct ManifestSink<S> {
+pub(crate) struct ManifestSink<S> {
     inner: S,
     writer: Option<ManifestWriter>,
     events: Events,
@@ -48,7 +48,7 @@ impl<S: Sink> ManifestSink<S> {
 
     /// Entries name the key of `keys` their file is encrypted under; with `discards`, a file of a
     /// shredded period is recorded as discarded and removed instead.
-    pub fn with_keys(mut self, keys: Option<Arc<KeyRing>>, discards: Option<Discards>) -> Self {
+    pub(crate) fn with_keys(mut self, keys: Option<Arc<KeyRing>>, discards: Option<Discards>) -> Self {
         self.keys = keys;
         self.discards = discards;
         self

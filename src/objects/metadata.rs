@@ -17,14 +17,14 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 use std::collections::HashMap;
 
 pub const TYPE: &str = "wickrio-type";
-pub const FILE_PATH: &str = "wickrio-file-path";
+pub(crate) const FILE_PATH: &str = "wickrio-file-path";
 /// The keyed hash of the file's content before encryption (`create_only::ContentMac`).
-pub const CONTENT_MAC: &str = "wickrio-content-mac";
+pub(crate) const CONTENT_MAC: &str = "wickrio-content-mac";
 /// When the file was closed (its last modification, RFC 3339 UTC): what its Object Lock retention
 /// counts from, for `verify --min-retention-days`.
-pub const CLOSED_AT: &str = "wickrio-closed-at";
+pub(crate) const CLOSED_AT: &str = "wickrio-closed-at";
 /// Present (`percent`) when `wickrio-file-path` is percent-encoded.
-pub const FILE_PATH_ENCODING: &str = "wickrio-file-path-encoding";
+pub(crate) const FILE_PATH_ENCODING: &str = "wickrio-file-path-encoding";
 const PERCENT: &str = "percent";
 
 /// Bytes encoded besides everything outside ASCII (which `utf8_percent_encode` always encodes).
@@ -55,7 +55,7 @@ pub fn file_path(metadata: &HashMap<String, String>) -> Option<String> {
 }
 
 /// A time as `wickrio-closed-at` holds it.
-pub fn time_value(t: std::time::SystemTime) -> String {
+pub(crate) fn time_value(t: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 

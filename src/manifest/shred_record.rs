@@ -29,10 +29,10 @@ const DOMAIN: &[u8] = b"retention-bot shredding v2\n";
 const DOMAIN_V1: &[u8] = b"retention-bot shredding v1\n";
 /// The largest v1 record a reader takes whole: a year of a busy bot's manifests (about 800 bytes a
 /// file) fits many times over.
-pub const MAX_V1_RECORD: usize = 64 << 20;
+pub(crate) const MAX_V1_RECORD: usize = 64 << 20;
 /// The longest header a reader takes: the bot writes a few hundred bytes (a prefix of at most 512
 /// bytes, one key ARN per shredded key).
-pub const MAX_HEADER: usize = 64 << 10;
+pub(crate) const MAX_HEADER: usize = 64 << 10;
 const PREFIX: &str = "shredding_";
 const SUFFIX: &str = ".json";
 
@@ -166,7 +166,7 @@ fn contents_text(objects: &[ShreddedObject], kept: &[KeptText]) -> String {
 
 /// Why a record was not taken. Nothing large was held for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     #[error("not a shredding record: its first line is longer than {MAX_HEADER} bytes (planted?)")]
     HeaderTooLong,
     #[error("not a shredding record: an old (v1) record over {MAX_V1_RECORD} bytes (planted?)")]
@@ -181,7 +181,7 @@ pub enum RecordError {
 
 /// Reads a record as its bytes arrive, checking the header's signature before anything past it is
 /// kept, and keeping no more than the signed length.
-pub struct RecordReader<'k> {
+pub(crate) struct RecordReader<'k> {
     keys: &'k [VerifyingKey],
     buf: Vec<u8>,
     header: Option<(ShredBody, String)>,
@@ -203,7 +203,7 @@ impl<'k> RecordReader<'k> {
 
     /// Takes the next bytes. Fails as soon as the header is too long, not a record, or not signed
     /// by one of the keys, or the contents run past their signed length.
-    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), RecordError> {
+    pub(crate) fn feed(&mut self, mut chunk: &[u8]) -> Result<(), RecordError> {
         if self.buf.is_empty() && self.header.is_none() && chunk.starts_with(b"{\n") {
             self.v1 = true;
         }
@@ -236,12 +236,6 @@ impl<'k> RecordReader<'k> {
         self.hasher.update(chunk);
         self.buf.extend_from_slice(chunk);
         Ok(())
-    }
-
-    /// The signed header, once read: what a reader may check before the rest arrives (its
-    /// length, against the object's).
-    pub fn header(&self) -> Option<&ShredBody> {
-        self.header.as_ref().map(|(b, _)| b)
     }
 
     fn take_header(&mut self) -> Result<(), RecordError> {
@@ -358,13 +352,13 @@ pub fn file_name(period: Period) -> String {
 /// The name of a record a bot adds to a period's shred: the copy of its manifest (or head record)
 /// named `file`, of the shredded period, that was still on its disk and can no longer go up
 /// encrypted. The copy keeps the chain checkable, as the main record's copies do.
-pub fn supplement_name(period: Period, file: &str) -> String {
+pub(crate) fn supplement_name(period: Period, file: &str) -> String {
     let stem = file.rsplit_once('.').map_or(file, |(stem, _)| stem);
     format!("{PREFIX}{period}_{stem}{SUFFIX}")
 }
 
 /// A record's name: `shredding_<period>.json`, or a supplement's, `shredding_<period>_<file>.json`.
-pub fn is_record_name(name: &str) -> bool {
+pub(crate) fn is_record_name(name: &str) -> bool {
     name.strip_prefix(PREFIX)
         .and_then(|rest| rest.strip_suffix(SUFFIX))
         .is_some_and(|rest| {

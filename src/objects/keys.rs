@@ -14,7 +14,7 @@ const KEY_HASH_DIGITS: usize = 16;
 const ATTACHMENT_PREFIX: &str = "attachment_";
 
 /// The object name of an attachment file named `name` (`attachment_...`) with content `sha256`.
-pub fn attachment_object_name(name: &str, bot_tag: &str, sha256: &str) -> String {
+pub(crate) fn attachment_object_name(name: &str, bot_tag: &str, sha256: &str) -> String {
     let rest = name.strip_prefix(ATTACHMENT_PREFIX).unwrap_or(name);
     let hash: String = sha256.chars().take(KEY_HASH_DIGITS).collect();
     let unique = format!("{bot_tag}-{hash}");
@@ -25,14 +25,14 @@ pub fn attachment_object_name(name: &str, bot_tag: &str, sha256: &str) -> String
 }
 
 /// The key's last segment: the object's name under its folder.
-pub fn object_name(key: &str) -> &str {
+pub(crate) fn object_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 
 /// The objects under a folder, by the file name each stands for, to find a manifest entry's object
 /// at once however many objects there are.
 #[derive(Debug, Default)]
-pub struct ListedObjects {
+pub(crate) struct ListedObjects {
     by_file: HashMap<String, Vec<String>>,
 }
 
@@ -60,7 +60,7 @@ impl ListedObjects {
 
     /// Every object that may be the file an entry lists, whichever bot uploaded it (legal holds take
     /// them all).
-    pub fn find_all(&self, name: &str, sha256: &str) -> Vec<&String> {
+    pub(crate) fn find_all(&self, name: &str, sha256: &str) -> Vec<&String> {
         let tagged: Vec<&String> = self.tagged(name, sha256).map(|(_, key)| key).collect();
         if tagged.is_empty() {
             self.untagged(name).into_iter().collect()
@@ -93,7 +93,7 @@ fn attachment_unique(object: &str) -> Option<(&str, &str)> {
 
 /// The file name an object name stands for: an attachment's without the bot's tag and hash
 /// (`None` for anything else).
-pub fn listed_name(object: &str) -> Option<String> {
+pub(crate) fn listed_name(object: &str) -> Option<String> {
     attachment_unique(object)?;
     let (time, rest) = object.strip_prefix(ATTACHMENT_PREFIX)?.split_once('_')?;
     let (_unique, original) = rest.split_once('_')?;
