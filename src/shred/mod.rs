@@ -30,7 +30,7 @@ mod watch;
 mod wrapping;
 
 pub use watch::Shred;
-pub(crate) use watch::ShredWatch;
+pub(crate) use watch::{KeepCopyError, ShredWatch};
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;

@@ -28,6 +28,23 @@ use crate::manifest::verify::{Listing, ObjectReader, keys_deleted, newest_record
 use crate::period::{Granularity, Period, name_time};
 use crate::sync::lock;
 
+/// Why a shredded period's manifest could not be kept in a supplement to its record.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeepCopyError {
+    #[error("the period {0} is not shredded (any more)")]
+    NotShredded(Period),
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("{0} bytes, more than a manifest can be")]
+    TooLarge(u64),
+    #[error(transparent)]
+    Upload(#[from] crate::aws::AwsFailure),
+}
+
 /// How long an answer about a period is kept: files waiting for a key retry every few seconds.
 const ASK_AGAIN: Duration = Duration::from_secs(30);
 
@@ -152,26 +169,25 @@ impl ShredWatch {
 
     /// Puts a copy of a manifest or head record of the shredded `period` (the file at `path`) in a
     /// signed supplement to the period's record; its location.
-    pub(crate) async fn keep_copy(&self, period: Period, path: &std::path::Path) -> Result<String, String> {
+    pub(crate) async fn keep_copy(&self, period: Period, path: &std::path::Path) -> Result<String, KeepCopyError> {
         let main = self
             .shred_of(period)
             .await
-            .ok_or_else(|| format!("the period {period} is not shredded (any more)"))?
+            .ok_or(KeepCopyError::NotShredded(period))?
             .record;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let size = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| crate::error_chain::chain(&e))?
-            .len();
+        let read = |cause| KeepCopyError::Read {
+            path: path.to_owned(),
+            cause,
+        };
+        let size = tokio::fs::metadata(path).await.map_err(read)?.len();
         if size > MAX_MANIFEST {
-            return Err(format!("{size} bytes, more than a manifest can be"));
+            return Err(KeepCopyError::TooLarge(size));
         }
-        let text = tokio::fs::read_to_string(path)
-            .await
-            .map_err(|e| crate::error_chain::chain(&e))?;
+        let text = tokio::fs::read_to_string(path).await.map_err(read)?;
         let body = ShredBody {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             public_key: hex::encode(self.signer.verifying_key().as_bytes()),
@@ -197,8 +213,7 @@ impl ShredWatch {
             .body(ByteStream::from(record.to_json().into_bytes()))
             .send()
             .await
-            .map_err(|e| failure(&format!("upload s3://{}/{key}", self.reader.bucket), e))
-            .map_err(|e| crate::error_chain::chain(&e))?;
+            .map_err(|e| failure(&format!("upload s3://{}/{key}", self.reader.bucket), e))?;
         Ok(self.reader.location(&key))
     }
 }

@@ -15,6 +15,21 @@ use crate::period::Period;
 use crate::shred::{Shred, ShredWatch};
 use crate::spool::{ClosedFile, FileKind};
 
+/// Why a shredded period's file could not be recorded as discarded (it stays on disk).
+#[derive(Debug, thiserror::Error)]
+enum DiscardError {
+    #[error("no shred watch")]
+    NoWatch,
+    #[error("no period in its name")]
+    NoPeriod,
+    #[error("cannot keep its entries")]
+    Copy(#[from] crate::shred::KeepCopyError),
+    #[error("the manifest writer is lost")]
+    WriterLost,
+    #[error("cannot write its `discarded` entry")]
+    Manifest(#[from] ManifestError),
+}
+
 /// Wraps a sink: every file gets its manifest entry before the inner sink takes it.
 pub(crate) struct ManifestSink<S> {
     inner: S,
@@ -194,7 +209,7 @@ impl<S: Sink> ManifestSink<S> {
         let said = match recorded {
             Ok(said) => said,
             Err(e) => {
-                tracing::error!(error = %e, file = %path.display(), "cannot record a shredded period's file as discarded; it stays on disk and is tried again");
+                tracing::error!(error = %Chain(&e), file = %path.display(), "cannot record a shredded period's file as discarded; it stays on disk and is tried again");
                 return self.shredded.push(file);
             }
         };
@@ -223,13 +238,13 @@ impl<S: Sink> ManifestSink<S> {
     }
 
     /// A `discarded` entry for a data file; what the event says of it.
-    async fn record_discarded(&mut self, file: &ClosedFile) -> Result<String, String> {
+    async fn record_discarded(&mut self, file: &ClosedFile) -> Result<String, DiscardError> {
         let file = file.clone();
         let outcome = self
             .with_writer(move |w| (w.record_discarded(&file), w.take_closed(), w.take_published()))
             .await;
         let Some((recorded, manifests, heads)) = outcome else {
-            return Err("the manifest writer is lost".into());
+            return Err(DiscardError::WriterLost);
         };
         self.publish(heads);
         for manifest in manifests {
@@ -237,7 +252,7 @@ impl<S: Sink> ManifestSink<S> {
         }
         recorded
             .map(|_| "a `discarded` entry in the manifest chain says so".to_owned())
-            .map_err(|e| crate::error_chain::chain(&e))
+            .map_err(DiscardError::from)
     }
 
     /// Files the uploader handed back because their period was shredded, and those waiting on a
@@ -263,9 +278,9 @@ impl<S: Sink> ManifestSink<S> {
 
 /// A manifest or head record of a shredded period: its text into a signed supplement of the
 /// period's record.
-async fn keep_copy(watch: Option<Arc<ShredWatch>>, file: &ClosedFile) -> Result<String, String> {
-    let watch = watch.ok_or("no shred watch")?;
-    let period = watch.period_of(&file_name_of(file)).ok_or("no period in its name")?;
+async fn keep_copy(watch: Option<Arc<ShredWatch>>, file: &ClosedFile) -> Result<String, DiscardError> {
+    let watch = watch.ok_or(DiscardError::NoWatch)?;
+    let period = watch.period_of(&file_name_of(file)).ok_or(DiscardError::NoPeriod)?;
     let at = watch.keep_copy(period, &file.path).await?;
     Ok(format!("its entries are kept in the signed supplement {at}"))
 }

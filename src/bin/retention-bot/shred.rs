@@ -94,7 +94,7 @@ fn bots(options: &Options, signer: Option<VerifyingKey>) -> Option<Vec<Verifying
             Ok(key) if !bots.contains(&key) => bots.push(key),
             Ok(_) => {}
             Err(e) => {
-                esay!("retention-bot shred: {e}");
+                esay!("retention-bot shred: {e}", e = Chain(&e));
                 return None;
             }
         }

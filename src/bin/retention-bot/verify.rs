@@ -171,7 +171,7 @@ pub(super) fn keys(
         match read_public_key(path) {
             Ok(k) => keys.push(k),
             Err(e) => {
-                esay!("retention-bot {command}: {e}");
+                esay!("retention-bot {command}: {e}", e = Chain(&e));
                 return None;
             }
         }

@@ -14,7 +14,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::error_chain::Chain;
 use ed25519_dalek::VerifyingKey;
 
 mod bucket;
@@ -239,14 +238,37 @@ pub(crate) fn read_heads(paths: &[PathBuf]) -> Vec<(String, Result<String, Strin
         .collect()
 }
 
+/// Why a public key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PublicKeyError {
+    #[error("cannot read public key {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("{} does not hold a 64-hex-digit Ed25519 public key", path.display())]
+    NotHex { path: PathBuf },
+    #[error("{}: not a valid Ed25519 public key", path.display())]
+    NotAKey {
+        path: PathBuf,
+        #[source]
+        cause: ed25519_dalek::SignatureError,
+    },
+}
+
 /// Reads the public key written at first run: 64 hex digits.
-pub fn read_public_key(path: &Path) -> Result<VerifyingKey, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read public key {}: {e}", path.display(), e = Chain(&e)))?;
+pub fn read_public_key(path: &Path) -> Result<VerifyingKey, PublicKeyError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| PublicKeyError::Read {
+        path: path.to_owned(),
+        cause,
+    })?;
     let bytes: [u8; 32] = hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("{} does not hold a 64-hex-digit Ed25519 public key", path.display()))?;
-    VerifyingKey::from_bytes(&bytes)
-        .map_err(|e| format!("{}: not a valid Ed25519 public key: {e}", path.display(), e = Chain(&e)))
+        .ok_or_else(|| PublicKeyError::NotHex { path: path.to_owned() })?;
+    VerifyingKey::from_bytes(&bytes).map_err(|cause| PublicKeyError::NotAKey {
+        path: path.to_owned(),
+        cause,
+    })
 }

@@ -57,16 +57,17 @@ impl Pending {
 
     fn store(&self, old: &Secret) -> Result<(), MatrixError> {
         let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).map_err(|e| MatrixError::State(format!("no randomness: {e}", e = Chain(&e))))?;
+        getrandom::fill(&mut nonce).map_err(|e| MatrixError::state_from("no randomness for a nonce", e))?;
         let cipher = Aes256Gcm::new(self.key.as_ref().into());
         let sealed = cipher
             .encrypt(Nonce::from_slice(&nonce), old.expose().as_bytes())
-            .map_err(|_| MatrixError::State("cannot seal the previous password".into()))?;
+            .map_err(|_| MatrixError::state("cannot seal the previous password"))?;
         let file = PendingFile {
             nonce: hex::encode(nonce),
             sealed: hex::encode(sealed),
         };
-        let json = serde_json::to_vec(&file).map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?;
+        let json = serde_json::to_vec(&file)
+            .map_err(|e| MatrixError::state_from("cannot write the pending password change as JSON", e))?;
         durable::write_atomically(&self.path, &json).map_err(|e| MatrixError::io(&self.path, e))
     }
 
@@ -77,7 +78,7 @@ impl Pending {
             Err(e) => return Err(MatrixError::io(&self.path, e)),
         };
         let damaged = || {
-            MatrixError::State(format!(
+            MatrixError::state(format!(
                 "{} is damaged: remove it, then set the bot's account password on the homeserver to the bot's password by hand",
                 self.path.display()
             ))
@@ -196,7 +197,7 @@ async fn password_login(
 async fn change_password(client: &Client, old: &Secret, new: &Secret) -> Result<(), MatrixError> {
     let user_id = client
         .user_id()
-        .ok_or_else(|| MatrixError::State("logged in but no user ID".into()))?
+        .ok_or_else(|| MatrixError::state("logged in but no user ID"))?
         .to_string();
     let auth = AuthData::Password(Password::new(
         UserIdentifier::Matrix(MatrixUserIdentifier::new(user_id)),
@@ -231,7 +232,7 @@ mod tests {
         assert!(!raw.contains("initial-password"), "stored in the clear: {raw}");
         assert_eq!(pending.load().unwrap().unwrap().expose(), "initial-password");
         let other = Pending::new(dir.path(), &crate::identity::sealed::new_signing_key());
-        assert!(matches!(other.load(), Err(MatrixError::State(_))));
+        assert!(matches!(other.load(), Err(MatrixError::State { .. })));
         pending.clear().unwrap();
         assert!(pending.load().unwrap().is_none());
     }

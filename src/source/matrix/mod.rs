@@ -66,15 +66,19 @@ const MAX_READS_PER_PAGE: usize = 100;
 /// Tries of a media download before its message is written without the file.
 const MEDIA_TRIES: u32 = 4;
 
-/// The causes are kept whole and shown in the message (not also as `source()`, which would print
-/// them twice in a chain).
+/// Each says what failed; its cause, when it has one, is kept whole as `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum MatrixError {
     /// The homeserver refused the login or the password change: an operator must act.
     #[error("{0}")]
     Refused(String),
-    #[error("{0}")]
-    State(String),
+    /// The bot's own state (its files, its account) is not as it must be.
+    #[error("{what}")]
+    State {
+        what: String,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("{path}")]
     Io {
         path: PathBuf,
@@ -98,6 +102,20 @@ pub enum MatrixError {
 }
 
 impl MatrixError {
+    fn state(what: impl Into<String>) -> Self {
+        MatrixError::State {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    fn state_from(what: impl Into<String>, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        MatrixError::State {
+            what: what.into(),
+            cause: Some(Box::new(cause)),
+        }
+    }
+
     fn request(what: impl Into<String>, error: matrix_sdk::Error) -> Self {
         Self::Request {
             what: what.into(),
@@ -518,7 +536,7 @@ impl MatrixSource {
 async fn write_state(path: PathBuf, bytes: Vec<u8>) -> Result<(), MatrixError> {
     tokio::task::spawn_blocking(move || durable::write_atomically(&path, &bytes).map_err(|e| MatrixError::io(&path, e)))
         .await
-        .map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?
+        .map_err(|e| MatrixError::state_from("the task writing a state file failed", e))?
 }
 
 /// A membership event's JSON (they are never encrypted), for following who is in a room.

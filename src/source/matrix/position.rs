@@ -33,11 +33,13 @@ impl Position {
         let path = Self::path(dir);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                MatrixError::State(format!(
-                    "{} is damaged ({e}); remove it to capture again from the rooms' history",
-                    path.display(),
-                    e = crate::error_chain::Chain(&e)
-                ))
+                MatrixError::state_from(
+                    format!(
+                        "{} is damaged; remove it to capture again from the rooms' history",
+                        path.display()
+                    ),
+                    e,
+                )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(MatrixError::io(&path, e)),
@@ -46,7 +48,8 @@ impl Position {
 
     /// The file's path and new contents, for `write_state` (which replaces it atomically).
     pub(crate) fn to_save(&self, dir: &Path) -> Result<(PathBuf, Vec<u8>), MatrixError> {
-        let json = serde_json::to_vec(self).map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?;
+        let json =
+            serde_json::to_vec(self).map_err(|e| MatrixError::state_from("cannot write the position as JSON", e))?;
         Ok((Self::path(dir), json))
     }
 }
@@ -69,6 +72,6 @@ mod tests {
         crate::durable::write_atomically(&path, &bytes).unwrap();
         assert_eq!(Position::load(dir.path()).unwrap(), p);
         std::fs::write(Position::path(dir.path()), b"{oops").unwrap();
-        assert!(matches!(Position::load(dir.path()), Err(MatrixError::State(_))));
+        assert!(matches!(Position::load(dir.path()), Err(MatrixError::State { .. })));
     }
 }

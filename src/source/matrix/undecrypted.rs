@@ -81,11 +81,13 @@ impl Undecrypted {
         let path = Self::path(dir);
         let events: VecDeque<Pending> = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                MatrixError::State(format!(
-                    "{} is damaged ({e}); remove it (the events it names stay written, encrypted)",
-                    path.display(),
-                    e = Chain(&e)
-                ))
+                MatrixError::state_from(
+                    format!(
+                        "{} is damaged; remove it (the events it names stay written, encrypted)",
+                        path.display()
+                    ),
+                    e,
+                )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => VecDeque::new(),
             Err(e) => return Err(MatrixError::io(&path, e)),
@@ -189,7 +191,8 @@ impl Undecrypted {
         if !self.changed {
             return Ok(None);
         }
-        let json = serde_json::to_vec(&self.events).map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?;
+        let json = serde_json::to_vec(&self.events)
+            .map_err(|e| MatrixError::state_from("cannot write the undecrypted events as JSON", e))?;
         Ok(Some((Self::path(dir), json)))
     }
 
@@ -262,8 +265,8 @@ impl MatrixSource {
             }
         }
         for (room_id, events) in rooms {
-            let room_id =
-                OwnedRoomId::try_from(room_id).map_err(|e| MatrixError::State(crate::error_chain::chain(&e)))?;
+            let room_id = OwnedRoomId::try_from(room_id)
+                .map_err(|e| MatrixError::state_from("a waiting event names no room", e))?;
             self.capture_room(&room_id, events, intake).await?;
         }
         if !done.is_empty() {
@@ -342,6 +345,6 @@ mod tests {
         std::fs::write(path, bytes).unwrap();
         assert!(Undecrypted::load(dir.path()).unwrap().due().is_empty(), "given up");
         std::fs::write(Undecrypted::path(dir.path()), b"[oops").unwrap();
-        assert!(matches!(Undecrypted::load(dir.path()), Err(MatrixError::State(_))));
+        assert!(matches!(Undecrypted::load(dir.path()), Err(MatrixError::State { .. })));
     }
 }
