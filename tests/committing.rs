@@ -34,11 +34,30 @@ fn tool(moto: &Moto, args: &[&str]) -> (Option<i32>, String) {
     common::run_to_end(Command::new(common::BIN).args(args).env_clear().envs(moto.env()))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn v3_objects_open_with_the_official_clients_default_policy_and_every_reader_of_the_bot() {
-    let moto = Moto::start().await;
-    let key_arn = moto.create_key().await;
-    let mut b = bot(&moto, "committing-1", &key_arn, Some("v3")).await;
+/// `verify s3://committing-1/FOLDER` with the bot's public key.
+fn verify_in_place(moto: &Moto, key_arg: &str) -> (Option<i32>, String) {
+    tool(
+        moto,
+        &[
+            "verify",
+            &format!("s3://committing-1/{FOLDER}"),
+            "--public-key",
+            key_arg,
+        ],
+    )
+}
+
+/// What the V3 bot wrote: the stopped bot (its directory holds the public key), its message line and
+/// its attachment's bytes.
+struct Written {
+    bot: Bot,
+    line: String,
+    attachment: Vec<u8>,
+}
+
+/// A V3 bot writes a message and an attachment over 8 MiB, and stops.
+async fn write_v3(moto: &Moto, key_arn: &str) -> Written {
+    let mut b = bot(moto, "committing-1", key_arn, Some("v3")).await;
     let line = text_message(7);
     assert_eq!(b.post("application/json", line.clone()).await.status(), 202);
     // Over 8 MiB: a multipart upload, encrypted part by part under one derived key.
@@ -49,7 +68,21 @@ async fn v3_objects_open_with_the_official_clients_default_policy_and_every_read
     let r = b.post_form(attachment_form(&file_message("scan.bin"), part)).await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     assert!(b.stop().await.success(), "{}", b.log_text());
+    Written {
+        bot: b,
+        line,
+        attachment,
+    }
+}
 
+/// Every object is V3 alone and opens with the official client's default policy, holding what was
+/// sent. Returns the bucket's keys.
+async fn every_object_opens_under_the_default_policy(
+    moto: &Moto,
+    key_arn: &str,
+    line: &str,
+    attachment: &[u8],
+) -> Vec<String> {
     let keys = moto.keys("committing-1").await;
     assert!(keys.len() >= 3, "{keys:?}");
     for key in &keys {
@@ -57,7 +90,7 @@ async fn v3_objects_open_with_the_official_clients_default_policy_and_every_read
         assert_eq!(meta.get("x-amz-c").map(String::as_str), Some("115"), "{key}: {meta:?}");
         assert!(!meta.contains_key("x-amz-key-v2"), "{key}: one envelope only");
         let plain = moto
-            .read_encrypted("committing-1", key, &key_arn, "official-default")
+            .read_encrypted("committing-1", key, key_arn, "official-default")
             .unwrap_or_else(|e| panic!("{key}: the official client's default policy refused it: {e}"));
         assert_eq!(body.len(), plain.len() + 16, "{key}: ciphertext and tag");
         if key.contains("attachment_") {
@@ -69,10 +102,14 @@ async fn v3_objects_open_with_the_official_clients_default_policy_and_every_read
             );
         }
     }
+    keys
+}
 
+/// The same client, same policy, refuses the V2 objects of a bot left at the default.
+async fn the_default_policy_refuses_v2(moto: &Moto, key_arn: &str) {
     // The same client, same policy, refuses the V2 objects of a bot left at the default: the policy
     // is the strict one, and the V3 objects passed it on their own merit.
-    let mut old = bot(&moto, "committing-v2", &key_arn, None).await;
+    let mut old = bot(moto, "committing-v2", key_arn, None).await;
     assert_eq!(old.post("application/json", text_message(1)).await.status(), 202);
     assert!(old.stop().await.success(), "{}", old.log_text());
     let v2_key = moto
@@ -82,19 +119,19 @@ async fn v3_objects_open_with_the_official_clients_default_policy_and_every_read
         .find(|k| k.contains("receivedMessages_"))
         .unwrap();
     let refused = moto
-        .read_encrypted("committing-v2", &v2_key, &key_arn, "official-default")
+        .read_encrypted("committing-v2", &v2_key, key_arn, "official-default")
         .unwrap_err();
     assert!(
         refused.to_lowercase().contains("commit"),
         "refused for its commitment policy: {refused}"
     );
+}
 
-    // The bot's own readers: decrypt (and verify the restored copy), verify in place, export.
-    let public_key = b.root.join("state/public_key.txt");
-    let key_arg = public_key.to_str().unwrap();
+/// The bot's own readers: decrypt (and verify the restored copy), verify in place, export.
+fn the_bots_readers_read_v3(moto: &Moto, b: &Bot, key_arg: &str, line: &str, attachment: &[u8]) {
     let dest = b.root.join("restored");
     let (code, text) = tool(
-        &moto,
+        moto,
         &[
             "decrypt",
             "--bucket",
@@ -113,22 +150,11 @@ async fn v3_objects_open_with_the_official_clients_default_policy_and_every_read
         std::fs::read(dest.join("attachments").join(&restored[0])).unwrap(),
         attachment
     );
-    let verify = || {
-        tool(
-            &moto,
-            &[
-                "verify",
-                &format!("s3://committing-1/{FOLDER}"),
-                "--public-key",
-                key_arg,
-            ],
-        )
-    };
-    let (code, text) = verify();
+    let (code, text) = verify_in_place(moto, key_arg);
     assert_eq!(code, Some(0), "{text}");
     let out = b.root.join("export");
     let (code, text) = tool(
-        &moto,
+        moto,
         &[
             "export",
             "--bucket",
@@ -148,8 +174,10 @@ async fn v3_objects_open_with_the_official_clients_default_policy_and_every_read
         std::fs::read(out.join("attachments").join(&restored[0])).unwrap(),
         attachment
     );
+}
 
-    // An altered commitment: refused before any byte is decrypted, and verify names the object.
+/// An altered commitment: refused before any byte is decrypted, and verify names the object.
+async fn an_altered_commitment_is_refused(moto: &Moto, keys: &[String], key_arg: &str) {
     let message_key = keys.iter().find(|k| k.contains("receivedMessages_")).unwrap();
     let (_, mut meta) = moto.object("committing-1", message_key).await;
     meta.insert("x-amz-d".into(), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==".into());
@@ -164,7 +192,24 @@ async fn v3_objects_open_with_the_official_clients_default_policy_and_every_read
         .send()
         .await
         .unwrap();
-    let (code, text) = verify();
+    let (code, text) = verify_in_place(moto, key_arg);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("key commitment does not match"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v3_objects_open_with_the_official_clients_default_policy_and_every_reader_of_the_bot() {
+    let moto = Moto::start().await;
+    let key_arn = moto.create_key().await;
+    let Written {
+        bot: b,
+        line,
+        attachment,
+    } = write_v3(&moto, &key_arn).await;
+    let keys = every_object_opens_under_the_default_policy(&moto, &key_arn, &line, &attachment).await;
+    the_default_policy_refuses_v2(&moto, &key_arn).await;
+    let public_key = b.root.join("state/public_key.txt");
+    let key_arg = public_key.to_str().unwrap();
+    the_bots_readers_read_v3(&moto, &b, key_arg, &line, &attachment);
+    an_altered_commitment_is_refused(&moto, &keys, key_arg).await;
 }

@@ -207,13 +207,16 @@ fn verify_with(dir: &std::path::Path, keys: &[std::path::PathBuf]) -> (bool, Str
     (code == Some(0), text)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies() {
-    const TASKS: usize = 6;
-    const POSTS: usize = 60;
-    const LINES: usize = 10;
-    let moto = Moto::start().await;
-    moto.create_bucket("shared-1").await;
+/// Tasks posting to each bot of `two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies`.
+const TASKS: usize = 6;
+/// Posts each task sends.
+const POSTS: usize = 60;
+/// Messages in each post.
+const LINES: usize = 10;
+
+/// Two replicas on one bucket and folder under load: NDJSON posts from many tasks and the same
+/// attachment name on both at once. Returns the two bots, still running.
+async fn two_replicas_under_load(moto: &Moto) -> [Bot; 2] {
     // Two replicas of one bot (one name) behind a load balancer, one bucket and folder, files rotating
     // every 0.6 s: their uploads interleave throughout.
     let mut env = Moto::env_via(&moto.endpoint());
@@ -224,7 +227,7 @@ async fn two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies
     ] {
         env.push((k.to_owned(), v.to_owned()));
     }
-    let mut bots = [Bot::start(&refs(&env)).await, Bot::start(&refs(&env)).await];
+    let bots = [Bot::start(&refs(&env)).await, Bot::start(&refs(&env)).await];
     let client = reqwest::Client::new();
     let mut load = tokio::task::JoinSet::new();
     for (b, bot) in bots.iter().enumerate() {
@@ -255,29 +258,35 @@ async fn two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies
     while let Some(done) = load.join_next().await {
         done.unwrap();
     }
-    for bot in &bots {
+    bots
+}
+
+/// Every closed file of both bots uploaded without a key conflict, then both stopped.
+async fn every_file_uploaded_without_conflict(bots: &mut [Bot]) {
+    for bot in bots.iter() {
         wait_for(bot, "every closed file uploaded", Duration::from_secs(60), async || {
             closed_message_files(&bot.messages_dir()).is_empty() && metric(bot, "S3_Backlog_Files").await == 0
         })
         .await;
         assert_eq!(metric(bot, "S3_Key_Conflicts").await, 0, "{}", bot.log_text());
     }
-    for bot in &mut bots {
+    for bot in bots.iter_mut() {
         assert!(bot.stop().await.success(), "{}", bot.log_text());
         assert!(!bot.log_text().contains("already holds"), "{}", bot.log_text());
     }
+}
 
-    // The whole folder, restored, holds every message once and both attachments.
-    let dest = bots[0].root.join("restored");
+/// The whole folder, restored into `dest`, holds every message once and both attachments.
+async fn the_restored_folder_holds_everything_once(moto: &Moto, dest: &std::path::Path) {
     let out = std::process::Command::new(common::BIN)
         .args(["decrypt", "--bucket", "shared-1", "--prefix", FOLDER, "--dest"])
-        .arg(&dest)
+        .arg(dest)
         .env_clear()
         .envs(Moto::env_via(&moto.endpoint()))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let files = files_under(&dest);
+    let files = files_under(dest);
     let mut ids = std::collections::HashSet::new();
     for path in files.iter().filter(|p| {
         p.file_name()
@@ -311,10 +320,13 @@ async fn two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies
         .filter(|p| p.to_string_lossy().ends_with("_report.pdf"))
         .count();
     assert_eq!(reports, 2, "both report.pdf under keys of their own");
+}
 
-    // Each bot's chain verifies under its own key; with one key, the other bot's entries do not.
+/// Each bot's chain in `dest` verifies under its own key; with one key, the other bot's entries do
+/// not.
+fn each_chain_verifies_under_its_own_key(bots: &[Bot], dest: &std::path::Path) {
     let keys: Vec<_> = bots.iter().map(|b| b.root.join("state/public_key.txt")).collect();
-    let (ok, text) = verify_with(&dest, &keys);
+    let (ok, text) = verify_with(dest, &keys);
     assert!(ok && text.contains(" 0 problem(s)"), "{text}");
     for key in &keys {
         assert!(
@@ -322,8 +334,21 @@ async fn two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies
             "entries per key: {text}"
         );
     }
-    let (ok, text) = verify_with(&dest, &keys[..1]);
+    let (ok, text) = verify_with(dest, &keys[..1]);
     assert!(!ok && text.contains("BAD SIGNATURE"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_bots_on_one_bucket_and_folder_never_collide_and_each_chain_verifies() {
+    let moto = Moto::start().await;
+    moto.create_bucket("shared-1").await;
+    let mut bots = two_replicas_under_load(&moto).await;
+    every_file_uploaded_without_conflict(&mut bots).await;
+
+    let dest = bots[0].root.join("restored");
+    the_restored_folder_holds_everything_once(&moto, &dest).await;
+
+    each_chain_verifies_under_its_own_key(&bots, &dest);
 }
 
 #[tokio::test(flavor = "multi_thread")]

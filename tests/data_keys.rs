@@ -81,20 +81,14 @@ fn decrypts_and_verifies(moto: &Moto, bucket: &str, bot: &Bot) {
     assert_eq!(code, Some(0), "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reused_data_keys_cost_one_kms_call_per_batch_and_never_repeat_an_iv() {
-    let moto = Moto::start().await;
-    let key_arn = moto.create_key().await;
-    let proxy = RecordingProxy::start(moto.port).await;
-    for bucket in ["keys-reused", "keys-own", "keys-aged", "keys-v3"] {
-        moto.s3().await.create_bucket().bucket(bucket).send().await.unwrap();
-    }
-
+/// Ten attachments, four objects to a key: ⌈N/4⌉ calls at the proxy, in the metric and in
+/// CloudWatch, no key serving more than four objects, no IV twice, and the archive decrypts.
+async fn reused_keys_cost_one_call_per_batch(moto: &Moto, proxy: &RecordingProxy, key_arn: &str) {
     // Ten attachments, four objects to a key; the count goes to CloudWatch too.
     let mut b = bot(
-        &proxy,
+        proxy,
         "keys-reused",
-        &key_arn,
+        key_arn,
         &[
             ("WICKRIO_KMS_DATAKEY_MAX_OBJECTS", "4"),
             ("WICKRIO_METRICS_TYPE", "cloudwatch"),
@@ -108,25 +102,25 @@ async fn reused_data_keys_cost_one_kms_call_per_batch_and_never_repeat_an_iv() {
     uploaded(&b).await;
     assert_eq!(
         metric(&b, "KMS_Requests").await,
-        data_key_calls(&proxy) as u64,
+        data_key_calls(proxy) as u64,
         "the metric counts each call"
     );
     assert!(b.stop().await.success(), "{}", b.log_text());
-    let objects = envelopes(&moto, "keys-reused").await;
+    let objects = envelopes(moto, "keys-reused").await;
     assert!(
         objects.len() >= 12,
         "ten attachments, a message file, a manifest: {}",
         objects.len()
     );
     assert_eq!(
-        data_key_calls(&proxy),
+        data_key_calls(proxy),
         objects.len().div_ceil(4),
         "{} objects",
         objects.len()
     );
     assert_eq!(
         moto.metric_sum("KMS_Requests", "testbot").await,
-        Some(data_key_calls(&proxy) as f64),
+        Some(data_key_calls(proxy) as f64),
         "CloudWatch has every call (the last datapoint goes out at shutdown)"
     );
     let mut by_key: HashMap<&str, usize> = HashMap::new();
@@ -139,25 +133,29 @@ async fn reused_data_keys_cost_one_kms_call_per_batch_and_never_repeat_an_iv() {
     );
     let ivs: HashSet<&str> = objects.iter().map(|(_, iv)| iv.as_str()).collect();
     assert_eq!(ivs.len(), objects.len(), "every object has an IV of its own");
-    decrypts_and_verifies(&moto, "keys-reused", &b);
+    decrypts_and_verifies(moto, "keys-reused", &b);
+}
 
-    // Without reuse: a key per object, as before.
-    let before = data_key_calls(&proxy);
-    let mut b = bot(&proxy, "keys-own", &key_arn, &[]).await;
+/// Without reuse: a key per object, as before.
+async fn without_reuse_each_object_has_its_own_key(moto: &Moto, proxy: &RecordingProxy, key_arn: &str) {
+    let before = data_key_calls(proxy);
+    let mut b = bot(proxy, "keys-own", key_arn, &[]).await;
     for i in 0..3 {
         post_attachment(&b, i).await;
     }
     assert!(b.stop().await.success(), "{}", b.log_text());
-    let objects = envelopes(&moto, "keys-own").await;
-    assert_eq!(data_key_calls(&proxy) - before, objects.len());
+    let objects = envelopes(moto, "keys-own").await;
+    assert_eq!(data_key_calls(proxy) - before, objects.len());
     let keys: HashSet<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys.len(), objects.len());
+}
 
-    // A key a second old is not used again, however few objects it served.
+/// A key a second old is not used again, however few objects it served; the archive decrypts.
+async fn an_aged_key_is_not_used_again(moto: &Moto, proxy: &RecordingProxy, key_arn: &str) {
     let mut b = bot(
-        &proxy,
+        proxy,
         "keys-aged",
-        &key_arn,
+        key_arn,
         &[
             ("WICKRIO_KMS_DATAKEY_MAX_AGE_SECS", "1"),
             ("WICKRIO_KMS_DATAKEY_MAX_OBJECTS", "100"),
@@ -170,21 +168,25 @@ async fn reused_data_keys_cost_one_kms_call_per_batch_and_never_repeat_an_iv() {
         tokio::time::sleep(Duration::from_millis(1300)).await;
     }
     assert!(b.stop().await.success(), "{}", b.log_text());
-    let objects = envelopes(&moto, "keys-aged").await;
+    let objects = envelopes(moto, "keys-aged").await;
     let keys: HashSet<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
     assert!(
         keys.len() >= 3,
         "each attachment came after the last key aged: {} keys",
         keys.len()
     );
-    decrypts_and_verifies(&moto, "keys-aged", &b);
+    decrypts_and_verifies(moto, "keys-aged", &b);
+}
 
+/// V3 with one reused key: one wrapped key, a Message ID per object, the official client's default
+/// policy opens them, and the archive decrypts.
+async fn v3_with_one_reused_key(moto: &Moto, proxy: &RecordingProxy, key_arn: &str) {
     // The committing format with one reused key: one wrapped key, a Message ID (so a content key)
     // per object, and the official client's default policy opens them.
     let mut b = bot(
-        &proxy,
+        proxy,
         "keys-v3",
-        &key_arn,
+        key_arn,
         &[
             ("WICKRIO_KMS_DATAKEY_MAX_OBJECTS", "100"),
             ("WICKRIO_S3_ENCRYPTION_FORMAT", "v3"),
@@ -210,10 +212,24 @@ async fn reused_data_keys_cost_one_kms_call_per_batch_and_never_repeat_an_iv() {
     );
     let attachment = keys.iter().find(|k| k.contains("attachment_")).unwrap();
     let plain = moto
-        .read_encrypted("keys-v3", attachment, &key_arn, "official-default")
+        .read_encrypted("keys-v3", attachment, key_arn, "official-default")
         .unwrap();
     assert!(plain.len() >= 3000);
-    decrypts_and_verifies(&moto, "keys-v3", &b);
+    decrypts_and_verifies(moto, "keys-v3", &b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reused_data_keys_cost_one_kms_call_per_batch_and_never_repeat_an_iv() {
+    let moto = Moto::start().await;
+    let key_arn = moto.create_key().await;
+    let proxy = RecordingProxy::start(moto.port).await;
+    for bucket in ["keys-reused", "keys-own", "keys-aged", "keys-v3"] {
+        moto.s3().await.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    reused_keys_cost_one_call_per_batch(&moto, &proxy, &key_arn).await;
+    without_reuse_each_object_has_its_own_key(&moto, &proxy, &key_arn).await;
+    an_aged_key_is_not_used_again(&moto, &proxy, &key_arn).await;
+    v3_with_one_reused_key(&moto, &proxy, &key_arn).await;
 }
 
 #[test]

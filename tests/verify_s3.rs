@@ -7,6 +7,7 @@
 
 use crate::common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::aws::Moto;
@@ -20,7 +21,7 @@ fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 /// `retention-bot verify s3://BUCKET/FOLDER ARGS...`: (exit status, stdout + stderr).
-fn verify_bucket(moto: &Moto, key: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+fn verify_bucket(moto: &Moto, key: &Path, args: &[&str]) -> (Option<i32>, String) {
     let mut cmd = Command::new(common::BIN);
     cmd.arg("verify")
         .arg(format!("s3://{BUCKET}/{FOLDER}"))
@@ -32,9 +33,10 @@ fn verify_bucket(moto: &Moto, key: &std::path::Path, args: &[&str]) -> (Option<i
     common::run_to_end(&mut cmd)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage() {
-    let moto = Moto::start().await;
+/// Set-up: a locked bucket, a KMS key, and three runs of the bot (three manifests, each listing a
+/// message file and an attachment). Returns the stopped bot (its directory holds the public key) and
+/// the key's ARN.
+async fn archive_three_runs(moto: &Moto) -> (Bot, String) {
     moto.create_locked_bucket(BUCKET).await;
     let key_arn = moto.create_key().await;
     let mut env = Moto::env_via(&moto.endpoint());
@@ -59,10 +61,14 @@ async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage()
         assert_eq!(r.status(), 202);
         assert!(bot.stop().await.success(), "{}", bot.log_text());
     }
-    let public_key = bot.root.join("state/public_key.txt");
+    (bot, key_arn)
+}
 
+/// The untouched bucket: it passes (text and JSON), every object locked as configured, and a floor
+/// above what the objects carry names each of them. Returns every key in the bucket.
+async fn check_untouched(moto: &Moto, public_key: &Path) -> Vec<String> {
     // Untouched: it passes, every object locked as configured.
-    let (code, text) = verify_bucket(&moto, &public_key, &["--min-retention-days", "30"]);
+    let (code, text) = verify_bucket(moto, public_key, &["--min-retention-days", "30"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains(", 0 problem(s)"), "{text}");
     let keys = moto.keys(BUCKET).await;
@@ -72,7 +78,7 @@ async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage()
             && text.contains(" GOVERNANCE, 0 none)"),
         "every object checked and locked: {text}"
     );
-    let (code, json) = verify_bucket(&moto, &public_key, &["--json"]);
+    let (code, json) = verify_bucket(moto, public_key, &["--json"]);
     assert_eq!(code, Some(0), "{json}");
     let report: serde_json::Value = serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {json}"));
     assert_eq!(report["ok"], true);
@@ -86,57 +92,73 @@ async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage()
         "{json}"
     );
     // A floor above what the objects carry names each of them.
-    let (code, text) = verify_bucket(&moto, &public_key, &["--min-retention-days", "31"]);
+    let (code, text) = verify_bucket(moto, public_key, &["--min-retention-days", "31"]);
     assert_eq!(code, Some(1), "{text}");
     assert_eq!(text.matches("SHORT RETENTION").count(), keys.len(), "{text}");
+    keys
+}
 
-    // The damage, done with governance bypass where the lock stands in the way.
+/// Deletes the current version of `key` for good, with governance bypass.
+async fn remove(s3: &aws_sdk_s3::Client, key: &str) {
+    let version = s3.head_object().bucket(BUCKET).key(key).send().await.unwrap();
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key(key)
+        .set_version_id(version.version_id().map(str::to_owned))
+        .bypass_governance_retention(true)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The keys among `keys` whose object name starts with `prefix`, sorted.
+fn named(keys: &[String], prefix: &str) -> Vec<String> {
+    let mut found: Vec<String> = keys
+        .iter()
+        .filter(|k| k.rsplit('/').next().unwrap().starts_with(prefix))
+        .cloned()
+        .collect();
+    found.sort();
+    found
+}
+
+/// The entries the encrypted manifest at `manifest` lists.
+fn listed_by(moto: &Moto, manifest: &str, key_arn: &str) -> Vec<String> {
+    let plain = moto.read_encrypted(BUCKET, manifest, key_arn, "official").unwrap();
+    common::archive::manifest_names(&plain)
+}
+
+/// Whether `names` (a manifest's entries) list the object `key`: its name, or for an attachment
+/// (`attachment_<time>_<bot>-<hash>_<name>`) the same time and name.
+fn lists(names: &[String], key: &str) -> bool {
+    let object = key.rsplit('/').next().unwrap();
+    names.iter().any(|n| {
+        n == object
+            || (n.starts_with("attachment_")
+                && n.split('_').nth(1) == object.split('_').nth(1)
+                && n.rsplit('_').next() == object.rsplit('_').next())
+    })
+}
+
+/// The damage, done with governance bypass where the lock stands in the way: the middle run's
+/// message file deleted and its attachment flipped, the first manifest dropped, the newest deleted
+/// with its files, and a foreign object. Returns the deleted message file's key.
+async fn damage(moto: &Moto, keys: &[String], key_arn: &str) -> String {
     let s3 = moto.s3().await;
-    let remove = async |key: &str| {
-        let version = s3.head_object().bucket(BUCKET).key(key).send().await.unwrap();
-        s3.delete_object()
-            .bucket(BUCKET)
-            .key(key)
-            .set_version_id(version.version_id().map(str::to_owned))
-            .bypass_governance_retention(true)
-            .send()
-            .await
-            .unwrap();
-    };
-    let named = |prefix: &str| {
-        let mut found: Vec<String> = keys
-            .iter()
-            .filter(|k| k.rsplit('/').next().unwrap().starts_with(prefix))
-            .cloned()
-            .collect();
-        found.sort();
-        found
-    };
-    let (manifests, messages, attachments) = (named("manifest_"), named("receivedMessages_"), named("attachment_"));
+    let (manifests, messages, attachments) = (
+        named(keys, "manifest_"),
+        named(keys, "receivedMessages_"),
+        named(keys, "attachment_"),
+    );
     assert_eq!(
         (manifests.len(), messages.len(), attachments.len()),
         (3, 3, 3),
         "{keys:?}"
     );
-    let listed_by = |manifest: &str| {
-        let plain = moto.read_encrypted(BUCKET, manifest, &key_arn, "official").unwrap();
-        common::archive::manifest_names(&plain)
-    };
-    // Whether `names` (a manifest's entries) list the object `key`: its name, or for an attachment
-    // (`attachment_<time>_<bot>-<hash>_<name>`) the same time and name.
-    let lists = |names: &[String], key: &str| {
-        let object = key.rsplit('/').next().unwrap();
-        names.iter().any(|n| {
-            n == object
-                || (n.starts_with("attachment_")
-                    && n.split('_').nth(1) == object.split('_').nth(1)
-                    && n.rsplit('_').next() == object.rsplit('_').next())
-        })
-    };
     // The middle run's files: its message file deleted, its attachment's ciphertext flipped.
-    let middle = listed_by(&manifests[1]);
+    let middle = listed_by(moto, &manifests[1], key_arn);
     let message = messages.iter().find(|k| lists(&middle, k)).unwrap();
-    remove(message).await;
+    remove(&s3, message).await;
     let attachment = attachments.iter().find(|k| lists(&middle, k)).unwrap();
     let (mut body, metadata) = moto.object(BUCKET, attachment).await;
     body[100] ^= 0x01;
@@ -153,12 +175,12 @@ async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage()
         .await
         .unwrap();
     // The first manifest dropped; the newest deleted with its files (its head record stays, locked).
-    remove(&manifests[0]).await;
-    let newest = listed_by(&manifests[2]);
+    remove(&s3, &manifests[0]).await;
+    let newest = listed_by(moto, &manifests[2], key_arn);
     for key in messages.iter().chain(&attachments).filter(|k| lists(&newest, k)) {
-        remove(key).await;
+        remove(&s3, key).await;
     }
-    remove(&manifests[2]).await;
+    remove(&s3, &manifests[2]).await;
     // And something no bot wrote.
     moto.put_raw(
         BUCKET,
@@ -167,6 +189,18 @@ async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage()
         Default::default(),
     )
     .await;
+    message.clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_s3_passes_a_good_bucket_in_place_and_names_each_kind_of_damage() {
+    let moto = Moto::start().await;
+    let (bot, key_arn) = archive_three_runs(&moto).await;
+    let public_key = bot.root.join("state/public_key.txt");
+
+    let keys = check_untouched(&moto, &public_key).await;
+
+    let message = damage(&moto, &keys, &key_arn).await;
 
     let (code, text) = verify_bucket(&moto, &public_key, &[]);
     assert_eq!(code, Some(1), "{text}");

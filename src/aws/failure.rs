@@ -18,7 +18,7 @@ pub enum Retry {
 
 /// A failed AWS call. Its message says what was attempted; the cause (the service's answer, or
 /// the SDK's error when no answer came) is its `source()`, printed by whoever reports the chain.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AwsFailure {
     /// What was attempted, as an operator reads it: `upload s3://b/k`.
     pub operation: String,
@@ -29,6 +29,21 @@ pub struct AwsFailure {
     pub retry: Retry,
     /// Shared, so that a failure can be cloned (one failed key lookup answers every file waiting on it).
     cause: Option<Arc<dyn Error + Send + Sync>>,
+}
+
+/// By hand: the SDK's error may hold the raw HTTP response (its body too, when it could not be
+/// parsed: a secret's value, a data key), which a derived `Debug` would print. This shows what the
+/// operator's line shows, and the typed fields.
+impl fmt::Debug for AwsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsFailure")
+            .field("operation", &self.operation)
+            .field("code", &self.code)
+            .field("status", &self.status)
+            .field("retry", &self.retry)
+            .field("chain", &crate::error_chain::chain(self))
+            .finish()
+    }
 }
 
 impl fmt::Display for AwsFailure {
@@ -48,7 +63,6 @@ impl Error for AwsFailure {
 /// What the service answered: its code, message and status. The SDK's own error is kept with it
 /// (`sdk_error`) but not chained: its `Display` chain repeats the code and dumps every field of the
 /// error metadata, over a kilobyte a call.
-#[derive(Debug)]
 pub struct ServiceAnswer {
     pub code: Option<String>,
     pub message: Option<String>,
@@ -60,6 +74,17 @@ impl ServiceAnswer {
     /// The SDK's error, for whoever needs more than code, message and status.
     pub fn sdk_error(&self) -> &(dyn Error + Send + Sync + 'static) {
         &*self.sdk
+    }
+}
+
+/// By hand, for the reason `AwsFailure`'s is: the SDK's error holds the raw response.
+impl fmt::Debug for ServiceAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceAnswer")
+            .field("code", &self.code)
+            .field("message", &self.message)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
     }
 }
 
@@ -273,6 +298,23 @@ mod tests {
             text.starts_with("cannot list s3://b: ") && text.ends_with("no credentials"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_raw_response_a_secret_may_be_in() {
+        let secret = "SecretString-hunter2";
+        let raw = || HttpResponse::new(200.try_into().unwrap(), SdkBody::from(secret));
+        let unparsed = failure(
+            "read secret \"s\"",
+            SdkError::<PutObjectError, HttpResponse>::response_error(Unexpected("cannot parse".into()), raw()),
+        );
+        let meta = ErrorMetadata::builder().code("Oops").build();
+        let answered = failure("x", SdkError::service_error(PutObjectError::generic(meta), raw()));
+        for e in [unparsed, answered] {
+            let shown = format!("{e:?} {e:#?} {}", Chain(&e));
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(shown.contains("cannot "), "{shown}");
+        }
     }
 
     #[test]

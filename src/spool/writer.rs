@@ -429,7 +429,11 @@ impl Writer {
     /// under a suspect name (handing it on, since its acknowledged lines belong to the archive). A
     /// file that held nothing acknowledged is removed. Each step is best effort: the device failed.
     fn abandon(&mut self, f: OpenFile) {
-        let why = self.failed.get(&f.id).map(ToString::to_string).unwrap_or_default();
+        let why = self
+            .failed
+            .get(&f.id)
+            .map(|e| crate::error_chain::chain(e))
+            .unwrap_or_default();
         let dir = self.shared.config.mesg_dest.clone();
         if f.acked == 0 {
             match std::fs::remove_file(&f.path).and_then(|()| durable::sync_dir(&dir)) {

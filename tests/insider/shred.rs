@@ -121,14 +121,25 @@ async fn shred_cannot_destroy_another_period_whose_manifests_are_hidden_or_gone(
     assert_eq!(key_state(&moto, &key).await, KeyState::Enabled);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
-    const BUCKET: &str = "shred-backlog";
-    let moto = Moto::start_strict_deleting_after(25).await;
-    moto.create_versioned_bucket(BUCKET).await;
+/// The bucket of `a_shredded_period_stays_shredded_when_its_backlog_comes_back`.
+const BACKLOG_BUCKET: &str = "shred-backlog";
+
+/// What the backlog scenario's set-up leaves: the bot (stopped after its first run), the proxy S3 is
+/// reached through, the queue its events reach, and November's key.
+struct BacklogStart {
+    bot: Bot,
+    s3_proxy: common::aws::Proxy,
+    queue: String,
+    november: String,
+}
+
+/// Set-up: November's and December's keys, S3 behind a proxy the test can take down, and a first run
+/// in November.
+async fn start_backlog_bot(moto: &Moto) -> BacklogStart {
+    moto.create_versioned_bucket(BACKLOG_BUCKET).await;
     let (topic, queue) = moto.topic_with_queue("backlog-events").await;
-    let november = key_with_alias(&moto, "alias/retention-2025-11").await;
-    key_with_alias(&moto, "alias/retention-2025-12").await;
+    let november = key_with_alias(moto, "alias/retention-2025-11").await;
+    key_with_alias(moto, "alias/retention-2025-12").await;
     // S3 through a proxy the test can take down (KMS stays up).
     let s3_proxy = common::aws::Proxy::start(moto.port).await;
     let s3_endpoint = s3_proxy.endpoint();
@@ -139,16 +150,25 @@ async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
         ("WICKRIO_COMP_TIMEROTATE", "0.02"),
         ("WICKRIO_EVENT_REPEAT_SECS", "1"),
     ];
-    let mut bot = period_bot(&moto, BUCKET, "2025-11-20T00:00:00Z", &extra).await;
+    let mut bot = period_bot(moto, BACKLOG_BUCKET, "2025-11-20T00:00:00Z", &extra).await;
     post_run(&bot, 1).await;
     assert!(bot.stop().await.success(), "{}", bot.log_text());
+    BacklogStart {
+        bot,
+        s3_proxy,
+        queue,
+        november,
+    }
+}
 
+/// A second run with S3 unreachable, killed with a listed file, an open one and its manifest on disk.
+async fn leave_a_backlog(bot: &mut Bot, s3_proxy: &common::aws::Proxy) {
     // A second run with S3 unreachable: a file closes and is listed but cannot go up, another
     // is still open, when the bot is killed. Both stay on its disk, with its open manifest.
     bot.spawn().await;
     s3_proxy.set_up(false);
     assert_eq!(bot.post("application/json", text_message(2)).await.status(), 202);
-    wait_for(&bot, "a closed November file", Duration::from_secs(20), async || {
+    wait_for(bot, "a closed November file", Duration::from_secs(20), async || {
         !common::closed_message_files(&bot.messages_dir()).is_empty()
     })
     .await;
@@ -163,19 +183,30 @@ async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
         "a listed file, an open one and the manifest: {backlog:?}"
     );
     s3_proxy.set_up(true);
+}
 
-    // November is shredded while the bot is down.
-    let (code, out) = shred(&moto, BUCKET, &bot, &["--period", "2025-11", "--pending-days", "7"]);
+/// November is shredded while the bot is down; returns the bucket's keys after the shred.
+async fn shred_november(moto: &Moto, bot: &Bot, november: &str) -> Vec<String> {
+    let (code, out) = shred(
+        moto,
+        BACKLOG_BUCKET,
+        bot,
+        &["--period", "2025-11", "--pending-days", "7"],
+    );
     assert_eq!(code, Some(0), "{out}");
-    assert_eq!(key_state(&moto, &november).await, KeyState::PendingDeletion);
-    let keys_after_shred = moto.keys(BUCKET).await;
+    assert_eq!(key_state(moto, november).await, KeyState::PendingDeletion);
+    moto.keys(BACKLOG_BUCKET).await
+}
 
+/// The bot back in December: November's backlog waits while the shred can be cancelled, and once KMS
+/// has deleted the key it is removed, with no key made for November.
+async fn the_backlog_waits_then_is_removed(moto: &Moto, bot: &mut Bot, november: &str) {
     // The bot comes back in December, allowed to create keys. While the shred can still be
     // cancelled its November files wait, not uploaded.
     bot.set_env("RETENTION_BOT_TEST_CLOCK", "2025-12-02T00:00:00Z");
     bot.spawn().await;
     wait_for(
-        &bot,
+        bot,
         "the bot to say the period's files wait",
         Duration::from_secs(20),
         async || {
@@ -194,15 +225,15 @@ async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
     // makes no key for November, uploads nothing of it, and removes the backlog, saying so.
     let kms = moto.kms().await;
     wait_for(
-        &bot,
+        bot,
         "KMS to delete November's key",
         Duration::from_secs(60),
-        async || kms.describe_key().key_id(&november).send().await.is_err(),
+        async || kms.describe_key().key_id(november).send().await.is_err(),
     )
     .await;
     let key_count = kms.list_keys().send().await.unwrap().keys().len();
     wait_for(
-        &bot,
+        bot,
         "the backlog to be discarded",
         Duration::from_secs(90),
         async || {
@@ -225,8 +256,13 @@ async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
         key_count,
         "no key made"
     );
+}
+
+/// Nothing of November went up, its stranded manifest is kept in one supplement, each removal was
+/// said (event and log), and the archive verifies with November shredded.
+async fn nothing_of_the_shredded_period_went_up(moto: &Moto, bot: &Bot, queue: &str, keys_after_shred: &[String]) {
     let new: Vec<String> = moto
-        .keys(BUCKET)
+        .keys(BACKLOG_BUCKET)
         .await
         .into_iter()
         .filter(|k| !keys_after_shred.contains(k))
@@ -240,7 +276,7 @@ async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
         .filter(|k| k.contains("/shredding_2025-11_manifest_"))
         .collect();
     assert_eq!(supplements.len(), 1, "the stranded manifest's copy: {new:?}");
-    let events = crate::period_keys::event_messages(&moto, &queue).await;
+    let events = crate::period_keys::event_messages(moto, queue).await;
     assert!(events.iter().any(|m| m.contains("was removed unsent")), "{events:#?}");
     // The manifest, the listed file and the open one, each said.
     assert_eq!(
@@ -250,9 +286,24 @@ async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
         bot.log_text()
     );
     // The archive verifies: the discarded files' entries are the shredded period's.
-    let (code, out) = verify(&moto, BUCKET, &bot, &[]);
+    let (code, out) = verify(moto, BACKLOG_BUCKET, bot, &[]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("SHREDDED 2025-11"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shredded_period_stays_shredded_when_its_backlog_comes_back() {
+    let moto = Moto::start_strict_deleting_after(25).await;
+    let BacklogStart {
+        mut bot,
+        s3_proxy,
+        queue,
+        november,
+    } = start_backlog_bot(&moto).await;
+    leave_a_backlog(&mut bot, &s3_proxy).await;
+    let keys_after_shred = shred_november(&moto, &bot, &november).await;
+    the_backlog_waits_then_is_removed(&moto, &mut bot, &november).await;
+    nothing_of_the_shredded_period_went_up(&moto, &bot, &queue, &keys_after_shred).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -45,11 +45,8 @@ pub(super) fn signing_key(
         return Ok(None);
     };
     let sealed = SealedIdentity::load(&path).map_err(|e| {
-        esay!(
-            "retention-bot {command}: cannot read the bot's identity {}: {e}",
-            path.display(),
-            e = Chain(&e)
-        );
+        // The error names the file.
+        esay!("retention-bot {command}: {e}", e = Chain(&e));
         ExitCode::from(EXIT_CONFIG)
     })?;
     let password = match std::env::var("WICKRIO_BOT_PASSWORD").ok().filter(|p| !p.is_empty()) {

@@ -137,7 +137,7 @@ pub(super) async fn read<S, E>(
 ) -> Result<Vec<u8>, ApiError>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: std::error::Error,
 {
     let mut buf: Vec<u8> = Vec::new();
     // A body dribbled in just under the idle limit would hold its share for ever: it must be whole
@@ -150,8 +150,12 @@ where
         let chunk = match tokio::time::timeout(wait, stream.next()).await {
             Err(_) => return Err(idle(limits.idle)),
             Ok(None) => return Ok(buf),
-            Ok(Some(chunk)) => chunk
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")))?,
+            Ok(Some(chunk)) => chunk.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}", e = crate::error_chain::Chain(&e)),
+                )
+            })?,
         };
         let len = buf.len() + chunk.len();
         if len > limits.max {
