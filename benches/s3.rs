@@ -23,8 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use retention_bot::config::Format;
+use retention_bot::envelope::Envelope;
 use retention_bot::envelope::gcm::Encryptor;
-use retention_bot::envelope::{Envelope, Format};
 
 mod support;
 use support::{BUCKET, Guard, Stores, aws_env, bot_command, row, settle, timed, venv, vm_mib, wait_until_shipped};

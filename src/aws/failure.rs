@@ -28,7 +28,7 @@ pub struct AwsFailure {
     pub status: Option<u16>,
     pub retry: Retry,
     /// Shared, so that a failure can be cloned (one failed key lookup answers every file waiting on it).
-    cause: Option<Arc<dyn Error + Send + Sync>>,
+    cause: Arc<dyn Error + Send + Sync>,
 }
 
 /// By hand: the SDK's error may hold the raw HTTP response (its body too, when it could not be
@@ -56,7 +56,7 @@ impl fmt::Display for AwsFailure {
 /// downcast it (`ServiceAnswer`, the SDK's error).
 impl Error for AwsFailure {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.cause.as_deref().map(|cause| cause as &(dyn Error + 'static))
+        Some(&*self.cause as &(dyn Error + 'static))
     }
 }
 
@@ -110,13 +110,7 @@ impl AwsFailure {
     /// A failure the bot found in an answer (or before sending), not one the SDK reported: `why`
     /// becomes its cause.
     pub fn new(retry: Retry, operation: impl Into<String>, why: impl Into<String>) -> Self {
-        Self {
-            operation: operation.into(),
-            code: None,
-            status: None,
-            retry,
-            cause: Some(Arc::new(Unexpected(why.into()))),
-        }
+        Self::caused_by(retry, operation, Unexpected(why.into()))
     }
 
     /// A failure with a given cause.
@@ -130,7 +124,7 @@ impl AwsFailure {
             code: None,
             status: None,
             retry,
-            cause: Some(Arc::new(cause)),
+            cause: Arc::new(cause),
         }
     }
 
@@ -220,12 +214,12 @@ where
                 operation: operation.to_owned(),
                 retry: retry_for(code.as_deref(), status),
                 status: Some(status),
-                cause: Some(Arc::new(ServiceAnswer {
+                cause: Arc::new(ServiceAnswer {
                     code: code.clone(),
                     message,
                     status,
                     sdk: Box::new(e.into_err()),
-                })),
+                }),
                 code,
             }
         }
@@ -239,7 +233,7 @@ where
             },
             code: None,
             status: None,
-            cause: Some(Arc::new(other)),
+            cause: Arc::new(other),
         },
     }
 }

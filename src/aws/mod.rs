@@ -22,13 +22,14 @@ pub struct AssumeRole {
 }
 
 /// How this process reaches AWS: built once at start-up and handed to whoever builds clients, so
-/// that every client assumes the same role through one shared session.
+/// that every client shares one credential chain (one role session, when a role is assumed).
 #[derive(Debug, Clone, Default)]
 pub struct Aws {
     role: Option<AssumeRole>,
-    /// The configuration with the role's credentials (and their cache), shared by every client: one
-    /// role session, renewed once for all of them before it expires.
-    role_config: Arc<tokio::sync::OnceCell<SdkConfig>>,
+    /// The configuration loaded once, with its credentials provider and cache, shared by every
+    /// client: credentials are fetched (or the role assumed) once for all of them, and renewed once
+    /// before they expire.
+    shared: Arc<tokio::sync::OnceCell<SdkConfig>>,
 }
 
 impl Aws {
@@ -36,13 +37,14 @@ impl Aws {
     pub fn new(role: Option<AssumeRole>) -> Self {
         Self {
             role,
-            role_config: Arc::default(),
+            shared: Arc::default(),
         }
     }
 
     /// Loads credentials and endpoint settings the standard way (environment, profile, container or
-    /// instance role; `AWS_ENDPOINT_URL`; `AWS_USE_FIPS_ENDPOINT`) for one region; with a role to
-    /// assume, its temporary credentials, which the SDK's identity cache renews before they expire.
+    /// instance role; `AWS_ENDPOINT_URL`; `AWS_USE_FIPS_ENDPOINT`) once, and gives that configuration
+    /// for one region; with a role to assume, its temporary credentials, which the SDK's identity
+    /// cache renews before they expire.
     pub async fn sdk_config(&self, region: &str) -> SdkConfig {
         let loader = || {
             aws_config::defaults(BehaviorVersion::latest())
@@ -55,16 +57,15 @@ impl Aws {
                         .build(),
                 )
         };
-        let Some(role) = &self.role else {
-            return loader().load().await;
-        };
-        // One configuration carries the role's credentials for every client: a loader wraps a given
-        // provider anew each time (a new cache partition, so a new role session per client), a copy
-        // of one configuration keeps the same provider and cache.
+        // A copy of one configuration keeps the same provider and cache; a loader would wrap a
+        // provider anew each time (a new cache partition: new credentials, a new role session).
         let shared = self
-            .role_config
+            .shared
             .get_or_init(|| async {
                 let base = loader().load().await;
+                let Some(role) = &self.role else {
+                    return base;
+                };
                 let mut assume = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
                     .session_name(&role.session_name)
                     .region(Region::new(region.to_owned()));

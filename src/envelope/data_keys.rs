@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::{Envelope, Format, gcm};
+use super::{Envelope, gcm};
 use crate::aws::AwsFailure;
 use crate::config::DataKeyReuse;
+use crate::config::Format;
 use crate::metrics::{Counter, Metrics};
 
 /// How stale the knowledge that a reused data key's KMS key is enabled may grow.

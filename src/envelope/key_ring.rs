@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, Tag};
 
-use super::{DataKeys, Format};
+use super::DataKeys;
 use crate::aws::{AwsFailure, Retry, failure};
+use crate::config::Format;
 use crate::config::{DataKeyReuse, KmsConfig};
 use crate::events::{EventKind, Events};
 use crate::metrics::{Gauge, Metrics};

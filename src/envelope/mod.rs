@@ -39,7 +39,7 @@ pub mod meta {
     pub(crate) const PLAIN_LEN: &str = "x-amz-unencrypted-content-length";
 }
 
-pub use crate::config::Format;
+use crate::config::Format;
 
 /// The KMS encryption context a data key of this format is bound to.
 fn context_of(format: Format) -> HashMap<String, String> {
@@ -106,8 +106,7 @@ impl Envelope {
     /// random IV, never used before with this key.
     pub fn new(format: Format, key: Zeroizing<[u8; gcm::KEY_LEN]>, wrapped: Vec<u8>) -> Result<Self, AwsFailure> {
         let random = |bytes: &mut [u8]| {
-            getrandom::fill(bytes)
-                .map_err(|e| AwsFailure::new(Retry::Soon, "draw a random IV", crate::error_chain::chain(&e)))
+            getrandom::fill(bytes).map_err(|e| AwsFailure::caused_by(Retry::Soon, "draw a random IV", e))
         };
         let nonce = match format {
             Format::V2 => {

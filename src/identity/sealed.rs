@@ -105,9 +105,8 @@ impl SealedIdentity {
         };
         let public_key = hex::encode(key.verifying_key().as_bytes());
         let nonce = random::<12>();
-        let derived = derive(&kdf, password, Path::new("(new)"))?;
-        let cipher =
-            Aes256Gcm::new_from_slice(derived.as_slice()).map_err(|_| SealError::Cipher("take the derived key"))?;
+        let derived = derive(&kdf, &salt, password)?;
+        let cipher = Aes256Gcm::new(derived.as_ref().into());
         let aad = associated_data(&public_key, &kdf);
         let sealed = cipher
             .encrypt(
@@ -149,9 +148,9 @@ impl SealedIdentity {
         if nonce.len() != 12 {
             return Err(corrupt("nonce is not 12 bytes"));
         }
-        let derived = derive(&self.kdf, password, path)?;
-        let cipher =
-            Aes256Gcm::new_from_slice(derived.as_slice()).map_err(|_| SealError::Cipher("take the derived key"))?;
+        let salt = B64.decode(&self.kdf.salt).map_err(|_| corrupt("salt is not base64"))?;
+        let derived = derive(&self.kdf, &salt, password)?;
+        let cipher = Aes256Gcm::new(derived.as_ref().into());
         let aad = associated_data(&self.public_key, &self.kdf);
         let seed = Zeroizing::new(
             cipher
@@ -221,14 +220,11 @@ pub(crate) fn new_signing_key() -> SigningKey {
     SigningKey::from_bytes(&Zeroizing::new(random::<32>()))
 }
 
-fn derive(kdf: &Kdf, password: &Secret, path: &Path) -> Result<Zeroizing<[u8; 32]>, SealError> {
-    let salt = B64.decode(&kdf.salt).map_err(|_| SealError::Corrupt {
-        path: path.display().to_string(),
-        why: "salt is not base64",
-    })?;
+/// The key `password` derives under `kdf`'s costs and `salt` (the decoded `kdf.salt`).
+fn derive(kdf: &Kdf, salt: &[u8], password: &Secret) -> Result<Zeroizing<[u8; 32]>, SealError> {
     let mut key = Zeroizing::new([0u8; 32]);
     argon2(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost)?
-        .hash_password_into(password.expose().as_bytes(), &salt, key.as_mut())
+        .hash_password_into(password.expose().as_bytes(), salt, key.as_mut())
         .map_err(SealError::Kdf)?;
     Ok(key)
 }

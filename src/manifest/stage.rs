@@ -435,8 +435,7 @@ impl ManifestWriter {
                 .create_new(true)
                 .open(&open_path)
                 .and_then(|file| {
-                    file.try_lock()
-                        .map_err(|e| std::io::Error::other(crate::error_chain::chain(&e)))?;
+                    file.try_lock().map_err(std::io::Error::from)?;
                     durable::sync_dir(&self.dir)?;
                     Ok(file)
                 })

@@ -24,7 +24,7 @@
 //! reused data key ([`crate::envelope::key_freshness`]), counts the period's objects again, and puts
 //! the signed record in the bucket.
 
-pub use crate::manifest::shred_record as record;
+use crate::manifest::shred_record as record;
 mod survey;
 mod watch;
 mod wrapping;

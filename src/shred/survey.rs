@@ -14,9 +14,9 @@ use std::path::PathBuf;
 
 use ed25519_dalek::VerifyingKey;
 
-use super::record::KeptText;
 use crate::manifest::entry::{Entry, is_manifest_name};
 use crate::manifest::head::{HeadRecord, is_head_record};
+use crate::manifest::shred_record::KeptText;
 use crate::manifest::verify::{
     Chains, Listing, ObjectReader, Problem, ShredRecords, bot_tag, head_of, head_versions, read_heads, take_manifest,
 };

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use ed25519_dalek::SigningKey;
 
-use super::record::{Contents, KeptText, ShredBody, ShredRecord, State, file_name, supplement_name};
 use crate::aws::failure;
 use crate::manifest::entry::MAX_MANIFEST;
+use crate::manifest::shred_record::{Contents, KeptText, ShredBody, ShredRecord, State, file_name, supplement_name};
 use crate::manifest::verify::{Listing, ObjectReader, keys_deleted, newest_record, not_in_effect};
 use crate::period::{Granularity, Period, name_time};
 use crate::sync::lock;

@@ -105,8 +105,7 @@ impl PartialAttachment {
                 .map(|f| (f, RemoveOnDrop(Some(p.clone()))))
                 .and_then(|(f, guard)| {
                     // Locked so that recovery in another instance sharing FILEDEST leaves it alone.
-                    f.try_lock()
-                        .map_err(|e| std::io::Error::other(crate::error_chain::chain(&e)))?;
+                    f.try_lock().map_err(std::io::Error::from)?;
                     Ok((f, guard))
                 });
             let _ = tx.send(created);

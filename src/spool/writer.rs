@@ -280,8 +280,7 @@ impl Writer {
             // create_new: a name is never reused, even if the clock went backwards.
             let file = OpenOptions::new().append(true).create_new(true).open(&path)?;
             // The lock tells recovery in another instance sharing this directory that the file is live.
-            file.try_lock()
-                .map_err(|e| std::io::Error::other(crate::error_chain::chain(&e)))?;
+            file.try_lock().map_err(std::io::Error::from)?;
             if let Err(e) = durable::sync_dir(dir) {
                 drop(file);
                 let _ = std::fs::remove_file(&path);

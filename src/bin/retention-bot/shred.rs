@@ -3,7 +3,8 @@
 //! password are needed unless it is a dry run.
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use retention_bot::shred::{self, Options, Plan, ShredError, record::ShredRecord};
+use retention_bot::manifest::shred_record::{ShredRecord, State};
+use retention_bot::shred::{self, Options, Plan, ShredError};
 
 use super::signing::{self, signing_key, unsigned_reason};
 use super::*;
@@ -138,13 +139,13 @@ fn report(record: &ShredRecord, uploaded: Result<String, retention_bot::aws::Aws
     let body = &record.body;
     for key in &body.keys {
         match (&body.state, &key.deletion_date) {
-            (shred::record::State::Scheduled, date) => say!(
+            (State::Scheduled, date) => say!(
                 "SHREDDING {}: KMS deletes key {} on {}; its objects can no longer be decrypted",
                 body.period,
                 key.arn,
                 date.as_deref().unwrap_or("(date not given)")
             ),
-            (shred::record::State::Cancelled, _) => say!(
+            (State::Cancelled, _) => say!(
                 "CANCELLED {}: KMS key {} is kept and enabled again",
                 body.period,
                 key.arn
