@@ -3,15 +3,13 @@
 //! refused at its first byte), then the text is compacted in place into the line the spool writes:
 //! the message exactly as received, minus insignificant whitespace. A request's memory is its body.
 
-use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
 
 use serde::Deserializer as _;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::entries::{Key, MAX_FIELDS, duplicate_key};
+use super::entries::{Key, KeySet, MAX_FIELDS, duplicate_key};
 use super::shape::{Kind, Shape};
 use super::{InvalidMessage, Lines};
 use crate::error_chain::Chain;
@@ -58,15 +56,23 @@ impl Refused {
 
 /// Checks one JSON text as a message; `line` labels the errors.
 pub fn check_line(text: &[u8], line: usize) -> Result<Checked, InvalidMessage> {
-    // Strings that the walk skips are not decoded, so the text is checked as UTF-8 first.
-    if let Err(e) = std::str::from_utf8(text) {
+    check_text(text, line).map(|(checked, _)| checked)
+}
+
+/// [`check_line`], also telling whether the text holds whitespace that compaction must drop.
+fn check_text(text: &[u8], line: usize) -> Result<(Checked, Layout), InvalidMessage> {
+    // Strings that the walk skips are not decoded, so the text is checked as UTF-8 first, all at
+    // once (a SIMD check; the position is looked up only for an answer that lists it). The walk then
+    // reads it as text and checks no string again.
+    let Ok(valid) = simdutf8::basic::from_utf8(text) else {
+        let at = std::str::from_utf8(text).err().map_or(0, |e| e.valid_up_to());
         return Err(InvalidMessage::new(
             line,
             None,
-            format!("not valid UTF-8 (at byte {})", e.valid_up_to()),
+            format!("not valid UTF-8 (at byte {at})"),
         ));
-    }
-    let mut de = serde_json::Deserializer::from_slice(text);
+    };
+    let mut de = serde_json::Deserializer::from_str(valid);
     let mut shape = Shape::default();
     let mut problem = None;
     let walked = (&mut de)
@@ -82,10 +88,11 @@ pub fn check_line(text: &[u8], line: usize) -> Result<Checked, InvalidMessage> {
     walked.map_err(|e| InvalidMessage::new(line, None, json_problem(&e)))?;
     // After the walk, which refuses most hostile shapes at their first bytes (and is safe at any
     // depth: serde_json skips nested values without recursing).
-    check_structure(text, MAX_DEPTH).map_err(|problem| InvalidMessage::new(line, None, problem))?;
-    Ok(Checked {
+    let layout = check_structure(text, MAX_DEPTH).map_err(|problem| InvalidMessage::new(line, None, problem))?;
+    let checked = Checked {
         msgtype: shape.check(line)?,
-    })
+    };
+    Ok((checked, layout))
 }
 
 fn json_problem(e: &serde_json::Error) -> String {
@@ -98,7 +105,7 @@ fn json_problem(e: &serde_json::Error) -> String {
 
 /// One message (`application/json`, perhaps pretty-printed): checked, then made its line in place.
 pub fn parse_one(mut body: Vec<u8>) -> Result<(Lines, Checked), Refused> {
-    let checked = check_line(&body, 1).map_err(|e| {
+    let (checked, layout) = check_text(&body, 1).map_err(|e| {
         let mut refused = Refused {
             seen: 1,
             ..Refused::default()
@@ -107,7 +114,7 @@ pub fn parse_one(mut body: Vec<u8>) -> Result<(Lines, Checked), Refused> {
         refused
     })?;
     let len = body.len();
-    let end = compact_within(&mut body, 0, len, 0);
+    let end = layout.move_line(&mut body, 0, len, 0);
     body.truncate(end);
     body.push(b'\n');
     Ok((
@@ -127,7 +134,7 @@ pub fn parse_ndjson(mut body: Vec<u8>) -> Result<Lines, Refused> {
     let mut refused = Refused::default();
     let (mut read, mut write, mut number) = (0, 0, 0);
     while read < body.len() {
-        let end = memchr_newline(&body[read..]).map_or(body.len(), |i| read + i);
+        let end = memchr::memchr(b'\n', &body[read..]).map_or(body.len(), |i| read + i);
         number += 1;
         let (start, stop) = trimmed(&body, read, end);
         read = end + 1;
@@ -140,11 +147,11 @@ pub fn parse_ndjson(mut body: Vec<u8>) -> Result<Lines, Refused> {
             refused.unchecked += 1;
             continue;
         }
-        match check_line(&body[start..stop], number) {
+        match check_text(&body[start..stop], number) {
             Err(e) => refused.add(e),
-            Ok(_) if refused.invalid == 0 => {
+            Ok((_, layout)) if refused.invalid == 0 => {
                 // `write` never passes `start`: a line only ever shrinks, so it moves down in place.
-                write = compact_within(&mut body, start, stop, write);
+                write = layout.move_line(&mut body, start, stop, write);
                 if write < body.len() {
                     body[write] = b'\n';
                 } else {
@@ -164,10 +171,6 @@ pub fn parse_ndjson(mut body: Vec<u8>) -> Result<Lines, Refused> {
         count: refused.seen,
         accounted: None,
     })
-}
-
-fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|b| *b == b'\n')
 }
 
 /// `body[from..to]` without leading and trailing ASCII whitespace (a `\r` before `\n` included).
@@ -207,60 +210,93 @@ impl Compactor {
     }
 }
 
+/// Whether a valid JSON text is one line already: most producers send compact JSON, whose line is
+/// the text as it is (one `memmove`), not a byte-by-byte compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Compact,
+    /// Has whitespace outside strings (a space, a tab, a line break) to drop.
+    Loose,
+}
+
+impl Layout {
+    /// Moves `buf[from..to]` down to `buf[write..]` as its line; returns the new write position.
+    fn move_line(self, buf: &mut [u8], from: usize, to: usize, write: usize) -> usize {
+        match self {
+            Layout::Compact => {
+                buf.copy_within(from..to, write);
+                write + (to - from)
+            }
+            Layout::Loose => compact_within(buf, from, to, write),
+        }
+    }
+}
+
 /// What the walk does not see in the values it skips: how deep arrays and objects nest, and
 /// whether every `\u` escape is a whole character (a lone surrogate such as `"\ud800"` is no
-/// character, and strict readers of the archive refuse it). Runs over valid JSON only.
-fn check_structure(text: &[u8], max_depth: usize) -> Result<(), String> {
+/// character, and strict readers of the archive refuse it); and whether compaction has work to do.
+/// Runs over valid JSON only. Strings, where most of a message's bytes are, are crossed a vector at
+/// a time to the next quote or backslash.
+fn check_structure(text: &[u8], max_depth: usize) -> Result<Layout, String> {
     let (mut depth, mut i) = (0usize, 0usize);
-    let mut in_string = false;
+    let mut layout = Layout::Compact;
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                i = string_end(text, i + 1)?;
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(format!(
+                        "nested deeper than {max_depth} levels (at byte {i}); readers of the archive could not take it"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b' ' | b'\t' | b'\n' | b'\r' => layout = Layout::Loose,
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(layout)
+}
+
+/// Where the string whose contents start at `i` ends (past its closing quote), checking that each
+/// `\u` escape in it is a whole character.
+fn string_end(text: &[u8], mut i: usize) -> Result<usize, String> {
     let hex4 = |at: usize| {
         text.get(at..at + 4)
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u16::from_str_radix(h, 16).ok())
     };
-    while i < text.len() {
-        let b = text[i];
-        if in_string {
-            match b {
-                b'"' => in_string = false,
-                b'\\' if text.get(i + 1) == Some(&b'u') => {
-                    let unit = hex4(i + 2).unwrap_or(0);
-                    if (0xDC00..0xE000).contains(&unit) {
-                        return Err(format!("a lone low surrogate \\u{unit:04x} at byte {i}"));
-                    }
-                    if (0xD800..0xDC00).contains(&unit) {
-                        let low = (text.get(i + 6..i + 8) == Some(b"\\u".as_slice()))
-                            .then(|| hex4(i + 8))
-                            .flatten();
-                        if !low.is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
-                            return Err(format!("a lone high surrogate \\u{unit:04x} at byte {i}"));
-                        }
-                        i += 6;
-                    }
-                    i += 6;
-                    continue;
-                }
-                b'\\' => i += 1,
-                _ => {}
-            }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > max_depth {
-                        return Err(format!(
-                            "nested deeper than {max_depth} levels (at byte {i}); readers of the archive could not take it"
-                        ));
-                    }
-                }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
+    while let Some(found) = memchr::memchr2(b'"', b'\\', &text[i.min(text.len())..]) {
+        let at = i + found;
+        if text[at] == b'"' {
+            return Ok(at + 1);
         }
-        i += 1;
+        if text.get(at + 1) != Some(&b'u') {
+            i = at + 2;
+            continue;
+        }
+        let unit = hex4(at + 2).unwrap_or(0);
+        if (0xDC00..0xE000).contains(&unit) {
+            return Err(format!("a lone low surrogate \\u{unit:04x} at byte {at}"));
+        }
+        if (0xD800..0xDC00).contains(&unit) {
+            let low = (text.get(at + 6..at + 8) == Some(b"\\u".as_slice()))
+                .then(|| hex4(at + 8))
+                .flatten();
+            if !low.is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
+                return Err(format!("a lone high surrogate \\u{unit:04x} at byte {at}"));
+            }
+            i = at + 12;
+        } else {
+            i = at + 6;
+        }
     }
-    Ok(())
+    Ok(text.len())
 }
 
 /// Appends valid JSON `text` without its insignificant whitespace.
@@ -329,7 +365,7 @@ impl<'de> Visitor<'de> for Top<'_> {
         self.not_an_object(Kind::Array)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut names: HashSet<Cow<'de, str>> = HashSet::new();
+        let mut names = KeySet::default();
         while let Some(Key(name)) = map.next_key()? {
             if names.is_empty() && name == NUMBER_TOKEN {
                 return self.not_an_object(Kind::Number);
@@ -535,6 +571,33 @@ mod tests {
             (refused.seen, refused.invalid, refused.listed.len(), refused.unchecked),
             (1000, MAX_LISTED, MAX_LISTED, 900)
         );
+    }
+
+    #[test]
+    fn a_text_is_taken_as_compact_only_when_compaction_would_not_change_it() {
+        let texts: [&[u8]; 7] = [
+            br#"{"a":"x y\" z","b":[1,{"c":"\\"}]}"#,
+            br#"{"a" :1}"#,
+            b"{\"a\":\t1}",
+            b"{\"a\":[1,\r\n2]}",
+            br#"{"a":"} { [ ]\n\t"}"#,
+            br#"{"s":"\ud83d\ude00","t":"\""}"#,
+            br#"{"a":"\\","b" : 2}"#,
+        ];
+        for text in texts {
+            let mut fresh = Vec::new();
+            compact_json(text, &mut fresh);
+            let layout = check_structure(text, MAX_DEPTH).unwrap();
+            assert_eq!(
+                layout == Layout::Compact,
+                fresh == text,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+            let mut buf = text.to_vec();
+            let end = layout.move_line(&mut buf, 0, text.len(), 0);
+            assert_eq!(&buf[..end], &fresh[..], "{}", String::from_utf8_lossy(text));
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the file line take apart only what they need, and how a key named twice is caught.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, Deserialize, MapAccess, Visitor};
@@ -75,10 +76,66 @@ pub(super) fn duplicate_key(object: &str) -> Option<String> {
     if entries.0.len() > MAX_FIELDS {
         return Some(format!("has more than {} keys", MAX_FIELDS));
     }
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = KeySet::default();
     entries
         .0
         .iter()
-        .find(|(k, _)| !seen.insert(k.as_ref()))
+        .find(|(k, _)| !seen.insert(Cow::Borrowed(k.as_ref())))
         .map(|(k, _)| format!("key `{k}` appears more than once"))
+}
+
+/// Keys this many or fewer are searched in a list: a message has about fifteen, and comparing a
+/// few short strings costs less than hashing each. Past it a hash set bounds the work (a line of
+/// [`MAX_FIELDS`] keys is a few thousand comparisons per key otherwise).
+const LIST_UP_TO: usize = 24;
+
+/// The keys an object has named so far, to catch one named twice.
+#[derive(Default)]
+pub(super) struct KeySet<'a> {
+    few: Vec<Cow<'a, str>>,
+    many: Option<HashSet<Cow<'a, str>>>,
+}
+
+impl<'a> KeySet<'a> {
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.many.as_ref().map_or(self.few.len(), HashSet::len)
+    }
+
+    /// Adds `key`; false if the object named it before.
+    pub(super) fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        if let Some(many) = &mut self.many {
+            return many.insert(key);
+        }
+        if self.few.contains(&key) {
+            return false;
+        }
+        self.few.push(key);
+        if self.few.len() > LIST_UP_TO {
+            self.many = Some(self.few.drain(..).collect());
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_set_catches_a_repeat_before_and_after_it_turns_into_a_hash_set() {
+        for n in [3, LIST_UP_TO + 10] {
+            let mut keys = KeySet::default();
+            for i in 0..n {
+                assert!(keys.insert(Cow::Owned(format!("k{i}"))), "k{i} is new");
+            }
+            assert_eq!(keys.len(), n);
+            assert!(!keys.insert(Cow::Borrowed("k0")), "the first key again, with {n} keys");
+            assert!(!keys.insert(Cow::Owned(format!("k{}", n - 1))), "the last key again");
+            assert_eq!(keys.len(), n);
+        }
+    }
 }

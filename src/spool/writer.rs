@@ -58,6 +58,8 @@ struct OpenFile {
     len: u64,
     /// Bytes acknowledged by earlier commits: all that survives if the file fails.
     acked: u64,
+    /// Bytes whose pages were dropped from the page cache (see [`OpenFile::drop_behind`]).
+    dropped: u64,
     rotate_at: Option<Instant>,
     /// With per-period keys, the period its name puts it in.
     period: Option<crate::period::Period>,
@@ -69,6 +71,34 @@ impl OpenFile {
     fn due(&self) -> bool {
         self.rotate_at.is_some_and(|at| Instant::now() >= at)
             || self.period.is_some_and(|p| !p.contains(crate::clock::now()))
+    }
+}
+
+/// Durable pages are dropped from the page cache in steps of this many bytes.
+const DROP_STEP: u64 = 8 << 20;
+
+impl OpenFile {
+    /// A message file is written once and read again only after it closes (hashed for its manifest
+    /// entry, maybe uploaded), so its durable pages are dropped from the page cache as it grows,
+    /// all but the last few MiB: a file of gigabytes does not crowd the host's cache, and new writes
+    /// land in pages just freed rather than in new ones. Measured on this project's machines: a
+    /// writer that drops behind it wrote 1.3 GB/s where one that kept its pages wrote 0.5-0.8 GB/s
+    /// (docs/benchmarks.md). Only a hint: a failure changes nothing but speed.
+    fn drop_behind(&mut self) {
+        let upto = (self.acked / DROP_STEP).saturating_sub(1) * DROP_STEP;
+        if upto <= self.dropped {
+            return;
+        }
+        let (from, len) = (self.dropped as i64, (upto - self.dropped) as i64);
+        if let Err(e) = nix::fcntl::posix_fadvise(
+            &self.file,
+            from,
+            len,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        ) {
+            tracing::debug!(error = %e, file = %self.path.display(), "cannot drop written pages from the page cache");
+        }
+        self.dropped = upto;
     }
 }
 
@@ -304,6 +334,7 @@ impl Writer {
             closed_path,
             len: 0,
             acked: 0,
+            dropped: 0,
             rotate_at: self.rotate_at(now),
             period: self.shared.config.key_period.map(|g| g.period_of(now)),
         })
@@ -396,6 +427,7 @@ impl Writer {
         }
         if let Some(f) = self.current.as_mut() {
             f.acked = f.len;
+            f.drop_behind();
         }
     }
 

@@ -343,7 +343,7 @@ impl MatrixSource {
             let gap_undo = gap.iter().flat_map(|g| g.member_changes.iter().cloned());
             self.seed_members(room.as_ref(), room_id.as_str(), undo.chain(gap_undo))
                 .await;
-            if let (Some(gap), Some(room)) = (gap, &room) {
+            if let (Some(mut gap), Some(room)) = (gap, &room) {
                 // Oldest page first, one page in memory at a time, however long the gap.
                 for page in 0..gap.pages() {
                     let events = gap.read(room, page).await?;
