@@ -22,6 +22,8 @@ mod support;
 use support::{Guard as Bot, free_port, row, vm_mib};
 #[path = "../tests/common/attacks.rs"]
 mod attacks;
+#[path = "peers/fluent_bit.rs"]
+mod fluent_bit;
 
 /// Every message line is exactly this long, newline included.
 const LINE_BYTES: usize = 500;
@@ -71,30 +73,62 @@ fn message(id: u64) -> String {
     format!("{head}{}{tail}", &text[..LINE_BYTES - 1 - head.len() - tail.len()])
 }
 
+/// Who takes the load: the bot, or the peer users would otherwise pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Bot,
+    FluentBit,
+}
+
 /// A whole HTTP request built before timing; each send copies it and stamps fresh message ids in.
 struct Template {
     request: Vec<u8>,
     id_offsets: Vec<usize>,
+    peer: Peer,
 }
 
 impl Template {
-    fn new(s: &Scenario, addr: &str) -> Self {
+    /// The bot takes a batch as NDJSON; Fluent Bit's `in_http` takes it as a JSON array.
+    fn new(s: &Scenario, addr: &str, peer: Peer) -> Self {
         let (mut body, mut id_offsets) = (Vec::new(), Vec::new());
+        let array = peer == Peer::FluentBit && s.batch > 1;
         for i in 0..s.batch {
+            if array {
+                body.push(if i == 0 { b'[' } else { b',' });
+            }
             let line = message(i as u64);
             id_offsets.push(body.len() + line.find(ID_KEY).expect("message has an id") + ID_KEY.len());
             body.extend_from_slice(line.as_bytes());
-            if s.batch > 1 {
+            if s.batch > 1 && !array {
                 body.push(b'\n');
             }
         }
-        let (ct, len) = (s.content_type, body.len());
-        let head = format!(
-            "POST /v1/messages HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\n\r\n"
-        );
+        if array {
+            body.push(b']');
+        }
+        let (path, ct) = match peer {
+            Peer::Bot => ("/v1/messages", s.content_type),
+            Peer::FluentBit => (fluent_bit::PATH, "application/json"),
+        };
+        let len = body.len();
+        let head =
+            format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\n\r\n");
         id_offsets.iter_mut().for_each(|at| *at += head.len());
         let request = [head.as_bytes(), &body].concat();
-        Self { request, id_offsets }
+        Self {
+            request,
+            id_offsets,
+            peer,
+        }
+    }
+
+    /// Messages an answer acknowledges: the bot says how many in a 202; Fluent Bit's 201 takes all.
+    fn accepted(&self, status: usize, body: &[u8]) -> Option<u64> {
+        match self.peer {
+            Peer::Bot if status == 202 => serde_json::from_slice::<serde_json::Value>(body).ok()?["accepted"].as_u64(),
+            Peer::FluentBit if status == fluent_bit::ACCEPTED => Some(self.id_offsets.len() as u64),
+            _ => None,
+        }
     }
 
     fn stamp(&self, first_id: u64, out: &mut Vec<u8>) {
@@ -157,6 +191,9 @@ struct Stats {
     latencies_us: Vec<u32>,
     secs: f64,
     rss_mib: f64,
+    rss_now_mib: f64,
+    /// CPU of the process under load and of the load generator, in % of one core.
+    cpu: (f64, f64),
     attacks: u64,
 }
 
@@ -187,7 +224,6 @@ async fn worker(addr: String, t: Arc<Template>, ids: Arc<AtomicU64>, until: Inst
     let mut st = Stats::default();
     let mut conn = Conn::open(&addr).await.expect("connect to the bot");
     let (mut request, batch) = (Vec::with_capacity(t.request.len()), t.id_offsets.len() as u64);
-    let accepted = |body: &[u8]| serde_json::from_slice::<serde_json::Value>(body).ok()?["accepted"].as_u64();
     while Instant::now() < until {
         t.stamp(ids.fetch_add(batch, Ordering::Relaxed), &mut request);
         let start = Instant::now();
@@ -195,7 +231,7 @@ async fn worker(addr: String, t: Arc<Template>, ids: Arc<AtomicU64>, until: Inst
         let micros = start.elapsed().as_micros().try_into().unwrap_or(u32::MAX);
         st.requests += 1;
         match answer {
-            Ok((202, body)) if let Some(n) = accepted(&body) => {
+            Ok((status, body)) if let Some(n) = t.accepted(status, &body) => {
                 st.acked += n;
                 st.latencies_us.push(micros);
             }
@@ -306,12 +342,49 @@ async fn run(s: &Scenario, root: &Path, secs: u64) -> Stats {
     };
     let (mut bot, addr) = spawn_bot(root, &extra);
     wait_healthy(&mut bot, &addr).await;
-    let (pid, me) = (bot.0.id(), std::process::id());
-    let (template, ids) = (Arc::new(Template::new(s, &addr)), Arc::new(AtomicU64::new(0)));
-    let (bot_cpu0, own_cpu0, start) = (cpu_secs(pid), cpu_secs(me), Instant::now());
+    let template = Template::new(s, &addr, Peer::Bot);
+    let st = load(s, template, &addr, bot.0.id(), secs).await;
+    stop_bot(&mut bot).await;
+    let (lines, disk_bytes) = count_lines(&root.join("m"));
+    report(s.name, &st);
+    if s.under_attack {
+        println!("  attacks       {} answered, none with 202", st.attacks);
+    }
+    println!(
+        "  line check    {lines} lines ({disk_bytes} B) in m/receivedMessages_*.txt; {} messages acknowledged",
+        st.acked
+    );
+    assert_eq!(
+        lines, st.acked,
+        "lines in the message files differ from the acknowledged messages"
+    );
+    st
+}
+
+/// The same load on Fluent Bit (see `peers/fluent_bit.rs`).
+async fn run_fluent_bit(s: &Scenario, root: &Path, secs: u64, bin: &Path) -> Stats {
+    let (mut peer, addr) = fluent_bit::start(bin, root);
+    let template = Template::new(s, &addr, Peer::FluentBit);
+    let st = load(s, template, &addr, peer.0.id(), secs).await;
+    let lines = fluent_bit::stop(&mut peer, root);
+    report(&format!("{} on Fluent Bit, storage.sync full", s.name), &st);
+    println!(
+        "  its output    {lines} records written by out_file after SIGTERM; {} acknowledged",
+        st.acked
+    );
+    st
+}
+
+/// `s`'s load on the server at `addr` (process `pid`) for `secs` seconds.
+async fn load(s: &Scenario, template: Template, addr: &str, pid: u32, secs: u64) -> Stats {
+    let me = std::process::id();
+    let (template, ids) = (Arc::new(template), Arc::new(AtomicU64::new(0)));
+    let (cpu0, own_cpu0, start) = (cpu_secs(pid), cpu_secs(me), Instant::now());
     let until = start + Duration::from_secs(secs);
-    let spawn = |_| tokio::spawn(worker(addr.clone(), template.clone(), ids.clone(), until));
-    let attackers = s.under_attack.then(|| tokio::spawn(attack_until(addr.clone(), until)));
+    let spawn = |_| tokio::spawn(worker(addr.to_owned(), template.clone(), ids.clone(), until));
+    let attackers = s
+        .under_attack
+        .then(|| tokio::spawn(attack_until(addr.to_owned(), until)));
     let mut st = Stats::default();
     for worker in (0..s.conns).map(spawn).collect::<Vec<_>>() {
         let w = worker.await.expect("worker task");
@@ -322,34 +395,27 @@ async fn run(s: &Scenario, root: &Path, secs: u64) -> Stats {
     if let Some(attackers) = attackers {
         st.attacks = attackers.await.expect("attack task");
     }
-    let bot_cpu = (cpu_secs(pid) - bot_cpu0) / st.secs * 100.0;
-    let own_cpu = (cpu_secs(me) - own_cpu0) / st.secs * 100.0;
-    let rss_now = vm_mib(pid, "VmRSS:");
+    st.cpu = (
+        (cpu_secs(pid) - cpu0) / st.secs * 100.0,
+        (cpu_secs(me) - own_cpu0) / st.secs * 100.0,
+    );
+    st.rss_now_mib = vm_mib(pid, "VmRSS:");
     st.rss_mib = vm_mib(pid, "VmHWM:");
-    stop_bot(&mut bot).await;
-
     st.latencies_us.sort_unstable();
-    let (acked, requests, failed, rss, secs) = (st.acked, st.requests, st.failed, st.rss_mib, st.secs);
+    st
+}
+
+fn report(name: &str, st: &Stats) {
+    let (requests, failed, rss, rss_now, secs) = (st.requests, st.failed, st.rss_mib, st.rss_now_mib, st.secs);
     let (msgs, mb, p50, p99, max) = (st.msgs_per_s(), st.mb_per_s(), st.ms(0.5), st.ms(0.99), st.ms(1.0));
-    let (lines, disk_bytes) = count_lines(&root.join("m"));
-    println!("\n{} ({secs:.1} s)", s.name);
+    let (cpu, own_cpu) = st.cpu;
+    println!("\n{name} ({secs:.1} s)");
     println!("  acknowledged  {msgs:.0} msg/s, {mb:.1} MB/s of message bytes");
     println!("  ack latency   p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
     let rate = requests as f64 / secs;
-    println!("  requests      {requests} ({rate:.0}/s); non-202 or failed: {failed}");
-    if s.under_attack {
-        println!("  attacks       {} answered, none with 202", st.attacks);
-    }
-    println!("  bot RSS       peak {rss:.1} MiB (VmHWM), {rss_now:.1} MiB at the end of the load (VmRSS)");
-    println!("  CPU           bot {bot_cpu:.0}%, load generator {own_cpu:.0}% (100% = one core)");
-    println!(
-        "  line check    {lines} lines ({disk_bytes} B) in m/receivedMessages_*.txt; {acked} messages acknowledged"
-    );
-    assert_eq!(
-        lines, acked,
-        "lines in the message files differ from the acknowledged messages"
-    );
-    st
+    println!("  requests      {requests} ({rate:.0}/s); not acknowledged or failed: {failed}");
+    println!("  RSS           peak {rss:.1} MiB (VmHWM), {rss_now:.1} MiB at the end of the load (VmRSS)");
+    println!("  CPU           server {cpu:.0}%, load generator {own_cpu:.0}% (100% = one core)");
 }
 
 /// Sixteen of every attack at once, round after round, until `until`; returns how many ran. An
@@ -418,19 +484,53 @@ fn main() {
         ran.push((s, rt.block_on(run(s, &dir.join(&s.name[1..2]), secs))));
     }
     let stats = |s: &Scenario| ran.iter().find(|(r, _)| r.name == s.name).map(|(_, st)| st);
+    // The peer on the scenarios without attacks (its answers to the attack mix are not the bot's).
+    let peer = fluent_bit::binary();
+    let mut peer_ran = Vec::new();
+    match &peer {
+        Some(bin) => {
+            println!("\npeer: {} ({})", fluent_bit::version(bin), bin.display());
+            for s in [&NDJSON, &JSON].into_iter().filter(|s| pick(s)) {
+                let root = dir.join(format!("fluent-bit-{}", &s.name[1..2]));
+                peer_ran.push((s.name, rt.block_on(run_fluent_bit(s, &root, secs, bin))));
+            }
+        }
+        None => println!("\npeer: Fluent Bit not run (set FLUENT_BIT, or put fluent-bit on PATH)"),
+    }
+    let peer_stats = |s: &Scenario| peer_ran.iter().find(|(n, _)| *n == s.name).map(|(_, st)| st);
     println!();
     row("summary", "figure".into(), "target / baseline", None);
     if let Some(a) = stats(&NDJSON) {
         summarise_a(a, seq_mb);
+        versus_peer("(a)", a, peer_stats(&NDJSON), None);
     }
     if let Some(b) = stats(&JSON) {
         summarise_b(b, sync_mb, sync_ms);
+        versus_peer("(b)", b, peer_stats(&JSON), Some(2.0));
     }
     if let (Some(c), Some(b)) = (stats(&UNDER_ATTACK), stats(&JSON)) {
         summarise_c(c, b);
     }
 }
 
+/// The bot's rate against Fluent Bit's on the same scenario, against `target` (a ratio) if any.
+fn versus_peer(label: &str, bot: &Stats, peer: Option<&Stats>, target: Option<f64>) {
+    let name = format!("{label} vs Fluent Bit sync=full");
+    let wanted = target.map_or(String::new(), |t| format!(">= {t:.1}x; "));
+    match peer {
+        Some(p) => {
+            let ratio = bot.msgs_per_s() / p.msgs_per_s();
+            let rss = format!("RSS {:.1} vs {:.1} MiB", bot.rss_mib, p.rss_mib);
+            row(
+                &name,
+                format!("{ratio:.2}x"),
+                &format!("{wanted}{:.0} msg/s; {rss}", p.msgs_per_s()),
+                target.map(|t| ratio >= t),
+            );
+        }
+        None => row(&name, "not run".into(), &format!("{wanted}no fluent-bit binary"), None),
+    }
+}
 fn summarise_a(a: &Stats, seq_mb: f64) {
     let (a_msgs, a_mb) = (a.msgs_per_s(), a.mb_per_s());
     let seq = format!("dd 1M fdatasync {seq_mb:.1} MB/s (bot: {:.0}%)", a_mb / seq_mb * 100.0);
