@@ -13,7 +13,7 @@
 //! - the bot's per-object encryption in the committing V3 format against V2 (target: at least 95%).
 //!
 //! `S3_BENCH=verify` runs only the verify comparison, `S3_BENCH=datakeys` only the data-key one,
-//! `S3_BENCH=formats` only the encryption figures.
+//! `S3_BENCH=formats` only the encryption figures, `S3_BENCH=upload` only the upload figures.
 //!
 //! Needs `s3s-fs` (`cargo install s3s-fs@0.14.1 --features binary`) and, in `.venv`, moto (KMS for
 //! the encrypted runs) and awscli (`.venv/bin/pip install awscli`).
@@ -319,6 +319,15 @@ fn main() {
     let stores = Stores::start(dir);
     let (store, s3_port, kms_port, arn) = (stores.root.clone(), stores.s3_port, stores.kms_port, stores.arn.clone());
 
+    let (count, size) = (8, 128 << 20);
+    let files = make_files(&dir.join("src"), count, size);
+    if std::env::var("S3_BENCH").is_ok_and(|v| v == "upload") {
+        let uploads = upload_comparison(dir, &files, &store, s3_port, (arn.as_str(), kms_port));
+        println!();
+        row("summary", "figure".into(), "target / baseline", None);
+        upload_rows(&uploads);
+        return;
+    }
     let datakeys = datakey_comparison(dir, s3_port, (arn.as_str(), kms_port));
     let ((own_rate, own_calls), (reuse_rate, reuse_calls)) = datakeys;
     println!(
@@ -330,10 +339,6 @@ fn main() {
         datakey_rows(datakeys.0, datakeys.1);
         return;
     }
-
-    let (count, size) = (8, 128 << 20);
-    let files = make_files(&dir.join("src"), count, size);
-    let total_mb = (count * size) as f64 / 1e6;
 
     let ((in_place, in_place_rss), (two_steps, two_steps_rss)) =
         verify_comparison(dir, &files, s3_port, (arn.as_str(), kms_port));
@@ -348,6 +353,35 @@ fn main() {
         return;
     }
 
+    let uploads = upload_comparison(dir, &files, &store, s3_port, (arn.as_str(), kms_port));
+
+    println!();
+    row("summary", "figure".into(), "target / baseline", None);
+    row(
+        "AES-256-GCM MB/s (1 core)",
+        format!("{ours:.0}"),
+        &format!(">= 70% of openssl {openssl:.0} ({:.0}%)", ours / openssl * 100.0),
+        Some(ours >= 0.7 * openssl),
+    );
+    upload_rows(&uploads);
+    verify_rows(in_place, in_place_rss, two_steps);
+    datakey_rows(datakeys.0, datakeys.1);
+    format_rows(v2_speed, v3_speed);
+}
+
+/// The upload figures: MB/s of `aws s3 cp` and of the bot, plain and encrypted, and the bot's peak
+/// RSS on a 4 GiB encrypted file.
+struct UploadFigures {
+    awscli: f64,
+    plain: f64,
+    enc: f64,
+    big_rss: f64,
+}
+
+/// Uploads `files` (8 x 128 MiB), then a 4 GiB file of its own.
+fn upload_comparison(dir: &Path, files: &[PathBuf], store: &Path, s3_port: u16, kms: (&str, u16)) -> UploadFigures {
+    let (count, size) = (files.len(), 128 << 20);
+    let total_mb = (count * size) as f64 / 1e6;
     // Each contender runs twice, alternating, each time after a `sync` so that no run pays for the
     // write-back of the one before; the better time of the two counts.
     let (mut awscli_secs, mut plain_secs, mut enc_secs) = (f64::MAX, f64::MAX, f64::MAX);
@@ -367,20 +401,20 @@ fn main() {
         std::fs::remove_dir_all(store.join(BUCKET).join("awscli")).expect("clean up");
 
         settle();
-        let (secs, rss) = bot_upload(&dir.join(format!("plain{round}")), &files, "plain", s3_port, None);
-        check_stored(&store, "plain", &files, 0);
+        let (secs, rss) = bot_upload(&dir.join(format!("plain{round}")), files, "plain", s3_port, None);
+        check_stored(store, "plain", files, 0);
         (plain_secs, plain_rss) = (plain_secs.min(secs), plain_rss.max(rss));
         std::fs::remove_dir_all(store.join(BUCKET).join("plain")).expect("clean up");
 
         settle();
-        let kms = Some((arn.as_str(), kms_port));
-        let (secs, rss) = bot_upload(&dir.join(format!("enc{round}")), &files, "enc", s3_port, kms);
-        check_stored(&store, "enc", &files, 16);
+        let kms = Some(kms);
+        let (secs, rss) = bot_upload(&dir.join(format!("enc{round}")), files, "enc", s3_port, kms);
+        check_stored(store, "enc", files, 16);
         (enc_secs, enc_rss) = (enc_secs.min(secs), enc_rss.max(rss));
         std::fs::remove_dir_all(store.join(BUCKET).join("enc")).expect("clean up");
     }
     let (awscli, plain, enc) = (total_mb / awscli_secs, total_mb / plain_secs, total_mb / enc_secs);
-    for f in &files {
+    for f in files {
         std::fs::remove_file(f).expect("clean up");
     }
     println!(
@@ -390,40 +424,38 @@ fn main() {
 
     let big = make_files(&dir.join("big"), 1, 4 << 30);
     settle();
-    let (big_secs, big_rss) = bot_upload(&dir.join("bigrun"), &big, "big", s3_port, Some((&arn, kms_port)));
-    check_stored(&store, "big", &big, 16);
+    let (big_secs, big_rss) = bot_upload(&dir.join("bigrun"), &big, "big", s3_port, Some(kms));
+    check_stored(store, "big", &big, 16);
     let big_mb = (4u64 << 30) as f64 / 1e6 / big_secs;
     println!("4 GiB encrypted upload: {big_secs:.2} s ({big_mb:.0} MB/s), bot peak RSS {big_rss:.1} MiB");
 
-    println!();
-    row("summary", "figure".into(), "target / baseline", None);
-    row(
-        "AES-256-GCM MB/s (1 core)",
-        format!("{ours:.0}"),
-        &format!(">= 70% of openssl {openssl:.0} ({:.0}%)", ours / openssl * 100.0),
-        Some(ours >= 0.7 * openssl),
-    );
+    UploadFigures {
+        awscli,
+        plain,
+        enc,
+        big_rss,
+    }
+}
+
+fn upload_rows(f: &UploadFigures) {
     row(
         "upload MB/s, plain",
-        format!("{plain:.0}"),
-        &format!(">= aws s3 cp {awscli:.0}"),
-        Some(plain >= awscli),
+        format!("{:.0}", f.plain),
+        &format!(">= aws s3 cp {:.0}", f.awscli),
+        Some(f.plain >= f.awscli),
     );
     row(
         "upload MB/s, encrypted",
-        format!("{enc:.0}"),
-        &format!(">= aws s3 cp {awscli:.0} (plain)"),
-        Some(enc >= awscli),
+        format!("{:.0}", f.enc),
+        &format!(">= aws s3 cp {:.0} (plain)", f.awscli),
+        Some(f.enc >= f.awscli),
     );
     row(
         "peak RSS MiB, 4 GiB encrypted",
-        format!("{big_rss:.1}"),
+        format!("{:.1}", f.big_rss),
         "< 64",
-        Some(big_rss < 64.0),
+        Some(f.big_rss < 64.0),
     );
-    verify_rows(in_place, in_place_rss, two_steps);
-    datakey_rows(datakeys.0, datakeys.1);
-    format_rows(v2_speed, v3_speed);
 }
 
 fn format_rows(v2: f64, v3: f64) {

@@ -65,6 +65,9 @@ struct OpenFile {
     period: Option<crate::period::Period>,
 }
 
+/// Durable pages are dropped from the page cache in steps of this many bytes.
+const DROP_STEP: u64 = 8 << 20;
+
 impl OpenFile {
     /// Due to close: its time is up, or (the monotonic clock aside: a suspend, a clock step) the
     /// wall clock has left its period.
@@ -72,12 +75,7 @@ impl OpenFile {
         self.rotate_at.is_some_and(|at| Instant::now() >= at)
             || self.period.is_some_and(|p| !p.contains(crate::clock::now()))
     }
-}
 
-/// Durable pages are dropped from the page cache in steps of this many bytes.
-const DROP_STEP: u64 = 8 << 20;
-
-impl OpenFile {
     /// A message file is written once and read again only after it closes (hashed for its manifest
     /// entry, maybe uploaded), so its durable pages are dropped from the page cache as it grows,
     /// all but the last few MiB: a file of gigabytes does not crowd the host's cache, and new writes

@@ -7,7 +7,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
@@ -33,20 +33,84 @@ const IN_FLIGHT: usize = 3;
 /// Parts in memory at once, across all uploads.
 const PARTS_IN_MEMORY: usize = 4;
 
-/// The permits for part buffers, shared by every upload of one sink.
+/// The permits for part buffers, shared by every upload of one sink, and the buffers themselves,
+/// handed from a sent part to the next one read while any upload is under way: a fresh 8 MiB
+/// buffer per part costs the kernel 2,048 page faults and a zeroing. A buffer is pooled before its
+/// permit is released and taken only under a permit, so buffers alive never outnumber the permits;
+/// the pool is emptied when the last upload ends, so an idle bot holds none.
 #[derive(Clone)]
-pub(crate) struct PartBudget(Arc<Semaphore>);
+pub(crate) struct PartBudget {
+    permits: Arc<Semaphore>,
+    pool: Arc<Mutex<Pool>>,
+}
+
+#[derive(Default)]
+struct Pool {
+    /// Readers under way: buffers are kept only while one is.
+    readers: usize,
+    spare: Vec<Vec<u8>>,
+}
 
 impl Default for PartBudget {
     fn default() -> Self {
-        Self(Arc::new(Semaphore::new(PARTS_IN_MEMORY)))
+        Self {
+            permits: Arc::new(Semaphore::new(PARTS_IN_MEMORY)),
+            pool: Arc::default(),
+        }
     }
 }
 
-/// A part's bytes and its share of the budget, released when the part is dropped (sent).
+impl PartBudget {
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        // A panic while the lock was held left at worst a buffer more or less in the pool.
+        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A buffer of at least `capacity` bytes, empty: a pooled one if there is one.
+    fn buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut buffer = self.pool().spare.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.reserve_exact(capacity);
+        buffer
+    }
+
+    /// Counts a reader under way until the returned share is dropped.
+    fn reader(&self) -> ReaderShare {
+        self.pool().readers += 1;
+        ReaderShare(self.clone())
+    }
+}
+
+/// A reader's claim on the pool: the last one to go empties it.
+struct ReaderShare(PartBudget);
+
+impl Drop for ReaderShare {
+    fn drop(&mut self) {
+        let mut pool = self.0.pool();
+        pool.readers -= 1;
+        if pool.readers == 0 {
+            pool.spare = Vec::new();
+        }
+    }
+}
+
+/// A part's bytes and its share of the budget, released when the part is dropped (sent); its
+/// buffer goes back to the pool first, if nothing else still holds it.
 struct Part {
     body: Bytes,
+    budget: PartBudget,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if let Ok(buffer) = std::mem::take(&mut self.body).try_into_mut() {
+            let mut pool = self.budget.pool();
+            if pool.readers > 0 {
+                pool.spare.push(buffer.into());
+            }
+        }
+    }
 }
 
 type Parts = mpsc::Receiver<Result<Part, UploadError>>;
@@ -141,17 +205,20 @@ fn read_parts(
     let (tx, rx) = mpsc::channel(1);
     let path = path.to_owned();
     let runtime = tokio::runtime::Handle::current();
+    let reader = budget.reader();
     tokio::task::spawn_blocking(move || {
+        // Held until the closure returns, however it returns.
+        let _reader = reader;
         let mut left = plain_len;
         let mut hasher = Sha256::new();
         loop {
             // Waits (off the async threads) until the budget has room for one more part.
-            let Ok(permit) = runtime.block_on(budget.0.clone().acquire_owned()) else {
+            let Ok(permit) = runtime.block_on(budget.permits.clone().acquire_owned()) else {
                 return;
             };
             let take = left.min(PART_SIZE as u64) as usize;
             let last = take as u64 == left;
-            let mut part = Vec::with_capacity(take + if last { gcm::TAG_LEN } else { 0 });
+            let mut part = budget.buffer(take + if last { gcm::TAG_LEN } else { 0 });
             // Read into the buffer's spare capacity: no zeroing of 8 MiB first.
             let read = (&mut file).take(take as u64).read_to_end(&mut part).and_then(|n| {
                 (n == take)
@@ -190,6 +257,7 @@ fn read_parts(
             }
             let part = Part {
                 body: Bytes::from(part),
+                budget: budget.clone(),
                 _permit: permit,
             };
             if tx.blocking_send(Ok(part)).is_err() || last {
@@ -428,5 +496,63 @@ async fn abort_abandoned(target: &Target<'_>) {
             );
             tracing::warn!(error = %Chain(&e), "cannot abort an unfinished upload (needs s3:AbortMultipartUpload)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(budget: &PartBudget, len: usize) -> Part {
+        let permit = budget.permits.clone().try_acquire_owned().unwrap();
+        let mut buffer = budget.buffer(len);
+        buffer.resize(len, 7);
+        Part {
+            body: Bytes::from(buffer),
+            budget: budget.clone(),
+            _permit: permit,
+        }
+    }
+
+    #[test]
+    fn a_sent_parts_buffer_is_reused_while_a_reader_runs_and_freed_after_the_last() {
+        let budget = PartBudget::default();
+        let reader = budget.reader();
+        let first = part(&budget, PART_SIZE);
+        let address = first.body.as_ptr();
+        drop(first);
+        assert_eq!(
+            budget.pool().spare.len(),
+            1,
+            "the sent part's buffer is kept for the next"
+        );
+        let second = budget.buffer(PART_SIZE);
+        assert_eq!(second.as_ptr(), address, "the next part is read into the same buffer");
+        assert!(second.is_empty() && second.capacity() >= PART_SIZE);
+        drop(second);
+
+        // A body still held elsewhere (a request not yet dropped) is not pooled: it is not free.
+        let held = part(&budget, 16);
+        let clone = held.body.clone();
+        drop(held);
+        assert!(
+            budget.pool().spare.is_empty(),
+            "a buffer still in use is never handed out"
+        );
+        drop(clone);
+
+        let last = part(&budget, 16);
+        drop(reader);
+        assert!(budget.pool().spare.is_empty(), "the last reader's end empties the pool");
+        drop(last);
+        assert!(
+            budget.pool().spare.is_empty(),
+            "a part sent after the last reader ended is freed, not kept"
+        );
+        assert_eq!(
+            budget.permits.available_permits(),
+            PARTS_IN_MEMORY,
+            "every permit came back"
+        );
     }
 }
