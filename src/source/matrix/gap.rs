@@ -3,8 +3,12 @@
 
 use matrix_sdk::Room;
 use matrix_sdk::deserialized_responses::TimelineEvent;
-use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::api::Direction;
+use matrix_sdk::ruma::api::client::message::get_message_events;
+use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent, AnyTimelineEvent, SyncMessageLikeEvent};
+use matrix_sdk::ruma::serde::Raw;
 use serde_json::Value;
+use tokio::task::JoinHandle;
 
 use super::{MAX_READS_PER_PAGE, MatrixError, PAGE};
 
@@ -12,7 +16,7 @@ use super::{MAX_READS_PER_PAGE, MatrixError, PAGE};
 /// captured (or the room's beginning). Found by paging back, keeping the pages' bounds and the newest
 /// pages' events up to [`KEPT_BYTES`], and then read forward a page at a time: a gap that fits is
 /// fetched and decrypted once, and a longer one costs that much memory, its older pages being
-/// fetched again when their turn comes.
+/// fetched again when their turn comes. A kept page is decrypted while the next one is fetched.
 pub(crate) struct Gap {
     /// Page bounds, newest first: page `i` lies between `bounds[i + 1]` (older; `None` is the room's
     /// beginning) and `bounds[i]`.
@@ -41,37 +45,41 @@ impl Gap {
         let mut bounds = vec![Some(from.to_owned())];
         let mut events = 0usize;
         let mut member_changes = Vec::new();
-        let (mut kept, mut kept_bytes) = (Vec::new(), 0);
+        let (mut decrypting, mut kept_bytes) = (Vec::new(), 0);
         'pages: while let Some(Some(from)) = bounds.last().cloned() {
-            let mut options = MessagesOptions::backward().from(from.as_str());
-            options.limit = PAGE.into();
-            let page = room
-                .messages(options)
-                .await
-                .map_err(|e| MatrixError::request(format!("cannot page back room {}", room.room_id()), e))?;
+            let page = fetch(room, Direction::Backward, Some(from), None).await?;
             if page.chunk.is_empty() {
                 break;
             }
-            bounds.push(page.end.clone());
-            let page_bytes: usize = page.chunk.iter().map(|e| e.raw().json().get().len()).sum();
-            kept_bytes += page_bytes;
-            let mut chunk = (kept_bytes <= KEPT_BYTES).then(Vec::new);
-            for event in &page.chunk {
-                if stop_at.is_some() && event.event_id().as_deref().map(|e| e.as_str()) == stop_at {
-                    kept.push(chunk.map(oldest_first));
-                    break 'pages;
-                }
-                if let Some(chunk) = chunk.as_mut() {
-                    chunk.push(event.clone());
+            bounds.push(page.end);
+            kept_bytes += page.chunk.iter().map(|e| e.json().get().len()).sum::<usize>();
+            let keep = kept_bytes <= KEPT_BYTES;
+            let mut gap_events = Vec::new();
+            let mut reached = false;
+            for event in page.chunk {
+                if stop_at.is_some() && event.get_field::<String>("event_id").ok().flatten().as_deref() == stop_at {
+                    reached = true;
+                    break;
                 }
                 events += 1;
                 if member_changes.len() < MAX_MEMBER_CHANGES
-                    && let Some(change) = super::member_event(event)
+                    && let Some(change) = super::member_event(&event)
                 {
                     member_changes.push(change);
                 }
+                if keep {
+                    gap_events.push(event);
+                }
             }
-            kept.push(chunk.map(oldest_first));
+            gap_events.reverse();
+            decrypting.push(keep.then(|| tokio::spawn(decrypt(room.clone(), gap_events))));
+            if reached {
+                break 'pages;
+            }
+        }
+        let mut kept = Vec::with_capacity(decrypting.len());
+        for task in decrypting {
+            kept.push(decrypted(task).await?);
         }
         tracing::info!(
             room = %room.room_id(),
@@ -104,15 +112,9 @@ impl Gap {
         let mut from = self.bounds[i + 1].clone();
         // Usually one request; more if the range grew meanwhile (history backfilled over federation).
         for _ in 0..MAX_READS_PER_PAGE {
-            let mut options = MessagesOptions::forward().from(from.as_deref());
-            options.to = self.bounds[i].clone();
-            options.limit = PAGE.into();
-            let page = room
-                .messages(options)
-                .await
-                .map_err(|e| MatrixError::request(format!("cannot read room {}", room.room_id()), e))?;
+            let page = fetch(room, Direction::Forward, from, self.bounds[i].clone()).await?;
             let done = page.chunk.is_empty() || page.end.is_none() || page.end == self.bounds[i];
-            events.extend(page.chunk);
+            events.extend(decrypt(room.clone(), page.chunk).await);
             if done {
                 break;
             }
@@ -130,8 +132,54 @@ impl Gap {
     }
 }
 
-/// A backward page's events (newest first), oldest first.
-fn oldest_first(mut events: Vec<TimelineEvent>) -> Vec<TimelineEvent> {
-    events.reverse();
-    events
+/// A page of the room's timeline as the homeserver sent it, not yet decrypted.
+struct RawPage {
+    chunk: Vec<Raw<AnyTimelineEvent>>,
+    end: Option<String>,
+}
+
+/// One page of `/messages` (`PAGE` events at most).
+async fn fetch(room: &Room, dir: Direction, from: Option<String>, to: Option<String>) -> Result<RawPage, MatrixError> {
+    let mut request = get_message_events::v3::Request::new(room.room_id().to_owned(), dir);
+    request.from = from;
+    request.to = to;
+    request.limit = PAGE.into();
+    let response = room
+        .client()
+        .send(request)
+        .await
+        .map_err(|e| MatrixError::request(format!("cannot read room {}", room.room_id()), e.into()))?;
+    Ok(RawPage {
+        chunk: response.chunk,
+        end: response.end,
+    })
+}
+
+/// A page's events decrypted as `Room::messages` decrypts them (an original `m.room.encrypted` event
+/// is decrypted, or kept as undecryptable; anything else is taken as it is), without the push rules
+/// that call evaluates for every event: whom to notify is nothing the bot records.
+async fn decrypt(room: Room, chunk: Vec<Raw<AnyTimelineEvent>>) -> Vec<TimelineEvent> {
+    let room = &room;
+    futures_util::future::join_all(chunk.into_iter().map(|event| async move {
+        if let Ok(AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomEncrypted(
+            SyncMessageLikeEvent::Original(_),
+        ))) = event.deserialize_as::<AnySyncTimelineEvent>()
+            && let Ok(decrypted) = room.decrypt_event(event.cast_ref_unchecked(), None).await
+        {
+            return decrypted;
+        }
+        TimelineEvent::from_plaintext(event.cast())
+    }))
+    .await
+}
+
+/// A kept page's events once its decryption is done.
+async fn decrypted(task: Option<JoinHandle<Vec<TimelineEvent>>>) -> Result<Option<Vec<TimelineEvent>>, MatrixError> {
+    match task {
+        Some(task) => task
+            .await
+            .map(Some)
+            .map_err(|e| MatrixError::state_from("a page of history could not be decrypted", e)),
+        None => Ok(None),
+    }
 }

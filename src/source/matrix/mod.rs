@@ -33,6 +33,7 @@ use matrix_sdk::ruma::api::client::filter::FilterDefinition;
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::events::room::MediaSource;
+use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::sync::Timeline;
 use serde_json::Value;
 
@@ -339,7 +340,7 @@ impl MatrixSource {
                 gap = Some(Gap::find(room, from, stop_at.as_deref()).await?);
             }
             // Who is in the room before this sync: the store's members with the sync's changes undone.
-            let undo = timeline.events.iter().rev().filter_map(member_event);
+            let undo = timeline.events.iter().rev().filter_map(|e| member_event(e.raw()));
             let gap_undo = gap.iter().flat_map(|g| g.member_changes.iter().cloned());
             self.seed_members(room.as_ref(), room_id.as_str(), undo.chain(gap_undo))
                 .await;
@@ -540,8 +541,7 @@ async fn write_state(path: PathBuf, bytes: Vec<u8>) -> Result<(), MatrixError> {
 }
 
 /// A membership event's JSON (they are never encrypted), for following who is in a room.
-fn member_event(event: &TimelineEvent) -> Option<Value> {
-    let raw = event.raw();
+fn member_event<T>(raw: &Raw<T>) -> Option<Value> {
     (raw.get_field::<String>("type").ok().flatten().as_deref() == Some("m.room.member"))
         .then(|| serde_json::from_str(raw.json().get()).ok())
         .flatten()
