@@ -30,6 +30,23 @@ pub fn vm_mib(pid: u32, field: &str) -> f64 {
         .expect("the field in /proc/<pid>/status")
 }
 
+/// CPU seconds (user + system) of this process's waited-for children so far: the difference across
+/// a contender's run is what it (and anything it started) spent, whatever else the machine did.
+pub fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    // Fields after the command name (which may hold spaces), counted from 3: cutime 16, cstime 17.
+    let after = &stat[stat.rfind(')').expect("the command name's end") + 2..];
+    let field = |n: usize| -> f64 {
+        after
+            .split(' ')
+            .nth(n - 3)
+            .and_then(|v| v.parse().ok())
+            .expect("a /proc/self/stat field")
+    };
+    // Clock ticks: USER_HZ, 100 on every Linux these benches run on.
+    (field(16) + field(17)) / 100.0
+}
+
 /// One line of the summary: a figure next to its target or baseline.
 pub fn row(what: &str, figure: String, target: &str, met: Option<bool>) {
     let verdict = met.map_or("", |met| if met { "ok" } else { "MISSED" });

@@ -9,8 +9,8 @@
 //! only), so this module is that wrapper: a few FFI calls, each checked, behind a safe API. The unit
 //! tests check it against `aes-gcm` byte for byte.
 
-// The crate denies unsafe code; this wrapper is one of the two places that need it (the other is
-// main's malloc tuning).
+// The crate denies unsafe code; this wrapper is one of the few places that need it (Cargo.toml lists
+// them).
 #![allow(unsafe_code)]
 
 use std::ffi::c_int;

@@ -13,6 +13,7 @@ mod create_only;
 mod error;
 pub mod object_lock;
 mod retry;
+mod sha256_pair;
 mod target;
 mod upload;
 

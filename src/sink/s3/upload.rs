@@ -9,16 +9,20 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use aws_runtime::auth::PayloadSigningOverride;
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::create_only;
 use super::error::UploadError;
 use super::object_lock::Retention;
+use super::sha256_pair::{Sha256Stream, update_pair};
 use super::target::Target;
 use crate::aws::{AwsFailure, Retry, failure};
 use crate::envelope::{Envelope, gcm};
@@ -98,6 +102,8 @@ impl Drop for ReaderShare {
 /// buffer goes back to the pool first, if nothing else still holds it.
 struct Part {
     body: Bytes,
+    /// The body's SHA-256 (hex), which its request is signed with.
+    sha256: String,
     budget: PartBudget,
     _permit: OwnedSemaphorePermit,
 }
@@ -210,7 +216,8 @@ fn read_parts(
         // Held until the closure returns, however it returns.
         let _reader = reader;
         let mut left = plain_len;
-        let mut hasher = Sha256::new();
+        let mut file_hash = Sha256Stream::new();
+        let mut scratch = Vec::new();
         loop {
             // Waits (off the async threads) until the budget has room for one more part.
             let Ok(permit) = runtime.block_on(budget.permits.clone().acquire_owned()) else {
@@ -230,9 +237,19 @@ fn read_parts(
                 return;
             }
             left -= take as u64;
-            hasher.update(&part);
+            let mut part_hash = Sha256Stream::new();
+            if let Err(e) = seal(
+                &mut part,
+                &mut file_hash,
+                &mut part_hash,
+                encryptor.as_mut(),
+                &mut scratch,
+            ) {
+                let _ = tx.blocking_send(Err(UploadError::Cipher(e)));
+                return;
+            }
             if last {
-                let read = hex::encode(std::mem::take(&mut hasher).finalize());
+                let read = hex::encode(std::mem::replace(&mut file_hash, Sha256Stream::new()).finish());
                 if read != listed {
                     let _ = tx.blocking_send(Err(UploadError::Changed {
                         path: path.clone(),
@@ -241,22 +258,22 @@ fn read_parts(
                     }));
                     return;
                 }
-            }
-            let sealed = match (encryptor.as_mut(), last) {
-                (None, _) => Ok(()),
-                (Some(enc), false) => enc.encrypt(&mut part),
-                (Some(enc), true) => enc.encrypt(&mut part).and_then(|()| {
-                    let tag = encryptor.take().map(gcm::Encryptor::finish).transpose()?;
-                    part.extend_from_slice(&tag.unwrap_or_default());
-                    Ok(())
-                }),
-            };
-            if let Err(e) = sealed {
-                let _ = tx.blocking_send(Err(UploadError::Cipher(e)));
-                return;
+                if let Some(encryptor) = encryptor.take() {
+                    match encryptor.finish() {
+                        Ok(tag) => {
+                            part.extend_from_slice(&tag);
+                            part_hash.update(&tag);
+                        }
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(UploadError::Cipher(e)));
+                            return;
+                        }
+                    }
+                }
             }
             let part = Part {
                 body: Bytes::from(part),
+                sha256: hex::encode(part_hash.finish()),
                 budget: budget.clone(),
                 _permit: permit,
             };
@@ -268,8 +285,58 @@ fn read_parts(
     rx
 }
 
+/// Bytes encrypted and hashed at a time: the plain copy a chunk is hashed from stays in the cache.
+const SEAL_CHUNK: usize = 64 << 10;
+
+/// Hashes `part` into the file's hash (its plain bytes) and the part's own (the bytes sent) in one
+/// pass, encrypting it in place first if `encryptor` is given; `scratch` holds a chunk's plain copy.
+fn seal(
+    part: &mut [u8],
+    file_hash: &mut Sha256Stream,
+    part_hash: &mut Sha256Stream,
+    encryptor: Option<&mut gcm::Encryptor>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), gcm::GcmError> {
+    let Some(encryptor) = encryptor else {
+        update_pair(file_hash, part, part_hash, part);
+        return Ok(());
+    };
+    for chunk in part.chunks_mut(SEAL_CHUNK) {
+        scratch.clear();
+        scratch.extend_from_slice(chunk);
+        encryptor.encrypt(chunk)?;
+        update_pair(file_hash, scratch, part_hash, chunk);
+    }
+    Ok(())
+}
+
 async fn next_part(parts: &mut Parts) -> Result<Option<Part>, UploadError> {
     parts.recv().await.transpose()
+}
+
+/// Signs a request with the SHA-256 the reader computed for its body, where the SDK would hash the
+/// body again itself, on an async thread; `None` leaves the SDK to it.
+#[derive(Debug)]
+struct SignedPayload(Option<String>);
+
+impl Intercept for SignedPayload {
+    fn name(&self) -> &'static str {
+        "SignedPayload"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        config: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(sha256) = &self.0 {
+            config
+                .interceptor_state()
+                .store_put(PayloadSigningOverride::Precomputed(sha256.clone()));
+        }
+        Ok(())
+    }
 }
 
 /// Returns the bytes sent.
@@ -282,6 +349,7 @@ async fn put_single(
     // Held until the request is done: its permit covers the body in memory.
     let part = next_part(&mut parts).await?;
     let body = part.as_ref().map(|p| p.body.clone()).unwrap_or_default();
+    let signed = SignedPayload(part.as_ref().map(|p| p.sha256.clone()));
     let sent = body.len() as u64;
     let put = target
         .client
@@ -294,6 +362,8 @@ async fn put_single(
         .checksum_algorithm(ChecksumAlgorithm::Crc32C)
         .if_none_match(create_only::ANY_OBJECT)
         .body(ByteStream::from(body))
+        .customize()
+        .interceptor(signed)
         .send()
         .await;
     match put {
@@ -406,7 +476,9 @@ async fn send_parts(
             .upload_id(upload_id)
             .part_number(number)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .body(ByteStream::from(part.body.clone()));
+            .body(ByteStream::from(part.body.clone()))
+            .customize()
+            .interceptor(SignedPayload(Some(part.sha256.clone())));
         let what = format!("upload part {number} of s3://{}/{}", target.bucket, target.key);
         let metrics = target.metrics.clone();
         in_flight.spawn(async move {
@@ -509,6 +581,7 @@ mod tests {
         buffer.resize(len, 7);
         Part {
             body: Bytes::from(buffer),
+            sha256: String::new(),
             budget: budget.clone(),
             _permit: permit,
         }
