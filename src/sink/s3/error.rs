@@ -45,6 +45,11 @@ pub(crate) enum UploadError {
         #[source]
         error: tokio::task::JoinError,
     },
+    /// The reader ended before the file's last byte (it panicked): nothing was stored.
+    #[error(
+        "the reader stopped after {read} of the {expected} bytes of s3://.../{key}: nothing was stored; the local copy is kept"
+    )]
+    ReaderStopped { key: String, read: u64, expected: u64 },
     /// The file no longer holds what its manifest entry lists: nothing was stored.
     #[error(
         "{} no longer holds what its manifest entry lists (SHA-256 read {read}, listed {listed}): nothing was stored; the local copy is kept",
@@ -96,7 +101,7 @@ impl UploadError {
             | Self::Changed { .. }
             | Self::Gone(_)
             | Self::Conflict { .. } => Retry::Slowly,
-            Self::Hash { .. } | Self::Cipher(_) | Self::Task { .. } => Retry::Soon,
+            Self::Hash { .. } | Self::Cipher(_) | Self::Task { .. } | Self::ReaderStopped { .. } => Retry::Soon,
         }
     }
 

@@ -12,8 +12,10 @@
 mod create_only;
 mod error;
 pub mod object_lock;
+mod part_budget;
 mod retry;
 mod sha256_pair;
+mod signed_payload;
 mod target;
 mod upload;
 
@@ -41,8 +43,8 @@ use crate::error_chain::Chain;
 pub(crate) use create_only::ContentMac;
 use error::Service;
 pub(crate) use error::UploadError;
+use part_budget::PartBudget;
 use retry::{FIRST_BACKOFF, Next, REFUSED_RETRY};
-use upload::PartBudget;
 
 /// Files uploaded at once. Four keep the store busy where two left it waiting between one file's
 /// completion and the next file's parts (about 5% faster on `S3_BENCH=upload cargo bench --bench

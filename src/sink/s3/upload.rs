@@ -7,22 +7,19 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use aws_runtime::auth::PayloadSigningOverride;
-use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
-use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::create_only;
 use super::error::UploadError;
 use super::object_lock::Retention;
+use super::part_budget::{Part, PartBudget};
 use super::sha256_pair::{Sha256Stream, update_pair};
+use super::signed_payload::SignedPayload;
 use super::target::Target;
 use crate::aws::{AwsFailure, Retry, failure};
 use crate::envelope::{Envelope, gcm};
@@ -34,91 +31,6 @@ use crate::metrics::Counter;
 pub(crate) const PART_SIZE: usize = 8 << 20;
 /// Parts of one file being sent at once.
 const IN_FLIGHT: usize = 3;
-/// Parts in memory at once, across all uploads.
-const PARTS_IN_MEMORY: usize = 4;
-
-/// The permits for part buffers, shared by every upload of one sink, and the buffers themselves,
-/// handed from a sent part to the next one read while any upload is under way: a fresh 8 MiB
-/// buffer per part costs the kernel 2,048 page faults and a zeroing. A buffer is pooled before its
-/// permit is released and taken only under a permit, so buffers alive never outnumber the permits;
-/// the pool is emptied when the last upload ends, so an idle bot holds none.
-#[derive(Clone)]
-pub(crate) struct PartBudget {
-    permits: Arc<Semaphore>,
-    pool: Arc<Mutex<Pool>>,
-}
-
-#[derive(Default)]
-struct Pool {
-    /// Readers under way: buffers are kept only while one is.
-    readers: usize,
-    spare: Vec<Vec<u8>>,
-}
-
-impl Default for PartBudget {
-    fn default() -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(PARTS_IN_MEMORY)),
-            pool: Arc::default(),
-        }
-    }
-}
-
-impl PartBudget {
-    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
-        // A panic while the lock was held left at worst a buffer more or less in the pool.
-        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A buffer of at least `capacity` bytes, empty: a pooled one if there is one.
-    fn buffer(&self, capacity: usize) -> Vec<u8> {
-        let mut buffer = self.pool().spare.pop().unwrap_or_default();
-        buffer.clear();
-        buffer.reserve_exact(capacity);
-        buffer
-    }
-
-    /// Counts a reader under way until the returned share is dropped.
-    fn reader(&self) -> ReaderShare {
-        self.pool().readers += 1;
-        ReaderShare(self.clone())
-    }
-}
-
-/// A reader's claim on the pool: the last one to go empties it.
-struct ReaderShare(PartBudget);
-
-impl Drop for ReaderShare {
-    fn drop(&mut self) {
-        let mut pool = self.0.pool();
-        pool.readers -= 1;
-        if pool.readers == 0 {
-            pool.spare = Vec::new();
-        }
-    }
-}
-
-/// A part's bytes and its share of the budget, released when the part is dropped (sent); its
-/// buffer goes back to the pool first, if nothing else still holds it.
-struct Part {
-    body: Bytes,
-    /// The body's SHA-256 (hex), which its request is signed with.
-    sha256: String,
-    budget: PartBudget,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        if let Ok(buffer) = std::mem::take(&mut self.body).try_into_mut() {
-            let mut pool = self.budget.pool();
-            if pool.readers > 0 {
-                pool.spare.push(buffer.into());
-            }
-        }
-    }
-}
-
 type Parts = mpsc::Receiver<Result<Part, UploadError>>;
 
 /// What an upload did, for the check before the local copy is deleted.
@@ -165,12 +77,15 @@ pub async fn upload(
         None => None,
     };
     drop(envelope);
+    // What the parts must add up to before the object may be stored: a reader that stopped short
+    // (a panic) ends its channel like one that finished.
+    let body_len = plain_len + if encryptor.is_some() { gcm::TAG_LEN as u64 } else { 0 };
     let parts = read_parts(file, path, plain_len, listed.to_owned(), encryptor, budget.clone());
     let target = Target { metadata, ..target };
     let sent = if plain_len <= PART_SIZE as u64 {
-        put_single(&target, parts, retention, plain_len).await?
+        put_single(&target, parts, body_len, retention, plain_len).await?
     } else {
-        put_multipart(&target, parts, retention, plain_len).await?
+        put_multipart(&target, parts, body_len, retention, plain_len).await?
     };
     Ok(Uploaded { plain_len, sent })
 }
@@ -310,46 +225,34 @@ fn seal(
     Ok(())
 }
 
-async fn next_part(parts: &mut Parts) -> Result<Option<Part>, UploadError> {
-    parts.recv().await.transpose()
+fn reader_stopped(target: &Target<'_>, read: u64, expected: u64) -> UploadError {
+    UploadError::ReaderStopped {
+        key: target.key.to_owned(),
+        read,
+        expected,
+    }
 }
 
-/// Signs a request with the SHA-256 the reader computed for its body, where the SDK would hash the
-/// body again itself, on an async thread; `None` leaves the SDK to it.
-#[derive(Debug)]
-struct SignedPayload(Option<String>);
-
-impl Intercept for SignedPayload {
-    fn name(&self) -> &'static str {
-        "SignedPayload"
-    }
-
-    fn modify_before_signing(
-        &self,
-        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _components: &RuntimeComponents,
-        config: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if let Some(sha256) = &self.0 {
-            config
-                .interceptor_state()
-                .store_put(PayloadSigningOverride::Precomputed(sha256.clone()));
-        }
-        Ok(())
-    }
+async fn next_part(parts: &mut Parts) -> Result<Option<Part>, UploadError> {
+    parts.recv().await.transpose()
 }
 
 /// Returns the bytes sent.
 async fn put_single(
     target: &Target<'_>,
     mut parts: Parts,
+    body_len: u64,
     retention: Option<Retention>,
     plain_len: u64,
 ) -> Result<u64, UploadError> {
     // Held until the request is done: its permit covers the body in memory.
     let part = next_part(&mut parts).await?;
-    let body = part.as_ref().map(|p| p.body.clone()).unwrap_or_default();
-    let signed = SignedPayload(part.as_ref().map(|p| p.sha256.clone()));
+    let read = part.as_ref().map_or(0, |p| p.body.len() as u64);
+    let Some(part) = part.filter(|_| read == body_len) else {
+        return Err(reader_stopped(target, read, body_len));
+    };
+    let body = part.body.clone();
+    let signed = SignedPayload(part.sha256.clone());
     let sent = body.len() as u64;
     let put = target
         .client
@@ -383,6 +286,7 @@ async fn put_single(
 async fn put_multipart(
     target: &Target<'_>,
     parts: Parts,
+    body_len: u64,
     retention: Option<Retention>,
     plain_len: u64,
 ) -> Result<u64, UploadError> {
@@ -404,7 +308,7 @@ async fn put_multipart(
         .upload_id()
         .ok_or_else(|| UploadError::S3(AwsFailure::new(Retry::Soon, what.clone(), "S3 returned no upload id")))?
         .to_owned();
-    let result = send_parts(target, &upload_id, parts).await;
+    let result = send_parts(target, &upload_id, parts, body_len).await;
     let (completed, sent) = match result {
         Ok(completed) => completed,
         Err(e) => {
@@ -451,6 +355,7 @@ async fn send_parts(
     target: &Target<'_>,
     upload_id: &str,
     mut parts: Parts,
+    body_len: u64,
 ) -> Result<(Vec<CompletedPart>, u64), UploadError> {
     let mut in_flight = JoinSet::new();
     let mut completed = Vec::new();
@@ -464,6 +369,10 @@ async fn send_parts(
             completed.push(joined(done)?);
         }
         let Some(part) = next_part(&mut parts).await? else {
+            if sent != body_len {
+                // The parts in flight are dropped (aborted); the caller aborts the upload.
+                return Err(reader_stopped(target, sent, body_len));
+            }
             break;
         };
         number += 1;
@@ -478,7 +387,7 @@ async fn send_parts(
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(ByteStream::from(part.body.clone()))
             .customize()
-            .interceptor(SignedPayload(Some(part.sha256.clone())));
+            .interceptor(SignedPayload(part.sha256.clone()));
         let what = format!("upload part {number} of s3://{}/{}", target.bucket, target.key);
         let metrics = target.metrics.clone();
         in_flight.spawn(async move {
@@ -574,58 +483,81 @@ async fn abort_abandoned(target: &Target<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
-    fn part(budget: &PartBudget, len: usize) -> Part {
-        let permit = budget.permits.clone().try_acquire_owned().unwrap();
-        let mut buffer = budget.buffer(len);
-        buffer.resize(len, 7);
-        Part {
-            body: Bytes::from(buffer),
-            sha256: String::new(),
-            budget: budget.clone(),
-            _permit: permit,
-        }
+    fn sha256(data: &[u8]) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(data).into()
     }
 
     #[test]
-    fn a_sent_parts_buffer_is_reused_while_a_reader_runs_and_freed_after_the_last() {
-        let budget = PartBudget::default();
-        let reader = budget.reader();
-        let first = part(&budget, PART_SIZE);
-        let address = first.body.as_ptr();
-        drop(first);
+    fn seal_hashes_the_plain_file_and_the_body_as_sent_and_encrypts_every_byte() {
+        let plain: Vec<u8> = (0..3 * SEAL_CHUNK + 100).map(|i| (i % 251) as u8).collect();
+        let mut scratch = Vec::new();
+
+        let (mut file, mut part, mut body) = (Sha256Stream::new(), Sha256Stream::new(), plain.clone());
+        seal(&mut body, &mut file, &mut part, None, &mut scratch).unwrap();
+        assert_eq!(body, plain, "a plain part is sent as read");
+        assert_eq!(part.finish(), sha256(&plain));
+        assert_eq!(file.finish(), sha256(&plain));
+
+        let (key, iv) = ([7u8; gcm::KEY_LEN], [9u8; gcm::IV_LEN]);
+        let mut expected = plain.clone();
+        gcm::Encryptor::new(&key, &iv).unwrap().encrypt(&mut expected).unwrap();
+        let mut encryptor = gcm::Encryptor::new(&key, &iv).unwrap();
+        let (mut file, mut part, mut body) = (Sha256Stream::new(), Sha256Stream::new(), plain.clone());
+        seal(&mut body, &mut file, &mut part, Some(&mut encryptor), &mut scratch).unwrap();
+        assert_eq!(body, expected, "chunk by chunk, the same ciphertext as in one go");
         assert_eq!(
-            budget.pool().spare.len(),
-            1,
-            "the sent part's buffer is kept for the next"
-        );
-        let second = budget.buffer(PART_SIZE);
-        assert_eq!(second.as_ptr(), address, "the next part is read into the same buffer");
-        assert!(second.is_empty() && second.capacity() >= PART_SIZE);
-        drop(second);
-
-        // A body still held elsewhere (a request not yet dropped) is not pooled: it is not free.
-        let held = part(&budget, 16);
-        let clone = held.body.clone();
-        drop(held);
-        assert!(
-            budget.pool().spare.is_empty(),
-            "a buffer still in use is never handed out"
-        );
-        drop(clone);
-
-        let last = part(&budget, 16);
-        drop(reader);
-        assert!(budget.pool().spare.is_empty(), "the last reader's end empties the pool");
-        drop(last);
-        assert!(
-            budget.pool().spare.is_empty(),
-            "a part sent after the last reader ended is freed, not kept"
+            part.finish(),
+            sha256(&expected),
+            "the request is signed over the ciphertext"
         );
         assert_eq!(
-            budget.permits.available_permits(),
-            PARTS_IN_MEMORY,
-            "every permit came back"
+            file.finish(),
+            sha256(&plain),
+            "the manifest check is over the plain bytes"
         );
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_stops_short_stores_nothing() {
+        // Nothing listens on port 1: a request would fail with a connection error instead.
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("a", "b", None, None, "test"))
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(config);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let target = Target {
+            client: &client,
+            bucket: "b",
+            key: "k",
+            metadata: Default::default(),
+            metrics: &metrics,
+            lock: None,
+        };
+        let (tx, rx) = mpsc::channel(1);
+        drop(tx);
+        let e = put_single(&target, rx, 10, None, 10).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                UploadError::ReaderStopped {
+                    read: 0,
+                    expected: 10,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let (tx, rx) = mpsc::channel(1);
+        drop(tx);
+        let e = send_parts(&target, "upload", rx, 2 * PART_SIZE as u64)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, UploadError::ReaderStopped { read: 0, .. }), "{e:?}");
     }
 }
