@@ -164,26 +164,11 @@ fn read_parts(
                 return;
             }
             if last {
-                let read = hex::encode(std::mem::replace(&mut file_hash, Sha256Stream::new()).finish());
-                if read != listed {
-                    let _ = tx.blocking_send(Err(UploadError::Changed {
-                        path: path.clone(),
-                        listed: listed.clone(),
-                        read,
-                    }));
+                let file_hash = std::mem::replace(&mut file_hash, Sha256Stream::new());
+                let closed = close_last(&mut part, &mut part_hash, file_hash, encryptor.take(), &listed, &path);
+                if let Err(e) = closed {
+                    let _ = tx.blocking_send(Err(e));
                     return;
-                }
-                if let Some(encryptor) = encryptor.take() {
-                    match encryptor.finish() {
-                        Ok(tag) => {
-                            part.extend_from_slice(&tag);
-                            part_hash.update(&tag);
-                        }
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(UploadError::Cipher(e)));
-                            return;
-                        }
-                    }
                 }
             }
             let part = Part {
@@ -198,6 +183,32 @@ fn read_parts(
         }
     });
     rx
+}
+
+/// The last part: sent only if the file's bytes were the listed ones, and with the GCM tag appended
+/// (and hashed with the body) when encrypted.
+fn close_last(
+    part: &mut Vec<u8>,
+    part_hash: &mut Sha256Stream,
+    file_hash: Sha256Stream,
+    encryptor: Option<gcm::Encryptor>,
+    listed: &str,
+    path: &Path,
+) -> Result<(), UploadError> {
+    let read = hex::encode(file_hash.finish());
+    if read != listed {
+        return Err(UploadError::Changed {
+            path: path.to_owned(),
+            listed: listed.to_owned(),
+            read,
+        });
+    }
+    if let Some(encryptor) = encryptor {
+        let tag = encryptor.finish().map_err(UploadError::Cipher)?;
+        part.extend_from_slice(&tag);
+        part_hash.update(&tag);
+    }
+    Ok(())
 }
 
 /// Bytes encrypted and hashed at a time: the plain copy a chunk is hashed from stays in the cache.
